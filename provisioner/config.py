@@ -1,0 +1,232 @@
+"""One frozen Config: defaults <- provisioner.toml <- PROVISIONER_* environment <- explicit overrides.
+
+This is the only module that reads the environment. Every bad value is reported as a ConfigError that
+names the key and the source it came from (default, the TOML file, the environment variable, override).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "PROVISIONER_"
+CONFIG_ENV = "PROVISIONER_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key and its source."""
+
+    def __init__(self, key: str, source: str, problem: str):
+        self.key, self.source, self.problem = key, source, problem
+        super().__init__(f"config key {key!r} (from {source}): {problem}")
+
+
+# --- value parsers: raw value (TOML type or environment string) -> typed value, or ValueError ---
+
+
+def _int_in(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError("expected an integer, got a boolean")
+        try:
+            value = int(str(raw).strip(), 10) if not isinstance(raw, int) else raw
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is out of range {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def _path(raw: Any) -> Path:
+    if not isinstance(raw, (str, Path)) or not str(raw).strip():
+        raise ValueError(f"expected a non-empty path, got {raw!r}")
+    return Path(os.path.expanduser(str(raw).strip()))
+
+
+def _optional_path(raw: Any) -> Path | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _path(raw)
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _ip(raw: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(str(raw).strip()))
+    except ValueError:
+        raise ValueError(f"expected an IP address such as 0.0.0.0 or 10.0.0.5, got {raw!r}") from None
+
+
+def _public_url(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text:
+        return ""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// base URL such as http://10.0.0.5, got {raw!r}")
+    if parts.username or parts.password:
+        # The installer crashes on credentials in answer-file and script URLs (INSTALLER.md section 1).
+        raise ValueError("must not carry credentials (user:password@): the installer cannot fetch such URLs")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query string or fragment")
+    return text.rstrip("/")
+
+
+def _token(raw: Any) -> str:
+    text = str(raw).strip()
+    if text and len(text) < 16:
+        raise ValueError("must be at least 16 characters (or empty to disable the REST API)")
+    return text
+
+
+def _log_level(raw: Any) -> str:
+    text = str(raw).strip().upper()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return text
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "provisioner"
+
+
+# key -> (parser, default or a zero-argument callable producing it)
+FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "data_dir": (_path, _default_data_dir),
+    "bind_address": (_ip, "0.0.0.0"),
+    "tftp_port": (_int_in(0, 65535), 69),
+    "http_port": (_int_in(0, 65535), 80),
+    "public_url": (_public_url, ""),
+    "tftp_root": (_path, lambda: REPO_ROOT / "tftp_root"),
+    "answerfiles_dir": (_path, lambda: REPO_ROOT / "answerfiles"),
+    "answerfile_overrides_dir": (_optional_path, None),
+    "api_token": (_token, ""),
+    "tftp_blksize_max": (_int_in(8, 65464), 1468),
+    "tftp_max_sessions": (_int_in(1, 900), 512),
+    "tftp_max_sessions_per_client": (_int_in(1, 900), 16),
+    "attempts_per_arming": (_int_in(1, 10), 1),
+    "log_level": (_log_level, "WARNING"),
+    "log_json": (_bool, False),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration. Build it with load_config(); never mutate it."""
+
+    data_dir: Path
+    bind_address: str
+    tftp_port: int
+    http_port: int
+    public_url: str
+    tftp_root: Path
+    answerfiles_dir: Path
+    answerfile_overrides_dir: Path | None
+    api_token: str
+    tftp_blksize_max: int
+    tftp_max_sessions: int
+    tftp_max_sessions_per_client: int
+    attempts_per_arming: int
+    log_level: str
+    log_json: bool
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "provisioner.db"
+
+    @property
+    def base_url(self) -> str:
+        """The URL booting hosts use to reach our HTTP server (public_url, else derived from the bind)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.bind_address in ("0.0.0.0", "::") else self.bind_address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}" + ("" if self.http_port == 80 else f":{self.http_port}")
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with some keys changed (validated like any other override)."""
+        return load_config(file=None, environ={}, overrides={**self.as_dict(), **overrides})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("config", f"file {path}", "file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"file {path}", f"not valid TOML: {exc}") from None
+    # Accept both a flat file and one with a [provisioner] table.
+    if isinstance(data.get("provisioner"), dict):
+        data = {**{k: v for k, v in data.items() if k != "provisioner"}, **data["provisioner"]}
+    return data
+
+
+def load_config(
+    file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve the configuration. `file` defaults to $PROVISIONER_CONFIG, then ./provisioner.toml if present."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, tuple[Any, str]] = {}
+    for key, (_, default) in FIELDS.items():
+        raw[key] = (default() if callable(default) else default, "default")
+
+    if file is None and env.get(CONFIG_ENV):
+        file = env[CONFIG_ENV]
+    elif file is None and environ is None and Path("provisioner.toml").is_file():
+        file = "provisioner.toml"
+    if file is not None:
+        path = Path(file)
+        for key, value in _read_file(path).items():
+            if key not in FIELDS:
+                raise ConfigError(key, f"file {path}", f"unknown key (known keys: {', '.join(FIELDS)})")
+            raw[key] = (value, f"file {path}")
+
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in FIELDS:
+            raise ConfigError(key, f"environment {name}", "unknown key")
+        raw[key] = (value, f"environment {name}")
+
+    for key, value in (overrides or {}).items():
+        if key not in FIELDS:
+            raise ConfigError(key, "override", "unknown key")
+        raw[key] = (value, "override")
+
+    values: dict[str, Any] = {}
+    for key, (parse, _) in FIELDS.items():
+        value, source = raw[key]
+        try:
+            values[key] = parse(value)
+        except ValueError as exc:
+            raise ConfigError(key, source, str(exc)) from None
+    return Config(**values, sources={key: source for key, (_, source) in raw.items()})

@@ -1,0 +1,159 @@
+"""Domain records (Host, Media) and their validation. Standard library only; no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+FIRMWARES = ("bios", "uefi")
+HOST_FIELDS = ("mac", "name", "pool", "disk", "firmware", "ip", "notes")
+
+_HEX12 = re.compile(r"[0-9a-f]{12}")
+_SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+_CISCO = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_MEDIA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class ValidationError(ValueError):
+    """Bad input from a user; `field` names what is wrong (None when it is the record as a whole)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+def normalize_mac(value: str) -> str:
+    """Return the canonical lower-case colon form, e.g. 'aa:bb:cc:dd:ee:ff'.
+
+    Accepts aa:bb:.., aa-bb-.., AABBCCDDEEFF, aabb.ccdd.eeff in any case; anything else is a ValidationError.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(f"expected a MAC address string, got {type(value).__name__}", "mac")
+    text = value.strip().lower()
+    if _SEPARATED.fullmatch(text) or _CISCO.fullmatch(text):
+        digits = re.sub(r"[:.-]", "", text)
+    elif _HEX12.fullmatch(text):
+        digits = text
+    else:
+        raise ValidationError(
+            f"{value!r} is not a MAC address (expected 12 hex digits as aa:bb:cc:dd:ee:ff, "
+            "aa-bb-cc-dd-ee-ff, aabbccddeeff or aabb.ccdd.eeff)",
+            "mac",
+        )
+    if int(digits[1], 16) & 1:
+        raise ValidationError(f"{value!r} is a multicast address, not a host NIC", "mac")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def _clean_text(value: Any, field: str, *, required: bool, pattern: re.Pattern | None = None,
+                max_len: int = 255) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValidationError("is required", field)
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"expected text, got {type(value).__name__}", field)
+    text = value.strip()
+    if len(text) > max_len:
+        raise ValidationError(f"is longer than {max_len} characters", field)
+    if any(ord(ch) < 32 and ch not in "\t" for ch in text) and field != "notes":
+        raise ValidationError("must not contain control characters or line breaks", field)
+    if pattern is not None and not pattern.fullmatch(text):
+        raise ValidationError(
+            f"{text!r} is not allowed (letters, digits, '.', '_' and '-', starting with a letter or digit)", field
+        )
+    return text
+
+
+def validate_disk(value: Any) -> str | None:
+    """The installer's existing-installation disk: an absolute /dev path (by-id paths preferred)."""
+    disk = _clean_text(value, "disk", required=False)
+    if disk is None:
+        return None
+    if not disk.startswith("/dev/") or any(c.isspace() for c in disk) or "/../" in disk + "/":
+        raise ValidationError(f"{disk!r} is not a device path such as /dev/disk/by-id/scsi-...", "disk")
+    return disk
+
+
+@dataclass(frozen=True)
+class Host:
+    """A registered physical host: the MAC it network-boots with and what we know about it."""
+
+    mac: str
+    name: str
+    pool: str
+    disk: str | None = None
+    firmware: str = "bios"
+    ip: str | None = None
+    notes: str = ""
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> "Host":
+        """Validate raw user input (CLI, CSV row, JSON body) into a Host; unknown fields are refused."""
+        unknown = sorted(set(fields) - set(HOST_FIELDS))
+        if unknown:
+            raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(HOST_FIELDS)})")
+        if fields.get("mac") in (None, ""):
+            raise ValidationError("is required", "mac")
+        firmware = _clean_text(fields.get("firmware"), "firmware", required=False) or "bios"
+        if firmware.lower() not in FIRMWARES:
+            raise ValidationError(f"{firmware!r} is not one of {', '.join(FIRMWARES)}", "firmware")
+        ip = _clean_text(fields.get("ip"), "ip", required=False)
+        if ip is not None:
+            try:
+                ip = str(ipaddress.ip_address(ip))
+            except ValueError:
+                raise ValidationError(f"{ip!r} is not an IP address", "ip") from None
+        return cls(
+            mac=normalize_mac(fields["mac"]),
+            name=_clean_text(fields.get("name"), "name", required=True, pattern=_NAME),
+            pool=_clean_text(fields.get("pool"), "pool", required=True, pattern=_NAME),
+            disk=validate_disk(fields.get("disk")),
+            firmware=firmware.lower(),
+            ip=ip,
+            notes=_clean_text(fields.get("notes"), "notes", required=False, max_len=2000) or "",
+        )
+
+    def with_changes(self, changes: Mapping[str, Any]) -> "Host":
+        """Apply a partial update (PATCH) and re-validate the whole record."""
+        return Host.from_fields({**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Media:
+    """An installation tree (extracted XenServer ISO) the hosts can be upgraded to."""
+
+    name: str
+    path: str
+    product_name: str
+    product_version: str
+    platform_version: str
+    build: str | None
+    boot_files: tuple[str, ...] = ()
+    added_at: str = ""
+
+    @staticmethod
+    def check_name(name: Any) -> str:
+        return _clean_text(name, "name", required=True, pattern=_MEDIA_NAME, max_len=64)
+
+    @property
+    def version_key(self) -> tuple[int, ...]:
+        """product_version as a comparable tuple (8.4.0 < 9.0.0)."""
+        return version_tuple(self.product_version)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["boot_files"] = list(self.boot_files)
+        return data
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'8.4.0' -> (8, 4, 0); non-numeric parts compare as 0 so that odd strings never crash a comparison."""
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.-]", version or "0"))

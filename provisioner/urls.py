@@ -1,0 +1,34 @@
+"""Every URL a booting host is given, built in one place (pure; the web routes mirror these paths)."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+MEDIA_PREFIX = "/media"
+BOOT_PREFIX = "/boot"
+TFTP_FILES_PREFIX = "/tftp"
+
+
+def media_tree(base_url: str, media_name: str) -> str:
+    """The directory holding the media's .treeinfo: the installer's <source type="url">."""
+    return f"{base_url.rstrip('/')}{MEDIA_PREFIX}/{urllib.parse.quote(media_name, safe='')}/"
+
+
+def media_file(base_url: str, media_name: str, relpath: str) -> str:
+    """A file of the media tree (boot/xen.gz, boot/vmlinuz, install.img, ...)."""
+    return media_tree(base_url, media_name) + urllib.parse.quote(relpath.lstrip("/"))
+
+
+def answerfile(base_url: str, token: str) -> str:
+    """The per-attempt answer file (served once; 404 once the attempt's window is closed)."""
+    return f"{base_url.rstrip('/')}{BOOT_PREFIX}/answerfile/{urllib.parse.quote(token, safe='')}"
+
+
+def script(base_url: str, token: str, stage: str) -> str:
+    """The per-attempt installer script for `stage` ('installation-start' or 'installation-complete')."""
+    return f"{base_url.rstrip('/')}{BOOT_PREFIX}/script/{urllib.parse.quote(token, safe='')}/{stage}"
+
+
+def report(base_url: str, token: str) -> str:
+    """Where the installation-complete script reports its exit code (appended as the last path part)."""
+    return f"{base_url.rstrip('/')}{BOOT_PREFIX}/report/{urllib.parse.quote(token, safe='')}/"

@@ -1,0 +1,134 @@
+"""The `provisioner` command line (click). Thin: parse, call one service function, format."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import click
+
+from provisioner import output, registry
+from provisioner.config import ConfigError, load_config
+from provisioner.model import ValidationError
+from provisioner.store import NotFoundError, Store, StoreError
+
+
+class Context:
+    """Lazily built config and store, so `--help` never touches the disk."""
+
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config = None
+        self._store = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.config.db_path)
+        return self._store
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def friendly(func):
+    """Turn our domain errors into a one-line message and exit status 1 (no traceback for user mistakes)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except registry.ImportRejected as exc:
+            raise click.ClickException(str(exc)) from None
+        except (ValidationError, ConfigError, StoreError, ValueError, LookupError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def emit(data, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False) if as_json else text)
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PROVISIONER_CONFIG",
+              help="provisioner.toml to read (default: $PROVISIONER_CONFIG, else ./provisioner.toml if present).")
+@click.version_option(package_name="provisioner")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """PXE provisioning server for XenServer rolling pool upgrades."""
+    ctx.obj = Context(config_path)
+
+
+# --- hosts ---
+
+
+@main.group()
+def hosts() -> None:
+    """The host registry: MAC -> name, pool, boot disk, firmware."""
+
+
+@hosts.command("add")
+@click.argument("mac")
+@click.option("--name", required=True, help="Host name (unique within the pool).")
+@click.option("--pool", required=True, help="Pool the host belongs to.")
+@click.option("--disk", help="Boot disk holding the installation, e.g. /dev/disk/by-id/scsi-...")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True)
+@click.option("--ip", help="Management IP address (optional).")
+@click.option("--notes", default="", help="Free text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new record as JSON.")
+@pass_ctx
+@friendly
+def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
+    """Register a host by the MAC it network-boots with."""
+    host = registry.add_host(ctx.store, fields)
+    emit(host.as_dict(), as_json, f"added {host.mac} {host.pool}/{host.name}")
+
+
+@hosts.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@pass_ctx
+@friendly
+def hosts_import(ctx: Context, csv_file) -> None:
+    """Import hosts from a CSV file with a header row (all or nothing)."""
+    imported = registry.import_csv(ctx.store, csv_file.read(), source=f"csv {csv_file.name}")
+    click.echo(f"imported {len(imported)} host(s)")
+
+
+@hosts.command("list")
+@click.option("--pool", help="Only hosts of this pool.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_list(ctx: Context, pool: str | None, as_json: bool) -> None:
+    """List registered hosts."""
+    found = ctx.store.list_hosts(pool=pool)
+    emit([h.as_dict() for h in found], as_json, output.hosts_table(found))
+
+
+@hosts.command("show")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_show(ctx: Context, mac: str, as_json: bool) -> None:
+    """Show one host and its recent events."""
+    host = registry.get_host(ctx.store, mac)
+    events = ctx.store.events(mac=host.mac)[-20:]
+    emit({"host": host.as_dict(), "events": events}, as_json, output.host_detail(host, events))
+
+
+@hosts.command("remove")
+@click.argument("mac")
+@pass_ctx
+@friendly
+def hosts_remove(ctx: Context, mac: str) -> None:
+    """Remove a host from the registry."""
+    host = registry.remove_host(ctx.store, mac)
+    click.echo(f"removed {host.mac} {host.pool}/{host.name}")

@@ -1,0 +1,40 @@
+"""Plain-text formatting for the CLI (no click here: these are pure functions, tested directly)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from provisioner.model import Host, Media
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A left-aligned text table; None shows as '-'."""
+    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def hosts_table(hosts: Sequence[Host]) -> str:
+    if not hosts:
+        return "no hosts registered"
+    return table(("mac", "pool", "name", "firmware", "ip", "disk"),
+                 ((h.mac, h.pool, h.name, h.firmware, h.ip, h.disk) for h in hosts))
+
+
+def host_detail(host: Host, events: Sequence[dict]) -> str:
+    lines = [f"{key:9} {value if value not in (None, '') else '-'}" for key, value in host.as_dict().items()]
+    if not host.disk:
+        lines.append("warning   boot disk unknown: this host cannot be armed for an upgrade until --disk is set")
+    lines.append("events:" if events else "events:   none")
+    lines += [f"  {e['ts']}  {e['kind']}  {e['details']}" for e in events]
+    return "\n".join(lines)
+
+
+def media_table(media: Sequence[Media]) -> str:
+    if not media:
+        return "no media (add an extracted XenServer ISO tree with `provisioner media add NAME PATH`)"
+    return table(("name", "product", "version", "build", "platform", "boot files", "path"),
+                 ((m.name, m.product_name, m.product_version, m.build, m.platform_version,
+                   ",".join(m.boot_files), m.path) for m in media))

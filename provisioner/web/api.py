@@ -1,0 +1,119 @@
+"""REST API under /api/v1 (bearer token). Views only translate HTTP <-> service calls."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from provisioner import registry
+from provisioner.model import ValidationError, normalize_mac
+from provisioner.store import ConflictError, NotFoundError, Store
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+
+
+def _store() -> Store:
+    return current_app.extensions["provisioner.store"]
+
+
+def _error(status: int, message: str, **extra):
+    return jsonify(error=message, **extra), status
+
+
+@bp.before_request
+def _require_token():
+    """Every API call needs `Authorization: Bearer <api_token>`; boot endpoints use per-attempt tokens instead."""
+    expected = current_app.config["PROVISIONER"].api_token
+    if not expected:
+        return _error(401, "the REST API is disabled: set api_token in the server configuration")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        body, status = _error(401, "missing or wrong bearer token")
+        return body, status, {"WWW-Authenticate": 'Bearer realm="provisioner"'}
+    return None
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(exc: ValidationError):
+    return _error(400, str(exc), field=exc.field)
+
+
+@bp.errorhandler(ConflictError)
+def _conflict(exc: ConflictError):
+    return _error(409, str(exc))
+
+
+@bp.errorhandler(NotFoundError)
+def _missing(exc: NotFoundError):
+    return _error(404, str(exc))
+
+
+@bp.errorhandler(registry.ImportRejected)
+def _rejected(exc: registry.ImportRejected):
+    return _error(422, "nothing imported: the CSV has bad rows", problems=exc.as_list())
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+@bp.get("/hosts")
+def list_hosts():
+    return jsonify(hosts=[h.as_dict() for h in _store().list_hosts(pool=request.args.get("pool"))])
+
+
+@bp.post("/hosts")
+def add_host():
+    host = registry.add_host(_store(), _json_body())
+    return jsonify(host=host.as_dict()), 201, {"Location": f"/api/v1/hosts/{host.mac}"}
+
+
+@bp.get("/hosts/<mac>")
+def show_host(mac: str):
+    return jsonify(host=registry.get_host(_store(), mac).as_dict())
+
+
+@bp.patch("/hosts/<mac>")
+def update_host(mac: str):
+    return jsonify(host=registry.update_host(_store(), mac, _json_body()).as_dict())
+
+
+@bp.delete("/hosts/<mac>")
+def remove_host(mac: str):
+    return jsonify(removed=registry.remove_host(_store(), mac).as_dict())
+
+
+@bp.post("/hosts/import")
+def import_hosts():
+    if (request.content_length or 0) > MAX_IMPORT_BYTES:
+        return _error(413, f"CSV larger than {MAX_IMPORT_BYTES} bytes")
+    try:
+        text = request.get_data(cache=False).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("the CSV body must be UTF-8 text") from None
+    hosts = registry.import_csv(_store(), text, source="api")
+    return jsonify(imported=len(hosts), hosts=[h.as_dict() for h in hosts]), 201
+
+
+@bp.get("/media")
+def list_media():
+    return jsonify(media=[m.as_dict() for m in _store().list_media()])
+
+
+@bp.get("/events")
+def list_events():
+    mac = request.args.get("mac")
+    since = request.args.get("since", "0")
+    if not since.isdigit():
+        raise ValidationError("must be a non-negative integer", "since")
+    events = _store().events(mac=normalize_mac(mac) if mac else None, since_id=int(since))
+    return jsonify(events=events)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,36 @@
+"""create_app(): the Flask factory. Nothing here opens a socket, file or DB at import time."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from provisioner.config import Config, load_config
+from provisioner.store import Store
+
+
+def create_app(config: Config | None = None, store: Store | None = None) -> Flask:
+    """Build the WSGI app for `config` (loaded from the usual sources when None)."""
+    config = config or load_config()
+    app = Flask("provisioner")
+    app.config["PROVISIONER"] = config
+    app.extensions["provisioner.store"] = store or Store(config.db_path)
+    app.json.sort_keys = False
+
+    from provisioner.web import api, boot
+
+    api.init_app(app)
+    boot.init_app(app)
+
+    @app.errorhandler(404)
+    def _not_found(_exc):
+        return jsonify(error="not found"), 404
+
+    @app.errorhandler(405)
+    def _not_allowed(_exc):
+        return jsonify(error="method not allowed"), 405
+
+    return app
+
+
+def get_store(app: Flask) -> Store:
+    return app.extensions["provisioner.store"]

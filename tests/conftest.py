@@ -1,0 +1,48 @@
+"""Shared fixtures: a fresh config, store and app per test (Flask tutorial pattern)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # lets tests do `from helpers import ...`
+
+from provisioner.config import load_config  # noqa: E402
+from provisioner.store import Store  # noqa: E402
+
+API_TOKEN = "test-token-0123456789abcdef"
+
+
+@pytest.fixture
+def config(tmp_path):
+    """A Config isolated from the environment and the user's files, with its data dir under tmp_path."""
+    return load_config(file=None, environ={}, overrides={
+        "data_dir": tmp_path / "data", "api_token": API_TOKEN, "http_port": 0, "tftp_port": 0,
+        "bind_address": "127.0.0.1",
+    })
+
+
+@pytest.fixture
+def store(config):
+    s = Store(config.db_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(config, store):
+    from provisioner import create_app
+
+    return create_app(config, store=store)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth():
+    return {"Authorization": f"Bearer {API_TOKEN}"}

@@ -1,0 +1,78 @@
+"""The CLI through click's runner against a real SQLite file: thin commands, clear errors, --json listings."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner.cli import main
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path / "data"), "PROVISIONER_CONFIG": ""}
+
+    def invoke(*args, input=None):
+        return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def test_hosts_lifecycle(run, tmp_path):
+    r = run("hosts", "add", "AA-BB-CC-DD-EE-01", "--name", "h1", "--pool", "p1", "--disk", "/dev/disk/by-id/x",
+            "--firmware", "uefi", "--ip", "10.0.0.7")
+    assert r.exit_code == 0 and "added aa:bb:cc:dd:ee:01 p1/h1" in r.output
+    listing = json.loads(run("hosts", "list", "--json").output)
+    assert listing == [{"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "pool": "p1", "disk": "/dev/disk/by-id/x",
+                        "firmware": "uefi", "ip": "10.0.0.7", "notes": ""}]
+    assert "aa:bb:cc:dd:ee:01  p1" in run("hosts", "list").output
+    assert json.loads(run("hosts", "list", "--pool", "zz", "--json").output) == []
+    shown = json.loads(run("hosts", "show", "aabb.ccdd.ee01", "--json").output)
+    assert shown["host"]["name"] == "h1" and shown["events"][0]["kind"] == "host.added"
+    assert "events:" in run("hosts", "show", "aabbccddee01").output
+    assert run("hosts", "remove", "aabbccddee01").exit_code == 0
+    assert "no hosts registered" in run("hosts", "list").output
+
+
+def test_errors_are_one_line_messages(run):
+    r = run("hosts", "add", "nonsense", "--name", "h", "--pool", "p")
+    assert r.exit_code == 1 and "not a MAC address" in r.output and "Traceback" not in r.output
+    run("hosts", "add", "aabbccddee01", "--name", "h", "--pool", "p")
+    r = run("hosts", "add", "aabbccddee01", "--name", "h2", "--pool", "p")
+    assert r.exit_code == 1 and "already registered" in r.output
+    r = run("hosts", "show", "aabbccddee09")
+    assert r.exit_code == 1 and "no host with MAC aa:bb:cc:dd:ee:09" in r.output
+    r = run("hosts", "add", "aabbccddee02", "--name", "h", "--pool", "p", "--firmware", "efi")
+    assert r.exit_code == 2 and "firmware" in r.output
+
+
+def test_disk_warning_on_show(run):
+    run("hosts", "add", "aabbccddee01", "--name", "h", "--pool", "p")
+    assert "boot disk unknown" in run("hosts", "show", "aabbccddee01").output
+
+
+def test_import(run, tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("mac,name,pool,disk\naabbccddee01,h1,p,/dev/sda\naabbccddee02,h2,p,\n")
+    r = run("hosts", "import", str(good))
+    assert r.exit_code == 0 and "imported 2 host(s)" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("mac,name,pool\naabbccddee03,h3,p\nxx,h4,p\naabbccddee01,h5,p\n")
+    r = run("hosts", "import", str(bad))
+    assert r.exit_code == 1
+    assert "line 3:" in r.output and "line 4:" in r.output and "nothing imported" in r.output
+    assert len(json.loads(run("hosts", "list", "--json").output)) == 2
+
+
+def test_bad_config_is_reported_with_source(tmp_path):
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path), "PROVISIONER_HTTP_PORT": "eighty", "PROVISIONER_CONFIG": ""}
+    r = CliRunner().invoke(main, ["hosts", "list"], env=env)
+    assert r.exit_code == 1 and "http_port" in r.output and "PROVISIONER_HTTP_PORT" in r.output
+
+
+def test_config_option(tmp_path):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "d2"}"\n')
+    r = CliRunner().invoke(main, ["--config", str(cfg), "hosts", "add", "aabbccddee01", "--name", "h", "--pool", "p"],
+                           env={"PROVISIONER_CONFIG": ""})
+    assert r.exit_code == 0 and (tmp_path / "d2" / "provisioner.db").exists()

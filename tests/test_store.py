@@ -1,0 +1,133 @@
+"""Store: migrations from old files, uniqueness, events in the same transaction, concurrent writers."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from provisioner.model import Host, Media
+from provisioner.store import MIGRATIONS, SCHEMA_VERSION, ConflictError, NotFoundError, Store, StoreError
+
+
+def host(mac="aa:bb:cc:dd:ee:01", name="h1", pool="p1", **kw):
+    return Host.from_fields({"mac": mac, "name": name, "pool": pool, **kw})
+
+
+def test_fresh_database_is_current_and_in_wal(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    assert store.schema_version() == SCHEMA_VERSION
+    mode = store._connect().execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    assert [e["kind"] for e in store.events()] == ["schema.migrated"] * SCHEMA_VERSION
+
+
+def test_migrates_an_old_database_file_keeping_data(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old = Store(path, migrate=False)
+    old.migrate(target=1)  # a database written by the first release
+    old.add_host(host())
+    old.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 1
+    assert raw.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'media'").fetchone()[0] == 0
+    raw.close()
+
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+    assert store.get_host("aa:bb:cc:dd:ee:01") == host()
+    assert store.list_media() == []  # the new table exists
+    migrated = [e["details"]["version"] for e in store.events(kind="schema.migrated")]
+    assert migrated == list(range(1, SCHEMA_VERSION + 1))
+    # opening again is a no-op
+    Store(path).close()
+    assert len(store.events(kind="schema.migrated")) == SCHEMA_VERSION
+
+
+def test_refuses_a_newer_database(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    store._connect().execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 5,))
+    store.close()
+    with pytest.raises(StoreError, match="newer than this program"):
+        Store(tmp_path / "db.sqlite")
+
+
+def test_host_crud_and_events(store):
+    store.add_host(host())
+    with pytest.raises(ConflictError, match="already registered"):
+        store.add_host(host(name="other"))
+    with pytest.raises(ConflictError, match="already has a host named 'h1'"):
+        store.add_host(host(mac="aa:bb:cc:dd:ee:02"))
+    store.add_host(host(mac="aa:bb:cc:dd:ee:02", pool="p2"))  # same name, other pool: fine
+    assert [h.pool for h in store.list_hosts()] == ["p1", "p2"]
+    assert [h.mac for h in store.list_hosts(pool="p2")] == ["aa:bb:cc:dd:ee:02"]
+
+    updated = store.update_host("aa:bb:cc:dd:ee:01", {"disk": "/dev/sdb"})
+    assert updated.disk == "/dev/sdb" and store.get_host("aa:bb:cc:dd:ee:01").disk == "/dev/sdb"
+    with pytest.raises(ConflictError):
+        store.update_host("aa:bb:cc:dd:ee:02", {"pool": "p1"})
+    with pytest.raises(NotFoundError):
+        store.update_host("aa:bb:cc:dd:ee:09", {"disk": "/dev/sdb"})
+    store.remove_host("aa:bb:cc:dd:ee:01")
+    assert store.get_host("aa:bb:cc:dd:ee:01") is None
+    kinds = [e["kind"] for e in store.events(mac="aa:bb:cc:dd:ee:01")]
+    assert kinds == ["host.added", "host.updated", "host.removed"]
+    assert store.events(mac="aa:bb:cc:dd:ee:01", kind="host.updated")[0]["details"] == {"disk": [None, "/dev/sdb"]}
+
+
+def test_add_hosts_is_all_or_nothing(store):
+    store.add_host(host(mac="aa:bb:cc:dd:ee:05", name="taken"))
+    batch = [host(mac="aa:bb:cc:dd:ee:01", name="a"), host(mac="aa:bb:cc:dd:ee:05", name="b")]
+    with pytest.raises(ConflictError):
+        store.add_hosts(batch)
+    assert [h.name for h in store.list_hosts()] == ["taken"]
+    assert store.events(kind="host.added")[-1]["mac"] == "aa:bb:cc:dd:ee:05"
+
+
+def test_mac_cannot_change(store):
+    store.add_host(host())
+    assert store.update_host("aa:bb:cc:dd:ee:01", {"mac": "AA-BB-CC-DD-EE-01", "notes": "x"}).notes == "x"
+    with pytest.raises(ValueError, match="cannot be changed"):
+        store.update_host("aa:bb:cc:dd:ee:01", {"mac": "aa:bb:cc:dd:ee:02"})
+
+
+def test_media_rows(store):
+    media = Media("xs84", "/srv/xs84", "XenServer", "8.4.0", "3.4.0", "123", ("boot/xen.gz",))
+    store.add_media(media)
+    got = store.get_media("xs84")
+    assert got.boot_files == ("boot/xen.gz",) and got.added_at
+    with pytest.raises(ConflictError):
+        store.add_media(media)
+    assert [m.name for m in store.list_media()] == ["xs84"]
+    store.remove_media("xs84")
+    assert store.get_media("xs84") is None
+
+
+def test_concurrent_writers_lose_no_update(tmp_path):
+    """Threads (and separate Store handles, as separate processes would be) doing read-modify-write."""
+    path = tmp_path / "db.sqlite"
+    Store(path).add_host(host())
+    threads_n, rounds = 8, 40
+    errors = []
+
+    def worker(i):
+        local = Store(path) if i % 2 else shared
+        try:
+            for _ in range(rounds):
+                local.update_host("aa:bb:cc:dd:ee:01", lambda h: {"notes": h.notes + str(i)})
+                local.add_event("test.tick", details={"thread": i})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    shared = Store(path)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    notes = Store(path).get_host("aa:bb:cc:dd:ee:01").notes
+    assert len(notes) == threads_n * rounds
+    for i in range(threads_n):  # threads_n < 10: each thread's digit is its own
+        assert notes.count(str(i)) == rounds
+    assert len(Store(path).events(kind="test.tick", limit=10_000)) == threads_n * rounds
+    assert len(Store(path).events(kind="host.updated", limit=10_000)) == threads_n * rounds

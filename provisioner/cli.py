@@ -7,7 +7,7 @@ import json
 
 import click
 
-from provisioner import output, registry
+from provisioner import answerfile, output, registry
 from provisioner.config import ConfigError, load_config
 from provisioner.model import ValidationError
 from provisioner.store import NotFoundError, Store, StoreError
@@ -50,6 +50,16 @@ def friendly(func):
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+@main.command("answerfile")
+@click.argument("mac")
+@click.option("--media", "media_name", help="Media to upgrade to (default: the newest imported).")
+@pass_ctx
+@friendly
+def answerfile_preview(ctx: Context, mac: str, media_name: str | None) -> None:
+    """Print the (validated) upgrade answer file MAC would get, without arming it."""
+    click.echo(answerfile.preview(ctx.config, ctx.store, mac, media_name), nl=False)
 
 
 def emit(data, as_json: bool, text: str) -> None:

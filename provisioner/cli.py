@@ -7,7 +7,8 @@ import json
 
 import click
 
-from provisioner import answerfile, output, registry
+from provisioner import answerfile, bootloaders, output, registry
+from provisioner import media as media_mod
 from provisioner.config import ConfigError, load_config
 from provisioner.model import ValidationError
 from provisioner.store import NotFoundError, Store, StoreError
@@ -46,20 +47,11 @@ def friendly(func):
             return func(*args, **kwargs)
         except registry.ImportRejected as exc:
             raise click.ClickException(str(exc)) from None
-        except (ValidationError, ConfigError, StoreError, ValueError, LookupError, OSError) as exc:
+        except (ValidationError, ConfigError, StoreError, ValueError, LookupError, OSError,
+                bootloaders.BootloaderError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
-
-
-@main.command("answerfile")
-@click.argument("mac")
-@click.option("--media", "media_name", help="Media to upgrade to (default: the newest imported).")
-@pass_ctx
-@friendly
-def answerfile_preview(ctx: Context, mac: str, media_name: str | None) -> None:
-    """Print the (validated) upgrade answer file MAC would get, without arming it."""
-    click.echo(answerfile.preview(ctx.config, ctx.store, mac, media_name), nl=False)
 
 
 def emit(data, as_json: bool, text: str) -> None:
@@ -142,3 +134,58 @@ def hosts_remove(ctx: Context, mac: str) -> None:
     """Remove a host from the registry."""
     host = registry.remove_host(ctx.store, mac)
     click.echo(f"removed {host.mac} {host.pool}/{host.name}")
+
+
+@main.command("answerfile")
+@click.argument("mac")
+@click.option("--media", "media_name", help="Media to upgrade to (default: the newest imported).")
+@pass_ctx
+@friendly
+def answerfile_preview(ctx: Context, mac: str, media_name: str | None) -> None:
+    """Print the (validated) upgrade answer file MAC would get, without arming it."""
+    click.echo(answerfile.preview(ctx.config, ctx.store, mac, media_name), nl=False)
+
+
+# --- media and boot loaders ---
+
+
+@main.group()
+def media() -> None:
+    """Installation media: extracted XenServer ISO trees (or .iso files) hosts are upgraded to."""
+
+
+@media.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_add(ctx: Context, name: str, path: str, as_json: bool) -> None:
+    """Import the tree (or .iso) at PATH as media NAME; it is served unchanged over HTTP."""
+    added = media_mod.import_media(ctx.store, ctx.config, name, path)
+    emit(added.as_dict(), as_json, output.media_table([added]))
+
+
+@media.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_list(ctx: Context, as_json: bool) -> None:
+    """List imported media."""
+    found = ctx.store.list_media()
+    emit([{**m.as_dict(), "generation": media_mod.media_generation(m)} for m in found], as_json,
+         output.media_table(found))
+
+
+@main.group("tftp-root")
+def tftp_root() -> None:
+    """The static boot loaders under tftp_root."""
+
+
+@tftp_root.command("prepare")
+@pass_ctx
+@friendly
+def tftp_root_prepare(ctx: Context) -> None:
+    """Copy pxelinux.0, lpxelinux.0, *.c32 from syslinux and build the UEFI GRUB netboot image."""
+    for line in bootloaders.prepare_tftp_root(ctx.config):
+        click.echo(line)

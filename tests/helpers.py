@@ -1,0 +1,47 @@
+"""Test fixtures shared by several test modules: a fake XenServer installation tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+INSTALL_IMG_SIZE = 70_001  # several TFTP blocks at any blksize, and not a multiple of 512 (short last block)
+
+
+def make_media_tree(root: Path, version: str = "8.4.0", build: str = "12345") -> Path:
+    """Create a fake extracted XenServer ISO at ROOT and return ROOT.
+
+    Holds what the installer and our importer look at: `.treeinfo` ([system-v1] + [build]),
+    `repodata/repomd.xml`, the boot files of both generations and the ISO's UEFI GRUB; contents are small dummies.
+    """
+    root = Path(root)
+    major = int(version.split(".")[0])
+    platform_version = "3.4.0" if major < 9 else "4.0.0"
+    files = {
+        ".treeinfo": (
+            "[system-v1]\n"
+            "platform_name = XCP\n"
+            f"platform_version = {platform_version}\n"
+            "product_name = XenServer\n"
+            f"product_version = {version}\n"
+            "\n[build]\n"
+            f"number = {build}\n"
+        ).encode(),
+        "repodata/repomd.xml": (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<repomd xmlns="http://linux.duke.edu/metadata/repo">\n'
+            '  <data type="primary"><location href="repodata/primary.xml.gz"/></data>\n'
+            "</repomd>\n"
+        ).encode(),
+        "boot/xen.gz": f"fake xen.gz {version}\n".encode(),
+        "boot/vmlinuz": f"fake vmlinuz {version}\n".encode(),
+        "install.img": bytes(i % 251 for i in range(INSTALL_IMG_SIZE)),
+        "EFI/xenserver/grubx64.efi": b"MZ fake grubx64.efi\n",
+        "EFI/xenserver/grub.cfg": b"menuentry 'install' {\n  multiboot2 /boot/xen.gz\n}\n",
+    }
+    if major >= 9:
+        files["boot/xen.efi"] = f"MZ fake xen.efi {version}\n".encode()
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root

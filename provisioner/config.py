@@ -125,6 +125,8 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "tftp_max_sessions": (_int_in(1, 900), 512),
     "tftp_max_sessions_per_client": (_int_in(1, 900), 16),
     "attempts_per_arming": (_int_in(1, 10), 1),
+    # lpxelinux.0 can fetch http:// paths: big files (xen.gz, vmlinuz, install.img) then go over HTTP, not TFTP.
+    "pxelinux_http": (_bool, False),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
 }
@@ -147,6 +149,7 @@ class Config:
     tftp_max_sessions: int
     tftp_max_sessions_per_client: int
     attempts_per_arming: int
+    pxelinux_http: bool
     log_level: str
     log_json: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

@@ -157,3 +157,62 @@ class Media:
 def version_tuple(version: str) -> tuple[int, ...]:
     """'8.4.0' -> (8, 4, 0); non-numeric parts compare as 0 so that odd strings never crash a comparison."""
     return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.-]", version or "0"))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One arming of one host: the per-attempt token in the installer's URLs and where it got to.
+
+    `runs` counts answer files served (the installer fetches it exactly once per run), `max_runs` caps it
+    (config.attempts_per_arming at arming time): a run that dies before its start script cannot loop.
+    """
+
+    id: int
+    mac: str
+    media: str
+    token: str
+    state: str
+    max_runs: int = 1
+    runs: int = 0
+    run_id: str | None = None
+    window_until: str | None = None  # ISO UTC timestamp; None = no deadline
+    exit_code: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def as_dict(self, *, with_token: bool = False) -> dict[str, Any]:
+        """JSON-ready; the token is a capability (it unlocks the answer file), so it is left out by default."""
+        data = dataclasses.asdict(self)
+        if not with_token:
+            data.pop("token")
+        return data
+
+
+BOOT_INSTALLER = "installer"
+BOOT_LOCAL = "local_boot"
+BOOT_DEFAULT = "default"
+BOOT_ACTIONS = (BOOT_INSTALLER, BOOT_LOCAL, BOOT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class BootDecision:
+    """What one MAC gets right now: the installer (with its attempt), an explicit local boot, or the default.
+
+    DEFAULT (unknown MAC) is a local boot too: an unknown machine never gets an installer.
+    """
+
+    action: str
+    mac: str | None
+    reason: str
+    host: Host | None = None
+    attempt: Attempt | None = None
+
+    @property
+    def installer(self) -> bool:
+        return self.action == BOOT_INSTALLER
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "mac": self.mac, "reason": self.reason,
+                "attempt": self.attempt.id if self.attempt else None}

@@ -1,0 +1,227 @@
+"""Installer attempts: arm / disarm a host, and the installer's signals that close and finish a window.
+
+One attempt = one arming of one host for one media. Its token (secrets.token_urlsafe) goes into the
+answer-file and script URLs; the installation-start script GET closes the window (the earliest reliable
+"the installer is running" signal, INSTALLER.md section 3), the installation-complete GET reports 0/1.
+Every change is a compare-and-set in the store with its event row; every fetch is an `attempt.fetch` event,
+so the timeline of a boot can be read back from the event log.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner import policy, states
+from provisioner.config import Config
+from provisioner.media import media_generation
+from provisioner.model import Attempt, BootDecision, ValidationError, normalize_mac
+from provisioner.store import AttemptChange, NotFoundError, Store
+
+TOKEN_BYTES = 24  # 32 URL-safe characters, 192 bits: not guessable, and short enough for a kernel command line
+FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "file")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of an installer signal: the attempt (None for an unknown token) and whether THIS call changed it."""
+
+    attempt: Attempt | None
+    changed: bool
+    note: str
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def _client(client: Any) -> str | None:
+    return None if client is None else str(client)[:64]
+
+
+def _token_ok(token: Any) -> bool:
+    return isinstance(token, str) and bool(_TOKEN.fullmatch(token))
+
+
+def _unknown_token(store: Store, token: Any, what: str, client: Any) -> None:
+    # Log only a prefix: a near-miss of a real token must not end up readable in the dashboard.
+    shown = token[:6] + "..." if isinstance(token, str) else f"<{type(token).__name__}>"
+    store.add_event("attempt.unknown_token", details={"what": what, "client": _client(client), "token": shown})
+
+
+# --- arming (operator / coordinator) ---
+
+
+def arm(store: Store, config: Config, mac: str, media_name: str, *, run_id: str | None = None,
+        window_seconds: int | None = None) -> Attempt:
+    """Arm `mac` to get the installer of `media_name` on its next network boot(s); returns the new attempt.
+
+    The host must be registered and have a boot disk (the upgrade answer file names it), the media must
+    exist, and a XenServer 9 media needs a UEFI host (its installer refuses legacy BIOS). An older ARMED
+    attempt of the host is EXPIRED (explicit re-arm); arming while an installer runs is refused.
+    """
+    canonical = normalize_mac(mac)
+    host = store.get_host(canonical)
+    if host is None:
+        raise NotFoundError(f"no host with MAC {canonical} is registered")
+    media = store.get_media(media_name) if isinstance(media_name, str) else None
+    if media is None:
+        raise NotFoundError(f"no media named {media_name!r} (see `provisioner media list`)")
+    if not host.disk:
+        raise ValidationError(
+            f"host {host.name} ({canonical}) has no boot disk recorded; the upgrade answer file must name it "
+            "(XenCenter reads PRIMARY_DISK from /etc/xensource-inventory): set it with "
+            "`provisioner hosts update MAC --disk /dev/disk/by-id/...`", "disk")
+    if media_generation(media) == "xs9" and host.firmware != "uefi":
+        raise ValidationError(
+            f"media {media.name} is XenServer {media.product_version}, whose installer refuses legacy BIOS; "
+            f"host {host.name} ({canonical}) is registered as {host.firmware}", "firmware")
+    window_until = None
+    if window_seconds is not None:
+        if not isinstance(window_seconds, int) or window_seconds <= 0:
+            raise ValidationError(f"must be a positive number of seconds, got {window_seconds!r}", "window")
+        moment = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=window_seconds)
+        window_until = moment.isoformat(timespec="milliseconds")
+    return store.arm_attempt(canonical, media.name, new_token(), max_runs=config.attempts_per_arming,
+                             run_id=run_id, window_until=window_until)
+
+
+def disarm(store: Store, mac: str, *, reason: str = "operator") -> list[Attempt]:
+    """Cancel the host's live attempt(s) (ARMED or STARTED -> DISARMED); [] when nothing was live."""
+    canonical = normalize_mac(mac)
+    if store.get_host(canonical) is None:
+        raise NotFoundError(f"no host with MAC {canonical} is registered")
+    return store.disarm_attempts(canonical, details={"reason": str(reason)[:200]})
+
+
+def current_attempt(store: Store, mac: str) -> Attempt | None:
+    """The host's newest attempt (any state), or None."""
+    return store.current_attempt(normalize_mac(mac))
+
+
+def attempt_by_token(store: Store, token: str) -> Attempt | None:
+    return store.attempt_by_token(token) if _token_ok(token) else None
+
+
+def decide_for(store: Store, mac: str, *, now: _dt.datetime | None = None) -> BootDecision:
+    """Load the host and its newest attempt, then ask the pure policy.decide(). `mac` must be canonical."""
+    host = store.get_host(mac)
+    attempt = store.current_attempt(mac) if host is not None else None
+    return policy.decide(mac, host, attempt, now=now)
+
+
+# --- fetches and installer signals (boot endpoints) ---
+
+
+def answerfile_allowed(store: Store, token: str, *, now: _dt.datetime | None = None) -> bool:
+    """Read-only: would the answer file for `token` be served now? (True only while its window is open.)"""
+    attempt = attempt_by_token(store, token)
+    return attempt is not None and policy.window_open(attempt, now)[0]
+
+
+def claim_answerfile(store: Store, token: str, client: Any, *, now: _dt.datetime | None = None) -> Attempt | None:
+    """Atomically check the window and count one installer run; the attempt to render for, or None (=> 404).
+
+    Use this rather than answerfile_allowed() + record_fetch(): two fetches racing cannot both pass the cap.
+    A refusal (closed window, stale or unknown token) is an event.
+    """
+    if not _token_ok(token):
+        _unknown_token(store, token, "answerfile", client)
+        return None
+
+    def decide(attempt: Attempt) -> AttemptChange:
+        is_open, why = policy.window_open(attempt, now)
+        if not is_open:
+            return AttemptChange(event="attempt.refused", details={"what": "answerfile", "client": _client(client),
+                                                                   "why": why})
+        return AttemptChange(updates={"runs": attempt.runs + 1}, event="attempt.fetch", details={
+            "what": "answerfile", "client": _client(client), "run": attempt.runs + 1, "max_runs": attempt.max_runs})
+
+    attempt, change = store.change_attempt(token=token, decide=decide)
+    if attempt is None:
+        _unknown_token(store, token, "answerfile", client)
+        return None
+    return attempt if change is not None and change.event == "attempt.fetch" else None
+
+
+def record_fetch(store: Store, token_or_attempt: str | Attempt, what: str, client: Any,
+                 **details: Any) -> Attempt | None:
+    """Log one fetch (`what` in FETCH_KINDS) on the attempt's timeline as an `attempt.fetch` event.
+
+    "answerfile" goes through claim_answerfile() (it counts a run); the return value is then None when it
+    was refused. For other kinds this only logs, and returns the attempt (None for an unknown token).
+    """
+    if what not in FETCH_KINDS:
+        raise ValueError(f"unknown fetch kind {what!r} (one of {', '.join(FETCH_KINDS)})")
+    if what == "answerfile":
+        token = token_or_attempt.token if isinstance(token_or_attempt, Attempt) else token_or_attempt
+        return claim_answerfile(store, token, client)
+    attempt = (token_or_attempt if isinstance(token_or_attempt, Attempt)
+               else attempt_by_token(store, token_or_attempt))
+    if attempt is None:
+        _unknown_token(store, token_or_attempt, what, client)
+        return None
+    extra = {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v)[:200]) for k, v in details.items()}
+    store.add_event("attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details={
+        "attempt": attempt.id, "state": attempt.state, "what": what, "client": _client(client), **extra})
+    return attempt
+
+
+def start_script_fetched(store: Store, token: str, client: Any) -> Outcome:
+    """The installer fetched its installation-start script: ARMED -> STARTED, closing the window.
+
+    Compare-and-set in one transaction, so of two concurrent fetches exactly one changes the state. The
+    HTTP layer answers 200 with a harmless script whatever this returns (a failed GET aborts the installer).
+    """
+    if not _token_ok(token):
+        _unknown_token(store, token, "start", client)
+        return Outcome(None, False, "unknown token")
+
+    def decide(attempt: Attempt) -> AttemptChange:
+        if attempt.state == states.ARMED:
+            return AttemptChange(state=states.STARTED, details={"client": _client(client)})
+        return AttemptChange(event="attempt.stale_token", details={"what": "start", "client": _client(client)})
+
+    attempt, change = store.change_attempt(token=token, decide=decide)
+    if attempt is None:
+        _unknown_token(store, token, "start", client)
+        return Outcome(None, False, "unknown token")
+    if change.state == states.STARTED:
+        return Outcome(attempt, True, "window closed: the installer is running")
+    return Outcome(attempt, False, f"attempt {attempt.id} is {attempt.state}: nothing to do")
+
+
+def complete_reported(store: Store, token: str, code: Any, client: Any) -> Outcome:
+    """The installation-complete script reported `code`: "0" -> SUCCEEDED, "1" -> FAILED.
+
+    Any other code, or a report for an attempt that is already finished, is logged and changes nothing.
+    A report on an ARMED attempt (start script never seen) still finishes it: an installer ran, so the
+    window must close.
+    """
+    if not _token_ok(token):
+        _unknown_token(store, token, "complete", client)
+        return Outcome(None, False, "unknown token")
+    text = str(code).strip()[:16]
+    new = {"0": states.SUCCEEDED, "1": states.FAILED}.get(text)
+
+    def decide(attempt: Attempt) -> AttemptChange:
+        base = {"client": _client(client), "code": text}
+        if new is None:
+            return AttemptChange(event="attempt.report_ignored", details={**base, "why": "exit code is not 0 or 1"})
+        if attempt.state not in states.ATTEMPT_LIVE:
+            return AttemptChange(event="attempt.report_ignored",
+                                 details={**base, "why": f"attempt is already {attempt.state}"})
+        return AttemptChange(state=new, updates={"exit_code": int(text)},
+                             details={**base, "start_seen": attempt.state == states.STARTED})
+
+    attempt, change = store.change_attempt(token=token, decide=decide)
+    if attempt is None:
+        _unknown_token(store, token, "complete", client)
+        return Outcome(None, False, "unknown token")
+    if change.state is not None:
+        return Outcome(attempt, True, f"installer reported {text}: {attempt.state}")
+    return Outcome(attempt, False, change.details.get("why", "ignored"))

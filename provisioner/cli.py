@@ -7,7 +7,7 @@ import json
 
 import click
 
-from provisioner import answerfile, bootloaders, output, registry
+from provisioner import answerfile, attempts, bootloaders, output, registry
 from provisioner import media as media_mod
 from provisioner.config import ConfigError, load_config
 from provisioner.model import ValidationError
@@ -124,6 +124,63 @@ def hosts_show(ctx: Context, mac: str, as_json: bool) -> None:
     host = registry.get_host(ctx.store, mac)
     events = ctx.store.events(mac=host.mac)[-20:]
     emit({"host": host.as_dict(), "events": events}, as_json, output.host_detail(host, events))
+
+
+@hosts.command("update")
+@click.argument("mac")
+@click.option("--name")
+@click.option("--pool")
+@click.option("--disk", help="Boot disk holding the installation ('' to clear).")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]))
+@click.option("--ip", help="Management IP address ('' to clear).")
+@click.option("--notes")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_update(ctx: Context, mac: str, as_json: bool, **fields) -> None:
+    """Change fields of a registered host (the MAC itself cannot change)."""
+    changes = {k: (v if v != "" else None) for k, v in fields.items() if v is not None}
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one of --name --pool --disk --firmware --ip --notes")
+    host = registry.update_host(ctx.store, mac, changes)
+    emit(host.as_dict(), as_json, f"updated {host.mac} {host.pool}/{host.name}")
+
+
+@hosts.command("arm")
+@click.argument("mac")
+@click.option("--media", "media_name", required=True, help="Media to upgrade to.")
+@click.option("--window", "window_seconds", type=click.IntRange(min=1), help="Close the window after N seconds.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_arm(ctx: Context, mac: str, media_name: str, window_seconds: int | None, as_json: bool) -> None:
+    """Arm MAC: its next network boot gets the upgrade installer, once."""
+    attempt = attempts.arm(ctx.store, ctx.config, mac, media_name, window_seconds=window_seconds)
+    emit(attempt.as_dict(), as_json,
+         f"armed {attempt.mac} for {attempt.media} (attempt {attempt.id}); its next network boot installs the upgrade")
+
+
+@hosts.command("disarm")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_disarm(ctx: Context, mac: str, as_json: bool) -> None:
+    """Cancel MAC's armed attempt: every boot is a local boot again."""
+    cancelled = attempts.disarm(ctx.store, mac, reason="cli")
+    emit([a.as_dict() for a in cancelled], as_json,
+         f"disarmed attempt(s) {', '.join(str(a.id) for a in cancelled)}" if cancelled else "nothing was armed")
+
+
+@hosts.command("attempts")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_attempts(ctx: Context, mac: str, as_json: bool) -> None:
+    """List MAC's installer attempts, newest first."""
+    found = ctx.store.list_attempts(registry.get_host(ctx.store, mac).mac)
+    emit([a.as_dict() for a in found], as_json, output.attempts_table(found))
 
 
 @hosts.command("remove")

@@ -38,3 +38,11 @@ def media_table(media: Sequence[Media]) -> str:
     return table(("name", "product", "version", "build", "platform", "boot files", "path"),
                  ((m.name, m.product_name, m.product_version, m.build, m.platform_version,
                    ",".join(m.boot_files), m.path) for m in media))
+
+
+def attempts_table(found: Sequence) -> str:
+    if not found:
+        return "no attempts"
+    return table(("id", "media", "state", "runs", "exit", "created", "started", "finished"),
+                 ((a.id, a.media, a.state, f"{a.runs}/{a.max_runs}", a.exit_code, a.created_at, a.started_at,
+                   a.finished_at) for a in found))

@@ -102,3 +102,24 @@ def test_over_a_real_socket(app, auth, store):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_arm_disarm(client, auth, store, config, tmp_path):
+    from helpers import make_media_tree
+    from provisioner import media
+
+    media.import_media(store, config, "xs84", make_media_tree(tmp_path / "t"))
+    client.post("/api/v1/hosts", json=H, headers=auth)
+    assert client.post("/api/v1/hosts/aabbccddee01/arm", json={"media": "xs84"}).status_code == 401
+    assert store.list_attempts() == []
+    r = client.post("/api/v1/hosts/aabbccddee01/arm", json={"media": "nope"}, headers=auth)
+    assert r.status_code == 404 and "no media" in r.get_json()["error"]
+    r = client.post("/api/v1/hosts/aabbccddee01/arm", json={"media": "xs84", "colour": 1}, headers=auth)
+    assert r.status_code == 400
+    r = client.post("/api/v1/hosts/aabbccddee01/arm", json={"media": "xs84"}, headers=auth)
+    assert r.status_code == 201 and r.get_json()["attempt"]["state"] == "armed"
+    assert "token" not in r.get_json()["attempt"]  # the token is a capability: never in API answers
+    r = client.get("/api/v1/hosts/aabbccddee01/attempts", headers=auth)
+    assert [a["state"] for a in r.get_json()["attempts"]] == ["armed"]
+    r = client.post("/api/v1/hosts/aabbccddee01/disarm", headers=auth)
+    assert r.status_code == 200 and r.get_json()["disarmed"][0]["state"] == "disarmed"

@@ -111,3 +111,24 @@ def test_tftp_root_prepare(tmp_path):
     assert "pxelinux.0: created" in r.output and (tmp_path / "root" / "grubx64.efi").exists()
     r = CliRunner().invoke(main, ["tftp-root", "prepare"], env=env)
     assert "pxelinux.0: unchanged" in r.output
+
+
+def test_update_arm_disarm_attempts(run, tmp_path):
+    from helpers import make_media_tree
+
+    run("media", "add", "xs84", str(make_media_tree(tmp_path / "xs84")))
+    run("hosts", "add", "aabbccddee01", "--name", "h1", "--pool", "p")
+    r = run("hosts", "arm", "aabbccddee01", "--media", "xs84")
+    assert r.exit_code == 1 and "no boot disk" in r.output and "hosts update" in r.output
+    r = run("hosts", "update", "aabbccddee01", "--disk", "/dev/disk/by-id/scsi-9", "--firmware", "uefi")
+    assert r.exit_code == 0 and "updated aa:bb:cc:dd:ee:01" in r.output
+    assert run("hosts", "update", "aabbccddee01").exit_code == 2
+    armed = json.loads(run("hosts", "arm", "aa-bb-cc-dd-ee-01", "--media", "xs84", "--json").output)
+    assert armed["state"] == "armed" and "token" not in armed
+    r = run("hosts", "arm", "aabbccddee01", "--media", "nope")
+    assert r.exit_code == 1 and "no media named 'nope'" in r.output
+    listing = json.loads(run("hosts", "attempts", "aabbccddee01", "--json").output)
+    assert [a["state"] for a in listing] == ["armed"]
+    assert "disarmed attempt(s)" in run("hosts", "disarm", "aabbccddee01").output
+    assert "nothing was armed" in run("hosts", "disarm", "aabbccddee01").output
+    assert "disarmed" in run("hosts", "attempts", "aabbccddee01").output

@@ -6,7 +6,7 @@ import hmac
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from provisioner import registry
+from provisioner import attempts, registry
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Store
 
@@ -86,6 +86,28 @@ def update_host(mac: str):
 @bp.delete("/hosts/<mac>")
 def remove_host(mac: str):
     return jsonify(removed=registry.remove_host(_store(), mac).as_dict())
+
+
+@bp.post("/hosts/<mac>/arm")
+def arm_host(mac: str):
+    body = _json_body()
+    unknown = sorted(set(body) - {"media", "window_seconds"})
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: media, window_seconds)")
+    attempt = attempts.arm(_store(), current_app.config["PROVISIONER"], mac, body.get("media"),
+                           window_seconds=body.get("window_seconds"))
+    return jsonify(attempt=attempt.as_dict()), 201
+
+
+@bp.post("/hosts/<mac>/disarm")
+def disarm_host(mac: str):
+    return jsonify(disarmed=[a.as_dict() for a in attempts.disarm(_store(), mac, reason="api")])
+
+
+@bp.get("/hosts/<mac>/attempts")
+def host_attempts(mac: str):
+    host = registry.get_host(_store(), mac)
+    return jsonify(attempts=[a.as_dict() for a in _store().list_attempts(host.mac)])
 
 
 @bp.post("/hosts/import")

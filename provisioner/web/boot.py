@@ -1,10 +1,134 @@
-"""Boot endpoints: media trees and boot files over HTTP, answer files, installer scripts, iPXE."""
+"""Boot endpoints: iPXE scripts, per-attempt answer files, installer scripts and the result report.
+
+Views only translate: the per-MAC answer comes from bootservice/attempts (policy.decide), the answer file
+from answerfile.render_upgrade (validated before it leaves). Script endpoints ALWAYS answer 200 with a valid
+/bin/sh script, even for stale or unknown tokens: a failed GET of the installation-start script aborts the
+real installer (INSTALLER.md section 3).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import re
 
-bp = Blueprint("boot", __name__)
+from flask import Blueprint, Flask, Response, current_app, request
+
+from provisioner import answerfile, attempts, bootservice, urls
+from provisioner.model import ValidationError
+from provisioner.store import Store
+
+bp = Blueprint("boot", __name__, url_prefix=urls.BOOT_PREFIX)
+
+STAGE_START = answerfile.STAGE_START
+STAGE_COMPLETE = answerfile.STAGE_COMPLETE
+
+NOOP_SCRIPT = """#!/bin/sh
+# provisioner: {why}; nothing to do.
+exit 0
+"""
+
+START_SCRIPT = """#!/bin/sh
+# provisioner: the installer for host {mac} (attempt {attempt}) is running; its boot window is now closed,
+# so the next network boot of this host is a local boot.
+exit 0
+"""
+
+# The 8.x installer runs Python 2 and the 9 line Python 3; curl/wget inside install.img are not guaranteed,
+# Python is (the installer is written in it). The report must never fail the installer: always exit 0.
+COMPLETE_SCRIPT = """#!/bin/sh
+# provisioner: report the installer's result ($1: 0 = success, 1 = failure) for host {mac} (attempt {attempt}).
+url='{report_url}'
+code="${{1:-unknown}}"
+for py in python3 python /usr/bin/python3 /usr/bin/python; do
+  if command -v "$py" >/dev/null 2>&1; then
+    "$py" - "$url" "$code" <<'PY' && exit 0
+import sys
+try:
+    from urllib.request import urlopen
+except ImportError:
+    from urllib2 import urlopen
+urlopen(sys.argv[1] + sys.argv[2], timeout=20).read()
+PY
+  fi
+done
+wget -q -O /dev/null "$url$code" 2>/dev/null || curl -fsS -o /dev/null "$url$code" 2>/dev/null
+exit 0
+"""
+
+
+def _store() -> Store:
+    return current_app.extensions["provisioner.store"]
+
+
+def _text(body: str | bytes, status: int = 200, mimetype: str = "text/plain") -> Response:
+    response = Response(body, status=status, mimetype=mimetype)
+    response.headers["Cache-Control"] = "no-store"  # every boot must ask again: one-shot answers
+    return response
+
+
+@bp.get("/answerfile/<token>")
+def answer_file(token: str):
+    """The attempt's upgrade answer file, once: 404 (and an event) for a closed, unknown or stale token."""
+    store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
+    if not attempts.answerfile_allowed(store, token):
+        attempts.claim_answerfile(store, token, client)  # records why it was refused
+        return _text("no answer file for this token: its installer window is closed or it is unknown\n", 404)
+    attempt = attempts.attempt_by_token(store, token)
+    host, media = store.get_host(attempt.mac), store.get_media(attempt.media)
+    try:
+        if host is None or media is None:
+            raise answerfile.AnswerfileError("the host or the media of this attempt is no longer registered")
+        body = answerfile.render_upgrade(config, host, media, token).encode("utf-8")
+    except answerfile.AnswerfileError as exc:
+        # Refuse rather than serve anything doubtful; the run is not counted, the operator sees the event.
+        store.add_event("answerfile.refused", mac=attempt.mac, run_id=attempt.run_id,
+                        details={"attempt": attempt.id, "client": client, "error": str(exc)[:500]})
+        return _text("answer file refused by the server's validator; see the event log\n", 500)
+    if attempts.claim_answerfile(store, token, client) is None:  # lost a race with another fetch
+        return _text("no answer file for this token\n", 404)
+    return _text(body, mimetype="application/xml")
+
+
+@bp.get("/script/<token>/<stage>")
+def installer_script(token: str, stage: str):
+    """installation-start closes the window; installation-complete returns a script that reports $1."""
+    store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
+    if stage == STAGE_START:
+        outcome = attempts.start_script_fetched(store, token, client)
+        if outcome.changed:
+            return _text(START_SCRIPT.format(mac=outcome.attempt.mac, attempt=outcome.attempt.id))
+        return _text(NOOP_SCRIPT.format(why=outcome.note.replace("\n", " ")))
+    if stage == STAGE_COMPLETE:
+        attempt = attempts.record_fetch(store, token, "file", client, script=STAGE_COMPLETE)
+        if attempt is None:
+            return _text(NOOP_SCRIPT.format(why="unknown token"))
+        return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id,
+                                            report_url=urls.report(config.base_url, token)))
+    store.add_event("boot.bad_script_stage", details={"stage": stage[:64], "client": client})
+    return _text(NOOP_SCRIPT.format(why="unknown script stage"))
+
+
+@bp.get("/report/<token>/<code>")
+def report(token: str, code: str):
+    """Called by the installation-complete script with the installer's exit code (0 or 1)."""
+    outcome = attempts.complete_reported(_store(), token, code, request.remote_addr)
+    return _text(outcome.note + "\n")
+
+
+@bp.get("/ipxe")
+@bp.get("/ipxe/<path:_mac>")
+def ipxe(_mac: str = ""):
+    """iPXE script for the MAC in the path (${net0/mac:hexhyp}) or ?mac=; local boot unless armed."""
+    store, config = _store(), current_app.config["PROVISIONER"]
+    try:
+        body = bootservice.ipxe_payload_for(store, config, request.full_path, request.remote_addr)
+    except ValidationError as exc:
+        shown = re.sub(r"[^A-Za-z0-9 .:,'()_-]", "?", str(exc)[:200])  # never let a URL inject script lines
+        return _text(f"#!ipxe\necho provisioner: {shown}\nexit\n", 400)
+    if body is None:  # our route, but a name bootpaths refuses outright (control characters, too long)
+        store.add_event("boot.bad_name", details={"protocol": "ipxe", "name": request.path[:200],
+                                                  "client": request.remote_addr})
+        return _text("#!ipxe\necho provisioner: malformed request\nexit\n", 400)
+    return _text(body)
 
 
 def init_app(app: Flask) -> None:

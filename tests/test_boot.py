@@ -1,0 +1,126 @@
+"""Boot endpoints: one-shot answer files, always-200 scripts, the result report, iPXE scripts."""
+
+import subprocess
+import threading
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from helpers import make_media_tree
+from provisioner import attempts, media, states
+from provisioner.model import Host
+
+MAC = "aa:bb:cc:dd:ee:01"
+
+
+@pytest.fixture
+def armed(store, config, tmp_path):
+    media.import_media(store, config, "xs84", make_media_tree(tmp_path / "tree"))
+    store.add_host(Host.from_fields({"mac": MAC, "name": "h1", "pool": "p1", "disk": "/dev/disk/by-id/scsi-1"}))
+    return attempts.arm(store, config, MAC, "xs84")
+
+
+def kinds(store):
+    return [e["kind"] for e in store.events()]
+
+
+def test_reinstall_loop_is_impossible(client, store, armed):
+    """arm, config, answer file, start script, 'reboot' => local boot; answer file again => 404."""
+    first = client.get(f"/boot/ipxe/{MAC.replace(':', '-')}")
+    assert first.status_code == 200 and b"answerfile=" in first.data and armed.token.encode() in first.data
+    r = client.get(f"/boot/answerfile/{armed.token}")
+    assert r.status_code == 200 and r.mimetype == "application/xml"
+    assert b'<installation mode="upgrade">' in r.data and r.headers["Cache-Control"] == "no-store"
+    r = client.get(f"/boot/script/{armed.token}/installation-start")
+    assert r.status_code == 200 and r.data.startswith(b"#!/bin/sh\n") and b"window is now closed" in r.data
+    assert attempts.attempt_by_token(store, armed.token).state == states.STARTED
+    again = client.get(f"/boot/ipxe/{MAC.replace(':', '-')}")
+    assert again.status_code == 200 and b"answerfile=" not in again.data and b"exit" in again.data
+    r = client.get(f"/boot/answerfile/{armed.token}")
+    assert r.status_code == 404
+    assert "attempt.refused" in kinds(store)
+
+
+def test_answer_file_is_served_once_per_arming(client, store, armed):
+    assert client.get(f"/boot/answerfile/{armed.token}").status_code == 200
+    # the installer died before its start script and the host PXE-boots again: no second run
+    assert client.get(f"/boot/answerfile/{armed.token}").status_code == 404
+    assert b"answerfile=" not in client.get(f"/boot/ipxe?mac={MAC}").data
+
+
+@pytest.mark.parametrize("token", ["", "short", "A" * 32, "not-a-real-token-but-long-enough-1234", "%00" * 20])
+def test_unknown_tokens(client, store, armed, token):
+    assert client.get(f"/boot/answerfile/{token}").status_code == 404
+    for stage in ("installation-start", "installation-complete"):
+        r = client.get(f"/boot/script/{token}/{stage}")
+        if token:  # an empty token is not even a route
+            assert r.status_code == 200 and r.data.startswith(b"#!/bin/sh\n") and b"exit 0" in r.data
+    assert attempts.attempt_by_token(store, armed.token).state == states.ARMED
+
+
+def test_stale_token_after_rearm(client, store, config, armed):
+    new = attempts.arm(store, config, MAC, "xs84")
+    assert client.get(f"/boot/answerfile/{armed.token}").status_code == 404
+    r = client.get(f"/boot/script/{armed.token}/installation-start")
+    assert r.status_code == 200 and b"nothing to do" in r.data
+    assert attempts.attempt_by_token(store, new.token).state == states.ARMED
+
+
+def test_unknown_stage_is_a_noop_script_and_an_event(client, store, armed):
+    r = client.get(f"/boot/script/{armed.token}/filesystem-populated")
+    assert r.status_code == 200 and r.data.startswith(b"#!/bin/sh\n")
+    assert "boot.bad_script_stage" in kinds(store)
+
+
+def test_refused_render_is_500_and_event(client, store, armed):
+    store.update_host(MAC, {"disk": None})
+    r = client.get(f"/boot/answerfile/{armed.token}")
+    assert r.status_code == 500 and b"<installation" not in r.data
+    assert "answerfile.refused" in kinds(store)
+    store.update_host(MAC, {"disk": "/dev/disk/by-id/scsi-1"})
+    assert client.get(f"/boot/answerfile/{armed.token}").status_code == 200  # the failed render cost no run
+
+
+@pytest.mark.parametrize("code, state", [("0", states.SUCCEEDED), ("1", states.FAILED)])
+def test_complete_script_reports_exit_code_when_run(app, store, armed, code, state, tmp_path):
+    """Run the served script with /bin/sh as the installer would (argv[1] = 0/1) against a real server."""
+    config = app.config["PROVISIONER"]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    app.config["PROVISIONER"] = config.replace(public_url=f"http://127.0.0.1:{server.server_port}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert requests.get(f"{base}/boot/script/{armed.token}/installation-start", timeout=5).status_code == 200
+        script = requests.get(f"{base}/boot/script/{armed.token}/installation-complete", timeout=5)
+        path = tmp_path / "complete.sh"
+        path.write_bytes(script.content)
+        done = subprocess.run(["/bin/sh", str(path), code], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        got = attempts.attempt_by_token(store, armed.token)
+        assert got.state == state and got.exit_code == int(code)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_report_endpoint_ignores_other_codes(client, store, armed):
+    client.get(f"/boot/script/{armed.token}/installation-start")
+    assert client.get(f"/boot/report/{armed.token}/7").status_code == 200
+    assert attempts.attempt_by_token(store, armed.token).state == states.STARTED
+    assert "attempt.report_ignored" in kinds(store)
+
+
+def test_ipxe_unknown_known_and_bad_mac(client, store, armed):
+    unknown = client.get("/boot/ipxe/00-11-22-33-44-55")
+    assert unknown.status_code == 200 and unknown.data.startswith(b"#!ipxe") and b"answerfile" not in unknown.data
+    attempts.disarm(store, MAC)
+    known = client.get(f"/boot/ipxe/{MAC}")
+    assert known.status_code == 200 and b"answerfile" not in known.data
+    bad = client.get("/boot/ipxe/zz-zz-zz-zz-zz-zz")
+    assert bad.status_code == 400 and b"bad MAC" in bad.data
+    assert "boot.bad_name" in kinds(store)
+    injected = client.get("/boot/ipxe/zz-zz%0Akernel%20evil")  # the router refuses it: 404, still an event
+    assert injected.status_code in (400, 404) and b"\nkernel" not in injected.data
+    assert "http.not_found" in kinds(store) or kinds(store).count("boot.bad_name") == 2
+    assert client.get("/boot/ipxe").status_code == 400  # no MAC at all

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from provisioner.config import Config, load_config
 from provisioner.store import Store
@@ -11,18 +11,22 @@ from provisioner.store import Store
 def create_app(config: Config | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app for `config` (loaded from the usual sources when None)."""
     config = config or load_config()
-    app = Flask("provisioner")
+    app = Flask("provisioner", static_folder=None)
     app.config["PROVISIONER"] = config
     app.extensions["provisioner.store"] = store or Store(config.db_path)
     app.json.sort_keys = False
 
-    from provisioner.web import api, boot
+    from provisioner.web import api, boot, files
 
     api.init_app(app)
     boot.init_app(app)
+    files.init_app(app)
 
     @app.errorhandler(404)
     def _not_found(_exc):
+        if not request.path.startswith("/api/"):  # firmware asking for something we do not serve
+            get_store(app).add_event("http.not_found", details={
+                "path": request.path[:200], "client": request.remote_addr})
         return jsonify(error="not found"), 404
 
     @app.errorhandler(405)

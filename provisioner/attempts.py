@@ -165,6 +165,8 @@ def record_fetch(store: Store, token_or_attempt: str | Attempt, what: str, clien
     if attempt is None:
         _unknown_token(store, token_or_attempt, what, client)
         return None
+    if what in ("config", "ipxe") and attempt.state in states.ATTEMPT_LIVE and client is not None:
+        store.note_boot_client(attempt.id, _client(client))
     extra = {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v)[:200]) for k, v in details.items()}
     store.add_event("attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details={
         "attempt": attempt.id, "state": attempt.state, "what": what, "client": _client(client), **extra})
@@ -225,3 +227,20 @@ def complete_reported(store: Store, token: str, code: Any, client: Any) -> Outco
     if change.state is not None:
         return Outcome(attempt, True, f"installer reported {text}: {attempt.state}")
     return Outcome(attempt, False, change.details.get("why", "ignored"))
+
+
+# Boot files of a media tree, by the path the loaders fetch; repository files (hundreds of RPMs) are not logged.
+BOOT_FILE_KINDS = {"boot/xen.gz": "hypervisor", "boot/xen.efi": "hypervisor", "boot/vmlinuz": "kernel",
+                   "install.img": "install.img"}
+
+
+def record_file_fetch(store: Store, *, path: str, client_ip: Any, **details: Any) -> Attempt | None:
+    """Put a kernel / hypervisor / install.img fetch (no token in its URL) on the timeline of the live
+    attempt whose boot config went to the same client address; other files and clients are ignored."""
+    what = BOOT_FILE_KINDS.get(str(path).lstrip("/"))
+    if what is None or client_ip is None:
+        return None
+    attempt = store.live_attempt_for_client(str(client_ip))
+    if attempt is None:
+        return None
+    return record_fetch(store, attempt, what, client_ip, path=path, **details)

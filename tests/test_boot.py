@@ -124,3 +124,12 @@ def test_ipxe_unknown_known_and_bad_mac(client, store, armed):
     assert injected.status_code in (400, 404) and b"\nkernel" not in injected.data
     assert "http.not_found" in kinds(store) or kinds(store).count("boot.bad_name") == 2
     assert client.get("/boot/ipxe").status_code == 400  # no MAC at all
+
+
+def test_kernel_and_install_img_fetches_join_the_attempt_timeline(client, store, armed):
+    client.get(f"/boot/ipxe/{MAC}")  # the config fetch tells us the client's address
+    for path in ("boot/xen.gz", "boot/vmlinuz", "install.img", ".treeinfo"):
+        with client.get(f"/media/xs84/{path}") as response:
+            assert response.status_code == 200
+    fetched = [e["details"]["what"] for e in store.events(mac=MAC, kind="attempt.fetch")]
+    assert fetched == ["ipxe", "hypervisor", "kernel", "install.img"]

@@ -103,6 +103,19 @@ class AttemptsMixin:
                 "supersedes": superseded})
         return attempt
 
+    def note_boot_client(self, attempt_id: int, client: str | None) -> None:
+        """Remember where the attempt's boot config went (no event: the fetch event already says it)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ?", (client, attempt_id))
+
+    def live_attempt_for_client(self, client: str) -> Attempt | None:
+        """The newest live attempt whose boot config went to `client` (or whose host has that IP)."""
+        row = self._connect().execute(
+            "SELECT a.* FROM attempts a JOIN hosts h ON h.mac = a.mac WHERE a.state IN (?, ?) "
+            "AND (a.boot_client = ? OR h.ip = ?) ORDER BY a.id DESC LIMIT 1",
+            (states.ARMED, states.STARTED, client, client)).fetchone()
+        return _attempt_from_row(row) if row else None
+
     def change_attempt(self, *, decide: Callable[[Attempt], AttemptChange | None], token: str | None = None,
                        attempt_id: int | None = None) -> tuple[Attempt | None, AttemptChange | None]:
         """Read one attempt (by token or id), let `decide` look at it, apply its change: all in one transaction.

@@ -57,5 +57,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # PostgreSQL alike), so no code path can leave two armed tokens for one MAC.
         "CREATE UNIQUE INDEX attempts_one_live ON attempts (mac) WHERE state IN ('armed', 'started')",
     ),
+    (  # 4: the address an attempt's boot config was fetched from, to put its kernel/install.img fetches
+        #    (which carry no token) on the attempt's timeline
+        "ALTER TABLE attempts ADD COLUMN boot_client VARCHAR(64)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
+from provisioner import attempts
 from provisioner.config import Config, load_config
 from provisioner.store import Store
 
@@ -17,6 +18,14 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     app.json.sort_keys = False
 
     from provisioner.web import api, boot, files
+
+    store = app.extensions["provisioner.store"]
+
+    def on_fetch(*, kind: str, name: str, path: str, client_ip, bytes: int) -> None:
+        if kind == "media":  # kernel / install.img fetches join their attempt's timeline
+            attempts.record_file_fetch(store, path=path, client_ip=client_ip, media=name, bytes=bytes)
+
+    app.extensions.setdefault("provisioner.on_fetch", on_fetch)
 
     api.init_app(app)
     boot.init_app(app)

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from provisioner import answerfile, attempts, bootloaders, output, registry
+from provisioner import answerfile, attempts, bootloaders, demo, output, registry, runtime
 from provisioner import media as media_mod
 from provisioner.config import ConfigError, load_config
 from provisioner.model import ValidationError
@@ -246,3 +246,30 @@ def tftp_root_prepare(ctx: Context) -> None:
     """Copy pxelinux.0, lpxelinux.0, *.c32 from syslinux and build the UEFI GRUB netboot image."""
     for line in bootloaders.prepare_tftp_root(ctx.config):
         click.echo(line)
+
+
+# --- services ---
+
+
+@main.command("serve")
+@pass_ctx
+@friendly
+def serve_cmd(ctx: Context) -> None:
+    """Run the TFTP and HTTP servers until SIGTERM or Ctrl-C."""
+    try:
+        runtime.serve(ctx.config, announce=click.echo)
+    except runtime.StartupError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's data here (default: a temp dir).")
+def demo_cmd(workdir: str | None) -> None:
+    """Upgrade a demo pool's hosts through the real boot service on loopback (no hardware needed)."""
+    try:
+        results = demo.run_demo(workdir, say=click.echo)
+    except demo.DemoFailure as exc:
+        raise click.ClickException(f"demo failed: {exc}") from None
+    click.echo(output.table(("host", "mac", "attempt", "exit", "next boot", "seconds"),
+                            ((r.name, r.mac, r.state, r.exit_code, r.second_boot, f"{r.seconds:.1f}") for r in results)))
+    click.echo("every host got the installer exactly once, then booted locally")

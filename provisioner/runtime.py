@@ -1,0 +1,127 @@
+"""`provisioner serve`: TFTP + HTTP in one process over one store; clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from provisioner import bootservice, create_app
+from provisioner.config import Config
+from provisioner.httpserver import ServerHandle, serve_http
+from provisioner.media import resolve_media_file
+from provisioner.store import Store
+from provisioner.tftp import TftpService
+
+log = logging.getLogger(__name__)
+TFTP_MEDIA_PREFIX = "xenserver/"  # plain pxelinux.0 configs name media files xenserver/<media>/<path>
+
+
+class StartupError(RuntimeError):
+    """A service could not start (port in use, missing tftp_root, ...); nothing is left running."""
+
+
+def tftp_media_file(store: Store, name: str) -> Path | None:
+    """Map a TFTP name `xenserver/<media>/<relpath>` to the file inside that media tree (None: not one)."""
+    name = name.lstrip("/\\")
+    if not name.startswith(TFTP_MEDIA_PREFIX):
+        return None
+    media_name, _, relpath = name[len(TFTP_MEDIA_PREFIX):].partition("/")
+    media = store.get_media(media_name) if media_name and relpath else None
+    return resolve_media_file(media, relpath) if media else None
+
+
+class EventWriter:
+    """Writes events reported from the TFTP thread on a thread of its own, so the TFTP loop never waits on SQLite."""
+
+    def __init__(self, store: Store, maxsize: int = 10_000):
+        self.store = store
+        self.dropped = 0
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+        self._thread.start()
+
+    def tftp_event(self, kind: str, client_ip: Any, filename: Any, details: Any) -> None:
+        try:
+            self._queue.put_nowait((f"tftp.{kind}", {"client": client_ip, "file": str(filename)[:200],
+                                                     **(details or {})}))
+        except queue.Full:
+            self.dropped += 1  # a flood: shed events rather than memory or the TFTP loop
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self.store.add_event(item[0], details=item[1])
+            except Exception:  # never let one bad event kill the writer
+                log.exception("could not record event %s", item[0])
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class Runtime:
+    """The running services. start() brings up TFTP and HTTP or raises StartupError with nothing left open."""
+
+    def __init__(self, config: Config, store: Store | None = None):
+        self.config = config
+        self.store = store or Store(config.db_path)
+        self.http: ServerHandle | None = None
+        self.tftp: TftpService | None = None
+        self.events: EventWriter | None = None
+
+    def start(self) -> "Runtime":
+        config, store = self.config, self.store
+        self.events = EventWriter(store)
+        try:
+            self.tftp = TftpService(
+                config,
+                resolve=lambda name, ip: bootservice.tftp_payload(store, config, name, ip),
+                media_file=lambda name: tftp_media_file(store, name),
+                on_event=self.events.tftp_event,
+            )
+            self.tftp.start()
+            self.http = serve_http(create_app(config, store=store), config.bind_address, config.http_port)
+        except Exception as exc:
+            self.stop()
+            raise StartupError(str(exc)) from exc
+        store.add_event("server.started", details={"tftp": list(self.tftp.address), "http": self.http.url,
+                                                   "public_url": config.base_url})
+        return self
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        if self.tftp is not None:
+            self.tftp.stop()
+            self.tftp = None
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+
+def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
+    """Run until SIGTERM or SIGINT, then stop every service cleanly."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runtime = Runtime(config).start()
+    try:
+        ip, port = runtime.tftp.address
+        announce(f"TFTP on udp {ip}:{port}, HTTP on {runtime.http.url}; booting hosts are told {config.base_url}")
+        if not config.public_url and config.bind_address in ("0.0.0.0", "::"):
+            announce("warning: public_url is not set, so boot configs point at 127.0.0.1, which booting hosts "
+                     "cannot reach: set public_url (e.g. http://10.0.0.5) in provisioner.toml")
+        stop.wait()
+        announce("stopping")
+    finally:
+        runtime.stop()
+        runtime.store.add_event("server.stopped")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

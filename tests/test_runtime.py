@@ -1,0 +1,149 @@
+"""`serve` over real sockets on loopback: real TFTP clients (tftpy, tftp-hpa, curl) and HTTP, one decision."""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import tftpy
+
+from helpers import make_media_tree
+from provisioner import attempts, media
+from provisioner.model import Host
+from provisioner.runtime import Runtime, StartupError, tftp_media_file
+
+ARMED, KNOWN, UNKNOWN = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:99"
+
+
+def dashed(mac):
+    return mac.replace(":", "-")
+
+
+@pytest.fixture
+def running(config, store, tmp_path):
+    root = tmp_path / "tftp_root"
+    root.mkdir()
+    (root / "pxelinux.0").write_bytes(b"PXE" * 1000)
+    cfg = config.replace(tftp_root=root)
+    media.import_media(store, cfg, "xs84", make_media_tree(tmp_path / "tree"))
+    for mac, name in ((ARMED, "h1"), (KNOWN, "h2")):
+        store.add_host(Host.from_fields({"mac": mac, "name": name, "pool": "p", "disk": "/dev/disk/by-id/d-" + name}))
+    attempt = attempts.arm(store, cfg, ARMED, "xs84")
+    rt = Runtime(cfg, store).start()
+    yield rt, attempt
+    rt.stop()
+
+
+def tftp_get(rt, name, **options):
+    ip, port = rt.tftp.address
+    out = io.BytesIO()
+    tftpy.TftpClient(ip, port, options=options).download(name, out, timeout=2)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("names", [
+    ("pxelinux.cfg/01-{d}", b"answerfile=", b"localboot 0"),
+    ("grub/grub.cfg-01-{d}", b"answerfile=", b"exit"),
+    ("/grub/grub.cfg-{m}", b"answerfile=", b"exit"),
+])
+def test_one_decision_on_every_tftp_name(running, names):
+    rt, attempt = running
+    template, installer_marker, local_marker = names
+    armed = tftp_get(rt, template.format(d=dashed(ARMED), m=ARMED))
+    assert installer_marker in armed and attempt.token.encode() in armed
+    known = tftp_get(rt, template.format(d=dashed(KNOWN), m=KNOWN))
+    unknown = tftp_get(rt, template.format(d=dashed(UNKNOWN), m=UNKNOWN))
+    for body in (known, unknown):
+        assert installer_marker not in body and local_marker in body
+
+
+def test_reinstall_loop_over_real_sockets(running):
+    rt, attempt = running
+    base = rt.http.url
+    assert b"answerfile=" in tftp_get(rt, f"pxelinux.cfg/01-{dashed(ARMED)}")
+    assert requests.get(f"{base}/boot/answerfile/{attempt.token}", timeout=5).status_code == 200
+    start = requests.get(f"{base}/boot/script/{attempt.token}/installation-start", timeout=5)
+    assert start.status_code == 200 and start.text.startswith("#!/bin/sh")
+    # the installer reboots the host: every path now says local boot
+    assert b"localboot 0" in tftp_get(rt, f"pxelinux.cfg/01-{dashed(ARMED)}")
+    assert b"answerfile" not in tftp_get(rt, f"grub/grub.cfg-01-{dashed(ARMED)}")
+    assert b"answerfile" not in requests.get(f"{base}/boot/ipxe/{dashed(ARMED)}", timeout=5).content
+    assert requests.get(f"{base}/boot/answerfile/{attempt.token}", timeout=5).status_code == 404
+
+
+def test_static_and_media_files_over_tftp(running, tmp_path):
+    rt, _ = running
+    assert tftp_get(rt, "pxelinux.0") == b"PXE" * 1000
+    assert tftp_get(rt, "xenserver/xs84/boot/xen.gz") == (tmp_path / "tree" / "boot" / "xen.gz").read_bytes()
+    assert tftp_media_file(rt.store, "xenserver/xs84/../../etc/passwd") is None
+    assert tftp_media_file(rt.store, "xenserver/nope/boot/xen.gz") is None
+
+
+def test_curl_tftp_client(running):
+    rt, attempt = running
+    ip, port = rt.tftp.address
+    out = subprocess.run(["curl", "-s", f"tftp://{ip}:{port}/pxelinux.cfg/01-{dashed(ARMED)}"],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0 and attempt.token.encode() in out.stdout
+
+
+def test_tftp_hpa_client(running, tmp_path):
+    rt, _ = running
+    ip, port = rt.tftp.address
+    out = subprocess.run(["tftp", ip, str(port), "-c", "get", f"pxelinux.cfg/01-{dashed(KNOWN)}",
+                          str(tmp_path / "got")], capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert b"localboot 0" in (tmp_path / "got").read_bytes()
+
+
+def test_events_from_the_tftp_thread_reach_the_store(running):
+    rt, _ = running
+    ip, port = rt.tftp.address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a write request
+        sock.sendto(b"\x00\x02evil.txt\x00octet\x00", (ip, port))
+        sock.settimeout(3)
+        reply, _ = sock.recvfrom(1024)
+    assert reply[:2] == b"\x00\x05"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [e for e in rt.store.events() if e["kind"].startswith("tftp.")]:
+        time.sleep(0.05)
+    assert [e for e in rt.store.events() if e["kind"].startswith("tftp.")]
+
+
+def test_port_in_use_is_a_clear_startup_error(config, store, tmp_path):
+    (tmp_path / "r").mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = config.replace(tftp_root=tmp_path / "r", http_port=busy.getsockname()[1])
+        with pytest.raises(StartupError, match=str(busy.getsockname()[1])):
+            Runtime(cfg, store).start()
+    with pytest.raises(StartupError, match="tftp_root"):
+        Runtime(config.replace(tftp_root=tmp_path / "missing"), store).start()
+
+
+def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
+    (tmp_path / "root").mkdir()
+    env = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path / "d"), "PROVISIONER_TFTP_ROOT": str(tmp_path / "root"),
+           "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0",
+           "PROVISIONER_CONFIG": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "TFTP on udp 127.0.0.1:" in line and "HTTP on http://127.0.0.1:" in line
+        url = line.split("HTTP on ")[1].split(";")[0]
+        assert requests.get(f"{url}/boot/ipxe/{dashed(UNKNOWN)}", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "stopping" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -24,7 +24,7 @@ deps-debian:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-demo: venv deps-debian
+demo: venv
 	$(BIN)/provisioner demo
 
 test: venv deps-debian

@@ -50,6 +50,12 @@ class _Source:
     package: str  # Debian package that ships it
 
 
+def missing_loaders(root: Path) -> list[str]:
+    """Boot loader files `prepare_tftp_root` would put in `root` that are not there (for serve's start-up check)."""
+    wanted = [source.name for source in syslinux_sources()] + [GRUB_IMAGE]
+    return [name for name in wanted if not (Path(root) / name).is_file()]
+
+
 def syslinux_sources(pxelinux_dir: Path = PXELINUX_DIR, syslinux_dir: Path = SYSLINUX_BIOS_DIR) -> list[_Source]:
     """The BIOS loaders: pxelinux.0 (TFTP only) and lpxelinux.0 (also HTTP), plus the COM32 modules
     they load. mboot.c32 boots Xen (multiboot1); all must come from one syslinux version or they refuse to load."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from provisioner import bootservice, create_app
+from provisioner.bootloaders import missing_loaders
 from provisioner.config import Config
 from provisioner.httpserver import ServerHandle, serve_http
 from provisioner.media import resolve_media_file
@@ -115,6 +116,10 @@ def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
     try:
         ip, port = runtime.tftp.address
         announce(f"TFTP on udp {ip}:{port}, HTTP on {runtime.http.url}; booting hosts are told {config.base_url}")
+        missing = missing_loaders(config.tftp_root)
+        if missing:
+            announce(f"warning: {config.tftp_root} lacks {', '.join(missing)}: PXE firmware asking for them gets "
+                     "'file not found'; run `provisioner tftp-root prepare`")
         if not config.public_url and config.bind_address in ("0.0.0.0", "::"):
             announce("warning: public_url is not set, so boot configs point at 127.0.0.1, which booting hosts "
                      "cannot reach: set public_url (e.g. http://10.0.0.5) in provisioner.toml")

@@ -112,3 +112,12 @@ def test_stray_per_mac_configs_are_reported(tftp_config):
 
 def test_debian_grub_has_every_module_we_embed():
     assert [m for m in GRUB_MODULES if not (GRUB_EFI_DIR / f"{m}.mod").is_file()] == []
+
+
+def test_missing_loaders(tmp_path):
+    from provisioner.bootloaders import missing_loaders
+
+    assert "pxelinux.0" in missing_loaders(tmp_path) and "grubx64.efi" in missing_loaders(tmp_path)
+    for name in missing_loaders(tmp_path):
+        (tmp_path / name).write_bytes(b"x")
+    assert missing_loaders(tmp_path) == []

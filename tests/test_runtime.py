@@ -136,6 +136,8 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
+        warning = proc.stdout.readline()
+        assert "lacks pxelinux.0" in warning and "tftp-root prepare" in warning
         assert "TFTP on udp 127.0.0.1:" in line and "HTTP on http://127.0.0.1:" in line
         url = line.split("HTTP on ")[1].split(";")[0]
         assert requests.get(f"{url}/boot/ipxe/{dashed(UNKNOWN)}", timeout=5).status_code == 200

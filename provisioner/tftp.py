@@ -1,0 +1,348 @@
+"""TFTP service (the only module importing tftpy): read-only, per-MAC names answered by the decision hook.
+
+tftpy 0.8.7 parses the requests and encodes OACK and error packets; its listen() loop is not used, because
+it accepts uploads by default, serves a stray real file before asking dyn_file_func, dies past ~1,020
+sessions in select(), crashes on `blksize=abc`, retransmits only after 5 s and costs ~44 us per packet
+(../shared/reference/tftpy.md section 3). One thread runs an epoll loop over the listening socket; each
+transfer gets a socket connected to the client (so the kernel drops packets from any other host/port) and
+its bytes are moved by tftp_pump in the same thread. Rules live in tftp_guard.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import socket
+import stat
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from tftpy.TftpClient import TftpClient
+from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
+from tftpy.TftpShared import TftpException, TftpFileNotFoundError
+
+from provisioner import tftp_guard as guard
+from provisioner import tftp_pump as pump
+from provisioner.tftp_guard import Refused
+
+log = logging.getLogger(__name__)
+
+# on_event kinds (the caller prefixes them: "tftp.refused"). Refusals carry details["reason"]
+# (tftp_guard.R_*) and "count"; sent/aborted carry "reason", "bytes", "source", "blksize", "seconds".
+EV_REFUSED = "refused"
+EV_SENT = pump.SENT
+EV_ABORTED = pump.ABORTED
+EV_ERROR = "error"
+
+Resolve = Callable[[str, str], "bytes | None"]
+MediaFile = Callable[[str], "Path | None"]
+OnEvent = Callable[[str, str, "str | None", dict], None]
+
+_OP_RRQ, _OP_WRQ, _OP_DATA, _OP_ACK, _OP_ERROR, _OP_OACK = 1, 2, 3, 4, 5, 6
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python 3.11 lacks the constant
+_PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst (our address), addr
+_CAP_REASONS = (guard.R_TOTAL_CAP, guard.R_CLIENT_CAP)
+
+
+class TftpStartupError(RuntimeError):
+    """The TFTP service cannot start (missing root, stray per-MAC files, port in use); the message says why."""
+
+
+class TftpFetchError(RuntimeError):
+    """A TFTP download failed (error packet from the server, or no answer)."""
+
+
+def fetch(host: str, port: int, name: str, *, blksize: int = 1468, timeout: float = 2.0, retries: int = 3) -> bytes:
+    """Download `name` as a booting host would (tftpy's client); for the demo, the simulator and checks.
+
+    Raises FileNotFoundError when the server says "file not found", TftpFetchError on any other failure.
+    """
+    sink = io.BytesIO()
+    try:
+        TftpClient(host, port, options={"blksize": blksize}).download(name, sink, timeout=timeout, retries=retries)
+    except TftpFileNotFoundError as exc:
+        raise FileNotFoundError(f"tftp://{host}:{port}/{name}: file not found") from exc
+    except (TftpException, OSError) as exc:
+        raise TftpFetchError(f"tftp://{host}:{port}/{name}: {exc}") from exc
+    return sink.getvalue()
+
+
+def _error_packet(code: int, message: str) -> bytes:
+    pkt = TftpPacketERR()
+    pkt.errorcode = code
+    pkt.errmsgs = {**pkt.errmsgs, code: message.encode("ascii", "replace")}
+    return pkt.encode().buffer
+
+
+class TftpService:
+    """Serves tftp_root read-only; `resolve(name, client_ip)` is asked first for every name.
+
+    `name` is relative to tftp_root ('/' prefixes dropped, '.' and '//' collapsed; names with '..' are
+    refused before anything is asked). resolve returns the rendered bytes of a dynamic name (per-MAC
+    configs) or None for "not dynamic"; then `media_file(name)` may map the name to a file in a media tree
+    (it must confine itself to the media trees); else the file under tftp_root is served if it really lies
+    there. Both hooks run in the TFTP thread, so they must be fast (no slow DB round trips).
+    `on_event(kind, client_ip, filename, details)` is called from the TFTP thread for every refusal and
+    finished transfer; it must be quick (queue, do not block). In a flood, refusal events are rate-limited:
+    details["count"] says how many refusals an event stands for.
+    """
+
+    def __init__(self, config: Any, resolve: Resolve, media_file: MediaFile | None = None,
+                 on_event: OnEvent | None = None, *, timeout: float = 1.0, retries: int = 5):
+        self.config = config
+        self.root = Path(config.tftp_root)
+        self._resolve, self._media_file, self._on_event = resolve, media_file, on_event
+        self.timeout, self.retries = timeout, retries  # 1 s doubling, like tftp-hpa (tftpy: fixed 5 s)
+        self._caps = guard.SessionCaps(config.tftp_max_sessions, config.tftp_max_sessions_per_client)
+        self._budget = guard.EventBudget()
+        self._factory = TftpPacketFactory()
+        self._peers: set[tuple[str, int]] = set()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake_r = self._wake_w = -1
+        self._reply_from = config.bind_address  # our address the request being handled was sent to
+        self.counters = {"sessions": 0, "bytes_sent": 0, "refused": 0}
+
+    # --- lifecycle ---
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (ip, port); port is the real one when config.tftp_port is 0."""
+        if self._sock is None:
+            raise RuntimeError("TFTP service is not started")
+        return self._sock.getsockname()[:2]
+
+    def start(self) -> tuple[str, int]:
+        """Check the root, bind, and run the loop in a daemon thread. Raises TftpStartupError."""
+        if self._thread is not None:
+            raise RuntimeError("TFTP service already started")
+        self._stopping = False
+        if not self.root.is_dir():
+            raise TftpStartupError(f"tftp_root {self.root} does not exist or is not a directory")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise TftpStartupError(f"tftp_root {self.root} is not readable")
+        stray = guard.stray_per_mac_files(self.root)
+        if stray:
+            raise TftpStartupError(guard.describe_stray(stray, self.root))
+        # tftpy logs every packet it parses at DEBUG/INFO; INFO alone halved its throughput.
+        logging.getLogger("tftpy").setLevel(self.config.log_level)
+        bind = (self.config.bind_address, self.config.tftp_port)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            # A larger queue absorbs RRQ bursts (a rack powering on); clients retransmit the rest.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            # On a wildcard bind, learn which of our addresses each request was sent to and answer from
+            # it (like tftp-hpa): PXE ROMs drop replies from another address of a multi-homed server.
+            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            sock.bind(bind)
+        except OSError as err:
+            sock.close()
+            hint = " (another TFTP server running? tftpd-hpa, dnsmasq)" if err.errno == 98 else ""
+            raise TftpStartupError(f"cannot listen on udp {bind[0]}:{bind[1]}: {err.strerror}{hint}") from err
+        sock.setblocking(False)
+        self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="tftp", daemon=True)
+        self._thread.start()
+        log.info("TFTP serving %s on udp %s:%d", self.root, *self.address)
+        return self.address
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop at once: open transfers are dropped (and reported as aborted). Safe to call twice."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("TFTP thread did not stop within %.1f s", timeout)
+            return
+        self._thread = None
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def __enter__(self) -> "TftpService":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the loop ---
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        listen_fd = self._sock.fileno()
+        ep = select.epoll()  # no 1,024-descriptor limit, unlike tftpy's select()
+        ep.register(listen_fd, select.EPOLLIN)
+        ep.register(self._wake_r, select.EPOLLIN)
+        self._pump = local = pump.Pump(ep, self.timeout, self.retries, self._ended)
+        next_scan = 0.0
+        try:
+            while not self._stopping:
+                try:
+                    events = pump.poll(ep, 0.25)
+                except OSError:  # never let the loop die; an fd error is logged and retried
+                    log.exception("TFTP poll failed")
+                    time.sleep(0.05)
+                    continue
+                now = time.monotonic()
+                if listen_fd in local.dispatch(events, now):
+                    try:
+                        self._on_requests()
+                    except Exception as exc:  # a bug or odd packet must cost one request, not the service
+                        log.exception("TFTP request handling failed")
+                        self._emit(EV_ERROR, "", None, {"error": repr(exc)})
+                if now >= next_scan:
+                    local.check_timeouts(now)
+                    for reason, count in self._budget.flush().items():
+                        log.warning("TFTP refused %d more requests: %s", count, reason)
+                        self._emit(EV_REFUSED, "", None, {"reason": reason, "count": count, "summary": True})
+                    next_scan = now + min(0.25, self.timeout / 4)
+        finally:
+            local.close_all("shutdown")
+            ep.close()
+            self._sock.close()
+            self._sock = None
+
+    def _on_requests(self) -> None:
+        assert self._sock is not None
+        for _ in range(64):  # bounded, so a flood on the listening port cannot starve transfers
+            try:
+                data, ancillary, _, (ip, port) = self._sock.recvmsg(2048, socket.CMSG_SPACE(_PKTINFO.size))
+            except OSError:  # BlockingIOError: drained
+                return
+            if (ip, port) in self._peers:
+                continue  # a retransmitted RRQ for a live session: that session answers it
+            self._reply_from = self.config.bind_address
+            for level, kind, payload in ancillary:
+                if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= _PKTINFO.size:
+                    self._reply_from = socket.inet_ntoa(_PKTINFO.unpack_from(payload)[1])
+            self._on_request(data, ip, port)
+
+    def _on_request(self, data: bytes, ip: str, port: int) -> None:
+        name = None
+        try:
+            if len(data) < 4:
+                raise Refused(guard.R_MALFORMED, 4, "malformed packet")
+            opcode = pump.HEADER.unpack_from(data)[0]
+            if opcode == _OP_ERROR:
+                return  # never answer an error with an error (RFC 1350)
+            if opcode in (_OP_DATA, _OP_ACK, _OP_OACK):
+                # Not a request: a packet of no transfer of ours (tftp-hpa's client ACKs block 1 after
+                # an error packet). RFC 1350 answers "unknown transfer ID"; nothing was refused.
+                self._send_error(ip, port, 5, "unknown transfer ID")
+                return
+            if opcode not in (_OP_RRQ, _OP_WRQ):
+                raise Refused(guard.R_OPCODE, 4, "illegal TFTP operation")
+            try:
+                pkt = self._factory.parse(data)
+            except (TftpException, ValueError, struct.error, UnicodeError) as err:
+                raise Refused(guard.R_MALFORMED, 4, "malformed request") from err
+            name = pkt.filename
+            if opcode == _OP_WRQ:
+                raise Refused(guard.R_WRITE, 2, "read-only server")
+            self._caps.check(ip)  # before any work, so a flood costs one recvfrom per packet
+            norm = guard.normalize_name(name)
+            options = guard.negotiate(pkt.options, self.config.tftp_blksize_max)
+            src, size, source = self._open(norm, ip)
+        except Refused as refusal:
+            self._refuse(refusal, ip, port, name)
+            return
+        self._start_session(ip, port, norm, source, src, size, options)
+
+    def _open(self, name: str, ip: str) -> tuple[BinaryIO, int, str]:
+        """The decision hook first, always; then media trees; then the real file under tftp_root."""
+        try:
+            data = self._resolve(name, ip)
+            path = None if data is not None or self._media_file is None else self._media_file(name)
+        except Exception as err:
+            log.exception("TFTP hook failed for %s from %s", name, ip)
+            raise Refused(guard.R_HOOK, 0, "internal error") from err
+        if data is not None:
+            # In memory, never under tftp_root. BytesIO is fine here: tftpy's lockfile() (which needs
+            # .name and broke its loop) is not on our path.
+            return io.BytesIO(bytes(data)), len(data), "dynamic"
+        source = "media" if path is not None else "static"
+        if path is None:
+            path = guard.confine(self.root, name)
+        try:
+            # O_NONBLOCK: opening a FIFO placed in the tree must not hang the loop.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as err:
+            raise Refused(guard.R_NOT_FOUND, 1, "file not found") from err
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise Refused(guard.R_NOT_FILE, 1, "file not found")
+        return open(fd, "rb", buffering=64 * 1024), info.st_size, source
+
+    def _start_session(self, ip: str, port: int, name: str, source: str, src: BinaryIO, size: int,
+                       options: dict[str, str]) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self._reply_from, 0))
+            sock.connect((ip, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            src.close()
+            raise
+        first = None
+        if options:
+            if "tsize" in options:
+                options["tsize"] = str(size)
+            oack = TftpPacketOACK()
+            oack.options = options
+            first = oack.encode().buffer
+        blksize = int(options.get("blksize", guard.DEFAULT_BLKSIZE))
+        self._peers.add((ip, port))
+        self._caps.opened(ip)
+        self.counters["sessions"] += 1
+        self._pump.start(pump.Session(sock, ip, port, name, source, src, blksize), first)
+
+    def _ended(self, s: pump.Session, kind: str, reason: str, details: dict) -> None:
+        self._peers.discard((s.ip, s.port))
+        self._caps.closed(s.ip)
+        self.counters["bytes_sent"] += s.sent
+        self._emit(kind, s.ip, s.name, {"port": s.port, **details})
+
+    # --- refusals and events ---
+
+    def _refuse(self, refusal: Refused, ip: str, port: int, name: str | None) -> None:
+        self.counters["refused"] += 1
+        # Over a cap we drop silently: the client's RRQ retransmission is the retry, whereas an error
+        # packet would abort a PXE ROM's boot. Every other refusal gets an error packet, never a timeout.
+        if refusal.reason not in _CAP_REASONS:
+            self._send_error(ip, port, refusal.code, refusal.message)
+        count = self._budget.take(refusal.reason)
+        if count is not None:
+            log.warning("TFTP refused %r from %s:%d: %s", name, ip, port, refusal.reason)
+            self._emit(EV_REFUSED, ip, name, {"port": port, "reason": refusal.reason,
+                                               "error": refusal.message, "count": count})
+
+    def _send_error(self, ip: str, port: int, code: int, message: str) -> None:
+        """From the listening port (RFC 1350 lets a refusal come from any port), and from our address the
+        request was sent to."""
+        source = [(socket.IPPROTO_IP, _IP_PKTINFO, _PKTINFO.pack(0, socket.inet_aton(self._reply_from), bytes(4)))]
+        try:
+            self._sock.sendmsg([_error_packet(code, message)], source, 0, (ip, port))  # type: ignore[union-attr]
+        except OSError:
+            pass
+
+    def _emit(self, kind: str, ip: str, name: str | None, details: dict) -> None:
+        if kind == EV_ABORTED:
+            log.info("TFTP transfer of %s to %s aborted: %s", name, ip, details.get("reason"))
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, ip, name, details)
+        except Exception:
+            log.exception("TFTP on_event callback failed")

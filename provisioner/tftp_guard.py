@@ -1,0 +1,180 @@
+"""Pure TFTP safety rules (no sockets, no tftpy): file names, root confinement, options, caps, event budget.
+
+tftp.py applies them; they live here so each rule is table-tested on its own. See
+../shared/reference/tftpy.md section 3.4 for the holes in tftpy that these rules close.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+# RFC 2348 allows 8..65464; we also cap at config.tftp_blksize_max (1468 = 1500-byte Ethernet MTU minus
+# IP, UDP and TFTP headers), because tftpy never caps and an 8192-byte block becomes IP fragments that
+# some PXE ROMs drop.
+MIN_BLKSIZE = 8
+RFC_MAX_BLKSIZE = 65464
+DEFAULT_BLKSIZE = 512
+
+# Reasons passed in on_event details["reason"]; one constant per refusal path.
+R_WRITE = "write_request"  # every WRQ: this server is read-only
+R_OUTSIDE = "path_outside_root"  # '..' components, or a symlink leading out of tftp_root
+R_NOT_FOUND = "not_found"
+R_NOT_FILE = "not_a_regular_file"  # directory, FIFO, device: opening a FIFO would block the loop
+R_MALFORMED = "malformed_packet"
+R_OPCODE = "unknown_opcode"  # not a TFTP opcode (0, 7 and up)
+R_TOTAL_CAP = "too_many_sessions"
+R_CLIENT_CAP = "too_many_sessions_from_client"
+R_HOOK = "hook_failed"  # resolve() or media_file() raised: the client gets an error, the loop lives
+
+# Names that look per-MAC: pxelinux.cfg/ (pxelinux's per-MAC directory), grub.cfg* (GRUB's per-MAC
+# names and the ISO grubx64.efi's EFI/xenserver/grub.cfg) and anything carrying a MAC address.
+_MAC_IN_NAME = re.compile(r"(?i)(?<![0-9a-f])[0-9a-f]{2}([-:_]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}(?![0-9a-f])")
+
+
+class Refused(Exception):
+    """A request we will not serve; `reason` is one of the R_* constants, `code` the TFTP error code."""
+
+    def __init__(self, reason: str, code: int, message: str):
+        super().__init__(message)
+        self.reason, self.code, self.message = reason, code, message
+
+
+def normalize_name(raw: str) -> str:
+    """The name relative to tftp_root: leading slashes dropped, '.' and '//' collapsed; '..' is refused.
+
+    Firmware sends both 'pxelinux.0' and '/grub/grub.cfg'; like tftp-hpa with -s, an absolute name means
+    'under the root', never a path on this machine.
+    """
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise Refused(R_OUTSIDE, 2, "path outside the TFTP root")
+    if not parts:
+        raise Refused(R_NOT_FOUND, 1, "file not found")
+    return posixpath.join(*parts)
+
+
+def confine(root: Path, name: str) -> Path:
+    """The real path of `name` under `root`, refusing anything that resolves outside it (symlinks included)."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, name))
+    if not real.startswith(real_root + os.sep):
+        raise Refused(R_OUTSIDE, 2, "path outside the TFTP root")
+    return Path(real)
+
+
+def negotiate(requested: dict[str, str], blksize_max: int) -> dict[str, str]:
+    """The options we acknowledge, from the client's; tsize is filled in later by the caller.
+
+    Like tftp-hpa: blksize below 8 or not a number is ignored (the transfer falls back to 512 bytes),
+    blksize above the cap is lowered to the cap; options we do not implement are left out of the OACK.
+    """
+    accepted: dict[str, str] = {}
+    for key, value in requested.items():
+        key = key.lower()
+        if key == "blksize":
+            try:
+                size = int(value.strip())
+            except ValueError:
+                continue
+            if size >= MIN_BLKSIZE:
+                accepted["blksize"] = str(min(size, blksize_max, RFC_MAX_BLKSIZE))
+        elif key == "tsize":
+            accepted["tsize"] = "0"
+    return accepted
+
+
+class SessionCaps:
+    """Counts open sessions in total and per client IP, far below select()'s 1,024-descriptor limit."""
+
+    def __init__(self, total: int, per_client: int):
+        self.total, self.per_client = total, per_client
+        self.open: Counter[str] = Counter()
+        self.count = 0
+
+    def check(self, ip: str) -> None:
+        if self.count >= self.total:
+            raise Refused(R_TOTAL_CAP, 0, "server busy")
+        if self.open[ip] >= self.per_client:
+            raise Refused(R_CLIENT_CAP, 0, "too many sessions from this client")
+
+    def opened(self, ip: str) -> None:
+        self.open[ip] += 1
+        self.count += 1
+
+    def closed(self, ip: str) -> None:
+        self.count -= 1
+        self.open[ip] -= 1
+        if self.open[ip] <= 0:
+            del self.open[ip]
+
+
+class EventBudget:
+    """Token bucket for refusal events, so a flood of bad packets cannot flood the events table.
+
+    Refusals beyond the budget are counted per reason; each emitted event stands for `count` refusals
+    (itself plus those suppressed before it), and flush() hands out what is still pending, so the
+    counts of all events add up to the refusals seen.
+    """
+
+    def __init__(self, rate: float = 50.0, burst: int = 200, clock=time.monotonic):
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+        self.suppressed: Counter[str] = Counter()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self, reason: str) -> int | None:
+        """None: drop this event (it is counted); otherwise emit it, standing for this many refusals."""
+        self._refill()
+        if self.tokens < 1.0:
+            self.suppressed[reason] += 1
+            return None
+        self.tokens -= 1.0
+        return 1 + self.suppressed.pop(reason, 0)
+
+    def flush(self) -> dict[str, int]:
+        """Pending suppressed counts per reason, as far as the budget allows one summary event each."""
+        self._refill()
+        out: dict[str, int] = {}
+        for reason in list(self.suppressed):
+            if self.tokens < 1.0:
+                break
+            self.tokens -= 1.0
+            out[reason] = self.suppressed.pop(reason)
+        return out
+
+
+def stray_per_mac_files(root: Path) -> list[str]:
+    """Files under `root` that look per-MAC: such a file would be served instead of the per-MAC decision.
+
+    We ask the decision hook first for every name anyway; this check makes the mistake loud at start-up.
+    """
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for name in list(dirnames):
+            if name == "pxelinux.cfg" or _MAC_IN_NAME.search(name):
+                found.append(posixpath.normpath(posixpath.join(rel, name)) + "/")
+                dirnames.remove(name)
+        for name in filenames:
+            if name.startswith("grub.cfg") or _MAC_IN_NAME.search(name):
+                found.append(posixpath.normpath(posixpath.join(rel, name)))
+    return sorted(found)
+
+
+def describe_stray(found: Iterable[str], root: Path) -> str:
+    names = list(found)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return (f"tftp_root {root} holds per-MAC-looking boot files ({shown}); per-MAC configs are generated "
+            "in memory for each request, and a real file there would bypass the per-MAC decision "
+            "(reinstall loops). Remove them.")

@@ -1,0 +1,133 @@
+"""Table tests of the pure TFTP rules: names, root confinement, options, caps, event budget, stray files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from provisioner import tftp_guard as guard
+from provisioner.tftp_guard import Refused
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("pxelinux.0", "pxelinux.0"),
+    ("/pxelinux.0", "pxelinux.0"),
+    ("//grub//grub.cfg-01-aa-bb-cc-dd-ee-ff", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff"),
+    ("./EFI/./xenserver/grub.cfg", "EFI/xenserver/grub.cfg"),
+    ("/etc/passwd", "etc/passwd"),  # absolute means "under the root", like tftp-hpa -s
+    ("a..b/..c", "a..b/..c"),  # dots inside a name are not traversal
+    ("..\\..\\etc\\passwd", "..\\..\\etc\\passwd"),  # one odd file name on Linux, not a path
+])
+def test_normalize_name_accepts(raw, expected):
+    assert guard.normalize_name(raw) == expected
+
+
+@pytest.mark.parametrize("raw, reason, code", [
+    ("../../etc/passwd", guard.R_OUTSIDE, 2),
+    ("/../etc/passwd", guard.R_OUTSIDE, 2),
+    ("pxelinux.cfg/../../x", guard.R_OUTSIDE, 2),
+    ("a/b/..", guard.R_OUTSIDE, 2),
+    ("", guard.R_NOT_FOUND, 1),
+    ("/", guard.R_NOT_FOUND, 1),
+    ("/./", guard.R_NOT_FOUND, 1),
+])
+def test_normalize_name_refuses(raw, reason, code):
+    with pytest.raises(Refused) as info:
+        guard.normalize_name(raw)
+    assert (info.value.reason, info.value.code) == (reason, code)
+
+
+def test_confine_follows_symlinks_but_only_inside(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "real").write_bytes(b"x")
+    (tmp_path / "secret").write_bytes(b"s")
+    (tmp_path / "root-sibling").mkdir()
+    os.symlink("sub/real", root / "inside")
+    os.symlink(tmp_path / "secret", root / "outside")
+    os.symlink("../root-sibling", root / "sibling")  # prefix trap of tftpy#110: root-sibling starts with root
+    assert guard.confine(root, "inside") == (root / "sub" / "real").resolve()
+    assert guard.confine(root, "sub/real") == (root / "sub" / "real").resolve()
+    for name in ("outside", "sibling/x", "sibling"):
+        with pytest.raises(Refused) as info:
+            guard.confine(root, name)
+        assert info.value.reason == guard.R_OUTSIDE
+
+
+@pytest.mark.parametrize("requested, expected", [
+    ({}, {}),
+    ({"blksize": "1468"}, {"blksize": "1468"}),
+    ({"blksize": "65536"}, {"blksize": "1468"}),
+    ({"BLKSIZE": "9000"}, {"blksize": "1468"}),  # option names are case-insensitive (RFC 2347)
+    ({"blksize": "8"}, {"blksize": "8"}),
+    ({"blksize": "7"}, {}),
+    ({"blksize": "0"}, {}),
+    ({"blksize": "-1"}, {}),
+    ({"blksize": "abc"}, {}),
+    ({"blksize": "1e3"}, {}),
+    ({"blksize": "99999999999999999999"}, {"blksize": "1468"}),
+    ({"blksize": " 512 "}, {"blksize": "512"}),
+    ({"tsize": "0"}, {"tsize": "0"}),
+    ({"tsize": "junk", "blksize": "0"}, {"tsize": "0"}),
+    ({"timeout": "1", "windowsize": "16", "multicast": ""}, {}),
+])
+def test_negotiate(requested, expected):
+    assert guard.negotiate(requested, 1468) == expected
+
+
+def test_negotiate_never_exceeds_rfc_max():
+    assert guard.negotiate({"blksize": "70000"}, 65535) == {"blksize": "65464"}
+
+
+def test_session_caps_total_and_per_client():
+    caps = guard.SessionCaps(total=3, per_client=2)
+    caps.check("10.0.0.1")
+    caps.opened("10.0.0.1")
+    caps.opened("10.0.0.1")
+    with pytest.raises(Refused) as info:
+        caps.check("10.0.0.1")
+    assert info.value.reason == guard.R_CLIENT_CAP
+    caps.check("10.0.0.2")
+    caps.opened("10.0.0.2")
+    with pytest.raises(Refused) as info:
+        caps.check("10.0.0.3")
+    assert info.value.reason == guard.R_TOTAL_CAP
+    caps.closed("10.0.0.1")
+    caps.check("10.0.0.3")
+    caps.closed("10.0.0.1")
+    caps.closed("10.0.0.2")
+    assert caps.count == 0 and not caps.open
+
+
+def test_event_budget_counts_what_it_suppresses():
+    clock = [0.0]
+    budget = guard.EventBudget(rate=2.0, burst=3, clock=lambda: clock[0])
+    results = [budget.take("a") for _ in range(10)] + [budget.take("b") for _ in range(2)]
+    assert results[:3] == [1, 1, 1] and results[3:] == [None] * 9
+    assert budget.flush() == {}  # no token left for a summary
+    clock[0] += 0.5  # one token back
+    assert budget.take("a") == 8  # itself and the 7 suppressed before it
+    assert budget.take("a") is None
+    clock[0] += 1.0
+    assert budget.flush() == {"b": 2, "a": 1}
+    assert budget.flush() == {}
+    clock[0] += 100.0
+    assert [budget.take("c") for _ in range(4)] == [1, 1, 1, None]
+
+
+def test_stray_per_mac_files(tmp_path):
+    root = tmp_path
+    for name in ("pxelinux.0", "ldlinux.c32", "grubx64.efi", "boot/grub/fonts/unicode.pf2", "ok/readme"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert guard.stray_per_mac_files(root) == []
+    for name in ("pxelinux.cfg/01-aa-bb-cc-dd-ee-ff", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff",
+                 "EFI/xenserver/grub.cfg", "ipxe/AABBCCDDEEFF.ipxe", "hosts/aa:bb:cc:dd:ee:01/x"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert guard.stray_per_mac_files(root) == [
+        "EFI/xenserver/grub.cfg", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff", "hosts/aa:bb:cc:dd:ee:01/",
+        "ipxe/AABBCCDDEEFF.ipxe", "pxelinux.cfg/"]
+    message = guard.describe_stray(guard.stray_per_mac_files(root), root)
+    assert "pxelinux.cfg/" in message and str(root) in message and "Remove them" in message

@@ -22,7 +22,7 @@ from provisioner.model import Attempt, BootDecision, ValidationError, normalize_
 from provisioner.store import AttemptChange, NotFoundError, Store
 
 TOKEN_BYTES = 24  # 32 URL-safe characters, 192 bits: not guessable, and short enough for a kernel command line
-FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "file")
+FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "complete-script", "file")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 

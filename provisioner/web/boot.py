@@ -98,7 +98,7 @@ def installer_script(token: str, stage: str):
             return _text(START_SCRIPT.format(mac=outcome.attempt.mac, attempt=outcome.attempt.id))
         return _text(NOOP_SCRIPT.format(why=outcome.note.replace("\n", " ")))
     if stage == STAGE_COMPLETE:
-        attempt = attempts.record_fetch(store, token, "file", client, script=STAGE_COMPLETE)
+        attempt = attempts.record_fetch(store, token, "complete-script", client)
         if attempt is None:
             return _text(NOOP_SCRIPT.format(why="unknown token"))
         return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id,

@@ -102,7 +102,7 @@ class TftpService:
         self._caps = guard.SessionCaps(config.tftp_max_sessions, config.tftp_max_sessions_per_client)
         self._budget = guard.EventBudget()
         self._factory = TftpPacketFactory()
-        self._peers: set[tuple[str, int]] = set()
+        self._peers: dict[tuple[str, int], tuple[pump.Session, bytes]] = {}  # -> (session, its RRQ)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -219,8 +219,14 @@ class TftpService:
                 data, ancillary, _, (ip, port) = self._sock.recvmsg(2048, socket.CMSG_SPACE(_PKTINFO.size))
             except OSError:  # BlockingIOError: drained
                 return
-            if (ip, port) in self._peers:
-                continue  # a retransmitted RRQ for a live session: that session answers it
+            live = self._peers.get((ip, port))
+            if live is not None:
+                session, request = live
+                if data == request and session.block <= 1 and not session.final:
+                    continue  # a retransmitted RRQ for a session not yet under way: that session answers it
+                # The client reused its port for a new request, so it is done with the old transfer (its
+                # last ACK may still be queued behind this RRQ): end that one rather than drop this one.
+                self._pump.end(session, pump.SENT if session.final else pump.ABORTED, "superseded")
             self._reply_from = self.config.bind_address
             for level, kind, payload in ancillary:
                 if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= _PKTINFO.size:
@@ -256,7 +262,7 @@ class TftpService:
         except Refused as refusal:
             self._refuse(refusal, ip, port, name)
             return
-        self._start_session(ip, port, norm, source, src, size, options)
+        self._start_session(ip, port, norm, source, src, size, options, data)
 
     def _open(self, name: str, ip: str) -> tuple[BinaryIO, int, str]:
         """The decision hook first, always; then media trees; then the real file under tftp_root."""
@@ -285,7 +291,7 @@ class TftpService:
         return open(fd, "rb", buffering=64 * 1024), info.st_size, source
 
     def _start_session(self, ip: str, port: int, name: str, source: str, src: BinaryIO, size: int,
-                       options: dict[str, str]) -> None:
+                       options: dict[str, str], request: bytes) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((self._reply_from, 0))
@@ -303,13 +309,15 @@ class TftpService:
             oack.options = options
             first = oack.encode().buffer
         blksize = int(options.get("blksize", guard.DEFAULT_BLKSIZE))
-        self._peers.add((ip, port))
+        session = pump.Session(sock, ip, port, name, source, src, blksize)
+        self._peers[(ip, port)] = (session, request)
         self._caps.opened(ip)
         self.counters["sessions"] += 1
-        self._pump.start(pump.Session(sock, ip, port, name, source, src, blksize), first)
+        self._pump.start(session, first)
 
     def _ended(self, s: pump.Session, kind: str, reason: str, details: dict) -> None:
-        self._peers.discard((s.ip, s.port))
+        if self._peers.get((s.ip, s.port), (None,))[0] is s:
+            del self._peers[(s.ip, s.port)]
         self._caps.closed(s.ip)
         self.counters["bytes_sent"] += s.sent
         self._emit(kind, s.ip, s.name, {"port": s.port, **details})

@@ -669,3 +669,24 @@ def test_on_event_failures_do_not_stop_the_service(config, tree, resolver):
         with pytest.raises(TftpFileNotFoundError):
             tftpy_get(svc, "nope")
         assert tftpy_get(svc, "pxelinux.0") == b"PXELINUX" * 100
+
+
+def test_port_reuse_starts_a_new_transfer_but_a_retransmitted_rrq_does_not(svc):
+    """A client that reuses its source port for a new request has moved on: answer the new request (found by
+    bench/config_latency.py: such RRQs were dropped as duplicates while the old session awaited its last ACK)."""
+    raw = Raw(svc)
+    raw.send(rrq(b"pxelinux.0"))
+    first, peer = raw.recv()
+    assert first[:4] == struct.pack("!HH", 3, 1)
+    raw.send(rrq(b"pxelinux.0"))  # retransmitted before any ACK: the live session answers, no new one
+    raw.send(ack(1), to=peer)
+    last, _ = raw.recv()
+    while last[:4] == struct.pack("!HH", 3, 1):  # a resend of block 1 may still be in flight
+        last, _ = raw.recv()
+    assert last[:4] == struct.pack("!HH", 3, 2) and svc.counters["sessions"] == 1
+    raw.send(rrq(b"exact"))  # same port, new file, while the old final ACK was never sent
+    data, new_peer = raw.recv()
+    while new_peer == peer:  # drain resends from the old session, if any were queued
+        data, new_peer = raw.recv()
+    assert data == struct.pack("!HH", 3, 1) + b"e" * 512
+    assert svc.counters["sessions"] == 2

@@ -679,6 +679,7 @@ def test_port_reuse_starts_a_new_transfer_but_a_retransmitted_rrq_does_not(svc):
     first, peer = raw.recv()
     assert first[:4] == struct.pack("!HH", 3, 1)
     raw.send(rrq(b"pxelinux.0"))  # retransmitted before any ACK: the live session answers, no new one
+    time.sleep(0.1)  # ordering only: let the server read the retransmission before the ACK (as on a wire)
     raw.send(ack(1), to=peer)
     last, _ = raw.recv()
     while last[:4] == struct.pack("!HH", 3, 1):  # a resend of block 1 may still be in flight

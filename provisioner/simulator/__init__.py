@@ -1,0 +1,1 @@
+"""A faithful in-process XAPI simulator: world model, XML-RPC endpoints per host, pool builder."""

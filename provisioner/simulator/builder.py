@@ -1,0 +1,183 @@
+"""Build simulated pools, serve them over XML-RPC (SimulatorHandle), and `provisioner simulator serve`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import states as st
+from .clock import Clock
+from .db import NULL_REF, xapi_datetime
+from .world import SimHost, SimPool, World
+from .xapi_server import Endpoint
+
+GiB = 1024 ** 3
+USER = "root"
+
+
+def _mac(pool_index: int, i: int) -> str:
+    return f"52:54:00:{pool_index:02x}:{i // 256:02x}:{i % 256:02x}"
+
+
+def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8.2.1", vms_per_host: int = 2,
+               *, memory_gib: int = 64, vm_memory_gib: int = 4, dom0_memory_gib: int = 4,
+               macs: list[str] | None = None, address: str | list[str] = "127.0.0.1",
+               power_on_mode: str = "wake-on-lan") -> SimPool:
+    """A pool: hosts with MACs, management PIFs, memory, local + shared SRs with PBDs, dom0 and user VMs
+    with guest metrics, a disk and an empty CD VBD each. Host 0 is the coordinator."""
+    pool = SimPool(name)
+    db = pool.db
+    idx = len(world.pools) + 1
+    pool.ref = db.create("pool", name_label=name)
+    net = db.create("network", name_label="Pool-wide network associated with eth0", bridge="xenbr0")
+    shared = db.create("SR", name_label="NFS storage", type="nfs", shared=True, physical_size=str(2 ** 40))
+    tools = db.create("SR", name_label="XenServer Tools", type="iso", content_type="iso", shared=True,
+                      is_tools_sr=True)
+    db.create("VDI", name_label="guest-tools.iso", SR=tools, type="user", read_only=True, is_tools_iso=True)
+    db.update("pool", pool.ref, default_SR=shared)
+    now = world.clock.now()
+    for i in range(hosts):
+        mac = (macs[i] if macs else _mac(idx, i)).lower()
+        hname = f"{name}-host{i}"
+        addr = address[i] if isinstance(address, list) else address
+        h = SimHost(hname, mac, addr, pool)
+        sv, minor = st.software_version(version, hname)
+        metrics = db.create("host_metrics", live=True, memory_total=str(memory_gib * GiB),
+                            memory_free=str(memory_gib * GiB), last_updated=xapi_datetime(now))
+        h.ref = db.create("host", name_label=hname, hostname=hname, address=addr, software_version=sv,
+                          API_version_minor=minor, metrics=metrics, power_on_mode=power_on_mode,
+                          other_config={"boot_time": f"{int(now) - 3600 * (i + 1)}.",
+                                        "agent_start_time": f"{now - 3500 * (i + 1):.2f}"})
+        db.create("PIF", device="eth0", MAC=mac, host=h.ref, network=net, management=True, IP=f"10.0.{idx}.{10 + i}",
+                  netmask="255.255.255.0", gateway=f"10.0.{idx}.1", DNS=f"10.0.{idx}.1",
+                  ip_configuration_mode="Static")
+        local = db.create("SR", name_label=f"Local storage on {hname}", type="lvm", shared=False,
+                          physical_size=str(500 * GiB))
+        for sr in (local, shared, tools):
+            db.create("PBD", host=h.ref, SR=sr, currently_attached=True)
+        dom0 = db.create("VM", name_label=f"Control domain on host: {hname}", is_control_domain=True,
+                         power_state="Running", resident_on=h.ref, memory_target=str(dom0_memory_gib * GiB),
+                         memory_static_max=str(dom0_memory_gib * GiB), domid="0")
+        db.update("host", h.ref, control_domain=dom0)
+        for j in range(vms_per_host):
+            add_vm(pool, f"{hname}-vm{j}", h.ref, shared, vm_memory_gib * GiB)
+        pool.hosts.append(h)
+        world.hosts[mac] = h
+    pool.master = pool.hosts[0]
+    db.update("pool", pool.ref, master=pool.master.ref)
+    world.pools[name] = pool
+    world.update_memory(pool)
+    return pool
+
+
+def add_vm(pool: SimPool, name: str, host_ref: str, sr: str, memory: int, *, running: bool = True) -> str:
+    db = pool.db
+    gm = db.create("VM_guest_metrics", PV_drivers_version={"major": "8", "minor": "2", "micro": "1", "build": "1"},
+                   PV_drivers_up_to_date=True, PV_drivers_detected=True, os_version={"name": "Debian 12"})
+    vm = db.create("VM", name_label=name, power_state="Running" if running else "Halted",
+                   resident_on=host_ref if running else NULL_REF, guest_metrics=gm, memory_target=str(memory),
+                   memory_static_max=str(memory), memory_dynamic_max=str(memory), VCPUs_max="2",
+                   other_config={"auto_poweron": "false"})
+    disk = db.create("VDI", name_label=f"{name} disk", SR=sr, virtual_size=str(20 * 1024 ** 3))
+    db.create("VBD", VM=vm, VDI=disk, type="Disk", userdevice="0", bootable=True)
+    db.create("VBD", VM=vm, type="CD", userdevice="3", empty=True, mode="RO")
+    return vm
+
+
+def move_host_to_pool(world: World, h: SimHost, target: SimPool) -> None:
+    """pool.join: the joiner's xapi restarts as a member; its host record (same uuid) moves into the
+    coordinator's DB (new ref), its own one-host pool disappears."""
+    old = h.pool
+    rec = old.db.record("host", h.ref)
+    metrics = old.db.record("host_metrics", rec["metrics"])
+    pifs = [old.db.record("PIF", p) for p in old.db.find("PIF", host=h.ref)]
+    db = target.db
+    with db.lock:
+        m = db.create("host_metrics", **metrics)
+        rec.update(metrics=m, resident_VMs=[], PIFs=[], PBDs=[], control_domain=NULL_REF)
+        h.ref = db.create("host", **rec)
+        for p in pifs:
+            p.update(host=h.ref, network=NULL_REF)
+            db.create("PIF", **p)
+        for sr in db.find("SR", shared=True):
+            db.create("PBD", host=h.ref, SR=sr, currently_attached=True)
+    world.pools = {k: v for k, v in world.pools.items() if v is not old}
+    h.pool = target
+    target.hosts.append(h)
+    world.update_memory(target)
+
+
+@dataclass
+class SimulatorHandle:
+    """A running simulator: the world, each host's endpoint, master and per-host URLs."""
+
+    world: World
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # mac -> endpoint
+
+    def url(self, mac: str) -> str:
+        return self.endpoints[mac.lower()].url
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """host name -> URL."""
+        return {e.host.name: e.url for e in self.endpoints.values()}
+
+    def master_url(self, pool: str | None = None) -> str:
+        p = self.world.pools[pool] if pool else next(iter(self.world.pools.values()))
+        return self.url(p.master.mac)
+
+    def stop(self) -> None:
+        self.world.stop()
+        release = getattr(self.world.boot_handler, "stop", None)  # machine.BootHandler: free hung machines
+        if callable(release):
+            release()
+        for e in self.endpoints.values():
+            e.set_up(False)
+
+
+def serve_world(world: World, bind: str | None = None) -> SimulatorHandle:
+    """Open an endpoint for every host of the world (those whose xapi is up) and start the DB-GC tick.
+
+    Each endpoint listens on `bind` or, by default, on the host's own address (give build_pool distinct
+    loopback addresses, 127.0.0.2..., to make HOST_IS_SLAVE [address] a usable redirect)."""
+    handle = SimulatorHandle(world)
+    for mac, h in world.hosts.items():
+        handle.endpoints[mac] = Endpoint(world, h, bind)
+    world.endpoint_listener = lambda h, up: handle.endpoints[h.mac].set_up(up)
+    for mac, h in world.hosts.items():
+        if h.serving:
+            handle.endpoints[mac].set_up(True)
+    world.start()
+    return handle
+
+
+def start_simulator(hosts: int = 4, *, speed: float = 60.0, version: str = "8.2.1", vms_per_host: int = 2,
+                    pool_name: str = "pool0", password: str | None = None,
+                    boot_handler: Callable[[str], dict | None] | None = None, **delays: float) -> SimulatorHandle:
+    """One pool of `hosts` served on 127.0.0.1 high ports; call .stop() when done."""
+    world = World(Clock(speed), password=password, **delays)
+    world.boot_handler = boot_handler
+    build_pool(world, pool_name, hosts=hosts, version=version, vms_per_host=vms_per_host)
+    return serve_world(world)
+
+
+def serve_simulator(hosts: int = 4, speed: float = 60.0, version: str = "8.2.1", password: str | None = None,
+                    announce: Callable[[str], None] = print) -> int:
+    """`provisioner simulator serve`: run until SIGINT/SIGTERM, printing the URLs and the login."""
+    handle = start_simulator(hosts, speed=speed, version=version, password=password)
+    done = threading.Event()
+    old = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for h in handle.world.pools["pool0"].hosts:
+            role = "coordinator" if h.is_master else "member"
+            announce(f"{h.name} ({role}, MAC {h.mac}): {handle.url(h.mac)}")
+        announce(f"login: user {USER}, password {'(any)' if password is None else '(configured)'}; "
+                 f"speed x{speed}, version {version}")
+        done.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        handle.stop()
+    return 0

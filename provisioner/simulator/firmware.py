@@ -1,0 +1,92 @@
+"""What simulated firmware reads: boot configs (pxelinux, GRUB, iPXE) and a media tree's .treeinfo. Pure."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from typing import Callable
+
+
+class BootFailure(RuntimeError):
+    """One boot could not go on (a file missing, a config not understood); the firmware reboots."""
+
+
+def read_treeinfo(text: str) -> dict:
+    """The version dict a .treeinfo announces: product/platform name and version, build number."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    system = parser["system-v1"] if parser.has_section("system-v1") else {}
+    return {"product_name": system.get("product_name"), "product_version": system.get("product_version"),
+            "platform_name": system.get("platform_name"), "platform_version": system.get("platform_version"),
+            "build_number": parser.get("build", "number", fallback=None)}
+
+
+def _grub_file(path: str) -> str:
+    """(http,host:port)/x -> http://host:port/x; (tftp,...)/x or /x -> the TFTP name x."""
+    found = re.fullmatch(r"\((\w+)(?:,([^)]*))?\)(/.*)", path)
+    if found is None:
+        return path.lstrip("/")
+    scheme, netloc, rest = found.groups()
+    if scheme in ("http", "https") and netloc:
+        return f"{scheme}://{netloc}{rest}"
+    return rest.lstrip("/")
+
+
+def parse_config(loader: str, text: str) -> dict:
+    """What a boot config tells the firmware: {"action": "local"|"installer"|"chain", "files": [(what, name)],
+    "args": [...], "url": chain target}. Raises BootFailure for a config the loader would not understand."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if loader == "pxelinux":
+        return _parse_pxelinux(lines)
+    if loader == "grub":
+        return _parse_loader_lines(lines, {"multiboot2", "xen_hypervisor", "linux", "multiboot"},
+                                   {"module2", "xen_module", "initrd", "module"}, _grub_file)
+    return _parse_loader_lines(lines, {"kernel"}, {"module", "initrd"}, lambda p: p)
+
+
+def _parse_pxelinux(lines: list[str]) -> dict:
+    default, labels, current = None, {}, None
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        word = word.lower()
+        if word == "default":
+            default = rest.strip()
+        elif word == "label":
+            current = labels.setdefault(rest.strip(), [])
+        elif current is not None:
+            current.append((word, rest.strip()))
+    entry = labels.get(default or "")
+    if entry is None:
+        raise BootFailure(f"pxelinux: default label {default!r} not found")
+    words = dict(entry)
+    if "localboot" in words:
+        return {"action": "local"}
+    if words.get("kernel") != "mboot.c32" or "append" not in words:
+        raise BootFailure(f"pxelinux: label {default!r} is neither localboot nor an mboot.c32 entry")
+    parts = [p.split() for p in words["append"].split(" --- ")]
+    if len(parts) != 3 or not all(parts):
+        raise BootFailure("pxelinux: mboot.c32 append needs 'xen --- kernel --- initrd'")
+    files = [("hypervisor", parts[0][0]), ("kernel", parts[1][0]), ("install.img", parts[2][0])]
+    return {"action": "installer", "files": files, "args": parts[1][1:]}
+
+
+def _parse_loader_lines(lines: list[str], first: set, modules: set, path: Callable[[str], str]) -> dict:
+    """GRUB and iPXE: commands run in order; `exit` before anything is loaded hands back to the firmware."""
+    files, args = [], []
+    kinds = iter(("kernel", "install.img"))
+    for line in lines:
+        words = line.split(" || ")[0].split()  # iPXE: "kernel URL args || goto local"
+        verb = words[0]
+        if verb == "exit" and not files:
+            return {"action": "local"}
+        if verb == "chain" and len(words) > 1:
+            return {"action": "chain", "url": words[1]}
+        if verb in first and len(words) > 1:
+            files = [("hypervisor", path(words[1]))]
+            args += words[2:]
+        elif verb in modules and files and len(words) > 1:
+            files.append((next(kinds, "module"), path(words[1])))
+            args += words[2:]
+        elif verb == "boot" and files:
+            return {"action": "installer", "files": files, "args": args}
+    raise BootFailure("config neither boots an installer nor the local disk")

@@ -1,0 +1,401 @@
+"""A simulated PXE machine: what a host's firmware and the XenServer installer do, over real TFTP and HTTP.
+
+The XAPI simulator calls the boot handler each time a host enters FIRMWARE (power-on or reboot; xapi.md 4.3).
+Network-first boot order, like the real hosts: fetch the per-MAC config, follow it (installer or local boot);
+the installer GETs the answer file, checks it, reads <source>/.treeinfo, runs the installation-start script,
+"installs", runs the installation-complete script with 0 or 1, and reboots (atexit=reboot, INSTALLER.md 1),
+which PXE-boots again: a server that keeps serving the installer shows up here as a reinstall loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import requests
+
+from provisioner import answerfile, bootpaths, tftp
+from provisioner.model import normalize_mac
+from provisioner.simulator.firmware import BootFailure, parse_config, read_treeinfo  # noqa: F401 (re-exported)
+
+LOADERS = ("pxelinux", "grub", "ipxe")
+FAILURES = ("installer_fails", "never_returns", "slow", "bad_answerfile")
+
+# Boot outcomes (Boot.outcome)
+LOCAL = "local"  # the config said: boot from the disk
+NO_CONFIG = "no-config"  # no PXE answer at all: the firmware falls through to the disk
+INSTALLED = "installed"  # the installer ran and reported 0
+INSTALL_FAILED = "install-failed"  # the installer ran and reported 1 (the disk keeps the old version)
+ANSWERFILE_MISSING = "answerfile-missing"  # 404 or unreachable: the installer shows an error and reboots
+ANSWERFILE_REJECTED = "answerfile-rejected"  # the installer refused it: error, reboot, no callback
+BOOT_ERROR = "boot-error"  # a boot file could not be loaded: the loader falls back / the firmware reboots
+HUNG = "hung"  # never_returns: the host stays down until stop()
+EXTERNAL = "external"  # handed to external_command
+
+# on_event kinds
+EV_POWER_ON, EV_FETCH, EV_BOOT, EV_SCRIPT, EV_INSTALLING = "power_on", "fetch", "boot", "script", "installing"
+EV_REINSTALL_LOOP, EV_BOOT_LOOP, EV_HANG, EV_EXTERNAL = "reinstall_loop", "boot_loop", "hang", "external"
+
+WALL_SCALE = 0.001  # without a clock, "install for 600 s" sleeps 0.6 s of wall time
+HTTP_TIMEOUT = 10.0
+
+OnEvent = Callable[[str, str, dict], None]
+
+
+@dataclass
+class Fetch:
+    protocol: str  # "tftp" or "http"
+    what: str  # config, hypervisor, kernel, install.img, answerfile, treeinfo, script, chain, ...
+    name: str  # TFTP name or URL
+    bytes: int = 0
+    status: str = "ok"  # ok, not-found, error
+
+
+@dataclass
+class Boot:
+    """One pass through the firmware: what was fetched and how it ended."""
+
+    number: int  # 1-based, within its power cycle
+    cycle: int  # 1-based power cycle (one boot-handler call) of this machine
+    outcome: str = ""
+    detail: str = ""
+    version: dict | None = None  # the version an install on this boot put on the disk
+    fetches: list[Fetch] = field(default_factory=list)
+
+    def fetched(self, what: str) -> int:
+        return sum(1 for f in self.fetches if f.what == what and f.status == "ok")
+
+
+def _wall_sleep(seconds: float) -> None:
+    time.sleep(seconds * WALL_SCALE)
+
+
+def _failure_for(failures: Mapping[str, Any], mac: str) -> dict:
+    """Global failures (keys in FAILURES) overlaid by the MAC's own dict."""
+    failures = dict(failures)  # a snapshot: inject() may change it from another thread
+    merged = {k: v for k, v in failures.items() if k in FAILURES}
+    for key, value in failures.items():
+        if key not in FAILURES and isinstance(value, Mapping):
+            try:
+                if normalize_mac(key) == mac:
+                    merged.update(dict(value))
+            except ValueError:
+                continue
+    return {k: v for k, v in merged.items() if v}
+
+
+class Machine:
+    """One simulated host's firmware + installer. power_on() runs one power cycle and returns the version an
+    install put on the disk during it (None: unchanged)."""
+
+    def __init__(self, mac: str, tftp_addr: tuple[str, int], *, http_base: str | None = None,
+                 loader: str = "pxelinux", firmware: str | None = None, clock: Any = None,
+                 install_seconds: float = 600.0, failures: Mapping[str, Any] | None = None, max_boots: int = 5,
+                 external_command: str | list[str] | None = None, on_event: OnEvent | None = None,
+                 stop_event: threading.Event | None = None):
+        if loader not in LOADERS:
+            raise ValueError(f"unknown loader {loader!r} (one of {', '.join(LOADERS)})")
+        if loader == "ipxe" and not http_base and external_command is None:
+            raise ValueError("the ipxe loader needs http_base (the server it fetches /boot/ipxe/<mac> from)")
+        self.mac = normalize_mac(mac)
+        self.tftp_addr = (tftp_addr[0], int(tftp_addr[1]))
+        self.http_base = http_base.rstrip("/") if http_base else None
+        self.loader, self.firmware = loader, firmware
+        self.sleep = clock.sleep if clock is not None else _wall_sleep
+        self.install_seconds, self.max_boots = install_seconds, max_boots
+        self.failures = failures if failures is not None else {}
+        self.external_command, self.on_event = external_command, on_event
+        self.stop_event = stop_event or threading.Event()
+        self.boots: list[Boot] = []
+        self.cycles = 0
+
+    # --- observation ---
+
+    def _emit(self, kind: str, **details: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, self.mac, details)
+
+    def installs(self, cycle: int | None = None) -> int:
+        """How many times the installer ran (start script run) in `cycle` (default: all cycles)."""
+        return sum(1 for b in self.boots if b.outcome in (INSTALLED, INSTALL_FAILED, HUNG) and b.fetched("script")
+                   and (cycle is None or b.cycle == cycle))
+
+    # --- one power cycle ---
+
+    def power_on(self) -> dict | None:
+        self.cycles += 1
+        cycle = self.cycles
+        failures = _failure_for(self.failures, self.mac)
+        self._emit(EV_POWER_ON, cycle=cycle, loader=self.loader, failures=sorted(failures))
+        if self.external_command is not None:
+            return self._external(cycle)
+        version = None
+        for number in range(1, self.max_boots + 1):
+            if self.stop_event.is_set():
+                return version
+            boot = Boot(number, cycle)
+            self.boots.append(boot)
+            try:
+                self._boot(boot, failures)
+            except BootFailure as exc:
+                boot.outcome = boot.outcome or BOOT_ERROR
+                boot.detail = str(exc)
+            self._emit(EV_BOOT, cycle=cycle, boot=number, outcome=boot.outcome, detail=boot.detail,
+                       version=boot.version)
+            if boot.outcome == INSTALLED:
+                version = boot.version
+            if boot.outcome == HUNG:
+                return None
+            if boot.outcome in (LOCAL, NO_CONFIG):
+                if failures.get("slow"):  # slow boot: the host takes longer to come back
+                    self.sleep(float(failures["slow"]) if failures["slow"] is not True else 60.0)
+                return version
+        # Every boot of the cap went back to the network: a server that keeps serving the installer (or, with
+        # no install at all, a boot that keeps failing: a 404 answer file, a missing boot file).
+        installs = self.installs(cycle)
+        self._emit(EV_REINSTALL_LOOP if installs else EV_BOOT_LOOP, cycle=cycle, boots=self.max_boots,
+                   installs=installs, version=version)
+        return version
+
+    def _boot(self, boot: Boot, failures: dict) -> None:
+        text = self._config(boot)
+        if text is None:
+            boot.outcome, boot.detail = NO_CONFIG, "no PXE answer: the firmware boots the disk"
+            return
+        loader, plan = self.loader, parse_config(self.loader, text)
+        if plan["action"] == "chain":  # iPXE on UEFI chains to GRUB, which asks the TFTP server for its config
+            self._get(boot, "chain", plan["url"])
+            text, loader = self._config(boot, loader="grub"), "grub"
+            plan = parse_config("grub", text) if text is not None else {"action": "local"}
+        if plan["action"] == "local":
+            boot.outcome, boot.detail = LOCAL, "local boot"
+            return
+        for what, name in plan["files"]:
+            try:
+                self._get(boot, what, name)
+            except BootFailure as exc:
+                if loader == "pxelinux":  # mboot.c32 fails: pxelinux gives up and the firmware reboots
+                    raise
+                # Our GRUB and iPXE configs end in `exit` (or `|| goto local`): a failed load boots the disk.
+                boot.outcome, boot.detail = LOCAL, f"{exc}; the config falls back to the local disk"
+                return
+        url = next((a.split("=", 1)[1] for a in plan["args"] if a.startswith("answerfile=")), None)
+        if url is None:
+            raise BootFailure("installer started without answerfile=: it would wait at the interactive UI")
+        self._install(boot, url, failures)
+
+    def _config(self, boot: Boot, loader: str | None = None) -> str | None:
+        """The per-MAC config, then the loader's fallback name (what the real firmware tries next)."""
+        loader = loader or self.loader
+        if loader == "ipxe":
+            url = self.http_base + bootpaths.format_ipxe(self.mac)
+            if self.firmware:
+                url += "?platform=" + ("efi" if self.firmware == "uefi" else "pcbios")
+            try:
+                return self._get(boot, "config", url).decode()
+            except BootFailure:
+                return None
+        names = ([bootpaths.format_pxelinux(self.mac), "pxelinux.cfg/default"] if loader == "pxelinux"
+                 else [bootpaths.format_grub(self.mac, "grub"), "grub/grub.cfg"])
+        for name in names:
+            try:
+                body = self._get(boot, "config", name).decode()
+            except BootFailure:
+                continue
+            if loader == "grub" and "$net_default_mac" in body:  # the dispatcher: it chains to our MAC name
+                continue
+            return body
+        return None
+
+    def _get(self, boot: Boot, what: str, name: str) -> bytes:
+        """One fetch, TFTP or HTTP by its spelling; recorded and reported; BootFailure when it fails."""
+        http = name.startswith(("http://", "https://"))
+        fetch = Fetch("http" if http else "tftp", what, name)
+        boot.fetches.append(fetch)
+        try:
+            if http:
+                response = requests.get(name, timeout=HTTP_TIMEOUT)
+                if response.status_code != 200:
+                    fetch.status = "not-found" if response.status_code == 404 else "error"
+                    problem = f"GET {name} answered {response.status_code}"
+                data = response.content
+            else:
+                data = tftp.fetch(*self.tftp_addr, name.lstrip("/"))
+        except FileNotFoundError as exc:
+            fetch.status, problem = "not-found", str(exc)
+        except (tftp.TftpFetchError, requests.RequestException) as exc:
+            fetch.status, problem = "error", f"{name}: {exc}"
+        if fetch.status == "ok":
+            fetch.bytes = len(data)
+        self._emit(EV_FETCH, protocol=fetch.protocol, what=what, name=name, bytes=fetch.bytes, status=fetch.status)
+        if fetch.status != "ok":
+            raise BootFailure(problem)
+        return data
+
+    def _install(self, boot: Boot, url: str, failures: dict) -> None:
+        """The installer: answer file (fetched once, no retry), checks, .treeinfo, scripts, reboot."""
+        try:
+            text = self._get(boot, "answerfile", url).decode("utf-8")
+        except BootFailure as exc:
+            boot.outcome, boot.detail = ANSWERFILE_MISSING, f"installer error, rebooting: {exc}"
+            return
+        try:
+            if failures.get("bad_answerfile"):
+                raise answerfile.AnswerfileError("rejected by failure injection (bad_answerfile)")
+            parsed = answerfile.parse_upgrade(text)
+        except answerfile.AnswerfileError as exc:
+            boot.outcome, boot.detail = ANSWERFILE_REJECTED, f"installer error, rebooting: {exc}"
+            return
+        version = read_treeinfo(self._get(boot, "treeinfo", parsed.sources[0].rstrip("/") + "/.treeinfo").decode())
+        start, code = parsed.scripts.get(answerfile.STAGE_START), "0"
+        try:
+            if start is not None:
+                self._run_script(boot, answerfile.STAGE_START, self._get(boot, "script", start))
+        except BootFailure as exc:  # a failed GET of the start script aborts the install before any disk write
+            code, boot.detail = "1", f"installation aborted: {exc}"
+        if code == "0":
+            self._emit(EV_INSTALLING, seconds=self.install_seconds, version=version)
+            if failures.get("never_returns"):
+                boot.outcome, boot.detail = HUNG, "the installer hangs: the host never comes back"
+                self._emit(EV_HANG, boot=boot.number)
+                self.stop_event.wait()
+                return
+            self.sleep(self.install_seconds)
+            code = "1" if failures.get("installer_fails") else "0"
+        complete = parsed.scripts.get(answerfile.STAGE_COMPLETE)
+        if complete is not None:
+            try:  # a failed GET of the complete script is ignored by the installer
+                self._run_script(boot, answerfile.STAGE_COMPLETE, self._get(boot, "script", complete), code)
+            except BootFailure as exc:
+                boot.detail = f"{boot.detail}; complete script not run: {exc}".lstrip("; ")
+        if code == "0":
+            boot.outcome, boot.version = INSTALLED, version
+        else:
+            boot.outcome = INSTALL_FAILED
+        boot.detail = boot.detail or f"installer exited {code}; rebooting"
+
+    def _run_script(self, boot: Boot, stage: str, body: bytes, *args: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="sim-installer-") as tmp:
+            path = os.path.join(tmp, "script")
+            with open(path, "wb") as handle:
+                handle.write(body)
+            try:
+                done = subprocess.run(["/bin/sh", path, *args], capture_output=True, timeout=60, cwd=tmp)
+                code, err = done.returncode, done.stderr.decode(errors="replace")[:300]
+            except subprocess.TimeoutExpired:
+                code, err = None, "killed after 60 s"
+        self._emit(EV_SCRIPT, stage=stage, args=list(args), exit=code, stderr=err)
+
+    def _external(self, cycle: int) -> dict | None:
+        """Hand the whole power cycle to a command (e.g. a QEMU VM); its stdout is a JSON version or empty."""
+        boot = Boot(1, cycle, EXTERNAL)
+        self.boots.append(boot)
+        command = self.external_command
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        env = {**os.environ, "MAC": self.mac, "TFTP_HOST": self.tftp_addr[0], "TFTP_PORT": str(self.tftp_addr[1]),
+               "TFTP_ADDR": f"{self.tftp_addr[0]}:{self.tftp_addr[1]}", "HTTP_BASE": self.http_base or "",
+               "LOADER": self.loader, "FIRMWARE": self.firmware or "", "INSTALL_SECONDS": str(self.install_seconds),
+               "FAILURES": json.dumps(_failure_for(self.failures, self.mac))}
+        with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True) as proc:
+            while True:  # a never-returning machine is released by stop(), like an in-process one
+                try:
+                    stdout, stderr = proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if self.stop_event.is_set():  # its whole process group: children hold the pipes open
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+        out, version = stdout.decode(errors="replace").strip(), None
+        if proc.returncode != 0:
+            boot.detail = f"{shlex.join(argv)} exited {proc.returncode}: {stderr.decode(errors='replace')[:300]}"
+        elif out:
+            try:
+                version = json.loads(out)
+            except ValueError:
+                boot.detail = f"stdout is not JSON: {out[:200]!r}"
+            if version is not None and not isinstance(version, dict):
+                boot.detail, version = f"stdout is not a JSON object: {out[:200]!r}", None
+        boot.version = version
+        self._emit(EV_EXTERNAL, cycle=cycle, exit=proc.returncode, version=version, detail=boot.detail)
+        return version
+
+
+class BootHandler:
+    """The hook the XAPI simulator calls: handler(mac) -> version dict | None. One Machine per MAC, created on
+    first use with the handler's settings; `failures` may be changed between boots (inject())."""
+
+    def __init__(self, tftp_addr: tuple[str, int], **settings: Any):
+        self.tftp_addr = tftp_addr
+        self.failures: dict = dict(settings.pop("failures", None) or {})
+        self.firmware: dict[str, str] = {normalize_mac(k): v for k, v in (settings.pop("firmware", None) or {}).items()}
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.machines: dict[str, Machine] = {}
+        self._lock = threading.Lock()
+        Machine("00:00:00:00:00:00", tftp_addr, **settings)  # check the settings now, not on a sim thread
+
+    def machine(self, mac: str) -> Machine:
+        canonical = normalize_mac(mac)
+        with self._lock:
+            if canonical not in self.machines:
+                self.machines[canonical] = Machine(canonical, self.tftp_addr, failures=self.failures,
+                                                   firmware=self.firmware.get(canonical),
+                                                   stop_event=self.stop_event, **self.settings)
+            return self.machines[canonical]
+
+    def __call__(self, mac: str) -> dict | None:
+        return self.machine(mac).power_on()
+
+    def inject(self, mac: str | None = None, **failures: Any) -> None:
+        """Set failures (FAILURES names) for one MAC, or globally when mac is None; a false value clears one."""
+        unknown = set(failures) - set(FAILURES)
+        if unknown:
+            raise ValueError(f"unknown failure(s) {sorted(unknown)} (known: {', '.join(FAILURES)})")
+        with self._lock:
+            target = self.failures if mac is None else self.failures.setdefault(normalize_mac(mac), {})
+            target.update(failures)
+
+    def boots(self, mac: str) -> list[Boot]:
+        return list(self.machine(mac).boots)
+
+    def stop(self) -> None:
+        """Release hung machines (never_returns) and end any boot loop at its next boot."""
+        self.stop_event.set()
+
+
+def make_boot_handler(tftp_addr: tuple[str, int], *, clock: Any = None, install_seconds: float = 600.0,
+                      loader: str = "pxelinux", http_base: str | None = None,
+                      failures: Mapping[str, Any] | None = None, max_boots: int = 5,
+                      external_command: str | list[str] | None = None, on_event: OnEvent | None = None,
+                      firmware: Mapping[str, str] | None = None) -> BootHandler:
+    """The boot hook for the XAPI simulator (see BootHandler). `firmware` maps MAC -> "bios"|"uefi" (what iPXE
+    reports as ${platform}); `failures` holds global FAILURES keys and/or {mac: {failure: value}}."""
+    return BootHandler(tftp_addr, clock=clock, install_seconds=install_seconds, loader=loader, http_base=http_base,
+                       failures=failures, max_boots=max_boots, external_command=external_command,
+                       on_event=on_event, firmware=firmware)
+
+
+def main(environ: Mapping[str, str] = os.environ) -> int:
+    """`python -m provisioner.simulator.machine`: one power cycle as a separate process (xapi.md 4.3), set up
+    from the same environment external_command gets; prints the JSON version, or nothing when unchanged."""
+    host, _, port = environ["TFTP_ADDR"].rpartition(":")
+    version = Machine(environ["MAC"], (host, int(port)), http_base=environ.get("HTTP_BASE") or None,
+                      loader=environ.get("LOADER") or "pxelinux", firmware=environ.get("FIRMWARE") or None,
+                      install_seconds=float(environ.get("INSTALL_SECONDS", "600")),
+                      failures=json.loads(environ.get("FAILURES") or "{}")).power_on()
+    print(json.dumps(version) if version is not None else "", end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

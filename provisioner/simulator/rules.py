@@ -1,0 +1,303 @@
+"""XAPI call handlers of the simulator, registered by wire name with their parameter counts (xapi.md 4.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import states as st
+from . import vm_rules as vr
+from .db import NULL_REF, Db, XapiError, new_ref, xapi_datetime
+from .world import SimHost, SimPool, World
+
+
+@dataclass
+class Call:
+    world: World
+    pool: SimPool
+    host: SimHost  # the endpoint the call arrived on
+    session: str
+    method: str
+
+    @property
+    def db(self) -> Db:
+        return self.pool.db
+
+
+# "Class.call" -> (handler, min params, max params) counting the session; shorter forms are the
+# later-added defaulted parameters (2.1: host.evacuate(host), host.disable(host), login(u, p)).
+HANDLERS: dict[str, tuple[Callable, int, int]] = {}
+
+
+def api(name: str, nmin: int, nmax: int | None = None):
+    def deco(fn):
+        HANDLERS[name] = (fn, nmin, nmax if nmax is not None else nmin)
+        return fn
+    return deco
+
+
+# Derived reverse references, computed at read time so they never drift.
+DERIVED = {"host": {"resident_VMs": ("VM", "resident_on"), "PIFs": ("PIF", "host"), "PBDs": ("PBD", "host")},
+           "VM": {"VBDs": ("VBD", "VM")}, "VDI": {"VBDs": ("VBD", "VDI")},
+           "SR": {"PBDs": ("PBD", "SR"), "VDIs": ("VDI", "SR")}, "network": {"PIFs": ("PIF", "network")}}
+
+
+def view(world: World, pool: SimPool, cls: str, ref: str) -> dict:
+    """The record as the wire shows it (derived fields filled in)."""
+    db = pool.db
+    with db.lock:
+        rec = db.record(cls, ref)
+        for fld, (other, key) in DERIVED.get(cls, {}).items():
+            rec[fld] = db.find(other, **{key: ref})
+        if cls == "VM":
+            rec["allowed_operations"] = vr.allowed_operations(world, pool, rec)
+        if cls == "host" and world.rpu_in_progress(pool):
+            rec["allowed_operations"] = ["evacuate", "provision"]  # xapi_host_helpers.ml:198-229 (Miami keys)
+        elif cls == "host":
+            rec["allowed_operations"] = ["evacuate", "provision", "reboot", "shutdown", "power_on"]
+        return rec
+
+
+def _sim_host(c: Call, ref: str) -> SimHost:
+    c.db.get("host", ref)
+    return c.pool.host_by_ref(ref)
+
+
+def _assert_live(c: Call, ref: str) -> None:
+    """Forwarded calls check host_metrics.live first: HOST_OFFLINE [host] (message_forwarding.ml:129-163)."""
+    if not c.db.get("host_metrics", c.db.get("host", ref)["metrics"])["live"]:
+        raise XapiError("HOST_OFFLINE", ref)
+
+
+# ---- session (2.2) --------------------------------------------------------------------------------
+@api("session.login_with_password", 2, 4)
+def login(c: Call, uname, pwd, version="1.1", originator=""):
+    ok = uname == "root" and (c.world.password is None or pwd == c.world.password)
+    if not ok:  # xapi_session.ml:282: the code sends [uname, msg] although the doc says []
+        raise XapiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
+    ref = new_ref()
+    c.pool.sessions[ref] = uname
+    return ref
+
+
+@api("session.logout", 1)
+def logout(c: Call):
+    c.pool.sessions.pop(c.session, None)
+    return ""
+
+
+@api("session.get_this_host", 2)
+def get_this_host(c: Call, _self):
+    return c.host.ref
+
+
+# ---- host (2.4) -----------------------------------------------------------------------------------
+@api("host.disable", 2, 3)
+def host_disable(c: Call, ref, auto_enable=True):
+    h = _sim_host(c, ref)
+    _assert_live(c, ref)
+    h.user_disabled = True  # consider_enabling_host will not undo a user disable until xapi restarts
+    h.auto_enable = auto_enable not in (False, "false")
+    c.db.update("host", ref, enabled=False)
+    return ""
+
+
+@api("host.enable", 2)
+def host_enable(c: Call, ref):
+    h = _sim_host(c, ref)
+    _assert_live(c, ref)
+    if h.disabled_until_reboot:  # xapi_host_helpers.ml:303-307
+        raise XapiError("HOST_DISABLED_UNTIL_REBOOT", ref)
+    if h.state == st.XAPI_STARTING or h.enable_refusals > 0:  # xapi_host.ml:77-110 assert_safe_to_reenable
+        h.enable_refusals = max(0, h.enable_refusals - 1)
+        raise XapiError("HOST_STILL_BOOTING")
+    h.user_disabled = False
+    h.auto_enable = True
+    c.db.update("host", ref, enabled=True)
+    return ""
+
+
+def _power_op(c: Call, ref: str, op: str):
+    """host.reboot/shutdown (xapi_host.ml:858-932): must be disabled (HOST_NOT_DISABLED []), one op at a time,
+    returns at once; the real shutdown starts 10 s later."""
+    h = _sim_host(c, ref)
+    if c.db.get("host", ref)["enabled"]:
+        raise XapiError("HOST_NOT_DISABLED")
+    if h.pending_op:
+        raise XapiError("OTHER_OPERATION_IN_PROGRESS", "host", ref, h.pending_op, NULL_REF)
+    _assert_live(c, ref)
+    c.world.begin_power_off(h, op)
+    return ""
+
+
+@api("host.reboot", 2)
+def host_reboot(c: Call, ref):
+    return _power_op(c, ref, "reboot")
+
+
+@api("host.shutdown", 2)
+def host_shutdown(c: Call, ref):
+    return _power_op(c, ref, "shutdown")
+
+
+@api("host.power_on", 2)
+def host_power_on(c: Call, ref):
+    """xapi_host.ml:934-942: HOST_IS_LIVE [host] if live; HOST_POWER_ON_MODE_DISABLED [] without a mode."""
+    h = _sim_host(c, ref)
+    rec = c.db.get("host", ref)
+    if c.db.get("host_metrics", rec["metrics"])["live"]:
+        raise XapiError("HOST_IS_LIVE", ref)
+    if not rec["power_on_mode"]:
+        raise XapiError("HOST_POWER_ON_MODE_DISABLED")
+    c.world.power_on(h.mac)
+    return ""
+
+
+@api("host.evacuate", 2, 4)
+def host_evacuate(c: Call, ref, network=NULL_REF, batch_size="0"):
+    _sim_host(c, ref)
+    _assert_live(c, ref)
+    vr.evacuate(c.world, c.pool, ref)
+    return ""
+
+
+@api("host.get_vms_which_prevent_evacuation", 2)
+def host_vms_preventing(c: Call, ref):
+    with c.db.lock:
+        c.db.get("host", ref)
+        return vr.evacuation_plan(c.world, c.pool, ref)[1]
+
+
+@api("host.assert_can_evacuate", 2)
+def host_assert_can_evacuate(c: Call, ref):
+    """xapi_host.ml:426-445: CANNOT_EVACUATE_HOST ["code,p1,...|code,..."]."""
+    errors = host_vms_preventing(c, ref)
+    if errors:
+        raise XapiError("CANNOT_EVACUATE_HOST", "|".join(",".join(e) for e in errors.values()))
+    return ""
+
+
+@api("host.get_servertime", 2)
+def host_servertime(c: Call, ref):
+    c.db.get("host", ref)
+    return xapi_datetime(c.world.clock.now())
+
+
+@api("host.destroy", 2)
+def host_destroy(c: Call, ref):
+    """xapi_host.ml:1109-1176 (host-forget): not live and not the coordinator (HOST_IS_LIVE [host]),
+    HA off (HA_IS_ENABLED []), no resident user VMs (HOST_HAS_RESIDENT_VMS [host])."""
+    h = _sim_host(c, ref)
+    db = c.db
+    with db.lock:
+        rec = db.get("host", ref)
+        if h.is_master or db.get("host_metrics", rec["metrics"])["live"]:
+            raise XapiError("HOST_IS_LIVE", ref)
+        if db.get("pool", c.pool.ref)["ha_enabled"]:
+            raise XapiError("HA_IS_ENABLED")
+        if any(vr.is_real_vm(db.get("VM", v)) for v in db.find("VM", resident_on=ref)):
+            raise XapiError("HOST_HAS_RESIDENT_VMS", ref)
+        for cls, key in (("VM", "resident_on"), ("PIF", "host"), ("PBD", "host")):
+            for r in db.find(cls, **{key: ref}):
+                db.delete(cls, r)
+        db.delete("host_metrics", rec["metrics"])
+        db.delete("host", ref)
+        c.pool.hosts.remove(h)
+    return ""
+
+
+# ---- pool (2.4) -----------------------------------------------------------------------------------
+@api("pool.join", 4, 5)
+def pool_join(c: Call, master_address, user, password, force=False):
+    """Called on the joining standalone host (xapi_pool.ml pre_join_checks, in order)."""
+    world, me = c.world, c.host
+    if me.state == st.XAPI_STARTING:
+        raise XapiError("HOST_STILL_BOOTING")
+    target = next((p for p in world.pools.values() if p.master and p.master.address == master_address
+                   and p is not c.pool), None)
+    if target is None or not target.master.serving:
+        raise XapiError("POOL_JOINING_HOST_CONNECTION_FAILED")
+    if c.db.get("pool", c.pool.ref)["ha_enabled"] or target.db.get("pool", target.ref)["ha_enabled"]:
+        raise XapiError("HA_IS_ENABLED")
+    if len(c.db.all("host")) > 1:  # "no other hosts known" (error name inferred, not checked in xapi_pool.ml)
+        raise XapiError("POOL_JOINING_HOST_MUST_BE_STANDALONE")
+    if any(vr.is_real_vm(c.db.get("VM", v)) and c.db.get("VM", v)["power_state"] == "Running"
+           for v in c.db.all("VM")):
+        raise XapiError("POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS")
+    mine = c.db.get("host", me.ref)
+    theirs = target.db.get("host", target.master.ref)
+    if mine["software_version"].get("platform_version") != theirs["software_version"].get("platform_version"):
+        raise XapiError("POOL_HOSTS_NOT_COMPATIBLE")
+    my_api = f'{mine["API_version_major"]}.{mine["API_version_minor"]}'
+    their_api = f'{theirs["API_version_major"]}.{theirs["API_version_minor"]}'
+    if my_api != their_api:
+        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION", my_api, their_api)
+    if mine["software_version"].get("db_schema") != theirs["software_version"].get("db_schema"):
+        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_DB_SCHEMA",
+                        mine["software_version"].get("db_schema"), theirs["software_version"].get("db_schema"))
+    from .builder import move_host_to_pool  # the joiner's xapi restarts as a member of the target pool
+    world.spawn(move_host_to_pool, world, me, target, name=f"sim-join-{me.name}")
+    return ""
+
+
+@api("pool.eject", 2)
+def pool_eject(c: Call, ref):
+    h = _sim_host(c, ref)
+    if c.db.get("pool", c.pool.ref)["ha_enabled"]:
+        raise XapiError("HA_IS_ENABLED")
+    if h.is_master:  # the coordinator itself cannot be ejected (xapi_pool.ml:2262-2272)
+        raise XapiError("HOST_CANNOT_DESTROY_SELF", ref)
+    raise XapiError("NOT_IMPLEMENTED", "pool.eject is not simulated")
+
+
+# ---- PBD, VBD (2.7) -------------------------------------------------------------------------------
+@api("PBD.plug", 2)
+def pbd_plug(c: Call, ref):
+    _assert_live(c, c.db.get("PBD", ref)["host"])
+    c.db.update("PBD", ref, currently_attached=True)
+    return ""
+
+
+@api("PBD.unplug", 2)
+def pbd_unplug(c: Call, ref):
+    c.db.update("PBD", ref, currently_attached=False)
+    return ""
+
+
+@api("VBD.eject", 2)
+def vbd_eject(c: Call, ref):
+    """datamodel_errors.ml:549-561: VBD_NOT_REMOVABLE_MEDIA [vbd], VBD_IS_EMPTY [vbd]."""
+    rec = c.db.get("VBD", ref)
+    if rec["type"] != "CD":
+        raise XapiError("VBD_NOT_REMOVABLE_MEDIA", ref)
+    if rec["empty"]:
+        raise XapiError("VBD_IS_EMPTY", ref)
+    c.db.update("VBD", ref, empty=True, VDI=NULL_REF)
+    return ""
+
+
+@api("VBD.insert", 3)
+def vbd_insert(c: Call, ref, vdi):
+    rec = c.db.get("VBD", ref)
+    c.db.get("VDI", vdi)
+    if rec["type"] != "CD":
+        raise XapiError("VBD_NOT_REMOVABLE_MEDIA", ref)
+    if not rec["empty"]:
+        raise XapiError("VBD_NOT_EMPTY", ref)
+    c.db.update("VBD", ref, empty=False, VDI=vdi)
+    return ""
+
+
+# ---- task (2.8) -----------------------------------------------------------------------------------
+@api("task.destroy", 2)
+def task_destroy(c: Call, ref):
+    c.db.delete("task", ref)
+    return ""
+
+
+@api("task.cancel", 2)
+def task_cancel(c: Call, ref):
+    rec = c.db.get("task", ref)
+    if rec["status"] == "pending":
+        c.db.update("task", ref, status="cancelling")
+    return ""

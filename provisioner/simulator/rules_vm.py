@@ -1,0 +1,170 @@
+"""VM power/migration call handlers and event.from of the simulated XAPI (xapi.md 2.7, 2.8, 2.9)."""
+
+from __future__ import annotations
+
+from . import vm_rules as vr
+from .db import CLASSES, NULL_REF, XapiError
+from .rules import Call, _assert_live, api, view
+
+
+def _vm(c: Call, ref: str) -> dict:
+    return c.db.get("VM", ref)
+
+
+def _pick_host(c: Call, vm: str) -> str:
+    """VM.start without a host: the most free memory among hosts where it can boot; during RPU the highest version."""
+    db = c.db
+    hosts = db.all("host")
+    if c.world.rpu_in_progress(c.pool):
+        top = max(vr.host_version(c.pool, h) for h in hosts)
+        hosts = [h for h in hosts if vr.host_version(c.pool, h) == top]
+    last = None
+    for h in sorted(hosts, key=lambda r: -vr.free_memory(c.pool, r)):
+        try:
+            vr.assert_can_boot_here(c.world, c.pool, vm, h)
+            return h
+        except XapiError as exc:
+            last = exc
+    raise last or XapiError("NO_HOSTS_AVAILABLE")
+
+
+@api("VM.pool_migrate", 4)
+def vm_pool_migrate(c: Call, vm, host, options):
+    vr.assert_rpu_allowed(c.world, c.pool, "pool_migrate")
+    _assert_live(c, _vm(c, vm)["resident_on"]) if _vm(c, vm)["resident_on"] != NULL_REF else None
+    vr.migrate(c.world, c.pool, vm, host)
+    return ""
+
+
+@api("VM.suspend", 2)
+def vm_suspend(c: Call, vm):
+    """datamodel_vm.ml:1342-1356: Running, and PV drivers are needed (VM_MISSING_PV_DRIVERS [vm])."""
+    with c.db.lock:
+        rec = _vm(c, vm)
+        vr.assert_power_state(vm, rec, "Running")
+        if not vr._has_pv(c.pool, rec):
+            raise XapiError("VM_MISSING_PV_DRIVERS", vm)
+        vr.set_power(c.world, c.pool, vm, "Suspended")
+    return ""
+
+
+def _resume(c: Call, vm: str, host: str | None) -> str:
+    """datamodel_vm.ml:1377-1440; during RPU resume_on needs the highest version (message_forwarding.ml:2556-2559)."""
+    with c.db.lock:
+        vr.assert_power_state(vm, _vm(c, vm), "Suspended")
+        if host is None:
+            host = _pick_host(c, vm)
+        else:
+            c.db.get("host", host)
+            vr.assert_highest_version(c.world, c.pool, host)
+            vr.assert_can_boot_here(c.world, c.pool, vm, host)
+        vr.set_power(c.world, c.pool, vm, "Running", host)
+    return ""
+
+
+@api("VM.resume", 4)
+def vm_resume(c: Call, vm, start_paused, force):
+    return _resume(c, vm, None)
+
+
+@api("VM.resume_on", 5)
+def vm_resume_on(c: Call, vm, host, start_paused, force):
+    return _resume(c, vm, host)
+
+
+def _start(c: Call, vm: str, host: str | None, paused) -> str:
+    """datamodel_vm.ml:624-660,1079-1105: Halted; start_on needs the host enabled (HOST_DISABLED [host]) and,
+    during RPU, the highest version (message_forwarding.ml:2049-2052)."""
+    with c.db.lock:
+        vr.assert_power_state(vm, _vm(c, vm), "Halted")
+        if host is None:
+            host = _pick_host(c, vm)
+        else:
+            c.db.get("host", host)
+            vr.assert_highest_version(c.world, c.pool, host)
+            vr.assert_can_boot_here(c.world, c.pool, vm, host)
+        vr.set_power(c.world, c.pool, vm, "Paused" if paused in (True, "true") else "Running", host)
+    return ""
+
+
+@api("VM.start", 4)
+def vm_start(c: Call, vm, start_paused, force):
+    return _start(c, vm, None, start_paused)
+
+
+@api("VM.start_on", 5)
+def vm_start_on(c: Call, vm, host, start_paused, force):
+    return _start(c, vm, host, start_paused)
+
+
+@api("VM.clean_shutdown", 2)
+def vm_clean_shutdown(c: Call, vm):
+    with c.db.lock:
+        vr.assert_power_state(vm, _vm(c, vm), "Running")  # xapi_vm_lifecycle.ml:32-92
+        vr.set_power(c.world, c.pool, vm, "Halted")
+    return ""
+
+
+@api("VM.hard_shutdown", 2)
+def vm_hard_shutdown(c: Call, vm):
+    with c.db.lock:
+        vr.assert_power_state(vm, _vm(c, vm), "Running", "Paused", "Suspended")
+        vr.set_power(c.world, c.pool, vm, "Halted")
+    return ""
+
+
+@api("VM.power_state_reset", 2)
+def vm_power_state_reset(c: Call, vm):
+    """Forget a VM on a dead host (needed before host.destroy, xapi.md 2.4)."""
+    with c.db.lock:
+        vr.set_power(c.world, c.pool, vm, "Halted")
+    return ""
+
+
+@api("VM.snapshot", 3)
+def vm_snapshot(c: Call, vm, name):
+    """Snapshot is outside rpu_allowed_vm_operations: NOT_SUPPORTED_DURING_UPGRADE [] during RPU (2.9)."""
+    vr.assert_rpu_allowed(c.world, c.pool, "snapshot")
+    with c.db.lock:
+        rec = _vm(c, vm)
+        return c.db.create("VM", name_label=name, is_a_snapshot=True, snapshot_of=vm,
+                           memory_target=rec["memory_target"], memory_static_max=rec["memory_static_max"])
+
+
+@api("VM.checkpoint", 3)
+def vm_checkpoint(c: Call, vm, name):
+    vr.assert_rpu_allowed(c.world, c.pool, "checkpoint")
+    return vm_snapshot(c, vm, name)
+
+
+@api("event.from", 4)
+def event_from(c: Call, classes, token, timeout):
+    """xapi_event.ml:591-775: token "" returns every object as `add`; blocks until a change or the timeout
+    (sim seconds here), then returns an empty batch with a new token."""
+    subs, refs = set(), set()
+    for s in classes:
+        s = str(s).lower()
+        cls = s.split("/", 1)[0]
+        if s != "*" and cls not in CLASSES:
+            raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", s)
+        (refs.add(s) if "/" in s else subs.add(cls))
+    wanted = None if "*" in subs else subs
+    try:
+        since = int(str(token).split(",")[0]) if token else 0
+    except ValueError:
+        raise XapiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token) from None
+    db, pool, epoch = c.db, c.pool, c.pool.epoch
+    deadline = c.world.clock.now() + float(timeout)
+    with db.cond:
+        while True:
+            if pool.epoch != epoch or c.world.stopping:
+                from .xapi_server import DropConnection
+                raise DropConnection()  # the coordinator went down: waiters see a connection reset (4.4)
+            events = db.changes_since(since, wanted, refs,
+                                      view=lambda cls, ref: view(c.world, pool, cls, ref))
+            left = deadline - c.world.clock.now()
+            if events or left <= 0:
+                counts = {k.lower(): len(v) for k, v in db.tables.items()
+                          if wanted is None or k.lower() in wanted}
+                return {"events": events, "valid_ref_counts": counts, "token": db.token()}
+            c.world.clock.wait(db.cond, min(left, c.world.clock.sim(0.2)))

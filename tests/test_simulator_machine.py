@@ -1,0 +1,314 @@
+"""Simulated PXE machines against the real runtime (TFTP + HTTP on loopback): every boot path, loops, failures."""
+
+import sys
+import threading
+
+import pytest
+
+from helpers import make_media_tree
+from provisioner import attempts, demo, media, registry, states
+from provisioner.runtime import Runtime
+from provisioner.simulator import machine
+from provisioner.store import Store
+
+BIOS, UEFI, OTHER = "52:54:00:5a:00:01", "52:54:00:5a:00:02", "52:54:00:5a:00:03"
+MEDIA = "xs-8.4"
+VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
+           "platform_version": "3.4.0", "build_number": "12345"}
+
+
+class RecordingClock:
+    """A simulated clock that only records how long it was asked to sleep."""
+
+    def __init__(self):
+        self.slept = []
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+
+
+class Events:
+    def __init__(self):
+        self.seen = []
+        self.hooks = []
+
+    def __call__(self, kind, mac, details):
+        self.seen.append((kind, mac, details))
+        for hook in self.hooks:
+            hook(kind, mac, details)
+
+    def kinds(self, kind, mac=None):
+        return [d for k, m, d in self.seen if k == kind and (mac is None or m == mac)]
+
+
+def _server(tmp_path, *, pxelinux_http=True):
+    config = demo.demo_config(tmp_path).replace(pxelinux_http=pxelinux_http)
+    (config.tftp_root / "grubx64.efi").write_bytes(b"MZ site grub\n")  # what iPXE on UEFI chains to
+    store = Store(config.db_path)
+    media.import_media(store, config, MEDIA, make_media_tree(tmp_path / "tree"))
+    for mac, name, firmware in ((BIOS, "h-bios", "bios"), (UEFI, "h-uefi", "uefi"), (OTHER, "h-other", "bios")):
+        registry.add_host(store, {"mac": mac, "name": name, "pool": "p", "disk": f"/dev/disk/by-id/{name}",
+                                  "firmware": firmware})
+    return config, store, Runtime(config, store).start()
+
+
+@pytest.fixture
+def server(tmp_path):
+    config, store, runtime = _server(tmp_path)
+    yield config, store, runtime
+    runtime.stop()
+    store.close()
+
+
+def _handler(runtime, events, **settings):
+    settings.setdefault("clock", RecordingClock())
+    return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events, **settings)
+
+
+def test_armed_bios_host_installs_once_then_boots_locally(server):
+    config, store, runtime = server
+    events, clock = Events(), RecordingClock()
+    attempt = attempts.arm(store, config, BIOS, MEDIA)
+    handler = _handler(runtime, events, clock=clock, install_seconds=900)
+    assert handler(BIOS) == VERSION
+    boots = handler.boots(BIOS)
+    assert [b.outcome for b in boots] == [machine.INSTALLED, machine.LOCAL]
+    assert handler.machine(BIOS).installs() == 1
+    assert [f.what for f in boots[0].fetches] == ["config", "hypervisor", "kernel", "install.img", "answerfile",
+                                                  "treeinfo", "script", "script"]
+    assert all(f.protocol == "http" for f in boots[0].fetches[1:])  # lpxelinux (pxelinux_http) fetches http://
+    assert boots[0].fetches[3].bytes == 70_001
+    assert clock.slept == [900]
+    done = attempts.current_attempt(store, BIOS)
+    assert (done.id, done.state, done.exit_code, done.runs) == (attempt.id, states.SUCCEEDED, 0, 1)
+    scripts = events.kinds(machine.EV_SCRIPT, BIOS)
+    assert [(s["stage"], s["args"], s["exit"]) for s in scripts] == [
+        ("installation-start", [], 0), ("installation-complete", ["0"], 0)]
+    assert not events.kinds(machine.EV_REINSTALL_LOOP)
+    # The next power cycle: not armed any more, one config fetch and a local boot.
+    assert handler(BIOS) is None
+    assert [b.outcome for b in handler.boots(BIOS)[2:]] == [machine.LOCAL]
+
+
+def test_unarmed_host_boots_locally_after_one_config_fetch(server):
+    _, store, runtime = server
+    events = Events()
+    handler = _handler(runtime, events)
+    assert handler(OTHER) is None
+    (boot,) = handler.boots(OTHER)
+    assert boot.outcome == machine.LOCAL and [f.what for f in boot.fetches] == ["config"]
+    assert len(events.kinds(machine.EV_FETCH, OTHER)) == 1
+
+
+def test_plain_pxelinux_fetches_boot_files_over_tftp(tmp_path):
+    config, store, runtime = _server(tmp_path, pxelinux_http=False)
+    try:
+        attempts.arm(store, config, BIOS, MEDIA)
+        handler = _handler(runtime, Events())
+        assert handler(BIOS) == VERSION
+        first = handler.boots(BIOS)[0]
+        assert [(f.protocol, f.name) for f in first.fetches[1:4]] == [
+            ("tftp", f"xenserver/{MEDIA}/boot/xen.gz"), ("tftp", f"xenserver/{MEDIA}/boot/vmlinuz"),
+            ("tftp", f"xenserver/{MEDIA}/install.img")]
+        assert first.fetches[3].bytes == 70_001
+    finally:
+        runtime.stop()
+        store.close()
+
+
+def test_installer_fails_reports_1_and_keeps_the_version(server):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+    handler = _handler(runtime, events, failures={BIOS: {"installer_fails": True}})
+    assert handler(BIOS) is None
+    assert [b.outcome for b in handler.boots(BIOS)] == [machine.INSTALL_FAILED, machine.LOCAL]
+    attempt = attempts.current_attempt(store, BIOS)
+    assert attempt.state == states.FAILED and attempt.exit_code == 1
+    assert events.kinds(machine.EV_SCRIPT)[-1]["args"] == ["1"]
+
+
+def test_server_that_keeps_serving_the_installer_shows_a_reinstall_loop(server):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+
+    def rearm(kind, mac, details):  # a broken server: armed again as soon as each run finished
+        if kind == machine.EV_SCRIPT and details["stage"] == "installation-complete":
+            attempts.arm(store, config, mac, MEDIA)
+
+    events.hooks.append(rearm)
+    handler = _handler(runtime, events, max_boots=3)
+    assert handler(BIOS) == VERSION  # the host does come up upgraded, after too many installs
+    assert [b.outcome for b in handler.boots(BIOS)] == [machine.INSTALLED] * 3
+    (loop,) = events.kinds(machine.EV_REINSTALL_LOOP, BIOS)
+    assert loop["boots"] == 3 and loop["installs"] == 3 and loop["version"] == VERSION
+    fetched = [d["what"] for d in events.kinds(machine.EV_FETCH, BIOS) if d["status"] == "ok"]
+    assert fetched.count("answerfile") == 3
+
+
+def test_rejected_answer_file_reboots_into_pxe_again(server):
+    config, store, runtime = server
+    config = config.replace(attempts_per_arming=3)
+    attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+    # bad_answerfile: the installer rejects the file and reboots with no callback; the server counts each run
+    handler = _handler(runtime, events, failures={"bad_answerfile": True})
+    assert handler(BIOS) is None
+    assert [b.outcome for b in handler.boots(BIOS)] == [machine.ANSWERFILE_REJECTED] * 3 + [machine.LOCAL]
+    assert not events.kinds(machine.EV_SCRIPT)
+    assert attempts.current_attempt(store, BIOS).state == states.ARMED  # no start script: window not closed
+    handler.inject(BIOS, bad_answerfile=False)  # a per-MAC value overrides the global one
+    attempts.arm(store, config, BIOS, MEDIA)
+    assert handler(BIOS) == VERSION
+
+
+def test_answer_file_404_is_an_installer_error_and_a_reboot(server):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+
+    def disarm_midway(kind, mac, details):  # the window closes between the boot config and the answer file
+        if kind == machine.EV_FETCH and details["what"] == "install.img":
+            attempts.disarm(store, mac)
+
+    events.hooks.append(disarm_midway)
+    handler = _handler(runtime, events)
+    assert handler(BIOS) is None
+    first, second = handler.boots(BIOS)
+    assert first.outcome == machine.ANSWERFILE_MISSING and first.fetches[-1].status == "not-found"
+    assert second.outcome == machine.LOCAL
+    assert not events.kinds(machine.EV_SCRIPT)
+
+
+@pytest.mark.parametrize("loader, mac", [("grub", BIOS), ("grub", UEFI), ("ipxe", BIOS), ("ipxe", UEFI)])
+def test_grub_and_ipxe_loaders(server, loader, mac):
+    config, store, runtime = server
+    attempts.arm(store, config, mac, MEDIA)
+    handler = _handler(runtime, Events(), loader=loader, firmware={UEFI: "uefi", BIOS: "bios"})
+    assert handler(mac) == VERSION
+    boots = handler.boots(mac)
+    assert [b.outcome for b in boots] == [machine.INSTALLED, machine.LOCAL]
+    whats = [f.what for f in boots[0].fetches]
+    assert whats.count("answerfile") == 1 and whats[-2:] == ["script", "script"]
+    if loader == "ipxe" and mac == UEFI:  # stock iPXE cannot boot Xen on UEFI: it chains to GRUB
+        assert whats[:3] == ["config", "chain", "config"]
+        assert boots[0].fetches[2].protocol == "tftp" and boots[0].fetches[2].name.startswith("grub/grub.cfg-01-")
+    first = boots[0].fetches[0]
+    assert first.protocol == ("http" if loader == "ipxe" else "tftp")
+    assert attempts.current_attempt(store, mac).state == states.SUCCEEDED
+
+
+@pytest.mark.parametrize("loader", ["pxelinux", "grub", "ipxe"])
+def test_missing_boot_file(server, tmp_path, loader):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    (tmp_path / "tree" / "install.img").unlink()
+    events = Events()
+    handler = _handler(runtime, events, loader=loader, max_boots=3)
+    assert handler(BIOS) is None
+    boots = handler.boots(BIOS)
+    assert boots[0].fetches[3].what == "install.img" and boots[0].fetches[3].status == "not-found"
+    assert all(b.fetched("answerfile") == 0 for b in boots)
+    if loader == "pxelinux":  # mboot.c32 cannot load it: boot fails, the firmware reboots, PXE again
+        assert [b.outcome for b in boots] == [machine.BOOT_ERROR] * 3
+        (loop,) = events.kinds(machine.EV_BOOT_LOOP, BIOS)
+        assert loop["installs"] == 0 and not events.kinds(machine.EV_REINSTALL_LOOP)
+    else:  # our GRUB and iPXE configs fall back to `exit`: the disk boots
+        assert [b.outcome for b in boots] == [machine.LOCAL]
+    assert attempts.current_attempt(store, BIOS).state == states.ARMED
+
+
+def test_slow_and_never_returns(server):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    clock = RecordingClock()
+    events = Events()
+    handler = _handler(runtime, events, clock=clock, install_seconds=5, failures={OTHER: {"slow": 300}})
+    assert handler(OTHER) is None and clock.slept == [300]
+    handler.inject(BIOS, never_returns=True)
+    result = []
+    worker = threading.Thread(target=lambda: result.append(handler(BIOS)))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive()  # the host stays down
+    assert events.kinds(machine.EV_HANG, BIOS)
+    handler.stop()
+    worker.join(10)
+    assert result == [None] and handler.boots(BIOS)[-1].outcome == machine.HUNG
+    assert attempts.current_attempt(store, BIOS).state == states.STARTED  # started, never reported
+
+
+def test_external_command(server, tmp_path):
+    _, _, runtime = server
+    script = tmp_path / "boot.sh"
+    script.write_text('#!/bin/sh\n[ "$MAC" = "52:54:00:5a:00:01" ] && printf \'{"product_version": "%s"}\' '
+                      '"$TFTP_PORT"\nexit 0\n')
+    events = Events()
+    handler = _handler(runtime, events, external_command=["/bin/sh", str(script)])
+    assert handler(BIOS) == {"product_version": str(runtime.tftp.address[1])}
+    assert handler(OTHER) is None  # empty stdout: no new version
+    assert [b.outcome for b in handler.boots(BIOS)] == [machine.EXTERNAL]
+    failing = _handler(runtime, events, external_command="echo nope; exit 3")
+    assert failing(BIOS) is None and "exited 3" in failing.boots(BIOS)[0].detail
+
+
+def test_machine_as_a_separate_process(server):
+    """`python -m provisioner.simulator.machine` as the external command: a whole boot in another process."""
+    config, store, runtime = server
+    attempts.arm(store, config, UEFI, MEDIA)
+    handler = _handler(runtime, Events(), loader="grub", install_seconds=1,
+                       external_command=[sys.executable, "-m", "provisioner.simulator.machine"])
+    assert handler(UEFI) == VERSION
+    assert attempts.current_attempt(store, UEFI).state == states.SUCCEEDED
+    assert handler(UEFI) is None  # the next power cycle is a local boot
+    attempts.arm(store, config, UEFI, MEDIA)
+    handler.inject(UEFI, installer_fails=True)  # failures travel to the process in $FAILURES
+    assert handler(UEFI) is None
+    assert attempts.current_attempt(store, UEFI).state == states.FAILED
+
+
+def test_external_machine_that_never_returns_is_released_by_stop(server, tmp_path):
+    _, _, runtime = server
+    handler = _handler(runtime, Events(), external_command="sleep 600")
+    worker = threading.Thread(target=handler, args=(BIOS,))
+    worker.start()
+    worker.join(0.3)
+    assert worker.is_alive()
+    handler.stop()
+    worker.join(10)
+    assert not worker.is_alive() and "exited -9" in handler.boots(BIOS)[0].detail
+
+
+@pytest.mark.parametrize("loader, text, expected", [
+    ("pxelinux", "default local\nlabel local\n  localboot 0\n", "local"),
+    ("grub", "# c\nexit\n", "local"),
+    ("ipxe", "#!ipxe\nexit\n", "local"),
+    ("ipxe", "#!ipxe\nchain http://x/grubx64.efi || exit\n", "chain"),
+    ("ipxe", "#!ipxe\nkernel http://h:1/x.gz a || goto local\nmodule http://h:1/k answerfile=http://h/a || goto local\n"
+             "module i || goto local\nboot || goto local\n:local\nexit\n", "installer"),
+    ("grub", "multiboot2 (http,h:1)/x.gz a\nmodule2 (http,h:1)/k answerfile=http://h/a\nmodule2 /i\nboot\n",
+     "installer"),
+])
+def test_parse_config(loader, text, expected):
+    plan = machine.parse_config(loader, text)
+    assert plan["action"] == expected
+    if expected == "installer":
+        assert plan["files"] == [("hypervisor", "http://h:1/x.gz"), ("kernel", "http://h:1/k"), ("install.img", "i")]
+        assert plan["args"] == ["a", "answerfile=http://h/a"]
+
+
+@pytest.mark.parametrize("text", ["default x\nlabel y\n localboot 0\n", "label x\n kernel vmlinuz\n", "boot\n"])
+def test_parse_config_refuses_what_a_loader_would_not_boot(text):
+    with pytest.raises(machine.BootFailure):
+        machine.parse_config("grub" if text == "boot\n" else "pxelinux", text)
+
+
+def test_settings_are_checked_up_front():
+    with pytest.raises(ValueError, match="loader"):
+        machine.make_boot_handler(("127.0.0.1", 69), loader="uboot")
+    with pytest.raises(ValueError, match="http_base"):
+        machine.make_boot_handler(("127.0.0.1", 69), loader="ipxe")
+    handler = machine.make_boot_handler(("127.0.0.1", 69))
+    with pytest.raises(ValueError, match="unknown failure"):
+        handler.inject(BIOS, explodes=True)

@@ -263,13 +263,35 @@ def serve_cmd(ctx: Context) -> None:
 
 
 @main.command("demo")
+@click.option("--hosts", type=click.IntRange(2, 16), default=4, show_default=True, help="Hosts in the simulated pool.")
+@click.option("--speed", type=click.FloatRange(1, 10_000), default=120.0, show_default=True,
+              help="Simulated seconds per real second.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's data here (default: a temp dir).")
-def demo_cmd(workdir: str | None) -> None:
-    """Upgrade a demo pool's hosts through the real boot service on loopback (no hardware needed)."""
+def demo_cmd(hosts: int, speed: float, workdir: str | None) -> None:
+    """Upgrade a simulated pool (XAPI simulator + PXE machines) through the real boot service on loopback."""
     try:
-        results = demo.run_demo(workdir, say=click.echo)
+        results = demo.run_demo(workdir, hosts=hosts, speed=speed, say=click.echo)
     except demo.DemoFailure as exc:
         raise click.ClickException(f"demo failed: {exc}") from None
-    click.echo(output.table(("host", "mac", "attempt", "exit", "next boot", "seconds"),
-                            ((r.name, r.mac, r.state, r.exit_code, r.second_boot, f"{r.seconds:.1f}") for r in results)))
-    click.echo("every host got the installer exactly once, then booted locally")
+    click.echo(output.table(
+        ("host", "role", "mac", "before", "after", "attempt", "answer files", "sim min", "verified"),
+        ((r.name, r.role, r.mac, r.before, r.after, r.attempt, r.answer_files, f"{r.sim_minutes:.0f}",
+          "yes" if r.verified else "NO") for r in results)))
+    click.echo(f"every host verified at {demo.TARGET_VERSION}, master first, one installer run each")
+
+
+@main.group()
+def simulator() -> None:
+    """The XAPI simulator, for labs and other tools."""
+
+
+@simulator.command("serve")
+@click.option("--hosts", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--speed", type=click.FloatRange(1, 10_000), default=60.0, show_default=True)
+@click.option("--version", "version", default="8.2.1", show_default=True, help="XenServer version of the hosts.")
+@click.option("--password", help="Require this password (default: any).")
+def simulator_serve(hosts: int, speed: float, version: str, password: str | None) -> None:
+    """Serve a simulated pool (one XML-RPC endpoint per host) until Ctrl-C or SIGTERM."""
+    from provisioner.simulator.builder import serve_simulator
+
+    serve_simulator(hosts, speed=speed, version=version, password=password, announce=click.echo)

@@ -132,3 +132,30 @@ def test_update_arm_disarm_attempts(run, tmp_path):
     assert "disarmed attempt(s)" in run("hosts", "disarm", "aabbccddee01").output
     assert "nothing was armed" in run("hosts", "disarm", "aabbccddee01").output
     assert "disarmed" in run("hosts", "attempts", "aabbccddee01").output
+
+
+def test_simulator_serve_runs_until_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import XenAPI
+
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "simulator", "serve", "--hosts", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PROVISIONER_CONFIG": ""})
+    try:
+        first = proc.stdout.readline()
+        assert "coordinator" in first and "http://" in first
+        url = first.split(": ", 1)[1].strip()
+        session = XenAPI.Session(url)
+        session.xenapi.login_with_password("root", "any", "1.0", "test")
+        assert len(session.xenapi.host.get_all()) == 2
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

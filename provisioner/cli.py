@@ -10,7 +10,7 @@ import click
 from provisioner import answerfile, attempts, bootloaders, demo, output, registry, runtime
 from provisioner import media as media_mod
 from provisioner.config import ConfigError, load_config
-from provisioner.model import ValidationError
+from provisioner.model import ValidationError, disk_warning
 from provisioner.store import NotFoundError, Store, StoreError
 
 
@@ -91,6 +91,8 @@ def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
     """Register a host by the MAC it network-boots with."""
     host = registry.add_host(ctx.store, fields)
     emit(host.as_dict(), as_json, f"added {host.mac} {host.pool}/{host.name}")
+    if disk_warning(host.disk):
+        click.echo(f"warning: {disk_warning(host.disk)}", err=True)
 
 
 @hosts.command("import")

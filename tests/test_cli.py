@@ -46,6 +46,13 @@ def test_errors_are_one_line_messages(run):
     assert r.exit_code == 2 and "firmware" in r.output
 
 
+def test_kernel_disk_name_warns_on_add(tmp_path):
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path / "data"), "PROVISIONER_CONFIG": ""}
+    r = CliRunner().invoke(main, ["hosts", "add", "aabbccddee01", "--name", "h", "--pool", "p", "--disk", "/dev/sda"],
+                           env=env)
+    assert r.exit_code == 0 and "warning: /dev/sda is a kernel device name" in r.output
+
+
 def test_disk_warning_on_show(run):
     run("hosts", "add", "aabbccddee01", "--name", "h", "--pool", "p")
     assert "boot disk unknown" in run("hosts", "show", "aabbccddee01").output

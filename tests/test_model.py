@@ -70,3 +70,11 @@ def test_media_name_and_versions():
         Media.check_name("../x")
     assert version_tuple("8.4.0") < version_tuple("9.0.1") and version_tuple("8.2.1") > version_tuple("8.2")
     assert version_tuple("weird") == (0,)
+
+
+@pytest.mark.parametrize("disk, warned", [("/dev/sda", True), ("/dev/nvme0n1", True), ("/dev/xvda", True),
+                                          ("/dev/disk/by-id/scsi-3600", False), (None, False)])
+def test_disk_warning_for_kernel_names(disk, warned):
+    from provisioner.model import disk_warning
+
+    assert (disk_warning(disk) is not None) == warned

@@ -28,7 +28,7 @@ demo: venv
 	$(BIN)/provisioner demo
 
 test: venv deps-debian
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not e2e"  # the QEMU boots run in `make e2e`
 
 bench: venv deps-debian
 	$(BIN)/python bench/tftp_bench.py
@@ -36,3 +36,5 @@ bench: venv deps-debian
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+
+include e2e.mk

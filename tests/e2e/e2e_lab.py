@@ -1,0 +1,262 @@
+"""The e2e lab (LAB.md): a network namespace with a tap, dnsmasq for DHCP only, `provisioner serve`, QEMU VMs.
+
+Also builds what the VMs boot besides our server's boot loaders: a busybox "installer stand-in" initrd that
+does with the answer file what the real installer does (INSTALLER.md section 3), and a synthetic media tree
+whose boot/xen.gz and boot/vmlinuz are Debian's Xen and kernel and whose install.img is the stand-in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# One namespace per test process: two suites running at once (CI, a developer) must not share or delete it.
+NETNS = f"provisioner-e2e-{os.getpid()}"
+TAP = "e2etap0"
+SERVER_IP = "10.77.0.1"
+HTTP_PORT = 80
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+EFI_ROM = Path("/usr/lib/ipxe/qemu/efi-e1000.rom")
+BUSYBOX = Path("/bin/busybox")
+
+# The stand-in's /init. It does the installer's part of the contract only: DHCP on the NIC named by
+# network_device=, GET answerfile=, check it is an upgrade of an existing installation, GET and run the
+# installation-start script, then the installation-complete script with "0", power off. Markers on the
+# console ("STANDIN: ...") let the test tell how far it got.
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null
+# dom0's /dev/console is the last console= (tty0, VGA): write markers through the kernel log, which reaches
+# every console including hvc0 (Xen's serial line) or ttyS0.
+exec 2>/dev/kmsg
+say() { echo "STANDIN: $*" > /dev/kmsg; }
+die() { say "FAIL $*"; sync; poweroff -f; }
+arg() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" /proc/cmdline | head -n1; }
+say "running on $(uname -r)"
+# Debian builds e1000 as a module (CONFIG_E1000=m).
+insmod /e1000.ko || die "insmod e1000"
+af=$(arg answerfile); mac=$(arg network_device)
+[ -n "$af" ] || die "no answerfile= on the kernel command line"
+ifname=""
+for try in 1 2 3 4 5 6 7 8 9 10; do
+  for dev in /sys/class/net/*; do
+    [ "$(cat $dev/address)" = "$mac" ] && ifname=${dev##*/}
+  done
+  [ -n "$ifname" ] && break
+  sleep 1
+done
+[ -n "$ifname" ] || die "no interface with MAC $mac"
+ip link set lo up; ip link set "$ifname" up
+udhcpc -i "$ifname" -s /udhcpc.sh -q -f -n -t 20 -T 1 || die "DHCP on $ifname"
+say "GET answer file $af"
+wget -q -O /answer.xml "$af" || die "answer file fetch"
+grep -q 'mode="upgrade"' /answer.xml || die "not an upgrade answer file"
+grep -q '<existing-installation>' /answer.xml || die "no existing-installation"
+script_url() {
+  sed -n "s/.*<script[^>]*stage=\"$1\"[^>]*>\([^<]*\)<\/script>.*/\1/p" /answer.xml | head -n1 | sed 's/&amp;/\&/g'
+}
+start=$(script_url installation-start); complete=$(script_url installation-complete)
+[ -n "$start" ] || die "no installation-start script"
+wget -q -O /start.sh "$start" || die "installation-start script fetch"
+sh /start.sh >/dev/kmsg 2>&1; say "installation-start exit $?"
+if [ -n "$complete" ]; then
+  wget -q -O /complete.sh "$complete" && { sh /complete.sh 0 >/dev/kmsg 2>&1; say "installation-complete exit $?"; }
+fi
+say "http bytes $(cat /answer.xml /start.sh /complete.sh 2>/dev/null | wc -c)"
+say "done"
+sync
+poweroff -f
+"""
+
+UDHCPC = r"""#!/bin/sh
+# Apply the lease: busybox udhcpc only reports it.
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
+    ;;
+esac
+exit 0
+"""
+
+TREEINFO = """[system-v1]
+product_brand = XenServer
+product_name = XenServer
+product_version = 8.4.0
+platform_version = 3.4.0
+build_number = e2e
+
+[build]
+number = e2e
+"""
+
+REPOMD = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+          '<repomd xmlns="http://linux.duke.edu/metadata/repo">\n</repomd>\n')
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Debian's kernel, its e1000 module and Xen, unpacked by `make e2e-cache` (dpkg -x)."""
+
+    vmlinuz: Path
+    e1000: Path
+    xen_gz: Path
+
+
+def find_artifacts(cache: Path) -> Artifacts | None:
+    """The unpacked kernel, e1000.ko and xen.gz under `cache`, or None when any is missing."""
+    vmlinuz = sorted((cache / "kernel" / "boot").glob("vmlinuz-*"))
+    e1000 = sorted((cache / "kernel" / "lib" / "modules").glob("*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"))
+    xen = sorted((cache / "xen" / "boot").glob("xen-*.gz"))
+    if not (vmlinuz and e1000 and xen):
+        return None
+    return Artifacts(vmlinuz=vmlinuz[-1], e1000=e1000[-1], xen_gz=xen[-1])
+
+
+def build_initrd(out: Path, artifacts: Artifacts) -> Path:
+    """A gzip'd newc cpio: static busybox, the e1000 module, /init (the stand-in) and the udhcpc script."""
+    root = out.parent / "initrd-root"
+    if root.exists():
+        shutil.rmtree(root)
+    for sub in ("bin", "proc", "sys", "dev", "tmp"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    shutil.copy2(artifacts.e1000, root / "e1000.ko")
+    for name, text in (("init", INIT), ("udhcpc.sh", UDHCPC)):
+        (root / name).write_text(text)
+        (root / name).chmod(0o755)
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input="\n".join(names).encode(),
+                             stdout=subprocess.PIPE, check=True).stdout
+    out.write_bytes(gzip.compress(archive, 6))
+    return out
+
+
+def build_media_tree(tree: Path, artifacts: Artifacts, initrd: Path) -> Path:
+    """An 8.x-shaped media tree (.treeinfo, repodata) with real Xen and Linux and the stand-in as install.img."""
+    (tree / "boot").mkdir(parents=True, exist_ok=True)
+    (tree / "repodata").mkdir(exist_ok=True)
+    (tree / ".treeinfo").write_text(TREEINFO)
+    (tree / "repodata" / "repomd.xml").write_text(REPOMD)
+    shutil.copy2(artifacts.xen_gz, tree / "boot" / "xen.gz")
+    shutil.copy2(artifacts.vmlinuz, tree / "boot" / "vmlinuz")
+    shutil.copy2(initrd, tree / "install.img")
+    return tree
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def netns_up() -> None:
+    """The namespace with one tap device at SERVER_IP (LAB.md); first removes those of dead test processes."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    prefix = NETNS.rsplit("-", 1)[0] + "-"
+    for name in listed:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run(["ip", "netns", "del", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _run("ip", "netns", "add", NETNS)
+    _run("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
+    _run("ip", "netns", "exec", NETNS, "ip", "tuntap", "add", TAP, "mode", "tap")
+    _run("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{SERVER_IP}/24", "dev", TAP)
+    _run("ip", "netns", "exec", NETNS, "ip", "link", "set", TAP, "up")
+
+
+def netns_down() -> None:
+    subprocess.run(["ip", "netns", "del", NETNS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Process:
+    """A child run inside the namespace, its output collected into a log file (and kept in memory)."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None):
+        self.log_path = log
+        self.lines: list[str] = []
+        self._log = open(log, "w", buffering=1)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", NETNS, *argv], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                     start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            self.lines.append(line)
+            self._log.write(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        """SIGTERM the process (its own session, started here), SIGKILL after 10 s."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            if self.wait(10) is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def start_dnsmasq(workdir: Path) -> Process:
+    """DHCP only (--port=0: no DNS, no TFTP); BIOS clients get pxelinux.0, x86-64 UEFI ones grubx64.efi."""
+    return Process(["dnsmasq", "--no-daemon", "--port=0", f"--interface={TAP}", "--bind-interfaces",
+                    "--dhcp-range=10.77.0.100,10.77.0.200,1h", "--dhcp-match=set:efi64,option:client-arch,7",
+                    f"--dhcp-boot=tag:efi64,grubx64.efi,,{SERVER_IP}",
+                    f"--dhcp-boot=tag:!efi64,pxelinux.0,,{SERVER_IP}", "--no-resolv", "--no-hosts",
+                    f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--pid-file={workdir / 'dnsmasq.pid'}"],
+                   workdir / "dnsmasq.log")
+
+
+def start_server(env: dict[str, str], workdir: Path) -> Process:
+    """`provisioner serve` in the namespace, with the lab's PROVISIONER_* environment."""
+    return Process([sys.executable, "-m", "provisioner", "serve"], workdir / "serve.log", env=env)
+
+
+@dataclass
+class Boot:
+    """One VM power-on: its console output and when it started (time.time(), to compare with event ts)."""
+
+    name: str
+    mac: str
+    firmware: str
+    process: Process
+    started: float = field(default_factory=time.time)
+
+
+def start_vm(name: str, mac: str, firmware: str, workdir: Path) -> Boot:
+    """QEMU with an e1000 on the tap: SeaBIOS + iPXE ROM (bios) or OVMF + iPXE EFI ROM (uefi)."""
+    argv = ["qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot", "-boot", "n",
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no"]
+    if firmware == "uefi":
+        vars_copy = workdir / f"{name}-OVMF_VARS.fd"
+        shutil.copy2(OVMF_VARS, vars_copy)
+        argv += ["-machine", "q35",
+                 "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,file={vars_copy}",
+                 "-device", f"e1000,netdev=n0,mac={mac},romfile={EFI_ROM}"]
+    else:
+        argv += ["-device", f"e1000,netdev=n0,mac={mac}"]
+    return Boot(name=name, mac=mac, firmware=firmware, process=Process(argv, workdir / f"{name}.console.log"))

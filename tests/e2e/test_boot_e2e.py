@@ -1,0 +1,170 @@
+"""Real boots in QEMU against `provisioner serve`: iPXE, pxelinux/mboot.c32, GRUB, Xen, Linux, the stand-in.
+
+Each boot prints seconds from power-on to the answer-file GET and the bytes moved by TFTP and by HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BIOS_MAC = "52:54:00:e2:e0:01"
+UEFI_MAC = "52:54:00:e2:e0:02"
+UNKNOWN_MAC = "52:54:00:e2:e0:03"
+UNARMED_MAC = "52:54:00:e2:e0:04"
+INSTALL_TIMEOUT = 300  # software emulation: ~30-40 s per boot; generous for a loaded CI runner
+LOCAL_TIMEOUT = 120
+LOCAL_BOOT_DONE = "No bootable device"  # SeaBIOS, after pxelinux's localboot found no disk
+
+
+def _ts(event) -> float:
+    return dt.datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def _dashes(mac: str) -> str:
+    return mac.replace(":", "-")
+
+
+def _fetches(events, mac: str, what: str) -> list[dict]:
+    return [e for e in events if e["kind"] == "attempt.fetch" and e["mac"] == mac and e["details"].get("what") == what]
+
+
+def _config_fetched(events, mac: str) -> bool:
+    """The loader got this MAC's per-MAC config (pxelinux or GRUB name) over TFTP."""
+    names = (f"pxelinux.cfg/01-{_dashes(mac)}", f"grub/grub.cfg-01-{_dashes(mac)}")
+    return any(e["kind"] == "tftp.sent" and e["details"].get("file", "").lstrip("/") in names for e in events)
+
+
+def _report(lab, boot, since: int, label: str) -> dict:
+    """Print and return the boot's numbers: seconds to the answer-file GET, TFTP and HTTP bytes."""
+    events = lab.events(since_id=since)
+    tftp = sum(int(e["details"].get("bytes") or 0) for e in events if e["kind"] == "tftp.sent")
+    # HTTP: media files as the server recorded them (attempt.fetch details.bytes; GRUB on UEFI) plus the
+    # answer file and scripts, which the server records without a size: the stand-in reports what it got.
+    http_media = sum(int(e["details"].get("bytes") or 0) for e in events if e["kind"] == "attempt.fetch")
+    standin = re.findall(r"STANDIN: http bytes (\d+)", boot.process.text())
+    http = http_media + (int(standin[-1]) if standin else 0)
+    answer = _fetches(events, boot.mac, "answerfile")
+    seconds = round(_ts(answer[0]) - boot.started, 1) if answer else None
+    files = [e["details"].get("file") for e in events if e["kind"] == "tftp.sent"]
+    print(f"\n[e2e] {label}: answer-file GET at {seconds} s after power-on; TFTP {tftp} bytes "
+          f"({len(files)} files), HTTP {http} bytes ({http_media} media files per the server's events); "
+          f"TFTP files: {files}")
+    return {"seconds": seconds, "tftp": tftp, "http": http, "events": events}
+
+
+def _wait(lab, boot, since: int, done, timeout: float) -> list[dict]:
+    """Poll the events until done(events) or QEMU exits or timeout; returns the events since `since`."""
+    deadline = time.time() + timeout
+    while True:
+        events = lab.events(since_id=since)
+        if done(events) or boot.process.proc.poll() is not None or time.time() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def _install_boot(lab, name: str, mac: str, firmware: str) -> dict:
+    since = lab.last_event_id()
+    boot = lab.boot(name, mac, firmware)
+    try:
+        code = boot.process.wait(INSTALL_TIMEOUT)
+    finally:
+        boot.process.stop()
+    console = boot.process.text()
+    assert code is not None, f"{name}: QEMU still running after {INSTALL_TIMEOUT} s; console:\n{console[-3000:]}"
+    numbers = _report(lab, boot, since, name)
+    numbers["console"] = console
+    return numbers
+
+
+def _local_boot(lab, name: str, mac: str, firmware: str) -> dict:
+    """Boot until the loader fetched its per-MAC config, give it time to act on it, then power off."""
+    since = lab.last_event_id()
+    boot = lab.boot(name, mac, firmware)
+    try:
+        events = _wait(lab, boot, since, lambda ev: _config_fetched(ev, mac), LOCAL_TIMEOUT)
+        tail = boot.process.text()[-3000:]
+        assert _config_fetched(events, mac), f"{name}: no per-MAC config fetched; console:\n{tail}"
+        # pxelinux's "localboot 0" hands back to SeaBIOS, which tries the (absent) disks: the local boot.
+        deadline = time.time() + LOCAL_TIMEOUT
+        while LOCAL_BOOT_DONE not in boot.process.text() and boot.process.proc.poll() is None:
+            assert time.time() < deadline, f"{name}: no local boot; console:\n{boot.process.text()[-3000:]}"
+            time.sleep(0.5)
+    finally:
+        boot.process.stop()
+    numbers = _report(lab, boot, since, name)
+    numbers["console"] = boot.process.text()
+    return numbers
+
+
+def test_bios_install_then_local_boot(lab):
+    lab.cli("hosts", "add", BIOS_MAC, "--name", "e2e-bios", "--pool", "e2e", "--disk", "/dev/sda",
+            "--firmware", "bios")
+    lab.cli("hosts", "arm", BIOS_MAC, "--media", "xs84")
+
+    first = _install_boot(lab, "bios-install", BIOS_MAC, "bios")
+    console, events = first["console"], first["events"]
+    # The real chain ran: Xen booted a PV dom0 whose kernel ran the stand-in.
+    assert "Xen version" in console or "(XEN)" in console, console[-3000:]
+    assert "STANDIN: installation-start exit 0" in console, console[-3000:]
+    assert "STANDIN: installation-complete exit 0" in console, console[-3000:]
+    assert len(_fetches(events, BIOS_MAC, "answerfile")) == 1
+    assert first["seconds"] is not None
+    # The start-script GET closed the window (armed -> started); the complete script reported 0.
+    assert [(e["kind"], e["details"].get("code")) for e in events
+            if e["kind"] in ("attempt.started", "attempt.succeeded")] == [
+        ("attempt.started", None), ("attempt.succeeded", "0")], events
+    served = {e["details"].get("file") for e in events if e["kind"] == "tftp.sent"}
+    assert {"pxelinux.0", "mboot.c32", "xenserver/xs84/boot/xen.gz", "xenserver/xs84/boot/vmlinuz",
+            "xenserver/xs84/install.img"} <= {f.lstrip("/") for f in served}, served
+    attempts = lab.cli("hosts", "attempts", BIOS_MAC)
+    print(f"[e2e] attempts after the install boot:\n{attempts}")
+
+    # Same MAC again: the window closed when the installer fetched its start script: a local boot.
+    second = _local_boot(lab, "bios-again", BIOS_MAC, "bios")
+    assert not _fetches(second["events"], BIOS_MAC, "answerfile")
+    decisions = [(e["details"]["decision"], e["details"]["state"])
+                 for e in _fetches(second["events"], BIOS_MAC, "config")]
+    assert decisions == [("local_boot", "succeeded")], second["events"]
+    assert "Booting from Hard Disk" in second["console"]
+    assert not any("xen.gz" in str(e["details"].get("file")) for e in second["events"]), second["events"]
+    assert "STANDIN" not in second["console"]
+
+
+def test_uefi_install(lab):
+    lab.cli("hosts", "add", UEFI_MAC, "--name", "e2e-uefi", "--pool", "e2e", "--disk", "/dev/sda",
+            "--firmware", "uefi")
+    lab.cli("hosts", "arm", UEFI_MAC, "--media", "xs84")
+    result = _install_boot(lab, "uefi-install", UEFI_MAC, "uefi")
+    console, events = result["console"], result["events"]
+    assert _config_fetched(events, UEFI_MAC), [e["details"].get("file") for e in events]
+    # GRUB's multiboot2 booted Xen under OVMF (the files came over HTTP, the config over TFTP).
+    assert "(XEN)" in console, console[-4000:]
+    assert {e["details"].get("what") for e in events if e["kind"] == "attempt.fetch"} >= {
+        "config", "hypervisor", "kernel", "install.img", "answerfile", "complete-script"}
+    assert [e["kind"] for e in events if e["kind"] in ("attempt.started", "attempt.succeeded")] == [
+        "attempt.started", "attempt.succeeded"]
+    assert "STANDIN: installation-start exit 0" in console, console[-4000:]
+    assert "STANDIN: installation-complete exit 0" in console, console[-4000:]
+    assert len(_fetches(events, UEFI_MAC, "answerfile")) == 1
+
+
+@pytest.mark.parametrize("mac,registered", [(UNKNOWN_MAC, False), (UNARMED_MAC, True)],
+                         ids=["unregistered", "registered-unarmed"])
+def test_no_installer_without_armed_attempt(lab, mac, registered):
+    if registered:
+        lab.cli("hosts", "add", mac, "--name", "e2e-unarmed", "--pool", "e2e", "--disk", "/dev/sda")
+    result = _local_boot(lab, f"local-{_dashes(mac)}", mac, "bios")
+    events = result["events"]
+    assert not _fetches(events, mac, "answerfile")
+    assert not [e for e in events if e["kind"] == "attempt.fetch"]
+    assert not any("xenserver/" in str(e["details"].get("file")) for e in events if e["kind"] == "tftp.sent")
+    assert "STANDIN" not in result["console"]
+    assert "Booting from Hard Disk" in result["console"]
+    assert [e["details"]["source"] for e in events if e["kind"] == "tftp.sent"
+            and e["details"]["file"] == f"pxelinux.cfg/01-{_dashes(mac)}"] == ["dynamic"]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 ENV_PREFIX = "PROVISIONER_"
 CONFIG_ENV = "PROVISIONER_CONFIG"
+SECRET_ENV = ("PROVISIONER_POOL_PASSWORD",)  # secrets read by the commands that need them, not config keys
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -176,6 +177,11 @@ class Config:
         return {name: getattr(self, name) for name in FIELDS}
 
 
+def secret_from_env(name: str) -> str:
+    """A secret passed in the environment (e.g. PROVISIONER_POOL_PASSWORD); not a config key, never stored here."""
+    return os.environ.get(name, "")
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
@@ -213,7 +219,7 @@ def load_config(
             raw[key] = (value, f"file {path}")
 
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in (CONFIG_ENV, *SECRET_ENV):
             continue
         key = name[len(ENV_PREFIX):].lower()
         if key not in FIELDS:

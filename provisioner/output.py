@@ -46,3 +46,26 @@ def attempts_table(found: Sequence) -> str:
     return table(("id", "media", "state", "runs", "exit", "created", "started", "finished"),
                  ((a.id, a.media, a.state, f"{a.runs}/{a.max_runs}", a.exit_code, a.created_at, a.started_at,
                    a.finished_at) for a in found))
+
+
+def discovery(found) -> str:
+    lines = [f"added: {', '.join(found.added) or 'none'}", f"already registered: {', '.join(found.unchanged) or 'none'}"]
+    lines += [f"CONFLICT (left alone): {c}" for c in found.conflicts]
+    return "\n".join(lines)
+
+
+def plan(found) -> str:
+    lines = [f"pool {found.pool} -> {found.media} ({found.target}): {'ready' if found.ok else 'BLOCKED'}",
+             table(("order", "host", "mac", "version", "action"),
+                   ((i + 1, h.name, h.mac, h.version, h.action) for i, h in enumerate(found.hosts)))]
+    lines += [f"problem: {p}" for p in found.problems]
+    return "\n".join(lines)
+
+
+def run_report(run: dict) -> str:
+    lines = [f"run {run['id']} pool {run['pool']} -> {run['media']}: {run['state']}"
+             + (f" ({run['reason']})" if run.get("reason") else ""),
+             table(("host", "role", "step", "reason"),
+                   ((h["name"], h["role"], h["step"], h["reason"]) for h in run["hosts"]))]
+    lines += [f"remedy for {h['name']}: {h['remedy']}" for h in run["hosts"] if h.get("remedy")]
+    return "\n".join(lines)

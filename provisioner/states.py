@@ -61,6 +61,61 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ATTEMPT, STARTED, DISARMED, "disarm"),
 )
 
+
+# --- runs: one rolling upgrade of one pool (see provisioner.coordinator.runner) ---
+
+RUN = "run"
+"""Transition-table kind for pool upgrade runs."""
+
+RUN_PRECHECK, RUN_MASTER, RUN_MEMBERS, RUN_FINALIZE = "precheck", "master", "members", "finalize"
+RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES, RUN_BLOCKED = "done", "aborted", "done_with_failures", "blocked"
+RUN_STATES = (RUN_PRECHECK, RUN_MASTER, RUN_MEMBERS, RUN_FINALIZE, RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES,
+              RUN_BLOCKED)
+RUN_TERMINAL = frozenset({RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES, RUN_BLOCKED})
+
+# --- host steps: where one host of a run is (the step is committed BEFORE its XAPI call) ---
+
+HOST = "host"
+"""Transition-table kind for the per-host steps of a run."""
+
+STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT = "check", "disable", "evacuate", "arm", "reboot"
+STEP_INSTALLING, STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE = "installing", "wait_up", "verify", "enable"
+STEP_DONE, STEP_FAILED, STEP_PENDING = "done", "failed", "pending"
+HOST_STEPS = (STEP_PENDING, STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_INSTALLING,
+              STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE, STEP_DONE, STEP_FAILED)
+HOST_TERMINAL = frozenset({STEP_DONE, STEP_FAILED})
+DESTRUCTIVE_STEPS = frozenset({STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT})
+"""Steps an abort request stops before (they change the pool; the later ones only watch or repair)."""
+
+TRANSITIONS = TRANSITIONS + (
+    Transition(RUN, None, RUN_PRECHECK, "upgrade start"),
+    Transition(RUN, RUN_PRECHECK, RUN_BLOCKED, "a precheck failed"),
+    Transition(RUN, RUN_PRECHECK, RUN_MASTER, "prechecks passed"),
+    Transition(RUN, RUN_PRECHECK, RUN_MEMBERS, "prechecks passed, master already at the target"),
+    Transition(RUN, RUN_PRECHECK, RUN_ABORTED, "abort requested"),
+    Transition(RUN, RUN_MASTER, RUN_MEMBERS, "master upgraded"),
+    # Vendor rule: never go on after a master failure; the operator restores the master first.
+    Transition(RUN, RUN_MASTER, RUN_ABORTED, "master failed or abort requested"),
+    Transition(RUN, RUN_MEMBERS, RUN_FINALIZE, "every member handled"),
+    Transition(RUN, RUN_MEMBERS, RUN_ABORTED, "abort requested or stop on failure"),
+    Transition(RUN, RUN_FINALIZE, RUN_DONE, "every host at the target"),
+    Transition(RUN, RUN_FINALIZE, RUN_DONE_WITH_FAILURES, "some members failed"),
+    Transition(HOST, None, STEP_PENDING, "planned"),
+    Transition(HOST, STEP_PENDING, STEP_CHECK, "its turn"),
+    Transition(HOST, STEP_CHECK, STEP_DISABLE, "checked"),
+    Transition(HOST, STEP_CHECK, STEP_DONE, "already at the target"),
+    Transition(HOST, STEP_DISABLE, STEP_EVACUATE, "disabled"),
+    Transition(HOST, STEP_EVACUATE, STEP_ARM, "evacuated"),
+    Transition(HOST, STEP_ARM, STEP_REBOOT, "armed"),
+    Transition(HOST, STEP_REBOOT, STEP_INSTALLING, "reboot sent"),
+    Transition(HOST, STEP_INSTALLING, STEP_WAIT_UP, "went down"),
+    Transition(HOST, STEP_WAIT_UP, STEP_VERIFY, "back up"),
+    Transition(HOST, STEP_VERIFY, STEP_ENABLE, "at the target version"),
+    Transition(HOST, STEP_ENABLE, STEP_DONE, "enabled"),
+) + tuple(Transition(HOST, step, STEP_FAILED, "step failed")
+          for step in (STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_INSTALLING,
+                       STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE))
+
 _ALLOWED = frozenset((t.kind, t.old, t.new) for t in TRANSITIONS)
 _KINDS = frozenset(t.kind for t in TRANSITIONS)
 

@@ -47,6 +47,8 @@ class PoolDriver(Protocol):
     def enable(self, host_ref: str) -> None: ...
     def evacuate(self, host_ref: str) -> None: ...
     def reboot(self, host_ref: str) -> None: ...
+    def pool_info(self) -> dict: ...
+    def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]: ...
     def close(self) -> None: ...
 
 
@@ -140,6 +142,17 @@ class XenApiDriver:
 
     def reboot(self, host_ref: str) -> None:
         self.call("host.reboot", host_ref)
+
+    def pool_info(self) -> dict:
+        """The pool record's fields the prechecks look at (HA, WLB, master ref, name)."""
+        ref = self.call("pool.get_all")[0]
+        rec = self.call("pool.get_record", ref)
+        return {"ref": ref, "name_label": rec.get("name_label", ""), "master": rec.get("master"),
+                "ha_enabled": bool(rec.get("ha_enabled")), "wlb_enabled": bool(rec.get("wlb_enabled"))}
+
+    def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]:
+        """VM ref -> [error code, params...] for the VMs that would stop host.evacuate (xapi.md 2.4)."""
+        return {vm: list(err) for vm, err in self.call("host.get_vms_which_prevent_evacuation", host_ref).items()}
 
     def close(self) -> None:
         if self._session is not None:

@@ -61,5 +61,41 @@ MIGRATIONS: list[tuple[str, ...]] = [
         #    (which carry no token) on the attempt's timeline
         "ALTER TABLE attempts ADD COLUMN boot_client VARCHAR(64)",
     ),
+    (  # 5: pools (XAPI credentials), upgrade runs and their per-host steps (provisioner.coordinator)
+        """CREATE TABLE pools (
+            name VARCHAR(63) PRIMARY KEY,
+            url TEXT NOT NULL,
+            username VARCHAR(255) NOT NULL,
+            password TEXT NOT NULL,
+            created_at VARCHAR(32) NOT NULL,
+            updated_at VARCHAR(32) NOT NULL)""",
+        """CREATE TABLE runs (
+            id VARCHAR(64) PRIMARY KEY,
+            pool VARCHAR(63) NOT NULL,
+            media VARCHAR(64) NOT NULL,
+            state VARCHAR(24) NOT NULL,
+            stop_on_failure INTEGER NOT NULL,
+            abort_requested INTEGER NOT NULL,
+            reason TEXT,
+            created_at VARCHAR(32) NOT NULL,
+            updated_at VARCHAR(32) NOT NULL)""",
+        # One run per pool at a time, guaranteed by the database (a second `upgrade start` is refused).
+        "CREATE UNIQUE INDEX runs_one_active ON runs (pool) "
+        "WHERE state IN ('precheck', 'master', 'members', 'finalize')",
+        """CREATE TABLE run_hosts (
+            run_id VARCHAR(64) NOT NULL,
+            mac VARCHAR(17) NOT NULL,
+            position INTEGER NOT NULL,
+            name VARCHAR(63) NOT NULL,
+            uuid VARCHAR(64) NOT NULL,
+            role VARCHAR(8) NOT NULL,
+            step VARCHAR(16) NOT NULL,
+            before_version VARCHAR(32),
+            before_boot_time VARCHAR(64),
+            attempt_id INTEGER,
+            reason TEXT,
+            updated_at VARCHAR(32) NOT NULL,
+            PRIMARY KEY (run_id, mac))""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,77 @@
+"""Pools: XAPI connection details (password kept out of output) and host discovery into the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisioner.model import Host, ValidationError, normalize_mac
+from provisioner.store import NotFoundError, PoolRecord, Store
+from provisioner.xapi import PoolDriver, XenApiDriver
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def add_pool(store: Store, name: str, url: str, username: str, password: str) -> PoolRecord:
+    """Register (or update) a pool's master URL and credentials; the returned record's as_dict() has no password."""
+    Host.from_fields({"mac": "00:00:00:00:00:01", "name": "check", "pool": name})  # same name rules as hosts
+    if not url.startswith(("http://", "https://")):
+        raise ValidationError(f"{url!r} is not an http(s) URL", "url")
+    if not username or not password:
+        raise ValidationError("username and password are required", "password")
+    return store.add_pool(name, url, username, password)
+
+
+def get_pool(store: Store, name: str) -> PoolRecord:
+    pool = store.get_pool(name)
+    if pool is None:
+        raise NotFoundError(f"no pool named {name!r} (see `provisioner pools add`)")
+    return pool
+
+
+def connect(store: Store, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> XenApiDriver:
+    """A driver logged in lazily with the pool's stored credentials."""
+    pool = get_pool(store, name)
+    return XenApiDriver(pool.url, pool.username, pool.password, timeout=timeout)
+
+
+@dataclass
+class Discovery:
+    """What `pools discover` did: hosts added, already registered as XAPI says, and conflicts left alone."""
+
+    added: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "unchanged": self.unchanged, "conflicts": self.conflicts}
+
+
+def discover(store: Store, name: str, driver: PoolDriver, *, firmware: str = "bios") -> Discovery:
+    """Register every XAPI host by its management PIF MAC; report, never overwrite, staff-registered conflicts.
+
+    XAPI has no field for the boot disk (PRIMARY_DISK lives in dom0's /etc/xensource-inventory), so added
+    hosts have none: the plan lists them until the operator sets it.
+    """
+    get_pool(store, name)
+    result = Discovery()
+    for h in driver.hosts():
+        if not h.mac:
+            result.conflicts.append(f"{h.name}: XAPI shows no management PIF MAC")
+            continue
+        mac = normalize_mac(h.mac)
+        known = store.get_host(mac)
+        if known is not None:
+            if (known.pool, known.name) == (name, h.name):
+                result.unchanged.append(h.name)
+            else:
+                result.conflicts.append(f"{h.name} ({mac}): registered as {known.name} in pool {known.pool}")
+            continue
+        same_name = [x for x in store.list_hosts(pool=name) if x.name == h.name]
+        if same_name:
+            result.conflicts.append(f"{h.name}: registered with MAC {same_name[0].mac}, XAPI says {mac}")
+            continue
+        store.add_host(Host.from_fields({"mac": mac, "name": h.name, "pool": name, "firmware": firmware}))
+        result.added.append(h.name)
+    store.add_event("pool.discovered", details={"pool": name, **result.as_dict()})
+    return result

@@ -1,0 +1,84 @@
+"""Each host step is idempotent: run twice (as after a crash), its side effect happens once."""
+
+from __future__ import annotations
+
+import pytest
+from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
+
+from provisioner import states
+from provisioner.coordinator import runner, steps
+
+
+@pytest.fixture
+def lab(tmp_path):
+    made = make_lab(tmp_path, hosts=2)
+    yield made
+    stop_lab(made)
+
+
+def context(lab, index: int = 1):
+    run = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    ctx = steps.Context(lab.store, lab.config, lab.driver, lab.store.get_media(MEDIA), run.id, lab.world.clock,
+                        steps.Timeouts(poll=5))
+    return ctx, lab.store.run_hosts(run.id)[index]  # 0: the master, 1: the member
+
+
+def calls(lab, method):
+    return [c for c in lab.world.call_log if c[1] == method]
+
+
+def test_check_then_disable_twice_disables_once(lab):
+    ctx, rh = context(lab)
+    assert steps.check(ctx, rh) == states.STEP_DISABLE
+    assert steps.disable(ctx, rh) == states.STEP_EVACUATE
+    assert steps.disable(ctx, rh) == states.STEP_EVACUATE
+    assert len(calls(lab, "host.disable")) == 1
+    assert not steps.find(ctx, rh.uuid).enabled
+
+
+def test_arm_twice_keeps_the_first_attempt(lab):
+    ctx, rh = context(lab)
+    steps.disable(ctx, rh)
+    steps.arm(ctx, rh)
+    first = lab.store.get_run_host(ctx.run_id, rh.mac)
+    steps.arm(ctx, first)
+    again = lab.store.get_run_host(ctx.run_id, rh.mac)
+    assert first.attempt_id is not None and again.attempt_id == first.attempt_id
+    assert lab.store.current_attempt(rh.mac).state == states.ARMED
+    assert again.before_boot_time == steps.find(ctx, rh.uuid).boot_time
+
+
+def test_reboot_twice_reboots_once_and_upgrade_completes(lab):
+    # The master: a member newer than its master cannot rejoin (HOST_XAPI_VERSION_HIGHER_THAN_COORDINATOR).
+    ctx, rh = context(lab, 0)
+    for step in (steps.disable, steps.evacuate, steps.arm):
+        step(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
+    rh = lab.store.get_run_host(ctx.run_id, rh.mac)
+    assert steps.reboot(ctx, rh) == states.STEP_INSTALLING
+    assert steps.reboot(ctx, rh) == states.STEP_INSTALLING  # OTHER_OPERATION_IN_PROGRESS, or already down
+    assert steps.wait_down(ctx, rh) == states.STEP_WAIT_UP
+    assert steps.reboot(ctx, rh) == states.STEP_INSTALLING  # seen as rebooted: nothing sent
+    assert steps.wait_up(ctx, rh) == states.STEP_VERIFY
+    assert steps.verify(ctx, rh) == states.STEP_ENABLE
+    assert steps.enable(ctx, rh) == states.STEP_DONE
+    assert steps.enable(ctx, rh) == states.STEP_DONE
+    ok_reboots = [e for e in lab.store.events(kind="xapi.call") if e["details"]["method"] == "host.reboot"
+                  and e["details"]["ok"]]
+    assert len(ok_reboots) == 1
+    assert lab.handler.machine(rh.mac).installs() == 1
+    assert steps.check(ctx, rh) == states.STEP_DONE  # at the target and enabled
+
+
+def test_verify_fails_on_old_version(lab):
+    ctx, rh = context(lab)
+    steps.arm(ctx, rh)
+    with pytest.raises(steps.StepFailed, match="8.2.1"):
+        steps.verify(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
+
+
+def test_wait_up_times_out(lab):
+    ctx, rh = context(lab)
+    steps.arm(ctx, rh)
+    ctx.timeouts = steps.Timeouts(up=30, poll=5)
+    with pytest.raises(steps.StepFailed, match="not done after"):
+        steps.wait_up(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))

@@ -3,21 +3,22 @@
 A throw-away data dir, a synthetic XenServer 8.4 media tree, the real `serve` runtime (TFTP + HTTP on
 127.0.0.1 high ports), and the XAPI simulator: a pool of N hosts at 8.2.1 with VMs, one XML-RPC endpoint per
 host, whose machines network-boot against our server like PXE firmware (simulator/machine.py). The hosts are
-registered from XAPI (management PIF MACs), then upgraded one at a time, master first: disable, evacuate,
-arm, reboot, wait for the host to come back at the target version, enable. Until the coordinator (issue 6)
-lands, this loop is a plain sequence here, without its persistence, prechecks and recovery.
+registered from XAPI (management PIF MACs), planned (prechecks) and upgraded by the coordinator, master
+first; the demo then checks each host itself: version and build in XAPI, attempt succeeded, one answer file.
 """
 
 from __future__ import annotations
 
 import socket
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from provisioner import attempts, media, registry, states
+from provisioner import media, output, registry, states
+from provisioner.coordinator import pools as coord_pools
+from provisioner.coordinator.plan import make_plan
+from provisioner.coordinator.runner import Runner, report, start_run
 from provisioner.config import Config, load_config
 from provisioner.runtime import Runtime
 from provisioner.simulator.builder import build_pool, serve_world
@@ -25,12 +26,11 @@ from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
 from provisioner.simulator.world import World
 from provisioner.store import Store
-from provisioner.xapi import Failure, HostInfo, XapiUnreachable, XenApiDriver
+from provisioner.xapi import XenApiDriver
 
 DEMO_POOL = "demo-pool"
 DEMO_MEDIA = "xs-8.4-demo"
 SOURCE_VERSION, TARGET_VERSION, TARGET_BUILD = "8.2.1", "8.4.0", "demo-84"
-WAIT_SIM_SECONDS = 4 * 3600  # per host: a real upgrade takes 20-60 min; give it room before calling it lost
 
 
 class DemoFailure(RuntimeError):
@@ -46,7 +46,6 @@ class HostResult:
     after: str = ""
     attempt: str = ""
     answer_files: int = 0
-    sim_minutes: float = 0.0
     verified: bool = False
 
 
@@ -81,72 +80,23 @@ def demo_config(workdir: Path) -> Config:
     })
 
 
-class Pool:
-    """The demo's view of the simulated pool through the real XenAPI client (provisioner.xapi)."""
-
-    def __init__(self, driver: XenApiDriver, clock: Clock, say: Callable[[str], None]):
-        self.driver, self.clock, self.say = driver, clock, say
-
-    def host(self, uuid: str) -> HostInfo | None:
-        """The host's record, or None while the master does not answer (it is being upgraded)."""
-        try:
-            return next((h for h in self.driver.hosts() if h.uuid == uuid), None)
-        except (XapiUnreachable, Failure):
-            return None
-
-    def wait(self, what: str, uuid: str, done: Callable[[HostInfo], bool]) -> HostInfo:
-        """Poll until done(host) holds; say each change of what XAPI shows; DemoFailure after the timeout."""
-        start, shown = self.clock.now(), None
-        while self.clock.now() - start < WAIT_SIM_SECONDS:
-            info = self.host(uuid)
-            if info is not None and done(info):
-                return info
-            seen = ("master not answering (members in emergency mode)" if info is None
-                    else f"live={info.live} enabled={info.enabled} version={info.product_version}")
-            if seen != shown:
-                self.say(f"    [{(self.clock.now() - start) / 60:5.1f} min] {what}: {seen}")
-                shown = seen
-            time.sleep(0.05)
-        raise DemoFailure(f"{what}: not done after {WAIT_SIM_SECONDS / 3600:.0f} simulated hours")
-
-    def enable(self, uuid: str) -> HostInfo:
-        def enabled(info: HostInfo) -> bool:
-            if not info.enabled:
-                try:
-                    self.driver.enable(info.ref)
-                except Failure as exc:  # HOST_STILL_BOOTING for a while after xapi starts
-                    if exc.details[0] != "HOST_STILL_BOOTING":
-                        raise
-                return False
-            return True
-        return self.wait("enable", uuid, enabled)
-
-
-def upgrade_host(pool: Pool, store: Store, config: Config, host: HostInfo) -> HostResult:
-    """disable -> evacuate -> arm -> reboot -> back at the target version -> enable (master first)."""
-    say, started = pool.say, pool.clock.now()
-    result = HostResult(host.name, host.mac, "master" if host.is_master else "member", host.product_version)
-    say(f"{host.name} ({result.role}, {host.mac}): {host.product_version} -> {TARGET_VERSION}")
-    pool.driver.disable(host.ref)
-    pool.driver.evacuate(host.ref)  # does not disable by itself (xapi.md 2.4): disabled first, like XenCenter
-    say("    disabled, VMs evacuated; armed; rebooting")
-    attempt = attempts.arm(store, config, host.mac, DEMO_MEDIA)
-    pool.driver.reboot(host.ref)
-    back = pool.wait("reboot", host.uuid, lambda h: h.live and h.boot_time != host.boot_time)
-    if back.product_version != TARGET_VERSION:
-        raise DemoFailure(f"{host.name} came back at {back.product_version}, not {TARGET_VERSION}"
-                          + (": the master must be restored to a working version" if host.is_master else ""))
-    back = pool.enable(host.uuid)
-    final = store.get_attempt(attempt.id)
-    fetches = [e for e in store.events(mac=host.mac, kind="attempt.fetch")
-               if e["details"].get("attempt") == attempt.id and e["details"].get("what") == "answerfile"]
-    result.after, result.attempt, result.answer_files = back.product_version, final.state, len(fetches)
-    result.sim_minutes = (pool.clock.now() - started) / 60
-    result.verified = (back.product_version == TARGET_VERSION and back.build_number == TARGET_BUILD
-                       and final.state == states.SUCCEEDED and len(fetches) == 1)
-    say(f"    back at {back.product_version} build {back.build_number}, enabled; attempt {final.state}, "
-        f"{len(fetches)} answer file fetch(es)")
-    return result
+def _verify(store: Store, driver: XenApiDriver, run_report: dict) -> list[HostResult]:
+    """The demo's own check of what the coordinator reports: version and build in XAPI, the attempt, and exactly
+    one answer-file fetch per host (no reinstall loop)."""
+    now = {h.mac: h for h in driver.hosts()}
+    results = []
+    for rh in run_report["hosts"]:
+        attempt = store.get_attempt(rh["attempt_id"]) if rh["attempt_id"] else None
+        fetches = [e for e in store.events(mac=rh["mac"], kind="attempt.fetch")
+                   if attempt and e["details"].get("attempt") == attempt.id and e["details"].get("what") == "answerfile"]
+        info = now.get(rh["mac"])
+        result = HostResult(rh["name"], rh["mac"], rh["role"], rh["before_version"] or "",
+                            info.product_version if info else "?", attempt.state if attempt else "-", len(fetches))
+        result.verified = bool(info and info.product_version == TARGET_VERSION and info.build_number == TARGET_BUILD
+                               and attempt and attempt.state == states.SUCCEEDED and len(fetches) == 1
+                               and rh["step"] == states.STEP_DONE)
+        results.append(result)
+    return results
 
 
 def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.0,
@@ -170,15 +120,21 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
         f"clock x{speed:g}")
     results = []
     try:
-        pool = Pool(driver, world.clock, say)
-        found = driver.hosts()  # master first
-        for h in found:
-            registry.add_host(store, {"mac": h.mac, "name": h.name, "pool": DEMO_POOL, "firmware": "bios",
-                                      # XAPI has no field for PRIMARY_DISK (installer.md s.8): a lab value
-                                      "disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}"})
-        say(f"registered {len(found)} hosts from XAPI by their management PIF MACs")
-        for h in found:
-            results.append(upgrade_host(pool, store, config, h))
+        coord_pools.add_pool(store, DEMO_POOL, sim.master_url(), "root", "demo")
+        found = coord_pools.discover(store, DEMO_POOL, driver)
+        for h in driver.hosts():
+            # XAPI has no field for PRIMARY_DISK (installer.md s.8): the demo registers a lab by-id path
+            registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}"})
+        say(f"registered {len(found.added)} hosts from XAPI by their management PIF MACs")
+        plan = make_plan(store, DEMO_POOL, DEMO_MEDIA, driver)
+        say(output.plan(plan))
+        run = start_run(store, DEMO_POOL, DEMO_MEDIA, driver)
+        started = world.clock.now()
+        done = Runner(store, config, run.id, driver, clock=world.clock, say=lambda line: say(
+            f"  [{(world.clock.now() - started) / 60:6.1f} sim min] {line}")).run()
+        run_report = report(store, done.id)
+        say(output.run_report(run_report))
+        results = _verify(store, driver, run_report)
         loops = [mac for mac, m in handler.machines.items() if m.installs() > 1]
         if loops:
             raise DemoFailure(f"reinstall loop on {', '.join(loops)}")

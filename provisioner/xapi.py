@@ -52,7 +52,7 @@ class PoolDriver(Protocol):
     def close(self) -> None: ...
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
+class _Timeout:
     """The SDK has no timeout: a hung master would block a step forever (xapi.md section 3)."""
 
     def __init__(self, timeout: float):
@@ -65,15 +65,12 @@ class _TimeoutTransport(xmlrpc.client.Transport):
         return conn
 
 
-class _SafeTimeoutTransport(xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float):
-        super().__init__()
-        self.timeout = timeout
+class _TimeoutTransport(_Timeout, xmlrpc.client.Transport):
+    pass
 
-    def make_connection(self, host):
-        conn = super().make_connection(host)
-        conn.timeout = self.timeout
-        return conn
+
+class _SafeTimeoutTransport(_Timeout, xmlrpc.client.SafeTransport):
+    pass
 
 
 class XenApiDriver:

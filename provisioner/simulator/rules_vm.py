@@ -48,16 +48,22 @@ def vm_suspend(c: Call, vm):
     return ""
 
 
+def _target_host(c: Call, vm: str, host: str | None) -> str:
+    """The host a resume/start lands on: picked by xapi when not given; a given one must exist, be of the highest
+    version during RPU and able to boot the VM (shared by resume_on and start_on)."""
+    if host is None:
+        return _pick_host(c, vm)
+    c.db.get("host", host)
+    vr.assert_highest_version(c.world, c.pool, host)
+    vr.assert_can_boot_here(c.world, c.pool, vm, host)
+    return host
+
+
 def _resume(c: Call, vm: str, host: str | None) -> str:
     """datamodel_vm.ml:1377-1440; during RPU resume_on needs the highest version (message_forwarding.ml:2556-2559)."""
     with c.db.lock:
         vr.assert_power_state(vm, _vm(c, vm), "Suspended")
-        if host is None:
-            host = _pick_host(c, vm)
-        else:
-            c.db.get("host", host)
-            vr.assert_highest_version(c.world, c.pool, host)
-            vr.assert_can_boot_here(c.world, c.pool, vm, host)
+        host = _target_host(c, vm, host)
         vr.set_power(c.world, c.pool, vm, "Running", host)
     return ""
 
@@ -77,12 +83,7 @@ def _start(c: Call, vm: str, host: str | None, paused) -> str:
     during RPU, the highest version (message_forwarding.ml:2049-2052)."""
     with c.db.lock:
         vr.assert_power_state(vm, _vm(c, vm), "Halted")
-        if host is None:
-            host = _pick_host(c, vm)
-        else:
-            c.db.get("host", host)
-            vr.assert_highest_version(c.world, c.pool, host)
-            vr.assert_can_boot_here(c.world, c.pool, vm, host)
+        host = _target_host(c, vm, host)
         vr.set_power(c.world, c.pool, vm, "Paused" if paused in (True, "true") else "Running", host)
     return ""
 

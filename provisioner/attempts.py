@@ -165,11 +165,11 @@ def record_fetch(store: Store, token_or_attempt: str | Attempt, what: str, clien
     if attempt is None:
         _unknown_token(store, token_or_attempt, what, client)
         return None
-    if what in ("config", "ipxe") and attempt.state in states.ATTEMPT_LIVE and client is not None:
-        store.note_boot_client(attempt.id, _client(client))
+    boot = what in ("config", "ipxe") and attempt.state in states.ATTEMPT_LIVE and client is not None
     extra = {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v)[:200]) for k, v in details.items()}
-    store.add_event("attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details={
-        "attempt": attempt.id, "state": attempt.state, "what": what, "client": _client(client), **extra})
+    store.add_fetch_event(attempt, {"attempt": attempt.id, "state": attempt.state, "what": what,
+                                    "client": _client(client), **extra},
+                          boot_client=_client(client) if boot else None)
     return attempt
 
 

@@ -103,10 +103,13 @@ class AttemptsMixin:
                 "supersedes": superseded})
         return attempt
 
-    def note_boot_client(self, attempt_id: int, client: str | None) -> None:
-        """Remember where the attempt's boot config went (no event: the fetch event already says it)."""
+    def add_fetch_event(self, attempt: Attempt, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
+        """One `attempt.fetch` event; with `boot_client`, also remember where the boot config went. One transaction:
+        this runs on the TFTP loop's path for armed hosts."""
         with self._tx() as conn:
-            conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ?", (client, attempt_id))
+            if boot_client is not None:
+                conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ?", (boot_client, attempt.id))
+            self._event(conn, "attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details=details)
 
     def live_attempt_for_client(self, client: str) -> Attempt | None:
         """The newest live attempt whose boot config went to `client` (or whose host has that IP)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import pycdlib
 
 from provisioner.config import Config
+from provisioner.paths import real_path_under
 from provisioner.model import Media
 from provisioner.store import ConflictError, Store
 
@@ -98,11 +99,10 @@ def resolve_media_file(media: Media, relpath: str) -> Path | None:
     parts = [part for part in relpath.split("/") if part not in ("", ".")]
     if not parts or ".." in parts:
         return None
-    root = Path(os.path.realpath(media.path))
-    candidate = Path(os.path.realpath(root.joinpath(*parts)))
-    if candidate == root or root not in candidate.parents:
+    real = real_path_under(media.path, "/".join(parts))
+    if real is None or not os.path.isfile(real):  # the tree's root itself is a directory: not served
         return None
-    return candidate if candidate.is_file() else None
+    return Path(real)
 
 
 # --- reading and checking a tree ---

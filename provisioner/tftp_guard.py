@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from provisioner.paths import real_path_under
+
 # RFC 2348 allows 8..65464; we also cap at config.tftp_blksize_max (1468 = 1500-byte Ethernet MTU minus
 # IP, UDP and TFTP headers), because tftpy never caps and an 8192-byte block becomes IP fragments that
 # some PXE ROMs drop.
@@ -61,9 +63,8 @@ def normalize_name(raw: str) -> str:
 
 def confine(root: Path, name: str) -> Path:
     """The real path of `name` under `root`, refusing anything that resolves outside it (symlinks included)."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, name))
-    if not real.startswith(real_root + os.sep):
+    real = real_path_under(root, name)
+    if real is None or real == os.path.realpath(root):
         raise Refused(R_OUTSIDE, 2, "path outside the TFTP root")
     return Path(real)
 

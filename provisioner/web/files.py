@@ -38,6 +38,7 @@ from werkzeug.http import http_date, is_resource_modified, parse_date
 from werkzeug.wsgi import wrap_file
 
 from provisioner import urls
+from provisioner.paths import real_path_under
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,8 @@ def _resolve(root: Path | str, relpath: str) -> tuple[str | None, str | None]:
         return None, "backslash or NUL in the path"
     if relpath.startswith("/") or ".." in parts:
         return None, "path escapes the root"
-    root_real = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(root_real, *[p for p in parts if p not in ("", ".")]))
-    if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
+    real = real_path_under(root, relpath)
+    if real is None:
         return None, "symlink leads out of the root"
     return real, None
 

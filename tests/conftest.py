@@ -46,3 +46,18 @@ def client(app):
 @pytest.fixture
 def auth():
     return {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Invoke the `provisioner` CLI through click's runner with its own data dir (tests/test_cli*.py)."""
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path / "data"), "PROVISIONER_CONFIG": ""}
+
+    def invoke(*args, input=None):
+        return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+    return invoke

@@ -1,0 +1,9 @@
+"""The `provisioner` command line (click). Thin: parse, call one service function, format.
+
+Each command group lives in its own module; importing them here registers them on `main`.
+"""
+
+from provisioner.cli import hosts, services, upgrade  # noqa: F401  (registers the commands)
+from provisioner.cli.base import main
+
+__all__ = ["main"]

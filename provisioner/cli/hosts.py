@@ -1,0 +1,133 @@
+"""`provisioner hosts ...`: the host registry and arming."""
+
+from __future__ import annotations
+
+import click
+
+from provisioner import attempts, output, registry
+from provisioner.model import disk_warning
+from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
+
+
+@main.group()
+def hosts() -> None:
+    """The host registry: MAC -> name, pool, boot disk, firmware."""
+
+
+@hosts.command("add")
+@click.argument("mac")
+@click.option("--name", required=True, help="Host name (unique within the pool).")
+@click.option("--pool", required=True, help="Pool the host belongs to.")
+@click.option("--disk", help="Boot disk holding the installation, e.g. /dev/disk/by-id/scsi-...")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True)
+@click.option("--ip", help="Management IP address (optional).")
+@click.option("--notes", default="", help="Free text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new record as JSON.")
+@pass_ctx
+@friendly
+def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
+    """Register a host by the MAC it network-boots with."""
+    host = registry.add_host(ctx.store, fields)
+    emit(host.as_dict(), as_json, f"added {host.mac} {host.pool}/{host.name}")
+    if disk_warning(host.disk):
+        click.echo(f"warning: {disk_warning(host.disk)}", err=True)
+
+
+@hosts.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@pass_ctx
+@friendly
+def hosts_import(ctx: Context, csv_file) -> None:
+    """Import hosts from a CSV file with a header row (all or nothing)."""
+    imported = registry.import_csv(ctx.store, csv_file.read(), source=f"csv {csv_file.name}")
+    click.echo(f"imported {len(imported)} host(s)")
+
+
+@hosts.command("list")
+@click.option("--pool", help="Only hosts of this pool.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_list(ctx: Context, pool: str | None, as_json: bool) -> None:
+    """List registered hosts."""
+    found = ctx.store.list_hosts(pool=pool)
+    emit([h.as_dict() for h in found], as_json, output.hosts_table(found))
+
+
+@hosts.command("show")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_show(ctx: Context, mac: str, as_json: bool) -> None:
+    """Show one host and its recent events."""
+    host = registry.get_host(ctx.store, mac)
+    events = ctx.store.events(mac=host.mac)[-20:]
+    emit({"host": host.as_dict(), "events": events}, as_json, output.host_detail(host, events))
+
+
+@hosts.command("update")
+@click.argument("mac")
+@click.option("--name")
+@click.option("--pool")
+@click.option("--disk", help="Boot disk holding the installation ('' to clear).")
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]))
+@click.option("--ip", help="Management IP address ('' to clear).")
+@click.option("--notes")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_update(ctx: Context, mac: str, as_json: bool, **fields) -> None:
+    """Change fields of a registered host (the MAC itself cannot change)."""
+    changes = {k: (v if v != "" else None) for k, v in fields.items() if v is not None}
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one of --name --pool --disk --firmware --ip --notes")
+    host = registry.update_host(ctx.store, mac, changes)
+    emit(host.as_dict(), as_json, f"updated {host.mac} {host.pool}/{host.name}")
+
+
+@hosts.command("arm")
+@click.argument("mac")
+@click.option("--media", "media_name", required=True, help="Media to upgrade to.")
+@click.option("--window", "window_seconds", type=click.IntRange(min=1), help="Close the window after N seconds.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_arm(ctx: Context, mac: str, media_name: str, window_seconds: int | None, as_json: bool) -> None:
+    """Arm MAC: its next network boot gets the upgrade installer, once."""
+    attempt = attempts.arm(ctx.store, ctx.config, mac, media_name, window_seconds=window_seconds)
+    emit(attempt.as_dict(), as_json,
+         f"armed {attempt.mac} for {attempt.media} (attempt {attempt.id}); its next network boot installs the upgrade")
+
+
+@hosts.command("disarm")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_disarm(ctx: Context, mac: str, as_json: bool) -> None:
+    """Cancel MAC's armed attempt: every boot is a local boot again."""
+    cancelled = attempts.disarm(ctx.store, mac, reason="cli")
+    emit([a.as_dict() for a in cancelled], as_json,
+         f"disarmed attempt(s) {', '.join(str(a.id) for a in cancelled)}" if cancelled else "nothing was armed")
+
+
+@hosts.command("attempts")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_attempts(ctx: Context, mac: str, as_json: bool) -> None:
+    """List MAC's installer attempts, newest first."""
+    found = ctx.store.list_attempts(registry.get_host(ctx.store, mac).mac)
+    emit([a.as_dict() for a in found], as_json, output.attempts_table(found))
+
+
+@hosts.command("remove")
+@click.argument("mac")
+@pass_ctx
+@friendly
+def hosts_remove(ctx: Context, mac: str) -> None:
+    """Remove a host from the registry."""
+    host = registry.remove_host(ctx.store, mac)
+    click.echo(f"removed {host.mac} {host.pool}/{host.name}")

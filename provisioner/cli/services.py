@@ -1,0 +1,110 @@
+"""Media, boot loaders, answer-file preview, and the long-running commands: serve, demo, simulator."""
+
+from __future__ import annotations
+
+import click
+
+from provisioner import answerfile, bootloaders, demo, output, runtime
+from provisioner import media as media_mod
+from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
+
+
+@main.command("answerfile")
+@click.argument("mac")
+@click.option("--media", "media_name", help="Media to upgrade to (default: the newest imported).")
+@pass_ctx
+@friendly
+def answerfile_preview(ctx: Context, mac: str, media_name: str | None) -> None:
+    """Print the (validated) upgrade answer file MAC would get, without arming it."""
+    click.echo(answerfile.preview(ctx.config, ctx.store, mac, media_name), nl=False)
+
+
+# --- media and boot loaders ---
+
+
+@main.group()
+def media() -> None:
+    """Installation media: extracted XenServer ISO trees (or .iso files) hosts are upgraded to."""
+
+
+@media.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_add(ctx: Context, name: str, path: str, as_json: bool) -> None:
+    """Import the tree (or .iso) at PATH as media NAME; it is served unchanged over HTTP."""
+    added = media_mod.import_media(ctx.store, ctx.config, name, path)
+    emit(added.as_dict(), as_json, output.media_table([added]))
+
+
+@media.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_list(ctx: Context, as_json: bool) -> None:
+    """List imported media."""
+    found = ctx.store.list_media()
+    emit([{**m.as_dict(), "generation": media_mod.media_generation(m)} for m in found], as_json,
+         output.media_table(found))
+
+
+@main.group("tftp-root")
+def tftp_root() -> None:
+    """The static boot loaders under tftp_root."""
+
+
+@tftp_root.command("prepare")
+@pass_ctx
+@friendly
+def tftp_root_prepare(ctx: Context) -> None:
+    """Copy pxelinux.0, lpxelinux.0, *.c32 from syslinux and build the UEFI GRUB netboot image."""
+    for line in bootloaders.prepare_tftp_root(ctx.config):
+        click.echo(line)
+
+
+@main.command("serve")
+@pass_ctx
+@friendly
+def serve_cmd(ctx: Context) -> None:
+    """Run the TFTP and HTTP servers until SIGTERM or Ctrl-C."""
+    try:
+        runtime.serve(ctx.config, announce=click.echo)
+    except runtime.StartupError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
+@main.command("demo")
+@click.option("--hosts", type=click.IntRange(2, 16), default=4, show_default=True, help="Hosts in the simulated pool.")
+@click.option("--speed", type=click.FloatRange(1, 10_000), default=120.0, show_default=True,
+              help="Simulated seconds per real second.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's data here (default: a temp dir).")
+def demo_cmd(hosts: int, speed: float, workdir: str | None) -> None:
+    """Upgrade a simulated pool (XAPI simulator + PXE machines) through the real boot service on loopback."""
+    try:
+        results = demo.run_demo(workdir, hosts=hosts, speed=speed, say=click.echo)
+    except demo.DemoFailure as exc:
+        raise click.ClickException(f"demo failed: {exc}") from None
+    click.echo(output.table(
+        ("host", "role", "mac", "before", "after", "attempt", "answer files", "verified"),
+        ((r.name, r.role, r.mac, r.before, r.after, r.attempt, r.answer_files, "yes" if r.verified else "NO")
+         for r in results)))
+    click.echo(f"every host verified at {demo.TARGET_VERSION}, master first, one installer run each")
+
+
+@main.group()
+def simulator() -> None:
+    """The XAPI simulator, for labs and other tools."""
+
+
+@simulator.command("serve")
+@click.option("--hosts", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--speed", type=click.FloatRange(1, 10_000), default=60.0, show_default=True)
+@click.option("--version", "version", default="8.2.1", show_default=True, help="XenServer version of the hosts.")
+@click.option("--password", help="Require this password (default: any).")
+def simulator_serve(hosts: int, speed: float, version: str, password: str | None) -> None:
+    """Serve a simulated pool (one XML-RPC endpoint per host) until Ctrl-C or SIGTERM."""
+    from provisioner.simulator.builder import serve_simulator
+
+    serve_simulator(hosts, speed=speed, version=version, password=password, announce=click.echo)

@@ -1,0 +1,123 @@
+"""Dashboard views of pools and runs: overview, one pool, start / abort / resume (with a confirmation step),
+the media list, and the small JSON the pages poll for live progress. Views only translate."""
+
+from __future__ import annotations
+
+from flask import flash, jsonify, redirect, request, url_for
+
+from provisioner.coordinator import runner
+from provisioner.coordinator.plan import make_plan
+from provisioner.model import ValidationError
+from provisioner.store import StoreError
+from provisioner.web import ui_view
+from provisioner.web.ui_base import bp, page, run_service, running_ids, store
+from provisioner.xapi import Failure, XapiUnreachable
+
+ACTIONS = ("start", "abort", "resume")
+_ACTION_ERRORS = (StoreError, ValidationError, ValueError, XapiUnreachable, Failure, OSError)
+
+
+@bp.get("/")
+def index():
+    ids = running_ids()
+    pools = [ui_view.pool_view(store(), name, ids) for name in ui_view.pool_names(store())]
+    return page("pools.html", pools=pools, media=store().list_media(), service=run_service() is not None)
+
+
+@bp.get("/pools/<name>")
+def pool(name: str):
+    view = ui_view.pool_view(store(), name, running_ids(), history=10)
+    if not view["registered"] and not view["hosts"] and not view["runs"]:
+        return page("message.html", 404, title="Not found", message=f"no pool named {name!r}")
+    current = view["runs"][0] if view["runs"] else None
+    events = ui_view.run_events(store(), current["id"]) if current else []
+    return page("pool.html", pool=view, run=current, events=events, media=store().list_media(),
+                service=run_service() is not None)
+
+
+def _plan_or_error(name: str, media: str):
+    """The prechecks a start would run (no side effect), or the reason they could not be read."""
+    service = run_service()
+    try:
+        driver = service.connect(store(), name)
+    except _ACTION_ERRORS as exc:
+        return None, ui_view.scrub(str(exc))
+    try:
+        plan = make_plan(store(), name, media, driver)
+        return {"hosts": plan.hosts, "problems": [ui_view.scrub(p) for p in plan.problems]}, None
+    except _ACTION_ERRORS as exc:
+        return None, ui_view.scrub(f"could not read the pool: {exc}")
+    finally:
+        close = getattr(driver, "close", None)
+        if close is not None:
+            close()
+
+
+@bp.get("/pools/<name>/confirm")
+def confirm(name: str):
+    """The confirmation step of start / abort / resume: what will happen, and one POST button."""
+    action = request.args.get("action", "")
+    if action not in ACTIONS:
+        return page("message.html", 400, title="Unknown action", message=f"no action {action!r} on a pool")
+    if action != "abort" and run_service() is None:
+        return page("message.html", 409, title="No run service",
+                    message="This web process does not run upgrades: start and resume need `provisioner serve`.")
+    media_name = request.args.get("media", "")
+    context = {"pool": name, "action": action, "media": media_name, "plan": None, "error": None,
+               "stop_on_failure": request.args.get("stop_on_failure") == "1"}
+    if action == "start":
+        if store().get_media(media_name) is None:
+            return page("message.html", 400, title="Pick the media", message=f"no media named {media_name!r}")
+        context["plan"], context["error"] = _plan_or_error(name, media_name)
+    else:
+        active = store().list_runs(name, active_only=True)
+        if not active:
+            return page("message.html", 409, title="Nothing to " + action, message=f"pool {name} has no run in progress")
+        context["run"] = ui_view.run_view(runner.report(store(), active[0].id), running_ids())
+    return page("confirm_run.html", **context)
+
+
+@bp.post("/pools/<name>/<action>")
+def act(name: str, action: str):
+    if action not in ACTIONS:
+        return page("message.html", 404, title="Not found", message=f"no action {action!r} on a pool")
+    back = url_for("ui.pool", name=name)
+    if request.form.get("confirmed") != "yes":  # only the confirmation page sends this
+        return redirect(url_for("ui.confirm", name=name, action=action, media=request.form.get("media", "")), 303)
+    service = run_service()
+    try:
+        if action == "abort":
+            run = service.abort(name) if service is not None else runner.request_abort(store(), name)
+            flash(f"Abort requested for run {run.id}: it stops before its next destructive step.", "info")
+        elif service is None:
+            flash("This web process does not run upgrades: start and resume need `provisioner serve`.", "error")
+        elif action == "start":
+            run = service.start(name, request.form.get("media", ""),
+                                stop_on_failure=request.form.get("stop_on_failure") == "1")
+            flash(f"Run {run.id} started.", "info")
+        else:
+            run = service.resume(name)
+            flash(f"Run {run.id} resumed from its last committed step.", "info")
+    except _ACTION_ERRORS as exc:
+        flash(ui_view.scrub(f"Could not {action} pool {name}: {exc}"), "error")
+    return redirect(back, 303)
+
+
+@bp.get("/status.json")
+def status_json():
+    """Live progress of every pool's newest run (what the pages poll)."""
+    return jsonify(ui_view.status(store(), running_ids()))
+
+
+@bp.get("/runs/<run_id>/events.json")
+def run_events_json(run_id: str):
+    """A run's events after event id `since` (the pool page appends them as they come)."""
+    since = request.args.get("since", "0")
+    if not since.isdigit():
+        return jsonify(error="since: must be a non-negative integer"), 400
+    return jsonify(events=ui_view.run_events(store(), run_id, since=int(since), last=500))
+
+
+@bp.get("/media")
+def media():
+    return page("media.html", media=store().list_media())

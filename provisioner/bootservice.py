@@ -89,7 +89,8 @@ def _payload(store: Store, config: Config, decision: BootDecision, loader: str, 
             body = bootconfig.config_for(decision, loader, config, media, platform=platform,
                                          pxelinux_http=pxelinux_http)
         except (bootconfig.BootConfigError, TemplateError) as exc:
-            log.error("boot config for %s (attempt %s) failed, serving a local boot: %s", decision.mac, attempt.id, exc)
+            log.error("boot config for %s (attempt %s) failed, serving a local boot: %s", decision.mac, attempt.id, exc,
+                      extra={"mac": decision.mac, "attempt": attempt.id, "run": attempt.run_id})
             store.add_event("boot.render_failed", mac=decision.mac, run_id=attempt.run_id, details={
                 "attempt": attempt.id, "loader": loader, "name": name[:200], "client": _str(client_ip),
                 "error": str(exc)[:500]})

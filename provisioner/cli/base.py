@@ -9,6 +9,7 @@ import click
 
 from provisioner import bootloaders, registry
 from provisioner.config import ConfigError, load_config
+from provisioner.logs import setup_logging
 from provisioner.model import ValidationError
 from provisioner.store import Store, StoreError
 
@@ -65,3 +66,7 @@ def emit(data, as_json: bool, text: str) -> None:
 def main(ctx: click.Context, config_path: str | None) -> None:
     """PXE provisioning server for XenServer rolling pool upgrades."""
     ctx.obj = Context(config_path)
+    try:
+        setup_logging(ctx.obj.config)
+    except ConfigError:
+        pass  # reported by the command that needs the configuration (and `--help` still works)

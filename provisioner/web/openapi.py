@@ -1,0 +1,213 @@
+"""The OpenAPI 3 description of /api/v1, served (without a token) at /api/v1/openapi.json.
+
+To document a new route, add ONE row to OPERATIONS (tests/test_web_openapi.py fails, naming the route, when
+app.url_map and this table disagree). A row: method, path under /api/v1 (Flask's `<mac>` spelled `{mac}`),
+one-line summary, request body schema (None, a schema name, or CSV), the success status with its body
+(`{key: schema}`; `[name]` is a list of that schema), the error statuses it can answer, and query parameters.
+Every operation but the spec itself needs `Authorization: Bearer <api_token>` and may answer 401.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from flask import Flask, jsonify
+
+API_PREFIX = "/api/v1"
+CSV = "text/csv"
+SPEC_PATH = "/openapi.json"
+
+
+class Op(NamedTuple):
+    method: str
+    path: str
+    summary: str
+    body: str | None = None
+    ok: tuple[int, dict[str, Any]] = (200, {})
+    errors: tuple[int, ...] = ()
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+
+
+OPERATIONS: tuple[Op, ...] = (
+    Op("GET", "/hosts", "List registered hosts", ok=(200, {"hosts": ["Host"]}),
+       query=(("pool", "string", "only the hosts of this pool"),)),
+    Op("POST", "/hosts", "Register a host", "HostInput", (201, {"host": "Host"}), (400, 409)),
+    Op("POST", "/hosts/import", "Import hosts from CSV, all or nothing (header: mac,name,pool,disk,firmware,ip,notes)",
+       CSV, (201, {"imported": "integer", "hosts": ["Host"]}), (400, 413, 409, 422)),
+    Op("GET", "/hosts/{mac}", "Show one host", ok=(200, {"host": "Host"}), errors=(400, 404)),
+    Op("PATCH", "/hosts/{mac}", "Change some fields of a host", "HostPatch", (200, {"host": "Host"}),
+       (400, 404, 409)),
+    Op("DELETE", "/hosts/{mac}", "Remove a host (its live attempt is disarmed)", ok=(200, {"removed": "Host"}),
+       errors=(400, 404)),
+    Op("POST", "/hosts/{mac}/arm", "Arm the host: its next network boot installs the upgrade of `media`, once",
+       "ArmInput", (201, {"attempt": "Attempt"}), (400, 404, 409)),
+    Op("POST", "/hosts/{mac}/disarm", "Cancel the host's live attempt", ok=(200, {"disarmed": ["Attempt"]}),
+       errors=(400, 404)),
+    Op("GET", "/hosts/{mac}/attempts", "The host's attempts, newest first", ok=(200, {"attempts": ["Attempt"]}),
+       errors=(400, 404)),
+    Op("POST", "/hosts/{mac}/reinstall", "Lab only: wipe and fresh-install a host that is in no live pool, then "
+       "join it to `pool` (202; the flow goes on in the server)", "ReinstallInput", (202, {"reinstall": "object"}),
+       (400, 404, 409, 500, 502)),
+    Op("GET", "/hosts/{mac}/reinstall", "The host's reinstalls (newest first) and the progress of the newest",
+       ok=(200, {"reinstalls": ["object"], "progress": ["string"]}), errors=(400, 404)),
+    Op("GET", "/media", "List imported media", ok=(200, {"media": ["Media"]})),
+    Op("GET", "/events", "The event log, oldest first, 1000 at most per call", ok=(200, {"events": ["Event"]}),
+       errors=(400,), query=(("mac", "string", "only the events of this host"),
+                             ("since", "integer", "only the events with a larger id (paging)"))),
+    Op("GET", "/pools", "List pools (never their passwords)", ok=(200, {"pools": ["Pool"]})),
+    Op("POST", "/pools", "Add or replace a pool's XAPI connection details", "PoolInput", (201, {"pool": "Pool"}),
+       (400, 409)),
+    Op("POST", "/pools/{name}/discover", "Register the pool's hosts by their management PIF MACs",
+       "DiscoverInput", (200, {"discovery": "Discovery"}), (400, 404, 500, 502)),
+    Op("GET", "/pools/{name}/plan", "Every precheck and the upgrade order, with no side effect",
+       ok=(200, {"plan": "object"}), errors=(400, 404, 500, 502),
+       query=(("media", "string", "the media to upgrade to (required)"),)),
+    Op("POST", "/pools/{name}/upgrade", "Start a rolling pool upgrade (master first); it goes on in the server",
+       "UpgradeInput", (202, {"run": "Run"}), (400, 404, 409, 500, 502, 503)),
+    Op("POST", "/pools/{name}/upgrade/resume", "Resume the pool's unfinished run", ok=(202, {"run": "Run"}),
+       errors=(400, 404, 409, 500, 502, 503)),
+    Op("POST", "/pools/{name}/upgrade/abort", "Ask the pool's run to stop before its next destructive step",
+       ok=(200, {"run": "Run"}), errors=(400, 404, 409)),
+    Op("GET", "/runs", "Upgrade runs, newest first", ok=(200, {"runs": ["Run"]}),
+       query=(("pool", "string", "only the runs of this pool"),)),
+    Op("GET", "/runs/{run_id}", "One run: each host's step, reason and remedy", ok=(200, {"run": "Run"}),
+       errors=(404,)),
+    Op("POST", "/hosts/{mac}/reinstall", "Lab reinstall-and-join: fresh-install a host that is not a live pool "
+       "member (its disk is WIPED; `confirm` = its name), then pool.join it; goes on in the server (or resumes)",
+       "ReinstallInput", (202, {"reinstall": "Reinstall"}), (400, 404, 409, 500, 502)),
+    Op("GET", "/hosts/{mac}/reinstall", "The host's reinstalls, newest first, and the newest one's progress lines",
+       ok=(200, {"reinstalls": ["Reinstall"], "progress": ["string"]}), errors=(400, 404)),
+    Op("GET", SPEC_PATH, "This OpenAPI description (no token needed)", ok=(200, {})),
+)
+
+_STR, _INT, _OPT_STR = {"type": "string"}, {"type": "integer"}, {"type": ["string", "null"]}
+_HOST_FIELDS = {
+    "mac": {"type": "string", "example": "aa:bb:cc:dd:ee:01", "description": "any spelling in, canonical out"},
+    "name": _STR, "pool": _STR,
+    "disk": {**_OPT_STR, "description": "boot disk of the installation, e.g. /dev/disk/by-id/scsi-3600..."},
+    "firmware": {"type": "string", "enum": ["bios", "uefi"]}, "ip": _OPT_STR, "notes": _STR,
+}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": _STR, "field": _OPT_STR, "problems": {"type": "array", "items": {"type": "object"}}}},
+    "Host": {"type": "object", "required": list(_HOST_FIELDS), "properties": _HOST_FIELDS},
+    "HostInput": {"type": "object", "required": ["mac", "name", "pool"], "properties": _HOST_FIELDS},
+    "HostPatch": {"type": "object", "properties": {k: v for k, v in _HOST_FIELDS.items() if k != "mac"}},
+    "ArmInput": {"type": "object", "required": ["media"], "properties": {
+        "media": _STR, "window_seconds": {"type": "integer", "minimum": 1}}},
+    "Attempt": {"type": "object", "description": "one arming of one host (its token is never returned)",
+                "properties": {"id": _INT, "mac": _STR, "media": _STR, "state": {"type": "string", "enum": [
+                    "armed", "started", "succeeded", "failed", "disarmed", "expired"]},
+                    "max_runs": _INT, "runs": _INT, "run_id": _OPT_STR, "window_until": _OPT_STR,
+                    "exit_code": {"type": ["integer", "null"]}, "created_at": _STR, "updated_at": _STR,
+                    "started_at": _OPT_STR, "finished_at": _OPT_STR}},
+    "Media": {"type": "object", "properties": {
+        "name": _STR, "path": _STR, "product_name": _STR, "product_version": _STR, "platform_version": _STR,
+        "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},
+    "Pool": {"type": "object", "properties": {"name": _STR, "url": _STR, "username": _STR, "created_at": _STR,
+                                              "updated_at": _STR}},
+    "PoolInput": {"type": "object", "required": ["name", "url", "password"], "properties": {
+        "name": _STR, "url": {"type": "string", "example": "https://10.0.0.10"},
+        "username": {"type": "string", "default": "root"}, "password": {"type": "string", "writeOnly": True}}},
+    "DiscoverInput": {"type": "object", "properties": {"firmware": {"type": "string", "enum": ["bios", "uefi"]}}},
+    "Discovery": {"type": "object", "properties": {k: {"type": "array", "items": {}}
+                                                   for k in ("added", "unchanged", "conflicts")}},
+    "UpgradeInput": {"type": "object", "required": ["media"], "properties": {
+        "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back")}}},
+    "Run": {"type": "object", "description": "the run report (provisioner.coordinator.runner.report)", "properties": {
+        "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
+        "hosts": {"type": "array", "items": {"type": "object"}}}},
+    "ReinstallInput": {"type": "object", "required": ["pool", "media", "confirm"], "properties": {
+        "pool": _STR, "media": _STR, "confirm": {"type": "string", "description": "the host's registered name"},
+        "forget": {"type": "boolean", "description": "host.destroy the dead member's record first"},
+        "root_password_hash": {"type": "string", "writeOnly": True, "description": "crypt(3) hash only "
+                               "(default: the server's PROVISIONER_ROOT_PASSWORD_HASH)"},
+        "host_url": _STR}},
+    "Reinstall": {"type": "object", "description": "one reinstall-and-join flow (never its root-password hash)",
+                  "properties": {"id": _INT, "mac": _STR, "pool": _STR, "media": _STR, "step": {
+                      "type": "string", "enum": ["forget", "arm", "installing", "wait_xapi", "join", "wait_joined",
+                                                 "done", "failed"]},
+                      "host_name": _STR, "old_uuid": _OPT_STR, "old_pool": _OPT_STR, "new_uuid": _OPT_STR,
+                      "host_url": _STR, "network": {"type": "object"}, "attempt_id": {"type": ["integer", "null"]},
+                      "reason": _OPT_STR, "created_at": _STR, "updated_at": _STR}},
+    "ReinstallInput": {"type": "object", "required": ["pool", "media"], "properties": {
+        "pool": _STR, "media": _STR, "confirm": {"type": "string", "description": "the host's name, to confirm"},
+        "forget": {"type": "boolean"}, "host_url": _STR,
+        "root_password_hash": {"type": "string", "writeOnly": True, "description": "crypt(3) hash, never plaintext"}}},
+    "Event": {"type": "object", "properties": {
+        "id": _INT, "ts": _STR, "mac": _OPT_STR, "run_id": _OPT_STR, "kind": _STR, "details": {"type": "object"}}},
+}
+_ERROR_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
+               404: "no such record", 409: "conflicts with the current state", 413: "body too large",
+               422: "rejected as a whole; `problems` lists every bad row", 500: "a stored secret cannot be read",
+               502: "the pool did not answer or XAPI refused", 503: "this server does not drive runs (not `serve`)"}
+
+
+def _schema(ref: Any) -> dict[str, Any]:
+    if isinstance(ref, list):
+        return {"type": "array", "items": _schema(ref[0])}
+    if ref in SCHEMAS:
+        return {"$ref": f"#/components/schemas/{ref}"}
+    return {"type": ref}
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    status, fields = op.ok
+    body = {"type": "object", "properties": {k: _schema(v) for k, v in fields.items()}}
+    responses: dict[str, Any] = {str(status): {"description": "success",
+                                               "content": {"application/json": {"schema": body}}}}
+    public = op.path == SPEC_PATH
+    for code in sorted(set(op.errors) | (set() if public else {401})):
+        responses[str(code)] = {"description": _ERROR_TEXT.get(code, "error"), "content": {
+            "application/json": {"schema": _schema("Error")}}}
+    result: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op), "responses": responses}
+    params = [{"name": name, "in": "path", "required": True, "schema": _STR}
+              for name in _path_params(op.path)]
+    params += [{"name": name, "in": "query", "required": False, "description": text, "schema": {"type": kind}}
+               for name, kind, text in op.query]
+    if params:
+        result["parameters"] = params
+    if op.body == CSV:
+        result["requestBody"] = {"required": True, "content": {CSV: {"schema": _STR}}}
+    elif op.body:
+        result["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(op.body)}}}
+    if public:
+        result["security"] = []
+    return result
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _operation_id(op: Op) -> str:
+    words = [p.strip("{}").replace(".", "_") for p in op.path.split("/") if p]
+    return "_".join([op.method.lower(), *words])
+
+
+def spec() -> dict[str, Any]:
+    """The whole OpenAPI document (a fresh dict)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(API_PREFIX + op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "provisioner REST API", "version": "1",
+                 "description": "Host registry, arming, media, pools, rolling upgrade runs and the event log "
+                                "of the XenServer upgrade provisioner. Errors are JSON {\"error\": \"...\"}."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "the server's api_token"}}},
+    }
+
+
+def openapi_view():
+    return jsonify(spec())
+
+
+def init_app(app: Flask) -> None:
+    """Serve the description outside the API blueprint, so fetching it needs no token."""
+    app.add_url_rule(API_PREFIX + SPEC_PATH, "openapi", openapi_view, methods=["GET"])

@@ -7,8 +7,10 @@ whose boot/xen.gz and boot/vmlinuz are Debian's Xen and kernel and whose install
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +29,9 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 EFI_ROM = Path("/usr/lib/ipxe/qemu/efi-e1000.rom")
 BUSYBOX = Path("/bin/busybox")
+LOCAL_BOOT_DONE = "No bootable device"  # SeaBIOS, after pxelinux's localboot found no disk
+STANDIN_OK = ("STANDIN: GET answer file", "STANDIN: installation-start exit 0",
+              "STANDIN: installation-complete exit 0", "STANDIN: done")
 
 # The stand-in's /init. It does the installer's part of the contract only: DHCP on the NIC named by
 # network_device=, GET answerfile=, check it is an upgrade of an existing installation, GET and run the
@@ -62,6 +67,13 @@ say "GET answer file $af"
 wget -q -O /answer.xml "$af" || die "answer file fetch"
 grep -q 'mode="upgrade"' /answer.xml || die "not an upgrade answer file"
 grep -q '<existing-installation>' /answer.xml || die "no existing-installation"
+# Like the installer, read the version being installed from the first <source>'s .treeinfo.
+src=$(sed -n 's/.*<source[^>]*>\([^<]*\)<\/source>.*/\1/p' /answer.xml | head -n1)
+[ -n "$src" ] || die "no <source> in the answer file"
+wget -q -O /treeinfo "${src%/}/.treeinfo" || die "source .treeinfo fetch"
+ini() { sed -n "/^\[$1\]/,/^\[/ s/^$2 *= *//p" /treeinfo | head -n1; }
+v="product_version=$(ini system-v1 product_version) platform_version=$(ini system-v1 platform_version)"
+say "source $v build_number=$(ini build number)"
 script_url() {
   sed -n "s/.*<script[^>]*stage=\"$1\"[^>]*>\([^<]*\)<\/script>.*/\1/p" /answer.xml | head -n1 | sed 's/&amp;/\&/g'
 }
@@ -72,7 +84,7 @@ sh /start.sh >/dev/kmsg 2>&1; say "installation-start exit $?"
 if [ -n "$complete" ]; then
   wget -q -O /complete.sh "$complete" && { sh /complete.sh 0 >/dev/kmsg 2>&1; say "installation-complete exit $?"; }
 fi
-say "http bytes $(cat /answer.xml /start.sh /complete.sh 2>/dev/null | wc -c)"
+say "http bytes $(cat /answer.xml /treeinfo /start.sh /complete.sh 2>/dev/null | wc -c)"
 say "done"
 sync
 poweroff -f
@@ -201,6 +213,10 @@ class Process:
     def text(self) -> str:
         return "".join(self.lines)
 
+    def drain(self, timeout: float = 5) -> None:
+        """After the process ended: wait until its last output lines are read."""
+        self._reader.join(timeout=timeout)
+
     def wait(self, timeout: float) -> int | None:
         try:
             return self.proc.wait(timeout=timeout)
@@ -246,6 +262,11 @@ class Boot:
     started: float = field(default_factory=time.time)
 
 
+def vm_pids_file(workdir: Path) -> Path:
+    """Where start_vm notes each QEMU pid, so a test can end the VMs a killed power-cycle command left."""
+    return workdir / "qemu.pids"
+
+
 def start_vm(name: str, mac: str, firmware: str, workdir: Path) -> Boot:
     """QEMU with an e1000 on the tap: SeaBIOS + iPXE ROM (bios) or OVMF + iPXE EFI ROM (uefi)."""
     argv = ["qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot", "-boot", "n",
@@ -259,4 +280,76 @@ def start_vm(name: str, mac: str, firmware: str, workdir: Path) -> Boot:
                  "-device", f"e1000,netdev=n0,mac={mac},romfile={EFI_ROM}"]
     else:
         argv += ["-device", f"e1000,netdev=n0,mac={mac}"]
-    return Boot(name=name, mac=mac, firmware=firmware, process=Process(argv, workdir / f"{name}.console.log"))
+    boot = Boot(name=name, mac=mac, firmware=firmware, process=Process(argv, workdir / f"{name}.console.log"))
+    with open(vm_pids_file(workdir), "a") as pids:
+        pids.write(f"{boot.process.proc.pid}\n")
+    return boot
+
+
+def kill_leftover_vms(workdir: Path) -> list[int]:
+    """SIGKILL the QEMU processes noted in vm_pids_file that still run (by pid, only if still QEMU)."""
+    killed = []
+    path = vm_pids_file(workdir)
+    for pid in (int(p) for p in (path.read_text().split() if path.exists() else [])):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def wait_boot(boot: Boot, timeout: float) -> str:
+    """Until the VM ends: "installed" (the stand-in ran both scripts with 0 and powered off), "local" (the
+    firmware went on to the (absent) disk), "failed" (QEMU ended otherwise) or "timeout"."""
+    deadline = time.time() + timeout
+    while True:
+        text = boot.process.text()
+        if LOCAL_BOOT_DONE in text:
+            return "local"
+        if boot.process.proc.poll() is not None:
+            boot.process.drain()
+            return "installed" if standin_version(boot.process.text()) is not None else "failed"
+        if time.time() > deadline:
+            return "timeout"
+        time.sleep(0.5)
+
+
+def standin_version(console: str) -> dict | None:
+    """The version the stand-in read from the media's .treeinfo, only when it fetched the answer file and ran
+    both scripts with exit 0 (its console markers); else None."""
+    if not all(marker in console for marker in STANDIN_OK):
+        return None
+    found = re.search(r"STANDIN: source (product_version=.*)", console)
+    if found is None:
+        return None
+    version = dict(re.findall(r"(\w+)=(\S*)", found.group(1)))
+    return version if version.get("product_version") else None
+
+
+def event_ts(event: dict) -> float:
+    return dt.datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def fetches(events: list[dict], mac: str, what: str) -> list[dict]:
+    return [e for e in events if e["kind"] == "attempt.fetch" and e["mac"] == mac and e["details"].get("what") == what]
+
+
+def boot_numbers(events: list[dict], mac: str, started: float, console: str, label: str) -> dict:
+    """Print and return one boot's numbers from the server's events during it and the VM's console: seconds
+    from power-on to the answer-file GET, bytes moved by TFTP and by HTTP."""
+    tftp = sum(int(e["details"].get("bytes") or 0) for e in events if e["kind"] == "tftp.sent")
+    # HTTP: media files as the server recorded them (attempt.fetch details.bytes; GRUB on UEFI) plus the
+    # answer file, .treeinfo and scripts, which the server records without a size: the stand-in reports those.
+    http_media = sum(int(e["details"].get("bytes") or 0) for e in events if e["kind"] == "attempt.fetch")
+    standin = re.findall(r"STANDIN: http bytes (\d+)", console)
+    http = http_media + (int(standin[-1]) if standin else 0)
+    answer = fetches(events, mac, "answerfile")
+    seconds = round(event_ts(answer[0]) - started, 1) if answer else None
+    files = [e["details"].get("file") for e in events if e["kind"] == "tftp.sent"]
+    print(f"\n[e2e] {label}: answer-file GET at {seconds} s after power-on; TFTP {tftp} bytes "
+          f"({len(files)} files), HTTP {http} bytes ({http_media} media files per the server's events); "
+          f"TFTP files: {files}")
+    return {"seconds": seconds, "tftp": tftp, "http": http, "events": events}

@@ -5,11 +5,11 @@ Each boot prints seconds from power-on to the answer-file GET and the bytes move
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import time
 
 import pytest
+
+import e2e_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -19,19 +19,14 @@ UNKNOWN_MAC = "52:54:00:e2:e0:03"
 UNARMED_MAC = "52:54:00:e2:e0:04"
 INSTALL_TIMEOUT = 300  # software emulation: ~30-40 s per boot; generous for a loaded CI runner
 LOCAL_TIMEOUT = 120
-LOCAL_BOOT_DONE = "No bootable device"  # SeaBIOS, after pxelinux's localboot found no disk
-
-
-def _ts(event) -> float:
-    return dt.datetime.fromisoformat(event["ts"]).timestamp()
+LOCAL_BOOT_DONE = e2e_lab.LOCAL_BOOT_DONE
 
 
 def _dashes(mac: str) -> str:
     return mac.replace(":", "-")
 
 
-def _fetches(events, mac: str, what: str) -> list[dict]:
-    return [e for e in events if e["kind"] == "attempt.fetch" and e["mac"] == mac and e["details"].get("what") == what]
+_fetches = e2e_lab.fetches
 
 
 def _config_fetched(events, mac: str) -> bool:
@@ -42,20 +37,7 @@ def _config_fetched(events, mac: str) -> bool:
 
 def _report(lab, boot, since: int, label: str) -> dict:
     """Print and return the boot's numbers: seconds to the answer-file GET, TFTP and HTTP bytes."""
-    events = lab.events(since_id=since)
-    tftp = sum(int(e["details"].get("bytes") or 0) for e in events if e["kind"] == "tftp.sent")
-    # HTTP: media files as the server recorded them (attempt.fetch details.bytes; GRUB on UEFI) plus the
-    # answer file and scripts, which the server records without a size: the stand-in reports what it got.
-    http_media = sum(int(e["details"].get("bytes") or 0) for e in events if e["kind"] == "attempt.fetch")
-    standin = re.findall(r"STANDIN: http bytes (\d+)", boot.process.text())
-    http = http_media + (int(standin[-1]) if standin else 0)
-    answer = _fetches(events, boot.mac, "answerfile")
-    seconds = round(_ts(answer[0]) - boot.started, 1) if answer else None
-    files = [e["details"].get("file") for e in events if e["kind"] == "tftp.sent"]
-    print(f"\n[e2e] {label}: answer-file GET at {seconds} s after power-on; TFTP {tftp} bytes "
-          f"({len(files)} files), HTTP {http} bytes ({http_media} media files per the server's events); "
-          f"TFTP files: {files}")
-    return {"seconds": seconds, "tftp": tftp, "http": http, "events": events}
+    return e2e_lab.boot_numbers(lab.events(since_id=since), boot.mac, boot.started, boot.process.text(), label)
 
 
 def _wait(lab, boot, since: int, done, timeout: float) -> list[dict]:

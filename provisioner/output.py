@@ -55,17 +55,45 @@ def discovery(found) -> str:
 
 
 def plan(found) -> str:
+    """The plan: hosts in order, what happens to each VM, what is turned off and back on, the problems."""
+    kind = "a pool of one: its VMs are suspended or shut down, then resumed or started" if found.standalone else (
+        "VMs migrate away (host.evacuate)" + (" and back after each upgrade" if found.migrate_back else ""))
     lines = [f"pool {found.pool} -> {found.media} ({found.target}): {'ready' if found.ok else 'BLOCKED'}",
              table(("order", "host", "mac", "version", "action"),
                    ((i + 1, h.name, h.mac, h.version, h.action) for i, h in enumerate(found.hosts)))]
+    if found.vms:
+        lines += [f"VMs ({kind}):",
+                  table(("host", "vm", "state", "action", "eject first", "afterwards"),
+                        ((v.host, v.name, v.power_state, v.action, ", ".join(v.eject), v.afterwards)
+                         for v in found.vms))]
+    lines += [f"turned off and back on: {c}" for c in found.changes]
     lines += [f"problem: {p}" for p in found.problems]
     return "\n".join(lines)
 
 
 def run_report(run: dict) -> str:
+    """A run report (coordinator.runner.report): hosts, VMs touched, PREPARE's changes, guest tools, warnings."""
     lines = [f"run {run['id']} pool {run['pool']} -> {run['media']}: {run['state']}"
              + (f" ({run['reason']})" if run.get("reason") else ""),
              table(("host", "role", "step", "reason"),
                    ((h["name"], h["role"], h["step"], h["reason"]) for h in run["hosts"]))]
     lines += [f"remedy for {h['name']}: {h['remedy']}" for h in run["hosts"] if h.get("remedy")]
+    vms = [(h["name"], v) for h in run["hosts"] for v in h.get("vms", [])]
+    if vms:
+        lines += ["VMs:", table(("host", "vm", "action", "done", "cds ejected (not reinserted)", "afterwards"),
+                                ((host, v["name"], v["action"], v["done"], ", ".join(v["cds_ejected"]),
+                                  v["afterwards"]) for host, v in vms))]
+    lines += [f"{'turned off by PREPARE' if c['state'] == 'changed' else 'PREPARE change'}: "
+              f"{c['what']}{' of VM ' + c['vm'] if c.get('vm') else ''}: {c['state']}" for c in run.get("prepare", [])]
+    lines += [f"VM {v['name']} stopped by the run ({v['how']}) and not running again" for v in
+              run.get("vms_not_restored", [])]
+    tools = run.get("guest_tools")
+    if tools:
+        older = ", ".join(f"{v['name']} ({v['version']})" for v in tools["older"])
+        lines.append(f"guest tools older than {tools['target']}: {older or 'none'} ({tools['checked']} VMs checked; "
+                     "upgrade them from the guest-tools ISO)")
+        if tools["unknown"]:
+            lines.append(f"guest tools not shown by XAPI: {', '.join(v['name'] for v in tools['unknown'])}")
+    lines += [f"warning ({h['name']}): {w}" for h in run["hosts"] for w in h.get("warnings", [])]
+    lines += [f"warning: {w}" for w in run.get("warnings", [])]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """State constants and the ONE flat transition table; anything not in the table raises (Ironic's pattern).
 
-Only attempts live here so far; runs and host steps add their constants and rows to the same table.
+Attempts, runs (one pool upgrade) and host steps (where one host of a run is) share the one table.
 The table is data: the store checks every write against it, and diagram() draws it, so the picture in
 the docs can never drift from what the code enforces.
 """
@@ -67,10 +67,14 @@ TRANSITIONS: tuple[Transition, ...] = (
 RUN = "run"
 """Transition-table kind for pool upgrade runs."""
 
-RUN_PRECHECK, RUN_MASTER, RUN_MEMBERS, RUN_FINALIZE = "precheck", "master", "members", "finalize"
+RUN_PRECHECK, RUN_PREPARE, RUN_MASTER, RUN_MEMBERS = "precheck", "prepare", "master", "members"
+RUN_FINALIZE = "finalize"
 RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES, RUN_BLOCKED = "done", "aborted", "done_with_failures", "blocked"
-RUN_STATES = (RUN_PRECHECK, RUN_MASTER, RUN_MEMBERS, RUN_FINALIZE, RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES,
-              RUN_BLOCKED)
+RUN_STATES = (RUN_PRECHECK, RUN_PREPARE, RUN_MASTER, RUN_MEMBERS, RUN_FINALIZE, RUN_DONE, RUN_ABORTED,
+              RUN_DONE_WITH_FAILURES, RUN_BLOCKED)
+"""PRECHECK reads only; PREPARE turns off HA / WLB (when asked) and VMs' auto_poweron, each change journaled
+before it is made; MASTER and MEMBERS walk the hosts; FINALIZE waits for XAPI to clear rolling_upgrade_in_progress,
+undoes exactly what PREPARE changed and reports VMs with older guest tools."""
 RUN_TERMINAL = frozenset({RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES, RUN_BLOCKED})
 
 # --- host steps: where one host of a run is (the step is committed BEFORE its XAPI call) ---
@@ -80,9 +84,13 @@ HOST = "host"
 
 STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT = "check", "disable", "evacuate", "arm", "reboot"
 STEP_INSTALLING, STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE = "installing", "wait_up", "verify", "enable"
+STEP_STORAGE, STEP_RESTORE = "storage", "restore"
 STEP_DONE, STEP_FAILED, STEP_PENDING = "done", "failed", "pending"
 HOST_STEPS = (STEP_PENDING, STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_INSTALLING,
-              STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE, STEP_DONE, STEP_FAILED)
+              STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE, STEP_DONE, STEP_FAILED)
+"""In the order a host walks them (FAILED last): EVACUATE migrates VMs away (pool) or ejects CDs and suspends /
+shuts down VMs (pool of one); STORAGE plugs the PBDs left unplugged; RESTORE resumes / starts the VMs EVACUATE
+stopped and, when asked, migrates back the ones it moved."""
 HOST_TERMINAL = frozenset({STEP_DONE, STEP_FAILED})
 DESTRUCTIVE_STEPS = frozenset({STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT})
 """Steps an abort request stops before (they change the pool; the later ones only watch or repair)."""
@@ -90,16 +98,19 @@ DESTRUCTIVE_STEPS = frozenset({STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOO
 TRANSITIONS = TRANSITIONS + (
     Transition(RUN, None, RUN_PRECHECK, "upgrade start"),
     Transition(RUN, RUN_PRECHECK, RUN_BLOCKED, "a precheck failed"),
-    Transition(RUN, RUN_PRECHECK, RUN_MASTER, "prechecks passed"),
-    Transition(RUN, RUN_PRECHECK, RUN_MEMBERS, "prechecks passed, master already at the target"),
+    Transition(RUN, RUN_PRECHECK, RUN_PREPARE, "prechecks passed"),
     Transition(RUN, RUN_PRECHECK, RUN_ABORTED, "abort requested"),
+    Transition(RUN, RUN_PREPARE, RUN_MASTER, "pool prepared"),
+    Transition(RUN, RUN_PREPARE, RUN_MEMBERS, "pool prepared, master already at the target"),
+    Transition(RUN, RUN_PREPARE, RUN_BLOCKED, "preparing failed (its changes undone)"),
+    Transition(RUN, RUN_PREPARE, RUN_ABORTED, "abort requested (changes undone)"),
     Transition(RUN, RUN_MASTER, RUN_MEMBERS, "master upgraded"),
     # Vendor rule: never go on after a master failure; the operator restores the master first.
     Transition(RUN, RUN_MASTER, RUN_ABORTED, "master failed or abort requested"),
     Transition(RUN, RUN_MEMBERS, RUN_FINALIZE, "every member handled"),
     Transition(RUN, RUN_MEMBERS, RUN_ABORTED, "abort requested or stop on failure"),
-    Transition(RUN, RUN_FINALIZE, RUN_DONE, "every host at the target"),
-    Transition(RUN, RUN_FINALIZE, RUN_DONE_WITH_FAILURES, "some members failed"),
+    Transition(RUN, RUN_FINALIZE, RUN_DONE, "every host at the target, preparation undone"),
+    Transition(RUN, RUN_FINALIZE, RUN_DONE_WITH_FAILURES, "some members failed, or something could not be undone"),
     Transition(HOST, None, STEP_PENDING, "planned"),
     Transition(HOST, STEP_PENDING, STEP_CHECK, "its turn"),
     Transition(HOST, STEP_CHECK, STEP_DISABLE, "checked"),
@@ -110,11 +121,38 @@ TRANSITIONS = TRANSITIONS + (
     Transition(HOST, STEP_REBOOT, STEP_INSTALLING, "reboot sent"),
     Transition(HOST, STEP_INSTALLING, STEP_WAIT_UP, "went down"),
     Transition(HOST, STEP_WAIT_UP, STEP_VERIFY, "back up"),
-    Transition(HOST, STEP_VERIFY, STEP_ENABLE, "at the target version"),
-    Transition(HOST, STEP_ENABLE, STEP_DONE, "enabled"),
+    Transition(HOST, STEP_VERIFY, STEP_STORAGE, "at the target version"),
+    Transition(HOST, STEP_STORAGE, STEP_ENABLE, "storage plugged (or reported)"),
+    Transition(HOST, STEP_ENABLE, STEP_RESTORE, "enabled"),
+    Transition(HOST, STEP_RESTORE, STEP_DONE, "VMs restored (or reported)"),
 ) + tuple(Transition(HOST, step, STEP_FAILED, "step failed")
           for step in (STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_INSTALLING,
-                       STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE))
+                       STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE))
+
+# --- lab reinstall-and-join: the only flow that may wipe a disk (see provisioner.coordinator.reinstall) ---
+
+REINSTALL = "reinstall"
+"""Transition-table kind for reinstall-and-join flows (one per host at a time; committed before each action)."""
+
+RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI = "forget", "arm", "installing", "wait_xapi"
+RI_JOIN, RI_WAIT_JOINED, RI_DONE, RI_FAILED = "join", "wait_joined", "done", "failed"
+REINSTALL_STEPS = (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_WAIT_JOINED, RI_DONE, RI_FAILED)
+"""FORGET host.destroy's the dead member's record; ARM opens ONE fresh-install window; INSTALLING waits for the
+installer's report; WAIT_XAPI logs in to the new standalone host; JOIN sends pool.join; WAIT_JOINED waits for the
+new uuid to be live and enabled in the pool, then the registry follows it."""
+REINSTALL_TERMINAL = frozenset({RI_DONE, RI_FAILED})
+
+TRANSITIONS = TRANSITIONS + (
+    Transition(REINSTALL, None, RI_FORGET, "start with --forget: host.destroy the dead member first"),
+    Transition(REINSTALL, None, RI_ARM, "start: nothing to forget"),
+    Transition(REINSTALL, RI_FORGET, RI_ARM, "forgotten"),
+    Transition(REINSTALL, RI_ARM, RI_INSTALLING, "fresh-install attempt armed"),
+    Transition(REINSTALL, RI_INSTALLING, RI_WAIT_XAPI, "installer reported success"),
+    Transition(REINSTALL, RI_WAIT_XAPI, RI_JOIN, "new standalone host answers"),
+    Transition(REINSTALL, RI_JOIN, RI_WAIT_JOINED, "pool.join sent"),
+    Transition(REINSTALL, RI_WAIT_JOINED, RI_DONE, "new host live and enabled in the pool"),
+) + tuple(Transition(REINSTALL, step, RI_FAILED, "step failed")
+          for step in (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_WAIT_JOINED))
 
 _ALLOWED = frozenset((t.kind, t.old, t.new) for t in TRANSITIONS)
 _KINDS = frozenset(t.kind for t in TRANSITIONS)

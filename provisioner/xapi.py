@@ -1,25 +1,41 @@
 """XenAPI access behind a narrow PoolDriver Protocol; the only module importing XenAPI.
 
-This is the first slice (what `provisioner demo` needs: read a pool, disable / evacuate / reboot / enable a host,
-log in again after a master restart). The coordinator issue grows it; keep every call here, with a timeout.
+Every call has a timeout (the SDK has none); long operations (evacuate, suspend, migrate, HA) run as Async tasks
+polled to completion. After the master reboots, relogin_master() logs in again every few seconds, tolerating
+refused connections, HOST_STILL_BOOTING and SESSION_INVALID, and never following a HOST_IS_SLAVE redirect.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 import urllib.parse
 import xmlrpc.client
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import XenAPI
 
 DEFAULT_TIMEOUT = 30.0
+TASK_TIMEOUT = 4 * 3600.0  # an evacuation of a big host or a suspend of a big VM takes minutes, not seconds
+NULL_REF = "OpaqueRef:NULL"
 Failure = XenAPI.Failure
+
+# While the master's xapi restarts these mean "not back yet" (xapi.md 2.2, 2.6, 5); anything else is an answer.
+MASTER_RESTART_ERRORS = ("HOST_STILL_BOOTING", "SESSION_INVALID")
 
 
 class XapiUnreachable(ConnectionError):
     """The host did not answer (refused, reset, timed out): during an upgrade that is expected for a while."""
+
+
+class MasterNotBack(XapiUnreachable):
+    """The master accepted no login within the timeout; the message says what it answered last."""
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,40 @@ class HostInfo:
     boot_time: str
 
 
+@dataclass(frozen=True)
+class CdInfo:
+    """A CD/DVD drive with a disc in it: eject it before suspending the VM, or it may not resume (xapi.md 2.7)."""
+
+    vbd: str
+    vbd_uuid: str
+    iso: str  # the disc's VDI name_label
+    tools: bool  # from the tools SR (XenCenter's ToolsCD), else an ISO (LocalCD)
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    """A real VM (not a template, snapshot or control domain; XenCenter IsRealVm) as the coordinator plans it."""
+
+    ref: str
+    uuid: str
+    name: str
+    power_state: str  # Running / Paused / Suspended / Halted
+    resident_on: str  # host ref, NULL_REF unless Running or Paused
+    allowed_operations: tuple[str, ...]
+    auto_poweron: bool  # other_config:auto_poweron = "true"
+    cds: tuple[CdInfo, ...]
+    tools_version: str | None  # VM_guest_metrics PV_drivers_version major.minor.micro; None: no guest metrics
+    tools_detected: bool
+
+
+@dataclass(frozen=True)
+class PbdInfo:
+    ref: str
+    host: str
+    sr: str  # the SR's name_label
+    attached: bool
+
+
 class PoolDriver(Protocol):
     """The calls the coordinator makes on one pool."""
 
@@ -49,7 +99,27 @@ class PoolDriver(Protocol):
     def reboot(self, host_ref: str) -> None: ...
     def pool_info(self) -> dict: ...
     def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]: ...
+    def vms(self) -> list[VmInfo]: ...
+    def pbds(self) -> list[PbdInfo]: ...
+    def plug_pbd(self, pbd_ref: str) -> None: ...
+    def eject_cd(self, vbd_ref: str) -> None: ...
+    def suspend_vm(self, vm_ref: str) -> None: ...
+    def clean_shutdown_vm(self, vm_ref: str) -> None: ...
+    def hard_shutdown_vm(self, vm_ref: str) -> None: ...
+    def resume_vm_on(self, vm_ref: str, host_ref: str) -> None: ...
+    def start_vm_on(self, vm_ref: str, host_ref: str, paused: bool = False) -> None: ...
+    def migrate_vm(self, vm_ref: str, host_ref: str) -> None: ...
+    def set_auto_poweron(self, vm_ref: str, on: bool) -> None: ...
+    def disable_ha(self) -> None: ...
+    def enable_ha(self, heartbeat_srs: list[str], failures_to_tolerate: int) -> None: ...
+    def set_wlb_enabled(self, on: bool) -> None: ...
+    def relogin_master(self, *, timeout: float, clock: Clock, interval: float = 5.0,
+                       progress: Callable[[str], None] = ...) -> float: ...
     def close(self) -> None: ...
+    # lab reinstall-and-join (coordinator/reinstall.py)
+    def management_network(self, host_ref: str) -> dict: ...
+    def destroy_host(self, host_ref: str) -> None: ...
+    def join_pool(self, master_address: str, username: str, password: str) -> None: ...
 
 
 class _Timeout:
@@ -76,8 +146,10 @@ class _SafeTimeoutTransport(_Timeout, xmlrpc.client.SafeTransport):
 class XenApiDriver:
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
-    def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 task_timeout: float = TASK_TIMEOUT):
         self.url, self._username, self._password, self.timeout = url, username, password, timeout
+        self.task_timeout = task_timeout
         self._session = None
 
     def __repr__(self) -> str:  # never show the password
@@ -135,21 +207,165 @@ class XenApiDriver:
         self.call("host.enable", host_ref)
 
     def evacuate(self, host_ref: str) -> None:
-        self.call("host.evacuate", host_ref)
+        self.task("host.evacuate", host_ref)
 
     def reboot(self, host_ref: str) -> None:
         self.call("host.reboot", host_ref)
 
     def pool_info(self) -> dict:
-        """The pool record's fields the prechecks look at (HA, WLB, master ref, name)."""
+        """The pool record's fields the prechecks, PREPARE and FINALIZE look at: HA (with what re-enabling it
+        needs: the heartbeat SRs of its statefiles and the failures to tolerate), WLB, rolling_upgrade_in_progress."""
         ref = self.call("pool.get_all")[0]
         rec = self.call("pool.get_record", ref)
+        srs = []
+        for vdi in rec.get("ha_statefiles", []):
+            try:
+                srs.append(self.call("VDI.get_SR", vdi))
+            except Failure:
+                pass  # a statefile that went away: enable_ha then falls back to the pool's default SR
         return {"ref": ref, "name_label": rec.get("name_label", ""), "master": rec.get("master"),
-                "ha_enabled": bool(rec.get("ha_enabled")), "wlb_enabled": bool(rec.get("wlb_enabled"))}
+                "ha_enabled": bool(rec.get("ha_enabled")), "wlb_enabled": bool(rec.get("wlb_enabled")),
+                "ha_host_failures_to_tolerate": int(rec.get("ha_host_failures_to_tolerate") or 0),
+                "ha_heartbeat_srs": sorted(set(srs)),
+                "rolling_upgrade_in_progress": "rolling_upgrade_in_progress" in rec.get("other_config", {})}
 
     def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]:
         """VM ref -> [error code, params...] for the VMs that would stop host.evacuate (xapi.md 2.4)."""
         return {vm: list(err) for vm, err in self.call("host.get_vms_which_prevent_evacuation", host_ref).items()}
+
+    def task(self, method: str, *args, timeout: float | None = None):
+        """Run `Async.<method>` and poll its task to the end (XenCenter polls every 100 ms, xapi.md 1.4); the
+        task's error comes back as the same Failure the synchronous call would raise; the result is returned."""
+        ref = self.call(f"Async.{method}", *args)
+        limit = self.task_timeout if timeout is None else timeout
+        deadline, pause = time.monotonic() + limit, 0.05
+        try:
+            while (status := self.call("task.get_status", ref)) in ("pending", "cancelling"):
+                if time.monotonic() > deadline:
+                    self.call("task.cancel", ref)
+                    raise XapiUnreachable(f"{self.url}: {method} still running after {limit / 60:.0f} min "
+                                          "(asked to cancel)")
+                time.sleep(pause)
+                pause = min(pause * 1.5, 2.0)
+            if status != "success":
+                raise Failure(list(self.call("task.get_error_info", ref)) or [f"TASK_{status.upper()}"])
+            return self.call("task.get_result", ref)
+        finally:
+            try:
+                self.call("task.destroy", ref)
+            except (Failure, XapiUnreachable):
+                pass  # tasks vanish with a master restart anyway (xapi.md 2.8)
+
+    def vms(self) -> list[VmInfo]:
+        """Every real VM with its CDs, auto_poweron and guest tools version (five get_all_records calls)."""
+        vbds, vdis = self.call("VBD.get_all_records"), self.call("VDI.get_all_records")
+        srs, metrics = self.call("SR.get_all_records"), self.call("VM_guest_metrics.get_all_records")
+        found = []
+        for ref, rec in self.call("VM.get_all_records").items():
+            if rec.get("is_a_template") or rec.get("is_a_snapshot") or rec.get("is_control_domain"):
+                continue
+            cds = []
+            for vbd_ref in rec.get("VBDs", []):
+                vbd = vbds.get(vbd_ref, {})
+                if vbd.get("type") != "CD" or vbd.get("empty") or vbd.get("VDI", NULL_REF) == NULL_REF:
+                    continue
+                vdi = vdis.get(vbd["VDI"], {})
+                sr = srs.get(vdi.get("SR", NULL_REF), {})
+                cds.append(CdInfo(vbd_ref, vbd.get("uuid", ""), vdi.get("name_label", vbd["VDI"]),
+                                  bool(sr.get("is_tools_sr"))))
+            gm = metrics.get(rec.get("guest_metrics", NULL_REF))
+            pv = (gm or {}).get("PV_drivers_version", {})
+            version = ".".join(str(pv.get(k, "0")) for k in ("major", "minor", "micro")) if pv.get("major") else None
+            found.append(VmInfo(ref, rec["uuid"], rec["name_label"], rec["power_state"],
+                                rec.get("resident_on", NULL_REF), tuple(rec.get("allowed_operations", [])),
+                                rec.get("other_config", {}).get("auto_poweron") == "true", tuple(cds), version,
+                                bool(gm and gm.get("PV_drivers_detected", True))))
+        return sorted(found, key=lambda v: (v.name, v.uuid))
+
+    def pbds(self) -> list[PbdInfo]:
+        srs = self.call("SR.get_all_records")
+        return [PbdInfo(ref, rec["host"], srs.get(rec["SR"], {}).get("name_label", rec["SR"]),
+                        bool(rec.get("currently_attached"))) for ref, rec in self.call("PBD.get_all_records").items()]
+
+    def plug_pbd(self, pbd_ref: str) -> None:
+        self.call("PBD.plug", pbd_ref)
+
+    def eject_cd(self, vbd_ref: str) -> None:
+        self.task("VBD.eject", vbd_ref)
+
+    def suspend_vm(self, vm_ref: str) -> None:
+        self.task("VM.suspend", vm_ref)
+
+    def clean_shutdown_vm(self, vm_ref: str) -> None:
+        self.task("VM.clean_shutdown", vm_ref)
+
+    def hard_shutdown_vm(self, vm_ref: str) -> None:
+        self.task("VM.hard_shutdown", vm_ref)
+
+    def resume_vm_on(self, vm_ref: str, host_ref: str) -> None:
+        self.task("VM.resume_on", vm_ref, host_ref, False, False)
+
+    def start_vm_on(self, vm_ref: str, host_ref: str, paused: bool = False) -> None:
+        self.task("VM.start_on", vm_ref, host_ref, bool(paused), False)
+
+    def migrate_vm(self, vm_ref: str, host_ref: str) -> None:
+        self.task("VM.pool_migrate", vm_ref, host_ref, {"live": "true"})
+
+    def set_auto_poweron(self, vm_ref: str, on: bool) -> None:
+        """other_config:auto_poweron, as XenCenter's AutoStartEnabled fix and its unwind set it (xapi.md 1.3)."""
+        self.call("VM.remove_from_other_config", vm_ref, "auto_poweron")
+        self.call("VM.add_to_other_config", vm_ref, "auto_poweron", "true" if on else "false")
+
+    def disable_ha(self) -> None:
+        self.task("pool.disable_ha")
+
+    def enable_ha(self, heartbeat_srs: list[str], failures_to_tolerate: int) -> None:
+        """As XenCenter's EnableHAAction: failures to tolerate first, then enable_ha on the heartbeat SRs."""
+        pool = self.call("pool.get_all")[0]
+        self.call("pool.set_ha_host_failures_to_tolerate", pool, str(int(failures_to_tolerate)))
+        self.task("pool.enable_ha", list(heartbeat_srs), {})
+
+    def set_wlb_enabled(self, on: bool) -> None:
+        self.call("pool.set_wlb_enabled", self.call("pool.get_all")[0], bool(on))
+
+    def probe_master(self) -> str | None:
+        """One fresh login at this URL plus one call: None when the master answers, else why not. Refused / reset /
+        timed-out, HOST_STILL_BOOTING and SESSION_INVALID mean "not back yet"; HOST_IS_SLAVE [address] is reported
+        and NOT followed: during an upgrade it names the master being upgraded (xapi.md 5)."""
+        self._session = None  # sessions die with the master's xapi (xapi.md 2.2): never reuse the old one
+        try:
+            self.call("pool.get_all")
+        except XapiUnreachable as exc:
+            return f"not answering ({exc})"
+        except Failure as exc:
+            code = exc.details[0] if exc.details else ""
+            if code in MASTER_RESTART_ERRORS:
+                self._session = None
+                return f"starting ({code})"
+            if code == "HOST_IS_SLAVE":
+                self._session = None
+                where = exc.details[1] if len(exc.details) > 1 else "?"
+                return (f"{self.url} answers HOST_IS_SLAVE (master at {where}): redirect not followed, "
+                        "it names the host being upgraded")
+            raise
+        return None
+
+    def relogin_master(self, *, timeout: float, clock: Clock, interval: float = 5.0,
+                       progress: Callable[[str], None] = lambda why: None) -> float:
+        """Log in again after the master's restart, every `interval` s (XenCenter: 5 s) for at most `timeout` s of
+        `clock`: the seconds waited, or MasterNotBack. `progress` gets each new reason it is not back yet."""
+        start, last = clock.now(), None
+        while True:
+            why = self.probe_master()
+            if why is None:
+                return clock.now() - start
+            if why != last:
+                progress(why)
+                last = why
+            if clock.now() - start >= timeout:
+                raise MasterNotBack(f"the master at {self.url} accepted no login for {timeout / 60:.0f} min "
+                                    f"(last: {why})")
+            clock.sleep(interval)
 
     def close(self) -> None:
         if self._session is not None:
@@ -158,3 +374,24 @@ class XenApiDriver:
             except (Failure, OSError, xmlrpc.client.ProtocolError):
                 pass  # logging out of a host that went away is not an error
             self._session = None
+
+    # --- lab reinstall-and-join (coordinator/reinstall.py) ---
+
+    def management_network(self, host_ref: str) -> dict:
+        """The host's management PIF IP setup, for the fresh install's admin-interface: {"mode": "static"|"dhcp",
+        "ip", "netmask", "gateway", "dns": [...]} (XAPI ip_configuration_mode Static / DHCP)."""
+        for pif in self.call("PIF.get_all_records").values():
+            if pif.get("host") == host_ref and pif.get("management"):
+                static = str(pif.get("ip_configuration_mode", "")).lower() == "static"
+                dns = [d.strip() for d in str(pif.get("DNS", "")).split(",") if d.strip()]
+                return {"mode": "static" if static else "dhcp", "ip": pif.get("IP", ""),
+                        "netmask": pif.get("netmask", ""), "gateway": pif.get("gateway", ""), "dns": dns}
+        return {"mode": "dhcp", "dns": []}
+
+    def destroy_host(self, host_ref: str) -> None:
+        """host.destroy (xe host-forget): only for a dead member (HOST_IS_LIVE, HOST_HAS_RESIDENT_VMS otherwise)."""
+        self.call("host.destroy", host_ref)
+
+    def join_pool(self, master_address: str, username: str, password: str) -> None:
+        """pool.join, called on a STANDALONE host's own session: it becomes a member of the master's pool."""
+        self.call("pool.join", master_address, username, password)

@@ -123,7 +123,7 @@ def test_plan_unreachable(lab):
 
 def test_pool_password_not_shown(lab):
     record = lab.store.get_pool(POOL)
-    assert record.password == PASSWORD
+    assert record.password != PASSWORD and pools.pool_password(lab.store, POOL) == PASSWORD  # encrypted at rest
     assert PASSWORD not in repr(record) and PASSWORD not in str(record.as_dict())
     assert PASSWORD not in repr(lab.driver)
     assert not [e for e in lab.store.events() if PASSWORD in str(e["details"])]
@@ -148,3 +148,12 @@ def test_add_pool_validates(store):
         pools.add_pool(store, "p", "ftp://x", "root", "pw")
     with pytest.raises(ValueError):
         pools.add_pool(store, "p", "http://x", "root", "")
+
+
+def test_plan_per_vm_in_a_pool(lab):
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver, migrate_back=True)
+    assert plan.ok and not plan.standalone
+    assert [(v.host, v.action, v.afterwards) for v in plan.vms] == [
+        (f"{POOL}-host{i}", "migrate", "migrated back") for i in range(3)]
+    assert plan.changes == [] and plan.as_dict()["vms"][0]["name"] == f"{POOL}-host0-vm0"
+    assert make_plan(lab.store, POOL, MEDIA, lab.driver).vms[0].afterwards == "stays where host.evacuate moved it"

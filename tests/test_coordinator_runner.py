@@ -28,8 +28,8 @@ def lab(tmp_path):
 
 def run(lab, **kw):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, stop_on_failure=kw.pop("stop_on_failure", False))
-    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
-                          **kw).run()
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                          timeouts=kw.pop("timeouts", FAST), **kw).run()
     return started.id, final
 
 
@@ -118,8 +118,8 @@ def test_abort_during_master_stops_before_members(lab):
     assert lab.reboots(1) == 0 and lab.reboots(2) == 0
 
 
-@pytest.mark.parametrize("crash_at", [states.STEP_REBOOT, states.STEP_INSTALLING, states.STEP_ARM,
-                                      states.STEP_ENABLE])
+@pytest.mark.parametrize("crash_at", [s for s in states.HOST_STEPS if s not in (states.STEP_PENDING,
+                                                                               states.STEP_FAILED)])
 @pytest.mark.parametrize("host", [0, 1])
 def test_resume_after_crash_never_reboots_twice(lab, crash_at, host):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
@@ -174,3 +174,115 @@ def test_four_hosts_and_resume_helper(tmp_path):
         assert [r["state"] for r in runner.status(lab.store, POOL)] == [states.RUN_DONE]
     finally:
         stop_lab(lab)
+
+
+def assert_master_first_and_installed_once(lab, run_id, hosts=3):
+    reboots = [e["mac"] for e in lab.store.events(run_id=run_id, kind="step.reboot")]
+    assert reboots and reboots[0] == lab.mac(0) and len(set(reboots)) == len(reboots)
+    for i in range(hosts):
+        assert lab.handler.machine(lab.mac(i)).installs() <= 1 and lab.reboots(i) <= 1
+
+
+def placement(lab) -> dict[str, tuple[str, str]]:
+    """VM name -> (power state, host name) as the simulator has it."""
+    pool = lab.world.pools[POOL]
+    names = {h.ref: h.name for h in pool.hosts}
+    return {rec["name_label"]: (rec["power_state"], names.get(rec["resident_on"], "-"))
+            for rec in (pool.db.get("VM", r) for r in pool.db.all("VM")) if not rec["is_control_domain"]}
+
+
+def test_vms_keep_running_and_each_host_is_evacuated_before_its_reboot(lab):
+    before = placement(lab)
+    run_id, final = run(lab)
+    assert final.state == states.RUN_DONE, final.reason
+    after = placement(lab)
+    assert {name: state for name, (state, _) in after.items()} == {name: state for name, (state, _) in before.items()}
+    rows = {v["name"]: v for h in runner.report(lab.store, run_id)["hosts"] for v in h["vms"]}
+    assert set(rows) == set(before) and {(v["action"], v["done"]) for v in rows.values()} == {
+        ("migrate", "migrated away")}
+    assert all(v["afterwards"] is None for v in rows.values())  # not asked to migrate back
+    assert not [c for c in lab.world.call_log if c[1] in ("Async.VM.suspend", "Async.VM.clean_shutdown")]
+
+
+def test_eight_hosts_migrated_back_where_they_started(tmp_path):
+    lab = make_lab(tmp_path, hosts=8)
+    try:
+        before = placement(lab)
+        started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, migrate_back=True)
+        final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                              timeouts=FAST).run()
+        assert final.state == states.RUN_DONE, final.reason
+        assert placement(lab) == before
+        assert set(versions(lab).values()) == {"8.4.0"}
+        reboots = [e["mac"] for e in lab.store.events(run_id=started.id, kind="step.reboot")]
+        assert reboots == [lab.mac(i) for i in range(8)]  # master first, each host once
+        for i in range(8):
+            assert lab.handler.machine(lab.mac(i)).installs() == 1 and lab.reboots(i) == 1
+        rows = [v for h in runner.report(lab.store, started.id)["hosts"] for v in h["vms"]]
+        assert len(rows) == 8 and {v["afterwards"] for v in rows} == {"migrated back"}
+        cleared = lab.store.events(run_id=started.id, kind="finalize.rpu_cleared")
+        done = lab.store.events(run_id=started.id, kind="run.done")
+        assert cleared and done and cleared[0]["id"] < done[0]["id"]
+        assert "rolling_upgrade_in_progress" not in lab.world.pools[POOL].db.get(
+            "pool", lab.world.pools[POOL].ref)["other_config"]
+    finally:
+        stop_lab(lab)
+
+
+def test_unplugged_storage_is_plugged_before_enable(lab):
+    for i in (0, 2):
+        lab.world.keep_pbds_unplugged(lab.mac(i))
+    run_id, final = run(lab)
+    assert final.state == states.RUN_DONE, final.reason
+    db = lab.world.pools[POOL].db
+    assert all(db.get("PBD", p)["currently_attached"] for p in db.all("PBD"))
+    plugged = [e["details"] for e in lab.store.events(run_id=run_id, kind="xapi.call")
+               if e["details"]["method"] == "PBD.plug"]
+    assert {(p["on"], p["ok"]) for p in plugged} == {(f"{POOL}-host0", True), (f"{POOL}-host2", True)}
+    assert len(plugged) == 6  # local, shared and tools SR on each
+    enabled = [e["mac"] for e in lab.store.events(run_id=run_id, kind="step.enable")]
+    storage = [e["mac"] for e in lab.store.events(run_id=run_id, kind="step.storage")]
+    assert storage == enabled == [lab.mac(i) for i in range(3)]
+    assert_master_first_and_installed_once(lab, run_id)
+
+
+def test_master_relogin_tolerates_host_still_booting(lab):
+    lines = []
+
+    def on_commit(rh):
+        if rh.role == "master" and rh.step == states.STEP_WAIT_UP:
+            lab.world.still_booting_logins(lab.mac(0), 3)
+    run_id, final = run(lab, on_commit=on_commit, say=lines.append)
+    assert final.state == states.RUN_DONE, final.reason
+    assert any("master re-login: starting (HOST_STILL_BOOTING)" in line for line in lines)
+    assert any("master re-login: not answering" in line for line in lines)
+    assert lab.world.host(lab.mac(0)).login_refusals == 0 and lab.store.events(run_id=run_id, kind="master.relogin")
+    assert_master_first_and_installed_once(lab, run_id)
+
+
+def test_migration_failure_fails_that_member_only(lab):
+    db = lab.world.pools[POOL].db
+    vm = next(r for r in db.find("VM", resident_on=lab.world.pools[POOL].hosts[1].ref)
+              if not db.get("VM", r)["is_control_domain"])
+    lab.world.fail_migration(vm)
+    run_id, final = run(lab)
+    assert final.state == states.RUN_DONE_WITH_FAILURES
+    hosts = runner.report(lab.store, run_id)["hosts"]
+    assert hosts[1]["step"] == states.STEP_FAILED and "VM_MIGRATE_FAILED" in hosts[1]["reason"]
+    assert "re-enabled" in hosts[1]["reason"] and [h["step"] for h in hosts] == ["done", "failed", "done"]
+    assert lab.reboots(1) == 0 and lab.reboots(0) == lab.reboots(2) == 1
+    assert_master_first_and_installed_once(lab, run_id)
+    assert next(h for h in lab.driver.hosts() if h.mac == lab.mac(1)).enabled
+    assert db.get("VM", vm)["power_state"] == "Running"
+
+
+def test_member_upgraded_but_never_enabled_is_not_sent_to_reinstall(lab):
+    lab.world.slow_boot(lab.mac(1), 400)  # host.enable says HOST_STILL_BOOTING for 400 x 30 sim s
+    run_id, final = run(lab, timeouts=Timeouts(down=900, up=4 * 3600, enable=120, poll=5, storage=30))
+    assert final.state == states.RUN_DONE_WITH_FAILURES
+    hosts = runner.report(lab.store, run_id)["hosts"]
+    assert hosts[1]["step"] == states.STEP_FAILED and hosts[1]["reason"].startswith("enable: ")
+    assert "at the target version" in hosts[1]["remedy"] and "reinstall" not in hosts[1]["remedy"]
+    assert versions(lab)[f"{POOL}-host1"] == "8.4.0" and hosts[2]["step"] == states.STEP_DONE
+    assert runner.report(lab.store, run_id)["rpu_cleared_after"] is not None  # every host at the target
+    assert_master_first_and_installed_once(lab, run_id)

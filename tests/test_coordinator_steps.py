@@ -59,9 +59,11 @@ def test_reboot_twice_reboots_once_and_upgrade_completes(lab):
     assert steps.wait_down(ctx, rh) == states.STEP_WAIT_UP
     assert steps.reboot(ctx, rh) == states.STEP_INSTALLING  # seen as rebooted: nothing sent
     assert steps.wait_up(ctx, rh) == states.STEP_VERIFY
-    assert steps.verify(ctx, rh) == states.STEP_ENABLE
-    assert steps.enable(ctx, rh) == states.STEP_DONE
-    assert steps.enable(ctx, rh) == states.STEP_DONE
+    assert steps.verify(ctx, rh) == states.STEP_STORAGE
+    assert steps.storage(ctx, rh) == states.STEP_ENABLE
+    assert steps.enable(ctx, rh) == states.STEP_RESTORE
+    assert steps.enable(ctx, rh) == states.STEP_RESTORE
+    assert steps.restore(ctx, rh) == states.STEP_DONE
     ok_reboots = [e for e in lab.store.events(kind="xapi.call") if e["details"]["method"] == "host.reboot"
                   and e["details"]["ok"]]
     assert len(ok_reboots) == 1

@@ -546,3 +546,43 @@ def test_pool_join_success():
         assert failure(s.xenapi.login_with_password, "root", "pw") == ["HOST_IS_SLAVE", "127.0.0.1"]
     finally:
         handle.stop()
+
+
+# ---- HA, WLB and the HOST_STILL_BOOTING login injection (coordinator PREPARE / FINALIZE, re-login loop) ----------
+def test_ha_enable_disable_rules(sim, x):
+    pool = x.pool.get_all()[0]
+    sr = x.pool.get_default_SR(pool)
+    assert failure(x.pool.disable_ha) == ["HA_NOT_ENABLED"]
+    x.pool.set_ha_host_failures_to_tolerate(pool, "1")
+    x.pool.enable_ha([sr], {})
+    rec = x.pool.get_record(pool)
+    assert rec["ha_enabled"] is True and rec["ha_host_failures_to_tolerate"] == "1"
+    assert [x.VDI.get_SR(v) for v in rec["ha_statefiles"]] == [sr]
+    assert failure(x.pool.enable_ha, [sr], {}) == ["HA_IS_ENABLED"]
+    x.pool.disable_ha()
+    rec = x.pool.get_record(pool)
+    assert rec["ha_enabled"] is False and rec["ha_statefiles"] == []
+
+
+def test_ha_enable_refused_during_rolling_upgrade(sim, x):
+    p = pool0(sim)
+    p.db.update("host", p.hosts[1].ref, software_version=st.software_version("8.4.0", "h")[0])
+    sim.world.detect_rolling_upgrade(p)
+    assert failure(x.pool.enable_ha, [], {}) == ["NOT_SUPPORTED_DURING_UPGRADE"]  # xapi_pool.ml:2944-2950
+
+
+def test_wlb_enabled_setter(sim, x):
+    pool = x.pool.get_all()[0]
+    x.pool.set_wlb_enabled(pool, True)
+    assert x.pool.get_wlb_enabled(pool) is True
+    x.pool.set_wlb_enabled(pool, False)
+    assert x.pool.get_wlb_enabled(pool) is False
+
+
+def test_injected_still_booting_logins(sim):
+    sim.world.still_booting_logins(pool0(sim).master.mac, 2)
+    for _ in range(2):
+        with pytest.raises(XenAPI.Failure) as err:
+            login(sim.master_url())
+        assert err.value.details == ["HOST_STILL_BOOTING"]
+    assert login(sim.master_url()).xenapi.pool.get_all()

@@ -66,3 +66,45 @@ def test_text_diagram_and_bad_arguments():
         states.diagram(ATTEMPT, fmt="svg")
     with pytest.raises(ValueError, match="no transitions of kind"):
         states.diagram("nothing")
+
+
+# --- runs and host steps ---------------------------------------------------------------------------------------------
+
+def test_run_goes_through_prepare_before_any_host():
+    assert states.allowed_from(states.RUN, states.RUN_PRECHECK) == (
+        states.RUN_BLOCKED, states.RUN_PREPARE, states.RUN_ABORTED)
+    assert set(states.allowed_from(states.RUN, states.RUN_PREPARE)) == {
+        states.RUN_MASTER, states.RUN_MEMBERS, states.RUN_BLOCKED, states.RUN_ABORTED}
+    with pytest.raises(states.InvalidTransition, match="precheck -> master"):
+        states.check_transition(states.RUN, states.RUN_PRECHECK, states.RUN_MASTER)
+    assert states.allowed_from(states.RUN, states.RUN_FINALIZE) == (states.RUN_DONE, states.RUN_DONE_WITH_FAILURES)
+    reachable = {t.new for t in states.TRANSITIONS if t.kind == states.RUN}
+    assert reachable == set(states.RUN_STATES)
+    for state in states.RUN_TERMINAL:
+        assert states.allowed_from(states.RUN, state) == ()
+
+
+def test_host_steps_form_one_chain_in_host_steps_order_and_each_can_fail():
+    chain = [states.STEP_PENDING]
+    while True:
+        nxt = [s for s in states.allowed_from(states.HOST, chain[-1]) if s != states.STEP_FAILED]
+        if chain[-1] == states.STEP_CHECK:
+            nxt.remove(states.STEP_DONE)  # the shortcut for a host already at the target
+        if not nxt:
+            break
+        (step,) = nxt
+        chain.append(step)
+    assert tuple(chain) + (states.STEP_FAILED,) == states.HOST_STEPS
+    assert chain.index(states.STEP_STORAGE) == chain.index(states.STEP_VERIFY) + 1
+    assert chain.index(states.STEP_RESTORE) == chain.index(states.STEP_ENABLE) + 1
+    for step in states.HOST_STEPS:
+        can_fail = states.STEP_FAILED in states.allowed_from(states.HOST, step)
+        assert can_fail == (step not in (states.STEP_PENDING, *states.HOST_TERMINAL)), step
+    assert states.DESTRUCTIVE_STEPS < set(states.HOST_STEPS)
+    assert states.STEP_RESTORE not in states.DESTRUCTIVE_STEPS  # an abort still lets VMs be put back
+
+
+def test_run_and_host_diagrams():
+    text = states.diagram(states.RUN)
+    assert "    precheck --> prepare: prechecks passed" in text and "    prepare --> master: pool prepared" in text
+    assert "    verify --> storage: at the target version" in states.diagram(states.HOST)

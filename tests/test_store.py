@@ -131,3 +131,24 @@ def test_concurrent_writers_lose_no_update(tmp_path):
         assert notes.count(str(i)) == rounds
     assert len(Store(path).events(kind="test.tick", limit=10_000)) == threads_n * rounds
     assert len(Store(path).events(kind="host.updated", limit=10_000)) == threads_n * rounds
+
+
+def test_one_active_run_per_pool_is_enforced_by_the_database_in_every_active_state(store):
+    """The code checks too, but two processes racing past that check must still meet the unique index."""
+    import sqlite3
+
+    from provisioner import states
+
+    host = {"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "uuid": "u1", "role": "master"}
+    store.create_run("r1", "p", "xs84", stop_on_failure=False, hosts=[host])
+    active = [s for s in states.RUN_STATES if s not in states.RUN_TERMINAL]
+    raw = sqlite3.connect(store.path)
+    for state in active:
+        raw.execute("UPDATE runs SET state = ? WHERE id = 'r1'", (state,))
+        with pytest.raises(sqlite3.IntegrityError):
+            raw.execute("INSERT INTO runs (id, pool, media, state, stop_on_failure, abort_requested, created_at, "
+                        "updated_at) VALUES ('r2', 'p', 'xs84', 'precheck', 0, 0, 'now', 'now')")
+    raw.execute("UPDATE runs SET state = 'done' WHERE id = 'r1'")
+    raw.execute("INSERT INTO runs (id, pool, media, state, stop_on_failure, abort_requested, created_at, "
+                "updated_at) VALUES ('r2', 'p', 'xs84', 'precheck', 0, 0, 'now', 'now')")
+    raw.close()

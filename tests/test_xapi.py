@@ -3,7 +3,7 @@
 import pytest
 
 from provisioner.simulator.builder import start_simulator
-from provisioner.xapi import Failure, XapiUnreachable, XenApiDriver
+from provisioner.xapi import Failure, MasterNotBack, XapiUnreachable, XenApiDriver
 
 
 @pytest.fixture
@@ -59,3 +59,122 @@ def test_unreachable_and_hung_hosts(sim, driver):
 
 def test_password_is_never_shown(driver):
     assert "secret-password" not in repr(driver) and "secret-password" not in str(vars(driver).get("url"))
+
+
+# --- the master re-login loop (xapi.md 5: WAIT_UP of the master) --------------------------------------------------
+
+def master(sim):
+    return sim.world.pools["pool0"].master
+
+
+def test_relogin_tolerates_refused_connections_while_the_master_reboots(sim, driver):
+    m = master(sim)
+    driver.disable(m.ref)
+    driver.reboot(m.ref)
+    while m.serving:  # the real shutdown starts 10 sim s after host.reboot returns
+        sim.world.clock.sleep(1)
+    seen = []
+    waited = driver.relogin_master(timeout=3600, clock=sim.world.clock, interval=5, progress=seen.append)
+    assert waited > 0 and seen and "not answering" in seen[0] and "refused" in seen[0].lower()
+    assert m.boot_count == 1 and len(driver.hosts()) == 3
+
+
+def test_relogin_tolerates_host_still_booting(sim, driver):
+    m = master(sim)
+    before = sum(1 for name, method, _ in sim.world.call_log if method == "session.login_with_password")
+    sim.world.still_booting_logins(m.mac, 3)
+    seen = []
+    driver.relogin_master(timeout=600, clock=sim.world.clock, interval=5, progress=seen.append)
+    assert seen == ["starting (HOST_STILL_BOOTING)"]  # said once, not once per attempt
+    logins = [c for c in sim.world.call_log if c[1] == "session.login_with_password"][before:]
+    assert len(logins) == 4 and {c[0] for c in logins} == {m.name}
+
+
+def test_relogin_never_reuses_a_dead_session(sim, driver):
+    driver.hosts()
+    sim.world.lose_sessions()  # what every session sees after the master's xapi restarted (SESSION_INVALID)
+    seen, start = [], len(sim.world.call_log)
+    driver.relogin_master(timeout=60, clock=sim.world.clock, interval=5, progress=seen.append)
+    assert seen == [] and sim.world.call_log[start][1] == "session.login_with_password"  # a fresh login first
+    assert driver.hosts()
+
+
+def test_relogin_never_follows_host_is_slave(sim):
+    member = sim.world.pools["pool0"].hosts[1]
+    d = XenApiDriver(sim.url(member.mac), "root", "pw", timeout=2)
+    seen = []
+    start = len(sim.world.call_log)
+    with pytest.raises(MasterNotBack, match="HOST_IS_SLAVE") as err:
+        d.relogin_master(timeout=30, clock=sim.world.clock, interval=5, progress=seen.append)
+    assert "not followed" in str(err.value) and len(seen) == 1
+    calls = sim.world.call_log[start:]
+    assert len(calls) >= 6 and {c[0] for c in calls} == {member.name}  # every try at the same URL, none elsewhere
+    with pytest.raises(Failure) as plain:
+        d.hosts()  # an ordinary call is not redirected either
+    assert plain.value.details[0] == "HOST_IS_SLAVE"
+
+
+# --- VMs, storage, HA / WLB, tasks --------------------------------------------------------------------------------
+
+def test_vms_show_cds_auto_poweron_and_tools_version(sim, driver):
+    pool = sim.world.pools["pool0"]
+    db = pool.db
+    vm = sorted(r for r in db.all("VM") if not db.get("VM", r)["is_control_domain"])[0]
+    cd = next(v for v in db.find("VBD", VM=vm) if db.get("VBD", v)["type"] == "CD")
+    iso = db.find("VDI", name_label="guest-tools.iso")[0]
+    db.update("VBD", cd, empty=False, VDI=iso)
+    db.update("VM", vm, other_config={"auto_poweron": "true"})
+    found = {v.ref: v for v in driver.vms()}
+    assert len(found) == 6  # 3 hosts x 2 user VMs; no dom0
+    info = found[vm]
+    assert info.cds and info.cds[0].iso == "guest-tools.iso" and info.cds[0].tools and info.cds[0].vbd == cd
+    assert info.auto_poweron and info.tools_version == "8.2.1" and info.tools_detected
+    assert "suspend" in info.allowed_operations and info.power_state == "Running"
+    driver.eject_cd(cd)
+    assert not next(v for v in driver.vms() if v.ref == vm).cds
+    with pytest.raises(Failure) as err:
+        driver.eject_cd(cd)  # an Async task's error comes back as the same Failure
+    assert err.value.details == ["VBD_IS_EMPTY", cd]
+    driver.set_auto_poweron(vm, False)
+    assert db.get("VM", vm)["other_config"]["auto_poweron"] == "false"
+
+
+def test_vm_power_calls_through_tasks(sim, driver):
+    host = driver.hosts()[1]
+    vm = next(v for v in driver.vms() if v.resident_on == host.ref)
+    driver.suspend_vm(vm.ref)
+    assert next(v for v in driver.vms() if v.ref == vm.ref).power_state == "Suspended"
+    driver.resume_vm_on(vm.ref, host.ref)
+    driver.clean_shutdown_vm(vm.ref)
+    with pytest.raises(Failure) as err:
+        driver.suspend_vm(vm.ref)
+    assert err.value.details[0] == "VM_BAD_POWER_STATE"
+    driver.start_vm_on(vm.ref, host.ref, True)
+    assert next(v for v in driver.vms() if v.ref == vm.ref).power_state == "Paused"
+    driver.hard_shutdown_vm(vm.ref)
+    driver.start_vm_on(vm.ref, host.ref)
+    other = driver.hosts()[2]
+    driver.migrate_vm(vm.ref, other.ref)
+    assert next(v for v in driver.vms() if v.ref == vm.ref).resident_on == other.ref
+    assert not sim.world.pools["pool0"].db.all("task")  # every task destroyed after use
+
+
+def test_pbds_and_plug(sim, driver):
+    pool = sim.world.pools["pool0"]
+    pbd = next(p for p in driver.pbds() if p.sr == "NFS storage" and p.host == pool.hosts[2].ref)
+    pool.db.update("PBD", pbd.ref, currently_attached=False)
+    assert not next(p for p in driver.pbds() if p.ref == pbd.ref).attached
+    driver.plug_pbd(pbd.ref)
+    assert next(p for p in driver.pbds() if p.ref == pbd.ref).attached
+    assert sum(p.sr == "XenServer Tools" for p in driver.pbds()) == 3  # the tools SR is plugged on every host
+
+
+def test_ha_and_wlb_round_trip_keeps_what_reenabling_needs(sim, driver):
+    sr = sim.world.pools["pool0"].db.get("pool", sim.world.pools["pool0"].ref)["default_SR"]
+    driver.enable_ha([sr], 2)
+    info = driver.pool_info()
+    assert info["ha_enabled"] and info["ha_heartbeat_srs"] == [sr] and info["ha_host_failures_to_tolerate"] == 2
+    driver.disable_ha()
+    driver.set_wlb_enabled(True)
+    info = driver.pool_info()
+    assert not info["ha_enabled"] and info["wlb_enabled"] and not info["rolling_upgrade_in_progress"]

@@ -1,13 +1,23 @@
-"""Prechecks and the upgrade order of one pool (DESIGN.md "Rolling pool upgrade"); reads only, no side effect."""
+"""Prechecks, the upgrade order and the per-VM plan of one pool (DESIGN.md "Rolling pool upgrade"); reads only.
+
+Besides the ordered hosts and the problems that block a run, the plan says what happens to every VM of a host to
+upgrade (migrate; or, on a pool of one, suspend after ejecting its CDs, or shut down) and what the run turns off
+and back on (HA and WLB when the operator allows it, each VM's auto_poweron), exactly as the run will do it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Media, normalize_mac, version_tuple
 from provisioner.store import Store
 from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+
+# On a pool of one every running VM gets one of these from get_vms_which_prevent_evacuation (XenCenter's NoHosts,
+# CA-63531): the plan suspends or shuts those VMs down instead, so they are not problems there.
+_NO_ROOM = ("NO_HOSTS_AVAILABLE", "HOST_NOT_ENOUGH_FREE_MEMORY")
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,10 @@ class Plan:
     target: str
     hosts: list[PlannedHost] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    vms: list[PlannedVm] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # turned off by PREPARE, back on by FINALIZE
+    standalone: bool = False  # a pool of one: VMs are suspended / shut down, not migrated
+    migrate_back: bool = False
 
     @property
     def ok(self) -> bool:
@@ -44,7 +58,9 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"pool": self.pool, "media": self.media, "target": self.target, "ok": self.ok,
-                "hosts": [h.as_dict() for h in self.hosts], "problems": list(self.problems)}
+                "hosts": [h.as_dict() for h in self.hosts], "problems": list(self.problems),
+                "standalone": self.standalone, "migrate_back": self.migrate_back,
+                "vms": [v.as_dict() for v in self.vms], "changes": list(self.changes)}
 
 
 def at_target(info: HostInfo, media: Media) -> bool:
@@ -53,22 +69,35 @@ def at_target(info: HostInfo, media: Media) -> bool:
             and (not media.build or info.build_number == media.build))
 
 
-def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver) -> Plan:
-    """Run every precheck against the pool and the registry; never changes anything."""
+def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, disable_ha_wlb: bool = False,
+              migrate_back: bool = False) -> Plan:
+    """Run every precheck against the pool and the registry; never changes anything.
+
+    disable_ha_wlb: HA / WLB that are on are turned off for the run (and back on) instead of blocking it.
+    migrate_back: the plan says the migrated VMs go back to their host after its upgrade."""
     media = store.get_media(media_name)
-    plan = Plan(pool, media_name, media.product_version if media else "")
+    plan = Plan(pool, media_name, media.product_version if media else "", migrate_back=migrate_back)
     if media is None:
         plan.problems.append(f"no media named {media_name!r} (see `provisioner media list`)")
     try:
         info = driver.pool_info()
         hosts = driver.hosts()
+        vms = driver.vms()
     except (XapiUnreachable, Failure) as exc:
         plan.problems.append(f"pool {pool} not reachable: {exc}")
         return plan
-    if info["ha_enabled"]:
-        plan.problems.append("HA is enabled: disable it first (pool-ha-disable)")
-    if info["wlb_enabled"]:
-        plan.problems.append("WLB is enabled: disable it first (it would move VMs during the upgrade)")
+    plan.standalone = len(hosts) == 1
+    if info["ha_enabled"] and disable_ha_wlb:
+        plan.changes.append(f"HA: off during the run, back on in FINALIZE (failures to tolerate "
+                            f"{info['ha_host_failures_to_tolerate']}, {len(info['ha_heartbeat_srs'])} heartbeat SR(s))")
+    elif info["ha_enabled"]:
+        plan.problems.append("HA is enabled: disable it first (pool-ha-disable), or let the run turn it off and "
+                             "back on (disable_ha_wlb)")
+    if info["wlb_enabled"] and disable_ha_wlb:
+        plan.changes.append("WLB: off during the run, back on in FINALIZE")
+    elif info["wlb_enabled"]:
+        plan.problems.append("WLB is enabled: disable it first (it would move VMs during the upgrade), or let the "
+                             "run turn it off and back on (disable_ha_wlb)")
     master = next((h for h in hosts if h.is_master), None)
     if master is None:
         plan.problems.append("XAPI names no master")
@@ -99,16 +128,23 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver) -> P
             plan.problems.append(f"{h.name}: at {h.product_version}, newer than the master ({master.product_version})")
         done = media is not None and at_target(h, media)
         if not done and h.live:
+            names = {v.ref: v.name for v in vms}
             try:
                 blockers = driver.evacuation_blockers(h.ref)
             except (XapiUnreachable, Failure) as exc:
                 plan.problems.append(f"{h.name}: cannot check evacuation: {exc}")
             else:
                 for vm, err in sorted(blockers.items()):
-                    plan.problems.append(f"{h.name}: VM {vm} prevents evacuation: {' '.join(err)}")
+                    if not (plan.standalone and err and err[0] in _NO_ROOM):
+                        plan.problems.append(f"{h.name}: VM {names.get(vm, vm)} prevents evacuation: {' '.join(err)}")
+            plan.vms += plan_host(h.name, h.ref, vms, standalone=plan.standalone, migrate_back=migrate_back)
         plan.hosts.append(PlannedHost(mac or "", h.name, h.uuid, h.ref, role, h.product_version,
                                       "skip (at target)" if done else "upgrade"))
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
+    order = {h.name: i for i, h in enumerate(plan.hosts)}
+    plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
+    plan.changes += [f"VM {v.name}: auto_poweron off during the run, back on in FINALIZE"
+                     for v in plan.vms if v.auto_poweron]
     if media is not None and not plan.to_upgrade:
         plan.problems.append(f"every host is already at {media.product_version}: nothing to do")
     return plan

@@ -1,7 +1,8 @@
 """The rolling-upgrade loop of one pool: run states, host steps, persistence (commit then act), resume and abort.
 
-PRECHECK -> MASTER -> MEMBERS -> FINALIZE -> DONE | DONE_WITH_FAILURES, or BLOCKED / ABORTED. Every host step is
-committed to the store before its XAPI call; a new Runner on the same store continues where the last one
+PRECHECK -> PREPARE -> MASTER -> MEMBERS -> FINALIZE -> DONE | DONE_WITH_FAILURES, or BLOCKED / ABORTED. Every
+host step is committed to the store before its XAPI call, and every change PREPARE or a step makes to the pool
+is journaled before it is made (journal.py); a new Runner on the same store continues where the last one
 stopped, and each step re-reads the world first (steps.py), so nothing destructive is repeated.
 """
 
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 from provisioner import states
 from provisioner.config import Config
-from provisioner.coordinator import steps
+from provisioner.coordinator import finalize, journal, steps, vms
 from provisioner.coordinator.plan import make_plan
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
 from provisioner.xapi import Failure, PoolDriver, XapiUnreachable
@@ -22,15 +23,21 @@ MASTER_REMEDY = ("restore the master to a working version (vendor rule: never go
 _STEP_ERRORS = (steps.StepFailed, Failure, XapiUnreachable, NotFoundError, ConflictError, ValueError)
 
 
-def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False) -> Run:
+def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
+              disable_ha_wlb: bool = False, migrate_back: bool = False) -> Run:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
 
+    disable_ha_wlb: HA / WLB that are on are turned off by PREPARE and back on by FINALIZE (default: the precheck
+    refuses). migrate_back: RESTORE migrates each host's VMs back after its upgrade (XenCenter's RPU does not).
     Run it with Runner(...).run(); the prechecks themselves run there, so a crash before they finish is resumable.
     """
-    plan = make_plan(store, pool, media, driver)
+    plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back)
     run_id = f"{pool}-{secrets.token_hex(4)}"
-    return store.create_run(run_id, pool, media, stop_on_failure=stop_on_failure,
-                            hosts=[h.as_dict() for h in plan.to_upgrade])
+    run = store.create_run(run_id, pool, media, stop_on_failure=stop_on_failure,
+                           hosts=[h.as_dict() for h in plan.to_upgrade])
+    # Before the Runner can act; without this entry (a crash right here) the run keeps the safe defaults.
+    journal.write(store, run_id, journal.OPTIONS, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back)
+    return run
 
 
 def active_run(store: Store, pool: str) -> Run:
@@ -50,22 +57,42 @@ def request_abort(store: Store, pool: str) -> Run:
     return store.request_abort(active_run(store, pool).id)
 
 
-def _remedy(rh: RunHost) -> str | None:
+def _remedy(rh: RunHost, run: Run | None = None) -> str | None:
     if rh.step != states.STEP_FAILED:
         return None
+    if (rh.reason or "").startswith((f"{states.STEP_STORAGE}:", f"{states.STEP_ENABLE}:", f"{states.STEP_RESTORE}:")):
+        return (f"the host is at the target version: enable it (xe host-enable uuid={rh.uuid}), plug its storage "
+                "and start its VMs listed in this report")  # nothing to reinstall, and no master rule to apply
     if rh.role == "master":
         return MASTER_REMEDY
-    return (f"forget the host (xe host-forget uuid={rh.uuid}), reinstall it fresh "
-            f"(`provisioner reinstall {rh.mac}`) and join it to the pool again (xe pool-join)")
+    pool, media = (run.pool, run.media) if run is not None else ("POOL", "MEDIA")
+    # The vendor's remedy for a member (no revert needed): host-forget, fresh install, pool-join as a new host.
+    return (f"shut the host down (xe host-disable; xe host-shutdown uuid={rh.uuid}), then forget it, reinstall it "
+            f"fresh and pool-join it as a new host: `provisioner reinstall {rh.mac} --pool {pool} --media {media} "
+            f"--confirm {rh.name} --forget --root-password-hash-file FILE` (FILE: `openssl passwd -6` of the pool "
+            "password)")
 
 
 def report(store: Store, run_id: str) -> dict[str, Any]:
-    """The run, each host's step and reason, and the remedy for each failed host."""
+    """The run, each host's step, reason, remedy, VMs and warnings; what PREPARE changed; the guest-tools report.
+
+    Read from the store only (no XAPI): each host adds "vms" (vms.host_report) and "warnings"; the run adds
+    "options", "prepare" (finalize.prepare_report), "vms_not_restored", "guest_tools" (None before FINALIZE),
+    "rpu_cleared_after" (seconds, or None) and "warnings" (those of no host)."""
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}")
-    hosts = [{**rh.as_dict(), "remedy": _remedy(rh)} for rh in store.run_hosts(run_id)]
-    return {**run.as_dict(), "hosts": hosts}
+    warnings = journal.read(store, run_id, journal.WARNING)
+    hosts = [{**rh.as_dict(), "remedy": _remedy(rh, run), "vms": vms.host_report(store, run_id, rh.mac),
+              "warnings": [w["text"] for w in warnings if w["mac"] == rh.mac]} for rh in store.run_hosts(run_id)]
+    tools = journal.last(store, run_id, journal.TOOLS)
+    cleared = journal.last(store, run_id, journal.RPU_CLEARED)
+    return {**run.as_dict(), "hosts": hosts, "options": journal.options(store, run_id),
+            "prepare": finalize.prepare_report(store, run_id),
+            "vms_not_restored": [{k: v for k, v in e.items() if k != "mac"} for e in vms.not_restored(store, run_id)],
+            "guest_tools": {k: v for k, v in tools.items() if k != "mac"} if tools else None,
+            "rpu_cleared_after": cleared["seconds"] if cleared else None,
+            "warnings": [w["text"] for w in warnings if w["mac"] is None]}
 
 
 def status(store: Store, pool: str | None = None) -> list[dict[str, Any]]:
@@ -87,14 +114,18 @@ class Runner:
             raise NotFoundError(f"no media named {run.media!r}")
         self.store, self.run_id, self.say = store, run_id, say
         self.on_commit = on_commit or (lambda rh: None)
+        self.options = journal.options(store, run_id)
         self.ctx = steps.Context(store, config, driver, media, run_id, clock or steps.RealClock(),
-                                 timeouts or steps.Timeouts(), say)
+                                 timeouts or steps.Timeouts(), say, migrate_back=self.options["migrate_back"])
 
     @property
     def run_record(self) -> Run:
         return self.store.get_run(self.run_id)
 
     def _set(self, new: str, reason: str | None = None) -> Run:
+        if new == states.RUN_ABORTED and self.run_record.state in (states.RUN_MASTER, states.RUN_MEMBERS) and \
+                journal.read(self.store, self.run_id, journal.PREPARE_INTENT):
+            reason = f"{reason}; what PREPARE turned off stays off (listed in the report)"
         self.say(f"run {self.run_id}: {new}" + (f" ({reason})" if reason else ""))
         return self.store.set_run_state(self.run_id, new, reason=reason)
 
@@ -111,9 +142,23 @@ class Runner:
         if run.state == states.RUN_PRECHECK:
             if run.abort_requested:
                 return self._set(states.RUN_ABORTED, "abort requested before any change")
-            plan = make_plan(self.store, run.pool, run.media, self.ctx.driver)
+            plan = make_plan(self.store, run.pool, run.media, self.ctx.driver, **self.options)
             if not plan.ok:
                 return self._set(states.RUN_BLOCKED, "; ".join(plan.problems))
+            run = self._set(states.RUN_PREPARE)
+        if run.state == states.RUN_PREPARE:
+            if run.abort_requested:
+                undone = finalize.undo(self.ctx)
+                return self._set(states.RUN_ABORTED, "abort requested; no host touched"
+                                 + (f"; {'; '.join(undone)}" if undone else ""))
+            try:
+                for line in finalize.prepare(self.ctx, [h.uuid for h in hosts],
+                                             disable_ha_wlb=self.options["disable_ha_wlb"]):
+                    self.say(line)
+            except steps.StepFailed as exc:
+                undone = finalize.undo(self.ctx)
+                return self._set(states.RUN_BLOCKED, f"{exc}; what PREPARE changed is undone"
+                                 + (f" except: {'; '.join(undone)}" if undone else ""))
             run = self._set(states.RUN_MASTER if master else states.RUN_MEMBERS)
         if run.state == states.RUN_MASTER:
             rh = self._host(master[0])
@@ -132,8 +177,10 @@ class Runner:
             run = self._set(states.RUN_FINALIZE)
         if run.state == states.RUN_FINALIZE:
             failed = [h.name for h in self.store.run_hosts(self.run_id) if h.step == states.STEP_FAILED]
-            if failed:
-                return self._set(states.RUN_DONE_WITH_FAILURES, f"failed: {', '.join(failed)}")
+            problems = finalize.finalize(self.ctx, failed_hosts=failed)
+            if failed or problems:
+                why = ([f"failed: {', '.join(failed)}"] if failed else []) + problems
+                return self._set(states.RUN_DONE_WITH_FAILURES, "; ".join(why))
             return self._set(states.RUN_DONE)
         return run
 
@@ -149,7 +196,7 @@ class Runner:
                 nxt = steps.STEPS[rh.step](self.ctx, rh)
             except _STEP_ERRORS as exc:
                 reason = f"{rh.step}: {exc}"
-                safe = steps.make_safe(self.ctx, rh) if rh.step in states.DESTRUCTIVE_STEPS else []
+                safe = steps.make_safe(self.ctx, rh)
                 self.say(f"{rh.name}: FAILED at {reason}")
                 return self._commit(rh, states.STEP_FAILED, reason=reason + (f" ({', '.join(safe)})" if safe else ""))
             if nxt in states.DESTRUCTIVE_STEPS and self.run_record.abort_requested:

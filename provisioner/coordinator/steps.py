@@ -2,108 +2,28 @@
 
 The runner commits a step BEFORE calling it, so after a crash the same step runs again: a step must then
 notice that its side effect already happened (host already disabled, attempt already armed for this run,
-reboot already under way or done) instead of repeating it. Waits poll on an injectable clock with a timeout.
+reboot already under way or done, VM already suspended) instead of repeating it. Waits poll on an injectable
+clock with a timeout. CHECK DISABLE EVACUATE ARM REBOOT INSTALLING WAIT_UP VERIFY STORAGE ENABLE RESTORE DONE.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from provisioner import attempts, states
-from provisioner.config import Config
+from provisioner.coordinator import journal, vms
+from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, live_info,
+                                             wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
-from provisioner.model import Media
-from provisioner.store import RunHost, Store
-from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+from provisioner.store import RunHost
+from provisioner.xapi import Failure, HostInfo, XapiUnreachable
 
-
-class StepFailed(RuntimeError):
-    """A step could not reach its effect; the message is the reason shown to the operator."""
-
-
-class RealClock:
-    """Wall-clock time; tests pass the simulator's Clock (same now()/sleep() in simulated seconds)."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds (on the run's clock). A real upgrade installs in 20-60 min; the master's startup takes minutes."""
-
-    down: float = 900.0       # reboot sent -> host went down (or already came back)
-    up: float = 4 * 3600.0    # went down -> back up with a new boot_time
-    enable: float = 1800.0    # HOST_STILL_BOOTING may last minutes after xapi starts
-    poll: float = 10.0
-
-
-@dataclass
-class Context:
-    store: Store
-    config: Config
-    driver: PoolDriver
-    media: Media
-    run_id: str
-    clock: object = field(default_factory=RealClock)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    say: Callable[[str], None] = lambda line: None
-
-    def event(self, kind: str, rh: RunHost, **details) -> None:
-        self.store.add_event(kind, mac=rh.mac, run_id=self.run_id, details={"host": rh.name, **details})
-
-
-def find(ctx: Context, uuid: str) -> HostInfo | None:
-    """The host's XAPI record, or None while the master does not answer (it may be the one rebooting)."""
-    try:
-        return next((h for h in ctx.driver.hosts() if h.uuid == uuid), None)
-    except (XapiUnreachable, Failure):
-        # Refused connections, HOST_STILL_BOOTING and SESSION_INVALID are all normal while the master restarts.
-        return None
-
-
-def _xapi(ctx: Context, rh: RunHost, method: str, fn: Callable[[str], None], ref: str) -> None:
-    """One destructive XAPI call with its outcome in the event log."""
-    try:
-        fn(ref)
-    except (Failure, XapiUnreachable) as exc:
-        ctx.event("xapi.call", rh, method=method, ok=False, error=str(exc)[:300])
-        raise
-    ctx.event("xapi.call", rh, method=method, ok=True)
-
-
-def _wait(ctx: Context, rh: RunHost, what: str, timeout: float,
-          done: Callable[[HostInfo | None], bool]) -> HostInfo | None:
-    start, shown = ctx.clock.now(), None
-    while True:
-        info = find(ctx, rh.uuid)
-        if done(info):
-            return info
-        seen = ("master not answering" if info is None
-                else f"live={info.live} enabled={info.enabled} version={info.product_version}")
-        if seen != shown:
-            ctx.say(f"{rh.name}: {what}: {seen} [{(ctx.clock.now() - start) / 60:.1f} min]")
-            shown = seen
-        if ctx.clock.now() - start > timeout:
-            raise StepFailed(f"{what}: not done after {timeout / 60:.0f} min (last seen: {seen})")
-        ctx.clock.sleep(ctx.timeouts.poll)
-
-
-def _live_info(ctx: Context, rh: RunHost) -> HostInfo:
-    info = find(ctx, rh.uuid)
-    if info is None:
-        raise StepFailed("the pool master does not answer, or XAPI no longer knows the host")
-    return info
+__all__ = ["Context", "RealClock", "StepFailed", "Timeouts", "STEPS", "find", "make_safe"]
 
 
 def check(ctx: Context, rh: RunHost) -> str:
     """Next step: DONE when the host is already at the target and enabled, else DISABLE."""
-    info = _live_info(ctx, rh)
+    info = live_info(ctx, rh)
     if at_target(info, ctx.media) and info.enabled:
         return states.STEP_DONE
     if not info.live:
@@ -112,22 +32,35 @@ def check(ctx: Context, rh: RunHost) -> str:
 
 
 def disable(ctx: Context, rh: RunHost) -> str:
-    info = _live_info(ctx, rh)
+    info = live_info(ctx, rh)
     if info.enabled:
-        _xapi(ctx, rh, "host.disable", ctx.driver.disable, info.ref)
+        xapi_call(ctx, rh, "host.disable", ctx.driver.disable, info.ref)
     return states.STEP_EVACUATE
 
 
 def evacuate(ctx: Context, rh: RunHost) -> str:
-    info = _live_info(ctx, rh)
+    """Pool: journal the resident VMs, then host.evacuate. Pool of one: eject, suspend / shut down (vms.py)."""
+    try:
+        hosts = ctx.driver.hosts()
+    except (XapiUnreachable, Failure) as exc:
+        raise StepFailed(f"the pool master does not answer: {exc}") from None
+    info = next((h for h in hosts if h.uuid == rh.uuid), None)
+    if info is None:
+        raise StepFailed("XAPI no longer knows the host")
+    if len(hosts) == 1:
+        for line in vms.stop_for_upgrade(ctx, rh, info.ref):
+            ctx.say(f"{rh.name}: {line}")
+        return states.STEP_ARM
+    vms.note_resident(ctx, rh, info.ref)
     # host.evacuate on an empty host is a no-op, so calling it again after a crash is harmless.
-    _xapi(ctx, rh, "host.evacuate", ctx.driver.evacuate, info.ref)
+    xapi_call(ctx, rh, "host.evacuate", ctx.driver.evacuate, info.ref)
+    journal.write(ctx.store, ctx.run_id, journal.VM_EVACUATED, mac=rh.mac)
     return states.STEP_ARM
 
 
 def arm(ctx: Context, rh: RunHost) -> str:
     """Record the boot_time to compare with, then arm (unless this run's attempt already exists)."""
-    info = _live_info(ctx, rh)
+    info = live_info(ctx, rh)
     current = ctx.store.current_attempt(rh.mac)
     if current is not None and current.run_id == ctx.run_id and current.state in (
             states.ARMED, states.STARTED, states.SUCCEEDED, states.FAILED):
@@ -157,28 +90,36 @@ def reboot(ctx: Context, rh: RunHost) -> str:
         ctx.event("step.skipped", rh, step=states.STEP_REBOOT, why="already rebooting or rebooted")
         return states.STEP_INSTALLING
     try:
-        _xapi(ctx, rh, "host.reboot", ctx.driver.reboot, info.ref)
+        xapi_call(ctx, rh, "host.reboot", ctx.driver.reboot, info.ref)
     except Failure as exc:
-        if exc.details and exc.details[0] == "OTHER_OPERATION_IN_PROGRESS":
+        if error_code(exc) == "OTHER_OPERATION_IN_PROGRESS":
             return states.STEP_INSTALLING  # the reboot sent before a crash is still starting
         raise
     return states.STEP_INSTALLING
 
 
 def wait_down(ctx: Context, rh: RunHost) -> str:
-    _wait(ctx, rh, "going down", ctx.timeouts.down, lambda info: _rebooted(ctx, rh, info) and (
+    wait_for(ctx, rh, "going down", ctx.timeouts.down, lambda info: _rebooted(ctx, rh, info) and (
         info is None or not info.live or info.boot_time != rh.before_boot_time))
     return states.STEP_WAIT_UP
 
 
 def wait_up(ctx: Context, rh: RunHost) -> str:
-    _wait(ctx, rh, "installing / coming back", ctx.timeouts.up,
-          lambda info: info is not None and info.live and info.boot_time != rh.before_boot_time)
+    """Member: live with a new boot_time (read through the master). Master: first the re-login loop (xapi.py:
+    refused, HOST_STILL_BOOTING, SESSION_INVALID tolerated, HOST_IS_SLAVE never followed), then the same."""
+    start = ctx.clock.now()
+    if rh.role == "master":
+        waited = ctx.driver.relogin_master(timeout=ctx.timeouts.up, clock=ctx.clock, interval=ctx.timeouts.poll,
+                                           progress=lambda why: ctx.say(f"{rh.name}: master re-login: {why}"))
+        ctx.event("master.relogin", rh, seconds=round(waited, 1))
+    left = max(ctx.timeouts.up - (ctx.clock.now() - start), ctx.timeouts.poll)
+    wait_for(ctx, rh, "installing / coming back", left,
+             lambda info: info is not None and info.live and info.boot_time != rh.before_boot_time)
     return states.STEP_VERIFY
 
 
 def verify(ctx: Context, rh: RunHost) -> str:
-    info = _live_info(ctx, rh)
+    info = live_info(ctx, rh)
     attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
     outcome = f"installer attempt {attempt.state}" if attempt else "no attempt"
     if not at_target(info, ctx.media):
@@ -186,6 +127,40 @@ def verify(ctx: Context, rh: RunHost) -> str:
                          f"{ctx.media.product_version} build {ctx.media.build} ({outcome})")
     if attempt is not None and attempt.state == states.FAILED:
         raise StepFailed(f"at the target version but the installer reported failure ({outcome})")
+    return states.STEP_STORAGE
+
+
+def storage(ctx: Context, rh: RunHost) -> str:
+    """XenCenter's CheckAndPlugPBDs (xapi.md 1.4): wait up to timeouts.storage for the host to be enabled with its
+    PBDs attached (PBD state is not trusted while it is disabled, CA-66496), then PBD.plug what is still unplugged
+    on every live host (the tools SR's too, which XenCenter skips: plugging it is harmless and a host should end
+    with every PBD attached). Never fails the host: what stays unplugged is a warning."""
+    start, shown, pbds = ctx.clock.now(), None, []
+    while True:
+        try:
+            info, pbds = find(ctx, rh.uuid), ctx.driver.pbds()
+            left = [p.sr for p in pbds if info is not None and p.host == info.ref and not p.attached]
+            seen = None if info is not None and info.enabled and not left else (
+                f"enabled={info.enabled if info else '?'}, unplugged: {', '.join(left) or 'none'}")
+        except (Failure, XapiUnreachable) as exc:
+            seen = f"master not answering ({exc})"
+        if seen is None or ctx.clock.now() - start >= ctx.timeouts.storage:
+            break
+        if seen != shown:
+            ctx.say(f"{rh.name}: storage: {seen}")
+            shown = seen
+        ctx.clock.sleep(ctx.timeouts.poll)
+    try:
+        live = {h.ref: h.name for h in ctx.driver.hosts() if h.live}
+    except (Failure, XapiUnreachable):
+        live = {}
+    for pbd in pbds:
+        if pbd.attached or pbd.host not in live:
+            continue
+        try:
+            xapi_call(ctx, rh, "PBD.plug", ctx.driver.plug_pbd, pbd.ref, sr=pbd.sr, on=live[pbd.host])
+        except (Failure, XapiUnreachable) as exc:
+            journal.warn(ctx.store, ctx.run_id, f"SR {pbd.sr} not plugged on {live[pbd.host]}: {exc}", mac=rh.mac)
     return states.STEP_ENABLE
 
 
@@ -196,36 +171,54 @@ def enable(ctx: Context, rh: RunHost) -> str:
         if info.enabled:
             return True
         try:
-            _xapi(ctx, rh, "host.enable", ctx.driver.enable, info.ref)
+            xapi_call(ctx, rh, "host.enable", ctx.driver.enable, info.ref)
         except Failure as exc:
-            if exc.details and exc.details[0] == "HOST_STILL_BOOTING":
+            if error_code(exc) == "HOST_STILL_BOOTING":
                 return False  # xapi's startup is not complete yet: retry (xapi.md 2.4)
             raise
         except XapiUnreachable:
             return False
         return False  # re-read: the next poll confirms it
-    _wait(ctx, rh, "enable", ctx.timeouts.enable, enabled)
+    wait_for(ctx, rh, "enable", ctx.timeouts.enable, enabled)
+    return states.STEP_RESTORE
+
+
+def restore(ctx: Context, rh: RunHost) -> str:
+    """Resume / start the VMs EVACUATE stopped here; with migrate_back, bring back the ones it moved (vms.py).
+    A VM that cannot be put back is a warning in the report, not a failed host."""
+    info = live_info(ctx, rh)
+    for line in vms.restore(ctx, rh, info.ref, migrate_back=ctx.migrate_back):
+        ctx.say(f"{rh.name}: {line}")
     return states.STEP_DONE
 
 
 STEPS: dict[str, Callable[[Context, RunHost], str]] = {
     states.STEP_CHECK: check, states.STEP_DISABLE: disable, states.STEP_EVACUATE: evacuate, states.STEP_ARM: arm,
     states.STEP_REBOOT: reboot, states.STEP_INSTALLING: wait_down, states.STEP_WAIT_UP: wait_up,
-    states.STEP_VERIFY: verify, states.STEP_ENABLE: enable,
+    states.STEP_VERIFY: verify, states.STEP_STORAGE: storage, states.STEP_ENABLE: enable,
+    states.STEP_RESTORE: restore,
 }
 """The action of each committed step; it returns the next step."""
 
 
 def make_safe(ctx: Context, rh: RunHost) -> list[str]:
-    """Best effort after a failure or abort before the reboot: disarm and re-enable the host; says what it did."""
+    """Best effort after a failure or an abort: disarm, re-enable the host if it is live, and resume / start the
+    VMs this run stopped on it (a pool of one whose upgrade did not happen); says what it did."""
     done = []
     for attempt in ctx.store.disarm_attempts(rh.mac, details={"reason": "run stopped"}):
         done.append(f"disarmed attempt {attempt.id}")
     info = find(ctx, rh.uuid)
-    if info is not None and info.live and not info.enabled:
-        try:
-            ctx.driver.enable(info.ref)
+    if info is None or not info.live:
+        left = [e["name"] for e in vms.not_restored(ctx.store, ctx.run_id) if e["mac"] == rh.mac]
+        return done + ([f"VMs left stopped: {', '.join(left)}"] if left else [])
+    if not info.enabled:
+        try:  # a host back at its old version may still be starting: wait for it as ENABLE does
+            enable(ctx, rh)
             done.append("re-enabled")
-        except (Failure, XapiUnreachable) as exc:
+        except (StepFailed, Failure, XapiUnreachable) as exc:
             done.append(f"could not re-enable: {exc}")
+    try:
+        done += vms.restore(ctx, rh, info.ref, migrate_back=False)
+    except (Failure, XapiUnreachable) as exc:
+        done.append(f"VMs not restored: {exc}")
     return done

@@ -39,7 +39,8 @@ EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
 # ocaml-rpc encodes them (xapi.md 2.1); the generic getters and event snapshots are built from here.
 FIELDS: dict[str, dict] = {
     "pool": {"uuid": "", "name_label": "", "name_description": "", "master": NULL_REF, "default_SR": NULL_REF,
-             "ha_enabled": False, "wlb_enabled": False, "other_config": {}},
+             "ha_enabled": False, "wlb_enabled": False, "other_config": {}, "ha_host_failures_to_tolerate": "0",
+             "ha_statefiles": []},
     "host": {"uuid": "", "name_label": "", "name_description": "", "hostname": "", "address": "",
              "enabled": True, "software_version": {}, "API_version_major": "2", "API_version_minor": "15",
              "API_version_vendor": "XenSource", "metrics": NULL_REF, "resident_VMs": [], "PIFs": [], "PBDs": [],

@@ -8,6 +8,7 @@ from typing import Callable
 from . import states as st
 from . import vm_rules as vr
 from .db import NULL_REF, Db, XapiError, new_ref, xapi_datetime
+from .fresh import password_ok
 from .world import SimHost, SimPool, World
 
 
@@ -72,7 +73,10 @@ def _assert_live(c: Call, ref: str) -> None:
 # ---- session (2.2) --------------------------------------------------------------------------------
 @api("session.login_with_password", 2, 4)
 def login(c: Call, uname, pwd, version="1.1", originator=""):
-    ok = uname == "root" and (c.world.password is None or pwd == c.world.password)
+    if c.host.login_refusals > 0:  # injected: xapi's startup is not complete yet (xapi.md 2.10, 5: tolerate it)
+        c.host.login_refusals -= 1
+        raise XapiError("HOST_STILL_BOOTING")
+    ok = uname == "root" and password_ok(c.world, c.pool, pwd)  # a fresh install checks its crypt hash
     if not ok:  # xapi_session.ml:282: the code sends [uname, msg] although the doc says []
         raise XapiError("SESSION_AUTHENTICATION_FAILED", uname, "Authentication failure")
     ref = new_ref()
@@ -217,6 +221,8 @@ def pool_join(c: Call, master_address, user, password, force=False):
                    and p is not c.pool), None)
     if target is None or not target.master.serving:
         raise XapiError("POOL_JOINING_HOST_CONNECTION_FAILED")
+    if user != "root" or not password_ok(world, target, password):  # the joiner logs in to the coordinator
+        raise XapiError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
     if c.db.get("pool", c.pool.ref)["ha_enabled"] or target.db.get("pool", target.ref)["ha_enabled"]:
         raise XapiError("HA_IS_ENABLED")
     if len(c.db.all("host")) > 1:  # "no other hosts known" (error name inferred, not checked in xapi_pool.ml)
@@ -237,6 +243,54 @@ def pool_join(c: Call, master_address, user, password, force=False):
                         mine["software_version"].get("db_schema"), theirs["software_version"].get("db_schema"))
     from .builder import move_host_to_pool  # the joiner's xapi restarts as a member of the target pool
     world.spawn(move_host_to_pool, world, me, target, name=f"sim-join-{me.name}")
+    return ""
+
+
+@api("pool.enable_ha", 3)
+def pool_enable_ha(c: Call, heartbeat_srs, configuration):
+    """xapi_pool.ml enable_ha: HA_IS_ENABLED [] when on; blocked during RPU (xapi_pool.ml:2944-2950, xapi.md 2.9).
+    A statefile VDI is made on the first heartbeat SR (the pool's default SR when none is given)."""
+    db = c.db
+    with db.lock:
+        pool = db.get("pool", c.pool.ref)
+        if pool["ha_enabled"]:
+            raise XapiError("HA_IS_ENABLED")
+        if c.world.rpu_in_progress(c.pool):
+            raise XapiError("NOT_SUPPORTED_DURING_UPGRADE")
+        srs = list(heartbeat_srs) or [pool["default_SR"]]
+        for sr in srs:
+            db.get("SR", sr)
+        vdi = db.create("VDI", name_label="Statefile for HA", SR=srs[0], type="ha_statefile")
+        db.update("pool", c.pool.ref, ha_enabled=True, ha_statefiles=[vdi])
+    return ""
+
+
+@api("pool.disable_ha", 1)
+def pool_disable_ha(c: Call):
+    """xapi_pool.ml disable_ha: HA_NOT_ENABLED [] when off; the statefile VDIs go away."""
+    db = c.db
+    with db.lock:
+        pool = db.get("pool", c.pool.ref)
+        if not pool["ha_enabled"]:
+            raise XapiError("HA_NOT_ENABLED")
+        for vdi in pool["ha_statefiles"]:
+            if db.exists("VDI", vdi):
+                db.delete("VDI", vdi)
+        db.update("pool", c.pool.ref, ha_enabled=False, ha_statefiles=[])
+    return ""
+
+
+@api("pool.set_ha_host_failures_to_tolerate", 3)
+def pool_set_ha_ftt(c: Call, ref, value):
+    c.db.get("pool", ref)
+    c.db.update("pool", ref, ha_host_failures_to_tolerate=str(int(value)))  # int64: a decimal string (2.1)
+    return ""
+
+
+@api("pool.set_wlb_enabled", 3)
+def pool_set_wlb_enabled(c: Call, ref, value):
+    c.db.get("pool", ref)
+    c.db.update("pool", ref, wlb_enabled=value in (True, "true"))
     return ""
 
 

@@ -44,6 +44,7 @@ class SimHost:
     pending_op: str = ""                 # reboot/shutdown in progress -> OTHER_OPERATION_IN_PROGRESS
     emergency: XapiError | None = None   # member emergency error while startup is blocked (2.6)
     enable_refusals: int = 0             # injected slow boot: host.enable answers HOST_STILL_BOOTING N times
+    login_refusals: int = 0              # injected: the coordinator's login answers HOST_STILL_BOOTING N times
     never_returns: bool = False
     pbds_stay_unplugged: bool = False
     hung: threading.Event = field(default_factory=threading.Event)
@@ -51,6 +52,7 @@ class SimHost:
     auto_enable: bool = True             # host.disable(h, false) keeps it disabled across reboots (xapi >= 25.31)
     new_version: dict | None = None      # set by the boot hook, written by dbsync
     local_sessions: set = field(default_factory=set)  # slave_local_login sessions (member's own memory)
+    root_password_hash: str | None = None  # root's crypt hash after a fresh install (simulator/fresh.py)
 
     @property
     def serving(self) -> bool:
@@ -142,7 +144,7 @@ class World:
         st.check_transition(h.state, new)
         was_serving = h.serving
         h.state = new
-        log.info("host %s (%s): %s", h.name, h.mac, new)
+        log.info("host %s (%s): %s", h.name, h.mac, new, extra={"mac": h.mac})
         if was_serving != h.serving and self.endpoint_listener:
             self.endpoint_listener(h, h.serving)
 
@@ -258,10 +260,13 @@ class World:
             new_version = handler(h.mac) if handler else None
         except Exception as exc:  # the machine failed: like a host stuck in firmware, it stays down
             h.boot_error = repr(exc)
-            log.warning("host %s (%s): boot hook failed: %r", h.name, h.mac, exc)
+            log.warning("host %s (%s): boot hook failed: %r", h.name, h.mac, exc, extra={"mac": h.mac})
             return
         if self.stopping or h.never_returns:
             return
+        if new_version and new_version.get("fresh"):  # the disk was wiped: a NEW standalone host (fresh.py)
+            from .fresh import become_new_host  # late import: fresh imports world types
+            new_version = become_new_host(self, h, new_version)
         self._set_state(h, st.BOOT_LOCAL)
         if not self.sleep(self.delays["boot_local"]):
             return
@@ -364,6 +369,10 @@ class World:
     def slow_boot(self, mac: str, times: int) -> None:
         """host.enable answers HOST_STILL_BOOTING `times` more times; auto-enable comes later by itself."""
         self.host(mac).enable_refusals = times
+
+    def still_booting_logins(self, mac: str, times: int) -> None:
+        """The host's next `times` logins answer HOST_STILL_BOOTING [] (a coordinator whose startup is not done)."""
+        self.host(mac).login_refusals = times
 
     def keep_pbds_unplugged(self, mac: str, on: bool = True) -> None:
         """After boot this host's PBDs stay currently_attached=false until PBD.plug."""

@@ -97,5 +97,33 @@ MIGRATIONS: list[tuple[str, ...]] = [
             updated_at VARCHAR(32) NOT NULL,
             PRIMARY KEY (run_id, mac))""",
     ),
+    (  # 6: lab reinstall-and-join flows (provisioner.coordinator.reinstall). A reinstall's attempt_id is what
+        #    makes an attempt a FRESH-INSTALL attempt: the boot endpoint renders fresh-install.xml only for it.
+        #    root_password_hash is a crypt(3) hash (never plain text), cleared once served and when the flow ends.
+        """CREATE TABLE reinstalls (
+            id INTEGER PRIMARY KEY,
+            mac VARCHAR(17) NOT NULL,
+            pool VARCHAR(63) NOT NULL,
+            media VARCHAR(64) NOT NULL,
+            step VARCHAR(16) NOT NULL,
+            host_name VARCHAR(63) NOT NULL,
+            old_uuid VARCHAR(64),
+            old_pool VARCHAR(63),
+            new_uuid VARCHAR(64),
+            host_url TEXT NOT NULL,
+            network TEXT NOT NULL,
+            root_password_hash TEXT,
+            attempt_id INTEGER UNIQUE,
+            reason TEXT,
+            created_at VARCHAR(32) NOT NULL,
+            updated_at VARCHAR(32) NOT NULL)""",
+        # At most one reinstall in progress per host, guaranteed by the database.
+        "CREATE UNIQUE INDEX reinstalls_one_active ON reinstalls (mac) WHERE step NOT IN ('done', 'failed')",
+    ),
+    (  # 7: the run state PREPARE (HA/WLB/auto_poweron turned off) is active too: one run per pool, by the database
+        "DROP INDEX runs_one_active",
+        "CREATE UNIQUE INDEX runs_one_active ON runs (pool) "
+        "WHERE state IN ('precheck', 'prepare', 'master', 'members', 'finalize')",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

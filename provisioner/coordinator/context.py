@@ -1,0 +1,112 @@
+"""What every step of a run shares: the context, the clock, the timeouts, and the read / call / wait helpers.
+
+Steps (steps.py), the VM actions (vms.py) and PREPARE / FINALIZE (finalize.py) all use these, so that every XAPI
+call lands in the events table with its outcome and every wait has a timeout and shows its progress.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from provisioner.config import Config
+from provisioner.model import Media
+from provisioner.store import RunHost, Store
+from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+
+
+class StepFailed(RuntimeError):
+    """A step could not reach its effect; the message is the reason shown to the operator."""
+
+
+class RealClock:
+    """Wall-clock time; tests pass the simulator's Clock (same now()/sleep() in simulated seconds)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds (on the run's clock). A real upgrade installs in 20-60 min; the master's startup takes minutes."""
+
+    down: float = 900.0       # reboot sent -> host went down (or already came back)
+    up: float = 4 * 3600.0    # went down -> back up with a new boot_time
+    enable: float = 1800.0    # HOST_STILL_BOOTING may last minutes after xapi starts
+    poll: float = 10.0
+    storage: float = 120.0    # PBDs attach by themselves during startup; XenCenter waits 120 s, then plugs
+    finalize: float = 600.0   # rolling_upgrade_in_progress goes within one DB-GC pass (30 s) once versions match
+
+
+@dataclass
+class Context:
+    store: Store
+    config: Config
+    driver: PoolDriver
+    media: Media
+    run_id: str
+    clock: object = field(default_factory=RealClock)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    say: Callable[[str], None] = lambda line: None
+    migrate_back: bool = False  # RESTORE moves the VMs EVACUATE migrated away back to the upgraded host
+
+    def event(self, kind: str, rh: RunHost | None, **details) -> None:
+        if rh is None:
+            self.store.add_event(kind, run_id=self.run_id, details=details)
+        else:
+            self.store.add_event(kind, mac=rh.mac, run_id=self.run_id, details={"host": rh.name, **details})
+
+
+def find(ctx: Context, uuid: str) -> HostInfo | None:
+    """The host's XAPI record, or None while the master does not answer (it may be the one rebooting)."""
+    try:
+        return next((h for h in ctx.driver.hosts() if h.uuid == uuid), None)
+    except (XapiUnreachable, Failure):
+        # Refused connections, HOST_STILL_BOOTING and SESSION_INVALID are all normal while the master restarts.
+        return None
+
+
+def live_info(ctx: Context, rh: RunHost) -> HostInfo:
+    info = find(ctx, rh.uuid)
+    if info is None:
+        raise StepFailed("the pool master does not answer, or XAPI no longer knows the host")
+    return info
+
+
+def xapi_call(ctx: Context, rh: RunHost | None, method: str, fn: Callable, *args, **details):
+    """One XAPI call that changes something, with its outcome (and `details`, e.g. the VM) in the event log."""
+    try:
+        result = fn(*args)
+    except (Failure, XapiUnreachable) as exc:
+        ctx.event("xapi.call", rh, method=method, ok=False, error=str(exc)[:300], **details)
+        raise
+    ctx.event("xapi.call", rh, method=method, ok=True, **details)
+    return result
+
+
+def error_code(exc: BaseException) -> str:
+    """The XAPI error code of a Failure ('' for anything else)."""
+    details = getattr(exc, "details", None)
+    return str(details[0]) if details else ""
+
+
+def wait_for(ctx: Context, rh: RunHost, what: str, timeout: float,
+             done: Callable[[HostInfo | None], bool]) -> HostInfo | None:
+    """Poll the host until done(info); StepFailed after `timeout`; progress through ctx.say when it changes."""
+    start, shown = ctx.clock.now(), None
+    while True:
+        info = find(ctx, rh.uuid)
+        if done(info):
+            return info
+        seen = ("master not answering" if info is None
+                else f"live={info.live} enabled={info.enabled} version={info.product_version}")
+        if seen != shown:
+            ctx.say(f"{rh.name}: {what}: {seen} [{(ctx.clock.now() - start) / 60:.1f} min]")
+            shown = seen
+        if ctx.clock.now() - start > timeout:
+            raise StepFailed(f"{what}: not done after {timeout / 60:.0f} min (last seen: {seen})")
+        ctx.clock.sleep(ctx.timeouts.poll)

@@ -1,0 +1,66 @@
+"""The run's write-ahead journal: what a step is about to change, written BEFORE the XAPI call that changes it.
+
+PREPARE's changes (HA, WLB, auto_poweron), the VMs EVACUATE stops or moves, what RESTORE and FINALIZE did, and
+the warnings and the guest-tools report all live here, so a restarted coordinator (and report(), which has no
+XAPI access) knows exactly what the run changed. Entries are rows of the events table (kind, run, host MAC and
+a JSON payload), committed one transaction each: the schema has no per-run JSON column, and an append-only log
+is what a write-ahead journal is anyway. Everything that reads or writes it goes through this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner.store import Store
+
+OPTIONS = "run.options"
+"""{disable_ha_wlb, migrate_back}: the operator's choices, recorded by start_run."""
+PREPARE_INTENT = "prepare.intent"
+"""{what: ha|wlb|auto_poweron, ...what undoing it needs}: written before PREPARE changes it."""
+UNDO = "finalize.undo"
+"""{what, vm?, ok, error?}: FINALIZE (or an abort during PREPARE) put it back, or could not."""
+VM_RESIDENT, VM_EVACUATED = "vm.resident", "vm.evacuated"
+"""{vms: [{uuid, name}]}: the real VMs running on a host just before host.evacuate (migrate back uses it);
+{}: host.evacuate returned, they all left."""
+VM_STOP, VM_STOPPED = "vm.stop", "vm.stopped"
+"""{uuid, name, action: suspend|shutdown, was: Running|Paused, cds: [{vbd, iso}]}: a pool-of-one host's VM, before
+/ after EVACUATE stops it (`how` on VM_STOPPED: suspended, clean shutdown, hard shutdown)."""
+VM_RESTORED = "vm.restored"
+"""{uuid, name, how, ok, error?}: RESTORE resumed / started it, or migrated it back (how = migrated back)."""
+WARNING = "run.warning"
+"""{text}: something the run could not do and went on without (storage not plugged, VM not restored, ...)."""
+TOOLS = "finalize.tools"
+"""{target, checked, older: [{uuid, name, version}], unknown: [{uuid, name}]}: the guest-tools report."""
+RPU_CLEARED = "finalize.rpu_cleared"
+"""{seconds}: XAPI cleared rolling_upgrade_in_progress after that long (sim or wall seconds)."""
+
+
+def write(store: Store, run_id: str, kind: str, *, mac: str | None = None, **details: Any) -> None:
+    """Append one entry (its own committed transaction: call it BEFORE the change it announces)."""
+    store.add_event(kind, mac=mac, run_id=run_id, details=details)
+
+
+def read(store: Store, run_id: str, kind: str, *, mac: str | None = None) -> list[dict[str, Any]]:
+    """Every entry of `kind` for the run (and host), oldest first; each is its payload plus `mac`."""
+    found, since = [], 0
+    while True:
+        batch = store.events(run_id=run_id, kind=kind, mac=mac, since_id=since, limit=1000)
+        found += [{**e["details"], "mac": e["mac"]} for e in batch]
+        if len(batch) < 1000:
+            return found
+        since = batch[-1]["id"]
+
+
+def last(store: Store, run_id: str, kind: str, *, mac: str | None = None) -> dict[str, Any] | None:
+    entries = read(store, run_id, kind, mac=mac)
+    return entries[-1] if entries else None
+
+
+def options(store: Store, run_id: str) -> dict[str, bool]:
+    """The run's options; a run started before options existed (or without the entry) gets the safe defaults."""
+    found = last(store, run_id, OPTIONS) or {}
+    return {"disable_ha_wlb": bool(found.get("disable_ha_wlb")), "migrate_back": bool(found.get("migrate_back"))}
+
+
+def warn(store: Store, run_id: str, text: str, *, mac: str | None = None) -> None:
+    write(store, run_id, WARNING, mac=mac, text=text)

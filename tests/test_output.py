@@ -1,0 +1,49 @@
+"""CLI text formatting (provisioner.output): the upgrade plan and the run report."""
+
+from __future__ import annotations
+
+from provisioner import output
+from provisioner.coordinator.plan import Plan, PlannedHost
+from provisioner.coordinator.vms import PlannedVm
+
+
+def test_plan_shows_hosts_vms_changes_and_problems():
+    plan = Plan("p1", "xs84", "8.4.0", standalone=True)
+    plan.hosts.append(PlannedHost("aa:bb:cc:dd:ee:01", "h1", "u", "r", "master", "8.2.1", "upgrade"))
+    plan.vms.append(PlannedVm("h1", "web", "u1", "Running", "suspend", ("tools.iso",), True, "resumed on this host"))
+    plan.changes.append("VM web: auto_poweron off during the run, back on in FINALIZE")
+    text = output.plan(plan)
+    assert text.splitlines()[0] == "pool p1 -> xs84 (8.4.0): ready"
+    assert "a pool of one" in text and "web" in text and "tools.iso" in text and "resumed on this host" in text
+    assert "turned off and back on: VM web: auto_poweron" in text
+    plan.problems.append("HA is enabled")
+    assert output.plan(plan).endswith("problem: HA is enabled") and "BLOCKED" in output.plan(plan)
+    pool = Plan("p2", "xs84", "8.4.0", migrate_back=True)
+    assert "VMs" not in output.plan(pool)  # no VMs, no VM table
+
+
+def test_run_report_shows_vms_prepare_tools_and_warnings():
+    run = {"id": "p1-1", "pool": "p1", "media": "xs84", "state": "done_with_failures", "reason": "failed: h2",
+           "hosts": [{"name": "h1", "role": "master", "step": "done", "reason": None, "remedy": None,
+                      "vms": [{"uuid": "u1", "name": "web", "action": "suspend", "done": "suspended",
+                               "cds_ejected": ["tools.iso"], "afterwards": "resumed"}],
+                      "warnings": ["SR nfs not plugged on h1: boom"]},
+                     {"name": "h2", "role": "member", "step": "failed", "reason": "verify: 8.2.1",
+                      "remedy": "forget, reinstall, join", "vms": [], "warnings": []}],
+           "prepare": [{"what": "ha", "vm": None, "uuid": None, "state": "not undone: left off"},
+                       {"what": "auto_poweron", "vm": "web", "uuid": "u1", "state": "undone"}],
+           "vms_not_restored": [{"uuid": "u2", "name": "db", "how": "suspended"}],
+           "guest_tools": {"target": "8.4.0", "checked": 2, "older": [{"uuid": "u1", "name": "web",
+                                                                      "version": "8.2.1"}],
+                           "unknown": [{"uuid": "u2", "name": "db"}]},
+           "warnings": ["HA not turned back on"]}
+    text = output.run_report(run)
+    for part in ("run p1-1 pool p1 -> xs84: done_with_failures (failed: h2)", "remedy for h2: forget",
+                 "tools.iso", "PREPARE change: ha: not undone: left off", "auto_poweron of VM web: undone",
+                 "VM db stopped by the run (suspended) and not running again",
+                 "guest tools older than 8.4.0: web (8.2.1) (2 VMs checked", "guest tools not shown by XAPI: db",
+                 "warning (h1): SR nfs not plugged on h1: boom", "warning: HA not turned back on"):
+        assert part in text, part
+    old = {k: run[k] for k in ("id", "pool", "media", "state", "reason")}
+    old["hosts"] = [{k: v for k, v in h.items() if k not in ("vms", "warnings")} for h in run["hosts"]]
+    assert "VMs:" not in output.run_report(old)  # a report from before these keys still prints

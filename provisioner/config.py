@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping
 
 ENV_PREFIX = "PROVISIONER_"
 CONFIG_ENV = "PROVISIONER_CONFIG"
-SECRET_ENV = ("PROVISIONER_POOL_PASSWORD",)  # secrets read by the commands that need them, not config keys
+# Secrets read by the commands that need them, not config keys (the root password only ever as a crypt hash).
+SECRET_ENV = ("PROVISIONER_POOL_PASSWORD", "PROVISIONER_ROOT_PASSWORD_HASH")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -128,6 +129,8 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "attempts_per_arming": (_int_in(1, 10), 1),
     # lpxelinux.0 can fetch http:// paths: big files (xen.gz, vmlinuz, install.img) then go over HTTP, not TFTP.
     "pxelinux_http": (_bool, False),
+    # how often the coordinator polls XAPI while it waits for a host (down, back up, enabled)
+    "upgrade_poll_ms": (_int_in(10, 600_000), 10_000),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
 }
@@ -151,6 +154,7 @@ class Config:
     tftp_max_sessions_per_client: int
     attempts_per_arming: int
     pxelinux_http: bool
+    upgrade_poll_ms: int
     log_level: str
     log_json: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

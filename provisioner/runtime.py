@@ -1,4 +1,8 @@
-"""`provisioner serve`: TFTP + HTTP in one process over one store; clean stop on SIGTERM/SIGINT."""
+"""`provisioner serve`: TFTP + HTTP + the upgrade runs in one process over one store; clean stop on SIGTERM/SIGINT.
+
+At start-up `serve` resumes every upgrade run that was in progress (each step re-reads the pool first); on stop,
+the runs are interrupted at their next wait or step boundary and stay resumable.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from typing import Any, Callable
 from provisioner import bootservice, create_app
 from provisioner.bootloaders import missing_loaders
 from provisioner.config import Config
+from provisioner.coordinator.service import RunService
+from provisioner.coordinator.steps import Timeouts
 from provisioner.httpserver import ServerHandle, serve_http
 from provisioner.media import resolve_media_file
 from provisioner.store import Store
@@ -70,9 +76,10 @@ class EventWriter:
 class Runtime:
     """The running services. start() brings up TFTP and HTTP or raises StartupError with nothing left open."""
 
-    def __init__(self, config: Config, store: Store | None = None):
+    def __init__(self, config: Config, store: Store | None = None, *, runs: RunService | None = None):
         self.config = config
         self.store = store or Store(config.db_path)
+        self.runs = runs or RunService(self.store, config, timeouts=Timeouts(poll=config.upgrade_poll_ms / 1000))
         self.http: ServerHandle | None = None
         self.tftp: TftpService | None = None
         self.events: EventWriter | None = None
@@ -88,7 +95,9 @@ class Runtime:
                 on_event=self.events.tftp_event,
             )
             self.tftp.start()
-            self.http = serve_http(create_app(config, store=store), config.bind_address, config.http_port)
+            app = create_app(config, store=store)
+            app.extensions["provisioner.runs"] = self.runs  # the web layer starts and follows runs through it
+            self.http = serve_http(app, config.bind_address, config.http_port)
         except Exception as exc:
             self.stop()
             raise StartupError(str(exc)) from exc
@@ -96,7 +105,9 @@ class Runtime:
                                                    "public_url": config.base_url})
         return self
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """Stop everything; the ids of the upgrade runs interrupted (resumable by the next `serve`)."""
+        interrupted = self.runs.stop()
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -106,6 +117,7 @@ class Runtime:
         if self.events is not None:
             self.events.close()
             self.events = None
+        return interrupted
 
 
 def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
@@ -123,10 +135,28 @@ def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
         if not config.public_url and config.bind_address in ("0.0.0.0", "::"):
             announce("warning: public_url is not set, so boot configs point at 127.0.0.1, which booting hosts "
                      "cannot reach: set public_url (e.g. http://10.0.0.5) in provisioner.toml")
+        _resume_runs(runtime, announce)
         stop.wait()
         announce("stopping")
     finally:
-        runtime.stop()
+        for run_id in runtime.stop():
+            announce(f"upgrade run {run_id} interrupted; the next `provisioner serve` resumes it")
         runtime.store.add_event("server.stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _resume_runs(runtime: Runtime, announce: Callable[[str], None]) -> list[str]:
+    """Resume the runs a previous server (or CLI) left in progress, and say which (and which not, and why)."""
+    active = {r.id: r for r in runtime.store.list_runs(active_only=True)}
+    if not active:
+        return []
+    resumed = runtime.runs.resume_all()
+    for run_id in resumed:
+        run = active.get(run_id) or runtime.store.get_run(run_id)
+        announce(f"resuming upgrade run {run_id} of pool {run.pool} (was {run.state}); each step re-reads the pool")
+    for run_id in sorted(set(active) - set(resumed)):
+        why = runtime.store.events(run_id=run_id, kind="run.resume_skipped")
+        announce(f"not resuming upgrade run {run_id} of pool {active[run_id].pool}: "
+                 f"{why[-1]['details']['error'] if why else 'see the events'}")
+    return resumed

@@ -50,3 +50,58 @@ def test_pools_and_rolling_upgrade_commands(tmp_path):
     finally:
         sim.stop()
         runtime.stop()
+
+
+def _cli(config):
+    env = {"PROVISIONER_CONFIG": "", **{f"PROVISIONER_{k.upper()}": str(v) for k, v in config.as_dict().items()
+                                        if k in ("data_dir", "bind_address", "http_port", "tftp_port", "tftp_root",
+                                                 "public_url", "pxelinux_http")},
+           "PROVISIONER_UPGRADE_POLL_MS": "50"}
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_start_follow_json_lines_then_eta_from_the_first_run(tmp_path):
+    from test_coordinator_service import make_world, stop_world
+
+    lab = make_world(tmp_path)
+    cli = _cli(lab.config)
+    try:
+        first = cli("upgrade", "start", "red", "--media", "xs84", "--follow", "--json", "--interval", "0.1")
+        assert first.exit_code == 0, first.output
+        lines = [json.loads(line) for line in first.output.splitlines()]
+        assert lines[-1]["state"] == "done" and lines[-1]["eta_seconds"] == 0.0
+        assert {h["step"] for line in lines for h in line["hosts"]} >= {"pending", "wait_up", "done"}
+        assert all({"elapsed_seconds", "eta_seconds", "step_seconds"} <= set(h) for h in lines[-1]["hosts"])
+        assert lines[-1]["samples"] == 3  # the three hosts this run upgraded
+        second = cli("upgrade", "start", "blue", "--media", "xs84", "--follow", "--interval", "0.1")
+        assert second.exit_code == 0, second.output
+        assert "ETA " in second.output and "upgrade(s) with this media" in second.output
+        assert second.output.rstrip().splitlines()[0].startswith("run ") and "blue-host2" in second.output
+        views = json.loads(cli("upgrade", "status", "--json").output)
+        assert [v["pool"] for v in views] == ["blue", "red"] and {v["eta_seconds"] for v in views} == {0.0}
+        latest = cli("upgrade", "status", "red", "--follow", "--json")  # nothing in progress: the latest run
+        assert [json.loads(line)["id"] for line in latest.output.splitlines()] == [lines[-1]["id"]]
+    finally:
+        stop_world(lab)
+
+
+def test_status_follows_a_run_the_server_drives_and_start_is_refused(tmp_path):
+    from test_coordinator_service import WAIT, make_world, stop_world
+
+    lab = make_world(tmp_path, names=("red",))
+    cli = _cli(lab.config)
+    try:
+        run = lab.runtime.runs.start("red", "xs84")  # what POST /api/v1/pools/red/upgrade does in `serve`
+        refused = cli("upgrade", "start", "red", "--media", "xs84")
+        assert refused.exit_code == 1 and "being upgraded by another process" in refused.output
+        followed = cli("upgrade", "status", "red", "--follow", "--json", "--interval", "0.1")
+        assert followed.exit_code == 0
+        lines = [json.loads(line) for line in followed.output.splitlines()]
+        assert {line["id"] for line in lines} == {run.id} and lines[-1]["state"] == "done"
+        assert len(lines) > 3  # one line per change of step
+        assert lab.runtime.runs.wait(run.id, WAIT).state == "done"
+        text = cli("upgrade", "status")
+        assert "red-host0" in text.output and "done" in text.output
+    finally:
+        stop_world(lab)

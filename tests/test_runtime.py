@@ -149,3 +149,38 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_serve_resumes_runs_in_progress_at_start_up_and_stops_them_resumably(tmp_path):
+    """A run left in progress (a crash right after it was created) is resumed by the next `serve`; SIGTERM
+    interrupts it at its next wait (announced), and the `serve` after that finishes it: one install per host."""
+    from test_coordinator_kill import MEDIA, POOL, make_serve_lab
+
+    from provisioner import states
+    from provisioner.coordinator import pools, runner
+
+    lab = make_serve_lab(tmp_path, hosts=2)
+    try:
+        driver = pools.connect(lab.store, POOL, timeout=5)
+        run = runner.start_run(lab.store, POOL, MEDIA, driver)
+        driver.close()
+        lab.start_serve()
+        deadline = time.monotonic() + 300
+        while lab.store.get_run_host(run.id, lab.world.pools[POOL].hosts[0].mac).step != states.STEP_WAIT_UP:
+            assert time.monotonic() < deadline, lab.output()
+            time.sleep(0.02)
+        assert lab.kill(signal.SIGTERM) == 0
+        first = lab.output()
+        assert f"resuming upgrade run {run.id} of pool {POOL} (was precheck)" in first
+        assert f"upgrade run {run.id} interrupted" in first and "stopping" in first
+        assert lab.store.get_run(run.id).state not in states.RUN_TERMINAL
+        assert lab.store.events(run_id=run.id, kind="run.interrupted")
+        lab.start_serve()
+        while lab.store.get_run(run.id).state not in states.RUN_TERMINAL:
+            assert time.monotonic() < deadline, lab.output()
+            time.sleep(0.05)
+        assert lab.store.get_run(run.id).state == states.RUN_DONE
+        assert lab.output().count(f"resuming upgrade run {run.id}") == 2
+        assert [lab.handler.machine(h.mac).installs() for h in lab.world.pools[POOL].hosts] == [1, 1]
+    finally:
+        lab.stop()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Callable
+
 import click
 
-from provisioner import output
+from provisioner import output, progress, states
 from provisioner.config import secret_from_env
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
+from provisioner.coordinator.service import ProgressReader, RunService
+from provisioner.coordinator.steps import Timeouts
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 
 
@@ -63,28 +69,91 @@ def upgrade_plan(ctx: Context, pool: str, media_name: str, as_json: bool) -> Non
         raise SystemExit(1)
 
 
-@upgrade.command("start")
+FOREGROUND_NOTE = ("The run is driven by THIS process until it ends: a running `provisioner serve` cannot take it "
+                   "over (it is another process); to have the server drive a run, start it over REST "
+                   "(POST /api/v1/pools/POOL/upgrade). Ctrl-C stops it resumably: `provisioner upgrade resume POOL`, "
+                   "or the next `provisioner serve` start, continues it.")
+
+
+def _follow(store, run_ids: list[str], as_json: bool, interval: float,
+            alive: Callable[[], bool] = lambda: True, heartbeat: float = 30.0) -> list[dict]:
+    """Print each run's progress when a step or state changes (and every `heartbeat` s) until every run ends
+    or `alive()` turns false; JSON lines with --json. Returns the last views."""
+    reader, shown, last_print, views = ProgressReader(store), {}, {}, {}
+    while True:
+        for run_id in run_ids:
+            view = views[run_id] = reader.view(run_id)
+            key = (view["state"], tuple((h["step"], h["reason"]) for h in view["hosts"]))
+            now = time.monotonic()
+            if key != shown.get(run_id) or now - last_print.get(run_id, 0.0) >= heartbeat:
+                shown[run_id], last_print[run_id] = key, now
+                click.echo(json.dumps({"ts": time.time(), **view}) if as_json else progress.render(view) + "\n")
+        if all(v["state"] in states.RUN_TERMINAL for v in views.values()) or not alive():
+            return list(views.values())
+        time.sleep(interval)
+
+
+def _drive(ctx: Context, launch: Callable[[RunService, Callable[[str], None] | None], object], follow: bool,
+           as_json: bool, interval: float) -> None:
+    """Run one pool's run in this process (RunService thread), show it, and end with its report."""
+    svc = RunService(ctx.store, ctx.config, timeouts=Timeouts(poll=ctx.config.upgrade_poll_ms / 1000))
+    run = launch(svc, None if follow or as_json else click.echo)
+    try:
+        if follow:
+            _follow(ctx.store, [run.id], as_json, interval, alive=lambda: run.id in svc.running())
+        while svc.wait(run.id, 1.0).state not in states.RUN_TERMINAL and run.id in svc.running():
+            pass
+    except KeyboardInterrupt:
+        svc.stop()
+        raise click.ClickException(f"interrupted: run {run.id} stays resumable (`provisioner upgrade resume "
+                                   f"{run.pool}`, or the next `provisioner serve` start)") from None
+    svc.stop()
+    final = coord_runner.report(ctx.store, run.id)
+    if not as_json:
+        click.echo(output.run_report(final))
+    elif not follow:
+        click.echo(json.dumps(final, indent=2))
+    if final["state"] not in states.RUN_TERMINAL:
+        crashed = ctx.store.events(run_id=run.id, kind="run.crashed")
+        raise click.ClickException(f"run {run.id} stopped in state {final['state']}: "
+                                   f"{crashed[-1]['details']['error'] if crashed else 'see the events'}; "
+                                   f"`provisioner upgrade resume {run.pool}` continues it")
+    if final["state"] != states.RUN_DONE:
+        raise SystemExit(1)
+
+
+def _follow_options(func):
+    func = click.option("--interval", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
+                        help="Seconds between two looks at the run with --follow.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="JSON (with --follow: one JSON object per line).")(func)
+    return click.option("--follow", is_flag=True, help="Show live per-host progress: step, elapsed, ETA.")(func)
+
+
+@upgrade.command("start", help="Start the rolling upgrade and drive it until it ends.\n\n" + FOREGROUND_NOTE)
 @click.argument("pool")
 @click.option("--media", "media_name", required=True)
 @click.option("--stop-on-failure", is_flag=True, help="Stop at the first failed member (default: go on).")
+@click.option("--disable-ha-wlb", is_flag=True,
+              help="Turn HA / WLB off for the run and back on at the end (default: the precheck refuses).")
+@click.option("--migrate-back", is_flag=True, help="Migrate each host's VMs back after its upgrade.")
+@_follow_options
 @pass_ctx
 @friendly
-def upgrade_start(ctx: Context, pool: str, media_name: str, stop_on_failure: bool) -> None:
-    """Start the rolling upgrade and follow it until it ends."""
-    driver = coord_pools.connect(ctx.store, pool)
-    run = coord_runner.start_run(ctx.store, pool, media_name, driver, stop_on_failure=stop_on_failure)
-    done = coord_runner.Runner(ctx.store, ctx.config, run.id, driver, say=click.echo).run()
-    click.echo(output.run_report(coord_runner.report(ctx.store, done.id)))
+def upgrade_start(ctx: Context, pool: str, media_name: str, stop_on_failure: bool, disable_ha_wlb: bool,
+                  migrate_back: bool, follow: bool, as_json: bool, interval: float) -> None:
+    _drive(ctx, lambda svc, say: svc.start(pool, media_name, stop_on_failure=stop_on_failure,
+                                           disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back, say=say),
+           follow, as_json, interval)
 
 
-@upgrade.command("resume")
+@upgrade.command("resume", help="Continue the pool's interrupted run from its last committed step.\n\n"
+                 + FOREGROUND_NOTE)
 @click.argument("pool")
+@_follow_options
 @pass_ctx
 @friendly
-def upgrade_resume(ctx: Context, pool: str) -> None:
-    """Continue the pool's interrupted run from its last committed step."""
-    runner = coord_runner.resume(ctx.store, ctx.config, pool, coord_pools.connect(ctx.store, pool), say=click.echo)
-    click.echo(output.run_report(coord_runner.report(ctx.store, runner.run().id)))
+def upgrade_resume(ctx: Context, pool: str, follow: bool, as_json: bool, interval: float) -> None:
+    _drive(ctx, lambda svc, say: svc.resume(pool, say=say), follow, as_json, interval)
 
 
 @upgrade.command("abort")
@@ -99,10 +168,22 @@ def upgrade_abort(ctx: Context, pool: str) -> None:
 
 @upgrade.command("status")
 @click.argument("pool", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@_follow_options
 @pass_ctx
 @friendly
-def upgrade_status(ctx: Context, pool: str | None, as_json: bool) -> None:
-    """Runs (newest first) with each host's step, reason and remedy."""
-    runs = coord_runner.status(ctx.store, pool)
-    emit(runs, as_json, "\n\n".join(output.run_report(r) for r in runs) or "no runs")
+def upgrade_status(ctx: Context, pool: str | None, follow: bool, as_json: bool, interval: float) -> None:
+    """Runs (newest first) with each host's step, elapsed time, ETA, reason and remedy.
+
+    With --follow: the runs in progress (whoever drives them: `serve` or another `upgrade start`), live, until
+    they end; with no run in progress, the pool's latest run."""
+    if not follow:
+        reader = ProgressReader(ctx.store)
+        views = [reader.view(r.id) for r in ctx.store.list_runs(pool)]
+        text = "\n\n".join(progress.render(v) + "".join(f"\nremedy for {h['name']}: {h['remedy']}"
+                                                         for h in v["hosts"] if h.get("remedy")) for v in views)
+        emit(views, as_json, text or "no runs")
+        return
+    runs = ctx.store.list_runs(pool, active_only=True) or ctx.store.list_runs(pool)[:1]
+    if not runs:
+        raise click.ClickException(f"no runs{f' of pool {pool}' if pool else ''}")
+    _follow(ctx.store, [r.id for r in runs], as_json, interval)

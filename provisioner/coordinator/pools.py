@@ -1,9 +1,16 @@
-"""Pools: XAPI connection details (password kept out of output) and host discovery into the registry."""
+"""Pools: XAPI connection details (password encrypted at rest, kept out of output) and host discovery.
+
+The password is stored encrypted (provisioner.secrets, key file next to the database). A row written in plain
+text by an older version is still read, and encrypted in place the first time it is read (connect()).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from provisioner import secrets
 
 from provisioner.model import Host, ValidationError, normalize_mac
 from provisioner.store import NotFoundError, PoolRecord, Store
@@ -19,7 +26,7 @@ def add_pool(store: Store, name: str, url: str, username: str, password: str) ->
         raise ValidationError(f"{url!r} is not an http(s) URL", "url")
     if not username or not password:
         raise ValidationError("username and password are required", "password")
-    return store.add_pool(name, url, username, password)
+    return store.add_pool(name, url, username, secrets.encrypt(_data_dir(store), password))
 
 
 def get_pool(store: Store, name: str) -> PoolRecord:
@@ -29,10 +36,25 @@ def get_pool(store: Store, name: str) -> PoolRecord:
     return pool
 
 
+def _data_dir(store: Store) -> Path:
+    return Path(store.path).parent  # the key file lives with the database it protects
+
+
+def pool_password(store: Store, name: str) -> str:
+    """The pool's password in clear, for the login only (secrets.SecretError when the key file is missing)."""
+    pool = get_pool(store, name)
+    if secrets.is_encrypted(pool.password):
+        return secrets.decrypt(_data_dir(store), pool.password)
+    # a plain-text row from before encryption at rest: encrypt it now, then use it
+    store.add_pool(pool.name, pool.url, pool.username, secrets.encrypt(_data_dir(store), pool.password))
+    store.add_event("pool.password_encrypted", details={"pool": name})
+    return pool.password
+
+
 def connect(store: Store, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> XenApiDriver:
     """A driver logged in lazily with the pool's stored credentials."""
     pool = get_pool(store, name)
-    return XenApiDriver(pool.url, pool.username, pool.password, timeout=timeout)
+    return XenApiDriver(pool.url, pool.username, pool_password(store, name), timeout=timeout)
 
 
 @dataclass

@@ -1,0 +1,82 @@
+"""Secrets at rest (pool passwords): Fernet (AES-128-CBC + HMAC-SHA256) with a key file next to the database.
+
+The key is made on first use in <data_dir>/secret.key (mode 0600, created atomically); the database only holds
+`fernet:v1:<token>`, so a copy of provisioner.db without the key file reveals nothing. The only module that
+imports `cryptography` (pyca/cryptography: maintained, audited, and Fernet is made for exactly this).
+Never log or echo the values handled here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+log = logging.getLogger(__name__)
+KEY_FILE = "secret.key"
+PREFIX = "fernet:v1:"
+
+
+class SecretError(ValueError):
+    """A stored secret cannot be read back (key file missing or not the one it was encrypted with)."""
+
+
+def key_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / KEY_FILE
+
+
+def is_encrypted(stored: str) -> bool:
+    return stored.startswith(PREFIX)
+
+
+def _read_key(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s is readable by other users (mode %o): chmod 600 it", path, stat.S_IMODE(mode))
+    return path.read_bytes().strip()
+
+
+def _key(data_dir: str | Path, *, create: bool) -> bytes:
+    path = key_path(data_dir)
+    if path.exists():
+        return _read_key(path)
+    if not create:
+        raise SecretError(f"the key file {path} is missing: the stored pool password cannot be decrypted; "
+                          "restore the key file or enter the password again (`provisioner pools add`)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, Fernet.generate_key() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # atomic: two first uses at once agree on one key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return _read_key(path)
+
+
+def encrypt(data_dir: str | Path, plaintext: str) -> str:
+    """The value to store for `plaintext` (the key file is created on first use)."""
+    return PREFIX + Fernet(_key(data_dir, create=True)).encrypt(plaintext.encode()).decode("ascii")
+
+
+def decrypt(data_dir: str | Path, stored: str) -> str:
+    """The plaintext of a value made by encrypt(); SecretError when it cannot be read. Not for plain values."""
+    if not is_encrypted(stored):
+        raise SecretError("the value is not an encrypted secret")
+    try:
+        return Fernet(_key(data_dir, create=False)).decrypt(stored[len(PREFIX):].encode("ascii")).decode()
+    except (InvalidToken, ValueError) as exc:
+        if isinstance(exc, SecretError):
+            raise
+        raise SecretError(f"the stored pool password does not decrypt with {key_path(data_dir)} (another "
+                          "server's key?): restore the right key file or enter the password again "
+                          "(`provisioner pools add`)") from None

@@ -1,0 +1,153 @@
+"""REST for pools and upgrade runs under /api/v1 (same bearer token and JSON errors as api.py).
+
+Runs are driven by the server's RunService (app.extensions["provisioner.runs"], set by `serve`): a start returns
+at once (202) and the run goes on in the server; GET /runs/<id> follows it. Pool passwords go in, never out.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from provisioner import secrets
+from provisioner.coordinator import plan as coord_plan
+from provisioner.coordinator import pools as coord_pools
+from provisioner.coordinator import runner as coord_runner
+from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
+from provisioner.model import ValidationError
+from provisioner.store import ConflictError, NotFoundError
+from provisioner.web import api
+from provisioner.xapi import Failure, XapiUnreachable
+
+bp = Blueprint("api_upgrade", __name__, url_prefix="/api/v1")
+bp.before_request(api._require_token)
+bp.register_error_handler(ValidationError, api._invalid)
+bp.register_error_handler(ConflictError, api._conflict)
+bp.register_error_handler(NotFoundError, api._missing)
+
+
+@bp.errorhandler(XapiUnreachable)
+def _unreachable(exc: XapiUnreachable):
+    return api._error(502, f"the pool did not answer: {exc}")
+
+
+@bp.errorhandler(Failure)
+def _xapi_failure(exc: Failure):
+    return api._error(502, f"XAPI refused: {' '.join(map(str, exc.details))}")
+
+
+@bp.errorhandler(secrets.SecretError)
+def _secret(exc: secrets.SecretError):
+    return api._error(500, str(exc))
+
+
+class NoRunService(RuntimeError):
+    """The app runs without `serve`'s RunService (e.g. under another WSGI server): it cannot drive runs."""
+
+
+@bp.errorhandler(NoRunService)
+def _no_service(exc: NoRunService):
+    return api._error(503, str(exc))
+
+
+def _runs():
+    runs = current_app.extensions.get("provisioner.runs")
+    if runs is None:
+        raise NoRunService("this server has no run service: upgrade runs are driven by `provisioner serve`")
+    return runs
+
+
+def _fields(body: dict, allowed: set[str], required: tuple[str, ...] = ()) -> dict:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    for name in required:
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise ValidationError(f"{name} is required (a string)", name)
+    return body
+
+
+def _report(run_id: str, reader: ProgressReader | None = None) -> dict:
+    """The run report with per-host elapsed / ETA seconds (progress.run_view) and whether this server drives it."""
+    view = (reader or ProgressReader(api._store())).view(run_id)
+    return {**view, "running_here": run_id in _runs_running()}
+
+
+def _runs_running() -> list[str]:
+    runs = current_app.extensions.get("provisioner.runs")
+    return runs.running() if runs is not None else []
+
+
+@bp.get("/pools")
+def list_pools():
+    return jsonify(pools=[p.as_dict() for p in api._store().list_pools()])
+
+
+@bp.post("/pools")
+def add_pool():
+    body = _fields(api._json_body(), {"name", "url", "username", "password"}, ("name", "url", "password"))
+    record = coord_pools.add_pool(api._store(), body["name"], body["url"], body.get("username") or "root",
+                                  body["password"])
+    return jsonify(pool=record.as_dict()), 201, {"Location": f"/api/v1/pools/{record.name}"}
+
+
+@bp.post("/pools/<name>/discover")
+def discover_pool(name: str):
+    body = _fields(request.get_json(silent=True) or {}, {"firmware"})
+    store = api._store()
+    driver = coord_pools.connect(store, name)
+    try:
+        found = coord_pools.discover(store, name, driver, firmware=body.get("firmware") or "bios")
+    finally:
+        driver.close()
+    return jsonify(discovery=found.as_dict())
+
+
+@bp.get("/pools/<name>/plan")
+def plan_pool(name: str):
+    media = request.args.get("media")
+    if not media:
+        raise ValidationError("media is required (?media=NAME)", "media")
+    store = api._store()
+    driver = coord_pools.connect(store, name)
+    try:
+        return jsonify(plan=coord_plan.make_plan(store, name, media, driver).as_dict())
+    finally:
+        driver.close()
+
+
+@bp.post("/pools/<name>/upgrade")
+def start_upgrade(name: str):
+    body = _fields(api._json_body(), {"media"} | RUN_OPTIONS, ("media",))
+    options = {k: v for k, v in body.items() if k in RUN_OPTIONS}
+    for key, value in options.items():
+        if not isinstance(value, bool):
+            raise ValidationError(f"{key} must be true or false", key)
+    run = _runs().start(name, body["media"], **options)
+    return jsonify(run=_report(run.id)), 202, {"Location": f"/api/v1/runs/{run.id}"}
+
+
+@bp.post("/pools/<name>/upgrade/resume")
+def resume_upgrade(name: str):
+    run = _runs().resume(name)
+    return jsonify(run=_report(run.id)), 202, {"Location": f"/api/v1/runs/{run.id}"}
+
+
+@bp.post("/pools/<name>/upgrade/abort")
+def abort_upgrade(name: str):
+    run = coord_runner.request_abort(api._store(), name)  # whoever drives the run stops at its next step
+    return jsonify(run=_report(run.id))
+
+
+@bp.get("/runs")
+def list_runs():
+    reader = ProgressReader(api._store())
+    return jsonify(runs=[_report(r.id, reader) for r in api._store().list_runs(request.args.get("pool"))])
+
+
+@bp.get("/runs/<run_id>")
+def show_run(run_id: str):
+    return jsonify(run=_report(run_id))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

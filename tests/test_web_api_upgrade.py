@@ -1,0 +1,118 @@
+"""REST for pools and upgrade runs, over real HTTP to the real server (its RunService) and a simulated pool."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from conftest import API_TOKEN
+from test_coordinator_service import MEDIA, PASSWORD, WAIT, make_world, stop_world
+
+from provisioner import states
+from provisioner.coordinator import runner
+
+
+@pytest.fixture
+def lab(tmp_path):
+    made = make_world(tmp_path, api_token=API_TOKEN)
+    yield made
+    stop_world(made)
+
+
+class Api:
+    """requests against the lab's server; every answer is also checked for the pool password."""
+
+    def __init__(self, lab, token: str | None = API_TOKEN):
+        self.base = lab.runtime.http.url + "/api/v1"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __call__(self, method: str, path: str, **kw) -> requests.Response:
+        response = requests.request(method, self.base + path, headers=self.headers, timeout=30, **kw)
+        assert PASSWORD not in response.text
+        return response
+
+
+def test_token_required_and_nothing_changes(lab):
+    anon = Api(lab, token=None)
+    assert anon("GET", "/pools").status_code == 401
+    before = lab.store.list_runs()
+    answer = anon("POST", "/pools/red/upgrade", json={"media": MEDIA})
+    assert answer.status_code == 401 and "bearer" in answer.json()["error"]
+    assert Api(lab, token="wrong-token-0123456789")("POST", "/pools", json={}).status_code == 401
+    assert lab.store.list_runs() == before
+
+
+def test_add_and_list_pools_never_return_the_password(lab):
+    api = Api(lab)
+    added = api("POST", "/pools", json={"name": "green", "url": "https://10.0.0.10", "username": "root",
+                                        "password": PASSWORD})
+    assert added.status_code == 201 and added.headers["Location"] == "/api/v1/pools/green"
+    assert added.json()["pool"]["url"] == "https://10.0.0.10" and "password" not in added.json()["pool"]
+    listed = api("GET", "/pools").json()["pools"]
+    assert [p["name"] for p in listed] == ["blue", "green", "red"]
+    assert all("password" not in p for p in listed)
+    assert api("GET", "/events").status_code == 200  # checked for the password like every answer
+    bad = api("POST", "/pools", json={"name": "x", "url": "ftp://x", "password": "p"})
+    assert bad.status_code == 400 and "http(s) URL" in bad.json()["error"]
+    extra = api("POST", "/pools", json={"name": "x", "url": "https://x", "password": "p", "admin": True})
+    assert extra.status_code == 400 and "admin" in extra.json()["error"]
+    assert api("POST", "/pools", json={"name": "x", "url": "https://x"}).json()["field"] == "password"
+
+
+def test_discover_and_plan(lab):
+    api = Api(lab)
+    for h in lab.store.list_hosts(pool="blue"):
+        lab.store.remove_host(h.mac)
+    found = api("POST", "/pools/blue/discover")
+    assert found.status_code == 200
+    assert sorted(found.json()["discovery"]["added"]) == [f"blue-host{i}" for i in range(3)]
+    assert {h.mac for h in lab.store.list_hosts(pool="blue")} == set(lab.macs("blue"))
+    plan = api("GET", "/pools/red/plan", params={"media": MEDIA}).json()["plan"]
+    assert plan["ok"] and [h["role"] for h in plan["hosts"]] == ["master", "member", "member"]
+    blocked = api("GET", "/pools/blue/plan", params={"media": MEDIA}).json()["plan"]
+    assert not blocked["ok"] and any("no boot disk" in p for p in blocked["problems"])
+    assert api("GET", "/pools/red/plan").json()["field"] == "media"
+    assert api("GET", "/pools/nope/plan", params={"media": MEDIA}).status_code == 404
+    assert api("POST", "/pools/nope/discover").status_code == 404
+
+
+def test_upgrade_runs_in_the_server_and_a_second_start_is_refused(lab):
+    api = Api(lab)
+    started = api("POST", "/pools/red/upgrade", json={"media": MEDIA})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run"]["id"]
+    assert started.headers["Location"] == f"/api/v1/runs/{run_id}"
+    again = api("POST", "/pools/red/upgrade", json={"media": MEDIA})
+    assert again.status_code == 409 and "red" in again.json()["error"]
+    assert lab.runtime.runs.wait(run_id, WAIT).state == states.RUN_DONE
+    shown = api("GET", f"/runs/{run_id}").json()["run"]
+    assert shown["state"] == states.RUN_DONE and not shown["running_here"]
+    assert [h["step"] for h in shown["hosts"]] == [states.STEP_DONE] * 3
+    assert shown["eta_seconds"] == 0.0 and shown["samples"] == 3
+    assert all(h["elapsed_seconds"] > 0 for h in shown["hosts"])
+    assert set(lab.installs("red").values()) == {1}
+    listed = api("GET", "/runs", params={"pool": "red"}).json()["runs"]
+    assert [r["id"] for r in listed] == [run_id]
+    assert api("GET", "/runs", params={"pool": "blue"}).json()["runs"] == []
+    assert api("GET", "/runs/red-nope").status_code == 404
+    assert api("POST", "/pools/red/upgrade", json={"media": MEDIA, "stop_on_failure": "yes"}).status_code == 400
+
+
+def test_abort_then_resume_ends_the_run_aborted_without_touching_a_host(lab):
+    api = Api(lab)
+    driver = lab.runtime.runs.connect(lab.store, "blue")
+    run = runner.start_run(lab.store, "blue", MEDIA, driver)  # left by a crashed server before any step
+    driver.close()
+    aborted = api("POST", "/pools/blue/upgrade/abort")
+    assert aborted.status_code == 200 and aborted.json()["run"]["abort_requested"]
+    resumed = api("POST", "/pools/blue/upgrade/resume")
+    assert resumed.status_code == 202 and resumed.json()["run"]["id"] == run.id
+    assert lab.runtime.runs.wait(run.id, WAIT).state == states.RUN_ABORTED
+    assert set(lab.reboots("blue").values()) == {0}
+    assert api("POST", "/pools/blue/upgrade/resume").status_code == 404
+    assert api("POST", "/pools/blue/upgrade/abort").status_code == 404
+
+
+def test_without_a_run_service_start_is_503(client, auth):
+    answer = client.post("/api/v1/pools/red/upgrade", json={"media": MEDIA}, headers=auth)
+    assert answer.status_code == 503 and "provisioner serve" in answer.get_json()["error"]
+    assert client.get("/api/v1/runs", headers=auth).get_json() == {"runs": []}

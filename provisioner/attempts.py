@@ -10,6 +10,7 @@ so the timeline of a boot can be read back from the event log.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from typing import Any
 from provisioner import policy, states
 from provisioner.config import Config
 from provisioner.media import media_generation
-from provisioner.model import Attempt, BootDecision, ValidationError, normalize_mac
+from provisioner.model import Attempt, BootDecision, Host, Media, ValidationError, normalize_mac
 from provisioner.store import AttemptChange, NotFoundError, Store
 
+log = logging.getLogger(__name__)
 TOKEN_BYTES = 24  # 32 URL-safe characters, 192 bits: not guessable, and short enough for a kernel command line
 FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "complete-script", "file")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -33,6 +35,11 @@ class Outcome:
     attempt: Attempt | None
     changed: bool
     note: str
+
+
+def _fields(attempt: Attempt) -> dict[str, Any]:
+    """The `extra` of a log line about the attempt's host (provisioner.logs shows them)."""
+    return {"mac": attempt.mac, "attempt": attempt.id, "run": attempt.run_id}
 
 
 def new_token() -> str:
@@ -65,29 +72,50 @@ def arm(store: Store, config: Config, mac: str, media_name: str, *, run_id: str 
     attempt of the host is EXPIRED (explicit re-arm); arming while an installer runs is refused.
     """
     canonical = normalize_mac(mac)
-    host = store.get_host(canonical)
-    if host is None:
-        raise NotFoundError(f"no host with MAC {canonical} is registered")
-    media = store.get_media(media_name) if isinstance(media_name, str) else None
-    if media is None:
-        raise NotFoundError(f"no media named {media_name!r} (see `provisioner media list`)")
-    if not host.disk:
-        raise ValidationError(
-            f"host {host.name} ({canonical}) has no boot disk recorded; the upgrade answer file must name it "
-            "(XenCenter reads PRIMARY_DISK from /etc/xensource-inventory): set it with "
-            "`provisioner hosts update MAC --disk /dev/disk/by-id/...`", "disk")
-    if media_generation(media) == "xs9" and host.firmware != "uefi":
-        raise ValidationError(
-            f"media {media.name} is XenServer {media.product_version}, whose installer refuses legacy BIOS; "
-            f"host {host.name} ({canonical}) is registered as {host.firmware}", "firmware")
+    _, media = check_armable(store, canonical, media_name)
     window_until = None
     if window_seconds is not None:
         if not isinstance(window_seconds, int) or window_seconds <= 0:
             raise ValidationError(f"must be a positive number of seconds, got {window_seconds!r}", "window")
         moment = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=window_seconds)
         window_until = moment.isoformat(timespec="milliseconds")
-    return store.arm_attempt(canonical, media.name, new_token(), max_runs=config.attempts_per_arming,
-                             run_id=run_id, window_until=window_until)
+    attempt = store.arm_attempt(canonical, media.name, new_token(), max_runs=config.attempts_per_arming,
+                                run_id=run_id, window_until=window_until)
+    log.info("host %s armed for %s (attempt %d)", canonical, media.name, attempt.id, extra=_fields(attempt))
+    return attempt
+
+
+def check_armable(store: Store, mac: str, media_name: Any) -> tuple[Host, Media]:
+    """The host and media of an arming, or the reason there can be none (no disk, XS 9 media on BIOS, ...)."""
+    host = store.get_host(mac)
+    if host is None:
+        raise NotFoundError(f"no host with MAC {mac} is registered")
+    media = store.get_media(media_name) if isinstance(media_name, str) else None
+    if media is None:
+        raise NotFoundError(f"no media named {media_name!r} (see `provisioner media list`)")
+    if not host.disk:
+        raise ValidationError(
+            f"host {host.name} ({mac}) has no boot disk recorded; the answer file must name it "
+            "(XenCenter reads PRIMARY_DISK from /etc/xensource-inventory): set it with "
+            "`provisioner hosts update MAC --disk /dev/disk/by-id/...`", "disk")
+    if media_generation(media) == "xs9" and host.firmware != "uefi":
+        raise ValidationError(
+            f"media {media.name} is XenServer {media.product_version}, whose installer refuses legacy BIOS; "
+            f"host {host.name} ({mac}) is registered as {host.firmware}", "firmware")
+    return host, media
+
+
+def arm_fresh_install(store: Store, reinstall_id: int) -> Attempt:
+    """Arm the FRESH-INSTALL attempt of a reinstall: once per reinstall, ever, and one answer file (max_runs=1)
+    whatever attempts_per_arming says; its start script closes the window like any other attempt's."""
+    found = store.get_reinstall(reinstall_id)
+    if found is None:
+        raise NotFoundError(f"no reinstall {reinstall_id}")
+    check_armable(store, found.mac, found.media)
+    attempt = store.arm_reinstall_attempt(reinstall_id, new_token(), max_runs=1)[1]
+    log.info("host %s armed for a FRESH INSTALL of %s (attempt %d, reinstall %d)", found.mac, found.media,
+             attempt.id, reinstall_id, extra=_fields(attempt))
+    return attempt
 
 
 def disarm(store: Store, mac: str, *, reason: str = "operator") -> list[Attempt]:
@@ -95,7 +123,10 @@ def disarm(store: Store, mac: str, *, reason: str = "operator") -> list[Attempt]
     canonical = normalize_mac(mac)
     if store.get_host(canonical) is None:
         raise NotFoundError(f"no host with MAC {canonical} is registered")
-    return store.disarm_attempts(canonical, details={"reason": str(reason)[:200]})
+    changed = store.disarm_attempts(canonical, details={"reason": str(reason)[:200]})
+    for attempt in changed:
+        log.info("host %s disarmed (attempt %d): %s", canonical, attempt.id, reason, extra=_fields(attempt))
+    return changed
 
 
 def current_attempt(store: Store, mac: str) -> Attempt | None:
@@ -145,7 +176,11 @@ def claim_answerfile(store: Store, token: str, client: Any, *, now: _dt.datetime
     if attempt is None:
         _unknown_token(store, token, "answerfile", client)
         return None
-    return attempt if change is not None and change.event == "attempt.fetch" else None
+    if change is not None and change.event == "attempt.fetch":
+        return attempt
+    log.warning("answer file refused to %s for host %s (attempt %d): %s", _client(client), attempt.mac, attempt.id,
+                change.details.get("why") if change else "no change", extra=_fields(attempt))
+    return None
 
 
 def record_fetch(store: Store, token_or_attempt: str | Attempt, what: str, client: Any,
@@ -193,6 +228,8 @@ def start_script_fetched(store: Store, token: str, client: Any) -> Outcome:
         _unknown_token(store, token, "start", client)
         return Outcome(None, False, "unknown token")
     if change.state == states.STARTED:
+        log.info("installer started on host %s (attempt %d): window closed", attempt.mac, attempt.id,
+                 extra=_fields(attempt))
         return Outcome(attempt, True, "window closed: the installer is running")
     return Outcome(attempt, False, f"attempt {attempt.id} is {attempt.state}: nothing to do")
 
@@ -225,6 +262,8 @@ def complete_reported(store: Store, token: str, code: Any, client: Any) -> Outco
         _unknown_token(store, token, "complete", client)
         return Outcome(None, False, "unknown token")
     if change.state is not None:
+        log.log(logging.INFO if attempt.state == states.SUCCEEDED else logging.WARNING, "installer on host %s "
+                "(attempt %d) reported %s: %s", attempt.mac, attempt.id, text, attempt.state, extra=_fields(attempt))
         return Outcome(attempt, True, f"installer reported {text}: {attempt.state}")
     return Outcome(attempt, False, change.details.get("why", "ignored"))
 

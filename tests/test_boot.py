@@ -133,3 +133,56 @@ def test_kernel_and_install_img_fetches_join_the_attempt_timeline(client, store,
             assert response.status_code == 200
     fetched = [e["details"]["what"] for e in store.events(mac=MAC, kind="attempt.fetch")]
     assert fetched == ["ipxe", "hypervisor", "kernel", "install.img"]
+
+
+# --- lab reinstall: the fresh-install answer file (answerfile_fresh), only for a reinstall's own attempt ---
+
+FRESH_HASH = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+
+
+def _fresh_armed(store):
+    found = store.create_reinstall(MAC, "p1", "xs84", host_name="h1", forget_first=False, old_uuid=None,
+                                   old_pool=None, host_url="http://10.0.0.11/", network={"mode": "dhcp"},
+                                   root_password_hash=FRESH_HASH)
+    return found, attempts.arm_fresh_install(store, found.id)
+
+
+def test_fresh_answer_file_is_served_once_to_the_reinstall_attempt_only(client, store, armed):
+    from provisioner.answerfile_fresh import parse_fresh
+
+    attempts.disarm(store, MAC)  # the upgrade arming of the fixture; the reinstall arms its own attempt
+    found, attempt = _fresh_armed(store)
+    assert b"answerfile=" in client.get(f"/boot/ipxe/{MAC}").data
+    r = client.get(f"/boot/answerfile/{attempt.token}")
+    assert r.status_code == 200 and b"<installation>" in r.data and b"mode=" not in r.data
+    parsed = parse_fresh(r.data.decode(), expected_disk="/dev/disk/by-id/scsi-1", expected_mac=MAC)
+    assert parsed.root_password_hash == FRESH_HASH and parsed.hostname == "h1"
+    assert store.get_reinstall(found.id).root_password_hash is None  # served: the hash is not kept
+    again = client.get(f"/boot/answerfile/{attempt.token}")  # a second fetch of the fresh file
+    assert again.status_code == 404 and b"<installation" not in again.data
+    assert store.events(mac=MAC, kind="attempt.refused")
+    assert b"window is now closed" in client.get(f"/boot/script/{attempt.token}/installation-start").data
+    assert b"answerfile=" not in client.get(f"/boot/ipxe/{MAC}").data
+    assert not [e for e in store.events() if FRESH_HASH in str(e["details"])]
+
+
+def test_an_upgrade_attempt_never_gets_the_fresh_file(client, store, config, armed):
+    attempts.disarm(store, MAC)
+    found, fresh_attempt = _fresh_armed(store)
+    store.set_reinstall_step(found.id, states.RI_FAILED, reason="test")  # the reinstall ended ...
+    attempts.disarm(store, MAC)
+    upgrade = attempts.arm(store, config, MAC, "xs84")  # ... and the host is armed for an upgrade
+    r = client.get(f"/boot/answerfile/{upgrade.token}")
+    assert r.status_code == 200 and b'<installation mode="upgrade">' in r.data and b"primary-disk" not in r.data
+    assert client.get(f"/boot/answerfile/{fresh_attempt.token}").status_code == 404
+
+
+def test_fresh_answer_file_without_its_hash_is_refused_not_served(client, store, armed):
+    attempts.disarm(store, MAC)
+    found, attempt = _fresh_armed(store)
+    store.clear_reinstall_hash(found.id)
+    r = client.get(f"/boot/answerfile/{attempt.token}")
+    assert r.status_code == 500 and b"<installation" not in r.data
+    refused = store.events(mac=MAC, kind="answerfile.refused")
+    assert refused and "served once" in refused[-1]["details"]["error"]
+    assert store.get_attempt(attempt.id).runs == 0  # not counted: nothing was served

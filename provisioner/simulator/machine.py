@@ -2,8 +2,9 @@
 
 The XAPI simulator calls the boot handler each time a host enters FIRMWARE (power-on or reboot; xapi.md 4.3).
 Network-first boot order, like the real hosts: fetch the per-MAC config, follow it (installer or local boot);
-the installer GETs the answer file, checks it, reads <source>/.treeinfo, runs the installation-start script,
-"installs", runs the installation-complete script with 0 or 1, and reboots (atexit=reboot, INSTALLER.md 1),
+the installer GETs the answer file, checks it (an upgrade, or a fresh install that makes a new host: fresh.py),
+reads <source>/.treeinfo, runs the installation-start script, "installs", runs the installation-complete
+script with 0 or 1, and reboots (atexit=reboot, INSTALLER.md 1),
 which PXE-boots again: a server that keeps serving the installer shows up here as a reinstall loop.
 """
 
@@ -23,9 +24,10 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from provisioner import answerfile, bootpaths, tftp
+from provisioner import answerfile, answerfile_fresh, bootpaths, tftp
 from provisioner.model import normalize_mac
 from provisioner.simulator.firmware import BootFailure, parse_config, read_treeinfo  # noqa: F401 (re-exported)
+from provisioner.simulator.fresh import FRESH, fresh_version
 
 LOADERS = ("pxelinux", "grub", "ipxe")
 FAILURES = ("installer_fails", "never_returns", "slow", "bad_answerfile")
@@ -150,7 +152,7 @@ class Machine:
                 boot.outcome = boot.outcome or BOOT_ERROR
                 boot.detail = str(exc)
             self._emit(EV_BOOT, cycle=cycle, boot=number, outcome=boot.outcome, detail=boot.detail,
-                       version=boot.version)
+                       version=boot.version and {k: v for k, v in boot.version.items() if k != FRESH})  # no hash
             if boot.outcome == INSTALLED:
                 version = boot.version
             if boot.outcome == HUNG:
@@ -251,7 +253,8 @@ class Machine:
         try:
             if failures.get("bad_answerfile"):
                 raise answerfile.AnswerfileError("rejected by failure injection (bad_answerfile)")
-            parsed = answerfile.parse_upgrade(text)
+            fresh = answerfile_fresh.is_fresh_install(text)  # no mode: the installer wipes the disk (fresh.py)
+            parsed = answerfile_fresh.parse_fresh(text) if fresh else answerfile.parse_upgrade(text)
         except answerfile.AnswerfileError as exc:
             boot.outcome, boot.detail = ANSWERFILE_REJECTED, f"installer error, rebooting: {exc}"
             return
@@ -278,7 +281,7 @@ class Machine:
             except BootFailure as exc:
                 boot.detail = f"{boot.detail}; complete script not run: {exc}".lstrip("; ")
         if code == "0":
-            boot.outcome, boot.version = INSTALLED, version
+            boot.outcome, boot.version = INSTALLED, fresh_version(parsed, version) if fresh else version
         else:
             boot.outcome = INSTALL_FAILED
         boot.detail = boot.detail or f"installer exited {code}; rebooting"

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from provisioner import states
 from provisioner.model import Attempt
 from provisioner.store.base import ConflictError, NotFoundError, StoreError, now
+from provisioner.store.reinstalls import ReinstallsMixin
 
 _UPDATABLE = ("runs", "exit_code")
 
@@ -38,8 +39,11 @@ def _attempt_from_row(row: sqlite3.Row) -> Attempt:
                    updated_at=row["updated_at"], started_at=row["started_at"], finished_at=row["finished_at"])
 
 
-class AttemptsMixin:
-    """Attempt rows: arm (supersede), compare-and-set transitions, counters; each with its event row."""
+class AttemptsMixin(ReinstallsMixin):
+    """Attempt rows: arm (supersede), compare-and-set transitions, counters; each with its event row.
+
+    (Reinstall rows come along as a base class: a reinstall arms its fresh-install attempt in one transaction.)
+    """
 
     # --- reads ---
 
@@ -75,32 +79,37 @@ class AttemptsMixin:
         host right after that run. NotFoundError if the host or the media is not registered.
         """
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone() is None:
-                raise NotFoundError(f"no host with MAC {mac} is registered")
-            if conn.execute("SELECT 1 FROM media WHERE name = ?", (media,)).fetchone() is None:
-                raise NotFoundError(f"no media named {media!r}")
-            superseded = None
-            for row in conn.execute("SELECT * FROM attempts WHERE mac = ? AND state IN (?, ?)",
-                                    (mac, states.ARMED, states.STARTED)).fetchall():
-                old = _attempt_from_row(row)
-                if old.state == states.STARTED:
-                    raise ConflictError(
-                        f"an installer is running on {mac} (attempt {old.id}, started {old.started_at}); wait "
-                        "for it to report, or disarm it first if it died")
-                self._set_state(conn, old, states.EXPIRED, details={"superseded": True})
-                superseded = old.id
-            states.check_transition(states.ATTEMPT, None, states.ARMED)
-            stamp = now()
-            cursor = conn.execute(
-                "INSERT INTO attempts (mac, media, token, state, max_runs, runs, run_id, window_until, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                (mac, media, token, states.ARMED, max_runs, run_id, window_until, stamp, stamp),
-            )
-            attempt = _attempt_from_row(
-                conn.execute("SELECT * FROM attempts WHERE id = ?", (cursor.lastrowid,)).fetchone())
-            self._event(conn, "attempt.armed", mac=mac, run_id=run_id, details={
-                "attempt": attempt.id, "media": media, "max_runs": max_runs, "window_until": window_until,
-                "supersedes": superseded})
+            return self._insert_attempt(conn, mac, media, token, max_runs=max_runs, run_id=run_id,
+                                        window_until=window_until)
+
+    def _insert_attempt(self, conn: sqlite3.Connection, mac: str, media: str, token: str, *, max_runs: int,
+                        run_id: str | None, window_until: str | None, kind: str = "upgrade") -> Attempt:
+        """arm_attempt() inside the caller's transaction (a reinstall links its attempt in the same one)."""
+        if conn.execute("SELECT 1 FROM hosts WHERE mac = ?", (mac,)).fetchone() is None:
+            raise NotFoundError(f"no host with MAC {mac} is registered")
+        if conn.execute("SELECT 1 FROM media WHERE name = ?", (media,)).fetchone() is None:
+            raise NotFoundError(f"no media named {media!r}")
+        superseded = None
+        for row in conn.execute("SELECT * FROM attempts WHERE mac = ? AND state IN (?, ?)",
+                                (mac, states.ARMED, states.STARTED)).fetchall():
+            old = _attempt_from_row(row)
+            if old.state == states.STARTED:
+                raise ConflictError(
+                    f"an installer is running on {mac} (attempt {old.id}, started {old.started_at}); wait "
+                    "for it to report, or disarm it first if it died")
+            self._set_state(conn, old, states.EXPIRED, details={"superseded": True})
+            superseded = old.id
+        states.check_transition(states.ATTEMPT, None, states.ARMED)
+        stamp = now()
+        cursor = conn.execute(
+            "INSERT INTO attempts (mac, media, token, state, max_runs, runs, run_id, window_until, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (mac, media, token, states.ARMED, max_runs, run_id, window_until, stamp, stamp),
+        )
+        attempt = _attempt_from_row(conn.execute("SELECT * FROM attempts WHERE id = ?", (cursor.lastrowid,)).fetchone())
+        self._event(conn, "attempt.armed", mac=mac, run_id=run_id, details={
+            "attempt": attempt.id, "media": media, "max_runs": max_runs, "window_until": window_until,
+            "supersedes": superseded, "kind": kind})
         return attempt
 
     def add_fetch_event(self, attempt: Attempt, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:

@@ -1,9 +1,9 @@
 """Boot endpoints: iPXE scripts, per-attempt answer files, installer scripts and the result report.
 
 Views only translate: the per-MAC answer comes from bootservice/attempts (policy.decide), the answer file
-from answerfile.render_upgrade (validated before it leaves). Script endpoints ALWAYS answer 200 with a valid
-/bin/sh script, even for stale or unknown tokens: a failed GET of the installation-start script aborts the
-real installer (INSTALLER.md section 3).
+from answerfile.render_upgrade, or answerfile_fresh for the one attempt a lab reinstall armed (both validated
+before they leave). Script endpoints ALWAYS answer 200 with a valid /bin/sh script, even for stale or unknown
+tokens: a failed GET of the installation-start script aborts the real installer (INSTALLER.md section 3).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from provisioner import answerfile, attempts, bootservice, urls
+from provisioner import answerfile, answerfile_fresh, attempts, bootservice, urls
 from provisioner.model import ValidationError
 from provisioner.store import Store
 
@@ -67,17 +67,25 @@ def _text(body: str | bytes, status: int = 200, mimetype: str = "text/plain") ->
 
 @bp.get("/answerfile/<token>")
 def answer_file(token: str):
-    """The attempt's upgrade answer file, once: 404 (and an event) for a closed, unknown or stale token."""
+    """The attempt's answer file, once: 404 (and an event) for a closed, unknown or stale token.
+
+    An upgrade file for every attempt, except the attempt a lab reinstall armed: that one alone gets the
+    fresh-install file (answerfile_fresh), rendered with the reinstall's root-password hash, which is then dropped.
+    """
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
     if not attempts.answerfile_allowed(store, token):
         attempts.claim_answerfile(store, token, client)  # records why it was refused
         return _text("no answer file for this token: its installer window is closed or it is unknown\n", 404)
     attempt = attempts.attempt_by_token(store, token)
     host, media = store.get_host(attempt.mac), store.get_media(attempt.media)
+    reinstall = store.reinstall_for_attempt(attempt.id)  # only a reinstall's own attempt gets a fresh install
     try:
         if host is None or media is None:
             raise answerfile.AnswerfileError("the host or the media of this attempt is no longer registered")
-        body = answerfile.render_upgrade(config, host, media, token).encode("utf-8")
+        if reinstall is None:
+            body = answerfile.render_upgrade(config, host, media, token).encode("utf-8")
+        else:
+            body = answerfile_fresh.render_for_reinstall(config, host, media, attempt, reinstall).encode("utf-8")
     except answerfile.AnswerfileError as exc:
         # Refuse rather than serve anything doubtful; the run is not counted, the operator sees the event.
         store.add_event("answerfile.refused", mac=attempt.mac, run_id=attempt.run_id,
@@ -85,6 +93,8 @@ def answer_file(token: str):
         return _text("answer file refused by the server's validator; see the event log\n", 500)
     if attempts.claim_answerfile(store, token, client) is None:  # lost a race with another fetch
         return _text("no answer file for this token\n", 404)
+    if reinstall is not None:  # served once: the root-password hash is not kept any longer than needed
+        store.clear_reinstall_hash(reinstall.id)
     return _text(body, mimetype="application/xml")
 
 

@@ -1,0 +1,81 @@
+"""`provisioner reinstall ...`: the lab reinstall-and-join flow (the only command that may wipe a disk)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from provisioner.config import secret_from_env
+from provisioner.coordinator import pools as coord_pools
+from provisioner.coordinator import reinstall as coord_reinstall
+from provisioner.coordinator.reinstall_plan import ReinstallRefused, make_reinstall_plan
+from provisioner.cli.base import Context, friendly, main, pass_ctx
+
+HASH_ENV = "PROVISIONER_ROOT_PASSWORD_HASH"
+
+
+def _root_password_hash(hash_file) -> str:
+    """The crypt(3) hash from the file (first line) or the environment; checked later, never printed."""
+    if hash_file is not None:
+        return hash_file.readline().strip()
+    return secret_from_env(HASH_ENV).strip()
+
+
+def _plan_text(plan) -> str:
+    lines = [f"reinstall {plan.host_name} ({plan.mac}) into pool {plan.pool} with {plan.media}: "
+             + ("ready" if plan.ok else "REFUSED"),
+             f"  master {plan.master or '?'} at {plan.master_version or '?'}; new host's XAPI at "
+             f"{plan.host_url or '?'}; management network {plan.network.get('mode', 'dhcp')}"]
+    lines += [f"  note: {n}" for n in plan.notes]
+    lines += [f"  problem: {p}" for p in plan.problems]
+    return "\n".join(lines)
+
+
+@main.command("reinstall")
+@click.argument("mac")
+@click.option("--pool", required=True, help="Registered pool the new host joins (its stored credentials are used).")
+@click.option("--media", "media_name", required=True, help="Media to install: the version the pool's master runs.")
+@click.option("--confirm", help="The host's registered name: a fresh install WIPES its disk.")
+@click.option("--forget", is_flag=True, help="host.destroy (xe host-forget) the dead member's record first.")
+@click.option("--root-password-hash-file", "hash_file", type=click.File("r"),
+              help=f"File with root's crypt(3) hash (`openssl passwd -6`), else ${HASH_ENV}.")
+@click.option("--host-url", help="The new host's XAPI URL (default: the pool URL with the host's address).")
+@click.option("--plan", "plan_only", is_flag=True, help="Only run the checks and show what would happen.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress goes to stderr).")
+@pass_ctx
+@friendly
+def reinstall(ctx: Context, mac: str, pool: str, media_name: str, confirm: str | None, forget: bool, hash_file,
+              host_url: str | None, plan_only: bool, as_json: bool) -> None:
+    """Fresh-install a host that is not a live pool member, then pool.join it: the failed-member remedy.
+
+    Refused for a pool master, a live member, a dead member with resident VMs, a wrong confirmation, and when
+    the pool's master runs another version than the media. Run the same command again to resume it.
+    """
+    root_hash = _root_password_hash(hash_file)
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        if plan_only:
+            found = make_reinstall_plan(ctx.store, mac, pool, media_name, confirm=confirm, forget=forget,
+                                        root_password_hash=root_hash, host_url=host_url,
+                                        connect=lambda name: coord_pools.connect(ctx.store, name))
+            click.echo(json.dumps(found.as_dict(), indent=2) if as_json else _plan_text(found))
+            raise SystemExit(0 if found.ok else 1)
+        done = coord_reinstall.reinstall_host(ctx.store, ctx.config, mac, pool, media_name, confirm=confirm,
+                                              forget=forget, root_password_hash=root_hash, host_url=host_url,
+                                              say=say)
+    except ReinstallRefused as exc:
+        if as_json:
+            click.echo(json.dumps({"refused": exc.problems}, indent=2))
+        else:
+            click.echo("reinstall refused, nothing changed:", err=True)
+            for problem in exc.problems:
+                click.echo(f"  - {problem}", err=True)
+        raise SystemExit(1) from None
+    if as_json:
+        click.echo(json.dumps(done.as_dict(), indent=2))
+    else:
+        click.echo(f"reinstall {done.id} of {done.host_name} ({done.mac}): {done.step}"
+                   + (f": {done.reason}" if done.reason else f", new uuid {done.new_uuid} in pool {done.pool}"))
+    if done.step != "done":
+        raise SystemExit(1)

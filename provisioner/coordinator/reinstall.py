@@ -1,0 +1,324 @@
+"""Lab reinstall-and-join: forget a dead member, fresh-install it over PXE, join the new host to the pool.
+
+The vendor remedy for a member whose upgrade failed ("use host-forget, re-install, then pool-join it as a new
+host"), and the lab's routine reinstall. The ONLY flow that may wipe a disk: reinstall_plan.py refuses it unless
+every check passes. Steps (provisioner.states, kind REINSTALL), each committed BEFORE its action and each
+reading the world first, so a crashed flow resumes without a second host.destroy, a second arming (never two
+fresh installs) or a second pool.join:
+
+  FORGET (host.destroy) -> ARM (one-shot fresh-install attempt) -> INSTALLING (installer's start/complete
+  scripts) -> WAIT_XAPI (log in to the new standalone host: a new uuid at the media's version) -> JOIN
+  (pool.join master, pool credentials) -> WAIT_JOINED (new uuid live and enabled in the pool) -> DONE
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from provisioner import attempts, states
+from provisioner.config import Config
+from provisioner.coordinator import pools
+from provisioner.coordinator.plan import at_target
+from provisioner.coordinator.reinstall_plan import Connect, ReinstallRefused, check_confirmation, make_reinstall_plan
+from provisioner.coordinator.steps import RealClock
+from provisioner.model import normalize_mac
+from provisioner.store import NotFoundError, Store
+from provisioner.store.reinstalls import Reinstall
+from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable, XenApiDriver
+
+ConnectHost = Callable[[str, str, str], PoolDriver]  # (url, username, password) -> a driver on that one host
+_NOT_YET = ("HOST_STILL_BOOTING", "SESSION_INVALID")
+# What a refused host.destroy means, and the vendor's way out (xapi.md 2.4; XS installation guide "host-forget").
+DESTROY_HINTS = {
+    "HOST_IS_LIVE": "the pool still sees the host as live: shut it down (`xe host-disable` + `xe host-shutdown`), "
+                    "or after a crash wait until the pool marks it dead (up to 10 minutes), then run the command again",
+    "HOST_HAS_RESIDENT_VMS": "VMs are still resident on it: reset their power state (`xe vm-reset-powerstate "
+                             "uuid=... --force`, VM.power_state_reset) or `xe host-declare-dead`, then run again",
+    "HA_IS_ENABLED": "HA is enabled: `xe pool-ha-disable` first, then run again",
+}
+
+
+class ReinstallFailed(RuntimeError):
+    """A step could not reach its effect; the message is the reason shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds on the flow's clock: the operator powers the host on, a fresh install takes 20-60 min."""
+
+    install: float = 4 * 3600.0  # armed -> installer reported
+    xapi: float = 1800.0         # installed -> the new host's XAPI accepts a login
+    joined: float = 1800.0       # pool.join sent -> the new host live and enabled in the pool
+    poll: float = 10.0
+
+
+def start(store: Store, mac: str, pool: str, media_name: str, *, confirm: str | None, forget: bool,
+          root_password_hash: str | None, connect: Connect, host_url: str | None = None) -> Reinstall:
+    """Check everything (reinstall_plan), then commit the flow at FORGET or ARM; nothing else is done here.
+
+    The host's reinstall in progress (after a crash or a restart) is returned instead, once the operator has
+    confirmed the same host name again and asked for the same pool and media: no new checks, no second arming.
+    """
+    host = check_confirmation(store, mac, confirm)
+    active = store.active_reinstall(host.mac)
+    if active is not None:
+        if (active.pool, active.media) != (pool, media_name):
+            raise ReinstallRefused([f"host {host.mac} has reinstall {active.id} in progress into pool {active.pool} "
+                                    f"with {active.media} (step {active.step}): resume that one"])
+        store.add_event("reinstall.resumed", mac=host.mac, details={"reinstall": active.id, "step": active.step})
+        return active
+    plan = make_reinstall_plan(store, host.mac, pool, media_name, confirm=confirm, forget=forget,
+                               root_password_hash=root_password_hash, connect=connect, host_url=host_url)
+    if not plan.ok:
+        store.add_event("reinstall.refused", mac=host.mac, details={"pool": pool, "media": media_name,
+                                                                    "problems": plan.problems})
+        raise ReinstallRefused(plan.problems)
+    return store.create_reinstall(host.mac, pool, media_name, host_name=host.name, forget_first=plan.forget,
+                                  old_uuid=plan.old_uuid, old_pool=plan.old_pool, host_url=plan.host_url,
+                                  network=plan.network, root_password_hash=root_password_hash)
+
+
+def reinstall_host(store: Store, config: Config, mac: str, pool: str, media_name: str, *, confirm: str | None,
+                   forget: bool, root_password_hash: str | None, host_url: str | None = None,
+                   say: Callable[[str], None] = lambda line: None) -> Reinstall:
+    """The whole flow in this thread (the CLI): checks, then every step until DONE or FAILED; resumes one in
+    progress. Progress lines go to `say`."""
+    connect = lambda name: pools.connect(store, name)  # noqa: E731
+    found = start(store, mac, pool, media_name, confirm=confirm, forget=forget,
+                  root_password_hash=root_password_hash, connect=connect, host_url=host_url)
+    if found.step == states.RI_FORGET:
+        say(f"{found.host_name}: forgetting uuid {found.old_uuid} in pool {found.old_pool} (host.destroy)")
+    return Flow(store, config, found.id, connect=connect, say=say).run()
+
+
+def status(store: Store, mac: str) -> list[Reinstall]:
+    """The host's reinstalls, newest first."""
+    return store.list_reinstalls(normalize_mac(mac))
+
+
+class Flow:
+    """Drives one reinstall to DONE or FAILED; construct it again on the same store after a crash (resume)."""
+
+    def __init__(self, store: Store, config: Config, reinstall_id: int, *, connect: Connect | None = None,
+                 connect_host: ConnectHost | None = None, clock=None, timeouts: Timeouts | None = None,
+                 say: Callable[[str], None] = lambda line: None, power_on: Callable[[], None] | None = None,
+                 on_commit: Callable[[Reinstall], None] | None = None):
+        found = store.get_reinstall(reinstall_id)
+        if found is None:
+            raise NotFoundError(f"no reinstall {reinstall_id}")
+        self.store, self.config, self.id, self.say = store, config, reinstall_id, say
+        self.connect = connect or (lambda name: pools.connect(store, name))
+        self.connect_host = connect_host or (lambda url, user, pw: XenApiDriver(url, user, pw, timeout=30))
+        self.clock = clock or RealClock()
+        self.timeouts = timeouts or Timeouts(poll=config.upgrade_poll_ms / 1000.0)
+        self.power_on, self.on_commit = power_on, on_commit or (lambda r: None)
+        self.media = store.get_media(found.media)
+        self.username = pools.get_pool(store, found.pool).username
+        self._password = pools.pool_password(store, found.pool)  # for the logins only; never shown
+        self._drivers: dict[str, PoolDriver] = {}
+
+    def _pool(self, name: str) -> PoolDriver:
+        """One logged-in driver per pool for the whole flow (it logs in again by itself after SESSION_INVALID)."""
+        if name not in self._drivers:
+            self._drivers[name] = self.connect(name)
+        return self._drivers[name]
+
+    @property
+    def record(self) -> Reinstall:
+        return self.store.get_reinstall(self.id)
+
+    def run(self) -> Reinstall:
+        steps = {states.RI_FORGET: self._forget, states.RI_ARM: self._arm, states.RI_INSTALLING: self._installing,
+                 states.RI_WAIT_XAPI: self._wait_xapi, states.RI_JOIN: self._join,
+                 states.RI_WAIT_JOINED: self._wait_joined}
+        r = self.record
+        try:
+            while r.step not in states.REINSTALL_TERMINAL:
+                try:
+                    r = steps[r.step](r)
+                except (ReinstallFailed, Failure, XapiUnreachable, NotFoundError, ValueError) as exc:
+                    reason = f"{r.step}: {exc}"
+                    self.say(f"{r.host_name}: FAILED at {reason}")
+                    r = self.store.set_reinstall_step(self.id, states.RI_FAILED, reason=reason)
+                self.on_commit(r)  # tests stop the flow here to stand for a crash at a step boundary
+        finally:
+            for driver in self._drivers.values():
+                driver.close()
+        self.say(f"{r.host_name}: reinstall {r.id} {r.step}" + (f" ({r.reason})" if r.reason else ""))
+        return r
+
+    def _next(self, r: Reinstall, step: str, **updates) -> Reinstall:
+        self.say(f"{r.host_name}: {step}")
+        return self.store.set_reinstall_step(self.id, step, **updates)
+
+    def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]]) -> None:
+        start, shown = self.clock.now(), None
+        while True:
+            done, seen = probe()
+            if done:
+                return
+            if seen != shown:
+                self.say(f"{self.record.host_name}: {what}: {seen} [{(self.clock.now() - start) / 60:.1f} min]")
+                shown = seen
+            if self.clock.now() - start > timeout:
+                raise ReinstallFailed(f"{what}: not done after {timeout / 60:.0f} min (last seen: {seen})")
+            self.clock.sleep(self.timeouts.poll)
+
+    def _pool_host(self, uuid: str | None) -> HostInfo | None:
+        try:
+            return next((h for h in self._pool(self.record.pool).hosts() if h.uuid == uuid), None)
+        except (XapiUnreachable, Failure):
+            return None
+
+    # --- steps: each reads the world first and returns the committed next step ---
+
+    def _forget(self, r: Reinstall) -> Reinstall:
+        driver = self._pool(r.old_pool)
+        info = next((h for h in driver.hosts() if h.uuid == r.old_uuid), None)
+        if info is not None:  # else: already forgotten (before a crash, or by hand)
+            if info.live:
+                raise ReinstallFailed(f"host.destroy not sent: HOST_IS_LIVE: {DESTROY_HINTS['HOST_IS_LIVE']}")
+            try:
+                driver.destroy_host(info.ref)
+            except Failure as exc:
+                code = exc.details[0] if exc.details else "?"
+                raise ReinstallFailed(f"host.destroy refused: {code}: "
+                                      f"{DESTROY_HINTS.get(code, ' '.join(exc.details[1:]))}") from None
+            self.store.add_event("xapi.call", mac=r.mac, details={"method": "host.destroy", "ok": True,
+                                                                  "uuid": r.old_uuid, "pool": r.old_pool})
+        return self._next(r, states.RI_ARM)
+
+    def _arm(self, r: Reinstall) -> Reinstall:
+        attempt = attempts.arm_fresh_install(self.store, r.id)  # ARM -> INSTALLING in one transaction
+        self.say(f"{r.host_name}: fresh install armed (attempt {attempt.id}): power the host on or reboot it so "
+                 "that it network-boots; its next PXE boot gets the installer, once")
+        return self.record
+
+    def _installing(self, r: Reinstall) -> Reinstall:
+        if self.power_on is not None and self.store.get_attempt(r.attempt_id).state == states.ARMED:
+            self.power_on()
+            self.power_on = None
+
+        def probe() -> tuple[bool, str]:
+            attempt = self.store.get_attempt(r.attempt_id)
+            if attempt.state in (states.FAILED, states.DISARMED, states.EXPIRED):
+                raise ReinstallFailed(f"the fresh-install attempt {attempt.id} ended {attempt.state}"
+                                      + (f" (installer exit code {attempt.exit_code})" if attempt.exit_code else "")
+                                      + "; the disk may be half-written: check the host's console")
+            waiting = {states.ARMED: "waiting for the host to network-boot the installer",
+                       states.STARTED: "installer running (boot window closed)"}
+            return attempt.state == states.SUCCEEDED, waiting.get(attempt.state, attempt.state)
+        self._wait("fresh install", self.timeouts.install, probe)
+        return self._next(r, states.RI_WAIT_XAPI)
+
+    def _standalone(self, r: Reinstall) -> tuple[HostInfo | None, str]:
+        """The new host as its own XAPI shows it (None while it is not answering) and what was seen."""
+        driver = self.connect_host(r.host_url, self.username, self._password)
+        try:
+            found = driver.hosts()
+        except XapiUnreachable as exc:
+            return None, f"not answering ({exc})"
+        except Failure as exc:
+            code = exc.details[0] if exc.details else "?"
+            if code in _NOT_YET:
+                return None, f"starting ({code})"
+            if code == "SESSION_AUTHENTICATION_FAILED":
+                raise ReinstallFailed("the new host refused the pool's credentials: its root password is not the "
+                                      "pool's (the hash given did not match?)") from None
+            if code == "HOST_IS_SLAVE":
+                return None, f"already a pool member (HOST_IS_SLAVE {' '.join(exc.details[1:])})"
+            raise
+        finally:
+            driver.close()
+        if len(found) != 1 or not found[0].is_master:
+            raise ReinstallFailed(f"{r.host_url} is not a standalone host ({len(found)} hosts in its pool)")
+        return found[0], f"standalone host {found[0].uuid} at {found[0].product_version}"
+
+    def _wait_xapi(self, r: Reinstall) -> Reinstall:
+        seen: list[HostInfo] = []
+
+        def probe() -> tuple[bool, str]:
+            info, what = self._standalone(r)
+            if info is not None:
+                if info.uuid == r.old_uuid:
+                    raise ReinstallFailed(f"{r.host_url} still answers as the old host {info.uuid}: no fresh install")
+                if self.media is not None and not at_target(info, self.media):
+                    raise ReinstallFailed(f"the new host runs {info.product_version}, not the media's "
+                                          f"{self.media.product_version}")
+                seen.append(info)
+                if not info.enabled:  # xapi's startup is not complete until the host is enabled (xapi.md 2.4)
+                    return False, f"{what}, starting (not enabled yet)"
+            return info is not None, what
+        self._wait("new host's XAPI", self.timeouts.xapi, probe)
+        return self._next(r, states.RI_JOIN, new_uuid=seen[-1].uuid)
+
+    def _join(self, r: Reinstall) -> Reinstall:
+        if self._pool_host(r.new_uuid) is not None:  # joined before a crash
+            return self._next(r, states.RI_WAIT_JOINED)
+        master = next((h for h in self._pool(r.pool).hosts() if h.is_master), None)
+        if master is None:
+            raise ReinstallFailed(f"pool {r.pool} names no master")
+
+        def probe() -> tuple[bool, str]:
+            driver = self.connect_host(r.host_url, self.username, self._password)
+            try:
+                driver.join_pool(master.address, self.username, self._password)
+            except XapiUnreachable as exc:
+                return False, f"not answering ({exc})"
+            except Failure as exc:
+                code = exc.details[0] if exc.details else "?"
+                if code in _NOT_YET:  # pool.join's first pre-check: the management interface is up (xapi.md 2.4)
+                    return False, f"starting ({code})"
+                if code == "HOST_IS_SLAVE":  # an earlier pool.join went through (answer lost): a member already
+                    return True, "already a member"
+                hint = (f"the new host and the master ({master.product_version}) must run the same version: upgrade "
+                        f"the master, then `xe pool-join master-address={master.address}` on the new host "
+                        f"({r.host_url})" if code == "POOL_HOSTS_NOT_COMPATIBLE" else " ".join(exc.details[1:]))
+                raise ReinstallFailed(f"pool.join refused: {code}: {hint}") from None
+            finally:
+                driver.close()
+            return True, "sent"
+        self._wait("pool.join", self.timeouts.xapi, probe)
+        self.store.add_event("xapi.call", mac=r.mac, details={"method": "pool.join", "master": master.address,
+                                                              "uuid": r.new_uuid, "ok": True})
+        return self._next(r, states.RI_WAIT_JOINED)
+
+    def _wait_joined(self, r: Reinstall) -> Reinstall:
+        found: list[HostInfo] = []
+
+        def probe() -> tuple[bool, str]:
+            info = self._pool_host(r.new_uuid)
+            if info is None:
+                return False, f"uuid {r.new_uuid} not in pool {r.pool} yet"
+            found.append(info)
+            return info.live and info.enabled, f"live={info.live} enabled={info.enabled}"
+        self._wait(f"joining pool {r.pool}", self.timeouts.joined, probe)
+        info = found[-1]
+        host = self.store.get_host(r.mac)
+        changes = {k: v for k, v in (("pool", r.pool), ("name", info.name)) if host and getattr(host, k) != v}
+        if changes:
+            self.store.update_host(r.mac, changes)
+        self.store.add_event("host.reinstalled", mac=r.mac, details={
+            "reinstall": r.id, "pool": r.pool, "old_uuid": r.old_uuid, "new_uuid": r.new_uuid, "name": info.name,
+            "version": info.product_version})
+        return self._next(r, states.RI_DONE)
+
+
+def run_in_background(store: Store, config: Config, reinstall_id: int, **kw) -> threading.Thread:
+    """Drive the flow on a daemon thread (REST: the call returns at once); progress lines become events."""
+    mac = store.get_reinstall(reinstall_id).mac
+
+    def say(line: str) -> None:
+        store.add_event("reinstall.progress", mac=mac, details={"reinstall": reinstall_id, "line": line[:500]})
+
+    def drive() -> None:
+        try:
+            Flow(store, config, reinstall_id, say=say, **kw).run()
+        except Exception as exc:  # noqa: BLE001 - a crashed thread leaves the flow resumable; say why
+            store.add_event("reinstall.crashed", mac=mac, details={"reinstall": reinstall_id, "error": repr(exc)[:500]})
+
+    thread = threading.Thread(target=drive, name=f"reinstall-{reinstall_id}", daemon=True)
+    thread.start()
+    return thread

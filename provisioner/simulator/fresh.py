@@ -1,0 +1,110 @@
+"""A fresh install in the simulator: the machine comes back as a NEW standalone host (xapi.md 4.3).
+
+What the real system shows after a fresh install (the failed-member remedy and lab reinstalls): a new host uuid
+and ref, its own one-host pool, the media's version, no VMs, a local SR on the primary disk, XAPI at the same
+address, and root's password from the answer file's `<root-password type="hash">` (`chpasswd -e`). The old host
+record, if nobody forgot it, stays in its old pool as a dead host until `host.destroy` (kept addressable by a
+"ghost" SimHost that has no endpoint). Joining a pool is then `pool.join` (rules.py, builder.move_host_to_pool).
+Hooks: machine.py marks a fresh install in the version it returns (fresh_version), World._firmware calls
+become_new_host(), rules.login asks password_ok().
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from provisioner import cryptpw
+
+from . import states as st
+from .db import NULL_REF, xapi_datetime
+from .world import SimHost, SimPool, World
+
+log = logging.getLogger(__name__)
+FRESH = "fresh"  # key of the version dict (machine -> world) that marks a fresh install
+_POOL_NUMBERS = itertools.count(1)
+GiB = 1024 ** 3
+
+
+def fresh_version(parsed, version: dict) -> dict:
+    """The version dict the simulated installer returns for a fresh install: the media's version plus what the
+    answer file set up (hostname, root-password hash, management NIC, disk)."""
+    admin = {"mode": "Static" if parsed.proto == "static" else "DHCP", "IP": parsed.ip or "",
+             "netmask": parsed.netmask or "", "gateway": parsed.gateway or "", "DNS": ",".join(parsed.name_servers)}
+    return {**version, FRESH: {"hostname": parsed.hostname, "root_password_hash": parsed.root_password_hash,
+                               "disk": parsed.disk, "admin": admin}}
+
+
+def password_ok(world: World, pool: SimPool, password: str) -> bool:
+    """root's password on `pool`'s coordinator: the fresh install's hash when it has one, else the world's rule
+    (World(password=None) accepts any password)."""
+    hashed = getattr(pool.master, "root_password_hash", None) if pool.master is not None else None
+    if hashed:
+        return cryptpw.verify(password, hashed)
+    return world.password is None or password == world.password
+
+
+def _leave_old_pool(h: SimHost) -> None:
+    """The machine is no longer the old host: its record stays (dead) in the old pool until host.destroy."""
+    old, db = h.pool, h.pool.db
+    with db.lock:
+        if h not in old.hosts:
+            return  # forgotten (host.destroy) or never joined: nothing stays behind
+        if not db.exists("host", h.ref):
+            old.hosts.remove(h)
+            return
+        db.update("host_metrics", db.get("host", h.ref)["metrics"], live=False)
+        ghost = SimHost(h.name, h.mac, h.address, old, ref=h.ref, state=st.OFF)
+        old.hosts[old.hosts.index(h)] = ghost
+        if old.master is h:
+            old.master = ghost
+
+
+def become_new_host(world: World, h: SimHost, new_version: dict) -> dict:
+    """Turn the machine `h` into a new standalone host (new uuid/ref/pool) as the installer left it; returns
+    the plain version dict that dbsync writes when its xapi starts (World.xapi_start)."""
+    info = new_version[FRESH]
+    version = {k: v for k, v in new_version.items() if k != FRESH}
+    _leave_old_pool(h)
+    pool = SimPool(f"standalone-{next(_POOL_NUMBERS)}-{h.mac.replace(':', '')}")
+    db = pool.db
+    hostname = info["hostname"]
+    now = world.clock.now()
+    pool.ref = db.create("pool", name_label="")  # a fresh host's own pool has no name (xe pool-param-set)
+    net = db.create("network", name_label="Pool-wide network associated with eth0", bridge="xenbr0")
+    sv, minor = st.software_version(version, hostname)
+    metrics = db.create("host_metrics", live=False, memory_total=str(64 * GiB), memory_free=str(64 * GiB),
+                        last_updated=xapi_datetime(now))
+    ref = db.create("host", name_label=hostname, hostname=hostname, address=h.address, software_version=sv,
+                    API_version_minor=minor, metrics=metrics, enabled=False,  # until its xapi startup completes
+                    other_config={"boot_time": f"{int(now)}."})
+    admin = info.get("admin") or {}
+    db.create("PIF", device="eth0", MAC=h.mac, host=ref, network=net, management=True, IP=admin.get("IP", ""),
+              netmask=admin.get("netmask", ""), gateway=admin.get("gateway", ""), DNS=admin.get("DNS", ""),
+              ip_configuration_mode=admin.get("mode", "DHCP"))
+    local = db.create("SR", name_label=f"Local storage on {hostname}", type="lvm", shared=False,
+                      physical_size=str(500 * GiB), other_config={"device": info.get("disk", "")})
+    db.create("PBD", host=ref, SR=local, currently_attached=True)
+    dom0 = db.create("VM", name_label=f"Control domain on host: {hostname}", is_control_domain=True,
+                     power_state="Running", resident_on=ref, memory_target=str(4 * GiB),
+                     memory_static_max=str(4 * GiB), domid="0")
+    db.update("host", ref, control_domain=dom0)
+    db.update("pool", pool.ref, master=ref, default_SR=local)
+    # The machine itself: same MAC, address and endpoint; a new identity and a clean xapi.
+    h.pool, h.ref, h.name = pool, ref, hostname
+    h.root_password_hash = info.get("root_password_hash")
+    h.auto_enable, h.user_disabled, h.emergency = True, False, None
+    h.local_sessions.clear()
+    pool.hosts.append(h)
+    pool.master = h
+    world.pools[pool.name] = pool
+    world.update_memory(pool)
+    log.info("host %s (%s): fresh install of %s: new standalone host %s", hostname, h.mac,
+             version.get("product_version"), db.get("host", ref)["uuid"], extra={"mac": h.mac})
+    return version
+
+
+def new_host_uuid(h: SimHost) -> str:
+    """The uuid XAPI shows for the machine now (tests compare it with the one before the reinstall)."""
+    with h.pool.db.lock:
+        return h.pool.db.get("host", h.ref)["uuid"] if h.ref != NULL_REF else ""

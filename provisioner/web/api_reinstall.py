@@ -1,0 +1,92 @@
+"""REST for the lab reinstall-and-join flow under /api/v1 (same bearer token and JSON errors as api.py).
+
+POST checks everything and commits the flow (or resumes the host's flow in progress), then drives it on a
+background thread of this server and answers 202 at once; GET follows it (steps and progress lines). The root
+password goes in as a crypt(3) hash only (or comes from the server's PROVISIONER_ROOT_PASSWORD_HASH) and never
+comes out: no response, event or progress line carries it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from provisioner import secrets
+from provisioner.config import secret_from_env
+from provisioner.coordinator import pools as coord_pools
+from provisioner.coordinator import reinstall as coord_reinstall
+from provisioner.coordinator.reinstall_plan import ReinstallRefused
+from provisioner.model import ValidationError, normalize_mac
+from provisioner.store import ConflictError, NotFoundError
+from provisioner.web import api
+from provisioner.xapi import XapiUnreachable
+
+bp = Blueprint("api_reinstall", __name__, url_prefix="/api/v1")
+bp.before_request(api._require_token)
+bp.register_error_handler(ValidationError, api._invalid)
+bp.register_error_handler(ConflictError, api._conflict)
+bp.register_error_handler(NotFoundError, api._missing)
+FIELDS = {"pool": str, "media": str, "confirm": str, "forget": bool, "root_password_hash": str, "host_url": str}
+THREADS = "provisioner.reinstall_threads"
+
+
+@bp.errorhandler(ReinstallRefused)
+def _refused(exc: ReinstallRefused):
+    return api._error(409, "reinstall refused, nothing changed", problems=exc.problems)
+
+
+@bp.errorhandler(XapiUnreachable)
+def _unreachable(exc: XapiUnreachable):
+    return api._error(502, f"a pool did not answer: {exc}")
+
+
+@bp.errorhandler(secrets.SecretError)
+def _secret(exc: secrets.SecretError):
+    return api._error(500, str(exc))
+
+
+def _body() -> dict:
+    body = api._json_body()
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+    for key, kind in FIELDS.items():
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise ValidationError(f"must be a {kind.__name__}", key)
+    for key in ("pool", "media"):
+        if not body.get(key):
+            raise ValidationError("is required", key)
+    return body
+
+
+@bp.post("/hosts/<mac>/reinstall")
+def start_reinstall(mac: str):
+    """Check, commit and drive a reinstall (202); refusals are 409 with every problem, nothing changed."""
+    store, config, body = api._store(), current_app.config["PROVISIONER"], _body()
+    found = coord_reinstall.start(
+        store, mac, body["pool"], body["media"], confirm=body.get("confirm"), forget=bool(body.get("forget")),
+        root_password_hash=body.get("root_password_hash") or secret_from_env("PROVISIONER_ROOT_PASSWORD_HASH"),
+        host_url=body.get("host_url"), connect=lambda name: coord_pools.connect(store, name))
+    threads: dict[int, threading.Thread] = current_app.extensions.setdefault(THREADS, {})
+    running = threads.get(found.id)
+    if running is None or not running.is_alive():  # one driver per flow in this server
+        threads[found.id] = coord_reinstall.run_in_background(store, config, found.id)
+    return jsonify(reinstall=found.as_dict()), 202, {"Location": f"/api/v1/hosts/{found.mac}/reinstall"}
+
+
+@bp.get("/hosts/<mac>/reinstall")
+def show_reinstall(mac: str):
+    """The host's reinstalls (newest first) and the progress lines of the newest."""
+    store = api._store()
+    canonical = normalize_mac(mac)
+    if store.get_host(canonical) is None:
+        raise NotFoundError(f"no host with MAC {canonical} is registered")
+    found = coord_reinstall.status(store, canonical)
+    lines = [e["details"].get("line") for e in store.events(mac=canonical, kind="reinstall.progress")
+             if found and e["details"].get("reinstall") == found[0].id]
+    return jsonify(reinstalls=[r.as_dict() for r in found], progress=lines)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

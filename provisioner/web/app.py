@@ -17,7 +17,7 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     app.extensions["provisioner.store"] = store or Store(config.db_path)
     app.json.sort_keys = False
 
-    from provisioner.web import api, boot, files
+    from provisioner.web import api, api_upgrade, boot, files
 
     store = app.extensions["provisioner.store"]
 
@@ -28,8 +28,16 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     app.extensions.setdefault("provisioner.on_fetch", on_fetch)
 
     api.init_app(app)
+    api_upgrade.init_app(app)
+    from provisioner.web import api_reinstall  # POST/GET /api/v1/hosts/<mac>/reinstall
+    api_reinstall.init_app(app)
     boot.init_app(app)
     files.init_app(app)
+    from provisioner.web import metrics, openapi  # /metrics (and request counting), /api/v1/openapi.json
+    metrics.init_app(app)
+    openapi.init_app(app)
+    from provisioner.web import ui  # the dashboard under /ui/
+    ui.init_app(app)
 
     @app.errorhandler(404)
     def _not_found(_exc):

@@ -130,10 +130,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                       "host_name": _STR, "old_uuid": _OPT_STR, "old_pool": _OPT_STR, "new_uuid": _OPT_STR,
                       "host_url": _STR, "network": {"type": "object"}, "attempt_id": {"type": ["integer", "null"]},
                       "reason": _OPT_STR, "created_at": _STR, "updated_at": _STR}},
-    "ReinstallInput": {"type": "object", "required": ["pool", "media"], "properties": {
-        "pool": _STR, "media": _STR, "confirm": {"type": "string", "description": "the host's name, to confirm"},
-        "forget": {"type": "boolean"}, "host_url": _STR,
-        "root_password_hash": {"type": "string", "writeOnly": True, "description": "crypt(3) hash, never plaintext"}}},
     "Event": {"type": "object", "properties": {
         "id": _INT, "ts": _STR, "mac": _OPT_STR, "run_id": _OPT_STR, "kind": _STR, "details": {"type": "object"}}},
 }

@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # lets tests do `from helpers im
 from provisioner.config import load_config  # noqa: E402
 from provisioner.store import Store  # noqa: E402
 
-API_TOKEN = "test-token-0123456789abcdef"
+from helpers import API_TOKEN  # noqa: E402
+
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ from pathlib import Path
 
 INSTALL_IMG_SIZE = 70_001  # several TFTP blocks at any blksize, and not a multiple of 512 (short last block)
 
+API_TOKEN = "test-token-0123456789abcdef"
+"""The api_token of the test config (tests/conftest.py); import it from here, not from conftest (two exist)."""
+
 
 def make_media_tree(root: Path, version: str = "8.4.0", build: str = "12345") -> Path:
     """Create a fake extracted XenServer ISO at ROOT and return ROOT.

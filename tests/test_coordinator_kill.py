@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from conftest import API_TOKEN
+from helpers import API_TOKEN
 
 from provisioner import media, registry, states
 from provisioner.coordinator import pools

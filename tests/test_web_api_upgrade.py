@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import API_TOKEN
+from helpers import API_TOKEN
 from test_coordinator_service import MEDIA, PASSWORD, WAIT, make_world, stop_world
 
 from provisioner import states

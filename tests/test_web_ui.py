@@ -8,7 +8,7 @@ import re
 import zlib
 
 import pytest
-from conftest import API_TOKEN
+from helpers import API_TOKEN
 
 from provisioner import attempts, create_app, states
 from provisioner.model import Host, Media

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from provisioner.coordinator import context
@@ -56,3 +58,17 @@ def test_find_is_none_while_the_master_does_not_answer(ctx):
     with pytest.raises(context.StepFailed, match="master does not answer"):
         context.live_info(c, rh)
     sim.world.hang(sim.world.pools["pool0"].master.mac, on=False)
+
+
+def test_every_step_event_is_also_a_log_line_naming_mac_attempt_and_run(ctx, caplog):
+    c, sim = ctx
+    rh, info = run_host(c, 1)
+    rh = dataclasses.replace(rh, attempt_id=7)
+    with caplog.at_level("INFO", logger="provisioner.coordinator.context"):
+        context.xapi_call(c, rh, "host.disable", c.driver.disable, info.ref)
+        with pytest.raises(Failure):
+            context.xapi_call(c, rh, "host.reboot", c.driver.enable, "OpaqueRef:nope")
+    lines = [r for r in caplog.records if r.name == "provisioner.coordinator.context"]
+    assert [(r.levelname, r.mac, r.attempt, r.run) for r in lines] == [
+        ("INFO", rh.mac, 7, "run-1"), ("WARNING", rh.mac, 7, "run-1")]
+    assert "host.disable" in lines[0].getMessage() and "HANDLE_INVALID" in lines[1].getMessage()

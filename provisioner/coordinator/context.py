@@ -6,6 +6,7 @@ call lands in the events table with its outcome and every wait has a timeout and
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,6 +15,8 @@ from provisioner.config import Config
 from provisioner.model import Media
 from provisioner.store import RunHost, Store
 from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+
+log = logging.getLogger(__name__)
 
 
 class StepFailed(RuntimeError):
@@ -55,10 +58,15 @@ class Context:
     migrate_back: bool = False  # RESTORE moves the VMs EVACUATE migrated away back to the upgraded host
 
     def event(self, kind: str, rh: RunHost | None, **details) -> None:
+        """An events row, and the same as a log line naming the host's MAC, attempt and run (logs.py)."""
         if rh is None:
             self.store.add_event(kind, run_id=self.run_id, details=details)
         else:
             self.store.add_event(kind, mac=rh.mac, run_id=self.run_id, details={"host": rh.name, **details})
+        failed = details.get("ok") is False or "fail" in kind
+        log.log(logging.WARNING if failed else logging.INFO, "%s %s", kind,
+                " ".join(f"{k}={v}" for k, v in details.items()),
+                extra={"mac": rh.mac if rh else None, "attempt": rh.attempt_id if rh else None, "run": self.run_id})
 
 
 def find(ctx: Context, uuid: str) -> HostInfo | None:

@@ -102,19 +102,32 @@ def error_code(exc: BaseException) -> str:
     return str(details[0]) if details else ""
 
 
+def poll_until(clock, interval: float, timeout: float, probe: Callable[[], tuple[bool, str]], *, who: str,
+               what: str, say: Callable[[str], None], fail: type[Exception] = StepFailed) -> None:
+    """Call probe() -> (done, what it saw) every `interval` s of `clock` until done; `fail` after `timeout`.
+    Says what it sees each time that changes, with the minutes waited so far."""
+    start, shown = clock.now(), None
+    while True:
+        done, seen = probe()
+        if done:
+            return
+        if seen != shown:
+            say(f"{who}: {what}: {seen} [{(clock.now() - start) / 60:.1f} min]")
+            shown = seen
+        if clock.now() - start > timeout:
+            raise fail(f"{what}: not done after {timeout / 60:.0f} min (last seen: {seen})")
+        clock.sleep(interval)
+
+
 def wait_for(ctx: Context, rh: RunHost, what: str, timeout: float,
              done: Callable[[HostInfo | None], bool]) -> HostInfo | None:
     """Poll the host until done(info); StepFailed after `timeout`; progress through ctx.say when it changes."""
-    start, shown = ctx.clock.now(), None
-    while True:
-        info = find(ctx, rh.uuid)
-        if done(info):
-            return info
-        seen = ("master not answering" if info is None
-                else f"live={info.live} enabled={info.enabled} version={info.product_version}")
-        if seen != shown:
-            ctx.say(f"{rh.name}: {what}: {seen} [{(ctx.clock.now() - start) / 60:.1f} min]")
-            shown = seen
-        if ctx.clock.now() - start > timeout:
-            raise StepFailed(f"{what}: not done after {timeout / 60:.0f} min (last seen: {seen})")
-        ctx.clock.sleep(ctx.timeouts.poll)
+    last: list[HostInfo | None] = [None]
+
+    def probe() -> tuple[bool, str]:
+        info = last[0] = find(ctx, rh.uuid)
+        return done(info), ("master not answering" if info is None
+                            else f"live={info.live} enabled={info.enabled} version={info.product_version}")
+
+    poll_until(ctx.clock, ctx.timeouts.poll, timeout, probe, who=rh.name, what=what, say=ctx.say)
+    return last[0]

@@ -22,6 +22,7 @@ from provisioner.config import Config
 from provisioner.coordinator import pools
 from provisioner.coordinator.plan import at_target
 from provisioner.coordinator.reinstall_plan import Connect, ReinstallRefused, check_confirmation, make_reinstall_plan
+from provisioner.coordinator.context import poll_until
 from provisioner.coordinator.steps import RealClock
 from provisioner.model import normalize_mac
 from provisioner.store import NotFoundError, Store
@@ -154,17 +155,8 @@ class Flow:
         return self.store.set_reinstall_step(self.id, step, **updates)
 
     def _wait(self, what: str, timeout: float, probe: Callable[[], tuple[bool, str]]) -> None:
-        start, shown = self.clock.now(), None
-        while True:
-            done, seen = probe()
-            if done:
-                return
-            if seen != shown:
-                self.say(f"{self.record.host_name}: {what}: {seen} [{(self.clock.now() - start) / 60:.1f} min]")
-                shown = seen
-            if self.clock.now() - start > timeout:
-                raise ReinstallFailed(f"{what}: not done after {timeout / 60:.0f} min (last seen: {seen})")
-            self.clock.sleep(self.timeouts.poll)
+        poll_until(self.clock, self.timeouts.poll, timeout, probe, who=self.record.host_name, what=what,
+                   say=self.say, fail=ReinstallFailed)
 
     def _pool_host(self, uuid: str | None) -> HostInfo | None:
         try:

@@ -17,6 +17,8 @@ from provisioner.output import table
 
 START, INSTALL_MARK, DONE = states.STEP_CHECK, states.STEP_REBOOT, states.STEP_DONE
 TERMINAL = states.HOST_TERMINAL
+# The steps a host walks through, in order (states.HOST_STEPS lists them so, FAILED last): a bar is the position.
+STEP_ORDER = tuple(step for step in states.HOST_STEPS if step != states.STEP_FAILED)
 
 
 def parse_ts(ts: str) -> float:
@@ -86,6 +88,24 @@ def run_view(report: Mapping[str, Any], step_events: Iterable[Mapping[str, Any]]
             "samples": len(samples)}
 
 
+def step_percent(step: str) -> int:
+    """0..100 for a host's step (a failed host shows 100: its bar is finished, in the failure colour)."""
+    if step == states.STEP_FAILED:
+        return 100
+    try:
+        return round(100 * STEP_ORDER.index(step) / (len(STEP_ORDER) - 1))
+    except ValueError:
+        return 0
+
+
+def bar(step: str, width: int = 12) -> str:
+    """A text progress bar for a terminal, e.g. `[#####-------] 42%` (`[XXXX..] failed` for a failed host)."""
+    if step == states.STEP_FAILED:
+        return f"[{'X' * width}] failed"
+    done = round(width * step_percent(step) / 100)
+    return f"[{'#' * done}{'-' * (width - done)}] {step_percent(step):3d}%"
+
+
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -102,7 +122,7 @@ def render(view: Mapping[str, Any]) -> str:
             + (f", ETA {format_seconds(view['eta_seconds'])}" if view["state"] not in states.RUN_TERMINAL else "")
             + (f" [typical host {format_seconds(view['typical_host_seconds'])} from {view['samples']} "
                "upgrade(s) with this media]" if view["samples"] else " [no ETA yet: no host finished with this media]"))
-    rows = [(h["name"], h["role"], h["step"], format_seconds(h["step_seconds"]), format_seconds(h["elapsed_seconds"]),
+    rows = [(h["name"], h["role"], bar(h["step"]), h["step"], format_seconds(h["step_seconds"]), format_seconds(h["elapsed_seconds"]),
              format_seconds(h["eta_seconds"]) if h["step"] not in TERMINAL else "-", h.get("reason") or "")
             for h in view["hosts"]]
-    return "\n".join([head, table(("host", "role", "step", "in step", "elapsed", "eta", "reason"), rows)])
+    return "\n".join([head, table(("host", "role", "progress", "step", "in step", "elapsed", "eta", "reason"), rows)])

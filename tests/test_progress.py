@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from provisioner import progress
+from provisioner import progress, states
 
 T0 = 1_700_000_000.0
 STEPS = ("check", "disable", "evacuate", "arm", "reboot", "installing", "wait_up", "verify", "enable", "done")
@@ -73,3 +73,20 @@ def test_finished_run_has_zero_eta():
                                            (3600 + 125, "1h02m")])
 def test_format_seconds(seconds, text):
     assert progress.format_seconds(seconds) == text
+
+
+def test_step_percent_follows_the_host_steps_in_order():
+    percents = [progress.step_percent(step) for step in progress.STEP_ORDER]
+    assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(set(percents))
+    assert progress.step_percent(states.STEP_FAILED) == 100
+    assert progress.step_percent("no-such-step") == 0
+    assert states.STEP_FAILED not in progress.STEP_ORDER and set(progress.STEP_ORDER) < set(states.HOST_STEPS)
+
+
+def test_bar_shows_the_step_position_and_failure():
+    assert progress.bar(states.STEP_PENDING) == "[------------]   0%"
+    assert progress.bar(states.STEP_DONE) == "[############] 100%"
+    assert progress.bar(states.STEP_FAILED) == "[XXXXXXXXXXXX] failed"
+    middle = progress.bar(states.STEP_WAIT_UP)
+    assert 0 < middle.count("#") < 12 and middle.endswith(f"{progress.step_percent(states.STEP_WAIT_UP):3d}%")
+

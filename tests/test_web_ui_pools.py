@@ -11,7 +11,7 @@ from test_web_ui import POOL_PASSWORD, URL_PASSWORD, add_host, add_media, log_in
 
 from provisioner import states
 from provisioner.coordinator.service import RunService
-from provisioner.web.ui_view import step_percent
+from provisioner.progress import step_percent
 
 
 @pytest.fixture

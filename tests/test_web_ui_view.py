@@ -9,14 +9,6 @@ from provisioner.model import Host
 from provisioner.web import ui_view
 
 
-def test_step_percent_follows_the_host_steps_in_order():
-    percents = [ui_view.step_percent(step) for step in ui_view.STEP_ORDER]
-    assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(set(percents))
-    assert ui_view.step_percent(states.STEP_FAILED) == 100
-    assert ui_view.step_percent("no-such-step") == 0
-    assert states.STEP_FAILED not in ui_view.STEP_ORDER and set(ui_view.STEP_ORDER) < set(states.HOST_STEPS)
-
-
 @pytest.mark.parametrize("url, shown", [
     ("https://10.0.0.10", "https://10.0.0.10"),
     ("https://root:pw@10.0.0.10:8443/x", "https://10.0.0.10:8443/x"),

@@ -13,26 +13,15 @@ from typing import Any, Iterable, Mapping
 
 from provisioner import states
 from provisioner.coordinator import runner
+from provisioner.progress import step_percent
 from provisioner.store import Store
 
-# The steps a host walks through, in order (states.HOST_STEPS lists them so, FAILED last): a bar is the position.
-STEP_ORDER = tuple(step for step in states.HOST_STEPS if step != states.STEP_FAILED)
 TIMELINE_LIMIT = 2000
 _SECRET_KEYS = ("token", "password", "passwd", "secret")
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 _TOKEN_PATH = re.compile(r"(/boot/(?:answerfile|script|report)/)([^/?#\s]{0,6})[^/?#\s]*")
 _ERROR_KINDS = ("failed", "refused", "crashed", "unknown_token", "stale_token", "not_found", "bad_name",
                 "render_failed", "aborted", "blocked", "bad_script_stage")
-
-
-def step_percent(step: str) -> int:
-    """0..100 for a host's step (a failed host shows 100: its bar is finished, in the failure colour)."""
-    if step == states.STEP_FAILED:
-        return 100
-    try:
-        return round(100 * STEP_ORDER.index(step) / (len(STEP_ORDER) - 1))
-    except ValueError:
-        return 0
 
 
 def when(ts: str | None) -> str:

@@ -7,22 +7,28 @@ Not a test: run it by hand, as root (in.tftpd chroots into its directory), and p
 
 Needs the Debian packages `tftpd-hpa` (in.tftpd) and `curl`. Clients are `curl --tftp-blksize` processes
 (C, so the server, not the client, is what is measured); each round starts all N at once and times until the
-last one finishes. Servers run in their own processes and are measured in alternation, rounds interleaved;
-the median round is reported, with the CPU time the server used per GB (its own plus reaped children:
-in.tftpd forks one child per transfer). The clients share the CPUs with the server, so on a small machine
-both numbers move with whatever else runs: compare within one run, not across runs.
-Everything listens on 127.0.0.1 only and stops by itself.
+last one finishes. Servers run in their own processes, same file, same blksize cap, same clients; rounds are
+interleaved and the order rotates every round (no server always runs right after the same other one). Per
+server: the median round, its range, and per round the ratio to the tftp-hpa round next to it (the "paired"
+ratio cancels the drift of a shared machine's load). CPU per GB: the server's whole process tree, sampled
+every 20 ms so in.tftpd's per-transfer children count although they are reaped unseen (they ignore
+SIGCHLD); the clients' (rusage); and the inter-processor interrupts per block (RES+CAL in /proc/interrupts,
+machine-wide): waking a client that sleeps on the other CPU costs one, and in a VM an IPI is dear.
+The clients share the CPUs with the server, so on a small machine every number moves with whatever else
+runs: compare within one run, not across runs. Everything listens on 127.0.0.1 only and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,14 +61,61 @@ def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> No
     raise RuntimeError(f"no TFTP server answering on udp port {port} after {timeout}s")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc.
+def _tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
+        except OSError:
+            pass  # it exited meanwhile
+    return found
 
-    in.tftpd ignores SIGCHLD, so its per-transfer children are reaped by the kernel and their CPU time
-    is lost: for it only the machine-wide figure is available.
+
+class TreeCpu:
+    """CPU seconds (utime + stime) of a process and all its descendants, exited ones included.
+
+    in.tftpd ignores SIGCHLD, so the kernel reaps its per-transfer children and their time never reaches
+    its cutime: a thread samples the tree every 20 ms and keeps each process's last value (what a child
+    uses in its last 20 ms is missed: well under 1% of an 8 MB transfer).
     """
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, pid: int):
+        self.pid, self.seen, self.done = pid, {}, threading.Event()
+        self._sample()
+        self.base = dict(self.seen)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        for p in _tree(self.pid):
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            self.seen[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _run(self) -> None:
+        while not self.done.wait(0.02):
+            self._sample()
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        self._sample()
+        return sum(v - self.base.get(p, 0.0) for p, v in self.seen.items())
+
+
+def ipis() -> int:
+    """Rescheduling and function-call inter-processor interrupts so far, all CPUs."""
+    total = 0
+    for line in Path("/proc/interrupts").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("RES:", "CAL:"):
+            total += sum(int(v) for v in fields[1:] if v.isdigit())
+    return total
 
 
 def machine_busy_seconds() -> float:
@@ -116,21 +169,25 @@ class Server:
             self.proc.wait(5)
 
 
-def round_once(server: Server, clients: int, size: int, blksize: int) -> tuple[float, float, float]:
-    """One round: (aggregate MB/s, server CPU seconds, machine busy CPU seconds)."""
+def round_once(server: Server, clients: int, size: int, blksize: int) -> dict[str, float]:
+    """One round: aggregate MB/s, and the CPU seconds of the server tree, the clients and the machine."""
     url = f"tftp://127.0.0.1:{server.port}/big.bin"
     cmd = ["curl", "-s", "--max-time", "120", "--tftp-blksize", str(blksize), "-o", "/dev/null",
            "-w", "%{size_download}", url]
-    cpu0, busy0 = cpu_seconds(server.proc.pid), machine_busy_seconds()
+    tree = TreeCpu(server.proc.pid)
+    ru0, busy0, ipi0 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds(), ipis()
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(clients)]
     outs = [p.communicate()[0] for p in procs]
     elapsed = time.perf_counter() - t0
-    cpu, busy = cpu_seconds(server.proc.pid) - cpu0, machine_busy_seconds() - busy0
+    ru1, busy, ipi = resource.getrusage(resource.RUSAGE_CHILDREN), machine_busy_seconds() - busy0, ipis() - ipi0
+    server_cpu = tree.stop()
     bad = [(p.returncode, o) for p, o in zip(procs, outs) if p.returncode != 0 or int(o or 0) != size]
     if bad:
         raise RuntimeError(f"{server.name}: {len(bad)} of {clients} transfers failed: {bad[:3]}")
-    return clients * size / elapsed / 1e6, cpu, busy
+    client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    return {"rate": clients * size / elapsed / 1e6, "server": server_cpu, "client": client_cpu, "machine": busy,
+            "ipis": ipi}
 
 
 def verify(server: Server, path: Path, blksize: int) -> None:
@@ -187,29 +244,40 @@ def main() -> None:
         busy0 = machine_busy_seconds()
         time.sleep(2.0)
         background = (machine_busy_seconds() - busy0) / 2.0 / (os.cpu_count() or 1)
-        results: dict[str, list[tuple[float, float, float]]] = {s.name: [] for s in servers}
-        for _ in range(args.rounds):
-            for server in servers:
+        results: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+        for i in range(args.rounds):
+            for server in servers[i % len(servers):] + servers[:i % len(servers)]:  # rotate the order
                 results[server.name].append(round_once(server, args.clients, size, args.blksize))
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    report(results, args, size, background)
 
-    total_gb = args.clients * size / 1e9
+
+def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, size: int,
+           background: float) -> None:
+    total_gb, blocks = args.clients * size / 1e9, args.clients * size / args.blksize
     print(f"TFTP: {args.clients} concurrent curl clients x {args.size_mb:g} MiB at blksize {args.blksize}, loopback, "
-          f"{os.cpu_count()} CPUs ({background:.0%} busy before the run), median of {args.rounds} interleaved rounds")
-    ref = statistics.median(r[0] for r in results["tftp-hpa"])
-    print(f"{'server':<18}{'MB/s (median)':>14}{'min':>8}{'max':>8}{'vs tftp-hpa':>13}"
-          f"{'server CPU s/GB':>17}{'machine CPU s/GB':>18}")
+          f"{os.cpu_count()} CPUs ({background:.0%} busy before the run, load {os.getloadavg()[0]:.1f} after), "
+          f"{args.rounds} interleaved rounds")
+    ref_rows = results["tftp-hpa"]
+    ref = statistics.median(r["rate"] for r in ref_rows)
+    print(f"{'server':<14}{'MB/s median':>12}{'min':>7}{'max':>7}{'vs hpa':>8}{'paired (min-max)':>19}"
+          f"{'CPU s/GB: server':>18}{'clients':>9}{'machine':>9}{'IPIs/block':>12}")
+
+    def med(rows: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
     for name, rows in results.items():
-        rates = [r[0] for r in rows]
-        med = statistics.median(rates)
-        server_cpu = "n/a" if name == "tftp-hpa" else f"{statistics.median(r[1] for r in rows) / total_gb:.2f}"
-        machine = statistics.median(r[2] for r in rows) / total_gb
-        print(f"{name:<18}{med:>14.1f}{min(rates):>8.1f}{max(rates):>8.1f}{med / ref:>12.2f}x"
-              f"{server_cpu:>17}{machine:>18.2f}")
-    ratio = statistics.median(r[0] for r in results["ours"]) / ref
+        rates = [r["rate"] for r in rows]
+        paired = [r["rate"] / h["rate"] for r, h in zip(rows, ref_rows)]
+        spread = f"({min(paired):.2f}-{max(paired):.2f})"
+        print(f"{name:<14}{med(rows, 'rate'):>12.1f}{min(rates):>7.1f}{max(rates):>7.1f}"
+              f"{med(rows, 'rate') / ref:>7.2f}x{statistics.median(paired):>7.2f}x {spread}"
+              f"{med(rows, 'server') / total_gb:>18.2f}{med(rows, 'client') / total_gb:>9.2f}"
+              f"{med(rows, 'machine') / total_gb:>9.2f}{med(rows, 'ipis') / blocks:>12.2f}")
+    ratio = med(results["ours"], "rate") / ref
     print(f"ours / tftp-hpa = {ratio:.2f}x (target >= 1.00x): {'MET' if ratio >= 1.0 else 'NOT MET'}")
 
 

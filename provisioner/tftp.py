@@ -3,9 +3,10 @@
 tftpy 0.8.7 parses the requests and encodes OACK and error packets; its listen() loop is not used, because
 it accepts uploads by default, serves a stray real file before asking dyn_file_func, dies past ~1,020
 sessions in select(), crashes on `blksize=abc`, retransmits only after 5 s and costs ~44 us per packet
-(../shared/reference/tftpy.md section 3). One thread runs an epoll loop over the listening socket; each
-transfer gets a socket connected to the client (so the kernel drops packets from any other host/port) and
-its bytes are moved by tftp_pump in the same thread. Rules live in tftp_guard.
+(../shared/reference/tftpy.md section 3). One thread runs an epoll loop over the listening socket and makes
+every decision; each transfer gets a socket connected to the client (so the kernel drops packets from any
+other host/port) and a read-only file, and both are handed to a worker process (tftp_workers, tftp_pump)
+that moves the bytes. Rules live in tftp_guard.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 
 from tftpy.TftpClient import TftpClient
 from tftpy.TftpPacketFactory import TftpPacketFactory
@@ -30,6 +31,7 @@ from tftpy.TftpShared import TftpException, TftpFileNotFoundError
 from provisioner import tftp_guard as guard
 from provisioner import tftp_pump as pump
 from provisioner.tftp_guard import Refused
+from provisioner.tftp_workers import WorkerLost, WorkerPool, sealed_memfd
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,16 @@ _OP_RRQ, _OP_WRQ, _OP_DATA, _OP_ACK, _OP_ERROR, _OP_OACK = 1, 2, 3, 4, 5, 6
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python 3.11 lacks the constant
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst (our address), addr
 _CAP_REASONS = (guard.R_TOTAL_CAP, guard.R_CLIENT_CAP)
+
+
+class _Live:
+    """What the decision loop keeps about a transfer a worker is moving."""
+
+    __slots__ = ("ip", "port", "name", "source", "request", "underway")
+
+    def __init__(self, ip: str, port: int, name: str, source: str, request: bytes):
+        self.ip, self.port, self.name, self.source, self.request = ip, port, name, source, request
+        self.underway = False  # the client acknowledged DATA 1 or all data is out (a repeated RRQ is new)
 
 
 class TftpStartupError(RuntimeError):
@@ -90,11 +102,13 @@ class TftpService:
     there. Both hooks run in the TFTP thread, so they must be fast (no slow DB round trips).
     `on_event(kind, client_ip, filename, details)` is called from the TFTP thread for every refusal and
     finished transfer; it must be quick (queue, do not block). In a flood, refusal events are rate-limited:
-    details["count"] says how many refusals an event stands for.
+    details["count"] says how many refusals an event stands for. `workers` pump processes move the bytes
+    (default: one per CPU, at most 4).
     """
 
     def __init__(self, config: Any, resolve: Resolve, media_file: MediaFile | None = None,
-                 on_event: OnEvent | None = None, *, timeout: float = 1.0, retries: int = 5):
+                 on_event: OnEvent | None = None, *, timeout: float = 1.0, retries: int = 5,
+                 workers: int | None = None):
         self.config = config
         self.root = Path(config.tftp_root)
         self._resolve, self._media_file, self._on_event = resolve, media_file, on_event
@@ -102,7 +116,12 @@ class TftpService:
         self._caps = guard.SessionCaps(config.tftp_max_sessions, config.tftp_max_sessions_per_client)
         self._budget = guard.EventBudget()
         self._factory = TftpPacketFactory()
-        self._peers: dict[tuple[str, int], tuple[pump.Session, bytes]] = {}  # -> (session, its RRQ)
+        self._workers = WorkerPool(workers or min(4, os.cpu_count() or 1), timeout, retries, config.log_level,
+                                   self._ended, self._underway)
+        self._live: dict[int, _Live] = {}  # session id -> transfer
+        self._peers: dict[tuple[str, int], int] = {}  # client (ip, port) -> its live session id
+        self._last_id = 0
+        self._ep: select.epoll | None = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -147,6 +166,13 @@ class TftpService:
             hint = " (another TFTP server running? tftpd-hpa, dnsmasq)" if err.errno == 98 else ""
             raise TftpStartupError(f"cannot listen on udp {bind[0]}:{bind[1]}: {err.strerror}{hint}") from err
         sock.setblocking(False)
+        self._ep = select.epoll()  # no 1,024-descriptor limit, unlike tftpy's select()
+        try:
+            self._workers.start(self._ep)
+        except OSError as err:
+            sock.close()
+            self._ep.close()
+            raise TftpStartupError(f"cannot start the TFTP worker processes: {err}") from err
         self._sock = sock
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="tftp", daemon=True)
@@ -178,36 +204,36 @@ class TftpService:
     # --- the loop ---
 
     def _run(self) -> None:
-        assert self._sock is not None
-        listen_fd = self._sock.fileno()
-        ep = select.epoll()  # no 1,024-descriptor limit, unlike tftpy's select()
+        assert self._sock is not None and self._ep is not None
+        ep, listen_fd, workers = self._ep, self._sock.fileno(), self._workers
         ep.register(listen_fd, select.EPOLLIN)
         ep.register(self._wake_r, select.EPOLLIN)
-        self._pump = local = pump.Pump(ep, self.timeout, self.retries, self._ended)
         next_scan = 0.0
         try:
             while not self._stopping:
                 try:
-                    events = pump.poll(ep, 0.25)
+                    events = ep.poll(0.25)
                 except OSError:  # never let the loop die; an fd error is logged and retried
                     log.exception("TFTP poll failed")
                     time.sleep(0.05)
                     continue
-                now = time.monotonic()
-                if listen_fd in local.dispatch(events, now):
+                for fd, _ in events:
                     try:
-                        self._on_requests()
+                        if fd == listen_fd:
+                            self._on_requests()
+                        elif fd in workers:
+                            workers.on_ready(fd)
                     except Exception as exc:  # a bug or odd packet must cost one request, not the service
                         log.exception("TFTP request handling failed")
                         self._emit(EV_ERROR, "", None, {"error": repr(exc)})
+                now = time.monotonic()
                 if now >= next_scan:
-                    local.check_timeouts(now)
                     for reason, count in self._budget.flush().items():
                         log.warning("TFTP refused %d more requests: %s", count, reason)
                         self._emit(EV_REFUSED, "", None, {"reason": reason, "count": count, "summary": True})
-                    next_scan = now + min(0.25, self.timeout / 4)
+                    next_scan = now + 0.25
         finally:
-            local.close_all("shutdown")
+            workers.stop(3.0)
             ep.close()
             self._sock.close()
             self._sock = None
@@ -219,14 +245,14 @@ class TftpService:
                 data, ancillary, _, (ip, port) = self._sock.recvmsg(2048, socket.CMSG_SPACE(_PKTINFO.size))
             except OSError:  # BlockingIOError: drained
                 return
-            live = self._peers.get((ip, port))
-            if live is not None:
-                session, request = live
-                if data == request and session.block <= 1 and not session.final:
+            sid = self._peers.get((ip, port))
+            if sid is not None:
+                if data == self._live[sid].request and not self._live[sid].underway:
                     continue  # a retransmitted RRQ for a session not yet under way: that session answers it
                 # The client reused its port for a new request, so it is done with the old transfer (its
                 # last ACK may still be queued behind this RRQ): end that one rather than drop this one.
-                self._pump.end(session, pump.SENT if session.final else pump.ABORTED, "superseded")
+                del self._peers[(ip, port)]
+                self._workers.supersede(sid)
             self._reply_from = self.config.bind_address
             for level, kind, payload in ancillary:
                 if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= _PKTINFO.size:
@@ -258,13 +284,12 @@ class TftpService:
             self._caps.check(ip)  # before any work, so a flood costs one recvfrom per packet
             norm = guard.normalize_name(name)
             options = guard.negotiate(pkt.options, self.config.tftp_blksize_max)
-            src, size, source = self._open(norm, ip)
+            fd, size, source = self._open(norm, ip)
+            self._start_session(ip, port, norm, source, fd, size, options, data)
         except Refused as refusal:
             self._refuse(refusal, ip, port, name)
-            return
-        self._start_session(ip, port, norm, source, src, size, options, data)
 
-    def _open(self, name: str, ip: str) -> tuple[BinaryIO, int, str]:
+    def _open(self, name: str, ip: str) -> tuple[int, int, str]:
         """The decision hook first, always; then media trees; then the real file under tftp_root."""
         try:
             data = self._resolve(name, ip)
@@ -273,9 +298,7 @@ class TftpService:
             log.exception("TFTP hook failed for %s from %s", name, ip)
             raise Refused(guard.R_HOOK, 0, "internal error") from err
         if data is not None:
-            # In memory, never under tftp_root. BytesIO is fine here: tftpy's lockfile() (which needs
-            # .name and broke its loop) is not on our path.
-            return io.BytesIO(bytes(data)), len(data), "dynamic"
+            return sealed_memfd(bytes(data)), len(data), "dynamic"  # in memory, never under tftp_root
         source = "media" if path is not None else "static"
         if path is None:
             path = guard.confine(self.root, name)
@@ -288,39 +311,52 @@ class TftpService:
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise Refused(guard.R_NOT_FILE, 1, "file not found")
-        return open(fd, "rb", buffering=64 * 1024), info.st_size, source
+        return fd, info.st_size, source
 
-    def _start_session(self, ip: str, port: int, name: str, source: str, src: BinaryIO, size: int,
+    def _start_session(self, ip: str, port: int, name: str, source: str, fd: int, size: int,
                        options: dict[str, str], request: bytes) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((self._reply_from, 0))
             sock.connect((ip, port))
-            sock.setblocking(False)
-        except OSError:
+            first = b""
+            if options:
+                if "tsize" in options:
+                    options["tsize"] = str(size)
+                oack = TftpPacketOACK()
+                oack.options = options
+                first = oack.encode().buffer
+            blksize = int(options.get("blksize", guard.DEFAULT_BLKSIZE))
+            self._last_id = sid = self._last_id % 0xFFFFFFFF + 1
+            self._live[sid] = _Live(ip, port, name, source, request)  # recorded first, then handed off
+            self._peers[(ip, port)] = sid
+            self._caps.opened(ip)
+            self.counters["sessions"] += 1
+            try:
+                self._workers.hand_off(sid, [sock.fileno(), fd], blksize, first, source, name)
+            except WorkerLost as err:
+                del self._live[sid], self._peers[(ip, port)]
+                self._caps.closed(ip)
+                self.counters["sessions"] -= 1
+                raise Refused(guard.R_UNAVAILABLE, 0, "internal error") from err
+        finally:  # the worker has its own copies now (or the transfer never started)
             sock.close()
-            src.close()
-            raise
-        first = None
-        if options:
-            if "tsize" in options:
-                options["tsize"] = str(size)
-            oack = TftpPacketOACK()
-            oack.options = options
-            first = oack.encode().buffer
-        blksize = int(options.get("blksize", guard.DEFAULT_BLKSIZE))
-        session = pump.Session(sock, ip, port, name, source, src, blksize)
-        self._peers[(ip, port)] = (session, request)
-        self._caps.opened(ip)
-        self.counters["sessions"] += 1
-        self._pump.start(session, first)
+            os.close(fd)
 
-    def _ended(self, s: pump.Session, kind: str, reason: str, details: dict) -> None:
-        if self._peers.get((s.ip, s.port), (None,))[0] is s:
-            del self._peers[(s.ip, s.port)]
-        self._caps.closed(s.ip)
-        self.counters["bytes_sent"] += s.sent
-        self._emit(kind, s.ip, s.name, {"port": s.port, **details})
+    def _ended(self, sid: int, kind: str, details: dict) -> None:
+        live = self._live.pop(sid, None)
+        if live is None:
+            return
+        if self._peers.get((live.ip, live.port)) == sid:
+            del self._peers[(live.ip, live.port)]
+        self._caps.closed(live.ip)
+        self.counters["bytes_sent"] += details.get("bytes", 0)
+        self._emit(kind, live.ip, live.name, {"port": live.port, **details, "source": live.source})
+
+    def _underway(self, sid: int) -> None:
+        live = self._live.get(sid)
+        if live is not None:
+            live.underway = True
 
     # --- refusals and events ---
 

@@ -33,6 +33,7 @@ R_OPCODE = "unknown_opcode"  # not a TFTP opcode (0, 7 and up)
 R_TOTAL_CAP = "too_many_sessions"
 R_CLIENT_CAP = "too_many_sessions_from_client"
 R_HOOK = "hook_failed"  # resolve() or media_file() raised: the client gets an error, the loop lives
+R_UNAVAILABLE = "workers_unavailable"  # no worker process could take the transfer (all died or all full)
 
 # Names that look per-MAC: pxelinux.cfg/ (pxelinux's per-MAC directory), grub.cfg* (GRUB's per-MAC
 # names and the ISO grubx64.efi's EFI/xenserver/grub.cfg) and anything carrying a MAC address.

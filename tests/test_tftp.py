@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -98,10 +99,10 @@ def resolver():
 def make_service(config, tree, events, resolver):
     started: list[TftpService] = []
 
-    def make(timeout=0.2, retries=2, **overrides):
+    def make(timeout=0.2, retries=2, workers=None, **overrides):
         cfg = config.replace(tftp_root=tree.root, **overrides)
         svc = TftpService(cfg, resolver, media_file=tree.media_file, on_event=events,
-                          timeout=timeout, retries=retries)
+                          timeout=timeout, retries=retries, workers=workers)
         svc.start()
         started.append(svc)
         return svc
@@ -691,3 +692,56 @@ def test_port_reuse_starts_a_new_transfer_but_a_retransmitted_rrq_does_not(svc):
         data, new_peer = raw.recv()
     assert data == struct.pack("!HH", 3, 1) + b"e" * 512
     assert svc.counters["sessions"] == 2
+
+
+# --- worker processes ---
+
+def test_a_worker_that_dies_mid_transfer_costs_only_its_transfers(make_service, events):
+    svc = make_service(workers=2)
+    svc._workers.respawn_after = 0.0  # replace it, however young (the default guards against crash loops)
+    raw = Raw(svc)
+    raw.send(rrq(b"sub/big.bin"))
+    raw.recv()
+    sid = svc._peers[raw.sock.getsockname()]
+    deadline = time.monotonic() + 5  # the worker may answer before the service thread notes who has it
+    while sid not in svc._workers.owner and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim = svc._workers.owner[sid].proc
+    os.kill(victim.pid, signal.SIGKILL)
+    aborted = events.wait(EV_ABORTED, "worker_died")[0]
+    assert (aborted.filename, aborted.source, aborted.port) == ("sub/big.bin", "static", raw.sock.getsockname()[1])
+    assert svc._caps.count == 0 and not svc._peers
+    deadline = time.monotonic() + 15
+    while len(svc._workers.workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(svc._workers.workers) == 2 and victim.pid not in [w.proc.pid for w in svc._workers.workers.values()]
+    assert_serving(svc)
+
+
+def test_no_worker_left_is_an_error_packet_and_an_event(svc, events):
+    svc._workers.respawn_after = float("inf")  # as after a crash loop: none is replaced
+    for w in list(svc._workers.workers.values()):
+        os.kill(w.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while svc._workers.workers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    raw = Raw(svc)
+    raw.send(rrq(b"pxelinux.0"))
+    assert raw.expect_error()[:2] == (0, "internal error")
+    refused = events.wait(EV_REFUSED, guard.R_UNAVAILABLE)[0]
+    assert refused.filename == "pxelinux.0"
+    assert svc._caps.count == 0 and svc.counters["sessions"] == 0
+    assert svc._thread.is_alive()
+
+
+def test_transfers_spread_over_the_workers(make_service):
+    svc = make_service(workers=3, timeout=5.0)
+    assert len(svc._workers.workers) == 3
+    for _ in range(6):
+        raw = Raw(svc)
+        raw.send(rrq(b"sub/big.bin"))
+        raw.recv()
+    deadline = time.monotonic() + 5  # the last worker may answer before the service thread notes it
+    while len(svc._workers.owner) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(len(w.sessions) for w in svc._workers.workers.values()) == [2, 2, 2]

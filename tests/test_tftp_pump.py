@@ -1,0 +1,325 @@
+"""The TFTP data path in process: a Pump over real UDP sockets on loopback, and the worker wire format.
+
+The hot path recognises the ACK that moves a transfer on by comparing raw bytes; these tests hold every
+packet shape a client can send against what tftpy's full parser makes of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
+
+from provisioner import tftp_pump as pump
+from provisioner.tftp_workers import worker_argv
+
+DATA = bytes(range(256)) * 8 + b"end"  # 2,051 bytes: 4 blocks of 512, then a short one
+
+
+class Rig:
+    """One Pump session whose client is a bare UDP socket; step() runs one turn of the loop."""
+
+    def __init__(self, tmp_path, data=DATA, blksize=512, first=None, timeout=1.0, retries=2):
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client.bind(("127.0.0.1", 0))
+        self.client.settimeout(2.0)
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        server.connect(self.client.getsockname())
+        server.setblocking(False)
+        (tmp_path / "file").write_bytes(data)
+        self.ep = select.epoll()
+        self.ended: list[tuple[str, str, dict]] = []
+        self.underway: list[int] = []
+        self.pump = pump.Pump(self.ep, timeout, retries,
+                              lambda s, kind, reason, d: self.ended.append((kind, reason, d)),
+                              lambda s: self.underway.append(s.block))
+        ip, port = self.client.getsockname()
+        self.session = pump.Session(server, ip, port, "file", "static", open(tmp_path / "file", "rb"), blksize)
+        self.pump.start(self.session, first)
+
+    def recv(self) -> bytes:
+        return self.client.recv(70000)
+
+    def send(self, packet: bytes) -> None:
+        self.client.sendto(packet, self.session.sock.getsockname())
+
+    def step(self) -> None:
+        events = self.ep.poll(2.0)
+        assert events, "the session socket never became readable"
+        self.pump.dispatch(events, time.monotonic())
+
+    def nothing_sent(self) -> bool:
+        self.client.settimeout(0.2)
+        try:
+            self.client.recv(70000)
+        except socket.timeout:
+            return True
+        finally:
+            self.client.settimeout(2.0)
+        return False
+
+    def close(self) -> None:
+        self.pump.close_all("test over")
+        self.ep.close()
+        self.client.close()
+
+
+@pytest.fixture
+def rigs():
+    made: list[Rig] = []
+
+    def make(*args, **kwargs):
+        made.append(Rig(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for rig in made:
+        rig.close()
+
+
+def test_a_whole_transfer_block_by_block(tmp_path, rigs):
+    rig = rigs(tmp_path)
+    got = b""
+    for block in range(1, 6):
+        packet = rig.recv()
+        assert packet[:4] == struct.pack("!HH", 3, block)
+        got += packet[4:]
+        rig.send(struct.pack("!HH", 4, block))
+        rig.step()
+    assert got == DATA
+    assert rig.ended == [(pump.SENT, "complete", rig.ended[0][2])]
+    details = rig.ended[0][2]
+    assert (details["bytes"], details["blksize"], details["source"]) == (len(DATA), 512, "static")
+    assert details["seconds"] >= 0
+    assert rig.underway == [2]  # once, when the client acknowledged DATA 1
+
+
+def _tftpy_outcome(packet: bytes, block: int) -> str:
+    """What a full parse says the session must do with `packet` while it waits for ACK `block`."""
+    try:
+        parsed = TftpPacketFactory().parse(packet)
+    except Exception:
+        parsed = None
+    if isinstance(parsed, TftpPacketACK):
+        return "advance" if parsed.blocknumber == block else "ignore"
+    if len(packet) < 4:
+        return "ignore"  # not even a header: like a lost packet (tftpy cannot parse these either)
+    if isinstance(parsed, TftpPacketERR):
+        return "client_error"
+    return "illegal_operation"  # DATA, OACK, RRQ, WRQ or an opcode tftpy does not know
+
+
+@pytest.mark.parametrize("packet", [
+    b"\x00\x04\x00\x01",  # the ACK for DATA 1
+    b"\x00\x04\x00\x01\x00\x00",  # the same with trailing bytes (tftpy truncates them)
+    b"\x00\x04\x00\x01" + b"x" * 1000,
+    b"\x00\x04\x00\x00",  # a duplicate of an earlier ACK: no resend (Sorcerer's Apprentice)
+    b"\x00\x04\x00\x02",  # a future block
+    b"\x00\x04\xff\xff",
+    b"\x00\x04\x00",  # short packets
+    b"\x00\x04",
+    b"\x00",
+    b"",
+    b"\x00\x05\x00\x01disk full\x00",  # the client gives up
+    b"\x00\x05\x00\x00",
+    b"\x00\x05\x00\x02no terminator",
+    b"\x00\x03\x00\x01data",  # not what a reading client sends
+    b"\x00\x06blksize\x00512\x00",
+    b"\x00\x01file\x00octet\x00",
+    b"\x00\x02file\x00octet\x00",
+    b"\x00\x09\x00\x00",
+    b"\xff\xff\xff\xff",
+])
+def test_each_packet_shape_is_handled_as_a_full_parse_says(tmp_path, rigs, packet):
+    rig = rigs(tmp_path)
+    assert rig.recv()[:4] == b"\x00\x03\x00\x01"
+    rig.send(packet)
+    rig.step()
+    expected = _tftpy_outcome(packet, 1)
+    if expected == "advance":
+        assert rig.recv() == b"\x00\x03\x00\x02" + DATA[512:1024]
+        assert not rig.ended
+    elif expected == "ignore":
+        assert rig.nothing_sent() and not rig.ended
+        assert rig.session.block == 1
+    else:
+        assert [e[1] for e in rig.ended] == [expected]
+        if expected == "illegal_operation":
+            assert rig.recv()[:4] == b"\x00\x05\x00\x04"  # error packet, code 4
+            assert rig.ended[0][2]["opcode"] == struct.unpack("!H", packet[:2])[0]
+        else:
+            assert rig.nothing_sent()  # never answer an error with an error
+
+
+def test_oack_first_then_block_one_on_ack_zero(tmp_path, rigs):
+    rig = rigs(tmp_path, data=b"small", first=b"\x00\x06tsize\x005\x00")
+    assert rig.recv() == b"\x00\x06tsize\x005\x00"
+    assert rig.underway == []
+    rig.send(b"\x00\x04\x00\x00")
+    rig.step()
+    assert rig.recv() == b"\x00\x03\x00\x01small"
+    assert rig.underway == [1]  # all the data is out: a repeated RRQ would be a new request
+    rig.send(b"\x00\x04\x00\x01")
+    rig.step()
+    assert rig.ended[0][:2] == (pump.SENT, "complete")
+
+
+def test_a_one_block_file_is_under_way_at_once(tmp_path, rigs):
+    rig = rigs(tmp_path, data=b"tiny")
+    assert rig.recv() == b"\x00\x03\x00\x01tiny"
+    assert rig.underway == [1]
+
+
+def test_exact_multiple_ends_with_an_empty_block(tmp_path, rigs):
+    rig = rigs(tmp_path, data=b"e" * 1024)
+    for block in (1, 2):
+        assert len(rig.recv()) == 4 + 512
+        rig.send(struct.pack("!HH", 4, block))
+        rig.step()
+    assert rig.recv() == b"\x00\x03\x00\x03"
+    rig.send(b"\x00\x04\x00\x03")
+    rig.step()
+    assert rig.ended[0][2]["bytes"] == 1024
+
+
+def test_timeouts_resend_with_doubling_then_give_up(tmp_path, rigs):
+    rig = rigs(tmp_path, timeout=1.0, retries=2)
+    first = rig.recv()
+    now = rig.session.last
+    rig.pump.check_timeouts(now + 0.5)  # not yet
+    assert rig.nothing_sent()
+    for wait in (2.0, 4.0):  # 1 s, then doubling (tftp-hpa's back-off)
+        now += rig.session.wait + 0.1
+        rig.pump.check_timeouts(now)
+        assert rig.recv() == first and rig.session.wait == wait
+    rig.pump.check_timeouts(now + 4.1)  # retries=2 spent
+    assert [e[1] for e in rig.ended] == ["timeout"]
+    assert rig.nothing_sent()
+
+
+def test_the_resend_interval_stops_doubling_at_max_wait(tmp_path, rigs):
+    rig = rigs(tmp_path, timeout=1.0, retries=10)
+    rig.recv()
+    now = rig.session.last
+    for _ in range(6):
+        now += rig.session.wait + 0.1
+        rig.pump.check_timeouts(now)
+        rig.recv()
+    assert rig.session.wait == pump.MAX_WAIT
+
+
+def test_a_resend_that_gets_acked_resets_the_timer(tmp_path, rigs):
+    rig = rigs(tmp_path, timeout=1.0, retries=2)
+    rig.recv()
+    rig.pump.check_timeouts(rig.session.last + 1.1)
+    rig.recv()
+    assert rig.session.tries == 1
+    rig.send(b"\x00\x04\x00\x01")
+    rig.step()
+    assert rig.recv()[:4] == b"\x00\x03\x00\x02"
+    assert (rig.session.tries, rig.session.wait) == (0, 1.0)
+
+
+def test_a_closed_client_port_ends_the_session(tmp_path, rigs):
+    rig = rigs(tmp_path)
+    rig.recv()
+    rig.client.close()
+    rig.pump.check_timeouts(rig.session.last + 1.1)  # the resend draws an ICMP port unreachable
+    rig.step()
+    assert [e[1] for e in rig.ended] == ["client_gone"]
+    rig.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # for close()
+
+
+def test_block_numbers_roll_over(tmp_path, rigs):
+    rig = rigs(tmp_path, data=b"r" * (8 * 65540), blksize=8)
+    block = 1
+    while block < 65535:  # the ACKs, sent in bursts, as fast as the pump takes them
+        burst = min(200, 65535 - block)
+        for _ in range(burst):
+            rig.recv()
+            rig.send(struct.pack("!HH", 4, block))
+            rig.step()
+            block += 1
+    assert rig.recv()[:4] == b"\x00\x03\xff\xff"
+    rig.send(b"\x00\x04\xff\xff")
+    rig.step()
+    assert rig.recv()[:4] == b"\x00\x03\x00\x00"  # block 65,536 goes out as 0
+    rig.send(b"\x00\x04\x00\x00")
+    rig.step()
+    assert rig.recv()[:4] == b"\x00\x03\x00\x01" and rig.session.block == 65537
+
+
+@pytest.mark.parametrize("name", ["pxelinux.0", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff", "caf\u00e9\udcff"])
+def test_start_message_round_trip(name):
+    msg = pump.encode_start(7, 1468, b"\x00\x06blksize\x001468\x00", "dynamic", name)
+    assert msg[:1] == pump.START
+    assert pump.decode_start(msg) == (7, 1468, b"\x00\x06blksize\x001468\x00", "dynamic", name)
+    assert pump.decode_start(pump.encode_start(2**32 - 1, 8, b"", "static", name))[:3] == (2**32 - 1, 8, b"")
+
+
+def test_ended_message_round_trip():
+    details = {"reason": "complete", "bytes": 5, "blksize": 512, "seconds": 0.25, "error": "x\u00e9"}
+    msg = pump.encode_ended(9, pump.SENT, details)
+    assert msg[:1] == pump.ENDED
+    assert pump.decode_ended(msg) == (9, pump.SENT, details)
+
+
+def test_worker_process_serves_over_its_channel(tmp_path):
+    """worker_main in this process's child: READY, START with fds, the transfer, ENDED, then QUIT."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(worker_argv(theirs.fileno(), 1.0, 2, "WARNING"), pass_fds=(theirs.fileno(),))
+    theirs.close()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ours.settimeout(20)
+        assert ours.recv(100) == pump.READY
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(5)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(client.getsockname())
+        (tmp_path / "f").write_bytes(b"hello")
+        fd = os.open(tmp_path / "f", os.O_RDONLY)
+        socket.send_fds(ours, [pump.encode_start(42, 512, b"", "static", "f")], [sock.fileno(), fd])
+        sock.close()
+        os.close(fd)
+        data, peer = client.recvfrom(100)
+        assert data == b"\x00\x03\x00\x01hello"
+        assert ours.recv(100) == pump.ID_MSG.pack(pump.UNDERWAY, 42)
+        client.sendto(b"\x00\x04\x00\x01", peer)
+        sid, kind, details = pump.decode_ended(ours.recv(1000))
+        assert (sid, kind, details["reason"], details["bytes"]) == (42, pump.SENT, "complete", 5)
+        ours.send(pump.QUIT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ours.close()
+        client.close()
+
+
+def test_an_unexpected_error_costs_one_transfer_not_the_pump(tmp_path, rigs, caplog):
+    rig = rigs(tmp_path)
+    other = rigs(tmp_path)
+    rig.recv()
+    other.recv()
+    rig.session.src.close()  # reading the next block now raises ValueError
+    rig.send(b"\x00\x04\x00\x01")
+    with caplog.at_level(logging.ERROR, logger="provisioner.tftp_pump"):
+        rig.step()
+    assert [e[1] for e in rig.ended] == ["internal_error"]
+    assert "ValueError" in rig.ended[0][2]["error"]
+    assert "transfer of file" in caplog.text
+    other.send(b"\x00\x04\x00\x01")
+    other.step()
+    assert other.recv()[:4] == b"\x00\x03\x00\x02"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.config import Config
+from provisioner.tftp_guard import scan_per_mac
 
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")  # Debian package pxelinux
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")  # Debian package syslinux-common
@@ -97,16 +98,9 @@ def prepare_tftp_root(config: Config, *, pxelinux_dir: Path = PXELINUX_DIR,
 
 
 def stray_config_files(root: Path) -> list[str]:
-    """Config files under ROOT (relative paths) that would shadow the TFTP server's per-MAC answers."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(root)
-        for filename in sorted(filenames):
-            rel = (rel_dir / filename).as_posix()
-            if rel.startswith(("pxelinux.cfg/", "grub/")) or filename.startswith("grub.cfg"):
-                found.append(rel)
-    return found
+    """Files under ROOT (relative paths) that would shadow the TFTP server's per-MAC answers: every file of
+    tftp_guard.scan_per_mac, the scan the TFTP server's start-up check makes (it names directories instead)."""
+    return sorted(path for _, path in scan_per_mac(root) if path)
 
 
 def _build_grub_image(mkimage: str, grub_dir: Path) -> bytes:

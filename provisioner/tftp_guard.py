@@ -156,22 +156,37 @@ class EventBudget:
         return out
 
 
+def scan_per_mac(root: Path) -> list[tuple[str, str]]:
+    """One walk of `root` for per-MAC-looking names: a real file there would be served instead of the per-MAC
+    decision. Sorted (entry, file) pairs of relative posix paths: a per-MAC-looking file is its own entry; a
+    per-MAC-looking directory (pxelinux.cfg/ or MAC-named, trailing slash) gives (dir/, "") and (dir/, file)
+    for each file under it. stray_per_mac_files reports the entries (TFTP start-up refuses), and
+    bootloaders.stray_config_files the files (install-loaders warns about each)."""
+    found: list[tuple[str, str]] = []
+    inside: dict[str, str] = {}  # walked directory -> the per-MAC-looking directory entry holding it
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel, entry = posixpath.normpath(Path(dirpath).relative_to(root).as_posix()), inside.get(dirpath)
+        for name in dirnames:
+            if entry is not None:
+                inside[os.path.join(dirpath, name)] = entry
+            elif name == "pxelinux.cfg" or _MAC_IN_NAME.search(name):
+                inside[os.path.join(dirpath, name)] = posixpath.normpath(posixpath.join(rel, name)) + "/"
+                found.append((inside[os.path.join(dirpath, name)], ""))
+        for name in filenames:
+            path = posixpath.normpath(posixpath.join(rel, name))
+            if entry is not None:
+                found.append((entry, path))
+            elif name.startswith("grub.cfg") or _MAC_IN_NAME.search(name):
+                found.append((path, path))
+    return sorted(found)
+
+
 def stray_per_mac_files(root: Path) -> list[str]:
-    """Files under `root` that look per-MAC: such a file would be served instead of the per-MAC decision.
+    """Files and directories under `root` that look per-MAC (scan_per_mac), one line each for the start-up error.
 
     We ask the decision hook first for every name anyway; this check makes the mistake loud at start-up.
     """
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        for name in list(dirnames):
-            if name == "pxelinux.cfg" or _MAC_IN_NAME.search(name):
-                found.append(posixpath.normpath(posixpath.join(rel, name)) + "/")
-                dirnames.remove(name)
-        for name in filenames:
-            if name.startswith("grub.cfg") or _MAC_IN_NAME.search(name):
-                found.append(posixpath.normpath(posixpath.join(rel, name)))
-    return sorted(found)
+    return sorted({entry for entry, _ in scan_per_mac(root)})
 
 
 def describe_stray(found: Iterable[str], root: Path) -> str:

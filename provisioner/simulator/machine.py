@@ -10,11 +10,8 @@ which PXE-boots again: a server that keeps serving the installer shows up here a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shlex
-import signal
 import subprocess
 import tempfile
 import threading
@@ -26,6 +23,7 @@ import requests
 
 from provisioner import answerfile, answerfile_fresh, bootpaths, tftp
 from provisioner.model import normalize_mac
+from provisioner.simulator.external import run_external
 from provisioner.simulator.firmware import BootFailure, parse_config, read_treeinfo  # noqa: F401 (re-exported)
 from provisioner.simulator.fresh import FRESH, fresh_version
 
@@ -299,38 +297,16 @@ class Machine:
         self._emit(EV_SCRIPT, stage=stage, args=list(args), exit=code, stderr=err)
 
     def _external(self, cycle: int) -> dict | None:
-        """Hand the whole power cycle to a command (e.g. a QEMU VM); its stdout is a JSON version or empty."""
+        """Hand the whole power cycle to external_command (external.py); its stdout is a JSON version or empty."""
         boot = Boot(1, cycle, EXTERNAL)
         self.boots.append(boot)
-        command = self.external_command
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        env = {**os.environ, "MAC": self.mac, "TFTP_HOST": self.tftp_addr[0], "TFTP_PORT": str(self.tftp_addr[1]),
+        env = {"MAC": self.mac, "TFTP_HOST": self.tftp_addr[0], "TFTP_PORT": str(self.tftp_addr[1]),
                "TFTP_ADDR": f"{self.tftp_addr[0]}:{self.tftp_addr[1]}", "HTTP_BASE": self.http_base or "",
                "LOADER": self.loader, "FIRMWARE": self.firmware or "", "INSTALL_SECONDS": str(self.install_seconds),
                "FAILURES": json.dumps(_failure_for(self.failures, self.mac))}
-        with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True) as proc:
-            while True:  # a never-returning machine is released by stop(), like an in-process one
-                try:
-                    stdout, stderr = proc.communicate(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    if self.stop_event.is_set():  # its whole process group: children hold the pipes open
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(proc.pid, signal.SIGKILL)
-        out, version = stdout.decode(errors="replace").strip(), None
-        if proc.returncode != 0:
-            boot.detail = f"{shlex.join(argv)} exited {proc.returncode}: {stderr.decode(errors='replace')[:300]}"
-        elif out:
-            try:
-                version = json.loads(out)
-            except ValueError:
-                boot.detail = f"stdout is not JSON: {out[:200]!r}"
-            if version is not None and not isinstance(version, dict):
-                boot.detail, version = f"stdout is not a JSON object: {out[:200]!r}", None
-        boot.version = version
-        self._emit(EV_EXTERNAL, cycle=cycle, exit=proc.returncode, version=version, detail=boot.detail)
-        return version
+        code, boot.version, boot.detail = run_external(self.external_command, env, self.stop_event)
+        self._emit(EV_EXTERNAL, cycle=cycle, exit=code, version=boot.version, detail=boot.detail)
+        return boot.version
 
 
 class BootHandler:

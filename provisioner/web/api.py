@@ -6,9 +6,10 @@ import hmac
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from provisioner import attempts, registry
+from provisioner import attempts, registry, secrets
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Store
+from provisioner.xapi import XapiUnreachable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -53,6 +54,23 @@ def _missing(exc: NotFoundError):
 @bp.errorhandler(registry.ImportRejected)
 def _rejected(exc: registry.ImportRejected):
     return _error(422, "nothing imported: the CSV has bad rows", problems=exc.as_list())
+
+
+def _unreachable(exc: XapiUnreachable):
+    return _error(502, f"a pool did not answer: {exc}")
+
+
+def _secret(exc: secrets.SecretError):
+    return _error(500, str(exc))
+
+
+def register_common_errors(other: Blueprint) -> None:
+    """Give another /api/v1 blueprint this one's bearer token check and JSON errors (400, 404, 409), plus
+    502 when a pool does not answer and 500 when a stored secret cannot be read."""
+    other.before_request(_require_token)
+    for error, handler in ((ValidationError, _invalid), (ConflictError, _conflict), (NotFoundError, _missing),
+                           (XapiUnreachable, _unreachable), (secrets.SecretError, _secret)):
+        other.register_error_handler(error, handler)
 
 
 def _json_body() -> dict:

@@ -12,21 +12,16 @@ import threading
 
 from flask import Blueprint, Flask, current_app, jsonify
 
-from provisioner import secrets
 from provisioner.config import secret_from_env
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import reinstall as coord_reinstall
 from provisioner.coordinator.reinstall_plan import ReinstallRefused
 from provisioner.model import ValidationError, normalize_mac
-from provisioner.store import ConflictError, NotFoundError
+from provisioner.store import NotFoundError
 from provisioner.web import api
-from provisioner.xapi import XapiUnreachable
 
 bp = Blueprint("api_reinstall", __name__, url_prefix="/api/v1")
-bp.before_request(api._require_token)
-bp.register_error_handler(ValidationError, api._invalid)
-bp.register_error_handler(ConflictError, api._conflict)
-bp.register_error_handler(NotFoundError, api._missing)
+api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502; SecretError 500
 FIELDS = {"pool": str, "media": str, "confirm": str, "forget": bool, "root_password_hash": str, "host_url": str}
 THREADS = "provisioner.reinstall_threads"
 
@@ -34,16 +29,6 @@ THREADS = "provisioner.reinstall_threads"
 @bp.errorhandler(ReinstallRefused)
 def _refused(exc: ReinstallRefused):
     return api._error(409, "reinstall refused, nothing changed", problems=exc.problems)
-
-
-@bp.errorhandler(XapiUnreachable)
-def _unreachable(exc: XapiUnreachable):
-    return api._error(502, f"a pool did not answer: {exc}")
-
-
-@bp.errorhandler(secrets.SecretError)
-def _secret(exc: secrets.SecretError):
-    return api._error(500, str(exc))
 
 
 def _body() -> dict:

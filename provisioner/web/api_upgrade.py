@@ -8,36 +8,21 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from provisioner import secrets
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
 from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
 from provisioner.model import ValidationError
-from provisioner.store import ConflictError, NotFoundError
 from provisioner.web import api
-from provisioner.xapi import Failure, XapiUnreachable
+from provisioner.xapi import Failure
 
 bp = Blueprint("api_upgrade", __name__, url_prefix="/api/v1")
-bp.before_request(api._require_token)
-bp.register_error_handler(ValidationError, api._invalid)
-bp.register_error_handler(ConflictError, api._conflict)
-bp.register_error_handler(NotFoundError, api._missing)
-
-
-@bp.errorhandler(XapiUnreachable)
-def _unreachable(exc: XapiUnreachable):
-    return api._error(502, f"the pool did not answer: {exc}")
+api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502; SecretError 500
 
 
 @bp.errorhandler(Failure)
 def _xapi_failure(exc: Failure):
     return api._error(502, f"XAPI refused: {' '.join(map(str, exc.details))}")
-
-
-@bp.errorhandler(secrets.SecretError)
-def _secret(exc: secrets.SecretError):
-    return api._error(500, str(exc))
 
 
 class NoRunService(RuntimeError):

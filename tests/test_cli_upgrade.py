@@ -105,3 +105,15 @@ def test_status_follows_a_run_the_server_drives_and_start_is_refused(tmp_path):
         assert "red-host0" in text.output and "done" in text.output
     finally:
         stop_world(lab)
+
+
+def test_status_follow_stops_on_a_run_nobody_drives_and_says_how_to_continue(run, tmp_path):
+    from provisioner.store import Store
+
+    Store(tmp_path / "data" / "provisioner.db").create_run(
+        "red-1", "red", "xs84", stop_on_failure=False,
+        hosts=[{"mac": "aa:bb:cc:dd:ee:01", "name": "red-host0", "uuid": "u0", "role": "master"}])
+    followed = run("upgrade", "status", "red", "--follow", "--interval", "0.1")
+    assert followed.exit_code == 1
+    assert "red-host0" in followed.output  # it showed the run once
+    assert "no process drives it" in followed.output and "provisioner upgrade resume red" in followed.output

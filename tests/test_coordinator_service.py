@@ -10,7 +10,7 @@ import pytest
 
 from provisioner import media, states
 from provisioner.coordinator import pools, runner
-from provisioner.coordinator.service import RunService
+from provisioner.coordinator.service import PoolLock, RunService, lock_holder
 from provisioner.coordinator.steps import Timeouts
 from provisioner.demo import demo_config, synthetic_media_tree
 from provisioner.runtime import Runtime
@@ -211,3 +211,18 @@ def test_start_refused_when_plan_fails_to_start_leaves_pool_free(lab):
         svc.start("nope", MEDIA)
     run = svc.start("red", MEDIA)  # the failed claim released nothing it should not have
     assert svc.wait(run.id, WAIT).state == states.RUN_DONE
+
+
+def test_lock_holder_names_the_driving_process_without_taking_the_lock(store):
+    import os
+
+    assert lock_holder(store, "p") is None  # no lock file yet
+    held = PoolLock(store, "p").acquire()
+    try:
+        assert lock_holder(store, "p") == os.getpid()
+        assert lock_holder(store, "other") is None
+        with pytest.raises(ConflictError, match="another process"):  # asking did not take or break the lock
+            PoolLock(store, "p").acquire()
+    finally:
+        held.release()
+    assert lock_holder(store, "p") is None

@@ -13,7 +13,7 @@ from provisioner.config import secret_from_env
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
-from provisioner.coordinator.service import ProgressReader, RunService
+from provisioner.coordinator.service import ProgressReader, RunService, lock_holder
 from provisioner.coordinator.steps import Timeouts
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 
@@ -186,4 +186,13 @@ def upgrade_status(ctx: Context, pool: str | None, follow: bool, as_json: bool, 
     runs = ctx.store.list_runs(pool, active_only=True) or ctx.store.list_runs(pool)[:1]
     if not runs:
         raise click.ClickException(f"no runs{f' of pool {pool}' if pool else ''}")
-    _follow(ctx.store, [r.id for r in runs], as_json, interval)
+
+    def driven() -> bool:  # stop following runs that no process drives: they would never change
+        return any(lock_holder(ctx.store, r.pool) is not None for r in runs if r.state not in states.RUN_TERMINAL)
+
+    views = _follow(ctx.store, [r.id for r in runs], as_json, interval, alive=driven)
+    idle = [v for v in views if v["state"] not in states.RUN_TERMINAL]
+    if idle:
+        raise click.ClickException("; ".join(
+            f"run {v['id']} of pool {v['pool']} is in state {v['state']} but no process drives it (no `serve` or "
+            f"`upgrade start` holds the pool): `provisioner upgrade resume {v['pool']}` continues it" for v in idle))

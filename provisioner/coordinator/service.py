@@ -79,6 +79,24 @@ class PoolLock:
             self._fd = None
 
 
+def lock_holder(store: Store, pool: str) -> int | None:
+    """The pid of the process driving `pool` (holding its lock file), or None: read from /proc/locks, so asking
+    never takes the lock (taking it, even for an instant, could make a real `upgrade start` fail)."""
+    path = Path(store.path).parent / "locks" / f"pool-{pool}.lock"
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 3403 00:2a:1234 0 EOF"; waiters have "->" after the id
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == ident:
+            return int(parts[4])
+    return None
+
+
 class _Worker:
     def __init__(self, pool: str, run_id: str, thread: threading.Thread, lock: PoolLock):
         self.pool, self.run_id, self.thread, self.lock = pool, run_id, thread, lock

@@ -368,7 +368,7 @@ class TftpService:
             self._send_error(ip, port, refusal.code, refusal.message)
         count = self._budget.take(refusal.reason)
         if count is not None:
-            log.warning("TFTP refused %r from %s:%d: %s", name, ip, port, refusal.reason)
+            log.warning("TFTP refused %r from %s:%d: %s", name, ip, port, refusal.reason, extra=guard.log_extra(name))
             self._emit(EV_REFUSED, ip, name, {"port": port, "reason": refusal.reason,
                                                "error": refusal.message, "count": count})
 
@@ -383,7 +383,8 @@ class TftpService:
 
     def _emit(self, kind: str, ip: str, name: str | None, details: dict) -> None:
         if kind == EV_ABORTED:
-            log.info("TFTP transfer of %s to %s aborted: %s", name, ip, details.get("reason"))
+            log.info("TFTP transfer of %s to %s aborted: %s", name, ip, details.get("reason"),
+                     extra=guard.log_extra(name))
         if self._on_event is None:
             return
         try:

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from provisioner.bootpaths import parse_tftp
 from provisioner.paths import real_path_under
 
 # RFC 2348 allows 8..65464; we also cap at config.tftp_blksize_max (1468 = 1500-byte Ethernet MTU minus
@@ -195,3 +196,12 @@ def describe_stray(found: Iterable[str], root: Path) -> str:
     return (f"tftp_root {root} holds per-MAC-looking boot files ({shown}); per-MAC configs are generated "
             "in memory for each request, and a real file there would bypass the per-MAC decision "
             "(reinstall loops). Remove them.")
+
+
+def log_extra(name: object) -> dict[str, str | None]:
+    """`extra` for a log line about a TFTP name: the host's MAC when the name carries one (logs.py)."""
+    try:
+        found = parse_tftp(str(name)) if name else None
+    except Exception:  # a log line must never fail on a hostile name
+        found = None
+    return {"mac": found.mac if found is not None else None}

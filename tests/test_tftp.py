@@ -745,3 +745,16 @@ def test_transfers_spread_over_the_workers(make_service):
     while len(svc._workers.owner) < 6 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sorted(len(w.sessions) for w in svc._workers.workers.values()) == [2, 2, 2]
+
+
+def test_log_lines_about_a_per_mac_name_carry_the_mac(svc, tmp_path, events, caplog):
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(b"evil")
+    with caplog.at_level("WARNING", logger="provisioner.tftp"):
+        with pytest.raises(TftpException, match="ERR"):
+            TftpClient("127.0.0.1", svc.address[1]).upload("pxelinux.cfg/01-aa-bb-cc-dd-ee-0f", str(upload),
+                                                             timeout=5, retries=1)
+        events.wait(EV_REFUSED, guard.R_WRITE, count=1)
+    refused = [r for r in caplog.records if r.name == "provisioner.tftp" and "refused" in r.getMessage()]
+    assert refused and refused[0].mac == "aa:bb:cc:dd:ee:0f"
+

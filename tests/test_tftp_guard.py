@@ -131,3 +131,10 @@ def test_stray_per_mac_files(tmp_path):
         "ipxe/AABBCCDDEEFF.ipxe", "pxelinux.cfg/"]
     message = guard.describe_stray(guard.stray_per_mac_files(root), root)
     assert "pxelinux.cfg/" in message and str(root) in message and "Remove them" in message
+
+
+@pytest.mark.parametrize("name, mac", [
+    ("pxelinux.cfg/01-aa-bb-cc-dd-ee-0f", "aa:bb:cc:dd:ee:0f"), ("grub/grub.cfg-01-aa-bb-cc-dd-ee-0f", "aa:bb:cc:dd:ee:0f"),
+    ("pxelinux.0", None), (None, None), ("x" * 5000, None), ("\x00../..", None)])
+def test_log_extra_names_the_mac_a_file_name_carries(name, mac):
+    assert guard.log_extra(name) == {"mac": mac}

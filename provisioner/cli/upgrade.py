@@ -187,12 +187,16 @@ def upgrade_status(ctx: Context, pool: str | None, follow: bool, as_json: bool, 
     if not runs:
         raise click.ClickException(f"no runs{f' of pool {pool}' if pool else ''}")
 
-    def driven() -> bool:  # stop following runs that no process drives: they would never change
-        return any(lock_holder(ctx.store, r.pool) is not None for r in runs if r.state not in states.RUN_TERMINAL)
+    def active() -> list:
+        return [r for r in (ctx.store.get_run(run.id) for run in runs) if r.state not in states.RUN_TERMINAL]
 
-    views = _follow(ctx.store, [r.id for r in runs], as_json, interval, alive=driven)
-    idle = [v for v in views if v["state"] not in states.RUN_TERMINAL]
+    def driven() -> bool:  # stop following runs that no process drives: they would never change
+        still = active()  # none: a run just ended, so one more pass shows its final state
+        return not still or any(lock_holder(ctx.store, r.pool) is not None for r in still)
+
+    _follow(ctx.store, [r.id for r in runs], as_json, interval, alive=driven)
+    idle = active()
     if idle:
         raise click.ClickException("; ".join(
-            f"run {v['id']} of pool {v['pool']} is in state {v['state']} but no process drives it (no `serve` or "
-            f"`upgrade start` holds the pool): `provisioner upgrade resume {v['pool']}` continues it" for v in idle))
+            f"run {r.id} of pool {r.pool} is in state {r.state} but no process drives it (no `serve` or "
+            f"`upgrade start` holds the pool): `provisioner upgrade resume {r.pool}` continues it" for r in idle))

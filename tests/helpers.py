@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from provisioner.coordinator import pools
+from provisioner.coordinator.steps import Timeouts
+
 INSTALL_IMG_SIZE = 70_001  # several TFTP blocks at any blksize, and not a multiple of 512 (short last block)
+
+FAST = Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
+"""Step timeouts for runs on the simulator's clock (sim seconds): the real ones, polling every 5 s."""
+
+
+class Crash(Exception):
+    """Stands for kill -9 at a step boundary: nothing after the commit runs."""
+
+
+def register_hosts(store, pool: str, driver) -> None:
+    """What an operator does before an upgrade: discover the pool's hosts, give each a boot disk."""
+    pools.discover(store, pool, driver)
+    for h in store.list_hosts(pool=pool):
+        store.update_host(h.mac, {"disk": f"/dev/disk/by-id/scsi-{h.name}"})
+
 
 API_TOKEN = "test-token-0123456789abcdef"
 """The api_token of the test config (tests/conftest.py); import it from here, not from conftest (two exist)."""

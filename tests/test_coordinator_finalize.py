@@ -5,6 +5,7 @@ simulated PXE machines."""
 from __future__ import annotations
 
 import pytest
+from helpers import FAST
 from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import output, states
@@ -13,7 +14,6 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.simulator import states as sim_states
 from provisioner.simulator.db import NULL_REF
 
-FAST = steps.Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
 
 
 @pytest.fixture

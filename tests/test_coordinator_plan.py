@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from helpers import register_hosts
 from provisioner import media
 from provisioner.coordinator import pools
 from provisioner.coordinator.plan import make_plan
@@ -54,9 +55,7 @@ def make_lab(tmp_path, hosts: int = 3, *, register: bool = True, speed: float = 
     driver = pools.connect(store, POOL, timeout=5)
     lab = Lab(config, store, runtime, world, sim, handler, driver)
     if register:
-        pools.discover(store, POOL, driver)
-        for h in store.list_hosts(pool=POOL):
-            store.update_host(h.mac, {"disk": f"/dev/disk/by-id/scsi-{h.name}"})
+        register_hosts(store, POOL, driver)
     return lab
 
 

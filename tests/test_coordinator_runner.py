@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import FAST, Crash
 from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import states
@@ -12,11 +13,7 @@ from provisioner.coordinator import runner
 from provisioner.coordinator.steps import Timeouts
 from provisioner.store import ConflictError
 
-FAST = Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
 
-
-class Crash(Exception):
-    """Stands for kill -9 at a step boundary: nothing after the commit runs."""
 
 
 @pytest.fixture

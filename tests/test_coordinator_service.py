@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from helpers import FAST, register_hosts
 from provisioner import media, states
 from provisioner.coordinator import pools, runner
 from provisioner.coordinator.service import PoolLock, RunService, lock_holder
-from provisioner.coordinator.steps import Timeouts
 from provisioner.demo import demo_config, synthetic_media_tree
 from provisioner.runtime import Runtime
 from provisioner.simulator.builder import build_pool, serve_world
@@ -21,7 +21,6 @@ from provisioner.simulator.world import World
 from provisioner.store import ConflictError, NotFoundError, Store
 
 MEDIA, PASSWORD = "xs84", "s3cret-pw"
-FAST = Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
 WAIT = 300  # real seconds: a generous bound, never reached when things work
 
 
@@ -77,10 +76,8 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
     for name in names:
         pools.add_pool(store, name, sim.master_url(name), "root", PASSWORD)
         driver = pools.connect(store, name, timeout=5)
-        pools.discover(store, name, driver)
+        register_hosts(store, name, driver)
         driver.close()
-        for h in store.list_hosts(pool=name):
-            store.update_host(h.mac, {"disk": f"/dev/disk/by-id/scsi-{h.name}"})
     return World2(config, store, runtime, world, sim, handler, list(names))
 
 

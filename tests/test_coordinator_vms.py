@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 import pytest
+from helpers import FAST, Crash
 from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import output, states
@@ -15,11 +16,7 @@ from provisioner.coordinator import journal, runner, steps, vms
 from provisioner.simulator.builder import GiB, add_vm
 from provisioner.simulator.db import NULL_REF
 
-FAST = steps.Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
 
-
-class Crash(Exception):
-    """Stands for kill -9 at a step boundary."""
 
 
 @dataclass

@@ -6,25 +6,21 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import FAST, Crash
 from test_coordinator_plan import MEDIA, PASSWORD, POOL, make_lab, stop_lab
 
 from provisioner import cryptpw, media, states
 from provisioner.coordinator import pools, reinstall, runner
 from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.reinstall_plan import ReinstallRefused, make_reinstall_plan
-from provisioner.coordinator.steps import Timeouts
 from provisioner.demo import synthetic_media_tree
 from provisioner.model import ValidationError
 from provisioner.simulator import states as sim_states
 from provisioner.simulator.fresh import new_host_uuid
 
-FAST = Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
 FLOW_FAST = reinstall.Timeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
 HASH = cryptpw.hash_password(PASSWORD)
 
-
-class Crash(Exception):
-    """Stands for kill -9 at a step boundary."""
 
 
 @pytest.fixture

@@ -117,3 +117,27 @@ def test_status_follow_stops_on_a_run_nobody_drives_and_says_how_to_continue(run
     assert followed.exit_code == 1
     assert "red-host0" in followed.output  # it showed the run once
     assert "no process drives it" in followed.output and "provisioner upgrade resume red" in followed.output
+
+
+def test_follow_shows_the_final_state_of_a_run_that_ends_while_it_looks(tmp_path, capsys):
+    """The race CI caught: the driver commits DONE and releases the pool between two looks; the last line
+    printed must be the final state, not the one before it."""
+    from provisioner.cli.upgrade import _follow
+    from provisioner.store import Store
+
+    store = Store(tmp_path / "provisioner.db")
+    store.create_run("red-1", "red", "xs84", stop_on_failure=False,
+                     hosts=[{"mac": "aa:bb:cc:dd:ee:01", "name": "red-host0", "uuid": "u0", "role": "master"}])
+    looks = []
+
+    def alive() -> bool:  # the first look: still driven; the second: it ended just now and nobody holds it
+        looks.append(1)
+        if len(looks) == 2:
+            store.set_run_state("red-1", "aborted", reason="abort requested")
+            return False
+        return True
+
+    views = _follow(store, ["red-1"], True, 0.01, alive=alive)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [v["state"] for v in views] == ["aborted"]
+    assert [line["state"] for line in lines] == ["precheck", "aborted"]

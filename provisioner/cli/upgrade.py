@@ -81,6 +81,7 @@ def _follow(store, run_ids: list[str], as_json: bool, interval: float,
     or `alive()` turns false; JSON lines with --json. Returns the last views."""
     reader, shown, last_print, views = ProgressReader(store), {}, {}, {}
     while True:
+        ended = not alive()  # judged BEFORE reading: a run that ends in between is shown in its final state
         for run_id in run_ids:
             view = views[run_id] = reader.view(run_id)
             key = (view["state"], tuple((h["step"], h["reason"]) for h in view["hosts"]))
@@ -88,7 +89,7 @@ def _follow(store, run_ids: list[str], as_json: bool, interval: float,
             if key != shown.get(run_id) or now - last_print.get(run_id, 0.0) >= heartbeat:
                 shown[run_id], last_print[run_id] = key, now
                 click.echo(json.dumps({"ts": time.time(), **view}) if as_json else progress.render(view) + "\n")
-        if all(v["state"] in states.RUN_TERMINAL for v in views.values()) or not alive():
+        if ended or all(v["state"] in states.RUN_TERMINAL for v in views.values()):
             return list(views.values())
         time.sleep(interval)
 

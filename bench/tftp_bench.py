@@ -5,6 +5,9 @@ Not a test: run it by hand, as root (in.tftpd chroots into its directory), and p
     python bench/tftp_bench.py               # ours (provisioner.tftp.TftpService) vs in.tftpd, plus stock tftpy
     python bench/tftp_bench.py --rounds 9 --no-stock
 
+"ours" is the service as configured by default (each 8 MB transfer in a forked process, tftp_solo);
+"ours, loop" the same with tftp_fork_limit 0 (every transfer in the worker processes' epoll loops).
+
 Needs the Debian packages `tftpd-hpa` (in.tftpd) and `curl`. Clients are `curl --tftp-blksize` processes
 (C, so the server, not the client, is what is measured); each round starts all N at once and times until the
 last one finishes. Servers run in their own processes, same file, same blksize cap, same clients; rounds are
@@ -124,14 +127,15 @@ def machine_busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def serve_ours(root: str, port: int) -> None:
+def serve_ours(root: str, port: int, fork_limit: int | None = None) -> None:
     """Child mode: our TFTP service, configured as `provisioner serve` would be, until stdin closes."""
     from provisioner.config import load_config
     from provisioner.tftp import TftpService
 
     config = load_config(file=None, environ={}, overrides={
         "tftp_root": root, "tftp_port": port, "bind_address": "127.0.0.1", "data_dir": root + "/../data",
-        "tftp_max_sessions_per_client": 64})  # every bench client comes from 127.0.0.1
+        "tftp_max_sessions_per_client": 64,  # every bench client comes from 127.0.0.1
+        **({} if fork_limit is None else {"tftp_fork_limit": fork_limit})})
     sent = []
     service = TftpService(config, lambda name, ip: None, on_event=lambda kind, *rest: sent.append(kind))
     service.start()
@@ -208,7 +212,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         kind, root, port = args.serve
-        (serve_ours if kind == "ours" else serve_stock_tftpy)(root, int(port))
+        if kind == "stock":
+            serve_stock_tftpy(root, int(port))
+        else:
+            serve_ours(root, int(port), 0 if kind == "ours-loop" else None)
         return
     if shutil.which("in.tftpd") is None or shutil.which("curl") is None:
         sys.exit("needs in.tftpd (Debian tftpd-hpa) and curl: apt-get install -y tftpd-hpa curl")
@@ -229,11 +236,12 @@ def main() -> None:
             path.chmod(0o644)
 
         me = [sys.executable, str(Path(__file__).resolve()), "--serve"]
-        ports = [free_udp_port() for _ in range(3)]
+        ports = [free_udp_port() for _ in range(4)]
         servers = [
             Server("tftp-hpa", ["in.tftpd", "-L", "-s", str(root), "-a", f"127.0.0.1:{ports[0]}",
                                 "-u", "nobody", "-B", str(args.blksize)], ports[0]),
             Server("ours", me + ["ours", str(root), str(ports[1])], ports[1]),
+            Server("ours, loop", me + ["ours-loop", str(root), str(ports[3])], ports[3]),
         ]
         if not args.no_stock:
             servers.append(Server("tftpy stock", me + ["stock", str(root), str(ports[2])], ports[2]))

@@ -126,6 +126,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "tftp_blksize_max": (_int_in(8, 65464), 1468),
     "tftp_max_sessions": (_int_in(1, 900), 512),
     "tftp_max_sessions_per_client": (_int_in(1, 900), 16),
+    # big-file TFTP transfers served by a process of their own (~1.5 MB private memory each) at once, per
+    # worker process (0: every transfer in the workers' shared loops)
+    "tftp_fork_limit": (_int_in(0, 900), 32),
     "attempts_per_arming": (_int_in(1, 10), 1),
     # lpxelinux.0 can fetch http:// paths: big files (xen.gz, vmlinuz, install.img) then go over HTTP, not TFTP.
     "pxelinux_http": (_bool, False),
@@ -152,6 +155,7 @@ class Config:
     tftp_blksize_max: int
     tftp_max_sessions: int
     tftp_max_sessions_per_client: int
+    tftp_fork_limit: int
     attempts_per_arming: int
     pxelinux_http: bool
     upgrade_poll_ms: int

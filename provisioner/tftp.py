@@ -5,8 +5,9 @@ it accepts uploads by default, serves a stray real file before asking dyn_file_f
 sessions in select(), crashes on `blksize=abc`, retransmits only after 5 s and costs ~44 us per packet
 (../shared/reference/tftpy.md section 3). One thread runs an epoll loop over the listening socket and makes
 every decision; each transfer gets a socket connected to the client (so the kernel drops packets from any
-other host/port) and a read-only file, and both are handed to a worker process (tftp_workers, tftp_pump)
-that moves the bytes. Rules live in tftp_guard.
+other host/port) and a read-only file, and both are handed to a worker process (tftp_workers, tftp_proc)
+that moves the bytes: small files in its epoll loop (tftp_pump), big ones in a forked process each
+(tftp_solo). Rules live in tftp_guard.
 """
 
 from __future__ import annotations
@@ -102,13 +103,14 @@ class TftpService:
     there. Both hooks run in the TFTP thread, so they must be fast (no slow DB round trips).
     `on_event(kind, client_ip, filename, details)` is called from the TFTP thread for every refusal and
     finished transfer; it must be quick (queue, do not block). In a flood, refusal events are rate-limited:
-    details["count"] says how many refusals an event stands for. `workers` pump processes move the bytes
-    (default: one per CPU, at most 4).
+    details["count"] says how many refusals an event stands for. `workers` processes move the bytes
+    (default: one per CPU, at most 4), forking a process per transfer of a file of `fork_min_size` bytes or
+    more (default tftp_solo.MIN_SIZE) while fewer than config.tftp_fork_limit run.
     """
 
     def __init__(self, config: Any, resolve: Resolve, media_file: MediaFile | None = None,
                  on_event: OnEvent | None = None, *, timeout: float = 1.0, retries: int = 5,
-                 workers: int | None = None):
+                 workers: int | None = None, fork_min_size: int | None = None):
         self.config = config
         self.root = Path(config.tftp_root)
         self._resolve, self._media_file, self._on_event = resolve, media_file, on_event
@@ -117,7 +119,8 @@ class TftpService:
         self._budget = guard.EventBudget()
         self._factory = TftpPacketFactory()
         self._workers = WorkerPool(workers or min(4, os.cpu_count() or 1), timeout, retries, config.log_level,
-                                   self._ended, self._underway)
+                                   self._ended, self._underway, fork_limit=config.tftp_fork_limit,
+                                   fork_min_size=fork_min_size)
         self._live: dict[int, _Live] = {}  # session id -> transfer
         self._peers: dict[tuple[str, int], int] = {}  # client (ip, port) -> its live session id
         self._last_id = 0

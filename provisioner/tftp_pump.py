@@ -1,23 +1,18 @@
-"""TFTP data path: the DATA/ACK exchanges of many transfers over one epoll, in worker processes.
+"""TFTP data path: the DATA/ACK exchanges of many transfers over one epoll (the Pump), and the rules of a
+transfer that both the Pump and a transfer's own process (tftp_solo) follow.
 
 Stdlib only, no decisions: tftp.py decides what a client gets, opens it read-only, and hands the open socket
-and file to a worker (tftp_workers.py) over a socketpair. Each worker runs a Pump: a few lines of Python per
-packet next to ~8 us of kernel work (waking the client is most of it; bench/tftp_bench.py). Why processes:
-that kernel work is most of a transfer's cost, and one thread gets one CPU at most (less when it shares the
-GIL with the HTTP server), where tftp-hpa forks a process per transfer.
+and file to a worker process (tftp_workers spawns them, tftp_proc is their loop). A worker moves small files
+here, a few lines of Python per packet next to ~8 us of kernel work, and gives each big file a process of its
+own (tftp_solo): bench/tftp_bench.py showed why.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import resource
 import select
-import signal
 import socket
 import struct
-import sys
 import time
 from typing import Any, BinaryIO, Callable
 
@@ -75,6 +70,40 @@ class Session:
     def close(self) -> None:
         self.sock.close()
         self.src.close()
+
+    def details(self, reason: str, **extra: Any) -> dict:
+        """What an end reports (on_end's details; tftp.py turns them into the sent/aborted event)."""
+        return {"reason": reason, "source": self.source, "bytes": self.sent, "blksize": self.blksize,
+                "seconds": round(time.monotonic() - self.started, 3), **extra}
+
+
+End = tuple[str, str, dict] | None  # (kind, reason, extra details) of a transfer that ended
+
+
+def unusual(s: Session, pkt: bytes, now: float, timeout: float, underway: Callable[[Session], None]) -> End:
+    """A packet other than the plain ACK that moves `s` on: the end it brings (kind, reason, extra details)
+    or None. Duplicate and stray ACKs are ignored: resending on them is the Sorcerer's Apprentice bug."""
+    if len(pkt) < 4:
+        return None  # not a TFTP packet; ignore it like a lost one
+    opcode, block = HEADER.unpack_from(pkt)
+    if opcode == OP_ACK:
+        if pkt[:4] == s.ack:  # the right ACK (with trailing bytes, or the final one)
+            if s.final:
+                return SENT, "complete", {}
+            s.send_next()
+            s.last = now
+            s.wait, s.tries = timeout, 0
+            if s.block == 2 or s.final:
+                underway(s)
+        return None
+    if opcode == OP_ERROR:
+        message = pkt[4:].split(b"\0", 1)[0].decode("ascii", "replace")
+        return ABORTED, "client_error", {"error": f"{block}: {message}"}
+    try:
+        s.sock.send(HEADER.pack(OP_ERROR, 4) + b"illegal TFTP operation\0")
+    except OSError:
+        pass
+    return ABORTED, "illegal_operation", {"opcode": opcode}
 
 
 class Pump:
@@ -136,29 +165,9 @@ class Pump:
         return others
 
     def _unusual(self, s: Session, pkt: bytes, now: float) -> None:
-        if len(pkt) < 4:
-            return  # not a TFTP packet; ignore it like a lost one
-        opcode, block = HEADER.unpack_from(pkt)
-        if opcode == OP_ACK:
-            # Duplicate and stray ACKs are ignored: resending on them is the Sorcerer's Apprentice bug.
-            if pkt[:4] == s.ack:  # the right ACK (with trailing bytes, or the final one)
-                if s.final:
-                    self.end(s, SENT, "complete")
-                    return
-                s.send_next()
-                s.last = now
-                s.wait, s.tries = self.timeout, 0
-                if s.block == 2 or s.final:
-                    self.on_underway(s)
-        elif opcode == OP_ERROR:
-            message = pkt[4:].split(b"\0", 1)[0].decode("ascii", "replace")
-            self.end(s, ABORTED, "client_error", error=f"{block}: {message}")
-        else:
-            try:
-                s.sock.send(HEADER.pack(OP_ERROR, 4) + b"illegal TFTP operation\0")
-            except OSError:
-                pass
-            self.end(s, ABORTED, "illegal_operation", opcode=opcode)
+        end = unusual(s, pkt, now, self.timeout, self.on_underway)
+        if end is not None:
+            self.end(s, end[0], end[1], **end[2])
 
     def check_timeouts(self, now: float) -> None:
         """Resend the last packet after `timeout`, doubling each time (tftp-hpa's 1 s; tftpy waits 5 s)."""
@@ -182,9 +191,7 @@ class Pump:
             return
         self.ep.unregister(fd)
         s.close()
-        self.on_end(s, kind, reason, {"reason": reason, "source": s.source, "bytes": s.sent,
-                                      "blksize": s.blksize, "seconds": round(time.monotonic() - s.started, 3),
-                                      **details})
+        self.on_end(s, kind, reason, s.details(reason, **details))
 
     def close_all(self, reason: str) -> None:
         for s in list(self.sessions.values()):
@@ -203,120 +210,3 @@ def poll(ep: select.epoll, timeout: float) -> list[tuple[int, int]]:
         if events:
             return events
     return ep.poll(timeout)
-
-
-# --- the worker process: messages over a SOCK_SEQPACKET socketpair, one datagram each ---
-# parent -> worker: START (the session socket and file ride along as SCM_RIGHTS), SUPERSEDE, QUIT;
-# worker -> parent: READY (once, when it is up), ENDED (the details of Pump.on_end, as JSON), UNDERWAY.
-START, SUPERSEDE, QUIT, READY, ENDED, UNDERWAY = b"S", b"X", b"Q", b"R", b"E", b"U"
-START_HEAD = struct.Struct("!cIHH")  # kind, session id, blksize, length of the first packet; then it, then meta
-ID_MSG = struct.Struct("!cI")  # kind, session id
-FDS_SPACE = socket.CMSG_SPACE(2 * struct.calcsize("i"))
-MAX_MSG = 65536
-
-
-def encode_start(sid: int, blksize: int, first: bytes, source: str, name: str) -> bytes:
-    return START_HEAD.pack(START, sid, blksize, len(first)) + first + json.dumps([source, name]).encode()
-
-
-def decode_start(msg: bytes) -> tuple[int, int, bytes, str, str]:
-    _, sid, blksize, n = START_HEAD.unpack_from(msg)
-    first = msg[START_HEAD.size:START_HEAD.size + n]
-    source, name = json.loads(msg[START_HEAD.size + n:])
-    return sid, blksize, first, source, name
-
-
-def encode_ended(sid: int, kind: str, details: dict) -> bytes:
-    return ID_MSG.pack(ENDED, sid) + json.dumps({"kind": kind, **details}).encode()
-
-
-def decode_ended(msg: bytes) -> tuple[int, str, dict]:
-    sid = ID_MSG.unpack_from(msg)[1]
-    details = json.loads(msg[ID_MSG.size:])
-    return sid, details.pop("kind"), details
-
-
-class Worker:
-    """The loop of one worker process: sessions arrive on `channel`, their ends go back on it."""
-
-    def __init__(self, channel: socket.socket, timeout: float, retries: int):
-        self.channel = channel
-        self.ep = select.epoll()
-        self.ep.register(channel.fileno(), select.EPOLLIN)
-        self.pump = Pump(self.ep, timeout, retries, self._ended, self._underway)
-        self.by_id: dict[int, Session] = {}
-
-    def run(self) -> None:
-        chan, pump, next_scan = self.channel.fileno(), self.pump, 0.0
-        self._tell(READY)
-        try:
-            while True:
-                events = poll(self.ep, 0.25)
-                now = time.monotonic()
-                if chan in pump.dispatch(events, now) and not self._on_messages():
-                    return
-                if now >= next_scan:
-                    pump.check_timeouts(now)
-                    next_scan = now + min(0.25, pump.timeout / 4)
-        finally:
-            pump.close_all("shutdown")  # reported before the channel closes: stop() waits for these
-            self.ep.close()
-            self.channel.close()
-
-    def _on_messages(self) -> bool:
-        """Handle what the parent sent; False when it asks us to quit or has gone away."""
-        while True:
-            try:  # not socket.recv_fds: Python 3.11's ignores its flags argument
-                msg, ancillary, _, _ = self.channel.recvmsg(MAX_MSG, FDS_SPACE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return True
-            fds = [fd for level, kind, data in ancillary if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-                   for fd in struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4])]
-            if not msg or msg[:1] == QUIT:
-                return False
-            if msg[:1] == START and len(fds) == 2:
-                self._start(msg, fds)
-            elif msg[:1] == SUPERSEDE:
-                s = self.by_id.get(ID_MSG.unpack_from(msg)[1])
-                if s is not None:  # the client reused its port: it is done with this transfer
-                    self.pump.end(s, SENT if s.final else ABORTED, "superseded")
-            else:
-                for fd in fds:
-                    os.close(fd)
-
-    def _start(self, msg: bytes, fds: list[int]) -> None:
-        sid, blksize, first, source, name = decode_start(msg)
-        sock = socket.socket(fileno=fds[0])
-        sock.setblocking(False)
-        ip, port = sock.getpeername()[:2]
-        s = Session(sock, ip, port, name, source, open(fds[1], "rb", buffering=64 * 1024), blksize, sid)
-        self.by_id[sid] = s
-        self.pump.start(s, first or None)
-
-    def _ended(self, s: Session, kind: str, reason: str, details: dict) -> None:
-        self.by_id.pop(s.sid, None)
-        self._tell(encode_ended(s.sid, kind, details))
-
-    def _underway(self, s: Session) -> None:
-        self._tell(ID_MSG.pack(UNDERWAY, s.sid))
-
-    def _tell(self, msg: bytes) -> None:
-        try:
-            self.channel.sendall(msg)
-        except OSError:  # the parent has gone: the channel's end of file stops this loop next
-            pass
-
-
-def worker_main(argv: list[str] | None = None) -> None:
-    """Entry point of a worker process: CHANNEL_FD TIMEOUT RETRIES LOG_LEVEL (spawned by tftp_workers)."""
-    fd, timeout, retries, level = argv or sys.argv[1:]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the parent (QUIT, or its end of file) stops us
-    logging.basicConfig(level=level, format="tftp worker %(process)d: %(levelname)s %(message)s")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # two descriptors per session
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    except (OSError, ValueError):
-        pass  # keep the soft limit; the session caps stay far below it in the default configuration
-    channel = socket.socket(fileno=int(fd))
-    channel.setblocking(True)  # reports wait for room rather than get lost; the parent always drains
-    Worker(channel, float(timeout), int(retries)).run()

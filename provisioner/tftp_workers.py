@@ -1,4 +1,4 @@
-"""TFTP worker pool, parent side: spawn the pump processes, hand each transfer to the least busy, read reports.
+"""TFTP worker pool, parent side: spawn the worker processes (tftp_proc), hand each transfer to the least busy, read reports.
 
 Stdlib only. Decisions never leave tftp.py's thread: a worker gets a socket already connected to the client
 and a file already opened read-only (or a memfd holding a rendered config), both by SCM_RIGHTS, so it cannot
@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from provisioner import tftp_proc
 from provisioner import tftp_pump as pump
+from provisioner.tftp_solo import MIN_SIZE
 
 log = logging.getLogger(__name__)
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-         "from provisioner.tftp_pump import worker_main; worker_main()")
+         "from provisioner.tftp_proc import worker_main; worker_main()")
 READY_TIMEOUT = 20.0  # seconds a new worker may take to import and answer (a loaded test machine is slow)
 RESPAWN_AFTER = 1.0  # a worker that dies younger than this is not replaced (a crash loop would spin)
 
@@ -35,9 +37,13 @@ OnEnded = Callable[[int, str, dict], None]  # session id, pump.SENT or pump.ABOR
 OnUnderway = Callable[[int], None]
 
 
-def worker_argv(channel_fd: int, timeout: float, retries: int, log_level: str) -> list[str]:
-    """The command line of a worker process serving the SOCK_SEQPACKET socket `channel_fd` (inherited)."""
-    return [sys.executable, "-c", _BOOT, str(channel_fd), str(timeout), str(retries), log_level]
+def worker_argv(channel_fd: int, timeout: float, retries: int, log_level: str, fork_limit: int = 0,
+                fork_min_size: int | None = None) -> list[str]:
+    """The command line of a worker process serving the SOCK_SEQPACKET socket `channel_fd` (inherited), which
+    forks a process for each transfer of `fork_min_size` bytes or more while fewer than `fork_limit` run."""
+    size = MIN_SIZE if fork_min_size is None else fork_min_size
+    return [sys.executable, "-c", _BOOT, str(channel_fd), str(timeout), str(retries), log_level, str(fork_limit),
+            str(size)]
 
 
 def sealed_memfd(data: bytes) -> int:
@@ -71,13 +77,15 @@ class _Worker:
 
 
 class WorkerPool:
-    """`count` pump processes; on_ended / on_underway are called from the thread that calls on_ready and stop."""
+    """`count` worker processes, each forking a process per big transfer (`fork_limit` at once, tftp_solo);
+    on_ended / on_underway are called from the thread that calls on_ready and stop."""
 
     def __init__(self, count: int, timeout: float, retries: int, log_level: str, on_ended: OnEnded,
-                 on_underway: OnUnderway, *, respawn_after: float = RESPAWN_AFTER):
+                 on_underway: OnUnderway, *, respawn_after: float = RESPAWN_AFTER, fork_limit: int = 0,
+                 fork_min_size: int | None = None):
         if count < 1:
             raise ValueError(f"TFTP needs at least one worker process, got {count}")
-        self.count, self.args = count, (timeout, retries, log_level)
+        self.count, self.args = count, (timeout, retries, log_level, fork_limit, fork_min_size)
         self.respawn_after = respawn_after
         self.on_ended, self.on_underway = on_ended, on_underway
         self.workers: dict[int, _Worker] = {}  # channel fd -> worker
@@ -113,7 +121,7 @@ class WorkerPool:
             ready = ours.recv(16)
         except OSError:
             ready = b""
-        if ready != pump.READY:
+        if ready != tftp_proc.READY:
             ours.close()
             proc.kill()
             proc.wait()
@@ -128,7 +136,7 @@ class WorkerPool:
 
     def hand_off(self, sid: int, fds: list[int], blksize: int, first: bytes, source: str, name: str) -> None:
         """Give the transfer to the least busy worker (the caller closes its copies of `fds`). Raises WorkerLost."""
-        msg = pump.encode_start(sid, blksize, first, source, name)
+        msg = tftp_proc.encode_start(sid, blksize, first, source, name)
         for w in sorted(self.workers.values(), key=lambda w: len(w.sessions)):
             try:
                 socket.send_fds(w.chan, [msg], fds)
@@ -144,7 +152,7 @@ class WorkerPool:
         w = self.owner.get(sid)
         if w is not None:
             try:
-                w.chan.send(pump.ID_MSG.pack(pump.SUPERSEDE, sid))
+                w.chan.send(tftp_proc.ID_MSG.pack(tftp_proc.SUPERSEDE, sid))
             except OSError:
                 pass  # it will time out instead
 
@@ -153,7 +161,7 @@ class WorkerPool:
         w = self.workers[fd]
         while True:
             try:
-                msg = w.chan.recv(pump.MAX_MSG)
+                msg = w.chan.recv(tftp_proc.MAX_MSG)
             except BlockingIOError:
                 return
             except OSError:
@@ -164,13 +172,13 @@ class WorkerPool:
             self._report(w, msg)
 
     def _report(self, w: _Worker, msg: bytes) -> None:
-        if msg[:1] == pump.ENDED:
-            sid, kind, details = pump.decode_ended(msg)
+        if msg[:1] == tftp_proc.ENDED:
+            sid, kind, details = tftp_proc.decode_ended(msg)
             w.sessions.discard(sid)
             self.owner.pop(sid, None)
             self.on_ended(sid, kind, details)
-        elif msg[:1] == pump.UNDERWAY:
-            self.on_underway(pump.ID_MSG.unpack_from(msg)[1])
+        elif msg[:1] == tftp_proc.UNDERWAY:
+            self.on_underway(tftp_proc.ID_MSG.unpack_from(msg)[1])
 
     def _lost(self, w: _Worker) -> None:
         self._close(w)
@@ -207,7 +215,7 @@ class WorkerPool:
         workers = list(self.workers.values())
         for w in workers:
             try:
-                w.chan.send(pump.QUIT)
+                w.chan.send(tftp_proc.QUIT)
             except OSError:
                 pass
         for w in workers:
@@ -215,7 +223,7 @@ class WorkerPool:
             while True:
                 w.chan.settimeout(max(0.0, deadline - time.monotonic()) or 0.001)
                 try:
-                    msg = w.chan.recv(pump.MAX_MSG)
+                    msg = w.chan.recv(tftp_proc.MAX_MSG)
                 except OSError:  # includes the timeout: a stuck worker
                     msg = b""
                 if not msg:

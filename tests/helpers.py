@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
+
 from provisioner.coordinator import pools
 from provisioner.coordinator.steps import Timeouts
 
@@ -66,3 +69,43 @@ def make_media_tree(root: Path, version: str = "8.4.0", build: str = "12345") ->
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return root
+
+
+CLIENT_PACKETS = [
+    b"\x00\x04\x00\x01",  # the ACK for DATA 1
+    b"\x00\x04\x00\x01\x00\x00",  # the same with trailing bytes (tftpy truncates them)
+    b"\x00\x04\x00\x01" + b"x" * 1000,
+    b"\x00\x04\x00\x00",  # a duplicate of an earlier ACK: no resend (Sorcerer's Apprentice)
+    b"\x00\x04\x00\x02",  # a future block
+    b"\x00\x04\xff\xff",
+    b"\x00\x04\x00",  # short packets
+    b"\x00\x04",
+    b"\x00",
+    b"",
+    b"\x00\x05\x00\x01disk full\x00",  # the client gives up
+    b"\x00\x05\x00\x00",
+    b"\x00\x05\x00\x02no terminator",
+    b"\x00\x03\x00\x01data",  # not what a reading client sends
+    b"\x00\x06blksize\x00512\x00",
+    b"\x00\x01file\x00octet\x00",
+    b"\x00\x02file\x00octet\x00",
+    b"\x00\x09\x00\x00",
+    b"\xff\xff\xff\xff",
+]
+"""Every shape of packet a TFTP client can send a transfer that waits for ACK 1 (the tftp_pump and
+tftp_solo tests hold each against tftp_packet_outcome)."""
+
+
+def tftp_packet_outcome(packet: bytes, block: int) -> str:
+    """What a full parse says the session must do with `packet` while it waits for ACK `block`."""
+    try:
+        parsed = TftpPacketFactory().parse(packet)
+    except Exception:
+        parsed = None
+    if isinstance(parsed, TftpPacketACK):
+        return "advance" if parsed.blocknumber == block else "ignore"
+    if len(packet) < 4:
+        return "ignore"  # not even a header: like a lost packet (tftpy cannot parse these either)
+    if isinstance(parsed, TftpPacketERR):
+        return "client_error"
+    return "illegal_operation"  # DATA, OACK, RRQ, WRQ or an opcode tftpy does not know

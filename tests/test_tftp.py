@@ -95,14 +95,20 @@ def resolver():
     return Resolver()
 
 
-@pytest.fixture
-def make_service(config, tree, events, resolver):
+@pytest.fixture(params=["loop", "forked"])
+def make_service(request, config, tree, events, resolver):
+    """TftpService factory; every test that uses it runs twice: transfers moved by the workers' loops, and each
+    transfer in a forked process."""
     started: list[TftpService] = []
 
     def make(timeout=0.2, retries=2, workers=None, **overrides):
+        if request.param == "forked":  # every transfer in a process of its own (tftp_solo), small files too
+            overrides, fork = {"tftp_fork_limit": 64, **overrides}, {"fork_min_size": 0}
+        else:  # every transfer in the workers' shared loops (tftp_pump)
+            overrides, fork = {"tftp_fork_limit": 0, **overrides}, {}
         cfg = config.replace(tftp_root=tree.root, **overrides)
         svc = TftpService(cfg, resolver, media_file=tree.media_file, on_event=events,
-                          timeout=timeout, retries=retries, workers=workers)
+                          timeout=timeout, retries=retries, workers=workers, **fork)
         svc.start()
         started.append(svc)
         return svc
@@ -716,6 +722,17 @@ def test_a_worker_that_dies_mid_transfer_costs_only_its_transfers(make_service, 
         time.sleep(0.02)
     assert len(svc._workers.workers) == 2 and victim.pid not in [w.proc.pid for w in svc._workers.workers.values()]
     assert_serving(svc)
+
+
+def test_each_mode_moves_the_bytes_where_it_says(make_service, request):
+    """The fixture's two modes really differ: in "forked" the transfer is a child of its worker."""
+    svc = make_service(workers=1)
+    raw = Raw(svc)
+    raw.send(rrq(b"sub/big.bin"))
+    raw.recv()  # DATA 1, not acknowledged: the transfer waits
+    (worker,) = svc._workers.workers.values()
+    children = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
+    assert len(children) == (1 if request.node.callspec.params["make_service"] == "forked" else 0)
 
 
 def test_no_worker_left_is_an_error_packet_and_an_event(svc, events):

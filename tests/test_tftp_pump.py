@@ -1,4 +1,4 @@
-"""The TFTP data path in process: a Pump over real UDP sockets on loopback, and the worker wire format.
+"""The TFTP data path in process: a Pump over real UDP sockets on loopback.
 
 The hot path recognises the ACK that moves a transfer on by comparing raw bytes; these tests hold every
 packet shape a client can send against what tftpy's full parser makes of it.
@@ -7,19 +7,16 @@ packet shape a client can send against what tftpy's full parser makes of it.
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import struct
-import subprocess
 import time
 
 import pytest
-from tftpy.TftpPacketFactory import TftpPacketFactory
-from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
+
+from helpers import CLIENT_PACKETS, tftp_packet_outcome
 
 from provisioner import tftp_pump as pump
-from provisioner.tftp_workers import worker_argv
 
 DATA = bytes(range(256)) * 8 + b"end"  # 2,051 bytes: 4 blocks of 512, then a short one
 
@@ -103,48 +100,13 @@ def test_a_whole_transfer_block_by_block(tmp_path, rigs):
     assert rig.underway == [2]  # once, when the client acknowledged DATA 1
 
 
-def _tftpy_outcome(packet: bytes, block: int) -> str:
-    """What a full parse says the session must do with `packet` while it waits for ACK `block`."""
-    try:
-        parsed = TftpPacketFactory().parse(packet)
-    except Exception:
-        parsed = None
-    if isinstance(parsed, TftpPacketACK):
-        return "advance" if parsed.blocknumber == block else "ignore"
-    if len(packet) < 4:
-        return "ignore"  # not even a header: like a lost packet (tftpy cannot parse these either)
-    if isinstance(parsed, TftpPacketERR):
-        return "client_error"
-    return "illegal_operation"  # DATA, OACK, RRQ, WRQ or an opcode tftpy does not know
-
-
-@pytest.mark.parametrize("packet", [
-    b"\x00\x04\x00\x01",  # the ACK for DATA 1
-    b"\x00\x04\x00\x01\x00\x00",  # the same with trailing bytes (tftpy truncates them)
-    b"\x00\x04\x00\x01" + b"x" * 1000,
-    b"\x00\x04\x00\x00",  # a duplicate of an earlier ACK: no resend (Sorcerer's Apprentice)
-    b"\x00\x04\x00\x02",  # a future block
-    b"\x00\x04\xff\xff",
-    b"\x00\x04\x00",  # short packets
-    b"\x00\x04",
-    b"\x00",
-    b"",
-    b"\x00\x05\x00\x01disk full\x00",  # the client gives up
-    b"\x00\x05\x00\x00",
-    b"\x00\x05\x00\x02no terminator",
-    b"\x00\x03\x00\x01data",  # not what a reading client sends
-    b"\x00\x06blksize\x00512\x00",
-    b"\x00\x01file\x00octet\x00",
-    b"\x00\x02file\x00octet\x00",
-    b"\x00\x09\x00\x00",
-    b"\xff\xff\xff\xff",
-])
+@pytest.mark.parametrize("packet", CLIENT_PACKETS)
 def test_each_packet_shape_is_handled_as_a_full_parse_says(tmp_path, rigs, packet):
     rig = rigs(tmp_path)
     assert rig.recv()[:4] == b"\x00\x03\x00\x01"
     rig.send(packet)
     rig.step()
-    expected = _tftpy_outcome(packet, 1)
+    expected = tftp_packet_outcome(packet, 1)
     if expected == "advance":
         assert rig.recv() == b"\x00\x03\x00\x02" + DATA[512:1024]
         assert not rig.ended
@@ -256,56 +218,6 @@ def test_block_numbers_roll_over(tmp_path, rigs):
     rig.send(b"\x00\x04\x00\x00")
     rig.step()
     assert rig.recv()[:4] == b"\x00\x03\x00\x01" and rig.session.block == 65537
-
-
-@pytest.mark.parametrize("name", ["pxelinux.0", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff", "caf\u00e9\udcff"])
-def test_start_message_round_trip(name):
-    msg = pump.encode_start(7, 1468, b"\x00\x06blksize\x001468\x00", "dynamic", name)
-    assert msg[:1] == pump.START
-    assert pump.decode_start(msg) == (7, 1468, b"\x00\x06blksize\x001468\x00", "dynamic", name)
-    assert pump.decode_start(pump.encode_start(2**32 - 1, 8, b"", "static", name))[:3] == (2**32 - 1, 8, b"")
-
-
-def test_ended_message_round_trip():
-    details = {"reason": "complete", "bytes": 5, "blksize": 512, "seconds": 0.25, "error": "x\u00e9"}
-    msg = pump.encode_ended(9, pump.SENT, details)
-    assert msg[:1] == pump.ENDED
-    assert pump.decode_ended(msg) == (9, pump.SENT, details)
-
-
-def test_worker_process_serves_over_its_channel(tmp_path):
-    """worker_main in this process's child: READY, START with fds, the transfer, ENDED, then QUIT."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    proc = subprocess.Popen(worker_argv(theirs.fileno(), 1.0, 2, "WARNING"), pass_fds=(theirs.fileno(),))
-    theirs.close()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        ours.settimeout(20)
-        assert ours.recv(100) == pump.READY
-        client.bind(("127.0.0.1", 0))
-        client.settimeout(5)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.connect(client.getsockname())
-        (tmp_path / "f").write_bytes(b"hello")
-        fd = os.open(tmp_path / "f", os.O_RDONLY)
-        socket.send_fds(ours, [pump.encode_start(42, 512, b"", "static", "f")], [sock.fileno(), fd])
-        sock.close()
-        os.close(fd)
-        data, peer = client.recvfrom(100)
-        assert data == b"\x00\x03\x00\x01hello"
-        assert ours.recv(100) == pump.ID_MSG.pack(pump.UNDERWAY, 42)
-        client.sendto(b"\x00\x04\x00\x01", peer)
-        sid, kind, details = pump.decode_ended(ours.recv(1000))
-        assert (sid, kind, details["reason"], details["bytes"]) == (42, pump.SENT, "complete", 5)
-        ours.send(pump.QUIT)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        ours.close()
-        client.close()
 
 
 def test_an_unexpected_error_costs_one_transfer_not_the_pump(tmp_path, rigs, caplog):

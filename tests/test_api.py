@@ -123,3 +123,23 @@ def test_arm_disarm(client, auth, store, config, tmp_path):
     assert [a["state"] for a in r.get_json()["attempts"]] == ["armed"]
     r = client.post("/api/v1/hosts/aabbccddee01/disarm", headers=auth)
     assert r.status_code == 200 and r.get_json()["disarmed"][0]["state"] == "disarmed"
+
+
+def test_too_many_wrong_tokens_from_one_address_get_429_then_the_window_passes(app, client, auth, store):
+    from provisioner.web.throttle import EXTENSION, Throttle
+
+    now = [0.0]
+    app.extensions[EXTENSION] = Throttle(limit=3, window=60, clock=lambda: now[0])
+    attacker, other = {"REMOTE_ADDR": "10.9.9.9"}, {"REMOTE_ADDR": "10.1.1.1"}
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    assert [client.get("/api/v1/hosts", headers=wrong, environ_base=attacker).status_code
+            for _ in range(3)] == [401, 401, 401]
+    assert [e["details"] for e in store.events(kind="auth.throttled")] == [{"client": "10.9.9.9", "via": "api"}]
+    refused = client.post("/api/v1/hosts", json=H, headers=auth, environ_base=attacker)  # even the right token
+    assert refused.status_code == 429 and "10.9.9.9" in refused.get_json()["error"]
+    assert refused.headers["Retry-After"] == "61" and store.list_hosts() == []
+    assert client.get("/api/v1/hosts", headers=auth, environ_base=other).status_code == 200  # others go on
+    now[0] += 61
+    assert client.post("/api/v1/hosts", json=H, headers=auth, environ_base=attacker).status_code == 201
+    assert client.get("/api/v1/hosts", headers=wrong, environ_base=attacker).status_code == 401  # budget reset
+    assert len(store.events(kind="auth.throttled")) == 1  # one event per lock-out, not per refusal

@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from provisioner import attempts, registry, secrets
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Store
+from provisioner.web import throttle
 from provisioner.xapi import XapiUnreachable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -25,14 +26,23 @@ def _error(status: int, message: str, **extra):
 
 @bp.before_request
 def _require_token():
-    """Every API call needs `Authorization: Bearer <api_token>`; boot endpoints use per-attempt tokens instead."""
+    """Every API call needs `Authorization: Bearer <api_token>`; boot endpoints use per-attempt tokens instead.
+    Too many wrong tokens from one address: 429 for a while (throttle.py)."""
     expected = current_app.config["PROVISIONER"].api_token
     if not expected:
         return _error(401, "the REST API is disabled: set api_token in the server configuration")
+    guard, client = throttle.for_app(current_app), request.remote_addr or "?"
+    wait = guard.retry_after(client)
+    if wait:
+        body, status = _error(429, f"too many failed authentications from {client}: retry in {wait:.0f} s")
+        return body, status, {"Retry-After": str(int(wait) + 1)}
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        if guard.failed(client):
+            _store().add_event("auth.throttled", details={"client": client, "via": "api"})
         body, status = _error(401, "missing or wrong bearer token")
         return body, status, {"WWW-Authenticate": 'Bearer realm="provisioner"'}
+    guard.succeeded(client)
     return None
 
 

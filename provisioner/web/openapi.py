@@ -4,7 +4,8 @@ To document a new route, add ONE row to OPERATIONS (tests/test_web_openapi.py fa
 app.url_map and this table disagree). A row: method, path under /api/v1 (Flask's `<mac>` spelled `{mac}`),
 one-line summary, request body schema (None, a schema name, or CSV), the success status with its body
 (`{key: schema}`; `[name]` is a list of that schema), the error statuses it can answer, and query parameters.
-Every operation but the spec itself needs `Authorization: Bearer <api_token>` and may answer 401.
+Every operation but the spec itself needs `Authorization: Bearer <api_token>` and may answer 401 (and 429 after
+too many wrong tokens from one address).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 _ERROR_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
                404: "no such record", 409: "conflicts with the current state", 413: "body too large",
                422: "rejected as a whole; `problems` lists every bad row", 500: "a stored secret cannot be read",
-               502: "the pool did not answer or XAPI refused", 503: "this server does not drive runs (not `serve`)"}
+               502: "the pool did not answer or XAPI refused", 503: "this server does not drive runs (not `serve`)",
+               429: "too many failed authentications from this address; see Retry-After"}
 
 
 def _schema(ref: Any) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def _operation(op: Op) -> dict[str, Any]:
     responses: dict[str, Any] = {str(status): {"description": "success",
                                                "content": {"application/json": {"schema": body}}}}
     public = op.path == SPEC_PATH
-    for code in sorted(set(op.errors) | (set() if public else {401})):
+    for code in sorted(set(op.errors) | (set() if public else {401, 429})):
         responses[str(code)] = {"description": _ERROR_TEXT.get(code, "error"), "content": {
             "application/json": {"schema": _schema("Error")}}}
     result: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op), "responses": responses}

@@ -26,7 +26,7 @@ from flask import (Blueprint, Flask, Request, current_app, flash, jsonify, redir
 from flask.sessions import SecureCookieSessionInterface
 
 from provisioner.store import NotFoundError, Store
-from provisioner.web import ui_view
+from provisioner.web import throttle, ui_view
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +186,20 @@ def login():
     if request.method == "GET":
         return page("login.html", next=target)
     given = request.form.get("token", "")
-    client = request.remote_addr
+    client = request.remote_addr or "?"
+    guard = throttle.for_app(current_app)
+    wait = guard.retry_after(client)
+    if wait:
+        when = f"{wait / 60:.0f} min" if wait >= 90 else f"{wait:.0f} s"
+        body, status = page("login.html", 429, error=f"Too many failed logins from {client}: try again in {when}.",
+                            next=target)
+        return body, status, {"Retry-After": str(int(wait) + 1)}
     if not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
         store().add_event("ui.login_failed", details={"client": client})
+        if guard.failed(client):
+            store().add_event("auth.throttled", details={"client": client, "via": "ui"})
         return page("login.html", 401, error="That is not the API token of this server.", next=target)
+    guard.succeeded(client)
     session.clear()  # a new session on login: nothing from before it (session fixation) survives
     session["auth"] = _fingerprint(config.api_token)
     session["until"] = int(time.time()) + SESSION_SECONDS

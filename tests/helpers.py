@@ -1,7 +1,9 @@
-"""Test fixtures shared by several test modules: a fake XenServer installation tree."""
+"""Small helpers shared by several test modules: a fake XenServer installation tree, step timeouts on the
+simulator's clock, host registration, the test API token, TFTP client packets, and a Prometheus exposition parser."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
@@ -109,3 +111,28 @@ def tftp_packet_outcome(packet: bytes, block: int) -> str:
     if isinstance(parsed, TftpPacketERR):
         return "client_error"
     return "illegal_operation"  # DATA, OACK, RRQ, WRQ or an opcode tftpy does not know
+
+
+# --- Prometheus text exposition (the /metrics tests) ---
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """The samples of a Prometheus text exposition: (name, labels) -> value."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"not an exposition line: {line!r}"
+        name, labels, value = match.groups()
+        samples[(name, frozenset(_LABEL.findall(labels or "")))] = float(value)
+    return samples
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from xml.dom import minidom
 
 import pytest
+from answerfile_helpers import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer_view, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,25 +23,13 @@ from provisioner.answerfile import (
     upgrade_context,
     validate_upgrade,
 )
-from provisioner.config import ConfigError, load_config
+from provisioner.config import ConfigError
 from provisioner.model import Host, Media, ValidationError
 from provisioner.render import render
 from provisioner.store import Store
 
-GOLDEN = Path(__file__).parent / "golden"
-BASE = "http://10.0.0.5:8080"
-DISK = "/dev/disk/by-id/scsi-36000c29f0a1b2c3d"
-TOKEN = "tok_0123456789abcdef"
 START = f"{BASE}/boot/script/{TOKEN}/installation-start"
 COMPLETE = f"{BASE}/boot/script/{TOKEN}/installation-complete"
-HOST = Host(mac="52:54:00:12:34:56", name="xs1", pool="lab", disk=DISK)
-MEDIA = Media(name="xs-8.4.0", path="/srv/media/xs-8.4.0", product_name="XenServer", product_version="8.4.0",
-              platform_version="3.4.0", build="123")
-
-
-def make_config(**overrides):
-    return load_config(file=None, environ={}, overrides={"public_url": BASE, "data_dir": "/nonexistent/data",
-                                                         **overrides})
 
 
 def upgrade_file(root='<installation mode="upgrade">', body="", disk=DISK, end="</installation>",
@@ -51,24 +39,6 @@ def upgrade_file(root='<installation mode="upgrade">', body="", disk=DISK, end="
             f"  <existing-installation>{disk}</existing-installation>\n  {source}\n{body}"
             f'  <script stage="installation-start" type="url">{START}</script>\n'
             f'  <script stage="installation-complete" type="url">{COMPLETE}</script>\n{end}\n')
-
-
-def installer_view(text: str) -> dict:
-    """An independent reading of the file the way the installer does it (minidom, first match, direct text)."""
-    doc = minidom.parseString(text.encode("utf-8"))
-    root = doc.documentElement
-
-    def text_of(el):
-        return "".join(n.data for n in el.childNodes if n.nodeType == n.TEXT_NODE).strip()
-
-    existing = root.getElementsByTagName("existing-installation")
-    return {
-        "root": root.tagName,
-        "mode": root.getAttribute("mode"),
-        "disks": [text_of(e) for e in existing],
-        "elements": {e.tagName for e in root.getElementsByTagName("*")},
-        "cdata": "<![CDATA[" in text,
-    }
 
 
 def assert_pure_upgrade_of(text: str, disk: str) -> None:

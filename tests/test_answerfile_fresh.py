@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_answerfile import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer_view, make_config
+from answerfile_helpers import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer_view, make_config
 
 from provisioner.answerfile import AnswerfileError, UnsafeAnswerfile, parse_upgrade, render_upgrade
 from provisioner.answerfile_fresh import (

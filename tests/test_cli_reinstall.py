@@ -4,13 +4,10 @@ the simulator (the command follows it with progress lines while a test thread po
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 from click.testing import CliRunner
-from test_coordinator_plan import MEDIA, PASSWORD, POOL, make_lab, stop_lab
-from test_reinstall import macs, shut_down, upgrade
+from labs import MEDIA, PASSWORD, POOL, macs, make_lab, power_on_when_armed, shut_down, stop_lab, upgrade
 
 from provisioner import cryptpw, states
 from provisioner.cli import main
@@ -58,21 +55,6 @@ def lab(tmp_path):
     made = make_lab(tmp_path, hosts=3)
     yield made
     stop_lab(made)
-
-
-def power_on_when_armed(lab, mac):
-    """The operator's hand on the power button: once the fresh-install attempt is armed."""
-    def watch():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            found = lab.store.active_reinstall(mac)
-            if found is not None and found.attempt_id is not None:
-                lab.world.power_on(mac)
-                return
-            time.sleep(0.02)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_plan_then_the_whole_flow(lab, tmp_path):

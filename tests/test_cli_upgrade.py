@@ -62,7 +62,7 @@ def _cli(config):
 
 
 def test_start_follow_json_lines_then_eta_from_the_first_run(tmp_path):
-    from test_coordinator_service import make_world, stop_world
+    from labs import make_world, stop_world
 
     lab = make_world(tmp_path)
     cli = _cli(lab.config)
@@ -87,7 +87,7 @@ def test_start_follow_json_lines_then_eta_from_the_first_run(tmp_path):
 
 
 def test_status_follows_a_run_the_server_drives_and_start_is_refused(tmp_path):
-    from test_coordinator_service import WAIT, make_world, stop_world
+    from labs import WAIT, make_world, stop_world
 
     lab = make_world(tmp_path, names=("red",))
     cli = _cli(lab.config)

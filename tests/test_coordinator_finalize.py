@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import FAST
-from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import output, states
 from provisioner.coordinator import finalize, journal, runner, steps

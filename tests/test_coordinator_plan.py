@@ -2,69 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
-from helpers import register_hosts
-from provisioner import media
+from labs import MEDIA, PASSWORD, POOL, make_lab, stop_lab
 from provisioner.coordinator import pools
 from provisioner.coordinator.plan import make_plan
-from provisioner.demo import demo_config, synthetic_media_tree
-from provisioner.runtime import Runtime
-from provisioner.simulator.builder import build_pool, serve_world
-from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import make_boot_handler
-from provisioner.simulator.world import World
-from provisioner.store import Store
 from provisioner.xapi import XenApiDriver
-
-POOL, MEDIA, PASSWORD = "lab", "xs84", "s3cret-pw"
-
-
-@dataclass
-class Lab:
-    config: object
-    store: Store
-    runtime: Runtime
-    world: World
-    sim: object
-    handler: object
-    driver: XenApiDriver
-
-    def mac(self, i: int) -> str:
-        return self.world.pools[POOL].hosts[i].mac
-
-    def reboots(self, i: int) -> int:
-        ref = self.world.pools[POOL].hosts[i].ref
-        return sum(1 for _, method, params in self.world.call_log if method == "host.reboot" and ref in params)
-
-
-def make_lab(tmp_path, hosts: int = 3, *, register: bool = True, speed: float = 600.0) -> Lab:
-    """Real boot service + simulator + PXE machines on loopback; hosts discovered and given a boot disk."""
-    config = demo_config(tmp_path)
-    store = Store(config.db_path)
-    media.import_media(store, config, MEDIA, synthetic_media_tree(tmp_path / "tree"))
-    runtime = Runtime(config, store).start()
-    world = World(Clock(speed))
-    build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
-    world.boot_handler = handler
-    sim = serve_world(world)
-    pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
-    driver = pools.connect(store, POOL, timeout=5)
-    lab = Lab(config, store, runtime, world, sim, handler, driver)
-    if register:
-        register_hosts(store, POOL, driver)
-    return lab
-
-
-def stop_lab(lab: Lab) -> None:
-    lab.driver.close()
-    lab.handler.stop()
-    lab.sim.stop()
-    lab.runtime.stop()
-    lab.store.close()
 
 
 @pytest.fixture

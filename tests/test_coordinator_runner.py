@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from helpers import FAST, Crash
-from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import states
 from provisioner.coordinator import runner

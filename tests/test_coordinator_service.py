@@ -4,88 +4,14 @@ against the XAPI simulator, the real boot service and simulated PXE machines."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 
 import pytest
 
-from helpers import FAST, register_hosts
-from provisioner import media, states
-from provisioner.coordinator import pools, runner
-from provisioner.coordinator.service import PoolLock, RunService, lock_holder
-from provisioner.demo import demo_config, synthetic_media_tree
-from provisioner.runtime import Runtime
-from provisioner.simulator.builder import build_pool, serve_world
-from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import make_boot_handler
-from provisioner.simulator.world import World
-from provisioner.store import ConflictError, NotFoundError, Store
-
-MEDIA, PASSWORD = "xs84", "s3cret-pw"
-WAIT = 300  # real seconds: a generous bound, never reached when things work
-
-
-@dataclass
-class World2:
-    """Several simulated pools in one world, served, with their hosts discovered into one store."""
-
-    config: object
-    store: Store
-    runtime: Runtime
-    world: World
-    sim: object
-    handler: object
-    names: list[str] = field(default_factory=list)
-
-    def macs(self, pool: str) -> list[str]:
-        return [h.mac for h in self.world.pools[pool].hosts]
-
-    def reboots(self, pool: str) -> dict[str, int]:
-        refs = {h.ref: h.mac for h in self.world.pools[pool].hosts}
-        counts = dict.fromkeys(refs.values(), 0)
-        for _, method, params in self.world.call_log:
-            if method == "host.reboot":
-                for ref, mac in refs.items():
-                    if ref in params:
-                        counts[mac] += 1
-        return counts
-
-    def installs(self, pool: str) -> dict[str, int]:
-        return {mac: self.handler.machine(mac).installs() for mac in self.macs(pool)}
-
-    def versions(self, pool: str) -> set[str]:
-        db = self.world.pools[pool].db
-        return {db.get("host", h.ref)["software_version"]["product_version"] for h in self.world.pools[pool].hosts}
-
-    def service(self, **kw) -> RunService:
-        return RunService(self.store, self.config, clock=self.world.clock, timeouts=FAST, **kw)
-
-
-def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 600.0, **overrides) -> World2:
-    config = demo_config(tmp_path)
-    config = config.replace(**overrides) if overrides else config
-    store = Store(config.db_path)
-    media.import_media(store, config, MEDIA, synthetic_media_tree(tmp_path / "tree"))
-    world = World(Clock(speed))
-    for name in names:
-        build_pool(world, name, hosts=hosts, version="8.2.1", vms_per_host=1)
-    # the server's own RunService (what the REST API drives) runs on the simulator's clock
-    runtime = Runtime(config, store, runs=RunService(store, config, clock=world.clock, timeouts=FAST)).start()
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
-    world.boot_handler = handler
-    sim = serve_world(world)
-    for name in names:
-        pools.add_pool(store, name, sim.master_url(name), "root", PASSWORD)
-        driver = pools.connect(store, name, timeout=5)
-        register_hosts(store, name, driver)
-        driver.close()
-    return World2(config, store, runtime, world, sim, handler, list(names))
-
-
-def stop_world(w: World2) -> None:
-    w.handler.stop()
-    w.sim.stop()
-    w.runtime.stop()
-    w.store.close()
+from labs import MEDIA, WAIT, make_world, stop_world
+from provisioner import states
+from provisioner.coordinator import runner
+from provisioner.coordinator.service import PoolLock, lock_holder
+from provisioner.store import ConflictError, NotFoundError
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import states
 from provisioner.coordinator import runner, steps

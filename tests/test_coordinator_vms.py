@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 from helpers import FAST, Crash
-from test_coordinator_plan import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import output, states
 from provisioner.coordinator import journal, runner, steps, vms

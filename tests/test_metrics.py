@@ -14,31 +14,10 @@ from provisioner.httpserver import serve_http
 from provisioner.metrics import Metrics, file_kind, http_kind, xapi_error_code
 from provisioner.store import Store
 
-from helpers import make_media_tree
+from helpers import make_media_tree, parse, total
 
 HOSTS = 2
 DEMO_PASSWORD = "demo"  # the pool password demo.run_demo gives the simulator
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def parse(text: str) -> dict[tuple[str, frozenset], float]:
-    """The samples of a Prometheus text exposition: (name, labels) -> value."""
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"not an exposition line: {line!r}"
-        name, labels, value = match.groups()
-        samples[(name, frozenset(_LABEL.findall(labels or "")))] = float(value)
-    return samples
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
 @pytest.mark.parametrize("name, source, kind", [

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from helpers import FAST, Crash
-from test_coordinator_plan import MEDIA, PASSWORD, POOL, make_lab, stop_lab
+from helpers import Crash
+from labs import MEDIA, PASSWORD, POOL, host_info, macs, make_lab, shut_down, stop_lab, upgrade
 
 from provisioner import cryptpw, media, states
 from provisioner.coordinator import pools, reinstall, runner
@@ -15,7 +15,6 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.reinstall_plan import ReinstallRefused, make_reinstall_plan
 from provisioner.demo import synthetic_media_tree
 from provisioner.model import ValidationError
-from provisioner.simulator import states as sim_states
 from provisioner.simulator.fresh import new_host_uuid
 
 FLOW_FAST = reinstall.Timeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
@@ -34,32 +33,8 @@ def connect(lab):
     return lambda name: pools.connect(lab.store, name, timeout=5)
 
 
-def macs(lab):
-    """The MACs of host0..2, taken once: lab.mac(i) indexes the pool's current hosts, which a forget reorders."""
-    return [lab.mac(i) for i in range(3)]
-
-
 def name(lab, mac):
     return lab.store.get_host(mac).name
-
-
-def info(lab, mac):
-    return next(h for h in lab.driver.hosts() if h.mac == mac)
-
-
-def upgrade(lab):
-    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
-    return runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
-
-
-def shut_down(lab, mac):
-    """What the operator does to a member before forgetting it: xe host-disable, xe host-shutdown."""
-    ref = info(lab, mac).ref
-    lab.driver.disable(ref)
-    lab.driver.call("host.shutdown", ref)
-    while lab.world.host(mac).state != sim_states.OFF:  # live=false first, then powered off
-        lab.world.clock.sleep(5)
-    assert not info(lab, mac).live
 
 
 def start(lab, mac, **kw):
@@ -89,7 +64,7 @@ def test_failed_member_is_forgotten_reinstalled_and_rejoined(lab):
     remedy = runner.report(lab.store, run.id)["hosts"][1]["remedy"]
     assert f"provisioner reinstall {mac} --pool {POOL} --media {MEDIA} --confirm {name(lab, mac)} --forget" in remedy
     lab.handler.inject(mac, installer_fails=False)
-    old_uuid = info(lab, mac).uuid
+    old_uuid = host_info(lab, mac).uuid
     shut_down(lab, mac)
 
     found = start(lab, mac)
@@ -100,8 +75,8 @@ def test_failed_member_is_forgotten_reinstalled_and_rejoined(lab):
     assert done.step == states.RI_DONE, done.reason
     hosts = lab.driver.hosts()
     assert len(hosts) == 3 and {h.product_version for h in hosts} == {"8.4.0"}
-    assert all(h.live and h.enabled for h in hosts) and info(lab, master).is_master
-    new = info(lab, mac)
+    assert all(h.live and h.enabled for h in hosts) and host_info(lab, master).is_master
+    new = host_info(lab, mac)
     assert new.uuid == done.new_uuid == new_host_uuid(lab.world.host(mac)) and new.uuid != old_uuid
     assert old_uuid not in {h.uuid for h in hosts}
     registered = lab.store.get_host(mac)

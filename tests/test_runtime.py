@@ -154,7 +154,8 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
 def test_serve_resumes_runs_in_progress_at_start_up_and_stops_them_resumably(tmp_path):
     """A run left in progress (a crash right after it was created) is resumed by the next `serve`; SIGTERM
     interrupts it at its next wait (announced), and the `serve` after that finishes it: one install per host."""
-    from test_coordinator_kill import MEDIA, POOL, make_serve_lab
+    from labs import MEDIA, POOL
+    from serve_lab import make_serve_lab
 
     from provisioner import states
     from provisioner.coordinator import pools, runner

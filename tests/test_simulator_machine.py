@@ -5,56 +5,18 @@ import threading
 
 import pytest
 
-from helpers import make_media_tree
-from provisioner import attempts, demo, media, registry, states
-from provisioner.runtime import Runtime
-from provisioner.simulator import machine
-from provisioner.store import Store
+from sim_helpers import BIOS, MEDIA, OTHER, UEFI, Events, RecordingClock, sim_server
 
-BIOS, UEFI, OTHER = "52:54:00:5a:00:01", "52:54:00:5a:00:02", "52:54:00:5a:00:03"
-MEDIA = "xs-8.4"
+from provisioner import attempts, states
+from provisioner.simulator import machine
+
 VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
            "platform_version": "3.4.0", "build_number": "12345"}
 
 
-class RecordingClock:
-    """A simulated clock that only records how long it was asked to sleep."""
-
-    def __init__(self):
-        self.slept = []
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-
-
-class Events:
-    def __init__(self):
-        self.seen = []
-        self.hooks = []
-
-    def __call__(self, kind, mac, details):
-        self.seen.append((kind, mac, details))
-        for hook in self.hooks:
-            hook(kind, mac, details)
-
-    def kinds(self, kind, mac=None):
-        return [d for k, m, d in self.seen if k == kind and (mac is None or m == mac)]
-
-
-def _server(tmp_path, *, pxelinux_http=True):
-    config = demo.demo_config(tmp_path).replace(pxelinux_http=pxelinux_http)
-    (config.tftp_root / "grubx64.efi").write_bytes(b"MZ site grub\n")  # what iPXE on UEFI chains to
-    store = Store(config.db_path)
-    media.import_media(store, config, MEDIA, make_media_tree(tmp_path / "tree"))
-    for mac, name, firmware in ((BIOS, "h-bios", "bios"), (UEFI, "h-uefi", "uefi"), (OTHER, "h-other", "bios")):
-        registry.add_host(store, {"mac": mac, "name": name, "pool": "p", "disk": f"/dev/disk/by-id/{name}",
-                                  "firmware": firmware})
-    return config, store, Runtime(config, store).start()
-
-
 @pytest.fixture
 def server(tmp_path):
-    config, store, runtime = _server(tmp_path)
+    config, store, runtime = sim_server(tmp_path)
     yield config, store, runtime
     runtime.stop()
     store.close()
@@ -101,7 +63,7 @@ def test_unarmed_host_boots_locally_after_one_config_fetch(server):
 
 
 def test_plain_pxelinux_fetches_boot_files_over_tftp(tmp_path):
-    config, store, runtime = _server(tmp_path, pxelinux_http=False)
+    config, store, runtime = sim_server(tmp_path, pxelinux_http=False)
     try:
         attempts.arm(store, config, BIOS, MEDIA)
         handler = _handler(runtime, Events())

@@ -4,9 +4,7 @@ the whole flow driven by the server's background thread while GET follows it; th
 from __future__ import annotations
 
 import pytest
-from test_cli_reinstall import power_on_when_armed
-from test_coordinator_plan import MEDIA, PASSWORD, POOL, make_lab, stop_lab
-from test_reinstall import macs, shut_down, upgrade
+from labs import MEDIA, PASSWORD, POOL, macs, make_lab, power_on_when_armed, shut_down, stop_lab, upgrade
 
 from provisioner import cryptpw, states
 from provisioner.web.api_reinstall import THREADS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from helpers import API_TOKEN
-from test_coordinator_service import MEDIA, PASSWORD, WAIT, make_world, stop_world
+from labs import MEDIA, PASSWORD, WAIT, make_world, stop_world
 
 from provisioner import states
 from provisioner.coordinator import runner

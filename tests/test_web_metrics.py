@@ -15,7 +15,7 @@ from provisioner.runtime import Runtime
 from provisioner.simulator.machine import INSTALLED, Machine
 from provisioner.store import Store
 
-from test_metrics import parse, total
+from helpers import parse, total
 
 TOKEN = "metrics-test-token-0123456789"
 MEDIA = "xs84"

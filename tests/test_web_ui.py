@@ -4,46 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import zlib
 
 import pytest
 from helpers import API_TOKEN
+from ui_helpers import MAC, POOL_PASSWORD, URL_PASSWORD, add_host, add_media, csrf_of, log_in, run_of
 
-from provisioner import attempts, create_app, states
-from provisioner.model import Host, Media
+from provisioner import attempts, create_app
 from provisioner.web.ui_base import SECRET_FILE
 
-MAC = "aa:bb:cc:dd:ee:01"
 HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
-POOL_PASSWORD = "pool-password-never-shown"
-URL_PASSWORD = "url-password-never-shown"
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def log_in(client) -> str:
-    """Log in with the API token; the CSRF token of the new session."""
-    response = client.post("/ui/login", data={"token": API_TOKEN, "csrf_token": csrf_of(client.get("/ui/login").text)})
-    assert response.status_code == 303
-    return csrf_of(client.get("/ui/hosts").text)
 
 
 @pytest.fixture
 def ui(client):
     """A logged-in test client and its CSRF token."""
     return client, log_in(client)
-
-
-def add_host(store, mac=MAC, name="h1", pool="p1", **extra) -> Host:
-    return store.add_host(Host.from_fields({"mac": mac, "name": name, "pool": pool, **extra}))
-
-
-def add_media(store, tmp_path, name="xs84") -> Media:
-    return store.add_media(Media(name=name, path=str(tmp_path / name), product_name="XenServer",
-                                 product_version="8.4.0", platform_version="3.4.0", build="b1", boot_files=("bios",)))
 
 
 def snapshot(store):
@@ -220,14 +196,6 @@ def _all_pages(client, mac=MAC, pool="p1"):
         assert response.status_code == 200, (path, response.status_code)
         pages[path] = response.get_data(as_text=True)
     return pages
-
-
-def run_of(store, pool="p1", mac=MAC, name="h1"):
-    run = store.create_run(f"{pool}-0001", pool, "xs84", stop_on_failure=False,
-                           hosts=[{"mac": mac, "name": name, "uuid": "uuid-1", "role": "master"}])
-    store.set_host_step(run.id, mac, states.STEP_CHECK)
-    store.set_host_step(run.id, mac, states.STEP_DISABLE)
-    return run
 
 
 def test_hostile_text_is_escaped_everywhere(ui, store, tmp_path):

@@ -6,7 +6,7 @@ import io
 import re
 
 import pytest
-from test_web_ui import MAC, add_host, log_in
+from ui_helpers import MAC, add_host, log_in
 
 from provisioner.model import Host
 

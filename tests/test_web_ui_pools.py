@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from test_web_ui import POOL_PASSWORD, URL_PASSWORD, add_host, add_media, log_in, run_of
+from ui_helpers import POOL_PASSWORD, URL_PASSWORD, add_host, add_media, log_in, run_of
 
 from provisioner import states
 from provisioner.coordinator.service import RunService

@@ -66,6 +66,9 @@ def plan(found) -> str:
                   table(("host", "vm", "state", "action", "eject first", "afterwards"),
                         ((v.host, v.name, v.power_state, v.action, ", ".join(v.eject), v.afterwards)
                          for v in found.vms))]
+    if found.power_cycle:
+        lines.append("members are shut down and powered on through the pool (host.power_on); the master is "
+                     "rebooted (while it is down nobody could power it on)")
     lines += [f"turned off and back on: {c}" for c in found.changes]
     lines += [f"problem: {p}" for p in found.problems]
     return "\n".join(lines)

@@ -84,13 +84,15 @@ HOST = "host"
 
 STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT = "check", "disable", "evacuate", "arm", "reboot"
 STEP_INSTALLING, STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE = "installing", "wait_up", "verify", "enable"
-STEP_STORAGE, STEP_RESTORE = "storage", "restore"
+STEP_STORAGE, STEP_RESTORE, STEP_POWER_ON = "storage", "restore", "power_on"
 STEP_DONE, STEP_FAILED, STEP_PENDING = "done", "failed", "pending"
-HOST_STEPS = (STEP_PENDING, STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_INSTALLING,
-              STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE, STEP_DONE, STEP_FAILED)
+HOST_STEPS = (STEP_PENDING, STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_POWER_ON,
+              STEP_INSTALLING, STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE, STEP_DONE,
+              STEP_FAILED)
 """In the order a host walks them (FAILED last): EVACUATE migrates VMs away (pool) or ejects CDs and suspends /
-shuts down VMs (pool of one); STORAGE plugs the PBDs left unplugged; RESTORE resumes / starts the VMs EVACUATE
-stopped and, when asked, migrates back the ones it moved."""
+shuts down VMs (pool of one); REBOOT sends host.reboot, or with --power-cycle host.shutdown to a member, and then
+POWER_ON powers it on through the pool (host.power_on) and watches it network-boot; STORAGE plugs the PBDs left
+unplugged; RESTORE resumes / starts the VMs EVACUATE stopped and, when asked, migrates back the ones it moved."""
 HOST_TERMINAL = frozenset({STEP_DONE, STEP_FAILED})
 DESTRUCTIVE_STEPS = frozenset({STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT})
 """Steps an abort request stops before (they change the pool; the later ones only watch or repair)."""
@@ -119,6 +121,8 @@ TRANSITIONS = TRANSITIONS + (
     Transition(HOST, STEP_EVACUATE, STEP_ARM, "evacuated"),
     Transition(HOST, STEP_ARM, STEP_REBOOT, "armed"),
     Transition(HOST, STEP_REBOOT, STEP_INSTALLING, "reboot sent"),
+    Transition(HOST, STEP_REBOOT, STEP_POWER_ON, "shutdown sent (--power-cycle, a member)"),
+    Transition(HOST, STEP_POWER_ON, STEP_INSTALLING, "powered on through the pool, network-booting"),
     Transition(HOST, STEP_INSTALLING, STEP_WAIT_UP, "went down"),
     Transition(HOST, STEP_WAIT_UP, STEP_VERIFY, "back up"),
     Transition(HOST, STEP_VERIFY, STEP_STORAGE, "at the target version"),
@@ -126,7 +130,7 @@ TRANSITIONS = TRANSITIONS + (
     Transition(HOST, STEP_ENABLE, STEP_RESTORE, "enabled"),
     Transition(HOST, STEP_RESTORE, STEP_DONE, "VMs restored (or reported)"),
 ) + tuple(Transition(HOST, step, STEP_FAILED, "step failed")
-          for step in (STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_INSTALLING,
+          for step in (STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_POWER_ON, STEP_INSTALLING,
                        STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE))
 
 # --- lab reinstall-and-join: the only flow that may wipe a disk (see provisioner.coordinator.reinstall) ---

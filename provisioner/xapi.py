@@ -53,6 +53,7 @@ class HostInfo:
     build_number: str
     is_master: bool
     boot_time: str
+    power_on_mode: str = ""  # "" (host.power_on refused), "wake-on-lan", "IPMI", or a custom plugin
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class PoolDriver(Protocol):
     def enable(self, host_ref: str) -> None: ...
     def evacuate(self, host_ref: str) -> None: ...
     def reboot(self, host_ref: str) -> None: ...
+    def shutdown(self, host_ref: str) -> None: ...
+    def power_on(self, host_ref: str) -> None: ...
     def pool_info(self) -> dict: ...
     def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]: ...
     def vms(self) -> list[VmInfo]: ...
@@ -197,7 +200,8 @@ class XenApiDriver:
                 ref=ref, uuid=rec["uuid"], name=rec["name_label"], address=rec["address"], mac=macs.get(ref),
                 enabled=bool(rec["enabled"]), live=bool(metrics.get("live")),
                 product_version=version.get("product_version", ""), build_number=version.get("build_number", ""),
-                is_master=ref == master, boot_time=str(rec.get("other_config", {}).get("boot_time", ""))))
+                is_master=ref == master, boot_time=str(rec.get("other_config", {}).get("boot_time", "")),
+                power_on_mode=str(rec.get("power_on_mode") or "")))
         return sorted(found, key=lambda h: (not h.is_master, h.name))
 
     def disable(self, host_ref: str) -> None:
@@ -211,6 +215,12 @@ class XenApiDriver:
 
     def reboot(self, host_ref: str) -> None:
         self.call("host.reboot", host_ref)
+
+    def shutdown(self, host_ref: str) -> None:
+        self.call("host.shutdown", host_ref)
+
+    def power_on(self, host_ref: str) -> None:
+        self.task("host.power_on", host_ref)  # runs the power-on plugin (wake-on-lan, IPMI) on the master
 
     def pool_info(self) -> dict:
         """The pool record's fields the prechecks, PREPARE and FINALIZE look at: HA (with what re-enabling it

@@ -42,6 +42,9 @@ def test_pools_and_rolling_upgrade_commands(tmp_path):
             cli("hosts", "update", host["mac"], "--disk", f"/dev/disk/by-id/scsi-{i}")
         planned = json.loads(cli("upgrade", "plan", "lab", "--media", "xs84", "--json").output)
         assert planned["ok"] and [h["role"] for h in planned["hosts"]] == ["master", "member"]
+        cycled = cli("upgrade", "plan", "lab", "--media", "xs84", "--power-cycle", "--migrate-back")
+        assert cycled.exit_code == 0 and "members are shut down and powered on through the pool" in cycled.output
+        assert "and back after each upgrade" in cycled.output
         started = cli("upgrade", "start", "lab", "--media", "xs84")
         assert started.exit_code == 0, started.output
         runs = json.loads(cli("upgrade", "status", "lab", "--json").output)

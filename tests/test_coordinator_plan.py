@@ -99,3 +99,18 @@ def test_plan_per_vm_in_a_pool(lab):
         (f"{POOL}-host{i}", "migrate", "migrated back") for i in range(3)]
     assert plan.changes == [] and plan.as_dict()["vms"][0]["name"] == f"{POOL}-host0-vm0"
     assert make_plan(lab.store, POOL, MEDIA, lab.driver).vms[0].afterwards == "stays where host.evacuate moved it"
+
+
+def test_plan_power_cycle_needs_a_power_on_mode_on_every_member(lab):
+    pool = lab.world.pools[POOL]
+    pool.db.update("host", pool.hosts[2].ref, power_on_mode="")
+    pool.db.update("host", pool.hosts[0].ref, power_on_mode="")  # the master is rebooted: it needs none
+    assert make_plan(lab.store, POOL, MEDIA, lab.driver).ok  # without --power-cycle nothing needs it
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver, power_cycle=True)
+    assert not plan.ok and plan.power_cycle
+    assert [p for p in plan.problems if "power_on_mode" in p] == [
+        f"{pool.hosts[2].name}: no power_on_mode, so the pool cannot power it on after the shutdown "
+        f"(`xe host-set-power-on-mode host={pool.hosts[2].name} power-on-mode=wake-on-lan`, or IPMI), "
+        "or upgrade without --power-cycle"]
+    from provisioner import output
+    assert "members are shut down and powered on through the pool" in output.plan(plan)

@@ -115,8 +115,8 @@ def test_abort_during_master_stops_before_members(lab):
     assert lab.reboots(1) == 0 and lab.reboots(2) == 0
 
 
-@pytest.mark.parametrize("crash_at", [s for s in states.HOST_STEPS if s not in (states.STEP_PENDING,
-                                                                               states.STEP_FAILED)])
+@pytest.mark.parametrize("crash_at", [s for s in states.HOST_STEPS if s not in (
+    states.STEP_PENDING, states.STEP_FAILED, states.STEP_POWER_ON)])  # POWER_ON: with --power-cycle only (below)
 @pytest.mark.parametrize("host", [0, 1])
 def test_resume_after_crash_never_reboots_twice(lab, crash_at, host):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
@@ -283,3 +283,53 @@ def test_member_upgraded_but_never_enabled_is_not_sent_to_reinstall(lab):
     assert versions(lab)[f"{POOL}-host1"] == "8.4.0" and hosts[2]["step"] == states.STEP_DONE
     assert runner.report(lab.store, run_id)["rpu_cleared_after"] is not None  # every host at the target
     assert_master_first_and_installed_once(lab, run_id)
+
+
+def power_calls(lab, i: int, method: str) -> int:
+    return sum(1 for e in lab.store.events(kind="xapi.call") if e["details"]["method"] == method
+               and e["details"]["ok"] and e["mac"] == lab.mac(i))
+
+
+def test_power_cycle_reboots_the_master_and_powers_the_members_off_and_on(lab):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, power_cycle=True)
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
+    assert final.state == states.RUN_DONE, final.reason
+    assert set(versions(lab).values()) == {"8.4.0"}
+    assert lab.reboots(0) == 1 and power_calls(lab, 0, "host.shutdown") == 0
+    for i in (1, 2):
+        assert lab.reboots(i) == 0
+        assert power_calls(lab, i, "host.shutdown") == 1 and power_calls(lab, i, "host.power_on") == 1
+    for i in range(3):
+        assert lab.handler.machine(lab.mac(i)).installs() == 1
+    walked = [e["mac"] for e in lab.store.events(run_id=started.id) if e["kind"] == "step.power_on"]
+    assert sorted(walked) == sorted([lab.mac(1), lab.mac(2)])
+
+
+@pytest.mark.parametrize("crash_at", [states.STEP_REBOOT, states.STEP_POWER_ON, states.STEP_INSTALLING])
+def test_power_cycle_resumed_after_a_crash_powers_each_member_on_once(lab, crash_at):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, power_cycle=True)
+    crashed = []
+
+    def on_commit(rh):
+        if not crashed and rh.mac == lab.mac(1) and rh.step == crash_at:
+            crashed.append(rh.step)
+            raise Crash(rh.step)
+    errors = []
+
+    def first():
+        try:
+            runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
+                          on_commit=on_commit).run()
+        except Crash as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=first)
+    thread.start()
+    thread.join(120)
+    assert errors and crashed == [crash_at]
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                          timeouts=FAST).run()
+    assert final.state == states.RUN_DONE, final.reason
+    for i in (1, 2):
+        assert power_calls(lab, i, "host.shutdown") == 1 and power_calls(lab, i, "host.power_on") == 1, i
+    for i in range(3):
+        assert lab.handler.machine(lab.mac(i)).installs() == 1, i

@@ -84,3 +84,58 @@ def test_wait_up_times_out(lab):
     ctx.timeouts = steps.Timeouts(up=30, poll=5)
     with pytest.raises(steps.StepFailed, match="not done after"):
         steps.wait_up(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
+
+
+def ok_calls(lab, method):
+    return [e for e in lab.store.events(kind="xapi.call") if e["details"]["method"] == method and e["details"]["ok"]]
+
+
+def power_cycle_context(lab, **timeouts):
+    ctx, rh = context(lab, 1)  # a member
+    ctx.power_cycle = True
+    ctx.timeouts = steps.Timeouts(poll=5, **timeouts)
+    for step in (steps.disable, steps.evacuate, steps.arm):
+        step(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
+    return ctx, lab.store.get_run_host(ctx.run_id, rh.mac)
+
+
+def test_power_cycle_shuts_a_member_down_and_powers_it_on_once(lab):
+    ctx, rh = power_cycle_context(lab)
+    assert steps.reboot(ctx, rh) == states.STEP_POWER_ON
+    assert steps.reboot(ctx, rh) == states.STEP_POWER_ON  # as after a crash: not sent twice
+    assert steps.power_on(ctx, rh) == states.STEP_INSTALLING
+    assert steps.power_on(ctx, rh) == states.STEP_INSTALLING  # it is booting: not powered on again
+    assert len(ok_calls(lab, "host.shutdown")) == 1 and len(ok_calls(lab, "host.power_on")) == 1
+    assert calls(lab, "host.reboot") == []
+    assert ok_calls(lab, "host.power_on")[0]["details"]["mode"] == "wake-on-lan"
+    booted = [e for e in lab.store.events(mac=rh.mac, kind="attempt.fetch") if e["details"]["what"] == "config"]
+    assert booted and booted[0]["details"]["attempt"] == rh.attempt_id  # it network-booted on its attempt
+    assert steps.wait_down(ctx, rh) == states.STEP_WAIT_UP
+
+
+def test_a_power_on_sent_while_the_machine_still_shuts_down_is_sent_again(lab):
+    """XAPI says "not live" as the shutdown starts; a power-on then is lost (the simulator's machine ignores it,
+    as a real BMC or a wake-on-lan packet would): no boot is seen, so it is powered on again."""
+    ctx, rh = power_cycle_context(lab, off=0, boot=120)
+    steps.reboot(ctx, rh)
+    assert steps.power_on(ctx, rh) == states.STEP_INSTALLING
+    assert len(ok_calls(lab, "host.power_on")) == 2
+    assert [e["details"]["attempt"] for e in lab.store.events(kind="host.power_on_unseen")] == [1]
+
+
+def test_a_host_that_never_network_boots_fails_after_three_power_ons(lab, monkeypatch):
+    ctx, rh = power_cycle_context(lab, off=30, boot=60)
+    steps.reboot(ctx, rh)
+    monkeypatch.setattr(lab.driver, "power_on", lambda ref: None)  # its BMC / wake-on-lan does nothing
+    with pytest.raises(steps.StepFailed, match="powered on 3 times through the pool .power_on_mode wake-on-lan."):
+        steps.power_on(ctx, rh)
+    assert len(ok_calls(lab, "host.power_on")) == steps.POWER_ON_TRIES
+
+
+def test_the_master_is_rebooted_even_with_power_cycle(lab):
+    ctx, rh = context(lab, 0)
+    ctx.power_cycle = True
+    for step in (steps.disable, steps.evacuate, steps.arm):
+        step(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
+    assert steps.reboot(ctx, lab.store.get_run_host(ctx.run_id, rh.mac)) == states.STEP_INSTALLING
+    assert len(ok_calls(lab, "host.reboot")) == 1 and calls(lab, "host.shutdown") == []

@@ -90,6 +90,8 @@ def test_host_steps_form_one_chain_in_host_steps_order_and_each_can_fail():
         nxt = [s for s in states.allowed_from(states.HOST, chain[-1]) if s != states.STEP_FAILED]
         if chain[-1] == states.STEP_CHECK:
             nxt.remove(states.STEP_DONE)  # the shortcut for a host already at the target
+        if chain[-1] == states.STEP_REBOOT:
+            nxt.remove(states.STEP_INSTALLING)  # a plain reboot; the chain follows --power-cycle's POWER_ON
         if not nxt:
             break
         (step,) = nxt
@@ -97,6 +99,8 @@ def test_host_steps_form_one_chain_in_host_steps_order_and_each_can_fail():
     assert tuple(chain) + (states.STEP_FAILED,) == states.HOST_STEPS
     assert chain.index(states.STEP_STORAGE) == chain.index(states.STEP_VERIFY) + 1
     assert chain.index(states.STEP_RESTORE) == chain.index(states.STEP_ENABLE) + 1
+    assert chain.index(states.STEP_INSTALLING) == chain.index(states.STEP_POWER_ON) + 1
+    assert states.STEP_POWER_ON not in states.DESTRUCTIVE_STEPS  # an abort must not leave a host shut down
     for step in states.HOST_STEPS:
         can_fail = states.STEP_FAILED in states.allowed_from(states.HOST, step)
         assert can_fail == (step not in (states.STEP_PENDING, *states.HOST_TERMINAL)), step

@@ -71,6 +71,10 @@ def test_discover_and_plan(lab):
     blocked = api("GET", "/pools/blue/plan", params={"media": MEDIA}).json()["plan"]
     assert not blocked["ok"] and any("no boot disk" in p for p in blocked["problems"])
     assert api("GET", "/pools/red/plan").json()["field"] == "media"
+    cycled = api("GET", "/pools/red/plan", params={"media": MEDIA, "power_cycle": "true"}).json()["plan"]
+    assert cycled["ok"] and cycled["power_cycle"] and not plan["power_cycle"]
+    bad = api("GET", "/pools/red/plan", params={"media": MEDIA, "power_cycle": "maybe"})
+    assert bad.status_code == 400 and bad.json()["field"] == "power_cycle"
     assert api("GET", "/pools/nope/plan", params={"media": MEDIA}).status_code == 404
     assert api("POST", "/pools/nope/discover").status_code == 404
 

@@ -55,15 +55,25 @@ def upgrade() -> None:
     """Rolling pool upgrade: master first, then each member, one at a time."""
 
 
+def _run_options(func):
+    func = click.option("--power-cycle", is_flag=True,
+                        help="Shut members down and power them on through the pool (host.power_on: wake-on-lan, "
+                             "IPMI) instead of rebooting them; the master is rebooted.")(func)
+    func = click.option("--migrate-back", is_flag=True, help="Migrate each host's VMs back after its upgrade.")(func)
+    return click.option("--disable-ha-wlb", is_flag=True, help="Turn HA / WLB off for the run and back on at the end "
+                        "(default: the precheck refuses).")(func)
+
+
 @upgrade.command("plan")
 @click.argument("pool")
 @click.option("--media", "media_name", required=True)
+@_run_options
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 @friendly
-def upgrade_plan(ctx: Context, pool: str, media_name: str, as_json: bool) -> None:
-    """Every precheck and the ordered host list; changes nothing."""
-    found = coord_plan.make_plan(ctx.store, pool, media_name, coord_pools.connect(ctx.store, pool))
+def upgrade_plan(ctx: Context, pool: str, media_name: str, as_json: bool, **options: bool) -> None:
+    """Every precheck and the ordered host list, with the options `upgrade start` would get; changes nothing."""
+    found = coord_plan.make_plan(ctx.store, pool, media_name, coord_pools.connect(ctx.store, pool), **options)
     emit(found.as_dict(), as_json, output.plan(found))
     if not found.ok:
         raise SystemExit(1)
@@ -134,16 +144,13 @@ def _follow_options(func):
 @click.argument("pool")
 @click.option("--media", "media_name", required=True)
 @click.option("--stop-on-failure", is_flag=True, help="Stop at the first failed member (default: go on).")
-@click.option("--disable-ha-wlb", is_flag=True,
-              help="Turn HA / WLB off for the run and back on at the end (default: the precheck refuses).")
-@click.option("--migrate-back", is_flag=True, help="Migrate each host's VMs back after its upgrade.")
+@_run_options
 @_follow_options
 @pass_ctx
 @friendly
-def upgrade_start(ctx: Context, pool: str, media_name: str, stop_on_failure: bool, disable_ha_wlb: bool,
-                  migrate_back: bool, follow: bool, as_json: bool, interval: float) -> None:
-    _drive(ctx, lambda svc, say: svc.start(pool, media_name, stop_on_failure=stop_on_failure,
-                                           disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back, say=say),
+def upgrade_start(ctx: Context, pool: str, media_name: str, stop_on_failure: bool, follow: bool, as_json: bool,
+                  interval: float, **options: bool) -> None:
+    _drive(ctx, lambda svc, say: svc.start(pool, media_name, stop_on_failure=stop_on_failure, say=say, **options),
            follow, as_json, interval)
 
 

@@ -43,6 +43,8 @@ class Timeouts:
     poll: float = 10.0
     storage: float = 120.0    # PBDs attach by themselves during startup; XenCenter waits 120 s, then plugs
     finalize: float = 600.0   # rolling_upgrade_in_progress goes within one DB-GC pass (30 s) once versions match
+    off: float = 60.0         # --power-cycle: XAPI says "not live" as a shutdown starts; the machine is off later
+    boot: float = 600.0       # --power-cycle: host.power_on -> its first boot-config fetch (else power on again)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Context:
     timeouts: Timeouts = field(default_factory=Timeouts)
     say: Callable[[str], None] = lambda line: None
     migrate_back: bool = False  # RESTORE moves the VMs EVACUATE migrated away back to the upgraded host
+    power_cycle: bool = False  # members: host.shutdown + host.power_on instead of host.reboot
 
     def event(self, kind: str, rh: RunHost | None, **details) -> None:
         """An events row, and the same as a log line naming the host's MAC, attempt and run (logs.py)."""

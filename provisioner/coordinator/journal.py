@@ -14,7 +14,7 @@ from typing import Any
 from provisioner.store import Store
 
 OPTIONS = "run.options"
-"""{disable_ha_wlb, migrate_back}: the operator's choices, recorded by start_run."""
+"""{disable_ha_wlb, migrate_back, power_cycle}: the operator's choices, recorded by start_run."""
 PREPARE_INTENT = "prepare.intent"
 """{what: ha|wlb|auto_poweron, ...what undoing it needs}: written before PREPARE changes it."""
 UNDO = "finalize.undo"
@@ -59,7 +59,7 @@ def last(store: Store, run_id: str, kind: str, *, mac: str | None = None) -> dic
 def options(store: Store, run_id: str) -> dict[str, bool]:
     """The run's options; a run started before options existed (or without the entry) gets the safe defaults."""
     found = last(store, run_id, OPTIONS) or {}
-    return {"disable_ha_wlb": bool(found.get("disable_ha_wlb")), "migrate_back": bool(found.get("migrate_back"))}
+    return {name: bool(found.get(name)) for name in ("disable_ha_wlb", "migrate_back", "power_cycle")}
 
 
 def warn(store: Store, run_id: str, text: str, *, mac: str | None = None) -> None:

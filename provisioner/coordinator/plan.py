@@ -47,6 +47,7 @@ class Plan:
     changes: list[str] = field(default_factory=list)  # turned off by PREPARE, back on by FINALIZE
     standalone: bool = False  # a pool of one: VMs are suspended / shut down, not migrated
     migrate_back: bool = False
+    power_cycle: bool = False  # members are shut down and powered on through the pool, not rebooted
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,7 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         return {"pool": self.pool, "media": self.media, "target": self.target, "ok": self.ok,
                 "hosts": [h.as_dict() for h in self.hosts], "problems": list(self.problems),
-                "standalone": self.standalone, "migrate_back": self.migrate_back,
+                "standalone": self.standalone, "migrate_back": self.migrate_back, "power_cycle": self.power_cycle,
                 "vms": [v.as_dict() for v in self.vms], "changes": list(self.changes)}
 
 
@@ -70,13 +71,15 @@ def at_target(info: HostInfo, media: Media) -> bool:
 
 
 def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, disable_ha_wlb: bool = False,
-              migrate_back: bool = False) -> Plan:
+              migrate_back: bool = False, power_cycle: bool = False) -> Plan:
     """Run every precheck against the pool and the registry; never changes anything.
 
     disable_ha_wlb: HA / WLB that are on are turned off for the run (and back on) instead of blocking it.
-    migrate_back: the plan says the migrated VMs go back to their host after its upgrade."""
+    migrate_back: the plan says the migrated VMs go back to their host after its upgrade.
+    power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode)."""
     media = store.get_media(media_name)
-    plan = Plan(pool, media_name, media.product_version if media else "", migrate_back=migrate_back)
+    plan = Plan(pool, media_name, media.product_version if media else "", migrate_back=migrate_back,
+                power_cycle=power_cycle)
     if media is None:
         plan.problems.append(f"no media named {media_name!r} (see `provisioner media list`)")
     try:
@@ -124,6 +127,10 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
             plan.problems.append(f"{h.name}: no boot disk recorded (`provisioner hosts update {mac} --disk ...`)")
         if media is not None and version_tuple(h.product_version) > media.version_key:
             plan.problems.append(f"{h.name}: at {h.product_version}, newer than the media's {media.product_version}")
+        if power_cycle and not h.is_master and not h.power_on_mode:
+            plan.problems.append(f"{h.name}: no power_on_mode, so the pool cannot power it on after the shutdown "
+                                 f"(`xe host-set-power-on-mode host={h.name} power-on-mode=wake-on-lan`, or IPMI), "
+                                 "or upgrade without --power-cycle")
         if not h.is_master and version_tuple(h.product_version) > version_tuple(master.product_version):
             plan.problems.append(f"{h.name}: at {h.product_version}, newer than the master ({master.product_version})")
         done = media is not None and at_target(h, media)

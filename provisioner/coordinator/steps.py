@@ -3,7 +3,8 @@
 The runner commits a step BEFORE calling it, so after a crash the same step runs again: a step must then
 notice that its side effect already happened (host already disabled, attempt already armed for this run,
 reboot already under way or done, VM already suspended) instead of repeating it. Waits poll on an injectable
-clock with a timeout. CHECK DISABLE EVACUATE ARM REBOOT INSTALLING WAIT_UP VERIFY STORAGE ENABLE RESTORE DONE.
+clock with a timeout. CHECK DISABLE EVACUATE ARM REBOOT (POWER_ON) INSTALLING WAIT_UP VERIFY STORAGE ENABLE
+RESTORE DONE.
 """
 
 from __future__ import annotations
@@ -85,17 +86,71 @@ def _rebooted(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
 
 
 def reboot(ctx: Context, rh: RunHost) -> str:
+    """host.reboot; with --power-cycle, host.shutdown for a member (POWER_ON follows). The master is always
+    rebooted: while it is down no host could run its host.power_on."""
+    cycle = ctx.power_cycle and rh.role != "master"
+    after = states.STEP_POWER_ON if cycle else states.STEP_INSTALLING
     info = find(ctx, rh.uuid)
     if _rebooted(ctx, rh, info):
         ctx.event("step.skipped", rh, step=states.STEP_REBOOT, why="already rebooting or rebooted")
-        return states.STEP_INSTALLING
+        return after
     try:
-        xapi_call(ctx, rh, "host.reboot", ctx.driver.reboot, info.ref)
+        if cycle:
+            xapi_call(ctx, rh, "host.shutdown", ctx.driver.shutdown, info.ref)
+        else:
+            xapi_call(ctx, rh, "host.reboot", ctx.driver.reboot, info.ref)
     except Failure as exc:
         if error_code(exc) == "OTHER_OPERATION_IN_PROGRESS":
-            return states.STEP_INSTALLING  # the reboot sent before a crash is still starting
+            return after  # the one sent before a crash is still starting
         raise
-    return states.STEP_INSTALLING
+    return after
+
+
+POWER_ON_TRIES = 3
+
+
+def _boot_seen(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
+    """Since ARM, the host fetched a boot config on its attempt, or its installer started, or it is back."""
+    if info is not None and info.live and info.boot_time != rh.before_boot_time:
+        return True
+    attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
+    if attempt is None or attempt.state != states.ARMED:
+        return True
+    return any(e["details"].get("attempt") == attempt.id and e["details"].get("what") in ("config", "ipxe")
+               for e in ctx.store.events(mac=rh.mac, kind="attempt.fetch"))
+
+
+def power_on(ctx: Context, rh: RunHost) -> str:
+    """--power-cycle, a member: wait until it is down and off, host.power_on through the master, and watch it
+    network-boot (a boot-config fetch on its attempt); power it on again if it does not, POWER_ON_TRIES in all.
+    Idempotent: a host that booted already (before a crash) is not powered on again."""
+    wait_for(ctx, rh, "shutting down", ctx.timeouts.down,
+             lambda info: info is None or not info.live or _boot_seen(ctx, rh, info))
+    if _boot_seen(ctx, rh, find(ctx, rh.uuid)):
+        ctx.event("step.skipped", rh, step=states.STEP_POWER_ON, why="already booting or booted")
+        return states.STEP_INSTALLING
+    ctx.clock.sleep(ctx.timeouts.off)
+    mode = ""
+    for n in range(1, POWER_ON_TRIES + 1):
+        info = find(ctx, rh.uuid)
+        if info is None:
+            raise StepFailed("the pool master does not answer: nobody can power the host on")
+        if _boot_seen(ctx, rh, info):
+            return states.STEP_INSTALLING
+        mode = info.power_on_mode
+        try:
+            xapi_call(ctx, rh, "host.power_on", ctx.driver.power_on, info.ref, mode=mode, attempt=n)
+        except Failure as exc:
+            if error_code(exc) != "HOST_IS_LIVE":  # live: it came up by itself; the wait below tells how
+                raise
+        try:
+            wait_for(ctx, rh, f"network boot after power-on {n}/{POWER_ON_TRIES}", ctx.timeouts.boot,
+                     lambda info: _boot_seen(ctx, rh, info))
+            return states.STEP_INSTALLING
+        except StepFailed:
+            ctx.event("host.power_on_unseen", rh, attempt=n)
+    raise StepFailed(f"powered on {POWER_ON_TRIES} times through the pool (power_on_mode {mode or 'unset'}) and "
+                     f"it never network-booted: check its power-on settings and that it boots from the network")
 
 
 def wait_down(ctx: Context, rh: RunHost) -> str:
@@ -194,7 +249,7 @@ def restore(ctx: Context, rh: RunHost) -> str:
 
 STEPS: dict[str, Callable[[Context, RunHost], str]] = {
     states.STEP_CHECK: check, states.STEP_DISABLE: disable, states.STEP_EVACUATE: evacuate, states.STEP_ARM: arm,
-    states.STEP_REBOOT: reboot, states.STEP_INSTALLING: wait_down, states.STEP_WAIT_UP: wait_up,
+    states.STEP_REBOOT: reboot, states.STEP_POWER_ON: power_on, states.STEP_INSTALLING: wait_down, states.STEP_WAIT_UP: wait_up,
     states.STEP_VERIFY: verify, states.STEP_STORAGE: storage, states.STEP_ENABLE: enable,
     states.STEP_RESTORE: restore,
 }

@@ -92,10 +92,16 @@ def plan_pool(name: str):
     media = request.args.get("media")
     if not media:
         raise ValidationError("media is required (?media=NAME)", "media")
+    options = {}
+    for key in ("disable_ha_wlb", "migrate_back", "power_cycle"):
+        value = request.args.get(key, "false").lower()
+        if value not in ("true", "false", "1", "0"):
+            raise ValidationError(f"{key} must be true or false", key)
+        options[key] = value in ("true", "1")
     store = api._store()
     driver = coord_pools.connect(store, name)
     try:
-        return jsonify(plan=coord_plan.make_plan(store, name, media, driver).as_dict())
+        return jsonify(plan=coord_plan.make_plan(store, name, media, driver, **options).as_dict())
     finally:
         driver.close()
 

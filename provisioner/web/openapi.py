@@ -62,7 +62,9 @@ OPERATIONS: tuple[Op, ...] = (
        "DiscoverInput", (200, {"discovery": "Discovery"}), (400, 404, 500, 502)),
     Op("GET", "/pools/{name}/plan", "Every precheck and the upgrade order, with no side effect",
        ok=(200, {"plan": "object"}), errors=(400, 404, 500, 502),
-       query=(("media", "string", "the media to upgrade to (required)"),)),
+       query=(("media", "string", "the media to upgrade to (required)"),
+              *((name, "boolean", f"plan with the start option {name}")
+                for name in ("disable_ha_wlb", "migrate_back", "power_cycle")))),
     Op("POST", "/pools/{name}/upgrade", "Start a rolling pool upgrade (master first); it goes on in the server",
        "UpgradeInput", (202, {"run": "Run"}), (400, 404, 409, 500, 502, 503)),
     Op("POST", "/pools/{name}/upgrade/resume", "Resume the pool's unfinished run", ok=(202, {"run": "Run"}),
@@ -114,7 +116,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Discovery": {"type": "object", "properties": {k: {"type": "array", "items": {}}
                                                    for k in ("added", "unchanged", "conflicts")}},
     "UpgradeInput": {"type": "object", "required": ["media"], "properties": {
-        "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back")}}},
+        "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back",
+                                                           "power_cycle")}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.runner.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
         "hosts": {"type": "array", "items": {"type": "object"}}}},

@@ -74,6 +74,25 @@ def test_wrong_token_refused_and_recorded(client, store):
     assert [e["kind"] for e in store.events(kind="ui.login_failed")] == ["ui.login_failed"]
 
 
+def test_too_many_wrong_logins_lock_the_address_out_even_for_the_right_token(app, client, store):
+    from provisioner.web.throttle import EXTENSION, Throttle
+
+    now = [0.0]
+    app.extensions[EXTENSION] = Throttle(limit=2, window=60, clock=lambda: now[0])
+    csrf = csrf_of(client.get("/ui/login").text)
+    for _ in range(2):
+        wrong = client.post("/ui/login", data={"token": "not-the-token-0123456789", "csrf_token": csrf})
+        assert wrong.status_code == 401
+    locked = client.post("/ui/login", data={"token": API_TOKEN, "csrf_token": csrf})
+    assert locked.status_code == 429 and locked.headers["Retry-After"] == "61"
+    assert "Too many failed logins from 127.0.0.1: try again in 60 s." in locked.text
+    assert client.get("/ui/").status_code == 302  # still not logged in
+    assert [e["details"] for e in store.events(kind="auth.throttled")] == [{"client": "127.0.0.1", "via": "ui"}]
+    now[0] += 61
+    log_in(client)  # the window has passed
+    assert client.get("/ui/").status_code == 200
+
+
 def test_login_then_pages_and_the_cookie_holds_no_token(client, store):
     add_host(store)
     log_in(client)

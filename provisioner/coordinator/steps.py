@@ -117,7 +117,7 @@ def _boot_seen(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
     if attempt is None or attempt.state != states.ARMED:
         return True
     return any(e["details"].get("attempt") == attempt.id and e["details"].get("what") in ("config", "ipxe")
-               for e in ctx.store.events(mac=rh.mac, kind="attempt.fetch"))
+               for e in ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind="attempt.fetch"))
 
 
 def power_on(ctx: Context, rh: RunHost) -> str:
@@ -125,16 +125,14 @@ def power_on(ctx: Context, rh: RunHost) -> str:
     network-boot (a boot-config fetch on its attempt); power it on again if it does not, POWER_ON_TRIES in all.
     Idempotent: a host that booted already (before a crash) is not powered on again."""
     wait_for(ctx, rh, "shutting down", ctx.timeouts.down,
-             lambda info: info is None or not info.live or _boot_seen(ctx, rh, info))
+             lambda info: info is not None and (not info.live or _boot_seen(ctx, rh, info)))
     if _boot_seen(ctx, rh, find(ctx, rh.uuid)):
         ctx.event("step.skipped", rh, step=states.STEP_POWER_ON, why="already booting or booted")
         return states.STEP_INSTALLING
     ctx.clock.sleep(ctx.timeouts.off)
     mode = ""
-    for n in range(1, POWER_ON_TRIES + 1):
-        info = find(ctx, rh.uuid)
-        if info is None:
-            raise StepFailed("the pool master does not answer: nobody can power the host on")
+    for n in range(1, POWER_ON_TRIES + 1):  # the master runs host.power_on: wait for it if it hiccups
+        info = wait_for(ctx, rh, "the pool master answers", ctx.timeouts.down, lambda info: info is not None)
         if _boot_seen(ctx, rh, info):
             return states.STEP_INSTALLING
         mode = info.power_on_mode

@@ -4,7 +4,9 @@ simulator's clock, host registration, the test API token, TFTP client packets, a
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
@@ -20,6 +22,29 @@ FAST = Timeouts(down=900, up=4 * 3600, enable=1800, poll=5)
 
 class Crash(Exception):
     """Stands for kill -9 at a step boundary: nothing after the commit runs."""
+
+
+def crash_once(make_flow: Callable[[Callable[[Any], None]], Any], matches: Callable[[Any], bool]) -> str:
+    """kill -9 at a step boundary: run make_flow(on_commit).run() on a thread, with an on_commit that raises Crash
+    at the first committed step `matches` (nothing after that commit runs). Returns that step."""
+    crashed: list[str] = []
+    errors: list[Crash] = []
+
+    def on_commit(record: Any) -> None:
+        if not crashed and matches(record):
+            crashed.append(record.step)
+            raise Crash(record.step)
+
+    def first() -> None:
+        try:
+            make_flow(on_commit).run()
+        except Crash as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=first)
+    thread.start()
+    thread.join(120)
+    assert errors and len(crashed) == 1, f"no crash: the flow never committed a matching step ({crashed})"
+    return crashed[0]
 
 
 def register_hosts(store, pool: str, driver) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 
 import pytest
-from helpers import FAST, Crash
+from helpers import FAST, crash_once
 from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import states
@@ -120,24 +119,9 @@ def test_abort_during_master_stops_before_members(lab):
 @pytest.mark.parametrize("host", [0, 1])
 def test_resume_after_crash_never_reboots_twice(lab, crash_at, host):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
-    crashed = []
-
-    def on_commit(rh):
-        if not crashed and rh.mac == lab.mac(host) and rh.step == crash_at:
-            crashed.append(rh.step)
-            raise Crash(rh.step)
-    errors = []
-
-    def first():
-        try:
-            runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
-                          on_commit=on_commit).run()
-        except Crash as exc:
-            errors.append(exc)
-    thread = threading.Thread(target=first)
-    thread.start()
-    thread.join(120)
-    assert errors and crashed == [crash_at]
+    assert crash_once(lambda on_commit: runner.Runner(lab.store, lab.config, started.id, lab.driver,
+                                                      clock=lab.world.clock, timeouts=FAST, on_commit=on_commit),
+                      lambda rh: rh.mac == lab.mac(host) and rh.step == crash_at) == crash_at
     assert runner.active_run(lab.store, POOL).id == started.id
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                           timeouts=FAST).run()
@@ -308,24 +292,9 @@ def test_power_cycle_reboots_the_master_and_powers_the_members_off_and_on(lab):
 @pytest.mark.parametrize("crash_at", [states.STEP_REBOOT, states.STEP_POWER_ON, states.STEP_INSTALLING])
 def test_power_cycle_resumed_after_a_crash_powers_each_member_on_once(lab, crash_at):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, power_cycle=True)
-    crashed = []
-
-    def on_commit(rh):
-        if not crashed and rh.mac == lab.mac(1) and rh.step == crash_at:
-            crashed.append(rh.step)
-            raise Crash(rh.step)
-    errors = []
-
-    def first():
-        try:
-            runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
-                          on_commit=on_commit).run()
-        except Crash as exc:
-            errors.append(exc)
-    thread = threading.Thread(target=first)
-    thread.start()
-    thread.join(120)
-    assert errors and crashed == [crash_at]
+    assert crash_once(lambda on_commit: runner.Runner(lab.store, lab.config, started.id, lab.driver,
+                                                      clock=lab.world.clock, timeouts=FAST, on_commit=on_commit),
+                      lambda rh: rh.mac == lab.mac(1) and rh.step == crash_at) == crash_at
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                           timeouts=FAST).run()
     assert final.state == states.RUN_DONE, final.reason

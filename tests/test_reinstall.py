@@ -3,10 +3,9 @@ service and simulated PXE machines: the failed-member remedy end to end, every r
 
 from __future__ import annotations
 
-import threading
 
 import pytest
-from helpers import Crash
+from helpers import crash_once
 from labs import MEDIA, PASSWORD, POOL, host_info, macs, make_lab, shut_down, stop_lab, upgrade
 
 from provisioner import cryptpw, media, states
@@ -217,23 +216,7 @@ def test_crash_and_resume_never_reinstalls_or_joins_twice(lab, crash_at):
     mac = macs(lab)[1]
     shut_down(lab, mac)
     found = start(lab, mac)
-    crashed = []
-
-    def on_commit(r):
-        if not crashed and r.step == crash_at:
-            crashed.append(r.step)
-            raise Crash(r.step)
-    errors = []
-
-    def first():
-        try:
-            flow(lab, found, on_commit=on_commit).run()
-        except Crash as exc:
-            errors.append(exc)
-    thread = threading.Thread(target=first)
-    thread.start()
-    thread.join(120)
-    assert errors and crashed == [crash_at]
+    assert crash_once(lambda on_commit: flow(lab, found, on_commit=on_commit), lambda r: r.step == crash_at) == crash_at
     again = start(lab, mac)  # the same command again: resumes, no new checks (the host may be standalone now)
     assert again.id == found.id
     done = flow(lab, again).run()

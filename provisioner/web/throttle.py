@@ -12,9 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable
-
-from flask import Flask
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +80,7 @@ class Throttle:
             del self._failures[next(iter(self._failures))]
 
 
-def for_app(app: Flask) -> Throttle:
-    """The app's throttle (created with the defaults on first use; tests may install their own first)."""
+def for_app(app: Any) -> Throttle:
+    """The Flask app's throttle (created with the defaults on first use; tests may install their own first).
+    Stdlib only: the app is only asked for its `extensions` dict."""
     return app.extensions.setdefault(EXTENSION, Throttle())

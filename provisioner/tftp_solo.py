@@ -183,10 +183,13 @@ class Forks:
             self._child(s, first, timeout, retries, worker)  # never returns
         try:
             pidfd = os.pidfd_open(pid)
-        except OSError:  # cannot happen for our own unreaped child; wait for it here rather than leak it
-            log.exception("pidfd_open(%d) failed", pid)
+        except OSError as err:  # out of descriptors: a child nobody watches must not run
+            os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise
+            s.close()
+            log.error("cannot watch the TFTP transfer process for %s to %s: %s", s.name, s.ip, err.strerror)
+            self.tell_ended(s.sid, ABORTED, s.details("internal_error", error=f"pidfd_open: {err.strerror}"))
+            return True
         self.children[pidfd] = (pid, s.sid)
         self.pids[s.sid] = pid
         self.ep.register(pidfd, select.EPOLLIN)

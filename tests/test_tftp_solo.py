@@ -259,3 +259,30 @@ def test_a_stop_signal_ends_the_transfer_with_its_reason(tmp_path, signum, last,
         signal.signal(signum, old)
         rig.close()
     assert (kind, reason) == expected and details["reason"] == reason
+
+
+def test_a_child_that_cannot_be_watched_is_killed_and_its_transfer_reported(tmp_path, monkeypatch):
+    """pidfd_open can fail (out of descriptors): the child must not run unwatched."""
+    import errno
+    import os
+    import select
+
+    rig = Rig(tmp_path, start=False)
+    ended = []
+    chan_ours, chan_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    forks = solo.Forks(select.epoll(), chan_theirs.fileno(), 4, lambda *a: ended.append(a), lambda sid: None)
+
+    def no_pidfd(pid):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    try:
+        assert forks.start(rig.session, None, 1.0, 2) is True
+        assert forks.children == {} and forks.pids == {}
+        assert len(ended) == 1 and ended[0][1] == pump.ABORTED
+        assert ended[0][2]["reason"] == "internal_error" and "pidfd_open" in ended[0][2]["error"]
+        assert rig.session.sock.fileno() == -1  # the worker's copies are closed
+    finally:
+        forks.ep.close()
+        chan_ours.close()
+        chan_theirs.close()
+        rig.client.close()

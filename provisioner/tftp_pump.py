@@ -67,6 +67,17 @@ class Session:
         self.out = packet
         self.send(packet)
 
+    def send_first(self, first: bytes | None, underway: Callable[["Session"], None]) -> None:
+        """The transfer's first packet: the OACK if options were agreed (the client's ACK of block 0 brings
+        DATA 1), else DATA 1, which may be all the data (then it is under way at once)."""
+        if first:
+            self.out = first
+            self.sock.send(first)
+        else:
+            self.send_next()
+            if self.final:
+                underway(self)
+
     def close(self) -> None:
         self.sock.close()
         self.src.close()
@@ -125,13 +136,7 @@ class Pump:
         self.ep.register(fd, select.EPOLLIN)
         s.wait = self.timeout
         try:
-            if first:
-                s.out = first
-                s.sock.send(first)  # the client's ACK of block 0 brings DATA 1
-            else:
-                s.send_next()
-                if s.final:
-                    self.on_underway(s)
+            s.send_first(first, self.on_underway)
         except OSError as err:
             self.end(s, ABORTED, "client_gone", error=err.strerror)
 

@@ -100,13 +100,7 @@ def serve_alone(s: Session, first: bytes | None, timeout: float, retries: int,
         sock.setblocking(True)  # with SO_RCVTIMEO: recv waits `wait` seconds, then raises BlockingIOError
         s.wait = armed = timeout
         _set_wait(sock, timeout)
-        if first:
-            s.out = first
-            sock.send(first)  # the client's ACK of block 0 brings DATA 1
-        else:
-            s.send_next()
-            if s.final:
-                underway(s)
+        s.send_first(first, underway)
         seen = s.block  # the block s.last belongs to: the clock restarts when the transfer has moved on
         while True:
             pkt = _stream(s)

@@ -4,6 +4,7 @@ simulator's clock, host registration, the test API token, TFTP client packets, a
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -11,6 +12,7 @@ from typing import Any, Callable
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
 
+from provisioner import tftp_pump
 from provisioner.coordinator import pools
 from provisioner.coordinator.steps import Timeouts
 
@@ -161,3 +163,45 @@ def total(samples: dict, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def udp_pair(timeout: float = 5.0) -> tuple[socket.socket, socket.socket]:
+    """(client, server) UDP sockets on loopback, the server's connected to the client as tftp.py makes one per
+    transfer; the client blocks for at most `timeout` s."""
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(timeout)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.connect(client.getsockname())
+    return client, server
+
+
+class TftpPeer:
+    """A tftp_pump.Session over `data` whose client is a bare UDP socket (the test), for the Pump's and
+    serve_alone's test rigs: the server socket is non-blocking, as a worker gets it."""
+
+    def __init__(self, tmp_path: Path, data: bytes, blksize: int, timeout: float):
+        self.timeout = timeout
+        self.client, server = udp_pair(timeout)
+        server.setblocking(False)
+        self.server_addr = server.getsockname()
+        (tmp_path / "file").write_bytes(data)
+        ip, port = self.client.getsockname()
+        self.session = tftp_pump.Session(server, ip, port, "file", "static", open(tmp_path / "file", "rb"), blksize)
+
+    def recv(self) -> bytes:
+        return self.client.recv(70000)
+
+    def send(self, packet: bytes) -> None:
+        self.client.sendto(packet, self.server_addr)
+
+    def nothing_sent(self, within: float = 0.2) -> bool:
+        self.client.settimeout(within)
+        try:
+            self.client.recv(70000)
+        except socket.timeout:
+            return True
+        finally:
+            self.client.settimeout(self.timeout)
+        return False

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import udp_pair
 
 from provisioner import tftp_proc as proc
 from provisioner import tftp_pump as pump
@@ -51,13 +52,8 @@ class Worker:
 
     def start(self, sid: int, data: bytes, blksize: int = 1468) -> socket.socket:
         """Hand the worker a transfer of `data` to a fresh client; returns the client (DATA 1 is on its way)."""
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client, sock = udp_pair()
         self.clients.append(client)
-        client.bind(("127.0.0.1", 0))
-        client.settimeout(5)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.connect(client.getsockname())
         path = self.tmp_path / f"file{sid}"
         path.write_bytes(data)
         fd = os.open(path, os.O_RDONLY)

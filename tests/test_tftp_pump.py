@@ -14,55 +14,30 @@ import time
 
 import pytest
 
-from helpers import CLIENT_PACKETS, tftp_packet_outcome
+from helpers import CLIENT_PACKETS, TftpPeer, tftp_packet_outcome
 
 from provisioner import tftp_pump as pump
 
 DATA = bytes(range(256)) * 8 + b"end"  # 2,051 bytes: 4 blocks of 512, then a short one
 
 
-class Rig:
+class Rig(TftpPeer):
     """One Pump session whose client is a bare UDP socket; step() runs one turn of the loop."""
 
     def __init__(self, tmp_path, data=DATA, blksize=512, first=None, timeout=1.0, retries=2):
-        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.client.bind(("127.0.0.1", 0))
-        self.client.settimeout(2.0)
-        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("127.0.0.1", 0))
-        server.connect(self.client.getsockname())
-        server.setblocking(False)
-        (tmp_path / "file").write_bytes(data)
+        super().__init__(tmp_path, data, blksize, timeout=2.0)
         self.ep = select.epoll()
         self.ended: list[tuple[str, str, dict]] = []
         self.underway: list[int] = []
         self.pump = pump.Pump(self.ep, timeout, retries,
                               lambda s, kind, reason, d: self.ended.append((kind, reason, d)),
                               lambda s: self.underway.append(s.block))
-        ip, port = self.client.getsockname()
-        self.session = pump.Session(server, ip, port, "file", "static", open(tmp_path / "file", "rb"), blksize)
         self.pump.start(self.session, first)
-
-    def recv(self) -> bytes:
-        return self.client.recv(70000)
-
-    def send(self, packet: bytes) -> None:
-        self.client.sendto(packet, self.session.sock.getsockname())
 
     def step(self) -> None:
         events = self.ep.poll(2.0)
         assert events, "the session socket never became readable"
         self.pump.dispatch(events, time.monotonic())
-
-    def nothing_sent(self) -> bool:
-        self.client.settimeout(0.2)
-        try:
-            self.client.recv(70000)
-        except socket.timeout:
-            return True
-        finally:
-            self.client.settimeout(2.0)
-        return False
 
     def close(self) -> None:
         self.pump.close_all("test over")

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from helpers import CLIENT_PACKETS, tftp_packet_outcome
+from helpers import CLIENT_PACKETS, TftpPeer, tftp_packet_outcome
 
 from provisioner import tftp_pump as pump
 from provisioner import tftp_solo as solo
@@ -21,21 +21,11 @@ from provisioner import tftp_solo as solo
 DATA = bytes(range(256)) * 8 + b"end"  # 2,051 bytes: 4 blocks of 512, then a short one
 
 
-class Rig:
+class Rig(TftpPeer):
     """serve_alone on a thread for one session whose client is a bare UDP socket (the test)."""
 
     def __init__(self, tmp_path, data=DATA, blksize=512, first=None, timeout=1.0, retries=2, start=True):
-        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.client.bind(("127.0.0.1", 0))
-        self.client.settimeout(5.0)
-        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        server.bind(("127.0.0.1", 0))
-        server.connect(self.client.getsockname())
-        server.setblocking(False)  # as a worker hands it over
-        self.server_addr = server.getsockname()
-        (tmp_path / "file").write_bytes(data)
-        ip, port = self.client.getsockname()
-        self.session = pump.Session(server, ip, port, "file", "static", open(tmp_path / "file", "rb"), blksize)
+        super().__init__(tmp_path, data, blksize, timeout=5.0)
         self.underway: list[int] = []
         self.result: tuple[str, str, dict] | None = None
         self.args = (first, timeout, retries)
@@ -49,22 +39,6 @@ class Rig:
     def serve(self) -> tuple[str, str, dict]:
         first, timeout, retries = self.args
         return solo.serve_alone(self.session, first, timeout, retries, lambda s: self.underway.append(s.block))
-
-    def recv(self) -> bytes:
-        return self.client.recv(70000)
-
-    def send(self, packet: bytes) -> None:
-        self.client.sendto(packet, self.server_addr)
-
-    def nothing_sent(self, within: float = 0.2) -> bool:
-        self.client.settimeout(within)
-        try:
-            self.client.recv(70000)
-        except socket.timeout:
-            return True
-        finally:
-            self.client.settimeout(5.0)
-        return False
 
     def ended(self, within: float = 10.0) -> tuple[str, str, dict]:
         self.thread.join(within)

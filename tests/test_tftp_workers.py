@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import udp_pair
 
 from provisioner import tftp_pump as pump
 from provisioner.tftp_workers import WorkerLost, WorkerPool, sealed_memfd
@@ -41,13 +42,8 @@ class Pool:
 
     def transfer(self, sid: int, tmp_path, data: bytes = b"x" * 1200, name: str = "f") -> socket.socket:
         """Open a session for a fresh client and hand it off; returns the client."""
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client, sock = udp_pair()
         self.clients.append(client)
-        client.bind(("127.0.0.1", 0))
-        client.settimeout(5.0)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.connect(client.getsockname())
         (tmp_path / name).write_bytes(data)
         fd = os.open(tmp_path / name, os.O_RDONLY)
         try:

@@ -1,0 +1,60 @@
+"""What the coordinator reads of a pool through XAPI (xapi.md section 2.3): plain records, no XenAPI import.
+
+provisioner.xapi builds them (and re-exports them, so `from provisioner.xapi import HostInfo` keeps working).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What the coordinator reads of one host (xapi.md section 2.3)."""
+
+    ref: str
+    uuid: str
+    name: str
+    address: str
+    mac: str | None  # the management PIF's MAC: what the host network-boots with
+    enabled: bool
+    live: bool
+    product_version: str
+    build_number: str
+    is_master: bool
+    boot_time: str
+    power_on_mode: str = ""  # "" (host.power_on refused), "wake-on-lan", "IPMI", or a custom plugin
+
+
+@dataclass(frozen=True)
+class CdInfo:
+    """A CD/DVD drive with a disc in it: eject it before suspending the VM, or it may not resume (xapi.md 2.7)."""
+
+    vbd: str
+    vbd_uuid: str
+    iso: str  # the disc's VDI name_label
+    tools: bool  # from the tools SR (XenCenter's ToolsCD), else an ISO (LocalCD)
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    """A real VM (not a template, snapshot or control domain; XenCenter IsRealVm) as the coordinator plans it."""
+
+    ref: str
+    uuid: str
+    name: str
+    power_state: str  # Running / Paused / Suspended / Halted
+    resident_on: str  # host ref, NULL_REF unless Running or Paused
+    allowed_operations: tuple[str, ...]
+    auto_poweron: bool  # other_config:auto_poweron = "true"
+    cds: tuple[CdInfo, ...]
+    tools_version: str | None  # VM_guest_metrics PV_drivers_version major.minor.micro; None: no guest metrics
+    tools_detected: bool
+
+
+@dataclass(frozen=True)
+class PbdInfo:
+    ref: str
+    host: str
+    sr: str  # the SR's name_label
+    attached: bool

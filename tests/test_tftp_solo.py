@@ -105,6 +105,16 @@ def test_each_packet_shape_is_handled_as_a_full_parse_says(tmp_path, rigs, packe
             assert rig.nothing_sent()  # never answer an error with an error
 
 
+def test_an_error_longer_than_one_read_still_ends_the_transfer_with_its_message(tmp_path, rigs):
+    rig = rigs(tmp_path)
+    assert rig.recv()[:4] == b"\x00\x03\x00\x01"
+    rig.send(b"\x00\x05\x00\x02" + b"disk full " * 100 + b"\x00")  # 1,005 bytes: read as its first 479
+    kind, reason, details = rig.ended()
+    assert (kind, reason) == (pump.ABORTED, "client_error")
+    assert details["error"].startswith("2: disk full disk full") and len(details["error"]) <= solo._MAX_IN
+    assert rig.nothing_sent()
+
+
 def test_oack_first_then_block_one_on_ack_zero(tmp_path, rigs):
     rig = rigs(tmp_path, data=b"small", first=b"\x00\x06tsize\x005\x00")
     assert rig.recv() == b"\x00\x06tsize\x005\x00"

@@ -16,7 +16,8 @@ server: the median round, its range, and per round the ratio to the tftp-hpa rou
 ratio cancels the drift of a shared machine's load). CPU per GB: the server's whole process tree, sampled
 every 20 ms so in.tftpd's per-transfer children count although they are reaped unseen (they ignore
 SIGCHLD); the clients' (rusage); and the inter-processor interrupts per block (RES+CAL in /proc/interrupts,
-machine-wide): waking a client that sleeps on the other CPU costs one, and in a VM an IPI is dear.
+machine-wide): waking a client that sleeps on the other CPU costs one, and in a VM an IPI is dear; and how
+often a client was preempted per block (its involuntary context switches): a switch out and back it did not need.
 The clients share the CPUs with the server, so on a small machine every number moves with whatever else
 runs: compare within one run, not across runs. Everything listens on 127.0.0.1 only and stops by itself.
 """
@@ -191,7 +192,7 @@ def round_once(server: Server, clients: int, size: int, blksize: int) -> dict[st
         raise RuntimeError(f"{server.name}: {len(bad)} of {clients} transfers failed: {bad[:3]}")
     client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     return {"rate": clients * size / elapsed / 1e6, "server": server_cpu, "client": client_cpu, "machine": busy,
-            "ipis": ipi}
+            "ipis": ipi, "preempted": ru1.ru_nivcsw - ru0.ru_nivcsw}
 
 
 def verify(server: Server, path: Path, blksize: int) -> None:
@@ -272,7 +273,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
     ref_rows = results["tftp-hpa"]
     ref = statistics.median(r["rate"] for r in ref_rows)
     print(f"{'server':<14}{'MB/s median':>12}{'min':>7}{'max':>7}{'vs hpa':>8}{'paired (min-max)':>19}"
-          f"{'CPU s/GB: server':>18}{'clients':>9}{'machine':>9}{'IPIs/block':>12}")
+          f"{'CPU s/GB: server':>18}{'clients':>9}{'machine':>9}{'IPIs/block':>12}{'preempted/block':>17}")
 
     def med(rows: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -284,7 +285,8 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         print(f"{name:<14}{med(rows, 'rate'):>12.1f}{min(rates):>7.1f}{max(rates):>7.1f}"
               f"{med(rows, 'rate') / ref:>7.2f}x{statistics.median(paired):>7.2f}x {spread}"
               f"{med(rows, 'server') / total_gb:>18.2f}{med(rows, 'client') / total_gb:>9.2f}"
-              f"{med(rows, 'machine') / total_gb:>9.2f}{med(rows, 'ipis') / blocks:>12.2f}")
+              f"{med(rows, 'machine') / total_gb:>9.2f}{med(rows, 'ipis') / blocks:>12.2f}"
+              f"{med(rows, 'preempted') / blocks:>17.3f}")
     ratio = med(results["ours"], "rate") / ref
     print(f"ours / tftp-hpa = {ratio:.2f}x (target >= 1.00x): {'MET' if ratio >= 1.0 else 'NOT MET'}")
 

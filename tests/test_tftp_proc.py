@@ -165,6 +165,8 @@ def test_the_transfer_runs_in_the_child_not_the_worker(workers):
     assert len(sockets) == 2  # its UDP socket and the channel, nothing of the worker's other transfers
     assert any(i.endswith("file8") for i in inodes) and not any(i.endswith("file8") for i in worker_fds)
     assert not any("eventpoll" in i for i in inodes)  # the worker's epoll was closed in the child
+    assert os.sched_getscheduler(child) == os.SCHED_BATCH  # bulk work: it does not preempt on wake-up
+    assert os.sched_getscheduler(w.proc.pid) == os.SCHED_OTHER  # the worker's loop (configs) keeps its latency
     assert fetch(client) == BIG and w.ended()[:2] == (8, pump.SENT)
 
 

@@ -7,7 +7,7 @@ import re
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
@@ -163,6 +163,20 @@ def total(samples: dict, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def made_then_closed(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A factory fixture's body (`yield from made_then_closed(Rig)`): yields a maker of `make(...)` objects and
+    closes every one it made when the test is over."""
+    made: list[Any] = []
+
+    def maker(*args: Any, **kwargs: Any) -> Any:
+        made.append(make(*args, **kwargs))
+        return made[-1]
+
+    yield maker
+    for thing in made:
+        thing.close()
 
 
 def udp_pair(timeout: float = 5.0) -> tuple[socket.socket, socket.socket]:

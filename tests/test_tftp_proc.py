@@ -3,6 +3,7 @@ forks for each big transfer (tftp_solo.Forks), with real UDP clients on loopback
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import udp_pair
+from helpers import made_then_closed, udp_pair
 
 from provisioner import tftp_proc as proc
 from provisioner import tftp_pump as pump
@@ -87,15 +88,7 @@ class Worker:
 
 @pytest.fixture
 def workers(tmp_path):
-    made: list[Worker] = []
-
-    def make(**kwargs) -> Worker:
-        made.append(Worker(tmp_path, **kwargs))
-        return made[-1]
-
-    yield make
-    for w in made:
-        w.close()
+    yield from made_then_closed(functools.partial(Worker, tmp_path))
 
 
 def fetch(client: socket.socket, blksize: int = 1468) -> bytes:

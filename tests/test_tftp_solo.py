@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from helpers import CLIENT_PACKETS, TftpPeer, tftp_packet_outcome
+from helpers import CLIENT_PACKETS, TftpPeer, made_then_closed, tftp_packet_outcome
 
 from provisioner import tftp_pump as pump
 from provisioner import tftp_solo as solo
@@ -56,15 +56,7 @@ class Rig(TftpPeer):
 
 @pytest.fixture
 def rigs():
-    made: list[Rig] = []
-
-    def make(*args, **kwargs):
-        made.append(Rig(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for rig in made:
-        rig.close()
+    yield from made_then_closed(Rig)
 
 
 def test_a_whole_transfer_block_by_block(tmp_path, rigs):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import udp_pair
+from helpers import made_then_closed, udp_pair
 
 from provisioner import tftp_pump as pump
 from provisioner.tftp_workers import WorkerLost, WorkerPool, sealed_memfd
@@ -65,17 +65,12 @@ class Pool:
 
 @pytest.fixture
 def pools():
-    made: list[Pool] = []
-
-    def make(**kwargs) -> Pool:
+    def started(**kwargs) -> Pool:
         p = Pool(**kwargs)
         p.pool.start(p.ep)
-        made.append(p)
         return p
 
-    yield make
-    for p in made:
-        p.close()
+    yield from made_then_closed(started)
 
 
 def test_workers_start_serve_and_report(pools, tmp_path):

@@ -34,16 +34,36 @@ POOL, MEDIA, PASSWORD = "lab", "xs84", "s3cret-pw"
 WAIT = 300  # real seconds: a generous bound, never reached when things work
 
 
-# --- one pool: Lab ---
-
 @dataclass
-class Lab:
+class Served:
+    """What Lab and World2 share: our boot service (runtime) and a simulated world served on loopback, whose
+    machines network-boot from it."""
+
     config: object
     store: Store
     runtime: Runtime
     world: World
     sim: object
     handler: object
+
+    def stop(self) -> None:
+        self.handler.stop()
+        self.sim.stop()
+        self.runtime.stop()
+        self.store.close()
+
+
+def _serve(world: World, runtime: Runtime) -> tuple[object, object]:
+    """Point the world's PXE machines at the runtime's TFTP/HTTP and serve its XAPI: (boot handler, simulator)."""
+    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
+    world.boot_handler = handler
+    return handler, serve_world(world)
+
+
+# --- one pool: Lab ---
+
+@dataclass
+class Lab(Served):
     driver: XenApiDriver
 
     def mac(self, i: int) -> str:
@@ -62,9 +82,7 @@ def make_lab(tmp_path, hosts: int = 3, *, register: bool = True, speed: float = 
     runtime = Runtime(config, store).start()
     world = World(Clock(speed))
     build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
-    world.boot_handler = handler
-    sim = serve_world(world)
+    handler, sim = _serve(world, runtime)
     pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
     driver = pools.connect(store, POOL, timeout=5)
     lab = Lab(config, store, runtime, world, sim, handler, driver)
@@ -75,10 +93,7 @@ def make_lab(tmp_path, hosts: int = 3, *, register: bool = True, speed: float = 
 
 def stop_lab(lab: Lab) -> None:
     lab.driver.close()
-    lab.handler.stop()
-    lab.sim.stop()
-    lab.runtime.stop()
-    lab.store.close()
+    lab.stop()
 
 
 # --- what an operator does to a Lab's hosts (reinstall tests) ---
@@ -125,15 +140,9 @@ def power_on_when_armed(lab, mac):
 # --- several pools: World2 ---
 
 @dataclass
-class World2:
+class World2(Served):
     """Several simulated pools in one world, served, with their hosts discovered into one store."""
 
-    config: object
-    store: Store
-    runtime: Runtime
-    world: World
-    sim: object
-    handler: object
     names: list[str] = field(default_factory=list)
 
     def macs(self, pool: str) -> list[str]:
@@ -170,9 +179,7 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
         build_pool(world, name, hosts=hosts, version="8.2.1", vms_per_host=1)
     # the server's own RunService (what the REST API drives) runs on the simulator's clock
     runtime = Runtime(config, store, runs=RunService(store, config, clock=world.clock, timeouts=FAST)).start()
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
-    world.boot_handler = handler
-    sim = serve_world(world)
+    handler, sim = _serve(world, runtime)
     for name in names:
         pools.add_pool(store, name, sim.master_url(name), "root", PASSWORD)
         driver = pools.connect(store, name, timeout=5)
@@ -182,7 +189,4 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
 
 
 def stop_world(w: World2) -> None:
-    w.handler.stop()
-    w.sim.stop()
-    w.runtime.stop()
-    w.store.close()
+    w.stop()

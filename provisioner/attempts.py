@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner import policy, states
+from provisioner import policy, states, urls
 from provisioner.config import Config
 from provisioner.media import media_generation
 from provisioner.model import Attempt, BootDecision, Host, Media, ValidationError, normalize_mac
@@ -73,6 +73,9 @@ def arm(store: Store, config: Config, mac: str, media_name: str, *, run_id: str 
     """
     canonical = normalize_mac(mac)
     _, media = check_armable(store, canonical, media_name)
+    problem = urls.boot_base_problem(config.base_url)
+    if problem:  # the host would boot and get a local boot: refuse before anyone reboots it
+        raise ValidationError(problem, "public_url")
     window_until = None
     if window_seconds is not None:
         if not isinstance(window_seconds, int) or window_seconds <= 0:

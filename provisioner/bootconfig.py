@@ -105,6 +105,9 @@ def config_for(decision: BootDecision, loader: str, config: Config, media: Media
     attempt, host = decision.attempt, decision.host
     if attempt is None or host is None or media is None or media.name != attempt.media:
         raise BootConfigError("an installer decision needs its host, attempt and the attempt's media")
+    problem = urls.boot_base_problem(config.base_url)
+    if problem:
+        raise BootConfigError(problem)
     generation = media_generation(media)
     mac = _check(host.mac, _MAC, "MAC")
     _check(attempt.token, _TOKEN, "attempt token")
@@ -134,8 +137,6 @@ def config_for(decision: BootDecision, loader: str, config: Config, media: Media
         context.update({key: grub_http_path(url) for key, url in file_urls.items()})
         return _render(f"grub-installer-{generation}.cfg", context)
     if loader == PXELINUX:
-        if any(not url.startswith("http://") for url in file_urls.values()):
-            raise BootConfigError("lpxelinux fetches plain http:// only: set public_url to an http:// URL")
         return _render("pxelinux-installer.cfg", {**context, **file_urls})
     return _render("ipxe-installer-bios.ipxe", {**context, **file_urls})
 

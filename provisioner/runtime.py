@@ -135,6 +135,9 @@ def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
         if not config.public_url and config.bind_address in ("0.0.0.0", "::"):
             announce("warning: public_url is not set, so boot configs point at 127.0.0.1, which booting hosts "
                      "cannot reach: set public_url (e.g. http://10.0.0.5) in provisioner.toml")
+        if config.base_url.startswith("https://"):
+            announce(f"warning: public_url is https ({config.base_url}): installer boot configs are refused (every "
+                     "armed host gets a local boot); boot URLs must be plain http:// (docs/boot-urls.md)")
         _resume_runs(runtime, announce)
         stop.wait()
         announce("stopping")

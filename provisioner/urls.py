@@ -8,6 +8,17 @@ MEDIA_PREFIX = "/media"
 BOOT_PREFIX = "/boot"
 TFTP_FILES_PREFIX = "/tftp"
 
+# Every URL of an installer boot line (answer file, scripts, media files) is fetched by firmware, a loader or the
+# installer, none of which can be relied on to trust our certificate (docs/boot-urls.md): plain http:// only.
+HTTPS_REFUSED = ("public_url is https://, which cannot go into an installer boot line: the loaders and the installer "
+                 "cannot be relied on to verify our certificate (their trust store is unknown); set public_url to an "
+                 "http:// URL (e.g. http://10.0.0.5)")
+
+
+def boot_base_problem(base_url: str) -> str | None:
+    """Why `base_url` cannot be given to a booting installer (None: it can)."""
+    return None if urllib.parse.urlsplit(base_url).scheme == "http" else HTTPS_REFUSED
+
 
 def media_tree(base_url: str, media_name: str) -> str:
     """The directory holding the media's .treeinfo: the installer's <source type="url">."""

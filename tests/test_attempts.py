@@ -60,6 +60,13 @@ def test_arm_refuses_with_a_clear_error(world, config, mac, media, error, match)
     assert world.list_attempts() == []
 
 
+def test_arm_refuses_an_https_public_url_before_anyone_reboots_the_host(world, config):
+    with pytest.raises(ValidationError, match="public_url is https://") as caught:
+        attempts.arm(world, config.replace(public_url="https://192.0.2.1"), MAC, "xs84")
+    assert caught.value.field == "public_url"
+    assert world.list_attempts() == []
+
+
 def test_reinstall_loop_sequence_ends_in_local_boot(world, config):
     attempt = attempts.arm(world, config, MAC, "xs84")
     token = attempt.token

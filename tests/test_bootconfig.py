@@ -141,16 +141,19 @@ def test_installer_needs_the_attempts_media(config):
         bootconfig.config_for(installer(XS8), GRUB, config, XS9)
 
 
-def test_https_is_refused_where_the_loader_cannot_fetch_it(config):
+@pytest.mark.parametrize("loader,host,kw", [
+    (GRUB, HOST, {}),
+    (PXELINUX, BIOS_HOST, {}),  # TFTP paths for the files, but the answer-file and script URLs are https
+    (PXELINUX, BIOS_HOST, {"pxelinux_http": True}),
+    (IPXE, BIOS_HOST, {}),
+    (IPXE, HOST, {"platform": "efi"}),
+])
+def test_an_https_public_url_is_refused_for_every_installer_line(config, loader, host, kw):
     https = config.replace(public_url="https://192.0.2.1")
-    with pytest.raises(BootConfigError, match="GRUB can only fetch plain http"):
-        bootconfig.config_for(installer(), GRUB, https, XS8)
-    with pytest.raises(BootConfigError, match="lpxelinux fetches plain http"):
-        bootconfig.config_for(installer(host=BIOS_HOST), PXELINUX, https, XS8, pxelinux_http=True)
-    # iPXE may have been built with TLS; TFTP paths do not care.
-    assert b"https://192.0.2.1/media/xs84/boot/xen.gz" in bootconfig.config_for(installer(host=BIOS_HOST), IPXE,
-                                                                              https, XS8)
-    assert b"answerfile=https://" in bootconfig.config_for(installer(host=BIOS_HOST), PXELINUX, https, XS8)
+    with pytest.raises(BootConfigError, match="public_url is https://.*set public_url to an http:// URL"):
+        bootconfig.config_for(installer(host=host), loader, https, XS8, **kw)
+    # a local boot carries no URL: it is still served
+    assert b"localboot" in bootconfig.config_for(local(), PXELINUX, https)
 
 
 INJECTIONS = [

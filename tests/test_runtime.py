@@ -151,6 +151,26 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
             proc.communicate()
 
 
+def test_serve_warns_that_an_https_public_url_gets_no_installer(tmp_path):
+    (tmp_path / "root").mkdir()
+    env = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path / "d"), "PROVISIONER_TFTP_ROOT": str(tmp_path / "root"),
+           "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0",
+           "PROVISIONER_CONFIG": "", "PROVISIONER_PUBLIC_URL": "https://192.0.2.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert "booting hosts are told https://192.0.2.1" in lines[0]
+        assert "public_url is https" in lines[2] and "installer boot configs are refused" in lines[2]
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def test_serve_resumes_runs_in_progress_at_start_up_and_stops_them_resumably(tmp_path):
     """A run left in progress (a crash right after it was created) is resumed by the next `serve`; SIGTERM
     interrupts it at its next wait (announced), and the `serve` after that finishes it: one install per host."""

@@ -7,7 +7,7 @@ import pytest
 
 from sim_helpers import BIOS, MEDIA, OTHER, UEFI, Events, RecordingClock, sim_server
 
-from provisioner import attempts, states
+from provisioner import attempts, cryptpw, states
 from provisioner.simulator import machine
 
 VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
@@ -88,6 +88,55 @@ def test_installer_fails_reports_1_and_keeps_the_version(server):
     attempt = attempts.current_attempt(store, BIOS)
     assert attempt.state == states.FAILED and attempt.exit_code == 1
     assert events.kinds(machine.EV_SCRIPT)[-1]["args"] == ["1"]
+
+
+def test_installer_breaks_reports_1_and_leaves_no_bootable_system(server):
+    """installer_breaks fails after its backup, writing the new root: complete reports 1, no system boots again,
+    not on the next power cycle, not after an upgrade (no existing installation); a fresh install repairs it."""
+    config, store, runtime = server
+    attempt = attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+    handler = _handler(runtime, events, failures={BIOS: {"installer_breaks": True}})
+    with pytest.raises(machine.NoBootableSystem):
+        handler(BIOS)
+    assert [b.outcome for b in handler.boots(BIOS)] == [machine.INSTALL_BROKEN, machine.NO_SYSTEM]
+    assert handler.machine(BIOS).installs() == 1
+    assert [(s["stage"], s["args"]) for s in events.kinds(machine.EV_SCRIPT, BIOS)] == [
+        ("installation-start", []), ("installation-complete", ["1"])]
+    done = attempts.current_attempt(store, BIOS)
+    assert (done.id, done.state, done.exit_code) == (attempt.id, states.FAILED, 1)
+    assert len(events.kinds(machine.EV_NO_SYSTEM, BIOS)) == 1
+    with pytest.raises(machine.NoBootableSystem):  # the next power cycle: PXE says local, the disk has nothing
+        handler(BIOS)
+    assert [b.outcome for b in handler.boots(BIOS)[2:]] == [machine.NO_SYSTEM]
+    handler.inject(BIOS, installer_breaks=False)
+    attempts.arm(store, config, BIOS, MEDIA)  # an upgrade needs the old installation's settings
+    with pytest.raises(machine.NoBootableSystem):
+        handler(BIOS)
+    assert [b.outcome for b in handler.boots(BIOS)[3:]] == [machine.INSTALL_BROKEN, machine.NO_SYSTEM]
+    assert "no existing installation" in handler.boots(BIOS)[3].detail
+    found = store.create_reinstall(BIOS, "p", MEDIA, host_name="h-bios", forget_first=False, old_uuid=None,
+                                   old_pool=None, host_url="http://x/", network={"mode": "dhcp"},
+                                   root_password_hash=cryptpw.hash_password("new-root-pw", rounds=1000))
+    attempts.arm_fresh_install(store, found.id)
+    assert handler(BIOS)["product_version"] == "8.4.0"  # a fresh install repartitions the disk
+    assert not handler.machine(BIOS).disk_broken
+
+
+def test_no_pxe_boots_the_disk_with_no_fetch(server):
+    """no_pxe (disk-first BIOS order, UEFI BootOrder with the installer's entry first): armed, yet nothing is
+    fetched, the old version boots and the attempt stays armed."""
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+    handler = _handler(runtime, events, failures={BIOS: {"no_pxe": True}})
+    assert handler(BIOS) is None
+    (boot,) = handler.boots(BIOS)
+    assert boot.outcome == machine.DISK_FIRST and boot.fetches == []
+    assert not events.kinds(machine.EV_FETCH, BIOS)
+    assert attempts.current_attempt(store, BIOS).state == states.ARMED
+    handler.inject(BIOS, no_pxe=False)
+    assert handler(BIOS) == VERSION
 
 
 def test_server_that_keeps_serving_the_installer_shows_a_reinstall_loop(server):
@@ -216,11 +265,11 @@ def test_external_command(server, tmp_path):
 
 
 def test_machine_as_a_separate_process(server):
-    """`python -m provisioner.simulator.machine` as the external command: a whole boot in another process."""
+    """`python -m provisioner.simulator.process` as the external command: a whole boot in another process."""
     config, store, runtime = server
     attempts.arm(store, config, UEFI, MEDIA)
     handler = _handler(runtime, Events(), loader="grub", install_seconds=1,
-                       external_command=[sys.executable, "-m", "provisioner.simulator.machine"])
+                       external_command=[sys.executable, "-m", "provisioner.simulator.process"])
     assert handler(UEFI) == VERSION
     assert attempts.current_attempt(store, UEFI).state == states.SUCCEEDED
     assert handler(UEFI) is None  # the next power cycle is a local boot
@@ -228,6 +277,14 @@ def test_machine_as_a_separate_process(server):
     handler.inject(UEFI, installer_fails=True)  # failures travel to the process in $FAILURES
     assert handler(UEFI) is None
     assert attempts.current_attempt(store, UEFI).state == states.FAILED
+    attempts.arm(store, config, UEFI, MEDIA)
+    handler.inject(UEFI, installer_fails=False, installer_breaks=True)
+    with pytest.raises(machine.NoBootableSystem):  # exit 86: no bootable system, remembered by the parent
+        handler(UEFI)
+    assert handler.machine(UEFI).disk_broken
+    handler.inject(UEFI, installer_breaks=False)
+    with pytest.raises(machine.NoBootableSystem):  # $DISK_BROKEN: the next process boots nothing either
+        handler(UEFI)
 
 
 def test_external_machine_that_never_returns_is_released_by_stop(server, tmp_path):

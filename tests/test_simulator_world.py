@@ -11,6 +11,7 @@ from provisioner.simulator import states as st
 from provisioner.simulator.builder import build_pool, start_simulator
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.db import Db, XapiError
+from provisioner.simulator.firmware import NoBootableSystem
 from provisioner.simulator.world import World
 
 
@@ -115,6 +116,28 @@ def test_boot_hook_raising_leaves_host_down(world):
     assert h.state == st.FIRMWARE and "tftp timeout" in h.boot_error
     db = h.pool.db
     assert db.get("host_metrics", db.get("host", h.ref)["metrics"])["live"] is False
+
+
+def test_no_bootable_system_keeps_the_host_down_until_booted_again(world, caplog):
+    """installer_breaks (machine.py): the firmware stops at "no bootable device": in FIRMWARE, not live, no
+    xapi start; quietly (it is the simulated outcome, not a simulator fault); boot_again after a repair."""
+    h = world.pools["p"].hosts[1]
+    broken = [True]
+
+    def hook(mac):
+        if broken[0]:
+            raise NoBootableSystem(f"{mac}: the disk has no bootable system")
+        return None
+    world.boot_handler = hook
+    _reboot(world, h)
+    wait_for(lambda: h.boot_error)
+    assert h.state == st.FIRMWARE and "no bootable system" in h.boot_error and h.boot_count == 0
+    db = h.pool.db
+    assert db.get("host_metrics", db.get("host", h.ref)["metrics"])["live"] is False
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    broken[0] = False
+    world.boot_again(h.mac)
+    wait_for(lambda: h.state == st.XAPI_RUNNING)
 
 
 def test_never_returns_then_boot_again(world):

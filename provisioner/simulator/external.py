@@ -1,7 +1,8 @@
 """The external-command power cycle of a simulated machine (machine.Machine with external_command).
 
-The whole power cycle is handed to a command (e.g. a QEMU VM, or `python -m provisioner.simulator.machine`) with
-the machine's settings in its environment; its stdout is the JSON version an install put on the disk, or empty.
+The whole power cycle is handed to a command (e.g. a QEMU VM, or `python -m provisioner.simulator.process`) with
+the machine's settings in its environment; its stdout is the JSON version an install put on the disk, or empty;
+exit EXIT_NO_SYSTEM means the disk holds no bootable system (the host stays down).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import signal
 import subprocess
 import threading
 from typing import Mapping
+
+EXIT_NO_SYSTEM = 86  # the power cycle ended at "no bootable device" (machine.NO_SYSTEM)
 
 
 def run_external(command: str | list[str], env: Mapping[str, str],

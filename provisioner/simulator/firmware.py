@@ -11,6 +11,11 @@ class BootFailure(RuntimeError):
     """One boot could not go on (a file missing, a config not understood); the firmware reboots."""
 
 
+class NoBootableSystem(RuntimeError):
+    """The disk holds no bootable system (an installer failed while writing the new root): the host stays at
+    its firmware, powered on and not live, until something installs it again."""
+
+
 def read_treeinfo(text: str) -> dict:
     """The version dict a .treeinfo announces: product/platform name and version, build number."""
     parser = configparser.ConfigParser(interpolation=None)

@@ -6,6 +6,7 @@ the installer GETs the answer file, checks it (an upgrade, or a fresh install th
 reads <source>/.treeinfo, runs the installation-start script, "installs", runs the installation-complete
 script with 0 or 1, and reboots (atexit=reboot, INSTALLER.md 1),
 which PXE-boots again: a server that keeps serving the installer shows up here as a reinstall loop.
+Failures (FAILURES) model what real hosts do when an upgrade goes wrong (real-world.md sections 1-2).
 """
 
 from __future__ import annotations
@@ -23,18 +24,26 @@ import requests
 
 from provisioner import answerfile, answerfile_fresh, bootpaths, tftp
 from provisioner.model import normalize_mac
-from provisioner.simulator.external import run_external
-from provisioner.simulator.firmware import BootFailure, parse_config, read_treeinfo  # noqa: F401 (re-exported)
+from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
+from provisioner.simulator.firmware import (BootFailure, NoBootableSystem, parse_config,  # noqa: F401 (re-exported)
+                                           read_treeinfo)
 from provisioner.simulator.fresh import FRESH, fresh_version
 
 LOADERS = ("pxelinux", "grub", "ipxe")
-FAILURES = ("installer_fails", "never_returns", "slow", "bad_answerfile")
+# installer_fails: fails BEFORE its backup (repository/upgrader/layout checks), reports 1, the old system boots.
+# installer_breaks: fails AFTER its backup, while writing the new root: reports 1, and no system boots again.
+# no_pxe: the firmware boots the disk without trying the network (disk-first BIOS order, or a UEFI BootOrder
+# with the installer's entry first: real-world.md section 1, backend.py installBootLoader/efibootmgr).
+FAILURES = ("installer_fails", "installer_breaks", "never_returns", "slow", "bad_answerfile", "no_pxe")
 
 # Boot outcomes (Boot.outcome)
 LOCAL = "local"  # the config said: boot from the disk
 NO_CONFIG = "no-config"  # no PXE answer at all: the firmware falls through to the disk
 INSTALLED = "installed"  # the installer ran and reported 0
 INSTALL_FAILED = "install-failed"  # the installer ran and reported 1 (the disk keeps the old version)
+INSTALL_BROKEN = "install-broken"  # installer_breaks: reported 1 after its backup; the disk has no bootable system
+DISK_FIRST = "disk-first"  # no_pxe: the firmware booted the disk, no network boot was tried
+NO_SYSTEM = "no-system"  # a disk boot found no bootable system: the host stays at the firmware
 ANSWERFILE_MISSING = "answerfile-missing"  # 404 or unreachable: the installer shows an error and reboots
 ANSWERFILE_REJECTED = "answerfile-rejected"  # the installer refused it: error, reboot, no callback
 BOOT_ERROR = "boot-error"  # a boot file could not be loaded: the loader falls back / the firmware reboots
@@ -44,6 +53,8 @@ EXTERNAL = "external"  # handed to external_command
 # on_event kinds
 EV_POWER_ON, EV_FETCH, EV_BOOT, EV_SCRIPT, EV_INSTALLING = "power_on", "fetch", "boot", "script", "installing"
 EV_REINSTALL_LOOP, EV_BOOT_LOOP, EV_HANG, EV_EXTERNAL = "reinstall_loop", "boot_loop", "hang", "external"
+EV_NO_SYSTEM = "no_system"
+DISK_BOOTS = (LOCAL, NO_CONFIG, DISK_FIRST)  # outcomes that hand the boot to whatever is on the disk
 
 WALL_SCALE = 0.001  # without a clock, "install for 600 s" sleeps 0.6 s of wall time
 HTTP_TIMEOUT = 10.0
@@ -117,6 +128,7 @@ class Machine:
         self.stop_event = stop_event or threading.Event()
         self.boots: list[Boot] = []
         self.cycles = 0
+        self.disk_broken = False  # installer_breaks happened: no bootable system until a fresh install
 
     # --- observation ---
 
@@ -126,8 +138,8 @@ class Machine:
 
     def installs(self, cycle: int | None = None) -> int:
         """How many times the installer ran (start script run) in `cycle` (default: all cycles)."""
-        return sum(1 for b in self.boots if b.outcome in (INSTALLED, INSTALL_FAILED, HUNG) and b.fetched("script")
-                   and (cycle is None or b.cycle == cycle))
+        return sum(1 for b in self.boots if b.outcome in (INSTALLED, INSTALL_FAILED, INSTALL_BROKEN, HUNG)
+                   and b.fetched("script") and (cycle is None or b.cycle == cycle))
 
     # --- one power cycle ---
 
@@ -149,13 +161,18 @@ class Machine:
             except BootFailure as exc:
                 boot.outcome = boot.outcome or BOOT_ERROR
                 boot.detail = str(exc)
+            if boot.outcome in DISK_BOOTS and self.disk_broken:
+                boot.outcome, boot.detail = NO_SYSTEM, f"{boot.detail}; the disk has no bootable system"
             self._emit(EV_BOOT, cycle=cycle, boot=number, outcome=boot.outcome, detail=boot.detail,
                        version=boot.version and {k: v for k, v in boot.version.items() if k != FRESH})  # no hash
             if boot.outcome == INSTALLED:
                 version = boot.version
             if boot.outcome == HUNG:
                 return None
-            if boot.outcome in (LOCAL, NO_CONFIG):
+            if boot.outcome == NO_SYSTEM:  # the firmware stops at "no bootable device": the host stays down
+                self._emit(EV_NO_SYSTEM, cycle=cycle, boot=number)
+                raise NoBootableSystem(f"{self.mac}: {boot.detail}")
+            if boot.outcome in DISK_BOOTS:
                 if failures.get("slow"):  # slow boot: the host takes longer to come back
                     self.sleep(float(failures["slow"]) if failures["slow"] is not True else 60.0)
                 return version
@@ -167,6 +184,9 @@ class Machine:
         return version
 
     def _boot(self, boot: Boot, failures: dict) -> None:
+        if failures.get("no_pxe"):  # never reaches us: no fetch at all (real-world.md section 1)
+            boot.outcome, boot.detail = DISK_FIRST, "the firmware boots the disk first: no network boot"
+            return
         text = self._config(boot)
         if text is None:
             boot.outcome, boot.detail = NO_CONFIG, "no PXE answer: the firmware boots the disk"
@@ -263,6 +283,8 @@ class Machine:
                 self._run_script(boot, answerfile.STAGE_START, self._get(boot, "script", start))
         except BootFailure as exc:  # a failed GET of the start script aborts the install before any disk write
             code, boot.detail = "1", f"installation aborted: {exc}"
+        if code == "0" and self.disk_broken and not fresh:  # "Failed to get existing installation settings"
+            code, boot.detail = "1", "no existing installation to upgrade"  # (backend.py 340-342, installer.md 2.3)
         if code == "0":
             self._emit(EV_INSTALLING, seconds=self.install_seconds, version=version)
             if failures.get("never_returns"):
@@ -271,7 +293,10 @@ class Machine:
                 self.stop_event.wait()
                 return
             self.sleep(self.install_seconds)
-            code = "1" if failures.get("installer_fails") else "0"
+            if failures.get("installer_breaks"):  # after its backup (backend.py prep sequence, real-world.md 2)
+                code, self.disk_broken, boot.detail = "1", True, "the installer failed while writing the new root"
+            elif failures.get("installer_fails"):  # before its backup: repository/upgrader/layout checks
+                code = "1"
         complete = parsed.scripts.get(answerfile.STAGE_COMPLETE)
         if complete is not None:
             try:  # a failed GET of the complete script is ignored by the installer
@@ -280,8 +305,9 @@ class Machine:
                 boot.detail = f"{boot.detail}; complete script not run: {exc}".lstrip("; ")
         if code == "0":
             boot.outcome, boot.version = INSTALLED, fresh_version(parsed, version) if fresh else version
+            self.disk_broken = False  # only a fresh install gets here on a broken disk: it repartitions it
         else:
-            boot.outcome = INSTALL_FAILED
+            boot.outcome = INSTALL_BROKEN if self.disk_broken else INSTALL_FAILED
         boot.detail = boot.detail or f"installer exited {code}; rebooting"
 
     def _run_script(self, boot: Boot, stage: str, body: bytes, *args: str) -> None:
@@ -303,9 +329,12 @@ class Machine:
         env = {"MAC": self.mac, "TFTP_HOST": self.tftp_addr[0], "TFTP_PORT": str(self.tftp_addr[1]),
                "TFTP_ADDR": f"{self.tftp_addr[0]}:{self.tftp_addr[1]}", "HTTP_BASE": self.http_base or "",
                "LOADER": self.loader, "FIRMWARE": self.firmware or "", "INSTALL_SECONDS": str(self.install_seconds),
-               "FAILURES": json.dumps(_failure_for(self.failures, self.mac))}
+               "FAILURES": json.dumps(_failure_for(self.failures, self.mac)), "DISK_BROKEN": "1" * self.disk_broken}
         code, boot.version, boot.detail = run_external(self.external_command, env, self.stop_event)
         self._emit(EV_EXTERNAL, cycle=cycle, exit=code, version=boot.version, detail=boot.detail)
+        self.disk_broken = code == EXIT_NO_SYSTEM
+        if self.disk_broken:
+            raise NoBootableSystem(f"{self.mac}: {boot.detail}")
         return boot.version
 
 
@@ -362,19 +391,3 @@ def make_boot_handler(tftp_addr: tuple[str, int], *, clock: Any = None, install_
     return BootHandler(tftp_addr, clock=clock, install_seconds=install_seconds, loader=loader, http_base=http_base,
                        failures=failures, max_boots=max_boots, external_command=external_command,
                        on_event=on_event, firmware=firmware)
-
-
-def main(environ: Mapping[str, str] = os.environ) -> int:
-    """`python -m provisioner.simulator.machine`: one power cycle as a separate process (xapi.md 4.3), set up
-    from the same environment external_command gets; prints the JSON version, or nothing when unchanged."""
-    host, _, port = environ["TFTP_ADDR"].rpartition(":")
-    version = Machine(environ["MAC"], (host, int(port)), http_base=environ.get("HTTP_BASE") or None,
-                      loader=environ.get("LOADER") or "pxelinux", firmware=environ.get("FIRMWARE") or None,
-                      install_seconds=float(environ.get("INSTALL_SECONDS", "600")),
-                      failures=json.loads(environ.get("FAILURES") or "{}")).power_on()
-    print(json.dumps(version) if version is not None else "", end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

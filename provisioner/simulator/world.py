@@ -10,6 +10,7 @@ from typing import Callable
 from . import states as st
 from .clock import Clock
 from .db import NULL_REF, Db, XapiError, xapi_datetime
+from .firmware import NoBootableSystem
 from .inject import FailureInjection
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,9 @@ class World(FailureInjection):
         handler = self.boot_handler
         try:
             new_version = handler(h.mac) if handler else None
+        except NoBootableSystem as exc:  # installer_breaks: the firmware waits at "no bootable device" (machine.py)
+            h.boot_error = str(exc)
+            return
         except Exception as exc:  # the machine failed: like a host stuck in firmware, it stays down
             h.boot_error = repr(exc)
             log.warning("host %s (%s): boot hook failed: %r", h.name, h.mac, exc, extra={"mac": h.mac})

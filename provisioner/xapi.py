@@ -15,7 +15,8 @@ from typing import Callable, Protocol
 
 import XenAPI
 
-from provisioner.xapi_model import CdInfo, HostInfo, PbdInfo, VmInfo  # what the calls return
+from provisioner import xapi_reinstall
+from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
 
 DEFAULT_TIMEOUT = 30.0
 TASK_TIMEOUT = 4 * 3600.0  # an evacuation of a big host or a suspend of a big VM takes minutes, not seconds
@@ -72,6 +73,8 @@ class PoolDriver(Protocol):
     def management_network(self, host_ref: str) -> dict: ...
     def destroy_host(self, host_ref: str) -> None: ...
     def join_pool(self, master_address: str, username: str, password: str) -> None: ...
+    def local_disks(self, host_ref: str) -> list[LocalDisk]: ...
+    def join_facts(self, host_ref: str) -> JoinFacts: ...
 
 
 class _Timeout:
@@ -354,3 +357,18 @@ class XenApiDriver:
     def join_pool(self, master_address: str, username: str, password: str) -> None:
         """pool.join, called on a STANDALONE host's own session: it becomes a member of the master's pool."""
         self.call("pool.join", master_address, username, password)
+
+    def local_disks(self, host_ref: str) -> list[LocalDisk]:
+        """Every VDI on the host's local SRs and what it belongs to: read BEFORE host.destroy, which removes the
+        host's PBDs but leaves these VDI records pointing at nothing (xapi_host.ml destroy; real-world.md 2)."""
+        return xapi_reinstall.local_disks(
+            host_ref, pbds=self.call("PBD.get_all_records"), srs=self.call("SR.get_all_records"),
+            vdis=self.call("VDI.get_all_records"), vbds=self.call("VBD.get_all_records"),
+            vms=self.call("VM.get_all_records"))
+
+    def join_facts(self, host_ref: str) -> JoinFacts:
+        """What pool.join compares for this host (xapi_pool.ml pre_join_checks): versions, edition, updates,
+        management VLAN, network backend."""
+        return xapi_reinstall.join_facts(host_ref, self.call("host.get_record", host_ref),
+                                         pifs=self.call("PIF.get_all_records"),
+                                         updates=self.call("pool_update.get_all_records"))

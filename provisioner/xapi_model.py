@@ -58,3 +58,39 @@ class PbdInfo:
     host: str
     sr: str  # the SR's name_label
     attached: bool
+
+
+@dataclass(frozen=True)
+class LocalDisk:
+    """A VDI on a host's local SR (its PBDs only on that host): what a fresh install of the host wipes.
+
+    host.destroy removes only the host record (xapi_host.ml destroy): this VDI record stays and points at nothing.
+    """
+
+    sr: str  # the SR's name_label
+    sr_uuid: str
+    vdi: str  # the VDI's name_label
+    vdi_uuid: str
+    size: int  # virtual_size, bytes
+    role: str  # "disk", "suspend image", "snapshot disk" or "unattached"
+    vm: str = ""  # the VM it belongs to ("" for an unattached VDI); a snapshot's disk names the snapshot VM
+    vm_uuid: str = ""
+    power_state: str = ""  # the VM's power state (Halted / Suspended; a snapshot is Halted)
+    snapshot_of: str = ""  # for a snapshot's disk: the name of the VM it is a snapshot of
+
+
+@dataclass(frozen=True)
+class JoinFacts:
+    """What pool.join compares between a joining host and the pool's master (xapi_pool.ml pre_join_checks)."""
+
+    product_version: str
+    platform_version: str
+    build_number: str
+    xapi: str  # software_version xapi (homogeneity, with git_id)
+    git_id: str
+    api_version: str  # "major.minor"
+    db_schema: str
+    edition: str  # host.edition (the licence check)
+    updates: tuple[str, ...]  # name_labels of the Pool_updates with enforce_homogeneity applied on the host
+    management_vlan: int  # the management PIF's VLAN tag, -1 untagged
+    network_backend: str  # software_version network_backend, "bridge" when absent (as xapi reads it)

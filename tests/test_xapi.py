@@ -191,3 +191,32 @@ def test_ha_and_wlb_round_trip_keeps_what_reenabling_needs(sim, driver):
     driver.set_wlb_enabled(True)
     info = driver.pool_info()
     assert not info["ha_enabled"] and info["wlb_enabled"] and not info["rolling_upgrade_in_progress"]
+
+
+def test_local_disks_lists_every_vdi_on_the_hosts_local_sr_and_its_owner(sim, driver):
+    from provisioner.simulator.builder import add_local_vm
+    pool = sim.world.pools["pool0"]
+    member = pool.hosts[1]
+    add_local_vm(pool, "halted1", member.ref, disk_gib=10)
+    add_local_vm(pool, "susp1", member.ref, power_state="Suspended", snapshot=True)
+    add_local_vm(pool, "elsewhere", pool.hosts[2].ref)
+    disks = driver.local_disks(member.ref)
+    seen = {(d.vm, d.power_state, d.role, d.vdi, d.snapshot_of) for d in disks}
+    assert seen == {("halted1", "Halted", "disk", "halted1 disk", ""),
+                    ("susp1", "Suspended", "disk", "susp1 disk", ""),
+                    ("susp1", "Suspended", "suspend image", "Suspend image for susp1", ""),
+                    ("susp1 before upgrade", "Halted", "snapshot disk", "susp1 disk (snapshot)", "susp1")}
+    assert {d.sr for d in disks} == {"Local storage"} and len({d.sr_uuid for d in disks}) == 1
+    assert next(d for d in disks if d.vm == "halted1").size == 10 * 1024 ** 3
+    assert driver.local_disks(pool.hosts[0].ref) == []  # the running VMs' disks are on the shared SR
+
+
+def test_join_facts_of_the_master(sim, driver):
+    from provisioner.simulator.join import apply_updates
+    pool = sim.world.pools["pool0"]
+    apply_updates(pool, pool.master.ref, [("u-1", "CH82ECU1-1"), ("u-2", "CH82ECU1-2")])
+    facts = driver.join_facts(driver.hosts()[0].ref)
+    assert (facts.product_version, facts.platform_version, facts.xapi, facts.api_version) == (
+        "8.2.1", "3.2.1", "1.20", "2.15")
+    assert facts.edition == "trial" and facts.updates == ("CH82ECU1-1", "CH82ECU1-2")
+    assert facts.management_vlan == -1 and facts.network_backend == "openvswitch" and facts.db_schema == "5.602"

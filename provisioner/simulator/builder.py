@@ -10,6 +10,7 @@ from typing import Callable
 from . import states as st
 from .clock import Clock
 from .db import NULL_REF, xapi_datetime
+from .fresh import ISO_EDITION, LOCAL_SR
 from .world import SimHost, SimPool, World
 from .xapi_server import Endpoint
 
@@ -24,9 +25,10 @@ def _mac(pool_index: int, i: int) -> str:
 def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8.2.1", vms_per_host: int = 2,
                *, memory_gib: int = 64, vm_memory_gib: int = 4, dom0_memory_gib: int = 4,
                macs: list[str] | None = None, address: str | list[str] = "127.0.0.1",
-               power_on_mode: str = "wake-on-lan") -> SimPool:
-    """A pool: hosts with MACs, management PIFs, memory, local + shared SRs with PBDs, dom0 and user VMs
-    with guest metrics, a disk and an empty CD VBD each. Host 0 is the coordinator."""
+               power_on_mode: str = "wake-on-lan", edition: str = ISO_EDITION) -> SimPool:
+    """A pool: hosts with MACs, management PIFs, memory, a local SR each (PBD on that host only) + shared SRs,
+    dom0 and user VMs with guest metrics, a disk (on the shared SR) and an empty CD VBD each. Host 0 is the
+    coordinator; every host has `edition` (host.edition, what pool.join's licence check compares)."""
     pool = SimPool(name)
     db = pool.db
     idx = len(world.pools) + 1
@@ -47,13 +49,13 @@ def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8
         metrics = db.create("host_metrics", live=True, memory_total=str(memory_gib * GiB),
                             memory_free=str(memory_gib * GiB), last_updated=xapi_datetime(now))
         h.ref = db.create("host", name_label=hname, hostname=hname, address=addr, software_version=sv,
-                          API_version_minor=minor, metrics=metrics, power_on_mode=power_on_mode,
+                          API_version_minor=minor, metrics=metrics, power_on_mode=power_on_mode, edition=edition,
                           other_config={"boot_time": f"{int(now) - 3600 * (i + 1)}.",
                                         "agent_start_time": f"{now - 3500 * (i + 1):.2f}"})
         db.create("PIF", device="eth0", MAC=mac, host=h.ref, network=net, management=True, IP=f"10.0.{idx}.{10 + i}",
                   netmask="255.255.255.0", gateway=f"10.0.{idx}.1", DNS=f"10.0.{idx}.1",
                   ip_configuration_mode="Static")
-        local = db.create("SR", name_label=f"Local storage on {hname}", type="lvm", shared=False,
+        local = db.create("SR", name_label=LOCAL_SR, type="lvm", shared=False,
                           physical_size=str(500 * GiB))
         for sr in (local, shared, tools):
             db.create("PBD", host=h.ref, SR=sr, currently_attached=True)
@@ -86,6 +88,38 @@ def add_vm(pool: SimPool, name: str, host_ref: str, sr: str, memory: int, *, run
     return vm
 
 
+def local_sr(pool: SimPool, host_ref: str) -> str:
+    """The host's local SR: not shared, its only PBD on this host."""
+    db = pool.db
+    with db.lock:
+        return next(sr for sr in db.find("SR", shared=False)
+                    if [db.get("PBD", p)["host"] for p in db.find("PBD", SR=sr)] == [host_ref])
+
+
+def add_local_vm(pool: SimPool, name: str, host_ref: str, *, power_state: str = "Halted", snapshot: bool = False,
+                 disk_gib: int = 20) -> str:
+    """A VM that is not running whose disk is on the host's local SR (what a fresh install of that host wipes):
+    "Suspended" also gets its suspend image there (VM.suspend_VDI, memory-sized); `snapshot` adds a snapshot VM
+    (is_a_snapshot, snapshot_of) with its own disk on that SR."""
+    db, sr = pool.db, local_sr(pool, host_ref)
+    memory = 4 * GiB
+    with db.lock:
+        vm = db.create("VM", name_label=name, power_state=power_state, memory_target=str(memory),
+                       memory_static_max=str(memory), memory_dynamic_max=str(memory), affinity=host_ref)
+        disk = db.create("VDI", name_label=f"{name} disk", SR=sr, virtual_size=str(disk_gib * GiB))
+        db.create("VBD", VM=vm, VDI=disk, type="Disk", userdevice="0", bootable=True, currently_attached=False)
+        if power_state == "Suspended":  # the memory image of a suspended VM is a VDI of type suspend
+            image = db.create("VDI", name_label=f"Suspend image for {name}", SR=sr, type="suspend",
+                              virtual_size=str(memory))
+            db.update("VM", vm, suspend_VDI=image)
+        if snapshot:
+            snap = db.create("VM", name_label=f"{name} before upgrade", is_a_snapshot=True, snapshot_of=vm,
+                             memory_target=str(memory), memory_static_max=str(memory))
+            copy = db.create("VDI", name_label=f"{name} disk (snapshot)", SR=sr, virtual_size=str(disk_gib * GiB))
+            db.create("VBD", VM=snap, VDI=copy, type="Disk", userdevice="0", currently_attached=False)
+    return vm
+
+
 def move_host_to_pool(world: World, h: SimHost, target: SimPool) -> None:
     """pool.join: the joiner's xapi restarts as a member; its host record (same uuid) moves into the
     coordinator's DB (new ref), its own one-host pool disappears."""
@@ -96,7 +130,9 @@ def move_host_to_pool(world: World, h: SimHost, target: SimPool) -> None:
     db = target.db
     with db.lock:
         m = db.create("host_metrics", **metrics)
-        rec.update(metrics=m, resident_VMs=[], PIFs=[], PBDs=[], control_domain=NULL_REF)
+        rec.update(metrics=m, resident_VMs=[], PIFs=[], PBDs=[], control_domain=NULL_REF,  # same update uuids:
+                   updates=[db.by_uuid("pool_update", old.db.get("pool_update", u)["uuid"])  # pre_join_checks
+                            for u in rec["updates"] if old.db.exists("pool_update", u)])
         h.ref = db.create("host", **rec)
         for p in pifs:
             p.update(host=h.ref, network=NULL_REF)

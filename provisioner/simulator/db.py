@@ -45,7 +45,8 @@ FIELDS: dict[str, dict] = {
              "enabled": True, "software_version": {}, "API_version_major": "2", "API_version_minor": "15",
              "API_version_vendor": "XenSource", "metrics": NULL_REF, "resident_VMs": [], "PIFs": [], "PBDs": [],
              "other_config": {}, "power_on_mode": "", "power_on_config": {}, "allowed_operations": [],
-             "current_operations": {}, "control_domain": NULL_REF, "memory_overhead": "0"},
+             "current_operations": {}, "control_domain": NULL_REF, "memory_overhead": "0",
+             "edition": "", "license_params": {}, "updates": []},  # updates: Pool_update refs (xapi_pool.ml:346)
     "host_metrics": {"uuid": "", "live": False, "memory_total": "0", "memory_free": "0",
                      "last_updated": EPOCH, "other_config": {}},
     "PIF": {"uuid": "", "device": "eth0", "MAC": "", "host": NULL_REF, "network": NULL_REF, "management": False,
@@ -57,7 +58,7 @@ FIELDS: dict[str, dict] = {
            "snapshot_of": NULL_REF, "is_control_domain": False, "VBDs": [], "guest_metrics": NULL_REF,
            "memory_static_max": "0", "memory_dynamic_max": "0", "memory_target": "0", "VCPUs_max": "1",
            "other_config": {}, "allowed_operations": [], "current_operations": {}, "domid": "-1",
-           "ha_restart_priority": ""},
+           "ha_restart_priority": "", "suspend_VDI": NULL_REF, "snapshots": []},
     "VM_guest_metrics": {"uuid": "", "PV_drivers_version": {}, "PV_drivers_up_to_date": True,
                          "PV_drivers_detected": True, "os_version": {}, "other": {}, "live": True},
     "VBD": {"uuid": "", "VM": NULL_REF, "VDI": NULL_REF, "type": "Disk", "empty": False, "userdevice": "0",
@@ -69,6 +70,8 @@ FIELDS: dict[str, dict] = {
            "is_tools_sr": False, "PBDs": [], "VDIs": [], "physical_size": "0", "other_config": {}},
     "PBD": {"uuid": "", "host": NULL_REF, "SR": NULL_REF, "currently_attached": True, "device_config": {},
             "other_config": {}},
+    "pool_update": {"uuid": "", "name_label": "", "name_description": "", "version": "",
+                    "enforce_homogeneity": True, "other_config": {}},  # datamodel_pool_update.ml
     "task": {"uuid": "", "name_label": "", "name_description": "", "status": "pending", "progress": 0.0,
              "result": "", "error_info": [], "created": EPOCH, "finished": EPOCH, "resident_on": NULL_REF,
              "type": "", "other_config": {}, "allowed_operations": []},

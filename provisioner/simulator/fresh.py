@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 FRESH = "fresh"  # key of the version dict (machine -> world) that marks a fresh install
 _POOL_NUMBERS = itertools.count(1)
 GiB = 1024 ** 3
+# What a fresh ISO install comes up with (real-world.md 2): XenServer 8 runs in Trial Edition until licensed
+# (host.edition "trial"; the edition names are v6d's), no updates applied (host.updates empty), the management
+# interface untagged (PIF.VLAN -1) and the openvswitch network backend (software_version network_backend).
+ISO_EDITION = "trial"
+LOCAL_SR = "Local storage"  # the local SR the installer's first boot creates (guest-storage defaults to true)
 
 
 def fresh_version(parsed, version: dict) -> dict:
@@ -77,12 +82,13 @@ def become_new_host(world: World, h: SimHost, new_version: dict) -> dict:
                         last_updated=xapi_datetime(now))
     ref = db.create("host", name_label=hostname, hostname=hostname, address=h.address, software_version=sv,
                     API_version_minor=minor, metrics=metrics, enabled=False,  # until its xapi startup completes
+                    edition=ISO_EDITION, updates=[],
                     other_config={"boot_time": f"{int(now)}."})
     admin = info.get("admin") or {}
     db.create("PIF", device="eth0", MAC=h.mac, host=ref, network=net, management=True, IP=admin.get("IP", ""),
               netmask=admin.get("netmask", ""), gateway=admin.get("gateway", ""), DNS=admin.get("DNS", ""),
               ip_configuration_mode=admin.get("mode", "DHCP"))
-    local = db.create("SR", name_label=f"Local storage on {hostname}", type="lvm", shared=False,
+    local = db.create("SR", name_label=LOCAL_SR, type="lvm", shared=False,
                       physical_size=str(500 * GiB), other_config={"device": info.get("disk", "")})
     db.create("PBD", host=ref, SR=local, currently_attached=True)
     dom0 = db.create("VM", name_label=f"Control domain on host: {hostname}", is_control_domain=True,

@@ -39,7 +39,7 @@ def api(name: str, nmin: int, nmax: int | None = None):
 
 # Derived reverse references, computed at read time so they never drift.
 DERIVED = {"host": {"resident_VMs": ("VM", "resident_on"), "PIFs": ("PIF", "host"), "PBDs": ("PBD", "host")},
-           "VM": {"VBDs": ("VBD", "VM")}, "VDI": {"VBDs": ("VBD", "VDI")},
+           "VM": {"VBDs": ("VBD", "VM"), "snapshots": ("VM", "snapshot_of")}, "VDI": {"VBDs": ("VBD", "VDI")},
            "SR": {"PBDs": ("PBD", "SR"), "VDIs": ("VDI", "SR")}, "network": {"PIFs": ("PIF", "network")}}
 
 
@@ -211,41 +211,6 @@ def host_destroy(c: Call, ref):
 
 
 # ---- pool (2.4) -----------------------------------------------------------------------------------
-@api("pool.join", 4, 5)
-def pool_join(c: Call, master_address, user, password, force=False):
-    """Called on the joining standalone host (xapi_pool.ml pre_join_checks, in order)."""
-    world, me = c.world, c.host
-    if me.state == st.XAPI_STARTING:
-        raise XapiError("HOST_STILL_BOOTING")
-    target = next((p for p in world.pools.values() if p.master and p.master.address == master_address
-                   and p is not c.pool), None)
-    if target is None or not target.master.serving:
-        raise XapiError("POOL_JOINING_HOST_CONNECTION_FAILED")
-    if user != "root" or not password_ok(world, target, password):  # the joiner logs in to the coordinator
-        raise XapiError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
-    if c.db.get("pool", c.pool.ref)["ha_enabled"] or target.db.get("pool", target.ref)["ha_enabled"]:
-        raise XapiError("HA_IS_ENABLED")
-    if len(c.db.all("host")) > 1:  # "no other hosts known" (error name inferred, not checked in xapi_pool.ml)
-        raise XapiError("POOL_JOINING_HOST_MUST_BE_STANDALONE")
-    if any(vr.is_real_vm(c.db.get("VM", v)) and c.db.get("VM", v)["power_state"] == "Running"
-           for v in c.db.all("VM")):
-        raise XapiError("POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS")
-    mine = c.db.get("host", me.ref)
-    theirs = target.db.get("host", target.master.ref)
-    if mine["software_version"].get("platform_version") != theirs["software_version"].get("platform_version"):
-        raise XapiError("POOL_HOSTS_NOT_COMPATIBLE")
-    my_api = f'{mine["API_version_major"]}.{mine["API_version_minor"]}'
-    their_api = f'{theirs["API_version_major"]}.{theirs["API_version_minor"]}'
-    if my_api != their_api:
-        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION", my_api, their_api)
-    if mine["software_version"].get("db_schema") != theirs["software_version"].get("db_schema"):
-        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_DB_SCHEMA",
-                        mine["software_version"].get("db_schema"), theirs["software_version"].get("db_schema"))
-    from .builder import move_host_to_pool  # the joiner's xapi restarts as a member of the target pool
-    world.spawn(move_host_to_pool, world, me, target, name=f"sim-join-{me.name}")
-    return ""
-
-
 @api("pool.enable_ha", 3)
 def pool_enable_ha(c: Call, heartbeat_srs, configuration):
     """xapi_pool.ml enable_ha: HA_IS_ENABLED [] when on; blocked during RPU (xapi_pool.ml:2944-2950, xapi.md 2.9).
@@ -355,3 +320,6 @@ def task_cancel(c: Call, ref):
     if rec["status"] == "pending":
         c.db.update("task", ref, status="cancelling")
     return ""
+
+
+from . import join  # noqa: E402,F401 - registers pool.join (its pre-join checks are a module of their own)

@@ -74,13 +74,22 @@ def plan(found) -> str:
     return "\n".join(lines)
 
 
+def remedy_lines(host: dict) -> list[str]:
+    """A failed host's remedy: its class and advice, then the evidence it rests on, one event a line."""
+    lines = [f"remedy for {host['name']} ({host.get('remedy_class') or 'unclassified'}): {host['remedy']}"]
+    if host.get("evidence"):
+        lines.append(f"  evidence for {host['name']}:")
+        lines += [f"    {e['when']}  {e['kind']}  {e['what']}" for e in host["evidence"]]
+    return lines
+
+
 def run_report(run: dict) -> str:
     """A run report (coordinator.runner.report): hosts, VMs touched, PREPARE's changes, guest tools, warnings."""
     lines = [f"run {run['id']} pool {run['pool']} -> {run['media']}: {run['state']}"
              + (f" ({run['reason']})" if run.get("reason") else ""),
              table(("host", "role", "step", "reason"),
                    ((h["name"], h["role"], h["step"], h["reason"]) for h in run["hosts"]))]
-    lines += [f"remedy for {h['name']}: {h['remedy']}" for h in run["hosts"] if h.get("remedy")]
+    lines += [line for h in run["hosts"] if h.get("remedy") for line in remedy_lines(h)]
     vms = [(h["name"], v) for h in run["hosts"] for v in h.get("vms", [])]
     if vms:
         lines += ["VMs:", table(("host", "vm", "action", "done", "cds ejected (not reinserted)", "afterwards"),

@@ -187,7 +187,7 @@ def upgrade_status(ctx: Context, pool: str | None, follow: bool, as_json: bool, 
     if not follow:
         reader = ProgressReader(ctx.store)
         views = [reader.view(r.id) for r in ctx.store.list_runs(pool)]
-        text = "\n\n".join(progress.render(v) + "".join(f"\nremedy for {h['name']}: {h['remedy']}"
+        text = "\n\n".join(progress.render(v) + "".join("\n" + "\n".join(output.remedy_lines(h))
                                                          for h in v["hosts"] if h.get("remedy")) for v in views)
         emit(views, as_json, text or "no runs")
         return

@@ -31,6 +31,9 @@ WARNING = "run.warning"
 """{text}: something the run could not do and went on without (storage not plugged, VM not restored, ...)."""
 TOOLS = "finalize.tools"
 """{target, checked, older: [{uuid, name, version}], unknown: [{uuid, name}]}: the guest-tools report."""
+REMEDY = "host.remedy"
+"""{cls, text, evidence: [{kind, when, what}], host_down}: what to do about a host that FAILED, classified from
+evidence when it failed (remedies.py, docs/remedies.md); report() shows the last one."""
 RPU_CLEARED = "finalize.rpu_cleared"
 """{seconds}: XAPI cleared rolling_upgrade_in_progress after that long (sim or wall seconds)."""
 

@@ -13,13 +13,11 @@ from typing import Any, Callable
 
 from provisioner import states
 from provisioner.config import Config
-from provisioner.coordinator import finalize, journal, steps, vms
+from provisioner.coordinator import finalize, journal, remedies, steps, vms
 from provisioner.coordinator.plan import make_plan
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
 from provisioner.xapi import Failure, PoolDriver, XapiUnreachable
 
-MASTER_REMEDY = ("restore the master to a working version (vendor rule: never go on after a master failure), "
-                 "then start a new run")
 _STEP_ERRORS = (steps.StepFailed, Failure, XapiUnreachable, NotFoundError, ConflictError, ValueError)
 
 
@@ -60,24 +58,19 @@ def request_abort(store: Store, pool: str) -> Run:
     return store.request_abort(active_run(store, pool).id)
 
 
-def _remedy(rh: RunHost, run: Run | None = None) -> str | None:
+def _remedy(store: Store, run: Run, rh: RunHost) -> dict[str, Any]:
+    """A FAILED host's remedy as report() shows it: the one journaled when it failed (classified from evidence,
+    remedies.py), else the store-only classification; {remedy, remedy_class, evidence, host_down}."""
     if rh.step != states.STEP_FAILED:
-        return None
-    if (rh.reason or "").startswith((f"{states.STEP_STORAGE}:", f"{states.STEP_ENABLE}:", f"{states.STEP_RESTORE}:")):
-        return (f"the host is at the target version: enable it (xe host-enable uuid={rh.uuid}), plug its storage "
-                "and start its VMs listed in this report")  # nothing to reinstall, and no master rule to apply
-    if rh.role == "master":
-        return MASTER_REMEDY
-    pool, media = (run.pool, run.media) if run is not None else ("POOL", "MEDIA")
-    # The vendor's remedy for a member (no revert needed): host-forget, fresh install, pool-join as a new host.
-    return (f"shut the host down (xe host-disable; xe host-shutdown uuid={rh.uuid}), then forget it, reinstall it "
-            f"fresh and pool-join it as a new host: `provisioner reinstall {rh.mac} --pool {pool} --media {media} "
-            f"--confirm {rh.name} --forget --root-password-hash-file FILE` (FILE: `openssl passwd -6` of the pool "
-            "password)")
+        return {"remedy": None, "remedy_class": None, "evidence": [], "host_down": False}
+    found = remedies.journaled(store, run.id, rh.mac) or remedies.from_store(store, run, rh).as_dict()
+    return {"remedy": found["text"], "remedy_class": found["cls"], "evidence": found["evidence"],
+            "host_down": found["host_down"]}
 
 
 def report(store: Store, run_id: str) -> dict[str, Any]:
-    """The run, each host's step, reason, remedy, VMs and warnings; what PREPARE changed; the guest-tools report.
+    """The run, each host's step, reason, remedy (+ remedy_class, evidence, host_down), VMs and warnings; what
+    PREPARE changed; the guest-tools report.
 
     Read from the store only (no XAPI): each host adds "vms" (vms.host_report) and "warnings"; the run adds
     "options", "prepare" (finalize.prepare_report), "vms_not_restored", "guest_tools" (None before FINALIZE),
@@ -86,7 +79,7 @@ def report(store: Store, run_id: str) -> dict[str, Any]:
     if run is None:
         raise NotFoundError(f"no run {run_id}")
     warnings = journal.read(store, run_id, journal.WARNING)
-    hosts = [{**rh.as_dict(), "remedy": _remedy(rh, run), "vms": vms.host_report(store, run_id, rh.mac),
+    hosts = [{**rh.as_dict(), **_remedy(store, run, rh), "vms": vms.host_report(store, run_id, rh.mac),
               "warnings": [w["text"] for w in warnings if w["mac"] == rh.mac]} for rh in store.run_hosts(run_id)]
     tools = journal.last(store, run_id, journal.TOOLS)
     cleared = journal.last(store, run_id, journal.RPU_CLEARED)
@@ -169,7 +162,9 @@ class Runner:
             if rh is None:
                 return self._set(states.RUN_ABORTED, "abort requested; no member touched")
             if rh.step == states.STEP_FAILED:
-                return self._set(states.RUN_ABORTED, f"master {rh.name} failed: {rh.reason}; {MASTER_REMEDY}")
+                remedy = _remedy(self.store, self.run_record, rh)
+                return self._set(states.RUN_ABORTED, f"master {rh.name} failed ({remedy['remedy_class']}): "
+                                 f"{rh.reason}; {remedy['remedy']}")
             run = self._set(states.RUN_MEMBERS)
         if run.state == states.RUN_MEMBERS:
             for member in members:
@@ -188,6 +183,13 @@ class Runner:
             return self._set(states.RUN_DONE)
         return run
 
+    def _journal_remedy(self, rh: RunHost, error: BaseException | None = None) -> remedies.Remedy:
+        """Classify the host that just failed from evidence (remedies.assess, with XAPI) and journal it."""
+        remedy = remedies.assess(self.ctx, rh, error)
+        journal.write(self.store, self.run_id, journal.REMEDY, mac=rh.mac, **remedy.as_dict())
+        self.say(f"{rh.name}: {remedy.cls}: {remedy.text}")
+        return remedy
+
     def _host(self, rh: RunHost) -> RunHost | None:
         """Walk one host to DONE or FAILED; None when an abort stopped it before a destructive step."""
         rh = self.store.get_run_host(self.run_id, rh.mac)
@@ -202,7 +204,9 @@ class Runner:
                 reason = f"{rh.step}: {exc}"
                 safe = steps.make_safe(self.ctx, rh)
                 self.say(f"{rh.name}: FAILED at {reason}")
-                return self._commit(rh, states.STEP_FAILED, reason=reason + (f" ({', '.join(safe)})" if safe else ""))
+                rh = self._commit(rh, states.STEP_FAILED, reason=reason + (f" ({', '.join(safe)})" if safe else ""))
+                self._journal_remedy(rh, exc)
+                return rh
             if nxt in states.DESTRUCTIVE_STEPS and self.run_record.abort_requested:
                 safe = steps.make_safe(self.ctx, rh)
                 self.store.set_host_step(self.run_id, rh.mac, None,

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 from flask import Flask, jsonify
 
+from provisioner.coordinator import remedies
+
 API_PREFIX = "/api/v1"
 CSV = "text/csv"
 SPEC_PATH = "/openapi.json"
@@ -120,7 +122,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                                            "power_cycle")}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.runner.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
-        "hosts": {"type": "array", "items": {"type": "object"}}}},
+        "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/RunHost"}}}},
+    "RunHost": {"type": "object", "description": "one host of a run; a FAILED host has a remedy classified from "
+                "evidence (docs/remedies.md)", "properties": {
+        "mac": _STR, "name": _STR, "role": _STR, "step": _STR, "reason": _OPT_STR, "remedy": _OPT_STR,
+        "remedy_class": {"type": ["string", "null"], "enum": [*remedies.CLASSES, None]},
+        "evidence": {"type": "array", "items": {"type": "object", "properties": {
+            "kind": _STR, "when": _STR, "what": _STR}}},
+        "host_down": {"type": "boolean", "description": "not live, not answering or unknown when it failed"}}},
     "ReinstallInput": {"type": "object", "required": ["pool", "media", "confirm"], "properties": {
         "pool": _STR, "media": _STR, "confirm": {"type": "string", "description": "the host's registered name"},
         "forget": {"type": "boolean", "description": "host.destroy the dead member's record first"},

@@ -61,10 +61,13 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 def run_view(report: Mapping[str, Any], running_ids: Iterable[str]) -> dict[str, Any]:
-    """A run report (runner.report) with progress per host and for the run, and what can be done with it."""
+    """A run report (runner.report) with progress per host and for the run, and what can be done with it; a failed
+    host keeps its remedy, remedy class and the evidence it rests on (remedies.py)."""
     active = report["state"] not in states.RUN_TERMINAL
     hosts = [{"mac": h["mac"], "name": h["name"], "role": h["role"], "step": h["step"],
-              "reason": scrub(h["reason"] or "") or None, "remedy": h.get("remedy"), "attempt_id": h["attempt_id"], "percent": step_percent(h["step"]),
+              "reason": scrub(h["reason"] or "") or None, "remedy": h.get("remedy"),
+              "remedy_class": h.get("remedy_class"), "evidence": [redact(e) for e in h.get("evidence") or []],
+              "attempt_id": h["attempt_id"], "percent": step_percent(h["step"]),
               "failed": h["step"] == states.STEP_FAILED, "done": h["step"] == states.STEP_DONE}
              for h in report["hosts"]]
     percent = round(sum(h["percent"] for h in hosts) / len(hosts)) if hosts else (0 if active else 100)

@@ -50,17 +50,17 @@ OnEvent = Callable[[str, str, "str | None", dict], None]
 _OP_RRQ, _OP_WRQ, _OP_DATA, _OP_ACK, _OP_ERROR, _OP_OACK = 1, 2, 3, 4, 5, 6
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python 3.11 lacks the constant
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst (our address), addr
-_CAP_REASONS = (guard.R_TOTAL_CAP, guard.R_CLIENT_CAP)
 
 
 class _Live:
     """What the decision loop keeps about a transfer a worker is moving."""
 
-    __slots__ = ("ip", "port", "name", "source", "request", "underway")
+    __slots__ = ("ip", "port", "name", "source", "request", "underway", "evicted")
 
     def __init__(self, ip: str, port: int, name: str, source: str, request: bytes):
         self.ip, self.port, self.name, self.source, self.request = ip, port, name, source, request
         self.underway = False  # the client acknowledged DATA 1 or all data is out (a repeated RRQ is new)
+        self.evicted = False  # its place went to a client holding fewer sessions (guard.SessionCaps.admit)
 
 
 class TftpStartupError(RuntimeError):
@@ -130,7 +130,7 @@ class TftpService:
         self._stopping = False
         self._wake_r = self._wake_w = -1
         self._reply_from = config.bind_address  # our address the request being handled was sent to
-        self.counters = {"sessions": 0, "bytes_sent": 0, "refused": 0}
+        self.counters = {"sessions": 0, "bytes_sent": 0, "refused": 0, "evicted": 0}
 
     # --- lifecycle ---
 
@@ -284,10 +284,12 @@ class TftpService:
             name = pkt.filename
             if opcode == _OP_WRQ:
                 raise Refused(guard.R_WRITE, 2, "read-only server")
-            self._caps.check(ip)  # before any work, so a flood costs one recvfrom per packet
+            victim = self._caps.admit(ip)  # before any work, so a flood costs one recvfrom per packet
             norm = guard.normalize_name(name)
             options = guard.negotiate(pkt.options, self.config.tftp_blksize_max)
             fd, size, source = self._open(norm, ip)
+            if victim is not None and victim in self._live:  # only for a request we will serve
+                self._evict(victim)
             self._start_session(ip, port, norm, source, fd, size, options, data)
         except Refused as refusal:
             self._refuse(refusal, ip, port, name)
@@ -333,13 +335,13 @@ class TftpService:
             self._last_id = sid = self._last_id % 0xFFFFFFFF + 1
             self._live[sid] = _Live(ip, port, name, source, request)  # recorded first, then handed off
             self._peers[(ip, port)] = sid
-            self._caps.opened(ip)
+            self._caps.opened(ip, sid)
             self.counters["sessions"] += 1
             try:
                 self._workers.hand_off(sid, [sock.fileno(), fd], blksize, first, source, name)
             except WorkerLost as err:
                 del self._live[sid], self._peers[(ip, port)]
-                self._caps.closed(ip)
+                self._caps.closed(ip, sid)
                 self.counters["sessions"] -= 1
                 raise Refused(guard.R_UNAVAILABLE, 0, "internal error") from err
         finally:  # the worker has its own copies now (or the transfer never started)
@@ -352,7 +354,8 @@ class TftpService:
             return
         if self._peers.get((live.ip, live.port)) == sid:
             del self._peers[(live.ip, live.port)]
-        self._caps.closed(live.ip)
+        if not live.evicted:
+            self._caps.closed(live.ip, sid)
         self.counters["bytes_sent"] += details.get("bytes", 0)
         self._emit(kind, live.ip, live.name, {"port": live.port, **details, "source": live.source})
 
@@ -360,15 +363,25 @@ class TftpService:
         live = self._live.get(sid)
         if live is not None:
             live.underway = True
+        self._caps.underway(sid)
+
+    def _evict(self, sid: int) -> None:
+        """Free the place of a session still waiting for its first ACK now; the worker ends it (superseded)."""
+        live = self._live[sid]
+        live.evicted = True
+        self._caps.closed(live.ip, sid)
+        if self._peers.get((live.ip, live.port)) == sid:
+            del self._peers[(live.ip, live.port)]
+        self._workers.supersede(sid)
+        self.counters["evicted"] += 1
 
     # --- refusals and events ---
 
     def _refuse(self, refusal: Refused, ip: str, port: int, name: str | None) -> None:
         self.counters["refused"] += 1
-        # Over a cap we drop silently: the client's RRQ retransmission is the retry, whereas an error
-        # packet would abort a PXE ROM's boot. Every other refusal gets an error packet, never a timeout.
-        if refusal.reason not in _CAP_REASONS:
-            self._send_error(ip, port, refusal.code, refusal.message)
+        # Every refusal gets an error packet, never a timeout; over a cap too (code 0 or 3 with a message,
+        # RFC 1350): a flood's sender learns it is refused, and a client over its cap is not left guessing.
+        self._send_error(ip, port, refusal.code, refusal.message)
         count = self._budget.take(refusal.reason)
         if count is not None:
             log.warning("TFTP refused %r from %s:%d: %s", name, ip, port, refusal.reason, extra=guard.log_extra(name))

@@ -93,24 +93,47 @@ def negotiate(requested: dict[str, str], blksize_max: int) -> dict[str, str]:
 
 
 class SessionCaps:
-    """Counts open sessions in total and per client IP, far below select()'s 1,024-descriptor limit."""
+    """Counts open sessions in total and per client IP, far below select()'s 1,024-descriptor limit.
+
+    A full table is not an outage (issue 15 finding 2: 32 addresses x 16 unacknowledged RRQs stopped TFTP
+    for everyone): when the total is reached, a request from an address holding fewer sessions than the
+    holder of one of the oldest sessions still waiting for its first ACK evicts that session (admit()).
+    So a flood from a few addresses only ever costs those addresses their share.
+    """
+
+    SCAN = 8  # how many of the oldest unacknowledged sessions admit() looks at (O(1) per request in a flood)
 
     def __init__(self, total: int, per_client: int):
         self.total, self.per_client = total, per_client
         self.open: Counter[str] = Counter()
         self.count = 0
+        self.fresh: dict[int, str] = {}  # session id -> client IP, oldest first: DATA 1 not yet acknowledged
 
-    def check(self, ip: str) -> None:
-        if self.count >= self.total:
-            raise Refused(R_TOTAL_CAP, 0, "server busy")
+    def admit(self, ip: str) -> int | None:
+        """None: there is room for a session from `ip`; else the id of a session to evict first. Raises Refused."""
         if self.open[ip] >= self.per_client:
-            raise Refused(R_CLIENT_CAP, 0, "too many sessions from this client")
+            raise Refused(R_CLIENT_CAP, 3, "too many sessions from this client, retry later")
+        if self.count < self.total:
+            return None
+        for n, (sid, holder) in enumerate(self.fresh.items()):
+            if n >= self.SCAN:
+                break
+            if self.open[holder] > self.open[ip] + 1:  # +1: the requester would then hold one more
+                return sid
+        raise Refused(R_TOTAL_CAP, 0, "server busy, retry later")
 
-    def opened(self, ip: str) -> None:
+    def opened(self, ip: str, sid: int = 0) -> None:
         self.open[ip] += 1
         self.count += 1
+        if sid:
+            self.fresh[sid] = ip
 
-    def closed(self, ip: str) -> None:
+    def underway(self, sid: int) -> None:
+        """The client acknowledged DATA 1 (or all data went out): the session can no longer be evicted."""
+        self.fresh.pop(sid, None)
+
+    def closed(self, ip: str, sid: int = 0) -> None:
+        self.fresh.pop(sid, None)
         self.count -= 1
         self.open[ip] -= 1
         if self.open[ip] <= 0:

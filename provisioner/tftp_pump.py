@@ -24,6 +24,10 @@ HEADER = struct.Struct("!HH")
 ACK_0 = HEADER.pack(OP_ACK, 0)
 _pack_data, _pack_ack = HEADER.pack_into, HEADER.pack
 MAX_WAIT = 8.0  # the doubling resend interval stops here: a dead client holds its place ~30 s, not minutes
+# Resends of DATA 1 (or the OACK) before a transfer whose client never acknowledged it is dropped: one resend
+# cycle (1 s + 2 s), not the full `retries`. Issue 15 finding 2: 512 RRQs never acknowledged held every
+# session for ~25 s. A real client that lost both packets retransmits its RRQ and gets a new transfer.
+FIRST_RETRIES = 1
 SPIN_SECONDS = 50e-6  # poll without sleeping this long after the last packet: a sleeping vCPU wakes slowly
 
 OnEnd = Callable[["Session", str, str, dict], None]
@@ -175,12 +179,13 @@ class Pump:
             self.end(s, end[0], end[1], **end[2])
 
     def check_timeouts(self, now: float) -> None:
-        """Resend the last packet after `timeout`, doubling each time (tftp-hpa's 1 s; tftpy waits 5 s)."""
+        """Resend the last packet after `timeout`, doubling each time (tftp-hpa's 1 s; tftpy waits 5 s); DATA 1
+        never acknowledged (block <= 1) gets FIRST_RETRIES resends only."""
         for s in list(self.sessions.values()):
             if now - s.last <= s.wait:
                 continue
-            if s.tries >= self.retries:
-                self.end(s, ABORTED, "timeout")
+            if s.tries >= (self.retries if s.block > 1 else min(self.retries, FIRST_RETRIES)):
+                self.end(s, ABORTED, "timeout", first_block=s.block <= 1)
                 continue
             s.tries += 1
             s.wait = min(s.wait * 2, max(MAX_WAIT, self.timeout))

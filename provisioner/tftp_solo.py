@@ -32,7 +32,7 @@ import struct
 import time
 from typing import Callable
 
-from provisioner.tftp_pump import ABORTED, HEADER, MAX_WAIT, OP_ACK, OP_DATA, SENT, Session, unusual
+from provisioner.tftp_pump import ABORTED, FIRST_RETRIES, HEADER, MAX_WAIT, OP_ACK, OP_DATA, SENT, Session, unusual
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def serve_alone(s: Session, first: bytes | None, timeout: float, retries: int,
                     seen, s.last = s.block, now
                 silent = now - s.last >= s.wait
             if silent:  # no progress for `wait` seconds: resend, or give up
-                if s.tries >= retries:
-                    return ABORTED, "timeout", s.details("timeout")
+                if s.tries >= (retries if s.block > 1 else min(retries, FIRST_RETRIES)):  # tftp_pump's rule
+                    return ABORTED, "timeout", s.details("timeout", first_block=s.block <= 1)
                 s.tries += 1
                 s.wait = min(s.wait * 2, max(MAX_WAIT, timeout))
                 seen, s.last = s.block, now

@@ -82,22 +82,46 @@ def test_negotiate_never_exceeds_rfc_max():
 
 def test_session_caps_total_and_per_client():
     caps = guard.SessionCaps(total=3, per_client=2)
-    caps.check("10.0.0.1")
+    assert caps.admit("10.0.0.1") is None
     caps.opened("10.0.0.1")
     caps.opened("10.0.0.1")
     with pytest.raises(Refused) as info:
-        caps.check("10.0.0.1")
+        caps.admit("10.0.0.1")
     assert info.value.reason == guard.R_CLIENT_CAP
-    caps.check("10.0.0.2")
+    caps.admit("10.0.0.2")
     caps.opened("10.0.0.2")
     with pytest.raises(Refused) as info:
-        caps.check("10.0.0.3")
+        caps.admit("10.0.0.3")
     assert info.value.reason == guard.R_TOTAL_CAP
     caps.closed("10.0.0.1")
-    caps.check("10.0.0.3")
+    caps.admit("10.0.0.3")
     caps.closed("10.0.0.1")
     caps.closed("10.0.0.2")
     assert caps.count == 0 and not caps.open
+
+
+def test_a_full_table_evicts_the_oldest_unacknowledged_session_of_a_bigger_holder():
+    caps = guard.SessionCaps(total=4, per_client=3)
+    for sid, ip in enumerate(["10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.2"], start=1):
+        caps.opened(ip, sid)
+    caps.underway(1)  # acknowledged DATA 1: never evicted
+    assert caps.admit("10.0.0.9") == 2  # holds 0 < 3 - 1: the oldest fresh session of the big holder goes
+    caps.closed("10.0.0.1", 2)
+    caps.opened("10.0.0.9", 5)
+    with pytest.raises(Refused) as info:
+        caps.admit("10.0.0.2")  # holds 1: taking one from a holder of 2 would leave 1 against 2, no better
+    assert info.value.reason == guard.R_TOTAL_CAP and info.value.code == 0 and info.value.message
+    caps.opened("10.0.0.1", 6)
+    with pytest.raises(Refused) as info:
+        caps.admit("10.0.0.1")
+    assert info.value.reason == guard.R_CLIENT_CAP and info.value.code == 3
+    caps.closed("10.0.0.1", 6)
+    for sid in (3, 4, 5):
+        caps.underway(sid)
+    with pytest.raises(Refused):
+        caps.admit("10.0.0.8")  # only sessions under way are left: nothing to evict
+    caps.closed("10.0.0.1", 1)
+    assert caps.admit("10.0.0.8") is None and not caps.fresh
 
 
 def test_event_budget_counts_what_it_suppresses():

@@ -120,9 +120,17 @@ def test_exact_multiple_ends_with_an_empty_block(tmp_path, rigs):
     assert rig.ended[0][2]["bytes"] == 1024
 
 
+def _past_data_1(rig) -> bytes:
+    """Acknowledge DATA 1 (the transfer is under way, full retries apply); DATA 2 as it came."""
+    rig.recv()
+    rig.send(b"\x00\x04\x00\x01")
+    rig.step()
+    return rig.recv()
+
+
 def test_timeouts_resend_with_doubling_then_give_up(tmp_path, rigs):
     rig = rigs(tmp_path, timeout=1.0, retries=2)
-    first = rig.recv()
+    first = _past_data_1(rig)
     now = rig.session.last
     rig.pump.check_timeouts(now + 0.5)  # not yet
     assert rig.nothing_sent()
@@ -131,13 +139,25 @@ def test_timeouts_resend_with_doubling_then_give_up(tmp_path, rigs):
         rig.pump.check_timeouts(now)
         assert rig.recv() == first and rig.session.wait == wait
     rig.pump.check_timeouts(now + 4.1)  # retries=2 spent
-    assert [e[1] for e in rig.ended] == ["timeout"]
+    assert [(e[1], e[2]["first_block"]) for e in rig.ended] == [("timeout", False)]
+    assert rig.nothing_sent()
+
+
+def test_data_1_never_acknowledged_gets_one_resend_cycle_only(tmp_path, rigs):
+    """Issue 15 finding 2: a flood of RRQs never acknowledged must not hold sessions for the full retries."""
+    rig = rigs(tmp_path, timeout=1.0, retries=5)
+    first = rig.recv()
+    now = rig.session.last + 1.1
+    rig.pump.check_timeouts(now)
+    assert rig.recv() == first  # FIRST_RETRIES = 1 resend
+    rig.pump.check_timeouts(now + 2.1)
+    assert [(e[1], e[2]["first_block"]) for e in rig.ended] == [("timeout", True)]
     assert rig.nothing_sent()
 
 
 def test_the_resend_interval_stops_doubling_at_max_wait(tmp_path, rigs):
     rig = rigs(tmp_path, timeout=1.0, retries=10)
-    rig.recv()
+    _past_data_1(rig)
     now = rig.session.last
     for _ in range(6):
         now += rig.session.wait + 0.1

@@ -136,21 +136,38 @@ def test_exact_multiple_ends_with_an_empty_block(tmp_path, rigs):
     assert rig.ended()[2]["bytes"] == 1024
 
 
+def _past_data_1(rig) -> bytes:
+    """Acknowledge DATA 1 (the transfer is under way, full retries apply); DATA 2 as it came."""
+    rig.recv()
+    rig.send(b"\x00\x04\x00\x01")
+    return rig.recv()
+
+
 def test_timeouts_resend_with_doubling_then_give_up(tmp_path, rigs):
     rig = rigs(tmp_path, timeout=0.1, retries=2)
-    first = rig.recv()
+    first = _past_data_1(rig)
     assert rig.recv() == first and rig.recv() == first  # two resends (after 0.1 s, then 0.2 s)
-    kind, reason, _ = rig.ended()
-    assert (kind, reason) == (pump.ABORTED, "timeout")
+    kind, reason, details = rig.ended()
+    assert (kind, reason, details["first_block"]) == (pump.ABORTED, "timeout", False)
     assert rig.session.wait == pytest.approx(0.4) and rig.session.tries == 2
     assert rig.nothing_sent()
 
 
+def test_data_1_never_acknowledged_gets_one_resend_cycle_only(tmp_path, rigs):
+    rig = rigs(tmp_path, timeout=0.1, retries=5)
+    first = rig.recv()
+    assert rig.recv() == first  # FIRST_RETRIES = 1 resend, then the end
+    kind, reason, details = rig.ended()
+    assert (kind, reason, details["first_block"]) == (pump.ABORTED, "timeout", True)
+    assert rig.session.tries == 1 and rig.nothing_sent()
+
+
 def test_the_resend_interval_stops_doubling_at_max_wait(tmp_path, rigs, monkeypatch):
-    monkeypatch.setattr(solo, "MAX_WAIT", 0.3)
-    rig = rigs(tmp_path, timeout=0.05, retries=5)
+    monkeypatch.setattr(solo, "MAX_WAIT", 0.6)
+    rig = rigs(tmp_path, timeout=0.1, retries=5)
+    _past_data_1(rig)
     assert rig.ended()[1] == "timeout"
-    assert rig.session.wait == pytest.approx(0.3)  # 0.05, 0.1, 0.2, then 0.3 and no more
+    assert rig.session.wait == pytest.approx(0.6)  # 0.1, 0.2, 0.4, then 0.6 and no more
 
 
 def test_stray_packets_do_not_keep_a_stalled_transfer_alive(tmp_path, rigs):

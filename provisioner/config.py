@@ -129,7 +129,16 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # big-file TFTP transfers served by a process of their own (~1.5 MB private memory each) at once, per
     # worker process (0: every transfer in the workers' shared loops)
     "tftp_fork_limit": (_int_in(0, 900), 32),
+    # HTTP on a hostile LAN (issue 15): connections one address may hold at once (2 loops x 1000 used to be
+    # fillable by one client); seconds a connection gets to send a request's complete headers; the largest
+    # request body (authenticated API only; a 300,000-line host CSV measured 43 MB at 144 bytes a line)
+    "http_max_connections_per_client": (_int_in(1, 1000), 64),
+    "http_header_timeout": (_int_in(1, 600), 10),
+    "http_max_body_bytes": (_int_in(1024, 1 << 30), 64 << 20),
     "attempts_per_arming": (_int_in(1, 10), 1),
+    # answer file, scripts and report only for the address that first fetched the attempt's boot config or the
+    # host's registered IP (issue 15); off where the installer's DHCP lease differs from the firmware's
+    "attempt_client_binding": (_bool, True),
     # lpxelinux.0 can fetch http:// paths: big files (xen.gz, vmlinuz, install.img) then go over HTTP, not TFTP.
     "pxelinux_http": (_bool, False),
     # how often the coordinator polls XAPI while it waits for a host (down, back up, enabled)
@@ -156,7 +165,11 @@ class Config:
     tftp_max_sessions: int
     tftp_max_sessions_per_client: int
     tftp_fork_limit: int
+    http_max_connections_per_client: int
+    http_header_timeout: int
+    http_max_body_bytes: int
     attempts_per_arming: int
+    attempt_client_binding: bool
     pxelinux_http: bool
     upgrade_poll_ms: int
     log_level: str

@@ -21,23 +21,44 @@ install.img downloads does not occupy the worker threads that answer configs, an
 
 Waitress internals used (covered by tests/test_httpserver.py; waitress >= 3.0, < 4): `HTTPChannel.outbufs`,
 `_flush_some` and `ReadOnlyFileBasedBuffer` (its `wsgi.file_wrapper`, which honours the file's current
-position and the response's Content-Length). Everything else goes through the public `create_server`.
+position and the response's Content-Length), `HTTPRequestParser.parse_header` and the parser's `body_rcv`,
+`content_length`, `chunked`, `expect_continue` and `connection_close` (the body gate), and
+`BaseWSGIServer.handle_accept` / `maintenance` (the per-address cap and the header timeout).
+
+Held on a hostile network (issue 15; tests/hostile/test_http_*.py):
+- Per-address connection cap (`max_per_client`), one counter shared by all loops, enforced at accept time: a
+  client over it is closed before a channel exists. One address holding ~2,000 idle connections used to fill
+  both loops' `connection_limit` and stop HTTP for everyone.
+- Header timeout: a connection waiting for a request's headers (fresh, half-sent or kept alive between
+  requests) gets `header_timeout` seconds to send them all (Apache's default keep-alive wait is 5 s), checked
+  every second; a connection with a request in service or a response still flowing keeps `channel_timeout`.
+- Body gate, at header time, before one body byte is buffered: the web layer's `gate` (web/gate.py) admits a
+  body, refuses it with a status (answered at once, connection closed) or drops it (the app answers without
+  it, e.g. its own 401 and failed-authentication throttle; the connection is then closed). An admitted body
+  over `max_body` is a 413. Bodies under waitress' `inbuf_overflow` (512 KB) stay in memory; only admitted,
+  i.e. authenticated, bodies can reach the temporary file.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Mapping, Union
 
+from waitress.adjustments import Adjustments
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
-from waitress.server import create_server
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
+from waitress.utilities import Error
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +73,128 @@ class HTTPServerError(RuntimeError):
     """The HTTP server could not start; the message names the address and port."""
 
 
+# What a body gate answers for a request that carries a body: None admits it, DROP_BODY lets the app answer
+# without it (then closes the connection), (status, message) answers that at once without reading it.
+DROP_BODY = "drop"
+Verdict = Union[None, str, tuple[int, str]]
+# gate(method, path, headers as waitress parses them (AUTHORIZATION, COOKIE, ...), length or None if chunked)
+BodyGate = Callable[[str, str, Mapping[str, str], "int | None"], Verdict]
+
+
+@dataclass
+class Limits:
+    """What one address may hold and send; see the module docstring."""
+
+    max_per_client: int = 64
+    header_timeout: float = 10.0
+    max_body: int = 64 << 20
+    gate: BodyGate | None = None
+
+
+class _Refusal(Error):
+    """An answer given at header time by the body gate, with a JSON body like the app's errors."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code, self.reason = code, _REASONS.get(code, "Refused")
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        body = json.dumps({"error": self.body}).encode() + b"\n"
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+
+
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 411: "Length Required", 413: "Content Too Large"}
+
+
+class _Guard:
+    """State shared by every loop of one server: connections per address, the limits, refusal counts."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._warned: dict[str, float] = {}
+        self.refused_connections = 0
+        self.timed_out = 0
+
+    def admit(self, address: str) -> bool:
+        with self._lock:
+            count = self._open.get(address, 0)
+            if count >= self.limits.max_per_client:
+                self.refused_connections += 1
+                warn = time.monotonic() - self._warned.get(address, -1e9) > 60
+                if warn:
+                    self._warned[address] = time.monotonic()
+            else:
+                self._open[address] = count + 1
+                return True
+        if warn:  # once a minute per address: a flood must not flood the log too
+            log.warning("HTTP: %s holds %d connections (http_max_connections_per_client); refusing more",
+                        address, count)
+        return False
+
+    def release(self, address: str) -> None:
+        with self._lock:
+            left = self._open.get(address, 0) - 1
+            if left > 0:
+                self._open[address] = left
+            else:
+                self._open.pop(address, None)
+
+    def open_connections(self, address: str) -> int:
+        with self._lock:
+            return self._open.get(address, 0)
+
+
+class _GatedParser(HTTPRequestParser):
+    """waitress' request parser, asking the body gate once the headers are in and before any body byte."""
+
+    def __init__(self, guard: _Guard, adj: Any):
+        super().__init__(adj)
+        self._guard = guard
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        length = None if self.chunked else self.content_length
+        if not self.chunked and not self.content_length:
+            return  # no body: nothing to gate
+        limits = self._guard.limits
+        verdict = limits.gate(self.command, self.path, self.headers, length) if limits.gate else None
+        if verdict is None and length is not None and length > limits.max_body:
+            verdict = (413, f"request body larger than {limits.max_body} bytes (http_max_body_bytes)")
+        if verdict is None:
+            return
+        # Forget the body before a byte of it is buffered; close the connection after answering, so the
+        # unread body is never parsed as a next request.
+        self.body_rcv, self.content_length, self.chunked = None, 0, False
+        self.expect_continue, self.connection_close = False, True
+        self.headers["CONTENT_LENGTH"] = "0"
+        if verdict != DROP_BODY:
+            status, message = verdict  # type: ignore[misc]
+            self.error = _Refusal(status, message)
+
+
 class _SendfileChannel(HTTPChannel):
-    """An HTTPChannel that sends wsgi.file_wrapper bodies with os.sendfile() instead of read()+send()."""
+    """An HTTPChannel that sends wsgi.file_wrapper bodies with os.sendfile() instead of read()+send(),
+    gates request bodies, and gives its address's slot back when it closes."""
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None):
+        super().__init__(server, sock, addr, adj, map=map)
+        self.parser_class = partial(_GatedParser, server.guard)
+        self.idle_since: float | None = self.creation_time  # waiting for request headers since
+        self._released = False
+
+    def waiting_for_headers(self) -> bool:
+        """No request in service, no response flowing, and the next request's headers not complete."""
+        request = self.request
+        return (not self.requests and not self.total_outbufs_len
+                and (request is None or not request.headers_finished))
+
+    def close(self) -> None:
+        super().close()
+        if not self._released:  # close() can run twice (handle_close, then close_all at stop)
+            self._released = True
+            self.server.guard.release(self.addr[0])
 
     # A copy of waitress 3.0's HTTPChannel._flush_some with one change: file_wrapper buffers go through
     # sendfile() (kernel copy, no Python bytes) instead of get() + send().
@@ -110,6 +251,48 @@ class _SendfileChannel(HTTPChannel):
         return num
 
 
+class _GuardedServer(TcpWSGIServer):
+    """waitress' TCP server with the per-address cap at accept time and the header timeout."""
+
+    channel_class = _SendfileChannel
+
+    def __init__(self, *args: Any, guard: _Guard, **kwargs: Any):
+        self.guard = guard
+        super().__init__(*args, **kwargs)
+
+    def handle_accept(self) -> None:
+        try:
+            pair = self.accept()
+        except OSError:
+            return  # the peer left before we got to it (waitress logs and ignores this too)
+        if pair is None:
+            return
+        conn, addr = pair
+        if not self.guard.admit(addr[0]):
+            conn.close()
+            return
+        try:
+            self.set_socket_options(conn)
+            self.channel_class(self, conn, addr, self.adj, map=self._map)
+        except OSError:
+            self.guard.release(addr[0])
+            conn.close()
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # channel_timeout for connections with nothing going on
+        cutoff = now - self.guard.limits.header_timeout
+        for channel in list(self.active_channels.values()):
+            if not isinstance(channel, _SendfileChannel):
+                continue
+            if not channel.waiting_for_headers():
+                channel.idle_since = None
+            elif channel.idle_since is None:
+                channel.idle_since = now
+            elif channel.idle_since < cutoff and not channel.will_close:
+                channel.will_close = True
+                self.guard.timed_out += 1
+
+
 def _sendfile_fd(outbuf: Any) -> int | None:
     """The file descriptor of a file_wrapper body that sendfile() can serve, else None."""
     if type(outbuf) is not ReadOnlyFileBasedBuffer:
@@ -126,6 +309,7 @@ class ServerHandle:
 
     host: str
     port: int
+    _guard: _Guard = field(repr=False)
     _servers: list[Any] = field(repr=False)
     _threads: list[threading.Thread] = field(repr=False)
     _stopping: threading.Event = field(repr=False)
@@ -134,6 +318,15 @@ class ServerHandle:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    def counters(self) -> dict[str, int]:
+        """Connections refused by the per-address cap and closed by the header timeout, since start."""
+        return {"refused_connections": self._guard.refused_connections,
+                "header_timeouts": self._guard.timed_out}
+
+    def open_connections(self, address: str) -> int:
+        """Connections `address` holds right now."""
+        return self._guard.open_connections(address)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, close every connection, stop the worker threads. Idempotent."""
@@ -149,12 +342,13 @@ class ServerHandle:
 
 
 def serve_http(app: Callable, host: str, port: int, *, threads: int = 16, loops: int | None = None,
-               connection_limit: int = 1000, channel_timeout: int = 120) -> ServerHandle:
+               connection_limit: int = 1000, channel_timeout: int = 120,
+               limits: Limits | None = None) -> ServerHandle:
     """Start serving `app` on host:port in background threads and return once the socket is listening.
 
     `loops` event-loop threads (default: one per CPU, at most 4) accept from the same listening socket;
     each streams its connections' file bodies with sendfile(), which releases the GIL, so several CPUs
-    copy at once. `threads` worker threads run the app, split between the loops.
+    copy at once. `threads` worker threads run the app, split between the loops. `limits`: see Limits.
     Raises HTTPServerError naming host:port when the port is in use, not permitted (ports < 1024 need
     root or CAP_NET_BIND_SERVICE) or the address is not local.
     """
@@ -171,23 +365,32 @@ def serve_http(app: Callable, host: str, port: int, *, threads: int = 16, loops:
     except (ValueError, OverflowError, TypeError) as exc:  # a malformed host or port
         sock.close()
         raise HTTPServerError(f"cannot listen on {host}:{port}: {exc}") from exc
+    guard = _Guard(limits or Limits())
     servers = []
     for i in range(loops):
         # Each loop gets its own descriptor of the one listening socket; a loop that loses the accept()
-        # race gets EAGAIN, which waitress ignores.
-        server = create_server(
-            app, sockets=[sock if i == 0 else sock.dup()], threads=max(1, threads // loops),
+        # race gets EAGAIN, which waitress ignores. What waitress' create_server does for one socket,
+        # with our server class.
+        loop_sock = sock if i == 0 else sock.dup()
+        adj = Adjustments(
+            sockets=[loop_sock], threads=max(1, threads // loops),
             connection_limit=connection_limit, channel_timeout=channel_timeout,
+            # the header timeout is checked in maintenance(), which runs at most every cleanup_interval
+            cleanup_interval=1, max_request_body_size=guard.limits.max_body + 1,
             # poll(), not select(): select() fails past 1024 file descriptors.
             asyncore_use_poll=True, ident="provisioner", clear_untrusted_proxy_headers=False,
         )
-        server.channel_class = _SendfileChannel
-        servers.append(server)
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(adj.threads)
+        sockinfo = (loop_sock.family, loop_sock.type, loop_sock.proto, loop_sock.getsockname())
+        servers.append(_GuardedServer(app, {}, True, loop_sock, dispatcher=dispatcher, adj=adj,
+                                      bind_socket=False, sockinfo=sockinfo, guard=guard))
     real_port = int(servers[0].effective_port)
     stopping = threading.Event()
     workers = [threading.Thread(target=_run, args=(server, stopping), name=f"http-{real_port}-{i}", daemon=True)
                for i, server in enumerate(servers)]
-    handle = ServerHandle(host=host, port=real_port, _servers=servers, _threads=workers, _stopping=stopping)
+    handle = ServerHandle(host=host, port=real_port, _guard=guard, _servers=servers, _threads=workers,
+                          _stopping=stopping)
     for thread in workers:
         thread.start()
     log.info("HTTP server listening on %s (%d loops, %d worker threads)", handle.url, loops, threads)

@@ -22,6 +22,7 @@ from provisioner.httpserver import ServerHandle, serve_http
 from provisioner.media import resolve_media_file
 from provisioner.store import Store
 from provisioner.tftp import TftpService
+from provisioner.web.gate import http_limits
 
 log = logging.getLogger(__name__)
 TFTP_MEDIA_PREFIX = "xenserver/"  # plain pxelinux.0 configs name media files xenserver/<media>/<path>
@@ -97,7 +98,7 @@ class Runtime:
             self.tftp.start()
             app = create_app(config, store=store)
             app.extensions["provisioner.runs"] = self.runs  # the web layer starts and follows runs through it
-            self.http = serve_http(app, config.bind_address, config.http_port)
+            self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
         except Exception as exc:
             self.stop()
             raise StartupError(str(exc)) from exc

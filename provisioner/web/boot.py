@@ -8,7 +8,10 @@ tokens: a failed GET of the installation-start script aborts the real installer 
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, request
 
@@ -16,6 +19,7 @@ from provisioner import answerfile, answerfile_fresh, attempts, bootservice, url
 from provisioner.model import ValidationError
 from provisioner.store import Store
 
+log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, url_prefix=urls.BOOT_PREFIX)
 
 STAGE_START = answerfile.STAGE_START
@@ -73,6 +77,11 @@ def answer_file(token: str):
     fresh-install file (answerfile_fresh), rendered with the reinstall's root-password hash, which is then dropped.
     """
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
+    bind = config.attempt_client_binding
+    found = attempts.attempt_by_token(store, token)
+    if found is not None and not attempts.admits(store, found, "answerfile", client, bind=bind):
+        # Not the booting host (issue 15 finding 7): refused without consuming the one-shot, so the host still gets it.
+        return _text("this answer file is bound to the host that fetched its boot config; see the event log\n", 403)
     if not attempts.answerfile_allowed(store, token):
         attempts.claim_answerfile(store, token, client)  # records why it was refused
         return _text("no answer file for this token: its installer window is closed or it is unknown\n", 404)
@@ -91,23 +100,52 @@ def answer_file(token: str):
         store.add_event("answerfile.refused", mac=attempt.mac, run_id=attempt.run_id,
                         details={"attempt": attempt.id, "client": client, "error": str(exc)[:500]})
         return _text("answer file refused by the server's validator; see the event log\n", 500)
-    if attempts.claim_answerfile(store, token, client) is None:  # lost a race with another fetch
+    if attempts.claim_answerfile(store, token, client, bind=bind) is None:  # lost a race with another fetch
         return _text("no answer file for this token\n", 404)
     if reinstall is not None:  # served once: the root-password hash is not kept any longer than needed
         store.clear_reinstall_hash(reinstall.id)
     return _text(body, mimetype="application/xml")
 
 
+def _always_a_script(view: Callable[[str, str], Response]) -> Callable[[str, str], Response]:
+    """Whatever the store does (disk full, read-only, locked), the installer still gets 200 and a valid script:
+    a failed script GET aborts the real installer (INSTALLER.md section 3). The failure is logged instead."""
+
+    @functools.wraps(view)
+    def wrapper(token: str, stage: str) -> Response:
+        try:
+            return view(token, stage)
+        except Exception as exc:
+            log.error("installer script %r for token %s... served without recording it: %s: %s",
+                      stage[:64], token[:6], type(exc).__name__, exc)
+        if stage == STAGE_COMPLETE:
+            try:  # a read may still work when writes do not: then the result can still be reported
+                attempt = attempts.attempt_by_token(_store(), token)
+            except Exception:
+                attempt = None
+            if attempt is not None:
+                return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id, report_url=urls.report(
+                    current_app.config["PROVISIONER"].base_url, token)))
+        return _text(NOOP_SCRIPT.format(why="the server could not record this step (see its log)"))
+
+    return wrapper
+
+
 @bp.get("/script/<token>/<stage>")
+@_always_a_script
 def installer_script(token: str, stage: str):
     """installation-start closes the window; installation-complete returns a script that reports $1."""
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
+    bind = config.attempt_client_binding
     if stage == STAGE_START:
-        outcome = attempts.start_script_fetched(store, token, client)
+        outcome = attempts.start_script_fetched(store, token, client, bind=bind)
         if outcome.changed:
             return _text(START_SCRIPT.format(mac=outcome.attempt.mac, attempt=outcome.attempt.id))
         return _text(NOOP_SCRIPT.format(why=outcome.note.replace("\n", " ")))
     if stage == STAGE_COMPLETE:
+        found = attempts.attempt_by_token(store, token)
+        if found is not None and not attempts.admits(store, found, "complete-script", client, bind=bind):
+            return _text(NOOP_SCRIPT.format(why="not the booting host of this attempt"))
         attempt = attempts.record_fetch(store, token, "complete-script", client)
         if attempt is None:
             return _text(NOOP_SCRIPT.format(why="unknown token"))
@@ -120,7 +158,8 @@ def installer_script(token: str, stage: str):
 @bp.get("/report/<token>/<code>")
 def report(token: str, code: str):
     """Called by the installation-complete script with the installer's exit code (0 or 1)."""
-    outcome = attempts.complete_reported(_store(), token, code, request.remote_addr)
+    outcome = attempts.complete_reported(_store(), token, code, request.remote_addr,
+                                         bind=current_app.config["PROVISIONER"].attempt_client_binding)
     return _text(outcome.note + "\n")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
@@ -13,7 +15,8 @@ from provisioner.web import throttle
 from provisioner.xapi import XapiUnreachable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
+MAX_JSON_DEPTH = 16  # our deepest body is 2 levels (a host record); this bounds the checker, not the decoder
+MAX_WINDOW_SECONDS = 30 * 24 * 3600  # an arming window longer than a month is a typo
 
 
 def _store() -> Store:
@@ -51,6 +54,18 @@ def _invalid(exc: ValidationError):
     return _error(400, str(exc), field=exc.field)
 
 
+@bp.errorhandler(UnicodeEncodeError)
+def _not_unicode(exc: UnicodeEncodeError):
+    """Safety net: text that cannot be stored (a lone surrogate) reached the store through a path
+    _json_body() did not check; a client error, not a 500."""
+    return _error(400, "the request carries text that is not valid Unicode (a lone surrogate)")
+
+
+@bp.errorhandler(RecursionError)
+def _too_deep(exc: RecursionError):
+    return _error(400, "the request body is nested too deeply")
+
+
 @bp.errorhandler(ConflictError)
 def _conflict(exc: ConflictError):
     return _error(409, str(exc))
@@ -75,19 +90,53 @@ def _secret(exc: secrets.SecretError):
 
 
 def register_common_errors(other: Blueprint) -> None:
-    """Give another /api/v1 blueprint this one's bearer token check and JSON errors (400, 404, 409), plus
+    """Give another /api/v1 blueprint this one's bearer token check and JSON errors (400, 404, 409; 400 for
+    text that is not Unicode or nesting too deep), plus
     502 when a pool does not answer and 500 when a stored secret cannot be read."""
     other.before_request(_require_token)
     for error, handler in ((ValidationError, _invalid), (ConflictError, _conflict), (NotFoundError, _missing),
-                           (XapiUnreachable, _unreachable), (secrets.SecretError, _secret)):
+                           (XapiUnreachable, _unreachable), (secrets.SecretError, _secret),
+                           (UnicodeEncodeError, _not_unicode), (RecursionError, _too_deep)):
         other.register_error_handler(error, handler)
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    """The request's JSON object, or a ValidationError (400) naming what is wrong with it, never a 500."""
+    if not request.is_json:
+        raise ValidationError("the request body must be a JSON object (Content-Type: application/json)")
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except RecursionError:  # Python's decoder recurses once per level: ~1,000 levels exhaust the stack
+        raise ValidationError(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise ValidationError(f"the request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise ValidationError("the request body must be a JSON object (Content-Type: application/json)")
+    for key, value in body.items():
+        field = key.encode("ascii", "backslashreplace").decode()[:64]  # printable even if the key is bad
+        _check_json(key, field, 1)
+        _check_json(value, field, 1)
     return body
+
+
+def _check_json(value: Any, field: str, depth: int) -> None:
+    """Refuse what JSON allows but nothing here can store: lone surrogates ("\\ud800": SQLite and UTF-8
+    cannot encode them) and absurd nesting; the error names the top-level field it is under."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            raise ValidationError(f"nested deeper than {MAX_JSON_DEPTH} levels", field)
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError("contains a lone surrogate (\\ud800-\\udfff): not valid Unicode text",
+                                      field) from None
+        elif isinstance(item, dict):
+            stack.extend((v, level + 1) for pair in item.items() for v in pair)
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
 
 
 @bp.get("/hosts")
@@ -123,8 +172,20 @@ def arm_host(mac: str):
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: media, window_seconds)")
     attempt = attempts.arm(_store(), current_app.config["PROVISIONER"], mac, body.get("media"),
-                           window_seconds=body.get("window_seconds"))
+                           window_seconds=_window_seconds(body.get("window_seconds")))
     return jsonify(attempt=attempt.as_dict()), 201
+
+
+def _window_seconds(value: Any) -> int | None:
+    """window_seconds: absent/null, or a whole number of seconds 1..MAX_WINDOW_SECONDS (JSON true is not 1,
+    1e20 is not a window: both used to be accepted or to fail with a 500)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"must be a whole number of seconds, got {json.dumps(value)[:40]}", "window_seconds")
+    if not 1 <= value <= MAX_WINDOW_SECONDS:
+        raise ValidationError(f"must be between 1 and {MAX_WINDOW_SECONDS} seconds, got {value}", "window_seconds")
+    return value
 
 
 @bp.post("/hosts/<mac>/disarm")
@@ -140,8 +201,9 @@ def host_attempts(mac: str):
 
 @bp.post("/hosts/import")
 def import_hosts():
-    if (request.content_length or 0) > MAX_IMPORT_BYTES:
-        return _error(413, f"CSV larger than {MAX_IMPORT_BYTES} bytes")
+    limit = current_app.config["PROVISIONER"].http_max_body_bytes  # the server refuses bigger bodies unread
+    if (request.content_length or 0) > limit:
+        return _error(413, f"CSV larger than {limit} bytes (http_max_body_bytes)")
     try:
         text = request.get_data(cache=False).decode("utf-8")
     except UnicodeDecodeError:
@@ -159,8 +221,8 @@ def list_media():
 def list_events():
     mac = request.args.get("mac")
     since = request.args.get("since", "0")
-    if not since.isdigit():
-        raise ValidationError("must be a non-negative integer", "since")
+    if not (since.isascii() and since.isdigit() and len(since) <= 18):  # "²" is a digit; SQLite has 64 bits
+        raise ValidationError("must be a non-negative integer below 10^18", "since")
     events = _store().events(mac=normalize_mac(mac) if mac else None, since_id=int(since))
     return jsonify(events=events)
 

@@ -19,7 +19,8 @@ from xml.parsers.expat import ExpatError
 
 from provisioner import urls
 from provisioner.config import Config
-from provisioner.model import Host, Media, ValidationError, normalize_mac, validate_disk
+# disk_problem is THE disk rule; it lives in model (registration validates with it) and is used here as is
+from provisioner.model import Host, Media, ValidationError, disk_problem, normalize_mac, validate_disk
 from provisioner.render import TemplateError, render
 
 if TYPE_CHECKING:
@@ -108,17 +109,6 @@ def url_problem(url: Any) -> str | None:
         return "has no host name"
     if "?" in url or "#" in url:
         return "has a query string or fragment (the installer appends paths to source URLs)"
-    return None
-
-
-def disk_problem(disk: Any) -> str | None:
-    """Why `disk` cannot be an <existing-installation> (None when it can): an absolute ASCII /dev path."""
-    if not isinstance(disk, str) or not disk:
-        return "is empty"
-    if not all(33 <= ord(ch) <= 126 for ch in disk):
-        return "must be printable ASCII without whitespace (the 8.x installer encodes it as ASCII)"
-    if not disk.startswith("/dev/") or "/../" in disk + "/" or disk.endswith("/"):
-        return "is not a device path such as /dev/disk/by-id/scsi-..."
     return None
 
 

@@ -5,11 +5,19 @@ answer-file and script URLs; the installation-start script GET closes the window
 "the installer is running" signal, INSTALLER.md section 3), the installation-complete GET reports 0/1.
 Every change is a compare-and-set in the store with its event row; every fetch is an `attempt.fetch` event,
 so the timeline of a boot can be read back from the event log.
+
+Binding (issue 15 finding 7): the boot config is readable by anyone who knows the MAC (that is PXE), so the
+token in it is no secret on the LAN. The answer file, the scripts and the report are therefore honoured only
+for the booting host: the FIRST address that fetched this attempt's boot config, or the host's registered IP
+(see admits()). Anything else is refused without consuming the one-shot and is an `attempt.foreign_client`
+event (at most FOREIGN_EVENTS_PER_ATTEMPT per attempt). An attacker who fetches the boot config before the
+host does, or spoofs its address, still wins: README "Trust model".
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import logging
 import re
 import secrets
@@ -19,13 +27,16 @@ from typing import Any
 from provisioner import policy, states, urls
 from provisioner.config import Config
 from provisioner.media import media_generation
-from provisioner.model import Attempt, BootDecision, Host, Media, ValidationError, normalize_mac
+from provisioner.model import Attempt, BootDecision, Host, Media, ValidationError, disk_problem, normalize_mac
 from provisioner.store import AttemptChange, NotFoundError, Store
 
 log = logging.getLogger(__name__)
 TOKEN_BYTES = 24  # 32 URL-safe characters, 192 bits: not guessable, and short enough for a kernel command line
 FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "complete-script", "file")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+FOREIGN = "attempt.foreign_client"
+# A thief holding a token can loop on it: the operator must see it happen, not get 10^6 rows for it.
+FOREIGN_EVENTS_PER_ATTEMPT = 20
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,19 @@ def new_token() -> str:
 
 def _client(client: Any) -> str | None:
     return None if client is None else str(client)[:64]
+
+
+def address(client: Any) -> str | None:
+    """A client address in one spelling: '::ffff:10.0.0.5' (a dual-stack socket) and '10.0.0.5' are one host."""
+    if client is None:
+        return None
+    text = str(client).strip()[:64]
+    try:
+        parsed = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return str(mapped or parsed)
 
 
 def _token_ok(token: Any) -> bool:
@@ -101,6 +125,11 @@ def check_armable(store: Store, mac: str, media_name: Any) -> tuple[Host, Media]
             f"host {host.name} ({mac}) has no boot disk recorded; the answer file must name it "
             "(XenCenter reads PRIMARY_DISK from /etc/xensource-inventory): set it with "
             "`provisioner hosts update MAC --disk /dev/disk/by-id/...`", "disk")
+    problem = disk_problem(host.disk)  # the answer-file validator's own rule: refuse now, not at the installer's GET
+    if problem:
+        raise ValidationError(
+            f"host {host.name} ({mac}): boot disk {host.disk!r} {problem}; the answer file would be refused: fix it "
+            "with `provisioner hosts update MAC --disk /dev/disk/by-id/...`", "disk")
     if media_generation(media) == "xs9" and host.firmware != "uefi":
         raise ValidationError(
             f"media {media.name} is XenServer {media.product_version}, whose installer refuses legacy BIOS; "
@@ -148,6 +177,53 @@ def decide_for(store: Store, mac: str, *, now: _dt.datetime | None = None) -> Bo
     return policy.decide(mac, host, attempt, now=now)
 
 
+# --- binding: only the booting host may use an attempt's token ---
+
+
+def booting_addresses(store: Store, attempt: Attempt) -> set[str]:
+    """Where the attempt's installer may fetch from: its first boot-config fetcher and the host's registered IP.
+
+    Kernel, xen and install.img fetches join an attempt only when they come from one of these two
+    (record_file_fetch), so they add no address of their own.
+    """
+    found = {address(attempt.boot_client)}
+    host = store.get_host(attempt.mac)
+    if host is not None:
+        found.add(address(host.ip))
+    found.discard(None)
+    return found  # type: ignore[return-value]
+
+
+def admits(store: Store, attempt: Attempt, what: str, client: Any, *, bind: bool = True) -> bool:
+    """May `client` fetch this attempt's answer file or scripts, or report for it? With `bind` (config key
+    `attempt_client_binding`) only a booting address may; a refusal is an `attempt.foreign_client` event."""
+    if not bind:
+        return True
+    shown = address(client)
+    if shown is not None and shown in booting_addresses(store, attempt):
+        return True
+    seen = store.count_attempt_events(attempt, FOREIGN, cap=FOREIGN_EVENTS_PER_ATTEMPT)
+    if seen < FOREIGN_EVENTS_PER_ATTEMPT:
+        last = seen + 1 == FOREIGN_EVENTS_PER_ATTEMPT
+        store.add_event(FOREIGN, mac=attempt.mac, run_id=attempt.run_id, details={
+            "attempt": attempt.id, "what": what, "client": shown, "bound_to": attempt.boot_client,
+            "why": "not the address that fetched this attempt's boot config, nor the host's registered IP",
+            **({"note": "further refusals for this attempt are not logged"} if last else {})})
+        log.warning("%s for host %s (attempt %d) refused to %s: bound to %s", what, attempt.mac, attempt.id, shown,
+                    attempt.boot_client or "no boot-config fetch yet", extra=_fields(attempt))
+    return False
+
+
+def _foreign(store: Store, token: str, what: str, client: Any, bind: bool) -> Attempt | None:
+    """The attempt of `token` when `client` is refused for it (the event is written), else None."""
+    if not bind:
+        return None
+    attempt = store.attempt_by_token(token)
+    if attempt is None or admits(store, attempt, what, client):
+        return None
+    return attempt
+
+
 # --- fetches and installer signals (boot endpoints) ---
 
 
@@ -157,14 +233,18 @@ def answerfile_allowed(store: Store, token: str, *, now: _dt.datetime | None = N
     return attempt is not None and policy.window_open(attempt, now)[0]
 
 
-def claim_answerfile(store: Store, token: str, client: Any, *, now: _dt.datetime | None = None) -> Attempt | None:
+def claim_answerfile(store: Store, token: str, client: Any, *, now: _dt.datetime | None = None,
+                     bind: bool = True) -> Attempt | None:
     """Atomically check the window and count one installer run; the attempt to render for, or None (=> 404).
 
     Use this rather than answerfile_allowed() + record_fetch(): two fetches racing cannot both pass the cap.
-    A refusal (closed window, stale or unknown token) is an event.
+    A refusal (closed window, stale or unknown token, a client other than the booting host) is an event;
+    a refused client does not consume the run.
     """
     if not _token_ok(token):
         _unknown_token(store, token, "answerfile", client)
+        return None
+    if _foreign(store, token, "answerfile", client, bind) is not None:
         return None
 
     def decide(attempt: Attempt) -> AttemptChange:
@@ -207,19 +287,23 @@ def record_fetch(store: Store, token_or_attempt: str | Attempt, what: str, clien
     extra = {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v)[:200]) for k, v in details.items()}
     store.add_fetch_event(attempt, {"attempt": attempt.id, "state": attempt.state, "what": what,
                                     "client": _client(client), **extra},
-                          boot_client=_client(client) if boot else None)
+                          boot_client=address(client) if boot else None)
     return attempt
 
 
-def start_script_fetched(store: Store, token: str, client: Any) -> Outcome:
+def start_script_fetched(store: Store, token: str, client: Any, *, bind: bool = True) -> Outcome:
     """The installer fetched its installation-start script: ARMED -> STARTED, closing the window.
 
     Compare-and-set in one transaction, so of two concurrent fetches exactly one changes the state. The
     HTTP layer answers 200 with a harmless script whatever this returns (a failed GET aborts the installer).
+    A client other than the booting host changes nothing.
     """
     if not _token_ok(token):
         _unknown_token(store, token, "start", client)
         return Outcome(None, False, "unknown token")
+    foreign = _foreign(store, token, "start", client, bind)
+    if foreign is not None:
+        return Outcome(foreign, False, "refused: not the booting host of this attempt")
 
     def decide(attempt: Attempt) -> AttemptChange:
         if attempt.state == states.ARMED:
@@ -237,16 +321,19 @@ def start_script_fetched(store: Store, token: str, client: Any) -> Outcome:
     return Outcome(attempt, False, f"attempt {attempt.id} is {attempt.state}: nothing to do")
 
 
-def complete_reported(store: Store, token: str, code: Any, client: Any) -> Outcome:
+def complete_reported(store: Store, token: str, code: Any, client: Any, *, bind: bool = True) -> Outcome:
     """The installation-complete script reported `code`: "0" -> SUCCEEDED, "1" -> FAILED.
 
     Any other code, or a report for an attempt that is already finished, is logged and changes nothing.
     A report on an ARMED attempt (start script never seen) still finishes it: an installer ran, so the
-    window must close.
+    window must close. A client other than the booting host changes nothing.
     """
     if not _token_ok(token):
         _unknown_token(store, token, "complete", client)
         return Outcome(None, False, "unknown token")
+    foreign = _foreign(store, token, "report", client, bind)
+    if foreign is not None:
+        return Outcome(foreign, False, "refused: not the booting host of this attempt")
     text = str(code).strip()[:16]
     new = {"0": states.SUCCEEDED, "1": states.FAILED}.get(text)
 
@@ -282,7 +369,7 @@ def record_file_fetch(store: Store, *, path: str, client_ip: Any, **details: Any
     what = BOOT_FILE_KINDS.get(str(path).lstrip("/"))
     if what is None or client_ip is None:
         return None
-    attempt = store.live_attempt_for_client(str(client_ip))
+    attempt = store.live_attempt_for_client(address(client_ip))
     if attempt is None:
         return None
     return record_fetch(store, attempt, what, client_ip, path=path, **details)

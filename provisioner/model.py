@@ -69,13 +69,26 @@ def _clean_text(value: Any, field: str, *, required: bool, pattern: re.Pattern |
     return text
 
 
+def disk_problem(disk: Any) -> str | None:
+    """Why `disk` cannot be an <existing-installation> / <primary-disk> (None when it can): an absolute ASCII /dev
+    path. THE disk rule: registration (validate_disk), arming and both answer-file validators all call this one."""
+    if not isinstance(disk, str) or not disk:
+        return "is empty"
+    if not all(33 <= ord(ch) <= 126 for ch in disk):
+        return "must be printable ASCII without whitespace (the 8.x installer encodes it as ASCII)"
+    if not disk.startswith("/dev/") or "/../" in disk + "/" or disk.endswith("/"):
+        return "is not a device path such as /dev/disk/by-id/scsi-..."
+    return None
+
+
 def validate_disk(value: Any) -> str | None:
-    """The installer's existing-installation disk: an absolute /dev path (by-id paths preferred)."""
+    """The installer's existing-installation disk, as registered: None, or a path disk_problem() accepts."""
     disk = _clean_text(value, "disk", required=False)
     if disk is None:
         return None
-    if not disk.startswith("/dev/") or any(c.isspace() for c in disk) or "/../" in disk + "/":
-        raise ValidationError(f"{disk!r} is not a device path such as /dev/disk/by-id/scsi-...", "disk")
+    problem = disk_problem(disk)
+    if problem:
+        raise ValidationError(f"{disk!r} {problem}", "disk")
     return disk
 
 
@@ -193,6 +206,7 @@ class Attempt:
     updated_at: str = ""
     started_at: str | None = None
     finished_at: str | None = None
+    boot_client: str | None = None  # the first address its boot config went to: the booting host (binding)
 
     def as_dict(self, *, with_token: bool = False) -> dict[str, Any]:
         """JSON-ready; the token is a capability (it unlocks the answer file), so it is left out by default."""

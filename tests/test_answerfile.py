@@ -102,7 +102,7 @@ def test_host_without_boot_disk_cannot_be_rendered(disk):
     (" /dev/sda", "whitespace"),
     ("/dev/disk/by-id/\u00e9", "ASCII"),
     ("/dev/../etc/passwd", "device path"),
-    ("/dev/sd a", "device path"),
+    ("/dev/sd a", "without whitespace"),
 ])
 def test_bad_disk_is_refused_before_rendering(disk, words):
     host = Host(mac=HOST.mac, name="xs1", pool="lab", disk=disk)

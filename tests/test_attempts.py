@@ -18,8 +18,9 @@ CLIENT = "10.0.0.50"
 @pytest.fixture
 def world(store, config, tmp_path):
     """A registered UEFI host with a boot disk, a BIOS host, and 8.4 and 9.0 media."""
+    # The installer calls from the host's registered IP: the attempt binding admits it (test_steal_install.py)
     store.add_host(Host.from_fields({"mac": MAC, "name": "h1", "pool": "p", "disk": "/dev/disk/by-id/scsi-1",
-                                     "firmware": "uefi"}))
+                                     "firmware": "uefi", "ip": CLIENT}))
     store.add_host(Host.from_fields({"mac": "52:54:00:00:00:02", "name": "bios", "pool": "p",
                                      "disk": "/dev/sda"}))
     store.add_host(Host.from_fields({"mac": "52:54:00:00:00:03", "name": "nodisk", "pool": "p"}))

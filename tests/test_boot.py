@@ -17,7 +17,10 @@ MAC = "aa:bb:cc:dd:ee:01"
 @pytest.fixture
 def armed(store, config, tmp_path):
     media.import_media(store, config, "xs84", make_media_tree(tmp_path / "tree"))
-    store.add_host(Host.from_fields({"mac": MAC, "name": "h1", "pool": "p1", "disk": "/dev/disk/by-id/scsi-1"}))
+    # ip: the test client (and the real server below) call from 127.0.0.1, the host's registered address,
+    # which the attempt binding admits (tests/hostile/test_steal_install.py covers the boot-config fetcher)
+    store.add_host(Host.from_fields({"mac": MAC, "name": "h1", "pool": "p1", "disk": "/dev/disk/by-id/scsi-1",
+                                     "ip": "127.0.0.1"}))
     return attempts.arm(store, config, MAC, "xs84")
 
 

@@ -189,8 +189,9 @@ def test_attempt_gauges_follow_real_state_changes(store, config, tmp_path):
     samples = parse(metrics.render()[0].decode())
     assert total(samples, "provisioner_attempts", state=states.ARMED) == 2
     attempts.arm(store, config, "52:54:00:00:00:02", "xs84")  # re-arm: the older attempt expires
-    assert attempts.start_script_fetched(store, first.token, "10.0.0.1").changed
-    assert attempts.complete_reported(store, first.token, "1", "10.0.0.1").attempt.state == states.FAILED
+    # bind=False: no boot-config fetch here to bind the attempt to (binding: tests/hostile/test_steal_install.py)
+    assert attempts.start_script_fetched(store, first.token, "10.0.0.1", bind=False).changed
+    assert attempts.complete_reported(store, first.token, "1", "10.0.0.1", bind=False).attempt.state == states.FAILED
     samples = parse(metrics.render()[0].decode())
     assert total(samples, "provisioner_attempts", state=states.ARMED) == 1
     assert total(samples, "provisioner_attempts", state=states.FAILED) == 1

@@ -45,7 +45,7 @@ def test_host_from_fields_normalizes():
     ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "firmware": "coreboot"}, "firmware", "not one of"),
     ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "ip": "10.0.0.300"}, "ip", "not an IP"),
     ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "disk": "sda"}, "disk", "device path"),
-    ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "disk": "/dev/sda x"}, "disk", "device path"),
+    ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "disk": "/dev/sda x"}, "disk", "without whitespace"),
     ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "disk": "/dev/../etc/x"}, "disk", "device path"),
     ({"mac": "aabbccddeeff", "name": "h", "pool": "p", "colour": "red"}, None, "unknown field"),
 ])

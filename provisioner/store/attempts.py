@@ -36,7 +36,8 @@ def _attempt_from_row(row: sqlite3.Row) -> Attempt:
     return Attempt(id=row["id"], mac=row["mac"], media=row["media"], token=row["token"], state=row["state"],
                    max_runs=row["max_runs"], runs=row["runs"], run_id=row["run_id"],
                    window_until=row["window_until"], exit_code=row["exit_code"], created_at=row["created_at"],
-                   updated_at=row["updated_at"], started_at=row["started_at"], finished_at=row["finished_at"])
+                   updated_at=row["updated_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+                   boot_client=row["boot_client"])
 
 
 class AttemptsMixin(ReinstallsMixin):
@@ -114,10 +115,12 @@ class AttemptsMixin(ReinstallsMixin):
 
     def add_fetch_event(self, attempt: Attempt, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
         """One `attempt.fetch` event; with `boot_client`, also remember where the boot config went. One transaction:
-        this runs on the TFTP loop's path for armed hosts."""
+        this runs on the TFTP loop's path for armed hosts. The FIRST boot-config fetcher stays: it is the address
+        the attempt's answer file and scripts are bound to (provisioner.attempts.admits), a later one cannot rebind."""
         with self._tx() as conn:
             if boot_client is not None:
-                conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ?", (boot_client, attempt.id))
+                conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ? AND boot_client IS NULL",
+                             (boot_client, attempt.id))
             self._event(conn, "attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details=details)
 
     def live_attempt_for_client(self, client: str) -> Attempt | None:
@@ -127,6 +130,13 @@ class AttemptsMixin(ReinstallsMixin):
             "AND (a.boot_client = ? OR h.ip = ?) ORDER BY a.id DESC LIMIT 1",
             (states.ARMED, states.STARTED, client, client)).fetchone()
         return _attempt_from_row(row) if row else None
+
+    def count_attempt_events(self, attempt: Attempt, kind: str, *, cap: int) -> int:
+        """How many `kind` events name this attempt, counted no further than `cap` (a per-attempt event budget)."""
+        row = self._connect().execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE mac = ? AND kind = ? "
+            "AND json_extract(details, '$.attempt') = ? LIMIT ?)", (attempt.mac, kind, attempt.id, cap)).fetchone()
+        return int(row[0])
 
     def change_attempt(self, *, decide: Callable[[Attempt], AttemptChange | None], token: str | None = None,
                        attempt_id: int | None = None) -> tuple[Attempt | None, AttemptChange | None]:

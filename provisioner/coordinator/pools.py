@@ -6,6 +6,7 @@ text by an older version is still read, and encrypted in place the first time it
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,28 @@ DEFAULT_TIMEOUT = 30.0
 def add_pool(store: Store, name: str, url: str, username: str, password: str) -> PoolRecord:
     """Register (or update) a pool's master URL and credentials; the returned record's as_dict() has no password."""
     Host.from_fields({"mac": "00:00:00:00:00:01", "name": "check", "pool": name})  # same name rules as hosts
-    if not url.startswith(("http://", "https://")):
-        raise ValidationError(f"{url!r} is not an http(s) URL", "url")
+    check_url(url)
     if not username or not password:
         raise ValidationError("username and password are required", "password")
     return store.add_pool(name, url, username, secrets.encrypt(_data_dir(store), password))
+
+
+def check_url(url: Any) -> str:
+    """A pool master URL: http(s), and no user:password@ in it (the URL is stored, evented and shown in clear)."""
+    if not isinstance(url, str):
+        raise ValidationError(f"expected a URL string, got {type(url).__name__}", "url")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket; not echoed, it may hold a password
+        raise ValidationError("is not a valid http(s) URL", "url") from None
+    if "@" in parts.netloc:
+        # Never echo the URL here: the error is printed and returned, and it may be the password.
+        raise ValidationError("must not contain credentials (user:password@host): give the user name as "
+                              "username (--username) and the password in the password file (--password-file, "
+                              "PROVISIONER_POOL_PASSWORD, or \"password\" in the REST body)", "url")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{url[:200]!r} is not an http(s) URL", "url")
+    return url
 
 
 def get_pool(store: Store, name: str) -> PoolRecord:

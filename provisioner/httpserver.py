@@ -22,7 +22,7 @@ install.img downloads does not occupy the worker threads that answer configs, an
 Waitress internals used (covered by tests/test_httpserver.py; waitress >= 3.0, < 4): `HTTPChannel.outbufs`,
 `_flush_some` and `ReadOnlyFileBasedBuffer` (its `wsgi.file_wrapper`, which honours the file's current
 position and the response's Content-Length), `HTTPRequestParser.parse_header` and the parser's `body_rcv`,
-`content_length`, `chunked`, `expect_continue` and `connection_close` (the body gate), and
+`content_length`, `chunked`, `expect_continue` and `headers` (the body gate), and
 `BaseWSGIServer.handle_accept` / `maintenance` (the per-address cap and the header timeout).
 
 Held on a hostile network (issue 15; tests/hostile/test_http_*.py):
@@ -169,6 +169,7 @@ class _GatedParser(HTTPRequestParser):
         self.body_rcv, self.content_length, self.chunked = None, 0, False
         self.expect_continue, self.connection_close = False, True
         self.headers["CONTENT_LENGTH"] = "0"
+        self.headers["CONNECTION"] = "close"  # what waitress' Task reads to close after the response
         if verdict != DROP_BODY:
             status, message = verdict  # type: ignore[misc]
             self.error = _Refusal(status, message)
@@ -190,9 +191,11 @@ class _SendfileChannel(HTTPChannel):
         return (not self.requests and not self.total_outbufs_len
                 and (request is None or not request.headers_finished))
 
-    def close(self) -> None:
-        super().close()
-        if not self._released:  # close() can run twice (handle_close, then close_all at stop)
+    def del_channel(self, map: Any = None) -> None:
+        # Every way a channel closes goes through wasyncore's dispatcher.close() -> del_channel (HTTPChannel's
+        # handle_close calls the base close() directly); it can run twice (handle_close, then close_all).
+        super().del_channel(map)
+        if not self._released:
             self._released = True
             self.server.guard.release(self.addr[0])
 

@@ -143,6 +143,10 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "pxelinux_http": (_bool, False),
     # how often the coordinator polls XAPI while it waits for a host (down, back up, enabled)
     "upgrade_poll_ms": (_int_in(10, 600_000), 10_000),
+    # retention of the events table (issue 15): noise rows older than this many days are pruned (audit rows
+    # 4x longer), and the oldest rows beyond this count, noise first; rows of active runs are always kept
+    "events_max_age_days": (_int_in(1, 36_500), 90),
+    "events_max_rows": (_int_in(1_000, 1_000_000_000), 1_000_000),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
 }
@@ -172,6 +176,8 @@ class Config:
     attempt_client_binding: bool
     pxelinux_http: bool
     upgrade_poll_ms: int
+    events_max_age_days: int
+    events_max_rows: int
     log_level: str
     log_json: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

@@ -171,12 +171,12 @@ class EventTally:
         name = d.get("file")
         fkind = file_kind(None if name in (None, "None") else name, d.get("source"))
         if outcome in ("sent", "aborted"):
-            count = 1
+            count = int(d.get("count") or 1) if d.get("sampled") else 1  # store.events: a summary row
             self.tftp_bytes[fkind] = self.tftp_bytes.get(fkind, 0) + int(d.get("bytes") or 0)
             if outcome == "sent" and isinstance(d.get("seconds"), (int, float)):
                 self.tftp_seconds.setdefault(fkind, _Buckets(FETCH_BUCKETS)).observe(float(d["seconds"]))
-        elif outcome == "refused":
-            count = int(d.get("count") or 1)  # a rate-limited summary stands for `count` refusals
+        elif outcome == "refused" or d.get("sampled"):
+            count = int(d.get("count") or 1)  # a rate-limited or sampled summary stands for `count` events
             reason = str(d.get("reason") or "unknown")[:64]
             self.tftp_refused[reason] = self.tftp_refused.get(reason, 0) + count
         else:
@@ -244,6 +244,13 @@ class _EventCollector:
         t.update()
         with t.lock:
             yield _counter("provisioner_events", "Rows of the events table, by event kind.", ["event"], t.events)
+            counters = getattr(t.store, "event_counters", lambda: {})()
+            yield _counter("provisioner_events_sampled", "Unauthenticated events counted into summary rows instead "
+                           "of stored one by one (per-kind, per-address budgets), by kind, since start.", ["event"],
+                           counters.get("sampled", {}))
+            yield _counter("provisioner_events_dropped", "Events that could not be written (full disk, full queue, "
+                           "read-only database) and were dropped, by kind, since start.", ["event"],
+                           counters.get("dropped", {}))
             yield _counter("provisioner_tftp_requests", "TFTP read requests by fetch kind and outcome "
                            "(sent, aborted, refused, error).", ["kind", "outcome"], t.tftp_requests)
             yield _counter("provisioner_tftp_bytes", "Bytes sent over TFTP (finished and aborted transfers).",

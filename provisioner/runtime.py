@@ -7,20 +7,21 @@ the runs are interrupted at their next wait or step boundary and stay resumable.
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from provisioner import bootservice, create_app
 from provisioner.bootloaders import missing_loaders
 from provisioner.config import Config
 from provisioner.coordinator.service import RunService
 from provisioner.coordinator.steps import Timeouts
+from provisioner.eventwriter import DecisionStore, EventWriter
 from provisioner.httpserver import ServerHandle, serve_http
 from provisioner.media import resolve_media_file
 from provisioner.store import Store
+from provisioner.store.lock import DataDirLock
 from provisioner.tftp import TftpService
 from provisioner.web.gate import http_limits
 
@@ -42,38 +43,6 @@ def tftp_media_file(store: Store, name: str) -> Path | None:
     return resolve_media_file(media, relpath) if media else None
 
 
-class EventWriter:
-    """Writes events reported from the TFTP thread on a thread of its own, so the TFTP loop never waits on SQLite."""
-
-    def __init__(self, store: Store, maxsize: int = 10_000):
-        self.store = store
-        self.dropped = 0
-        self._queue: queue.Queue = queue.Queue(maxsize)
-        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self._thread.start()
-
-    def tftp_event(self, kind: str, client_ip: Any, filename: Any, details: Any) -> None:
-        try:
-            self._queue.put_nowait((f"tftp.{kind}", {"client": client_ip, "file": str(filename)[:200],
-                                                     **(details or {})}))
-        except queue.Full:
-            self.dropped += 1  # a flood: shed events rather than memory or the TFTP loop
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self.store.add_event(item[0], details=item[1])
-            except Exception:  # never let one bad event kill the writer
-                log.exception("could not record event %s", item[0])
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-
 class Runtime:
     """The running services. start() brings up TFTP and HTTP or raises StartupError with nothing left open."""
 
@@ -87,11 +56,12 @@ class Runtime:
 
     def start(self) -> "Runtime":
         config, store = self.config, self.store
-        self.events = EventWriter(store)
+        self.events = EventWriter(store, max_age_days=config.events_max_age_days, max_rows=config.events_max_rows)
+        deciding = DecisionStore(store, self.events)  # the TFTP thread never waits on the write lock
         try:
             self.tftp = TftpService(
                 config,
-                resolve=lambda name, ip: bootservice.tftp_payload(store, config, name, ip),
+                resolve=lambda name, ip: bootservice.tftp_payload(deciding, config, name, ip),
                 media_file=lambda name: tftp_media_file(store, name),
                 on_event=self.events.tftp_event,
             )
@@ -123,6 +93,7 @@ class Runtime:
 
 def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
     """Run until SIGTERM or SIGINT, then stop every service cleanly."""
+    lock = DataDirLock(config.data_dir).acquire()  # held for this process's life: one serve per data dir
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     runtime = Runtime(config).start()
@@ -148,6 +119,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
         runtime.store.add_event("server.stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        lock.release()
 
 
 def _resume_runs(runtime: Runtime, announce: Callable[[str], None]) -> list[str]:

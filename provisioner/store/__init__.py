@@ -2,20 +2,21 @@
 
 SQLite in WAL mode, one connection per thread, every read-modify-write inside BEGIN IMMEDIATE, and every
 state change writes an `events` row in the same transaction. Split into mixins to keep each file small:
-base (connections, migrations, events), hosts, media, attempts, runs (pools, runs, host steps); all SQL stays inside this package.
+base (connections, migrations), events (the bounded event log), hosts, media, attempts, runs (pools, runs, host steps); all SQL stays inside this package.
 """
 
 from __future__ import annotations
 
 from provisioner.store.attempts import AttemptChange, AttemptsMixin
 from provisioner.store.base import ConflictError, NotFoundError, StoreBase, StoreError, now
+from provisioner.store.events import EventsMixin
 from provisioner.store.hosts import HostsMixin
 from provisioner.store.media import MediaMixin
 from provisioner.store.runs import PoolRecord, Run, RunHost, RunsMixin
 from provisioner.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
-class Store(HostsMixin, MediaMixin, AttemptsMixin, RunsMixin, StoreBase):
+class Store(HostsMixin, MediaMixin, AttemptsMixin, RunsMixin, EventsMixin, StoreBase):
     """A handle on one database file; safe to share between threads (each thread gets its own connection)."""
 
 

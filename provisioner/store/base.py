@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from provisioner.store.events import NoiseBudget
 from provisioner.store.schema import SCHEMA_VERSION, MIGRATIONS
 
 
@@ -31,6 +32,20 @@ class ConflictError(StoreError, ValueError):
     """The change would break a uniqueness rule (MAC, or pool + name)."""
 
 
+def _fault(path: Path, err: sqlite3.Error) -> str:
+    """One line naming the database file, what is wrong with it and what to do."""
+    text = str(err)
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return (f"database {path} cannot be written ({text}): make it, its -wal/-shm files and its directory "
+                "writable by this user")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (f"database {path} is damaged or not a SQLite file ({text}): restore it from a backup, or move "
+                "it away to start with an empty one")
+    if "disk is full" in text or "disk I/O" in text:
+        return f"database {path}: {text}: free space on its file system"
+    return f"database {path}: {text}"
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -44,8 +59,36 @@ class StoreBase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.noise = NoiseBudget()  # sampling of unauthenticated events (store.events)
         if migrate:
-            self.migrate()
+            self._check_file()
+            try:
+                self.migrate()
+            except sqlite3.Error as err:
+                self.close()
+                raise StoreError(_fault(self.path, err)) from None
+
+    def _check_file(self) -> None:
+        """Refuse a 0-byte file, a file that is not SQLite, and a database that is not ours, before any write:
+        SQLite would silently turn a 0-byte file into a fresh empty database (issue 15 finding 11)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return  # a new database
+        if size == 0:
+            raise StoreError(f"database {self.path} is empty (0 bytes), so it is not a provisioner database; "
+                             "restore it from a backup, or remove it to start with an empty one")
+        try:
+            tables = {row[0] for row in self._connect().execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as err:
+            self.close()
+            raise StoreError(_fault(self.path, err)) from None
+        if tables and "schema_version" not in tables:
+            self.close()
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(f"database {self.path} is not a provisioner database (tables: {shown}); point "
+                             "data_dir at another directory, or move that file away")
 
     # --- connections and transactions ---
 
@@ -54,10 +97,14 @@ class StoreBase:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except sqlite3.Error:  # not a database, read-only, ...: the caller says which, one line
+                conn.close()
+                raise
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -120,21 +167,3 @@ class StoreBase:
             "INSERT INTO events (ts, mac, run_id, kind, details) VALUES (?, ?, ?, ?, ?)",
             (now(), mac, run_id, kind, json.dumps(dict(details or {}), sort_keys=True, default=str)),
         )
-
-    def add_event(self, kind: str, *, mac: str | None = None, run_id: str | None = None,
-                  details: Mapping[str, Any] | None = None) -> None:
-        with self._tx() as conn:
-            self._event(conn, kind, mac=mac, run_id=run_id, details=details)
-
-    def events(self, *, mac: str | None = None, run_id: str | None = None, kind: str | None = None,
-               since_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        sql = "SELECT id, ts, mac, run_id, kind, details FROM events WHERE id > ?"
-        args: list[Any] = [since_id]
-        for column, value in (("mac", mac), ("run_id", run_id), ("kind", kind)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                args.append(value)
-        sql += " ORDER BY id LIMIT ?"
-        args.append(limit)
-        rows = self._connect().execute(sql, args).fetchall()
-        return [{**dict(row), "details": json.loads(row["details"])} for row in rows]

@@ -140,11 +140,17 @@ REINSTALL = "reinstall"
 
 RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI = "forget", "arm", "installing", "wait_xapi"
 RI_JOIN, RI_WAIT_JOINED, RI_DONE, RI_FAILED = "join", "wait_joined", "done", "failed"
-REINSTALL_STEPS = (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_WAIT_JOINED, RI_DONE, RI_FAILED)
+RI_JOIN_REFUSED = "join_refused"
+"""pool.join refused the fresh host (updates, edition, version...): it stays standalone and the flow waits for the
+operator to fix it and run the same reinstall command again, which retries JOIN. Not final, nothing is undone."""
+REINSTALL_STEPS = (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_JOIN_REFUSED, RI_WAIT_JOINED, RI_DONE,
+                   RI_FAILED)
 """FORGET host.destroy's the dead member's record; ARM opens ONE fresh-install window; INSTALLING waits for the
 installer's report; WAIT_XAPI logs in to the new standalone host; JOIN sends pool.join; WAIT_JOINED waits for the
 new uuid to be live and enabled in the pool, then the registry follows it."""
 REINSTALL_TERMINAL = frozenset({RI_DONE, RI_FAILED})
+REINSTALL_WAITING = frozenset({RI_JOIN_REFUSED})
+"""Steps where a flow stops driving itself until the operator runs the command again (still in progress)."""
 
 TRANSITIONS = TRANSITIONS + (
     Transition(REINSTALL, None, RI_FORGET, "start with --forget: host.destroy the dead member first"),
@@ -154,9 +160,11 @@ TRANSITIONS = TRANSITIONS + (
     Transition(REINSTALL, RI_INSTALLING, RI_WAIT_XAPI, "installer reported success"),
     Transition(REINSTALL, RI_WAIT_XAPI, RI_JOIN, "new standalone host answers"),
     Transition(REINSTALL, RI_JOIN, RI_WAIT_JOINED, "pool.join sent"),
+    Transition(REINSTALL, RI_JOIN, RI_JOIN_REFUSED, "pool.join refused: the new host stays standalone, waiting"),
+    Transition(REINSTALL, RI_JOIN_REFUSED, RI_JOIN, "the operator ran the command again: retry pool.join"),
     Transition(REINSTALL, RI_WAIT_JOINED, RI_DONE, "new host live and enabled in the pool"),
 ) + tuple(Transition(REINSTALL, step, RI_FAILED, "step failed")
-          for step in (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_WAIT_JOINED))
+          for step in (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_JOIN_REFUSED, RI_WAIT_JOINED))
 
 _ALLOWED = frozenset((t.kind, t.old, t.new) for t in TRANSITIONS)
 _KINDS = frozenset(t.kind for t in TRANSITIONS)

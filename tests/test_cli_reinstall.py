@@ -11,6 +11,7 @@ from labs import MEDIA, PASSWORD, POOL, macs, make_lab, power_on_when_armed, shu
 
 from provisioner import cryptpw, states
 from provisioner.cli import main
+from provisioner.simulator.builder import add_local_vm
 
 MAC = "52:54:00:aa:00:01"
 HASH = cryptpw.hash_password(PASSWORD, rounds=1000)
@@ -61,13 +62,25 @@ def test_plan_then_the_whole_flow(lab, tmp_path):
     assert upgrade(lab).state == states.RUN_DONE
     mac = macs(lab)[1]
     name = lab.store.get_host(mac).name
+    add_local_vm(lab.world.pools[POOL], "web-halted", lab.world.host(mac).ref, disk_gib=8)
     shut_down(lab, mac)
     hash_file = tmp_path / "root.hash"
     hash_file.write_text(HASH + "\n")
     args = ["reinstall", mac, "--pool", POOL, "--media", MEDIA, "--confirm", name, "--forget",
             "--root-password-hash-file", str(hash_file), "--host-url", lab.sim.url(mac)]
+    lost = "VM 'web-halted' (Halted): disk 'web-halted disk' 8.0 GiB on SR 'Local storage'"
+    plan = invoke(tmp_path, *args, "--plan")
+    assert plan.exit_code == 1 and "REFUSED" in plan.output and f"LOST: {lost}" in plan.output
+    assert "--accept-data-loss" in plan.output
+    refused = invoke(tmp_path, *args)
+    assert refused.exit_code == 1 and "reinstall refused, nothing changed:" in refused.output
+    assert f"LOST: {lost}" in refused.output
+    shown = json.loads(invoke(tmp_path, *args, "--json").stdout)
+    assert [d["vm"] for d in shown["data_loss"]] == ["web-halted"]
+    args.append("--accept-data-loss")
     plan = invoke(tmp_path, *args, "--plan")
     assert plan.exit_code == 0 and "ready" in plan.output and "host.destroy of uuid" in plan.output
+    assert "(accepted with --accept-data-loss)" in plan.output and f"LOST: {lost}" in plan.output
     assert lab.store.active_reinstall(mac) is None  # --plan changes nothing
 
     watcher = power_on_when_armed(lab, mac)
@@ -75,7 +88,7 @@ def test_plan_then_the_whole_flow(lab, tmp_path):
     watcher.join(5)
     assert result.exit_code == 0, result.output
     for line in ("forgetting uuid", "fresh install armed", "waiting for the host to network-boot", f"{name}: join",
-                 f"reinstall 1 of {name} ({mac}): done, new uuid"):
+                 f"reinstall 1 of {name} ({mac}): done, new uuid", f"lost (accepted): {lost}"):
         assert line in result.output
     assert HASH not in result.output and PASSWORD not in result.output
     assert {h.product_version for h in lab.driver.hosts()} == {"8.4.0"} and len(lab.driver.hosts()) == 3

@@ -9,15 +9,18 @@ from helpers import crash_once
 from labs import MEDIA, PASSWORD, POOL, host_info, macs, make_lab, shut_down, stop_lab, upgrade
 
 from provisioner import cryptpw, media, states
-from provisioner.coordinator import pools, reinstall, runner
+from provisioner.coordinator import pools, reinstall
 from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.reinstall_plan import ReinstallRefused, make_reinstall_plan
 from provisioner.demo import synthetic_media_tree
 from provisioner.model import ValidationError
+from provisioner.simulator.builder import add_local_vm
 from provisioner.simulator.fresh import new_host_uuid
+from provisioner.simulator.join import apply_updates
 
 FLOW_FAST = reinstall.Timeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
 HASH = cryptpw.hash_password(PASSWORD)
+UPDATE = ("3f2a7c1e-0000-4000-8000-000000000001", "XS84E001")
 
 
 
@@ -60,8 +63,6 @@ def test_failed_member_is_forgotten_reinstalled_and_rejoined(lab):
     lab.handler.inject(mac, installer_fails=True)
     run = upgrade(lab)
     assert run.state == states.RUN_DONE_WITH_FAILURES
-    remedy = runner.report(lab.store, run.id)["hosts"][1]["remedy"]
-    assert f"provisioner reinstall {mac} --pool {POOL} --media {MEDIA} --confirm {name(lab, mac)} --forget" in remedy
     lab.handler.inject(mac, installer_fails=False)
     old_uuid = host_info(lab, mac).uuid
     shut_down(lab, mac)
@@ -187,9 +188,35 @@ def test_master_not_upgraded_yet_is_refused_as_pool_hosts_not_compatible(lab):
     assert not [c for c in lab.world.call_log if c[1] == "host.destroy"]
 
 
-def test_pool_join_refused_is_reported_with_the_way_out(lab):
-    """The checks passed (master at the target), then the master went back to 8.2.1 (restored from backup):
-    pool.join answers POOL_HOSTS_NOT_COMPATIBLE and the flow fails at JOIN, leaving a standalone new host."""
+def _master_platform(pool, value):
+    with pool.db.lock:
+        sv = dict(pool.db.get("host", pool.master.ref)["software_version"], platform_version=value)
+        pool.db.update("host", pool.master.ref, software_version=sv)
+
+
+def _editions(pool, value):
+    with pool.db.lock:
+        for h in pool.hosts:
+            if pool.db.exists("host", h.ref):
+                pool.db.update("host", h.ref, edition=value)
+
+
+# (what changes in the pool after the checks passed, the refusal, the operator's fix on the new standalone host)
+JOIN_REFUSALS = {
+    "version": (lambda lab, pool: _master_platform(pool, "3.2.1"), "POOL_HOSTS_NOT_COMPATIBLE",
+                lambda lab, pool, new: _master_platform(pool, "3.4.0")),  # the master is upgraded again
+    "updates": (lambda lab, pool: apply_updates(pool, pool.master.ref, [UPDATE]), "Updates on local host",
+                lambda lab, pool, new: apply_updates(new.pool, new.ref, [UPDATE])),
+    "edition": (lambda lab, pool: _editions(pool, "xenserver-premium-per-socket"), "LICENSE_HOST_POOL_MISMATCH",
+                lambda lab, pool, new: _editions(new.pool, "xenserver-premium-per-socket")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(JOIN_REFUSALS))
+def test_refused_join_waits_for_the_operator_and_the_same_command_retries_it(lab, kind):
+    """The checks passed, then the pool changed before JOIN: pool.join refuses the new host, the flow WAITS at
+    join_refused (not failed) with the new host standalone; the operator fixes it and runs the command again."""
+    change, words, fix = JOIN_REFUSALS[kind]
     assert upgrade(lab).state == states.RUN_DONE
     mac = macs(lab)[1]
     shut_down(lab, mac)
@@ -197,15 +224,26 @@ def test_pool_join_refused_is_reported_with_the_way_out(lab):
     pool = lab.world.pools[POOL]
 
     def on_commit(r):
-        if r.step == states.RI_JOIN:
-            with pool.db.lock:
-                sv = dict(pool.db.get("host", pool.master.ref)["software_version"], platform_version="3.2.1")
-                pool.db.update("host", pool.master.ref, software_version=sv)
-    done = flow(lab, found, on_commit=on_commit).run()
-    assert done.step == states.RI_FAILED and "POOL_HOSTS_NOT_COMPATIBLE" in done.reason, done.reason
-    assert "xe pool-join" in done.reason and done.new_uuid
+        if r.step == states.RI_WAIT_XAPI:
+            change(lab, pool)
+    lines: list[str] = []
+    waiting = flow(lab, found, on_commit=on_commit, lines=lines).run()
+    assert waiting.step == states.RI_JOIN_REFUSED and words in waiting.reason, waiting.reason
+    assert "run the same reinstall command again" in waiting.reason and waiting.new_uuid
+    assert any("WAITING at join_refused" in line for line in lines)
     new = lab.world.host(mac)
     assert new.is_master and len(new.pool.hosts) == 1  # a standalone new host, not joined
+    assert lab.store.active_reinstall(mac).id == found.id  # still in progress: nothing else may start on it
+
+    fix(lab, pool, new)
+    again = start(lab, mac)  # the same command again: the same flow, no new checks
+    assert again.id == found.id and again.step == states.RI_JOIN_REFUSED
+    done = flow(lab, again).run()
+    assert done.step == states.RI_DONE, done.reason
+    assert host_info(lab, mac).uuid == waiting.new_uuid and len(lab.driver.hosts()) == 3
+    assert lab.handler.machine(mac).installs() == 2  # the upgrade, then ONE fresh install: only JOIN was retried
+    assert [e["details"]["to"] for e in lab.store.events(mac=mac) if e["kind"].startswith("reinstall.")
+            and "to" in e["details"]][-4:] == ["join_refused", "join", "wait_joined", "done"]
     assert done.root_password_hash is None
 
 
@@ -249,3 +287,113 @@ def test_plan_is_read_only_and_lists_what_it_will_do(lab):
     assert len(lab.store.events()) == events
     assert not [c for c in lab.world.call_log[calls:] if c[1] in ("host.destroy", "pool.join")]
     assert "root_password_hash" not in plan.as_dict() and HASH not in str(plan.as_dict())
+
+
+def destroys_and_fresh_arms(lab, mac):
+    """host.destroy calls, and fresh-install attempts (those without a run)."""
+    return ([c for c in lab.world.call_log if c[1] == "host.destroy"],
+            [a for a in lab.store.list_attempts(mac) if a.run_id is None])
+
+
+def test_vm_disks_on_the_local_sr_are_refused_and_listed_then_lost_only_by_name(lab):
+    assert upgrade(lab).state == states.RUN_DONE
+    mac = macs(lab)[1]
+    pool, ref = lab.world.pools[POOL], lab.world.host(mac).ref
+    add_local_vm(pool, "web-halted", ref, disk_gib=8)
+    add_local_vm(pool, "db-suspended", ref, power_state="Suspended", snapshot=True)
+    shut_down(lab, mac)
+    with pytest.raises(ReinstallRefused, match="--accept-data-loss") as err:
+        start(lab, mac)
+    lost = {(d["vm"], d["power_state"], d["role"], d["snapshot_of"]) for d in err.value.data_loss}
+    assert lost == {("web-halted", "Halted", "disk", ""), ("db-suspended", "Suspended", "disk", ""),
+                    ("db-suspended", "Suspended", "suspend image", ""),
+                    ("db-suspended before upgrade", "Halted", "snapshot disk", "db-suspended")}
+    assert all(d["sr"] == "Local storage" and d["size"] > 0 for d in err.value.data_loss)
+    assert "web-halted" in str(err.value) and "db-suspended" in str(err.value)
+    assert destroys_and_fresh_arms(lab, mac) == ([], [])  # nothing forgotten, nothing armed
+    refused = lab.store.events(kind="reinstall.refused")[-1]["details"]
+    assert len(refused["data_loss"]) == 4
+
+    found = start(lab, mac, accept_data_loss=True)
+    journaled = lab.store.events(mac=mac, kind="reinstall.data_lost")
+    assert journaled and journaled[0]["details"]["reinstall"] == found.id and journaled[0]["details"]["accepted"]
+    assert {d["vdi"] for d in journaled[0]["details"]["disks"]} == {
+        "web-halted disk", "db-suspended disk", "Suspend image for db-suspended", "db-suspended disk (snapshot)"}
+    done = flow(lab, found).run()
+    assert done.step == states.RI_DONE, done.reason
+    report = lab.store.events(mac=mac, kind="host.reinstalled")[-1]["details"]
+    assert {d["vm"] for d in report["data_lost"]} == {"web-halted", "db-suspended", "db-suspended before upgrade"}
+    # host.destroy left the local SR's VDI records pointing at nothing (xapi_host.ml destroy), as the plan said
+    with pool.db.lock:
+        assert pool.db.find("VDI", name_label="web-halted disk")
+
+
+def _vlan(pool):
+    pif = next(p for p in pool.db.find("PIF", host=pool.master.ref) if pool.db.get("PIF", p)["management"])
+    pool.db.update("PIF", pif, VLAN="20")
+
+
+def _backend(pool):
+    with pool.db.lock:
+        sv = dict(pool.db.get("host", pool.master.ref)["software_version"], network_backend="bridge")
+        pool.db.update("host", pool.master.ref, software_version=sv)
+
+
+# mismatch -> (change to the pool's master, words of the refusal, fixable on the new host before it joins)
+MISMATCHES = {
+    "updates": (lambda pool: apply_updates(pool, pool.master.ref, [UPDATE]),
+                "the pool has updates this ISO lacks: XS84E001", True),
+    "edition": (lambda pool: _editions(pool, "xenserver-premium-per-socket"), "LICENSE_HOST_POOL_MISMATCH", True),
+    "version": (lambda pool: _master_platform(pool, "3.4.1"), "POOL_HOSTS_NOT_COMPATIBLE", False),
+    "vlan": (_vlan, "POOL_JOINING_HOST_MANAGEMENT_VLAN_DOES_NOT_MATCH [-1, 20]", False),
+    "backend": (_backend, "Network backends differ", True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MISMATCHES))
+def test_a_join_mismatch_is_refused_before_any_wipe(lab, kind):
+    change, words, fixable = MISMATCHES[kind]
+    assert upgrade(lab).state == states.RUN_DONE
+    mac = macs(lab)[1]
+    shut_down(lab, mac)
+    change(lab.world.pools[POOL])
+    with pytest.raises(ReinstallRefused) as err:
+        start(lab, mac)
+    assert words in str(err.value)
+    assert ("--fix-before-join" in str(err.value)) == fixable
+    assert destroys_and_fresh_arms(lab, mac) == ([], [])  # refused BEFORE host.destroy and before arming
+    plan = make_reinstall_plan(lab.store, mac, POOL, MEDIA, confirm=name(lab, mac), forget=True,
+                               root_password_hash=HASH, connect=connect(lab), host_url=lab.sim.url(mac),
+                               fix_before_join=True)
+    assert plan.join["media"]["updates"] == [] and plan.join["master"]["product_version"] == "8.4.0"
+    assert plan.ok == fixable, plan.problems  # the fixable ones go on, to wait at join_refused
+
+
+def test_a_host_that_answers_on_its_management_address_is_refused(lab):
+    """XAPI says dead (a partition, or the pool gave up on it), but the machine answers: it is running."""
+    assert upgrade(lab).state == states.RUN_DONE
+    mac = macs(lab)[1]
+    db, ref = lab.world.pools[POOL].db, lab.world.host(mac).ref
+    lab.driver.disable(ref)
+    lab.driver.evacuate(ref)  # its VMs elsewhere: only the answering stands in the way
+    with db.lock:
+        db.update("host_metrics", db.get("host", ref)["metrics"], live=False)
+    url = lab.sim.url(mac)  # its own XAPI endpoint, still listening
+    with pytest.raises(ReinstallRefused) as err:
+        start(lab, mac)
+    where = url.split("//")[1].rstrip("/")
+    assert f"the host answers on {where}: it is running; shut it down first" in str(err.value)
+    assert destroys_and_fresh_arms(lab, mac) == ([], [])
+    closed = make_reinstall_plan(lab.store, mac, POOL, MEDIA, confirm=name(lab, mac), forget=True,
+                                 root_password_hash=HASH, connect=connect(lab), host_url="http://127.0.0.1:1/")
+    assert closed.ok, closed.problems  # a closed port: nothing answers there
+
+
+def test_a_host_no_registered_pool_knows_has_nothing_to_list(lab):
+    mac = "52:54:00:ee:00:09"
+    from provisioner.model import Host
+    lab.store.add_host(Host.from_fields({"mac": mac, "name": "lab-new", "pool": POOL, "disk": "/dev/sda",
+                                         "ip": "127.0.0.1"}))
+    plan = make_reinstall_plan(lab.store, mac, POOL, MEDIA, confirm="lab-new", forget=False, root_password_hash=HASH,
+                               connect=connect(lab), host_url="http://127.0.0.1:1/")
+    assert plan.data_loss == [] and any("no registered pool knows this host" in n for n in plan.notes)

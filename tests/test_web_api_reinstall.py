@@ -7,6 +7,7 @@ import pytest
 from labs import MEDIA, PASSWORD, POOL, macs, make_lab, power_on_when_armed, shut_down, stop_lab, upgrade
 
 from provisioner import cryptpw, states
+from provisioner.simulator.builder import add_local_vm
 from provisioner.web.api_reinstall import THREADS
 
 HASH = cryptpw.hash_password(PASSWORD, rounds=1000)
@@ -29,6 +30,7 @@ def test_token_required(client, host):
     ({"pool": "p1", "media": "m", "confirm": "h1", "password": "x"}, 400, "unknown field(s): password"),
     ({"media": "m", "confirm": "h1"}, 400, "pool: is required"),
     ({"pool": "p1", "media": "m", "confirm": "h1", "forget": "yes"}, 400, "forget: must be a bool"),
+    ({"pool": "p1", "media": "m", "confirm": "h1", "accept_data_loss": 1}, 400, "accept_data_loss: must be a bool"),
     ({"pool": "p1", "media": "m"}, 400, "confirm it by name"),
     ({"pool": "p1", "media": "m", "confirm": "h2"}, 400, "is not the name of host"),
 ])
@@ -68,10 +70,17 @@ def test_whole_flow_in_the_background_and_followed_with_get(lab, auth):
     assert refused.status_code == 409 and any("MASTER" in p for p in refused.get_json()["problems"])
 
     assert upgrade(lab).state == states.RUN_DONE
+    add_local_vm(lab.world.pools[POOL], "db-suspended", lab.world.host(mac).ref, power_state="Suspended")
     shut_down(lab, mac)
-    watcher = power_on_when_armed(lab, mac)
     body = {"pool": POOL, "media": MEDIA, "confirm": lab.store.get_host(mac).name, "forget": True,
             "root_password_hash": HASH, "host_url": lab.sim.url(mac)}
+    refused = client.post(f"/api/v1/hosts/{mac}/reinstall", headers=auth, json=body)
+    assert refused.status_code == 409 and any("accept_data_loss" in p for p in refused.get_json()["problems"])
+    assert {(d["role"], d["vm"]) for d in refused.get_json()["data_loss"]} == {
+        ("disk", "db-suspended"), ("suspend image", "db-suspended")}
+    assert lab.store.list_reinstalls(mac) == []
+    body["accept_data_loss"] = True
+    watcher = power_on_when_armed(lab, mac)
     r = client.post(f"/api/v1/hosts/{mac}/reinstall", headers=auth, json=body)
     assert r.status_code == 202 and r.headers["Location"] == f"/api/v1/hosts/{mac}/reinstall"
     started = r.get_json()["reinstall"]
@@ -84,6 +93,8 @@ def test_whole_flow_in_the_background_and_followed_with_get(lab, auth):
     data = shown.get_json()
     assert data["reinstalls"][0]["step"] == states.RI_DONE, data
     assert data["reinstalls"][0]["new_uuid"] and any("fresh install armed" in line for line in data["progress"])
+    assert sorted(d["vdi"] for d in data["data_lost"]) == ["Suspend image for db-suspended", "db-suspended disk"]
+    assert len(r.get_json()["data_lost"]) == 2
     assert HASH not in shown.get_data(as_text=True) and HASH not in r.get_data(as_text=True)
     assert {h.product_version for h in lab.driver.hosts()} == {"8.4.0"} and len(lab.driver.hosts()) == 3
     assert len([c for c in lab.world.call_log if c[1] == "pool.join"]) == 1

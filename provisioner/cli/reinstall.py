@@ -9,7 +9,8 @@ import click
 from provisioner.config import secret_from_env
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import reinstall as coord_reinstall
-from provisioner.coordinator.reinstall_plan import ReinstallRefused, make_reinstall_plan
+from provisioner import states
+from provisioner.coordinator.reinstall_plan import ReinstallRefused, describe_disk, make_reinstall_plan
 from provisioner.cli.base import Context, friendly, main, pass_ctx
 
 HASH_ENV = "PROVISIONER_ROOT_PASSWORD_HASH"
@@ -27,9 +28,20 @@ def _plan_text(plan) -> str:
              + ("ready" if plan.ok else "REFUSED"),
              f"  master {plan.master or '?'} at {plan.master_version or '?'}; new host's XAPI at "
              f"{plan.host_url or '?'}; management network {plan.network.get('mode', 'dhcp')}"]
+    if plan.data_loss:
+        lines.append(f"  the fresh install wipes {len(plan.data_loss)} disk(s) on the host's local storage"
+                     + (" (accepted with --accept-data-loss):" if plan.accept_data_loss else ":"))
+        lines += [f"    LOST: {describe_disk(d)}" for d in plan.data_loss]
     lines += [f"  note: {n}" for n in plan.notes]
     lines += [f"  problem: {p}" for p in plan.problems]
     return "\n".join(lines)
+
+
+def _refusal_lines(problems: list[str], data_loss: list[dict]) -> list[str]:
+    lines = ["reinstall refused, nothing changed:"] + [f"  - {p}" for p in problems]
+    if data_loss:
+        lines += ["disks the fresh install would wipe:"] + [f"  LOST: {describe_disk(d)}" for d in data_loss]
+    return lines
 
 
 @main.command("reinstall")
@@ -41,16 +53,25 @@ def _plan_text(plan) -> str:
 @click.option("--root-password-hash-file", "hash_file", type=click.File("r"),
               help=f"File with root's crypt(3) hash (`openssl passwd -6`), else ${HASH_ENV}.")
 @click.option("--host-url", help="The new host's XAPI URL (default: the pool URL with the host's address).")
+@click.option("--accept-data-loss", is_flag=True,
+              help="Accept that the VM disks, suspend images and snapshots on the host's local storage (listed by "
+                   "--plan) are wiped for good.")
+@click.option("--fix-before-join", is_flag=True,
+              help="Go on although pool.join needs the new host fixed first (updates, edition, network backend): "
+                   "the flow waits at join_refused until you fixed it and run the command again.")
 @click.option("--plan", "plan_only", is_flag=True, help="Only run the checks and show what would happen.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress goes to stderr).")
 @pass_ctx
 @friendly
 def reinstall(ctx: Context, mac: str, pool: str, media_name: str, confirm: str | None, forget: bool, hash_file,
-              host_url: str | None, plan_only: bool, as_json: bool) -> None:
+              host_url: str | None, accept_data_loss: bool, fix_before_join: bool, plan_only: bool,
+              as_json: bool) -> None:
     """Fresh-install a host that is not a live pool member, then pool.join it: the failed-member remedy.
 
-    Refused for a pool master, a live member, a dead member with resident VMs, a wrong confirmation, and when
-    the pool's master runs another version than the media. Run the same command again to resume it.
+    Refused for a pool master, a live member, a host that answers on its management address, a dead member with
+    resident VMs, VM disks on its local storage (unless --accept-data-loss), a wrong confirmation, and when
+    pool.join would refuse the fresh host (version, VLAN; updates, edition, backend unless --fix-before-join).
+    Run the same command again to resume it, or to retry pool.join after a refusal.
     """
     root_hash = _root_password_hash(hash_file)
     say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
@@ -58,24 +79,30 @@ def reinstall(ctx: Context, mac: str, pool: str, media_name: str, confirm: str |
         if plan_only:
             found = make_reinstall_plan(ctx.store, mac, pool, media_name, confirm=confirm, forget=forget,
                                         root_password_hash=root_hash, host_url=host_url,
+                                        accept_data_loss=accept_data_loss, fix_before_join=fix_before_join,
                                         connect=lambda name: coord_pools.connect(ctx.store, name))
             click.echo(json.dumps(found.as_dict(), indent=2) if as_json else _plan_text(found))
             raise SystemExit(0 if found.ok else 1)
         done = coord_reinstall.reinstall_host(ctx.store, ctx.config, mac, pool, media_name, confirm=confirm,
                                               forget=forget, root_password_hash=root_hash, host_url=host_url,
+                                              accept_data_loss=accept_data_loss, fix_before_join=fix_before_join,
                                               say=say)
     except ReinstallRefused as exc:
         if as_json:
-            click.echo(json.dumps({"refused": exc.problems}, indent=2))
+            click.echo(json.dumps({"refused": exc.problems, "data_loss": exc.data_loss}, indent=2))
         else:
-            click.echo("reinstall refused, nothing changed:", err=True)
-            for problem in exc.problems:
-                click.echo(f"  - {problem}", err=True)
+            for line in _refusal_lines(exc.problems, exc.data_loss):
+                click.echo(line, err=True)
         raise SystemExit(1) from None
+    lost = ctx.store.data_lost(done)
     if as_json:
-        click.echo(json.dumps(done.as_dict(), indent=2))
+        click.echo(json.dumps({**done.as_dict(), "data_lost": lost}, indent=2))
     else:
         click.echo(f"reinstall {done.id} of {done.host_name} ({done.mac}): {done.step}"
                    + (f": {done.reason}" if done.reason else f", new uuid {done.new_uuid} in pool {done.pool}"))
+        for disk in lost:
+            click.echo(f"  lost (accepted): {describe_disk(disk)}")
+        if done.step == states.RI_JOIN_REFUSED:
+            click.echo("  waiting: fix what pool.join refused on the new host, then run this command again")
     if done.step != "done":
         raise SystemExit(1)

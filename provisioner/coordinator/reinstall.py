@@ -9,6 +9,10 @@ fresh installs) or a second pool.join:
   FORGET (host.destroy) -> ARM (one-shot fresh-install attempt) -> INSTALLING (installer's start/complete
   scripts) -> WAIT_XAPI (log in to the new standalone host: a new uuid at the media's version) -> JOIN
   (pool.join master, pool credentials) -> WAIT_JOINED (new uuid live and enabled in the pool) -> DONE
+
+A pool.join refusal (updates, edition, ... after the install) is not the end: the flow waits at JOIN_REFUSED with
+the new host standalone, and the same command run again retries JOIN. The VM disks the operator accepted to lose
+(--accept-data-loss) are journaled when the flow is committed and named in its final report.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from provisioner import attempts, states
 from provisioner.config import Config
 from provisioner.coordinator import pools
 from provisioner.coordinator.plan import at_target
-from provisioner.coordinator.reinstall_plan import Connect, ReinstallRefused, check_confirmation, make_reinstall_plan
+from provisioner.coordinator.reinstall_join import FIX_THEN_RERUN, join_hint
+from provisioner.coordinator.reinstall_plan import (Connect, ReinstallRefused, check_confirmation, describe_disk,
+                                                    make_reinstall_plan)
 from provisioner.coordinator.context import poll_until
 from provisioner.coordinator.steps import RealClock
 from provisioner.model import normalize_mac
@@ -45,6 +51,10 @@ class ReinstallFailed(RuntimeError):
     """A step could not reach its effect; the message is the reason shown to the operator."""
 
 
+class JoinRefused(RuntimeError):
+    """pool.join refused the new standalone host; the message says why and what to do (the flow waits)."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds on the flow's clock: the operator powers the host on, a fresh install takes 20-60 min."""
@@ -56,11 +66,13 @@ class Timeouts:
 
 
 def start(store: Store, mac: str, pool: str, media_name: str, *, confirm: str | None, forget: bool,
-          root_password_hash: str | None, connect: Connect, host_url: str | None = None) -> Reinstall:
+          root_password_hash: str | None, connect: Connect, host_url: str | None = None,
+          accept_data_loss: bool = False, fix_before_join: bool = False, **plan_kw) -> Reinstall:
     """Check everything (reinstall_plan), then commit the flow at FORGET or ARM; nothing else is done here.
 
-    The host's reinstall in progress (after a crash or a restart) is returned instead, once the operator has
-    confirmed the same host name again and asked for the same pool and media: no new checks, no second arming.
+    The host's reinstall in progress (after a crash or a restart, or waiting at JOIN_REFUSED) is returned instead,
+    once the operator has confirmed the same host name again and asked for the same pool and media: no new checks,
+    no second arming; running it retries where it stopped.
     """
     host = check_confirmation(store, mac, confirm)
     active = store.active_reinstall(host.mac)
@@ -71,24 +83,31 @@ def start(store: Store, mac: str, pool: str, media_name: str, *, confirm: str | 
         store.add_event("reinstall.resumed", mac=host.mac, details={"reinstall": active.id, "step": active.step})
         return active
     plan = make_reinstall_plan(store, host.mac, pool, media_name, confirm=confirm, forget=forget,
-                               root_password_hash=root_password_hash, connect=connect, host_url=host_url)
+                               root_password_hash=root_password_hash, connect=connect, host_url=host_url,
+                               accept_data_loss=accept_data_loss, fix_before_join=fix_before_join, **plan_kw)
     if not plan.ok:
         store.add_event("reinstall.refused", mac=host.mac, details={"pool": pool, "media": media_name,
-                                                                    "problems": plan.problems})
-        raise ReinstallRefused(plan.problems)
+                                                                    "problems": plan.problems,
+                                                                    "data_loss": plan.data_loss})
+        raise ReinstallRefused(plan.problems, plan.data_loss)
     return store.create_reinstall(host.mac, pool, media_name, host_name=host.name, forget_first=plan.forget,
                                   old_uuid=plan.old_uuid, old_pool=plan.old_pool, host_url=plan.host_url,
-                                  network=plan.network, root_password_hash=root_password_hash)
+                                  network=plan.network, root_password_hash=root_password_hash,
+                                  data_lost=plan.data_loss)
 
 
 def reinstall_host(store: Store, config: Config, mac: str, pool: str, media_name: str, *, confirm: str | None,
                    forget: bool, root_password_hash: str | None, host_url: str | None = None,
+                   accept_data_loss: bool = False, fix_before_join: bool = False,
                    say: Callable[[str], None] = lambda line: None) -> Reinstall:
-    """The whole flow in this thread (the CLI): checks, then every step until DONE or FAILED; resumes one in
-    progress. Progress lines go to `say`."""
+    """The whole flow in this thread (the CLI): checks, then every step until DONE, FAILED or JOIN_REFUSED
+    (waiting); resumes one in progress. Progress lines go to `say`."""
     connect = lambda name: pools.connect(store, name)  # noqa: E731
     found = start(store, mac, pool, media_name, confirm=confirm, forget=forget,
-                  root_password_hash=root_password_hash, connect=connect, host_url=host_url)
+                  root_password_hash=root_password_hash, connect=connect, host_url=host_url,
+                  accept_data_loss=accept_data_loss, fix_before_join=fix_before_join)
+    for disk in store.data_lost(found):
+        say(f"{found.host_name}: accepted loss: {describe_disk(disk)}")
     if found.step == states.RI_FORGET:
         say(f"{found.host_name}: forgetting uuid {found.old_uuid} in pool {found.old_pool} (host.destroy)")
     return Flow(store, config, found.id, connect=connect, say=say).run()
@@ -135,10 +154,15 @@ class Flow:
                  states.RI_WAIT_XAPI: self._wait_xapi, states.RI_JOIN: self._join,
                  states.RI_WAIT_JOINED: self._wait_joined}
         r = self.record
+        if r.step in states.REINSTALL_WAITING:  # the operator ran the command again: retry pool.join
+            r = self._next(r, states.RI_JOIN)
         try:
-            while r.step not in states.REINSTALL_TERMINAL:
+            while r.step not in states.REINSTALL_TERMINAL and r.step not in states.REINSTALL_WAITING:
                 try:
                     r = steps[r.step](r)
+                except JoinRefused as exc:  # a waiting state, not the end: nothing to undo, the host is standalone
+                    self.say(f"{r.host_name}: WAITING at {states.RI_JOIN_REFUSED}: {exc}")
+                    r = self.store.set_reinstall_step(self.id, states.RI_JOIN_REFUSED, reason=str(exc))
                 except (ReinstallFailed, Failure, XapiUnreachable, NotFoundError, ValueError) as exc:
                     reason = f"{r.step}: {exc}"
                     self.say(f"{r.host_name}: FAILED at {reason}")
@@ -265,10 +289,12 @@ class Flow:
                     return False, f"starting ({code})"
                 if code == "HOST_IS_SLAVE":  # an earlier pool.join went through (answer lost): a member already
                     return True, "already a member"
-                hint = (f"the new host and the master ({master.product_version}) must run the same version: upgrade "
-                        f"the master, then `xe pool-join master-address={master.address}` on the new host "
-                        f"({r.host_url})" if code == "POOL_HOSTS_NOT_COMPATIBLE" else " ".join(exc.details[1:]))
-                raise ReinstallFailed(f"pool.join refused: {code}: {hint}") from None
+                hint = join_hint(code, list(exc.details[1:]))
+                if code == "POOL_HOSTS_NOT_COMPATIBLE":
+                    hint = (f"the new host and the master ({master.product_version}) must run the same version: "
+                            f"upgrade the master, then `xe pool-join master-address={master.address}` on the new "
+                            f"host ({r.host_url})")
+                raise JoinRefused(f"pool.join refused: {code}: {hint}; {FIX_THEN_RERUN}") from None
             finally:
                 driver.close()
             return True, "sent"
@@ -294,7 +320,7 @@ class Flow:
             self.store.update_host(r.mac, changes)
         self.store.add_event("host.reinstalled", mac=r.mac, details={
             "reinstall": r.id, "pool": r.pool, "old_uuid": r.old_uuid, "new_uuid": r.new_uuid, "name": info.name,
-            "version": info.product_version})
+            "version": info.product_version, "data_lost": self.store.data_lost(r)})
         return self._next(r, states.RI_DONE)
 
 

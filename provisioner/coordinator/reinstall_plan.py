@@ -2,32 +2,40 @@
 
 A fresh install wipes the disk, so it is refused unless the operator confirmed the host by name, the host is not
 the master of any registered pool, not a live member of any (asked through each registered pool's XAPI, since
-the registry can be stale), has no resident VMs left, the media is the version the target pool's master runs
-(pool.join refuses any other with POOL_HOSTS_NOT_COMPATIBLE), and the root-password hash is a crypt(3) hash of
-the pool's stored password (the flow logs in to the new standalone host with it to run pool.join).
+the registry can be stale) and does not answer on its management address, has no resident VMs left, the VM disks
+on its local SRs are accepted as lost by name (--accept-data-loss), pool.join would take the fresh host (join.py
+compares the master with what the media installs), and the root-password hash is a crypt(3) hash of the pool's
+stored password (the flow logs in to the new standalone host with it to run pool.join).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from provisioner import attempts, cryptpw, states
 from provisioner.coordinator import pools
+from provisioner.coordinator.reinstall_join import check_join
 from provisioner.coordinator.plan import at_target
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import NotFoundError, Store
 from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
 
 Connect = Callable[[str], PoolDriver]
+Answers = Callable[[str], bool]  # XAPI URL -> does something accept a connection there?
+PROBE_TIMEOUT = 3.0
+GiB = 1024 ** 3
 
 
 class ReinstallRefused(ValueError):
     """The reinstall may not start; `problems` says every reason (nothing was changed)."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], data_loss: list[dict] | None = None):
         self.problems = list(problems)
+        self.data_loss = list(data_loss or [])  # the disks the fresh install would have wiped
         super().__init__("reinstall refused, nothing changed: " + "; ".join(self.problems))
 
 
@@ -46,6 +54,10 @@ class ReinstallPlan:
     master_version: str = ""
     host_url: str = ""
     network: dict = field(default_factory=lambda: {"mode": "dhcp", "dns": []})
+    accept_data_loss: bool = False
+    fix_before_join: bool = False  # the operator brings the new host to the pool's level before it joins
+    data_loss: list[dict] = field(default_factory=list)  # LocalDisk records: what the fresh install wipes
+    join: dict = field(default_factory=dict)  # the master's pool.join facts and what the media installs
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -115,15 +127,67 @@ def _check_member(plan: ReinstallPlan, name: str, driver: PoolDriver, info: Host
         plan.notes.append(f"management network unknown ({exc}): the fresh install uses DHCP")
 
 
+def answers(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when something accepts a TCP connection at the URL's address and port (its XAPI, https or http):
+    a host that answers there is running, whatever the pool's records say."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def describe_disk(disk: dict) -> str:
+    """One lost disk in words: VM (power state) or snapshot of VM, VDI name, size, SR."""
+    if disk.get("snapshot_of"):
+        owner = f"snapshot {disk['vm']!r} of VM {disk['snapshot_of']!r}"
+    elif disk.get("vm"):
+        owner = f"VM {disk['vm']!r} ({disk.get('power_state') or '?'})"
+    else:
+        owner = "no VM"
+    return (f"{owner}: {disk['role']} {disk['vdi']!r} {disk['size'] / GiB:.1f} GiB on SR {disk['sr']!r} "
+            f"(VDI {disk['vdi_uuid']})")
+
+
+def _check_data_loss(plan: ReinstallPlan, name: str, driver: PoolDriver, info: HostInfo) -> None:
+    """Every VDI on the host's local SRs, read BEFORE host.destroy (its PBDs go with it, the VDI records stay and
+    point at nothing: xapi_host.ml destroy, real-world.md 2); refused unless the operator accepted the loss."""
+    try:
+        disks = driver.local_disks(info.ref)
+    except (XapiUnreachable, Failure) as exc:
+        plan.problems.append(f"pool {name}: cannot list the disks on {info.name}'s local storage ({exc}): a "
+                             "fresh install would wipe them unseen")
+        return
+    plan.data_loss = [dataclasses.asdict(d) for d in disks]
+    if not disks:
+        plan.notes.append(f"no VM disks on {info.name}'s local storage in pool {name}: nothing is lost")
+        return
+    vms = sorted({d.vm for d in disks if d.vm})
+    what = (f"the fresh install wipes {info.name}'s local storage: {len(disks)} disk(s) of {len(vms)} VM(s) and "
+            f"snapshot(s) are lost for good ({', '.join(vms) or 'unattached disks'})")
+    if plan.accept_data_loss:
+        plan.notes.append(f"{what}; accepted with --accept-data-loss")
+    else:
+        plan.problems.append(f"{what}; move or export them first (`xe vm-export`, `xe vdi-copy` to a shared SR), "
+                             "or accept the loss by name with --accept-data-loss (REST: \"accept_data_loss\": true)")
+
+
 def make_reinstall_plan(store: Store, mac: str, pool: str, media_name: str, *, confirm: Any, forget: bool,
-                        root_password_hash: Any, connect: Connect, host_url: str | None = None) -> ReinstallPlan:
+                        root_password_hash: Any, connect: Connect, host_url: str | None = None,
+                        accept_data_loss: bool = False, fix_before_join: bool = False,
+                        answers: Answers = answers) -> ReinstallPlan:
     """Every check of a reinstall of `mac` into `pool` with `media_name`; changes nothing.
 
     Raises NotFoundError / ValidationError for an unknown host or a missing/wrong confirmation (no XAPI call is
     made then); every other reason lands in plan.problems.
     """
     host = check_confirmation(store, mac, confirm)
-    plan = ReinstallPlan(host.mac, pool, media_name, host_name=host.name, forget=bool(forget))
+    plan = ReinstallPlan(host.mac, pool, media_name, host_name=host.name, forget=bool(forget),
+                         accept_data_loss=bool(accept_data_loss), fix_before_join=bool(fix_before_join))
     media = None
     try:
         _, media = attempts.check_armable(store, host.mac, media_name)
@@ -162,6 +226,8 @@ def make_reinstall_plan(store: Store, mac: str, pool: str, media_name: str, *, c
         for info in found:
             if info.mac and normalize_mac(info.mac) == host.mac:
                 _check_member(plan, known.name, driver, info, ha=ha)
+                if not info.is_master:
+                    _check_data_loss(plan, known.name, driver, info)
                 address = address or info.address
             if known.name == pool and info.is_master:
                 plan.master, plan.master_version = info.address, info.product_version
@@ -173,6 +239,11 @@ def make_reinstall_plan(store: Store, mac: str, pool: str, media_name: str, *, c
                         f"media {media.name} is {media.product_version} (build {media.build}): pool.join would fail "
                         "with POOL_HOSTS_NOT_COMPATIBLE; upgrade the master first (`provisioner upgrade start "
                         f"{pool} --media {media.name}`)")
+                elif media is not None:
+                    check_join(plan, driver, info, media)
+    if plan.old_uuid is None:
+        plan.notes.append("no registered pool knows this host: there are no VM disks of it to list (a host never "
+                          "in a registered pool, or one already forgotten: its local SR's disks are not ours to see)")
     if plan.forget and plan.old_uuid is None:
         plan.forget = False
         plan.notes.append("--forget: no registered pool knows this host, nothing to forget")
@@ -182,4 +253,8 @@ def make_reinstall_plan(store: Store, mac: str, pool: str, media_name: str, *, c
     if not plan.host_url:
         plan.problems.append("no address for the new host's XAPI: register its management IP (`provisioner hosts "
                              "update MAC --ip ...`) or pass --host-url")
+    elif answers(plan.host_url):
+        where = urllib.parse.urlsplit(plan.host_url).netloc
+        plan.problems.append(f"the host answers on {where}: it is running; shut it down first (`xe host-disable` + "
+                             "`xe host-shutdown`, or power it off), then run the command again")
     return plan

@@ -4,6 +4,8 @@ A reinstall row is committed BEFORE each action of the flow (host.destroy, armin
 flow knows where it was. Its `attempt_id` marks that attempt as a fresh-install attempt (the only kind for which
 the boot endpoint renders fresh-install.xml); attempt and link are written in ONE transaction. The root-password
 hash is a crypt(3) string, never in a repr, an event or as_dict(), and cleared once served or when the flow ends.
+The VM disks the operator accepted to lose (--accept-data-loss) are journaled as a `reinstall.data_lost` event
+in the transaction that commits the flow, before anything is wiped; data_lost() reads them back for reports.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class ReinstallsMixin:
 
     def create_reinstall(self, mac: str, pool: str, media: str, *, host_name: str, forget_first: bool,
                          old_uuid: str | None, old_pool: str | None, host_url: str, network: Mapping[str, Any],
-                         root_password_hash: str) -> Reinstall:
-        """A new flow at step FORGET (forget_first) or ARM; ConflictError while the host has one in progress."""
+                         root_password_hash: str, data_lost: list[Mapping[str, Any]] = ()) -> Reinstall:
+        """A new flow at step FORGET (forget_first) or ARM; ConflictError while the host has one in progress.
+        `data_lost`: the local disks the fresh install will wipe, accepted by the operator (journaled here)."""
         first = states.RI_FORGET if forget_first else states.RI_ARM
         states.check_transition(states.REINSTALL, None, first)
         with self._tx() as conn:
@@ -79,7 +82,17 @@ class ReinstallsMixin:
             self._event(conn, f"reinstall.{first}", mac=mac, details={
                 "reinstall": found.id, "pool": pool, "media": media, "host": host_name, "old_uuid": old_uuid,
                 "old_pool": old_pool, "host_url": host_url})
+            if data_lost:
+                self._event(conn, "reinstall.data_lost", mac=mac, details={
+                    "reinstall": found.id, "accepted": True, "disks": [dict(d) for d in data_lost]})
             return found
+
+    def data_lost(self, reinstall: Reinstall) -> list[dict[str, Any]]:
+        """The local disks this reinstall wipes (accepted with --accept-data-loss when it was committed), [] if none."""
+        for event in self.events(mac=reinstall.mac, kind="reinstall.data_lost"):
+            if event["details"].get("reinstall") == reinstall.id:
+                return list(event["details"].get("disks", []))
+        return []
 
     def get_reinstall(self, reinstall_id: int) -> Reinstall | None:
         row = self._connect().execute("SELECT * FROM reinstalls WHERE id = ?", (reinstall_id,)).fetchone()

@@ -22,13 +22,14 @@ from provisioner.web import api
 
 bp = Blueprint("api_reinstall", __name__, url_prefix="/api/v1")
 api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502; SecretError 500
-FIELDS = {"pool": str, "media": str, "confirm": str, "forget": bool, "root_password_hash": str, "host_url": str}
+FIELDS = {"pool": str, "media": str, "confirm": str, "forget": bool, "root_password_hash": str, "host_url": str,
+          "accept_data_loss": bool, "fix_before_join": bool}
 THREADS = "provisioner.reinstall_threads"
 
 
 @bp.errorhandler(ReinstallRefused)
 def _refused(exc: ReinstallRefused):
-    return api._error(409, "reinstall refused, nothing changed", problems=exc.problems)
+    return api._error(409, "reinstall refused, nothing changed", problems=exc.problems, data_loss=exc.data_loss)
 
 
 def _body() -> dict:
@@ -52,17 +53,19 @@ def start_reinstall(mac: str):
     found = coord_reinstall.start(
         store, mac, body["pool"], body["media"], confirm=body.get("confirm"), forget=bool(body.get("forget")),
         root_password_hash=body.get("root_password_hash") or secret_from_env("PROVISIONER_ROOT_PASSWORD_HASH"),
-        host_url=body.get("host_url"), connect=lambda name: coord_pools.connect(store, name))
+        host_url=body.get("host_url"), connect=lambda name: coord_pools.connect(store, name),
+        accept_data_loss=bool(body.get("accept_data_loss")), fix_before_join=bool(body.get("fix_before_join")))
     threads: dict[int, threading.Thread] = current_app.extensions.setdefault(THREADS, {})
     running = threads.get(found.id)
     if running is None or not running.is_alive():  # one driver per flow in this server
         threads[found.id] = coord_reinstall.run_in_background(store, config, found.id)
-    return jsonify(reinstall=found.as_dict()), 202, {"Location": f"/api/v1/hosts/{found.mac}/reinstall"}
+    return (jsonify(reinstall=found.as_dict(), data_lost=store.data_lost(found)), 202,
+            {"Location": f"/api/v1/hosts/{found.mac}/reinstall"})
 
 
 @bp.get("/hosts/<mac>/reinstall")
 def show_reinstall(mac: str):
-    """The host's reinstalls (newest first) and the progress lines of the newest."""
+    """The host's reinstalls (newest first), the progress lines of the newest and the disks it wipes."""
     store = api._store()
     canonical = normalize_mac(mac)
     if store.get_host(canonical) is None:
@@ -70,7 +73,8 @@ def show_reinstall(mac: str):
     found = coord_reinstall.status(store, canonical)
     lines = [e["details"].get("line") for e in store.events(mac=canonical, kind="reinstall.progress")
              if found and e["details"].get("reinstall") == found[0].id]
-    return jsonify(reinstalls=[r.as_dict() for r in found], progress=lines)
+    return jsonify(reinstalls=[r.as_dict() for r in found], progress=lines,
+                   data_lost=store.data_lost(found[0]) if found else [])
 
 
 def init_app(app: Flask) -> None:

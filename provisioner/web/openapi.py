@@ -79,9 +79,9 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(404,)),
     Op("POST", "/hosts/{mac}/reinstall", "Lab reinstall-and-join: fresh-install a host that is not a live pool "
        "member (its disk is WIPED; `confirm` = its name), then pool.join it; goes on in the server (or resumes)",
-       "ReinstallInput", (202, {"reinstall": "Reinstall"}), (400, 404, 409, 500, 502)),
+       "ReinstallInput", (202, {"reinstall": "Reinstall", "data_lost": ["object"]}), (400, 404, 409, 500, 502)),
     Op("GET", "/hosts/{mac}/reinstall", "The host's reinstalls, newest first, and the newest one's progress lines",
-       ok=(200, {"reinstalls": ["Reinstall"], "progress": ["string"]}), errors=(400, 404)),
+       ok=(200, {"reinstalls": ["Reinstall"], "progress": ["string"], "data_lost": ["object"]}), errors=(400, 404)),
     Op("GET", SPEC_PATH, "This OpenAPI description (no token needed)", ok=(200, {})),
 )
 
@@ -135,11 +135,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "forget": {"type": "boolean", "description": "host.destroy the dead member's record first"},
         "root_password_hash": {"type": "string", "writeOnly": True, "description": "crypt(3) hash only "
                                "(default: the server's PROVISIONER_ROOT_PASSWORD_HASH)"},
-        "host_url": _STR}},
+        "host_url": _STR,
+        "accept_data_loss": {"type": "boolean", "description": "accept that the VM disks, suspend images and "
+                             "snapshots on the host's local storage are wiped (refused without it; 409 lists them)"},
+        "fix_before_join": {"type": "boolean", "description": "go on although pool.join needs the new host fixed "
+                            "first (updates, edition, backend): the flow waits at join_refused; POST again to retry"}}},
     "Reinstall": {"type": "object", "description": "one reinstall-and-join flow (never its root-password hash)",
                   "properties": {"id": _INT, "mac": _STR, "pool": _STR, "media": _STR, "step": {
-                      "type": "string", "enum": ["forget", "arm", "installing", "wait_xapi", "join", "wait_joined",
-                                                 "done", "failed"]},
+                      "type": "string", "enum": ["forget", "arm", "installing", "wait_xapi", "join", "join_refused",
+                                                 "wait_joined", "done", "failed"]},
                       "host_name": _STR, "old_uuid": _OPT_STR, "old_pool": _OPT_STR, "new_uuid": _OPT_STR,
                       "host_url": _STR, "network": {"type": "object"}, "attempt_id": {"type": ["integer", "null"]},
                       "reason": _OPT_STR, "created_at": _STR, "updated_at": _STR}},

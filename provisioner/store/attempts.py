@@ -116,12 +116,17 @@ class AttemptsMixin(ReinstallsMixin):
     def add_fetch_event(self, attempt: Attempt, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
         """One `attempt.fetch` event; with `boot_client`, also remember where the boot config went. One transaction:
         this runs on the TFTP loop's path for armed hosts. The FIRST boot-config fetcher stays: it is the address
-        the attempt's answer file and scripts are bound to (provisioner.attempts.admits), a later one cannot rebind."""
-        with self._tx() as conn:
-            if boot_client is not None:
-                conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ? AND boot_client IS NULL",
-                             (boot_client, attempt.id))
-            self._event(conn, "attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details=details)
+        the attempt's answer file and scripts are bound to (provisioner.attempts.admits), a later one cannot rebind.
+        Best effort (issue 15): a record that cannot be written (disk full, read-only) is dropped and counted, never
+        raised into a boot answer; the TFTP thread queues it (eventwriter.DecisionStore), in arrival order."""
+        try:
+            with self._tx() as conn:
+                if boot_client is not None:
+                    conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ? AND boot_client IS NULL",
+                                 (boot_client, attempt.id))
+                self._event(conn, "attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details=details)
+        except (sqlite3.OperationalError, OSError) as err:
+            self._dropped("attempt.fetch", err)  # type: ignore[attr-defined]
 
     def live_attempt_for_client(self, client: str) -> Attempt | None:
         """The newest live attempt whose boot config went to `client` (or whose host has that IP)."""

@@ -81,6 +81,7 @@ def test_plan_then_the_whole_flow(lab, tmp_path):
     plan = invoke(tmp_path, *args, "--plan")
     assert plan.exit_code == 0 and "ready" in plan.output and "host.destroy of uuid" in plan.output
     assert "(accepted with --accept-data-loss)" in plan.output and f"LOST: {lost}" in plan.output
+    assert "pool.join needs: edition trial, updates [], management untagged, openvswitch backend" in plan.output
     assert lab.store.active_reinstall(mac) is None  # --plan changes nothing
 
     watcher = power_on_when_armed(lab, mac)

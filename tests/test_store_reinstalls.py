@@ -77,3 +77,29 @@ def test_a_reopened_store_keeps_the_flow(ready, config):
         assert again.active_reinstall(MAC).id == found.id and again.get_reinstall(found.id).network["mode"] == "dhcp"
     finally:
         again.close()
+
+
+def test_accepted_data_loss_is_journaled_with_the_flow_and_read_back(ready):
+    disks = [{"vm": "db1", "power_state": "Suspended", "role": "suspend image", "vdi": "Suspend image for db1",
+              "vdi_uuid": "v-1", "size": 4, "sr": "Local storage", "sr_uuid": "s-1", "vm_uuid": "m-1",
+              "snapshot_of": ""}]
+    found = ready.create_reinstall(MAC, "p1", "xs84", host_name="h1", forget_first=False, old_uuid=None,
+                                   old_pool=None, host_url="http://10.0.0.11/", network={"mode": "dhcp", "dns": []},
+                                   root_password_hash=HASH, data_lost=disks)
+    assert ready.data_lost(found) == disks
+    event = ready.events(mac=MAC, kind="reinstall.data_lost")[-1]["details"]
+    assert event == {"reinstall": found.id, "accepted": True, "disks": disks}
+    ready.set_reinstall_step(found.id, states.RI_FAILED, reason="test")
+    assert ready.data_lost(create(ready, forget=False)) == []  # another flow of the host lost nothing
+
+
+def test_join_refused_is_a_waiting_step_that_stays_active(ready):
+    found = create(ready, forget=False)
+    with ready._tx() as conn:  # straight to JOIN, as a flow that got that far
+        conn.execute("UPDATE reinstalls SET step = ? WHERE id = ?", (states.RI_JOIN, found.id))
+    waiting = ready.set_reinstall_step(found.id, states.RI_JOIN_REFUSED, reason="pool.join refused: ...")
+    assert waiting.root_password_hash == HASH and ready.active_reinstall(MAC).id == found.id  # not final
+    with pytest.raises(ConflictError, match="already has reinstall"):
+        create(ready)
+    assert ready.set_reinstall_step(found.id, states.RI_JOIN).step == states.RI_JOIN  # the operator's retry
+    assert states.RI_JOIN_REFUSED not in states.REINSTALL_TERMINAL

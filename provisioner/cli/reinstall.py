@@ -28,6 +28,13 @@ def _plan_text(plan) -> str:
              + ("ready" if plan.ok else "REFUSED"),
              f"  master {plan.master or '?'} at {plan.master_version or '?'}; new host's XAPI at "
              f"{plan.host_url or '?'}; management network {plan.network.get('mode', 'dhcp')}"]
+    if plan.join:
+        m, iso = plan.join["master"], plan.join["media"]
+        vlan = "untagged" if m["management_vlan"] == -1 else f"VLAN {m['management_vlan']}"
+        lines.append(f"  pool.join needs: edition {m['edition'] or '?'}, updates [{', '.join(m['updates'])}], "
+                     f"management {vlan}, {m['network_backend']} backend, xapi {m['xapi']} (git id {m['git_id']}); "
+                     f"a fresh install of {plan.media} has edition {iso['edition'] or '?'}, no updates, untagged, "
+                     f"{iso['network_backend']}")
     if plan.data_loss:
         lines.append(f"  the fresh install wipes {len(plan.data_loss)} disk(s) on the host's local storage"
                      + (" (accepted with --accept-data-loss):" if plan.accept_data_loss else ":"))

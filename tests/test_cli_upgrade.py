@@ -144,3 +144,30 @@ def test_follow_shows_the_final_state_of_a_run_that_ends_while_it_looks(tmp_path
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [v["state"] for v in views] == ["aborted"]
     assert [line["state"] for line in lines] == ["precheck", "aborted"]
+
+
+def test_mark_failed_journals_the_operators_decision_for_a_host_the_run_waits_on(run, tmp_path):
+    """`upgrade mark-failed POOL HOST` (name or MAC): journaled for the waiting step to act on; refused for a host
+    the run is not waiting on, an unknown host, or a pool with no run in progress."""
+    from provisioner import states
+    from provisioner.coordinator import journal
+    from provisioner.store import Store
+
+    assert run("upgrade", "mark-failed", "red", "red-host1").exit_code == 1  # no store yet: no run either
+    store = Store(tmp_path / "data" / "provisioner.db")
+    store.create_run("red-1", "red", "xs84", stop_on_failure=False, hosts=[
+        {"mac": "aa:bb:cc:dd:ee:01", "name": "red-host0", "uuid": "u0", "role": "master"},
+        {"mac": "aa:bb:cc:dd:ee:02", "name": "red-host1", "uuid": "u1", "role": "member"}])
+    pending = run("upgrade", "mark-failed", "red", "red-host1")
+    assert pending.exit_code == 1 and "at step pending" in pending.output
+    unknown = run("upgrade", "mark-failed", "red", "red-host9")
+    assert unknown.exit_code == 1 and "no host named 'red-host9'" in unknown.output
+    for step in states.HOST_STEPS[1:states.HOST_STEPS.index(states.STEP_WAIT_UP) + 1]:
+        if step != states.STEP_POWER_ON:  # (--power-cycle only)
+            store.set_host_step("red-1", "aa:bb:cc:dd:ee:02", step)
+    by_name = run("upgrade", "mark-failed", "red", "red-host1")
+    assert by_name.exit_code == 0 and "red-host1 (aa:bb:cc:dd:ee:02) marked failed" in by_name.output
+    assert run("upgrade", "mark-failed", "red", "AA-BB-CC-DD-EE-02").exit_code == 0  # a MAC, any spelling
+    decisions = journal.read(store, "red-1", journal.MARKED_FAILED)
+    assert [(d["mac"], d["host"], d["step"]) for d in decisions] == [("aa:bb:cc:dd:ee:02", "red-host1", "wait_up")] * 2
+    assert run("upgrade", "mark-failed", "blue", "red-host1").exit_code == 1

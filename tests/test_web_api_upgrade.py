@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 from helpers import API_TOKEN
 from labs import MEDIA, PASSWORD, WAIT, make_world, stop_world
 
 from provisioner import states
-from provisioner.coordinator import runner
+from provisioner.coordinator import installing, runner
 
 
 @pytest.fixture
@@ -114,6 +116,32 @@ def test_abort_then_resume_ends_the_run_aborted_without_touching_a_host(lab):
     assert set(lab.reboots("blue").values()) == {0}
     assert api("POST", "/pools/blue/upgrade/resume").status_code == 404
     assert api("POST", "/pools/blue/upgrade/abort").status_code == 404
+
+
+def test_mark_failed_ends_the_wait_on_a_host_whose_installer_never_reports(lab):
+    """The server drives the run; a member's installer never reports: "still installing" events, then POST
+    mark-failed {"host": ...} fails it and, as it is down, the run stops before the next member."""
+    api = Api(lab)
+    mac = lab.macs("blue")[1]
+    lab.handler.inject(mac, never_returns=True)
+    run = api("POST", "/pools/blue/upgrade", json={"media": MEDIA}).json()["run"]
+    assert api("POST", "/pools/blue/upgrade/mark-failed", json={"host": "blue-host1"}).status_code == 409  # pending
+    deadline = time.monotonic() + WAIT
+    while not [e for e in lab.store.events(run_id=run["id"], kind=installing.STILL_INSTALLING) if e["mac"] == mac]:
+        assert time.monotonic() < deadline, "no still-installing event"
+        time.sleep(0.05)
+    assert api("POST", "/pools/blue/upgrade/mark-failed", json={}).status_code == 400
+    assert api("POST", "/pools/blue/upgrade/mark-failed", json={"host": "nobody"}).status_code == 404
+    marked = api("POST", "/pools/blue/upgrade/mark-failed", json={"host": mac})
+    assert marked.status_code == 200 and marked.json()["host"] == "blue-host1"
+    assert marked.json()["run"]["id"] == run["id"]
+    final = lab.runtime.runs.wait(run["id"], WAIT)
+    assert final.state == states.RUN_ABORTED and "blue-host1" in final.reason
+    hosts = {h["name"]: h for h in api("GET", f"/runs/{run['id']}").json()["run"]["hosts"]}
+    assert hosts["blue-host1"]["step"] == states.STEP_FAILED
+    assert installing.MARKED_FAILED_REASON in hosts["blue-host1"]["reason"]
+    assert hosts["blue-host2"]["step"] == states.STEP_PENDING and lab.reboots("blue")[lab.macs("blue")[2]] == 0
+    assert api("POST", "/pools/blue/upgrade/mark-failed", json={"host": mac}).status_code == 404  # run over
 
 
 def test_without_a_run_service_start_is_503(client, auth):

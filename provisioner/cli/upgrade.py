@@ -174,6 +174,21 @@ def upgrade_abort(ctx: Context, pool: str) -> None:
     click.echo(f"abort requested for run {run.id} of pool {pool}")
 
 
+@upgrade.command("mark-failed")
+@click.argument("pool")
+@click.argument("host")
+@pass_ctx
+@friendly
+def upgrade_mark_failed(ctx: Context, pool: str, host: str) -> None:
+    """Fail HOST (name or MAC), which the run is waiting on (its installer running past every timer).
+
+    The decision is journaled; the waiting step fails the host at its next look ("marked failed by the operator
+    after N min", unless it came back first) and its remedy is classified from evidence."""
+    found = coord_runner.request_mark_failed(ctx.store, pool, host)
+    click.echo(f"{found.name} ({found.mac}) marked failed in the run of pool {pool}: the run fails it at its next "
+               "look")
+
+
 @upgrade.command("status")
 @click.argument("pool", required=False)
 @_follow_options

@@ -45,6 +45,8 @@ class Timeouts:
     finalize: float = 600.0   # rolling_upgrade_in_progress goes within one DB-GC pass (30 s) once versions match
     off: float = 60.0         # --power-cycle: XAPI says "not live" as a shutdown starts; the machine is off later
     boot: float = 600.0       # --power-cycle: host.power_on -> its first boot-config fetch (else power on again)
+    installing_note: float = 1200.0  # a running installer is never timed out: "still installing" this often
+                                     # (XenCenter prompts after 20 min; installing.py, docs/remedies.md)
 
 
 @dataclass

@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 from provisioner import states
 from provisioner.config import Config
-from provisioner.coordinator import finalize, journal, remedies, steps, vms
+from provisioner.coordinator import finalize, installing, journal, remedies, steps, vms
 from provisioner.coordinator.plan import make_plan
+from provisioner.model import normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
 from provisioner.xapi import Failure, PoolDriver, XapiUnreachable
 
@@ -56,6 +57,29 @@ def resume(store: Store, config: Config, pool: str, driver: PoolDriver, **kw: An
 def request_abort(store: Store, pool: str) -> Run:
     """Ask the pool's run to stop before its next destructive step (a runner picks it up, now or on resume)."""
     return store.request_abort(active_run(store, pool).id)
+
+
+MARKABLE_STEPS = (states.STEP_POWER_ON, states.STEP_INSTALLING, states.STEP_WAIT_UP)
+"""The waits a host can be marked failed in: the ones where its installer may be running (installing.py)."""
+
+
+def request_mark_failed(store: Store, pool: str, host: str) -> RunHost:
+    """Journal the operator's decision to fail HOST (name or MAC) of the pool's run while the run waits on it
+    (installer running past every timer, or a host that does not come back); the waiting step fails it at its next
+    look, "marked failed by the operator after N min", and its remedy is classified from evidence."""
+    run = active_run(store, pool)
+    try:
+        mac = normalize_mac(host)
+    except ValueError:
+        mac = None
+    found = next((rh for rh in store.run_hosts(run.id) if rh.name == host or rh.mac == mac), None)
+    if found is None:
+        raise NotFoundError(f"run {run.id} of pool {pool} has no host named {host!r}")
+    if found.step not in MARKABLE_STEPS:
+        raise ConflictError(f"{found.name} is at step {found.step}: only a host the run is waiting on ("
+                            f"{', '.join(MARKABLE_STEPS)}) can be marked failed")
+    journal.write(store, run.id, journal.MARKED_FAILED, mac=found.mac, host=found.name, step=found.step)
+    return found
 
 
 def _remedy(store: Store, run: Run, rh: RunHost) -> dict[str, Any]:
@@ -109,6 +133,7 @@ class Runner:
         if media is None:
             raise NotFoundError(f"no media named {run.media!r}")
         self.store, self.run_id, self.say = store, run_id, say
+        self.stopped_why: str | None = None  # why _host() stopped the run, when it was not a plain abort
         self.on_commit = on_commit or (lambda rh: None)
         self.options = journal.options(store, run_id)
         self.ctx = steps.Context(store, config, driver, media, run_id, clock or steps.RealClock(),
@@ -160,7 +185,7 @@ class Runner:
         if run.state == states.RUN_MASTER:
             rh = self._host(master[0])
             if rh is None:
-                return self._set(states.RUN_ABORTED, "abort requested; no member touched")
+                return self._set(states.RUN_ABORTED, self.stopped_why or "abort requested; no member touched")
             if rh.step == states.STEP_FAILED:
                 remedy = _remedy(self.store, self.run_record, rh)
                 return self._set(states.RUN_ABORTED, f"master {rh.name} failed ({remedy['remedy_class']}): "
@@ -170,7 +195,12 @@ class Runner:
             for member in members:
                 rh = self._host(member)
                 if rh is None:
-                    return self._set(states.RUN_ABORTED, "abort requested")
+                    return self._set(states.RUN_ABORTED, self.stopped_why or "abort requested")
+                remedy = _remedy(self.store, run, rh)
+                if remedy["host_down"]:  # never two hosts down: no other host starts while this one is down
+                    return self._set(states.RUN_ABORTED, f"member {rh.name} failed and is down or in an unknown "
+                                     f"state ({remedy['remedy_class']}), so no other host is started: "
+                                     f"{remedy['remedy']}")
                 if rh.step == states.STEP_FAILED and run.stop_on_failure:
                     return self._set(states.RUN_ABORTED, f"member {rh.name} failed and stop-on-failure is set")
             run = self._set(states.RUN_FINALIZE)
@@ -200,6 +230,10 @@ class Runner:
         while rh.step not in states.HOST_TERMINAL:
             try:
                 nxt = steps.STEPS[rh.step](self.ctx, rh)
+            except installing.AbortedWhileInstalling as exc:  # left as it is: no disarm, nothing re-enabled
+                self.stopped_why = str(exc)
+                self.store.set_host_step(self.run_id, rh.mac, None, reason=f"{rh.step}: state unknown: {exc}")
+                return None
             except _STEP_ERRORS as exc:
                 reason = f"{rh.step}: {exc}"
                 safe = steps.make_safe(self.ctx, rh)

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Callable
 
 from provisioner import attempts, states
-from provisioner.coordinator import journal, vms
+from provisioner.coordinator import installing, journal, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, live_info,
                                              wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
 from provisioner.store import RunHost
-from provisioner.xapi import Failure, HostInfo, XapiUnreachable
+from provisioner.xapi import Failure, HostInfo, MasterNotBack, XapiUnreachable
 
 __all__ = ["Context", "RealClock", "StepFailed", "Timeouts", "STEPS", "find", "make_safe"]
 
@@ -120,19 +120,33 @@ def _boot_seen(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
                for e in ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind="attempt.fetch"))
 
 
+def _wait_host(ctx: Context, rh: RunHost, what: str, timeout: float,
+               done: Callable[[HostInfo | None], bool]) -> HostInfo | None:
+    """wait_for, except that a running installer is never timed out and mark-failed ends it (installing.py)."""
+    last: list[HostInfo | None] = [None]
+
+    def probe() -> tuple[bool, str]:
+        info = last[0] = find(ctx, rh.uuid)
+        return done(info), ("master not answering" if info is None
+                            else f"live={info.live} enabled={info.enabled} version={info.product_version}")
+
+    installing.wait(ctx, rh, what, timeout, probe)
+    return last[0]
+
+
 def power_on(ctx: Context, rh: RunHost) -> str:
     """--power-cycle, a member: wait until it is down and off, host.power_on through the master, and watch it
     network-boot (a boot-config fetch on its attempt); power it on again if it does not, POWER_ON_TRIES in all.
     Idempotent: a host that booted already (before a crash) is not powered on again."""
-    wait_for(ctx, rh, "shutting down", ctx.timeouts.down,
-             lambda info: info is not None and (not info.live or _boot_seen(ctx, rh, info)))
+    _wait_host(ctx, rh, "shutting down", ctx.timeouts.down,
+               lambda info: info is not None and (not info.live or _boot_seen(ctx, rh, info)))
     if _boot_seen(ctx, rh, find(ctx, rh.uuid)):
         ctx.event("step.skipped", rh, step=states.STEP_POWER_ON, why="already booting or booted")
         return states.STEP_INSTALLING
     ctx.clock.sleep(ctx.timeouts.off)
     mode = ""
     for n in range(1, POWER_ON_TRIES + 1):  # the master runs host.power_on: wait for it if it hiccups
-        info = wait_for(ctx, rh, "the pool master answers", ctx.timeouts.down, lambda info: info is not None)
+        info = _wait_host(ctx, rh, "the pool master answers", ctx.timeouts.down, lambda info: info is not None)
         if _boot_seen(ctx, rh, info):
             return states.STEP_INSTALLING
         mode = info.power_on_mode
@@ -142,9 +156,11 @@ def power_on(ctx: Context, rh: RunHost) -> str:
             if error_code(exc) != "HOST_IS_LIVE":  # live: it came up by itself; the wait below tells how
                 raise
         try:
-            wait_for(ctx, rh, f"network boot after power-on {n}/{POWER_ON_TRIES}", ctx.timeouts.boot,
-                     lambda info: _boot_seen(ctx, rh, info))
+            _wait_host(ctx, rh, f"network boot after power-on {n}/{POWER_ON_TRIES}", ctx.timeouts.boot,
+                       lambda info: _boot_seen(ctx, rh, info))
             return states.STEP_INSTALLING
+        except installing.MarkedFailed:
+            raise
         except StepFailed:
             ctx.event("host.power_on_unseen", rh, attempt=n)
     raise StepFailed(f"powered on {POWER_ON_TRIES} times through the pool (power_on_mode {mode or 'unset'}) and "
@@ -152,22 +168,31 @@ def power_on(ctx: Context, rh: RunHost) -> str:
 
 
 def wait_down(ctx: Context, rh: RunHost) -> str:
-    wait_for(ctx, rh, "going down", ctx.timeouts.down, lambda info: _rebooted(ctx, rh, info) and (
+    _wait_host(ctx, rh, "going down", ctx.timeouts.down, lambda info: _rebooted(ctx, rh, info) and (
         info is None or not info.live or info.boot_time != rh.before_boot_time))
     return states.STEP_WAIT_UP
 
 
 def wait_up(ctx: Context, rh: RunHost) -> str:
     """Member: live with a new boot_time (read through the master). Master: first the re-login loop (xapi.py:
-    refused, HOST_STILL_BOOTING, SESSION_INVALID tolerated, HOST_IS_SLAVE never followed), then the same."""
+    refused, HOST_STILL_BOOTING, SESSION_INVALID tolerated, HOST_IS_SLAVE never followed), then the same.
+    Neither is timed out while the installer runs (installing.py)."""
     start = ctx.clock.now()
     if rh.role == "master":
-        waited = ctx.driver.relogin_master(timeout=ctx.timeouts.up, clock=ctx.clock, interval=ctx.timeouts.poll,
-                                           progress=lambda why: ctx.say(f"{rh.name}: master re-login: {why}"))
-        ctx.event("master.relogin", rh, seconds=round(waited, 1))
+        why: list[str] = []
+
+        def logged_in() -> tuple[bool, str]:  # one login try (timeout=0): the wait below paces and times it
+            try:
+                ctx.driver.relogin_master(timeout=0, clock=ctx.clock, interval=ctx.timeouts.poll,
+                                          progress=why.append)
+                return True, "logged in"
+            except MasterNotBack:
+                return False, why[-1] if why else "not answering"
+        installing.wait(ctx, rh, "master re-login", ctx.timeouts.up, logged_in)
+        ctx.event("master.relogin", rh, seconds=round(ctx.clock.now() - start, 1))
     left = max(ctx.timeouts.up - (ctx.clock.now() - start), ctx.timeouts.poll)
-    wait_for(ctx, rh, "installing / coming back", left,
-             lambda info: info is not None and info.live and info.boot_time != rh.before_boot_time)
+    _wait_host(ctx, rh, "installing / coming back", left,
+               lambda info: info is not None and info.live and info.boot_time != rh.before_boot_time)
     return states.STEP_VERIFY
 
 

@@ -129,6 +129,14 @@ def abort_upgrade(name: str):
     return jsonify(run=_report(run.id))
 
 
+@bp.post("/pools/<name>/upgrade/mark-failed")
+def mark_failed_upgrade(name: str):
+    """The operator's decision: fail this host the run is waiting on (its installer past every timer)."""
+    host = _fields(api._json_body(), {"host"}, ("host",))["host"]
+    found = coord_runner.request_mark_failed(api._store(), name, host)  # the waiting step fails it at its next look
+    return jsonify(run=_report(coord_runner.active_run(api._store(), name).id), host=found.name)
+
+
 @bp.get("/runs")
 def list_runs():
     reader = ProgressReader(api._store())

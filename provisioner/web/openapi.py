@@ -73,6 +73,9 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(400, 404, 409, 500, 502, 503)),
     Op("POST", "/pools/{name}/upgrade/abort", "Ask the pool's run to stop before its next destructive step",
        ok=(200, {"run": "Run"}), errors=(400, 404, 409)),
+    Op("POST", "/pools/{name}/upgrade/mark-failed", "Mark a host the run is waiting on (installer running past "
+       "every timer) failed: the waiting step fails it and its remedy is classified from evidence",
+       "MarkFailedInput", (200, {"run": "Run", "host": "string"}), (400, 404, 409)),
     Op("GET", "/runs", "Upgrade runs, newest first", ok=(200, {"runs": ["Run"]}),
        query=(("pool", "string", "only the runs of this pool"),)),
     Op("GET", "/runs/{run_id}", "One run: each host's step, reason and remedy", ok=(200, {"run": "Run"}),
@@ -117,6 +120,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "DiscoverInput": {"type": "object", "properties": {"firmware": {"type": "string", "enum": ["bios", "uefi"]}}},
     "Discovery": {"type": "object", "properties": {k: {"type": "array", "items": {}}
                                                    for k in ("added", "unchanged", "conflicts")}},
+    "MarkFailedInput": {"type": "object", "required": ["host"], "properties": {
+        "host": {"type": "string", "description": "the host's name or MAC; its step must be power_on, installing "
+                 "or wait_up"}}},
     "UpgradeInput": {"type": "object", "required": ["media"], "properties": {
         "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back",
                                                            "power_cycle")}}},

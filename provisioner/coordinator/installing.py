@@ -1,0 +1,84 @@
+"""Waiting on a host that reboots into, runs, or comes back from its installer: a timer never fails a running one.
+
+A host whose installer started (its attempt STARTED: start script seen, no complete report) may be writing its
+new root: failing it by a timer and moving on could leave two hosts down (docs/remedies.md, "still installing").
+While it runs, the wait raises a `host.still_installing` event and a progress line every
+timeouts.installing_note (XenCenter asks the operator after 20 minutes) and only the operator ends it:
+`provisioner upgrade abort POOL` (past every timer: the run stops and the host is left in an unknown state) or
+`provisioner upgrade mark-failed POOL HOST` (the host fails, "marked failed by the operator after N min").
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from provisioner import states
+from provisioner.coordinator import journal
+from provisioner.coordinator.context import Context, StepFailed
+from provisioner.store import RunHost
+
+STILL_INSTALLING = "host.still_installing"
+"""Event {host, step, minutes, attempt}: the host's installer has been running that long; the run still waits."""
+LEFT_UNKNOWN = "host.left_unknown"
+"""Event {host, step, minutes, why}: the run was aborted while the host's installer ran; its state is unknown."""
+MARKED_FAILED_REASON = "marked failed by the operator"
+"""How the reason of a host the operator marked failed starts (after its step); remedies.py reads it."""
+
+
+class MarkedFailed(StepFailed):
+    """The operator marked the host failed while the run waited on it (journal.MARKED_FAILED)."""
+
+
+class AbortedWhileInstalling(RuntimeError):
+    """The run was aborted while this host's installer ran past every timer: the host is in an unknown state."""
+
+
+def installer_running(ctx: Context, rh: RunHost) -> bool:
+    """Its attempt is STARTED: the start script was seen and no complete report came (yet)."""
+    attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
+    return attempt is not None and attempt.state == states.STARTED
+
+
+def marked_failed(ctx: Context, rh: RunHost) -> bool:
+    return journal.last(ctx.store, ctx.run_id, journal.MARKED_FAILED, mac=rh.mac) is not None
+
+
+def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[], tuple[bool, str]]) -> None:
+    """Call probe() -> (done, what it saw) every timeouts.poll until done. StepFailed after `timeout`, but only
+    while the host's installer is not running; a running installer keeps the wait going (and gives the host
+    timeouts.down more to reboot once it reports). The operator's mark-failed ends the wait at any time."""
+    start, shown, notes = ctx.clock.now(), None, 0
+    deadline = start + timeout
+    while True:
+        done, seen = probe()
+        if done:
+            return
+        now = ctx.clock.now()
+        minutes = (now - start) / 60
+        if marked_failed(ctx, rh):
+            raise MarkedFailed(f"{MARKED_FAILED_REASON} after {minutes:.0f} min ({what}: {seen})")
+        if seen != shown:
+            ctx.say(f"{rh.name}: {what}: {seen} [{minutes:.1f} min]")
+            shown = seen
+        if installer_running(ctx, rh):
+            deadline = max(deadline, now + ctx.timeouts.down)
+            if now - start >= (notes + 1) * ctx.timeouts.installing_note:
+                notes += 1
+                _note(ctx, rh, minutes)
+            if now - start > timeout and ctx.store.get_run(ctx.run_id).abort_requested:
+                ctx.event(LEFT_UNKNOWN, rh, step=rh.step, minutes=round(minutes), why="abort requested")
+                raise AbortedWhileInstalling(
+                    f"the run was aborted while {rh.name}'s installer was still running after {minutes:.0f} min: "
+                    "its state is unknown (watch its console: it may still finish, or be broken)")
+        elif now > deadline:
+            raise StepFailed(f"{what}: not done after {(now - start) / 60:.0f} min (last seen: {seen})")
+        ctx.clock.sleep(ctx.timeouts.poll)
+
+
+def _note(ctx: Context, rh: RunHost, minutes: float) -> None:
+    """The periodic "still installing" event and progress line, with what the operator can do."""
+    ctx.event(STILL_INSTALLING, rh, step=rh.step, minutes=round(minutes), attempt=rh.attempt_id)
+    pool = ctx.store.get_run(ctx.run_id).pool
+    ctx.say(f"{rh.name}: still installing after {minutes:.0f} min (installer started, no report yet); the run "
+            f"waits: look at its console, then `provisioner upgrade abort {pool}` or `provisioner upgrade "
+            f"mark-failed {pool} {rh.name}`")

@@ -1,0 +1,139 @@
+"""Never two hosts down by timeout (installing.py, the runner's member loop): a running installer is never failed
+by a timer, the operator ends the wait (mark-failed, abort), and a failed member that is down stops the run."""
+
+from __future__ import annotations
+
+import pytest
+from labs import MEDIA, POOL, make_lab, stop_lab
+
+from provisioner import states
+from provisioner.coordinator import installing, journal, runner
+from provisioner.coordinator.steps import Timeouts
+from provisioner.store import ConflictError, NotFoundError
+
+# up (30 min) and down (10 min) are both passed before the 4th "still installing" note (40 min)
+SHORT = Timeouts(down=600, up=1800, enable=1800, poll=5, installing_note=600)
+NOTES_PAST_EVERY_TIMER = 4
+
+
+@pytest.fixture
+def lab(tmp_path):
+    made = make_lab(tmp_path, hosts=3)
+    yield made
+    stop_lab(made)
+
+
+def touched(lab, i, since=0):
+    """The XAPI calls (from call_log[since:]) that name host i."""
+    ref = lab.world.pools[POOL].hosts[i].ref
+    return [c for c in lab.world.call_log[since:] if any(ref == p for p in c[2])]
+
+
+def drive(lab, decide, name, timeouts=SHORT):
+    """Run the upgrade; decide(lab, run_id, name) is called at host `name`'s NOTES_PAST_EVERY_TIMER-th "still
+    installing" line, with what the run looked like then recorded in `seen`."""
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    notes, seen = [], {}
+
+    def on_commit(rh):  # from here on (prechecks and PREPARE done), host2 must see no call at all
+        if rh.name == name and rh.step == states.STEP_CHECK:
+            seen["since"] = len(lab.world.call_log)
+
+    def say(line):
+        if not line.startswith(f"{name}: still installing after"):
+            return  # (a normal install of another host may take over 10 min too)
+        notes.append(line)
+        if len(notes) == NOTES_PAST_EVERY_TIMER:
+            seen["steps"] = {h.name: h.step for h in lab.store.run_hosts(started.id)}
+            seen["touched_host2"] = touched(lab, 2, seen["since"])
+            seen["run"] = lab.store.get_run(started.id).state
+            decide(lab, started.id, name)
+
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=timeouts,
+                          say=say, on_commit=on_commit).run()
+    return started.id, final, notes, seen
+
+
+def mark(lab, run_id, name):
+    runner.request_mark_failed(lab.store, POOL, name)
+
+
+def abort(lab, run_id, name):
+    runner.request_abort(lab.store, POOL)
+
+
+@pytest.mark.parametrize("index", [1, 0], ids=["member", "master"])
+def test_installing_past_every_timeout_waits_until_the_operator_marks_it_failed(lab, index):
+    lab.handler.inject(lab.mac(index), never_returns=True)  # the installer started and never reports
+    name = f"{POOL}-host{index}"
+    run_id, final, notes, seen = drive(lab, mark, name)
+    assert len(notes) == NOTES_PAST_EVERY_TIMER
+    assert f"provisioner upgrade mark-failed {POOL} {name}" in notes[0]
+    # At 40 min (past `up` and `down`): still waiting on it, the next host untouched and pending.
+    assert seen["run"] in (states.RUN_MASTER, states.RUN_MEMBERS)
+    assert seen["steps"][name] == states.STEP_WAIT_UP and seen["steps"][f"{POOL}-host2"] == states.STEP_PENDING
+    assert seen["touched_host2"] == []
+    events = lab.store.events(run_id=run_id, kind=installing.STILL_INSTALLING)
+    assert [e["details"]["minutes"] for e in events if e["mac"] == lab.mac(index)] == [10, 20, 30, 40]
+    (decision,) = journal.read(lab.store, run_id, journal.MARKED_FAILED)
+    assert decision["host"] == name and decision["step"] == states.STEP_WAIT_UP
+    hosts = {h["name"]: h for h in runner.report(lab.store, run_id)["hosts"]}
+    assert hosts[name]["step"] == states.STEP_FAILED
+    assert hosts[name]["reason"].startswith(f"wait_up: {installing.MARKED_FAILED_REASON} after 40 min")
+    # Down after its installer started: the run stops, no other host is started.
+    assert final.state == states.RUN_ABORTED and name in final.reason
+    assert hosts[f"{POOL}-host2"]["step"] == states.STEP_PENDING and touched(lab, 2, seen["since"]) == []
+    assert lab.reboots(2) == 0
+
+
+def test_abort_past_every_timer_stops_the_wait_and_leaves_the_host_unknown(lab):
+    lab.handler.inject(lab.mac(1), never_returns=True)
+    run_id, final, notes, seen = drive(lab, abort, f"{POOL}-host1")
+    assert final.state == states.RUN_ABORTED
+    assert f"{POOL}-host1" in final.reason and "unknown" in final.reason and "still running after" in final.reason
+    hosts = {h["name"]: h for h in runner.report(lab.store, run_id)["hosts"]}
+    left = hosts[f"{POOL}-host1"]
+    assert left["step"] == states.STEP_WAIT_UP and "state unknown" in left["reason"]  # not FAILED: nobody knows
+    assert lab.store.get_attempt(left["attempt_id"]).state == states.STARTED  # not disarmed: its report may come
+    (event,) = lab.store.events(run_id=run_id, kind=installing.LEFT_UNKNOWN)
+    assert event["mac"] == lab.mac(1) and event["details"]["minutes"] == 40
+    assert hosts[f"{POOL}-host2"]["step"] == states.STEP_PENDING and touched(lab, 2, seen["since"]) == []
+
+
+@pytest.mark.parametrize("down", ["stuck_in_firmware", "installer_breaks"])
+def test_a_failed_member_that_is_down_stops_the_run_instead_of_starting_the_next(lab, down):
+    """Failed by a timer (its installer not running: never network-booted, or reported 1 and never came back):
+    the run does not move to the next member, even without stop_on_failure."""
+    if down == "stuck_in_firmware":
+        lab.world.never_returns(lab.mac(1))  # stays in its firmware: no boot-config fetch, attempt still armed
+    else:
+        lab.handler.inject(lab.mac(1), installer_breaks=True)  # reports 1 after its backup, then boots nothing
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                          timeouts=SHORT).run()
+    hosts = {h["name"]: h for h in runner.report(lab.store, started.id)["hosts"]}
+    failed = hosts[f"{POOL}-host1"]
+    assert failed["step"] == states.STEP_FAILED and "not done after" in failed["reason"]
+    assert final.state == states.RUN_ABORTED and f"member {POOL}-host1 failed and is down" in final.reason
+    assert failed["host_down"] and failed["remedy"] in final.reason
+    assert hosts[f"{POOL}-host0"]["step"] == states.STEP_DONE
+    assert hosts[f"{POOL}-host2"]["step"] == states.STEP_PENDING and lab.reboots(2) == 0
+    if down == "stuck_in_firmware":  # its installer never started: the timer applied
+        assert lab.mac(1) not in {e["mac"] for e in lab.store.events(run_id=started.id,
+                                                                     kind=installing.STILL_INSTALLING)}
+
+
+def test_mark_failed_is_refused_unless_the_run_waits_on_that_host(lab):
+    with pytest.raises(NotFoundError, match="no run in progress"):
+        runner.request_mark_failed(lab.store, POOL, f"{POOL}-host1")
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    with pytest.raises(ConflictError, match="at step pending"):
+        runner.request_mark_failed(lab.store, POOL, f"{POOL}-host1")
+    with pytest.raises(NotFoundError, match="no host named"):
+        runner.request_mark_failed(lab.store, POOL, "nobody")
+    for step in (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE, states.STEP_ARM, states.STEP_REBOOT,
+                 states.STEP_INSTALLING):
+        lab.store.set_host_step(started.id, lab.mac(1), step)
+    found = runner.request_mark_failed(lab.store, POOL, lab.mac(1).upper())  # a MAC, any spelling
+    assert found.name == f"{POOL}-host1"
+    assert journal.read(lab.store, started.id, journal.MARKED_FAILED)[0]["step"] == states.STEP_INSTALLING

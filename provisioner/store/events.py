@@ -89,7 +89,7 @@ class NoiseBudget:
 
     def admit(self, kind: str, details: Mapping[str, Any]) -> bool:
         """True: write this event; False: it is folded into the next summary of its kind."""
-        client = str(details.get("client") or "-")[:64]
+        client = str(details.get("client") or details.get("client_ip") or "-")[:64]
         with self.lock:
             now = self.clock()
             if (self._take(self.clients, (kind, client), *self.per_client, now)

@@ -78,14 +78,15 @@ class StoreBase:
         if size == 0:
             raise StoreError(f"database {self.path} is empty (0 bytes), so it is not a provisioner database; "
                              "restore it from a backup, or remove it to start with an empty one")
-        try:
-            tables = {row[0] for row in self._connect().execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        try:  # read-only, and without _connect()'s PRAGMA journal_mode=WAL, which would rewrite a foreign file
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                probe.close()
         except sqlite3.Error as err:
-            self.close()
             raise StoreError(_fault(self.path, err)) from None
         if tables and "schema_version" not in tables:
-            self.close()
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise StoreError(f"database {self.path} is not a provisioner database (tables: {shown}); point "
                              "data_dir at another directory, or move that file away")

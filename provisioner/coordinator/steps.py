@@ -179,18 +179,20 @@ def wait_up(ctx: Context, rh: RunHost) -> str:
     Neither is timed out while the installer runs (installing.py)."""
     start = ctx.clock.now()
     if rh.role == "master":
-        why: list[str] = []
+        why = {"last": "not answering"}
 
         def logged_in() -> tuple[bool, str]:  # one login try (timeout=0): the wait below paces and times it
             try:
                 ctx.driver.relogin_master(timeout=0, clock=ctx.clock, interval=ctx.timeouts.poll,
-                                          progress=why.append)
+                                          progress=lambda seen: why.update(last=seen))
                 return True, "logged in"
             except MasterNotBack:
-                return False, why[-1] if why else "not answering"
+                return False, why["last"]
         installing.wait(ctx, rh, "master re-login", ctx.timeouts.up, logged_in)
         ctx.event("master.relogin", rh, seconds=round(ctx.clock.now() - start, 1))
-    left = max(ctx.timeouts.up - (ctx.clock.now() - start), ctx.timeouts.poll)
+    # a long install can use up `up` in the re-login wait: the master that answers still gets `down` to show live
+    left = max(ctx.timeouts.up - (ctx.clock.now() - start), ctx.timeouts.down if rh.role == "master"
+               else ctx.timeouts.poll)
     _wait_host(ctx, rh, "installing / coming back", left,
                lambda info: info is not None and info.live and info.boot_time != rh.before_boot_time)
     return states.STEP_VERIFY

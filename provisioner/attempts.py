@@ -194,14 +194,18 @@ def booting_addresses(store: Store, attempt: Attempt) -> set[str]:
     return found  # type: ignore[return-value]
 
 
+def is_booting_host(store: Store, attempt: Attempt, client: Any) -> bool:
+    """Read-only: is `client` one of the attempt's booting_addresses()?"""
+    shown = address(client)
+    return shown is not None and shown in booting_addresses(store, attempt)
+
+
 def admits(store: Store, attempt: Attempt, what: str, client: Any, *, bind: bool = True) -> bool:
     """May `client` fetch this attempt's answer file or scripts, or report for it? With `bind` (config key
     `attempt_client_binding`) only a booting address may; a refusal is an `attempt.foreign_client` event."""
-    if not bind:
+    if not bind or is_booting_host(store, attempt, client):
         return True
     shown = address(client)
-    if shown is not None and shown in booting_addresses(store, attempt):
-        return True
     seen = store.count_attempt_events(attempt, FOREIGN, cap=FOREIGN_EVENTS_PER_ATTEMPT)
     if seen < FOREIGN_EVENTS_PER_ATTEMPT:
         last = seen + 1 == FOREIGN_EVENTS_PER_ATTEMPT

@@ -68,6 +68,7 @@ class Runtime:
             self.tftp.start()
             app = create_app(config, store=store)
             app.extensions["provisioner.runs"] = self.runs  # the web layer starts and follows runs through it
+            app.extensions["provisioner.events"] = self.events  # boot views let queued bindings land (web/boot.py)
             self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
         except Exception as exc:
             self.stop()

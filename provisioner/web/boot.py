@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, url_prefix=urls.BOOT_PREFIX)
 
 STAGE_START = answerfile.STAGE_START
+SETTLE_SECONDS = 5.0  # the longest a boot request waits for queued fetch records (the firmware retries anyway)
 STAGE_COMPLETE = answerfile.STAGE_COMPLETE
 
 NOOP_SCRIPT = """#!/bin/sh
@@ -63,6 +64,21 @@ def _store() -> Store:
     return current_app.extensions["provisioner.store"]
 
 
+def _settle(store: Store, token: str, client: str | None) -> None:
+    """Let queued boot-config records land before judging `client` for an attempt nobody is bound to yet.
+
+    The TFTP thread queues its fetch records (eventwriter.DecisionStore), the binding among them, so an
+    installer quicker than the queue must not be refused for it. Waits only while the attempt has no booting
+    address recorded at all: once bound, a foreign client is refused at once.
+    """
+    writer = current_app.extensions.get("provisioner.events")
+    if writer is None:
+        return
+    attempt = attempts.attempt_by_token(store, token)
+    if attempt is not None and attempt.boot_client is None and not attempts.is_booting_host(store, attempt, client):
+        writer.drain(timeout=SETTLE_SECONDS)
+
+
 def _text(body: str | bytes, status: int = 200, mimetype: str = "text/plain") -> Response:
     response = Response(body, status=status, mimetype=mimetype)
     response.headers["Cache-Control"] = "no-store"  # every boot must ask again: one-shot answers
@@ -78,6 +94,8 @@ def answer_file(token: str):
     """
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
     bind = config.attempt_client_binding
+    if bind:
+        _settle(store, token, client)
     found = attempts.attempt_by_token(store, token)
     if found is not None and not attempts.admits(store, found, "answerfile", client, bind=bind):
         # Not the booting host (issue 15 finding 7): refused without consuming the one-shot, so the host still gets it.
@@ -137,6 +155,8 @@ def installer_script(token: str, stage: str):
     """installation-start closes the window; installation-complete returns a script that reports $1."""
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
     bind = config.attempt_client_binding
+    if bind:
+        _settle(store, token, client)
     if stage == STAGE_START:
         outcome = attempts.start_script_fetched(store, token, client, bind=bind)
         if outcome.changed:
@@ -158,8 +178,10 @@ def installer_script(token: str, stage: str):
 @bp.get("/report/<token>/<code>")
 def report(token: str, code: str):
     """Called by the installation-complete script with the installer's exit code (0 or 1)."""
-    outcome = attempts.complete_reported(_store(), token, code, request.remote_addr,
-                                         bind=current_app.config["PROVISIONER"].attempt_client_binding)
+    bind = current_app.config["PROVISIONER"].attempt_client_binding
+    if bind:
+        _settle(_store(), token, request.remote_addr)
+    outcome = attempts.complete_reported(_store(), token, code, request.remote_addr, bind=bind)
     return _text(outcome.note + "\n")
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import struct
+import threading
 
 import pytest
 from hostile_http import ARMED, get, serving
@@ -55,6 +57,11 @@ def boot_config(srv, source: str, protocol: str) -> bytes:
     return tftp_get(srv.rt.tftp.address, name, source)
 
 
+def settled(srv) -> None:
+    """Let the TFTP thread's queued fetch records (the binding among them) land before reading the store."""
+    assert srv.rt.events.drain()
+
+
 def token_in(config_body: bytes) -> str:
     found = re.search(rb"/boot/answerfile/([A-Za-z0-9_-]{16,128})", config_body)
     assert found, config_body
@@ -81,6 +88,7 @@ def test_a_thief_after_the_host_gets_nothing_and_the_host_installs(config, store
         # The boot files carry no secret and are not bound: the thief may download them.
         assert get(srv.port, "/media/xs84/boot/vmlinuz", THIEF)[0] == 200
 
+        settled(srv)
         stolen = installer(srv, token, THIEF)
         assert stolen["answerfile"][0] == 403 and b"<installation" not in stolen["answerfile"][1]
         for step in ("start", "complete"):  # 200 and a valid script (a failed GET aborts a real installer) ...
@@ -98,6 +106,27 @@ def test_a_thief_after_the_host_gets_nothing_and_the_host_installs(config, store
         assert b"window is now closed" in done["start"][1] and b"/boot/report/" in done["complete"][1]
         attempt = store.get_attempt(srv.attempt.id)
         assert (attempt.state, attempt.runs, attempt.exit_code) == (states.SUCCEEDED, 1, 0)
+
+
+def test_an_installer_quicker_than_the_queued_binding_is_still_served(config, store, tmp_path):
+    """The TFTP thread queues its fetch record (the binding with it) while another writer holds SQLite's lock;
+    the host's answer-file GET arriving meanwhile waits for the queue (web/boot.py _settle), not a 403."""
+    with serving(config, store, tmp_path) as srv:
+        other = sqlite3.connect(config.db_path, isolation_level=None)
+        answer: list[tuple[int, bytes]] = []
+        try:
+            other.execute("BEGIN IMMEDIATE")  # e.g. a big CSV import
+            token = token_in(boot_config(srv, HOST, "pxelinux"))
+            assert store.get_attempt(srv.attempt.id).boot_client is None  # queued, not yet written
+            fetch = threading.Thread(target=lambda: answer.append(get(srv.port, f"/boot/answerfile/{token}", HOST)))
+            fetch.start()
+            fetch.join(1.0)  # give it a moment to be waiting; if it had not even started, the outcome is the same
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        fetch.join(60)
+        assert answer and answer[0][0] == 200 and b'<installation mode="upgrade">' in answer[0][1]
+        assert foreign(store) == [] and store.get_attempt(srv.attempt.id).boot_client == HOST
 
 
 def test_the_lab_flow_hands_the_password_hash_only_to_the_booting_host(config, store, tmp_path):
@@ -123,6 +152,7 @@ def test_a_thief_that_reads_the_boot_config_before_the_host_still_wins(config, s
     with serving(config, store, tmp_path) as srv:
         token = token_in(boot_config(srv, THIEF, "pxelinux"))
         token_in(boot_config(srv, HOST, "pxelinux"))  # a later fetcher does not rebind the attempt
+        settled(srv)
         assert store.get_attempt(srv.attempt.id).boot_client == THIEF
         assert get(srv.port, f"/boot/answerfile/{token}", THIEF)[0] == 200
         assert get(srv.port, f"/boot/answerfile/{token}", HOST)[0] == 403

@@ -108,7 +108,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "armed", "started", "succeeded", "failed", "disarmed", "expired"]},
                     "max_runs": _INT, "runs": _INT, "run_id": _OPT_STR, "window_until": _OPT_STR,
                     "exit_code": {"type": ["integer", "null"]}, "created_at": _STR, "updated_at": _STR,
-                    "started_at": _OPT_STR, "finished_at": _OPT_STR}},
+                    "started_at": _OPT_STR, "finished_at": _OPT_STR,
+                    "boot_client": {**_OPT_STR, "description": "the first address its boot config went to: the "
+                                    "answer file and scripts are served to it or the host's ip only"}}},
     "Media": {"type": "object", "properties": {
         "name": _STR, "path": _STR, "product_name": _STR, "product_version": _STR, "platform_version": _STR,
         "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},

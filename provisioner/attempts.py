@@ -186,12 +186,8 @@ def booting_addresses(store: Store, attempt: Attempt) -> set[str]:
     Kernel, xen and install.img fetches join an attempt only when they come from one of these two
     (record_file_fetch), so they add no address of their own.
     """
-    found = {address(attempt.boot_client)}
     host = store.get_host(attempt.mac)
-    if host is not None:
-        found.add(address(host.ip))
-    found.discard(None)
-    return found  # type: ignore[return-value]
+    return {shown for shown in (address(attempt.boot_client), address(host.ip if host else None)) if shown}
 
 
 def is_booting_host(store: Store, attempt: Attempt, client: Any) -> bool:

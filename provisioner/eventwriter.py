@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from typing import Any, Mapping
@@ -31,6 +32,8 @@ class EventWriter:
         self.store, self.max_age_days, self.max_rows = store, max_age_days, max_rows
         self.flush_seconds, self.prune_seconds = flush_seconds, prune_seconds
         self.dropped = 0
+        # Fetch records handed in, shed (full queue) and written: each counter has one writing thread.
+        self._fetches_in = self._fetches_shed = self._fetches_out = 0
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self._thread.start()
@@ -42,6 +45,8 @@ class EventWriter:
             self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1  # a flood: shed events rather than memory or the caller's time
+            if item[0] == "fetch":
+                self._fetches_shed += 1
             self.store.note_dropped(item[1] if item[0] == "event" else "attempt.fetch")
 
     def tftp_event(self, kind: str, client_ip: Any, filename: Any, details: Any) -> None:
@@ -54,7 +59,13 @@ class EventWriter:
         self._put(("event", kind, mac, run_id, dict(details or {})))
 
     def add_fetch_event(self, attempt: Any, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
+        self._fetches_in += 1
         self._put(("fetch", attempt, dict(details), boot_client))
+
+    @property
+    def fetches_pending(self) -> int:
+        """Fetch records queued and not yet written (DecisionStore never lets a new one overtake them)."""
+        return self._fetches_in - self._fetches_shed - self._fetches_out
 
     # --- the writing thread ---
 
@@ -86,7 +97,10 @@ class EventWriter:
             if item[0] == "event":
                 self.store.add_event(item[1], mac=item[2], run_id=item[3], details=item[4])
             else:
-                self.store.add_fetch_event(item[1], item[2], boot_client=item[3])
+                try:
+                    self.store.add_fetch_event(item[1], item[2], boot_client=item[3])
+                finally:
+                    self._fetches_out += 1
         except Exception as exc:  # disk full, locked for 30 s, a bug: drop this one, never the writer
             self.store.note_dropped(item[1] if item[0] == "event" else "attempt.fetch")
             log.warning("could not record %s: %s", item[1] if item[0] == "event" else "a fetch", exc)
@@ -120,8 +134,9 @@ class EventWriter:
 
 
 class DecisionStore:
-    """The store as the TFTP decision thread sees it: reads go to the store (WAL readers never wait), the
-    writes on the decision path (add_event, add_fetch_event) go to the EventWriter's queue."""
+    """The store as the TFTP decision thread sees it: reads go to the store (WAL readers never wait), events go
+    to the EventWriter's queue, and a fetch record is written at once if the write lock is free (busy_timeout 0:
+    the attempt's boot_client is then set before the host can ask for its answer file), else queued, in order."""
 
     def __init__(self, store: Store, writer: EventWriter):
         self._store, self._writer = store, writer
@@ -131,6 +146,13 @@ class DecisionStore:
         self._writer.add_event(kind, mac=mac, run_id=run_id, details=details)
 
     def add_fetch_event(self, attempt: Any, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
+        if not self._writer.fetches_pending:  # never overtake a queued record: the first boot_client must win
+            try:
+                with self._store.impatient():
+                    self._store.add_fetch_event(attempt, details, boot_client=boot_client, best_effort=False)
+                return
+            except (sqlite3.OperationalError, OSError):  # locked by another writer (or full): the writer retries
+                pass
         self._writer.add_fetch_event(attempt, details, boot_client=boot_client)
 
     def __getattr__(self, name: str) -> Any:

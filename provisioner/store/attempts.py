@@ -113,7 +113,8 @@ class AttemptsMixin(ReinstallsMixin):
             "supersedes": superseded, "kind": kind})
         return attempt
 
-    def add_fetch_event(self, attempt: Attempt, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
+    def add_fetch_event(self, attempt: Attempt, details: Mapping[str, Any], *, boot_client: str | None = None,
+                        best_effort: bool = True) -> None:
         """One `attempt.fetch` event; with `boot_client`, also remember where the boot config went. One transaction:
         this runs on the TFTP loop's path for armed hosts. The FIRST boot-config fetcher stays: it is the address
         the attempt's answer file and scripts are bound to (provisioner.attempts.admits), a later one cannot rebind.
@@ -126,6 +127,8 @@ class AttemptsMixin(ReinstallsMixin):
                                  (boot_client, attempt.id))
                 self._event(conn, "attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details=details)
         except (sqlite3.OperationalError, OSError) as err:
+            if not best_effort:
+                raise
             self._dropped("attempt.fetch", err)  # type: ignore[attr-defined]
 
     def live_attempt_for_client(self, client: str) -> Attempt | None:

@@ -13,6 +13,7 @@ Issue 15 findings 3 and 4: every 404, unknown token, bad script stage or malform
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -20,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from provisioner import states
 
@@ -143,6 +144,17 @@ class EventsMixin:
             if not noise:
                 raise
             self._dropped(kind, err)
+
+    @contextlib.contextmanager
+    def impatient(self) -> Iterator[None]:
+        """Writes on this thread fail at once ("database is locked") instead of waiting busy_timeout for the lock:
+        the TFTP decision thread tries a fetch record this way and queues it when another writer holds the lock."""
+        conn = self._connect()  # type: ignore[attr-defined]
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA busy_timeout=30000")
 
     def note_dropped(self, kind: str) -> int:
         """Count one event that was not written (a full queue, a failed write); returns the total dropped."""

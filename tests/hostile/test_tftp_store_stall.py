@@ -32,7 +32,7 @@ def test_tftp_answers_while_an_import_holds_the_write_lock(config, store, tmp_pa
                     raise AssertionError("a malformed per-MAC name was served")
                 except FileNotFoundError:
                     pass
-            assert not store.events(mac=ARMED, kind="attempt.fetch")  # queued, not yet written
+            assert not store.events(mac=ARMED, kind="attempt.fetch")  # the lock was busy: queued, not yet written
         finally:
             importer.execute("ROLLBACK")
             importer.close()

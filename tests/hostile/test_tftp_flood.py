@@ -62,8 +62,16 @@ def test_unacknowledged_flood_from_32_addresses_stops_nobody(config, store, tmp_
                     sock.close()
         assert served == ROUNDS  # was: 5 of 28 tries
         assert tftp.counters["evicted"] >= 1  # the fresh clients got in by taking the flood's places
-        # The flood's sessions end after one resend cycle (1 s + 2 s), not the full timeout.
+        # Sessions whose client never acknowledges DATA 1 (sockets kept open, so no ICMP ends them early) end
+        # after one resend cycle (1 s + 2 s); with the full retries they lived 1+2+4+8+8+8 = 31 s.
         assert until(lambda: tftp._caps.count == 0, 20)
+        socks = flood(server, addresses=4)
+        try:
+            assert until(lambda: tftp._caps.count == 64, 10)
+            assert until(lambda: tftp._caps.count == 0, 20)
+        finally:
+            for sock in socks:
+                sock.close()
     # ... and after it: a normal boot still works (the store's view of it as well).
     ended = [e for e in store.events(kind="tftp.aborted", limit=100_000) if not e["details"].get("sampled")]
     assert ended and all(e["details"]["first_block"] for e in ended if e["details"]["reason"] == "timeout")

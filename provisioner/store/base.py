@@ -32,6 +32,9 @@ class ConflictError(StoreError, ValueError):
     """The change would break a uniqueness rule (MAC, or pool + name)."""
 
 
+BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer's lock (the TFTP thread never does: eventwriter)
+
+
 def _fault(path: Path, err: sqlite3.Error) -> str:
     """One line naming the database file, what is wrong with it and what to do."""
     text = str(err)
@@ -102,7 +105,7 @@ class StoreBase:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             except sqlite3.Error:  # not a database, read-only, ...: the caller says which, one line
                 conn.close()
                 raise

@@ -150,11 +150,12 @@ class EventsMixin:
         """Writes on this thread fail at once ("database is locked") instead of waiting busy_timeout for the lock:
         the TFTP decision thread tries a fetch record this way and queues it when another writer holds the lock."""
         conn = self._connect()  # type: ignore[attr-defined]
+        patience = conn.execute("PRAGMA busy_timeout").fetchone()[0]
         conn.execute("PRAGMA busy_timeout=0")
         try:
             yield
         finally:
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(patience)}")
 
     def note_dropped(self, kind: str) -> int:
         """Count one event that was not written (a full queue, a failed write); returns the total dropped."""

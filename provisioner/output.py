@@ -101,11 +101,24 @@ def run_report(run: dict) -> str:
               run.get("vms_not_restored", [])]
     tools = run.get("guest_tools")
     if tools:
-        older = ", ".join(f"{v['name']} ({v['version']})" for v in tools["older"])
-        lines.append(f"guest tools older than {tools['target']}: {older or 'none'} ({tools['checked']} VMs checked; "
-                     "upgrade them from the guest-tools ISO)")
-        if tools["unknown"]:
-            lines.append(f"guest tools not shown by XAPI: {', '.join(v['name'] for v in tools['unknown'])}")
+        lines += guest_tools_lines(tools)
     lines += [f"warning ({h['name']}): {w}" for h in run["hosts"] for w in h.get("warnings", [])]
     lines += [f"warning: {w}" for w in run.get("warnings", [])]
     return "\n".join(lines)
+
+
+def guest_tools_lines(tools: dict) -> list[str]:
+    """FINALIZE's guest-tools report (PV_drivers_up_to_date / PV_drivers_detected, as XenCenter); a report stored
+    before issue 14 (older / unknown, by version) still prints."""
+    if "not_up_to_date" not in tools:
+        older = ", ".join(f"{v['name']} ({v['version']})" for v in tools.get("older", []))
+        unknown = ", ".join(v["name"] for v in tools.get("unknown", []))
+        return [f"guest tools older than {tools.get('target')}: {older or 'none'} ({tools.get('checked')} VMs checked)"
+                ] + ([f"guest tools not shown by XAPI: {unknown}"] if unknown else [])
+    stale = ", ".join(v["name"] + (f" ({v['version']})" if v.get("version") else "") for v in tools["not_up_to_date"])
+    lines = [f"guest tools not up to date: {stale or 'none'} ({tools['checked']} running VMs checked"
+             + (f", {tools['not_running']} not running" if tools.get("not_running") else "")
+             + "; upgrade them from the guest-tools ISO)"]
+    if tools["no_tools"]:
+        lines.append(f"no guest tools detected: {', '.join(v['name'] for v in tools['no_tools'])}")
+    return lines

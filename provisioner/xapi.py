@@ -219,7 +219,7 @@ class XenApiDriver:
                 pass  # tasks vanish with a master restart anyway (xapi.md 2.8)
 
     def vms(self) -> list[VmInfo]:
-        """Every real VM with its CDs, auto_poweron and guest tools version (five get_all_records calls)."""
+        """Every real VM with its CDs, auto_poweron and guest tools state (five get_all_records calls)."""
         vbds, vdis = self.call("VBD.get_all_records"), self.call("VDI.get_all_records")
         srs, metrics = self.call("SR.get_all_records"), self.call("VM_guest_metrics.get_all_records")
         found = []
@@ -241,7 +241,8 @@ class XenApiDriver:
             found.append(VmInfo(ref, rec["uuid"], rec["name_label"], rec["power_state"],
                                 rec.get("resident_on", NULL_REF), tuple(rec.get("allowed_operations", [])),
                                 rec.get("other_config", {}).get("auto_poweron") == "true", tuple(cds), version,
-                                bool(gm and gm.get("PV_drivers_detected", True))))
+                                bool(gm and gm.get("PV_drivers_detected")),
+                                bool(gm and gm.get("PV_drivers_up_to_date"))))
         return sorted(found, key=lambda v: (v.name, v.uuid))
 
     def pbds(self) -> list[PbdInfo]:

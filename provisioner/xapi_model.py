@@ -49,7 +49,10 @@ class VmInfo:
     auto_poweron: bool  # other_config:auto_poweron = "true"
     cds: tuple[CdInfo, ...]
     tools_version: str | None  # VM_guest_metrics PV_drivers_version major.minor.micro; None: no guest metrics
-    tools_detected: bool
+    tools_detected: bool  # VM_guest_metrics PV_drivers_detected; False with no guest metrics
+    # PV_drivers_up_to_date: what XenCenter reads (VM.cs GetVirtualizationStatus); deprecated since Dundee and set
+    # to PV_drivers_detected by xapi (datamodel.ml:7625-7638, xapi_xenops.ml:2426), never a version comparison
+    tools_up_to_date: bool = False
 
 
 @dataclass(frozen=True)

@@ -88,27 +88,30 @@ def test_ha_wlb_autostart_off_during_the_run_and_back_after_rpu_cleared(lab):
     assert report["rpu_cleared_after"] is not None and report["warnings"] == []
 
 
-def test_guest_tools_report(lab):
+def test_guest_tools_report_reads_the_pv_drivers_flags_not_the_version(lab):
+    """As XenCenter (VM.cs): not detected -> no tools; detected but PV_drivers_up_to_date false -> not up to date;
+    an old version string with up_to_date true is fine (xapi sets up_to_date = detected since Dundee)."""
     pool, db, _ = sim_pool(lab)
     vms = user_vms(lab)
+    names = [db.get("VM", v)["name_label"] for v in vms]
     db.update("VM_guest_metrics", db.get("VM", vms[0])["guest_metrics"],
-              PV_drivers_version={"major": "8", "minor": "4", "micro": "0", "build": "9"})
-    db.update("VM_guest_metrics", db.get("VM", vms[1])["guest_metrics"],
-              PV_drivers_version={"major": "9", "minor": "1", "micro": "0", "build": "1"})
+              PV_drivers_version={"major": "7", "minor": "0", "micro": "0", "build": "1"})
     db.update("VM", vms[2], guest_metrics=NULL_REF)
     run = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
     final = runner.Runner(lab.store, lab.config, run.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
     assert final.state == states.RUN_DONE
     tools = runner.report(lab.store, run.id)["guest_tools"]
-    assert tools["target"] == "8.4.0" and tools["checked"] == 3
-    assert tools["older"] == []  # 8.4.0 and 9.1.0 are not older; the third shows no version
-    assert [v["name"] for v in tools["unknown"]] == [db.get("VM", vms[2])["name_label"]]
-    db.update("VM_guest_metrics", db.get("VM", vms[1])["guest_metrics"],
-              PV_drivers_version={"major": "8", "minor": "2", "micro": "1", "build": "1"})
+    assert tools["target"] == "8.4.0" and tools["checked"] == 3 and tools["not_running"] == 0
+    assert tools["not_up_to_date"] == []  # vm0's 7.0.0 is up to date for XAPI: not listed
+    assert tools["no_tools"] == [{"uuid": db.get("VM", vms[2])["uuid"], "name": names[2]}]
+    # a record as a pre-Dundee xapi wrote it: drivers there, but not up to date
+    db.update("VM_guest_metrics", db.get("VM", vms[1])["guest_metrics"], PV_drivers_up_to_date=False)
     again = finalize.tools_report(context(lab, run.id))
-    assert again["older"] == [{"uuid": db.get("VM", vms[1])["uuid"], "name": db.get("VM", vms[1])["name_label"],
-                               "version": "8.2.1"}]
+    assert again["not_up_to_date"] == [{"uuid": db.get("VM", vms[1])["uuid"], "name": names[1], "version": "8.2.1"}]
     assert runner.report(lab.store, run.id)["guest_tools"] == again  # the latest report wins
+    text = "\n".join(output.guest_tools_lines(again))
+    assert f"guest tools not up to date: {names[1]} (8.2.1) (3 running VMs checked" in text
+    assert f"no guest tools detected: {names[2]}" in text and names[0] not in text
 
 
 def test_ha_on_without_the_option_blocks_and_changes_nothing(lab):

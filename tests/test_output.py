@@ -33,15 +33,16 @@ def test_run_report_shows_vms_prepare_tools_and_warnings():
            "prepare": [{"what": "ha", "vm": None, "uuid": None, "state": "not undone: left off"},
                        {"what": "auto_poweron", "vm": "web", "uuid": "u1", "state": "undone"}],
            "vms_not_restored": [{"uuid": "u2", "name": "db", "how": "suspended"}],
-           "guest_tools": {"target": "8.4.0", "checked": 2, "older": [{"uuid": "u1", "name": "web",
-                                                                      "version": "8.2.1"}],
-                           "unknown": [{"uuid": "u2", "name": "db"}]},
+           "guest_tools": {"target": "8.4.0", "checked": 2, "not_running": 1,
+                           "not_up_to_date": [{"uuid": "u1", "name": "web", "version": "8.2.1"}],
+                           "no_tools": [{"uuid": "u2", "name": "db"}]},
            "warnings": ["HA not turned back on"]}
     text = output.run_report(run)
     for part in ("run p1-1 pool p1 -> xs84: done_with_failures (failed: h2)", "remedy for h2: forget",
                  "tools.iso", "PREPARE change: ha: not undone: left off", "auto_poweron of VM web: undone",
                  "VM db stopped by the run (suspended) and not running again",
-                 "guest tools older than 8.4.0: web (8.2.1) (2 VMs checked", "guest tools not shown by XAPI: db",
+                 "guest tools not up to date: web (8.2.1) (2 running VMs checked, 1 not running",
+                 "no guest tools detected: db",
                  "warning (h1): SR nfs not plugged on h1: boom", "warning: HA not turned back on"):
         assert part in text, part
     old = {k: run[k] for k in ("id", "pool", "media", "state", "reason")}

@@ -141,7 +141,14 @@ def test_vms_show_cds_auto_poweron_and_tools_version(sim, driver):
     assert len(found) == 6  # 3 hosts x 2 user VMs; no dom0
     info = found[vm]
     assert info.cds and info.cds[0].iso == "guest-tools.iso" and info.cds[0].tools and info.cds[0].vbd == cd
-    assert info.auto_poweron and info.tools_version == "8.2.1" and info.tools_detected
+    assert info.auto_poweron and info.tools_version == "8.2.1" and info.tools_detected and info.tools_up_to_date
+    db.update("VM_guest_metrics", db.get("VM", vm)["guest_metrics"], PV_drivers_up_to_date=False)
+    other = next(r for r in sorted(found) if r != vm)
+    db.update("VM", other, guest_metrics="OpaqueRef:NULL")
+    again = {v.ref: v for v in driver.vms()}
+    assert again[vm].tools_detected and not again[vm].tools_up_to_date  # read as XAPI says, not from the version
+    assert (again[other].tools_version, again[other].tools_detected, again[other].tools_up_to_date) == (
+        None, False, False)  # no guest metrics: no tools
     assert "suspend" in info.allowed_operations and info.power_state == "Running"
     driver.eject_cd(cd)
     assert not next(v for v in driver.vms() if v.ref == vm).cds

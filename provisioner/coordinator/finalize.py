@@ -4,7 +4,7 @@ PREPARE: HA and WLB (only with the operator's explicit disable_ha_wlb, else the 
 auto_poweron flag of the VMs on the hosts to upgrade (XenCenter's AutoStartEnabled fix). Each change is journaled
 with what undoing it needs (HA: heartbeat SRs and failures to tolerate, as XenCenter's HAEnabledProblem keeps)
 BEFORE it is made. FINALIZE waits for XAPI to clear rolling_upgrade_in_progress (HA cannot be enabled before,
-xapi.md 2.9), undoes every journaled change the world still shows, and reports VMs with older guest tools.
+xapi.md 2.9), undoes every journaled change the world still shows, and reports VMs whose guest tools are not up to date.
 Both are idempotent: they read the world first and act only where it still differs.
 """
 
@@ -15,7 +15,6 @@ from typing import Any
 from provisioner.coordinator import journal
 from provisioner.coordinator.context import Context, StepFailed, xapi_call
 from provisioner.coordinator.plan import at_target
-from provisioner.model import version_tuple
 from provisioner.store import Store
 from provisioner.xapi import Failure, XapiUnreachable
 
@@ -132,22 +131,27 @@ def wait_rpu_cleared(ctx: Context) -> float:
 
 
 def tools_report(ctx: Context) -> dict[str, Any]:
-    """VMs whose guest tools (VM_guest_metrics PV_drivers_version major.minor.micro) are older than the target
-    version: the vendor says to upgrade them after the pool. VMs with no version shown are listed as unknown."""
-    target = ctx.media.product_version
+    """The running VMs whose guest tools are not up to date or not there, as XenCenter shows them (VM.cs
+    GetVirtualizationStatus: PV_drivers_detected, then PV_drivers_up_to_date; real-world.md 2), never by comparing
+    tools versions with the product version. Halted / suspended VMs report nothing (XenCenter: "unknown")."""
     try:
         vms = ctx.driver.vms()
     except (Failure, XapiUnreachable) as exc:
         journal.warn(ctx.store, ctx.run_id, f"guest tools not checked: {exc}")
         return {}
-    older = [{"uuid": v.uuid, "name": v.name, "version": v.tools_version} for v in vms
-             if v.tools_version and version_tuple(v.tools_version) < version_tuple(target)]
-    unknown = [{"uuid": v.uuid, "name": v.name} for v in vms if not v.tools_version or not v.tools_detected]
-    found = {"target": target, "checked": len(vms), "older": older, "unknown": unknown}
+    running = [v for v in vms if v.power_state == "Running"]
+    no_tools = [{"uuid": v.uuid, "name": v.name} for v in running if not v.tools_detected]
+    not_up_to_date = [{"uuid": v.uuid, "name": v.name, "version": v.tools_version} for v in running
+                      if v.tools_detected and not v.tools_up_to_date]
+    found = {"target": ctx.media.product_version, "checked": len(running), "not_running": len(vms) - len(running),
+             "not_up_to_date": not_up_to_date, "no_tools": no_tools}
     journal.write(ctx.store, ctx.run_id, journal.TOOLS, **found)
-    if older:
-        ctx.say(f"finalize: {len(older)} VM(s) with guest tools older than {target}: "
-                + ", ".join(f"{v['name']} ({v['version']})" for v in older))
+    if not_up_to_date:
+        ctx.say(f"finalize: {len(not_up_to_date)} VM(s) whose guest tools are not up to date: "
+                + ", ".join(v["name"] for v in not_up_to_date))
+    if no_tools:
+        ctx.say(f"finalize: {len(no_tools)} running VM(s) with no guest tools detected: "
+                + ", ".join(v["name"] for v in no_tools))
     return found
 
 

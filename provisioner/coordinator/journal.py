@@ -33,7 +33,8 @@ MARKED_FAILED = "host.marked_failed"
 """{host, step}: the operator's decision (`upgrade mark-failed`) to fail a host the run is waiting on; the
 waiting step fails it at its next look (installing.py)."""
 TOOLS = "finalize.tools"
-"""{target, checked, older: [{uuid, name, version}], unknown: [{uuid, name}]}: the guest-tools report."""
+"""{target, checked, not_running, not_up_to_date: [{uuid, name, version}], no_tools: [{uuid, name}]}: the guest-tools
+report (before issue 14: older / unknown, by version)."""
 REMEDY = "host.remedy"
 """{cls, text, evidence: [{kind, when, what}], host_down}: what to do about a host that FAILED, classified from
 evidence when it failed (remedies.py, docs/remedies.md); report() shows the last one."""

@@ -74,10 +74,19 @@ def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8
     return pool
 
 
-def add_vm(pool: SimPool, name: str, host_ref: str, sr: str, memory: int, *, running: bool = True) -> str:
+def add_vm(pool: SimPool, name: str, host_ref: str, sr: str, memory: int, *, running: bool = True,
+           tools: str | None = "8.2.1") -> str:
+    """A user VM with a disk on `sr` and an empty CD drive; `tools`: its PV drivers' version (None: no guest
+    metrics, no tools). PV_drivers_up_to_date is PV_drivers_detected, whatever the version: xapi sets both from the
+    same xenopsd event (xapi_xenops.ml:2418-2427; datamodel.ml:7625-7638, "Logically equivalent to
+    PV_drivers_detected"), so a host upgrade does not make a VM's tools "out of date"."""
     db = pool.db
-    gm = db.create("VM_guest_metrics", PV_drivers_version={"major": "8", "minor": "2", "micro": "1", "build": "1"},
-                   PV_drivers_up_to_date=True, PV_drivers_detected=True, os_version={"name": "Debian 12"})
+    gm = NULL_REF
+    if tools is not None:
+        major, minor, micro = (tools.split(".") + ["0", "0"])[:3]
+        gm = db.create("VM_guest_metrics", PV_drivers_version={"major": major, "minor": minor, "micro": micro,
+                                                               "build": "1"},
+                       PV_drivers_up_to_date=True, PV_drivers_detected=True, os_version={"name": "Debian 12"})
     vm = db.create("VM", name_label=name, power_state="Running" if running else "Halted",
                    resident_on=host_ref if running else NULL_REF, guest_metrics=gm, memory_target=str(memory),
                    memory_static_max=str(memory), memory_dynamic_max=str(memory), VCPUs_max="2",

@@ -59,8 +59,9 @@ FIELDS: dict[str, dict] = {
            "memory_static_max": "0", "memory_dynamic_max": "0", "memory_target": "0", "VCPUs_max": "1",
            "other_config": {}, "allowed_operations": [], "current_operations": {}, "domid": "-1",
            "ha_restart_priority": "", "suspend_VDI": NULL_REF, "snapshots": []},
-    "VM_guest_metrics": {"uuid": "", "PV_drivers_version": {}, "PV_drivers_up_to_date": True,
-                         "PV_drivers_detected": True, "os_version": {}, "other": {}, "live": True},
+    # datamodel.ml:7732 PV_drivers_detected defaults to false; PV_drivers_up_to_date follows it (xapi_xenops.ml:2426)
+    "VM_guest_metrics": {"uuid": "", "PV_drivers_version": {}, "PV_drivers_up_to_date": False,
+                         "PV_drivers_detected": False, "os_version": {}, "other": {}, "live": True},
     "VBD": {"uuid": "", "VM": NULL_REF, "VDI": NULL_REF, "type": "Disk", "empty": False, "userdevice": "0",
             "mode": "RW", "bootable": False, "currently_attached": True, "allowed_operations": [],
             "other_config": {}},

@@ -169,7 +169,10 @@ def upgrade_resume(ctx: Context, pool: str, follow: bool, as_json: bool, interva
 @pass_ctx
 @friendly
 def upgrade_abort(ctx: Context, pool: str) -> None:
-    """Stop the pool's run before its next destructive step (the host in progress is left safe)."""
+    """Stop the pool's run before its next destructive step (the host in progress is left safe).
+
+    A host whose installer runs past every timer is not waited for: the run stops at once and the host is left as
+    it is, in an unknown state (see `upgrade mark-failed`)."""
     run = coord_runner.request_abort(ctx.store, pool)
     click.echo(f"abort requested for run {run.id} of pool {pool}")
 

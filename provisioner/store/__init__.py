@@ -1,8 +1,9 @@
 """The only database module (a package): schema, migrations, hosts, media, attempts and the event log.
 
 SQLite in WAL mode, one connection per thread, every read-modify-write inside BEGIN IMMEDIATE, and every
-state change writes an `events` row in the same transaction. Split into mixins to keep each file small:
-base (connections, migrations), events (the bounded event log), hosts, media, attempts, runs (pools, runs, host steps); all SQL stays inside this package.
+state change writes an `events` row in the same transaction. Split into mixins by responsibility: base
+(connections, migrations, file checks), events (the bounded event log), hosts, media, attempts, runs (pools,
+runs, host steps); lock (one serve per data dir). All SQL stays inside this package.
 """
 
 from __future__ import annotations

@@ -571,6 +571,24 @@ def test_ha_enable_refused_during_rolling_upgrade(sim, x):
     assert failure(x.pool.enable_ha, [], {}) == ["NOT_SUPPORTED_DURING_UPGRADE"]  # xapi_pool.ml:2944-2950
 
 
+def test_ha_enable_refused_by_versions_before_the_flag_and_with_a_host_offline(sim, x):
+    """Real enable_ha looks at the versions, not the flag (helpers.ml:1075-1084), and at every host's liveness
+    (xapi_ha.ml:1893-1906): never kinder than XAPI between two DB-GC ticks or with a member down."""
+    p = pool0(sim)
+    sv = p.db.get("host", p.hosts[1].ref)["software_version"]
+    p.db.update("host", p.hosts[1].ref, software_version=st.software_version("8.4.0", "h")[0])
+    assert "rolling_upgrade_in_progress" not in p.db.get("pool", p.ref)["other_config"]  # no GC tick yet
+    assert failure(x.pool.enable_ha, [], {}) == ["NOT_SUPPORTED_DURING_UPGRADE"]
+    p.db.update("host", p.hosts[1].ref, software_version=sv)
+    metrics = p.db.get("host", p.hosts[2].ref)["metrics"]
+    p.db.update("host_metrics", metrics, live=False)
+    assert failure(x.pool.enable_ha, [], {}) == ["HOST_OFFLINE", p.hosts[2].ref]
+    p.db.update("host_metrics", metrics, live=True)
+    x.pool.enable_ha([], {})  # no SR given: a shared, non-ISO SR takes the statefile
+    statefile = p.db.get("pool", p.ref)["ha_statefiles"][0]
+    assert p.db.get("SR", p.db.get("VDI", statefile)["SR"])["name_label"] == "NFS storage"
+
+
 def test_wlb_enabled_setter(sim, x):
     pool = x.pool.get_all()[0]
     x.pool.set_wlb_enabled(pool, True)

@@ -213,16 +213,26 @@ def host_destroy(c: Call, ref):
 # ---- pool (2.4) -----------------------------------------------------------------------------------
 @api("pool.enable_ha", 3)
 def pool_enable_ha(c: Call, heartbeat_srs, configuration):
-    """xapi_pool.ml enable_ha: HA_IS_ENABLED [] when on; blocked during RPU (xapi_pool.ml:2944-2950, xapi.md 2.9).
-    A statefile VDI is made on the first heartbeat SR (the pool's default SR when none is given)."""
+    """xapi_pool.ml:2942-2950 enable_ha: NOT_SUPPORTED_DURING_UPGRADE while any host's versions differ from the
+    coordinator's (helpers.ml:1057-1084, the versions themselves, not the rolling_upgrade_in_progress flag, xapi.md
+    2.9); then xapi_ha.ml:1819-1937 enable: HA_IS_ENABLED []; HOST_OFFLINE [host] for a host not live; the
+    statefile goes on the first heartbeat SR, or (none given) on an SR that can host one (shared, not ISO),
+    else CANNOT_CREATE_STATE_FILE []."""
     db = c.db
     with db.lock:
         pool = db.get("pool", c.pool.ref)
+        mine = st.version_key(db.get("host", pool["master"])["software_version"])
+        if any(st.version_key(db.get("host", h)["software_version"]) != mine for h in db.all("host")):
+            raise XapiError("NOT_SUPPORTED_DURING_UPGRADE")
         if pool["ha_enabled"]:
             raise XapiError("HA_IS_ENABLED")
-        if c.world.rpu_in_progress(c.pool):
-            raise XapiError("NOT_SUPPORTED_DURING_UPGRADE")
-        srs = list(heartbeat_srs) or [pool["default_SR"]]
+        for h in db.all("host"):
+            if not db.get("host_metrics", db.get("host", h)["metrics"])["live"]:
+                raise XapiError("HOST_OFFLINE", h)
+        srs = list(heartbeat_srs) or [r for r in db.all("SR")
+                                      if db.get("SR", r)["shared"] and db.get("SR", r)["content_type"] != "iso"]
+        if not srs:
+            raise XapiError("CANNOT_CREATE_STATE_FILE")
         for sr in srs:
             db.get("SR", sr)
         vdi = db.create("VDI", name_label="Statefile for HA", SR=srs[0], type="ha_statefile")
@@ -254,6 +264,8 @@ def pool_set_ha_ftt(c: Call, ref, value):
 
 @api("pool.set_wlb_enabled", 3)
 def pool_set_wlb_enabled(c: Call, ref, value):
+    """A plain RW field with a generated setter, no checks (datamodel_pool.ml:2088-2101 wlb_enabled); only what
+    reads it (workload_balancing.ml assert_wlb_enabled) cares."""
     c.db.get("pool", ref)
     c.db.update("pool", ref, wlb_enabled=value in (True, "true"))
     return ""

@@ -58,9 +58,10 @@ def plan(found) -> str:
     """The plan: hosts in order, what happens to each VM, what is turned off and back on, the problems."""
     kind = "a pool of one: its VMs are suspended or shut down, then resumed or started" if found.standalone else (
         "VMs migrate away (host.evacuate)" + (" and back after each upgrade" if found.migrate_back else ""))
-    lines = [f"pool {found.pool} -> {found.media} ({found.target}): {'ready' if found.ok else 'BLOCKED'}",
-             table(("order", "host", "mac", "version", "action"),
-                   ((i + 1, h.name, h.mac, h.version, h.action) for i, h in enumerate(found.hosts)))]
+    lines = [f"pool {found.pool} -> {found.media} ({found.target}): {'ready' if found.ok else 'BLOCKED'}"]
+    lines += found.carried  # settings earlier runs left off come first: this run restores them
+    lines += [table(("order", "host", "mac", "version", "action"),
+                    ((i + 1, h.name, h.mac, h.version, h.action) for i, h in enumerate(found.hosts)))]
     if found.vms:
         lines += [f"VMs ({kind}):",
                   table(("host", "vm", "state", "action", "eject first", "afterwards"),
@@ -122,3 +123,11 @@ def guest_tools_lines(tools: dict) -> list[str]:
     if tools["no_tools"]:
         lines.append(f"no guest tools detected: {', '.join(v['name'] for v in tools['no_tools'])}")
     return lines
+
+
+def restore_settings(done: dict) -> str:
+    """`upgrade restore-settings`: what was put back, what already was, what could not be and why."""
+    lines = [f"restored: {s}" for s in done["restored"]]
+    lines += [f"already back on: {s}" for s in done["already_back"]]
+    lines += [f"NOT restored: {n['setting']}: {n['why']}" for n in done["not_restored"]]
+    return "\n".join(lines) or f"pool {done['pool']}: nothing left off by earlier runs"

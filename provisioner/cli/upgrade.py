@@ -10,6 +10,7 @@ import click
 
 from provisioner import output, progress, states
 from provisioner.config import secret_from_env
+from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
@@ -190,6 +191,26 @@ def upgrade_mark_failed(ctx: Context, pool: str, host: str) -> None:
     found = coord_runner.request_mark_failed(ctx.store, pool, host)
     click.echo(f"{found.name} ({found.mac}) marked failed in the run of pool {pool}: the run fails it at its next "
                "look")
+
+
+@upgrade.command("restore-settings")
+@click.argument("pool")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def upgrade_restore_settings(ctx: Context, pool: str, as_json: bool) -> None:
+    """Put back now the HA, WLB and VM auto_poweron settings ended runs of POOL turned off and left off.
+
+    Refused while a run of the pool is active (its FINALIZE puts them back); a second call does nothing. Exit 1
+    when something could not be restored (the reason is printed)."""
+    driver = coord_pools.connect(ctx.store, pool)
+    try:
+        done = coord_carry.restore(ctx.store, pool, driver)
+    finally:
+        driver.close()
+    emit(done, as_json, output.restore_settings(done))
+    if done["not_restored"]:
+        raise SystemExit(1)
 
 
 @upgrade.command("status")

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.coordinator import journal
+from provisioner.coordinator import carry, journal
+from provisioner.coordinator.carry import AUTO_POWERON, HA, WLB
 from provisioner.coordinator.context import Context, StepFailed, xapi_call
 from provisioner.coordinator.plan import at_target
 from provisioner.store import Store
 from provisioner.xapi import Failure, XapiUnreachable
-
-HA, WLB, AUTO_POWERON = "ha", "wlb", "auto_poweron"
 
 
 def _intents(ctx: Context) -> dict[tuple[str, str | None], dict]:
@@ -31,8 +30,10 @@ def _intents(ctx: Context) -> dict[tuple[str, str | None], dict]:
 
 def prepare(ctx: Context, host_uuids: list[str], *, disable_ha_wlb: bool) -> list[str]:
     """Turn off HA / WLB (when allowed) and auto_poweron of the VMs on the hosts to upgrade; what it changed."""
-    known, said = _intents(ctx), []
     try:
+        # What earlier runs left off first: journaled as this run's own, with their original values (carry.py)
+        said = carry.take_over(ctx.store, ctx.run_id, ctx.store.get_run(ctx.run_id).pool, ctx.driver)
+        known = _intents(ctx)
         pool = ctx.driver.pool_info()
         for what, on, turn_off, extra in (
                 (HA, pool["ha_enabled"], ctx.driver.disable_ha,
@@ -186,6 +187,7 @@ def prepare_report(store: Store, run_id: str) -> list[dict[str, Any]]:
     outcome: dict[tuple[str, str | None], dict] = {}
     for e in journal.read(store, run_id, journal.UNDO):
         outcome[(e["what"], e.get("uuid"))] = e
+    settled = {(e["what"], e.get("uuid")): e for e in journal.read(store, run_id, journal.SETTLED)}
     rows, seen = [], set()
     for e in journal.read(store, run_id, journal.PREPARE_INTENT):
         key = (e["what"], e.get("uuid"))
@@ -194,5 +196,10 @@ def prepare_report(store: Store, run_id: str) -> list[dict[str, Any]]:
         seen.add(key)
         done = outcome.get(key)
         state = "changed" if done is None else "undone" if done["ok"] else f"not undone: {done.get('error')}"
-        rows.append({"what": e["what"], "vm": e.get("name"), "uuid": e.get("uuid"), "state": state})
+        later = settled.get(key)
+        if later is not None and not (done and done["ok"]):
+            state = {"carried": f"carried to run {later['by']}", "restored": f"restored by {later['by']}",
+                     "found back on": "found back on"}.get(later["how"], later["how"])
+        rows.append({"what": e["what"], "vm": e.get("name"), "uuid": e.get("uuid"), "state": state,
+                     "carried_from": e.get("carried_from")})
     return rows

@@ -16,7 +16,8 @@ from provisioner.store import Store
 OPTIONS = "run.options"
 """{disable_ha_wlb, migrate_back, power_cycle}: the operator's choices, recorded by start_run."""
 PREPARE_INTENT = "prepare.intent"
-"""{what: ha|wlb|auto_poweron, ...what undoing it needs}: written before PREPARE changes it."""
+"""{what: ha|wlb|auto_poweron, ...what undoing it needs, carried_from?}: written before PREPARE changes it, or when
+PREPARE takes over what an earlier run (carried_from) left off (carry.py)."""
 UNDO = "finalize.undo"
 """{what, vm?, ok, error?}: FINALIZE (or an abort during PREPARE) put it back, or could not."""
 VM_RESIDENT, VM_EVACUATED = "vm.resident", "vm.evacuated"
@@ -40,6 +41,9 @@ REMEDY = "host.remedy"
 evidence when it failed (remedies.py, docs/remedies.md); report() shows the last one."""
 RPU_CLEARED = "finalize.rpu_cleared"
 """{seconds}: XAPI cleared rolling_upgrade_in_progress after that long (sim or wall seconds)."""
+SETTLED = "prepare.settled"
+"""{what, uuid?, name?, how: carried|restored|found back on|VM gone, by: run id|restore-settings}: on a run that left a
+PREPARE change off, how it was settled later, so it is neither carried nor restored again (carry.py)."""
 
 
 def write(store: Store, run_id: str, kind: str, *, mac: str | None = None, **details: Any) -> None:

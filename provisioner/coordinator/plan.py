@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from provisioner.coordinator import carry
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Media, normalize_mac, version_tuple
 from provisioner.store import Store
@@ -45,6 +46,8 @@ class Plan:
     problems: list[str] = field(default_factory=list)
     vms: list[PlannedVm] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # turned off by PREPARE, back on by FINALIZE
+    left_off: list[dict] = field(default_factory=list)  # what earlier runs left off (carry.py): this run restores it
+    carried: list[str] = field(default_factory=list)  # the same, one line per run that left them off
     standalone: bool = False  # a pool of one: VMs are suspended / shut down, not migrated
     migrate_back: bool = False
     power_cycle: bool = False  # members are shut down and powered on through the pool, not rebooted
@@ -61,7 +64,8 @@ class Plan:
         return {"pool": self.pool, "media": self.media, "target": self.target, "ok": self.ok,
                 "hosts": [h.as_dict() for h in self.hosts], "problems": list(self.problems),
                 "standalone": self.standalone, "migrate_back": self.migrate_back, "power_cycle": self.power_cycle,
-                "vms": [v.as_dict() for v in self.vms], "changes": list(self.changes)}
+                "vms": [v.as_dict() for v in self.vms], "changes": list(self.changes),
+                "left_off": list(self.left_off), "carried": list(self.carried)}
 
 
 def at_target(info: HostInfo, media: Media) -> bool:
@@ -88,7 +92,9 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
         vms = driver.vms()
     except (XapiUnreachable, Failure) as exc:
         plan.problems.append(f"pool {pool} not reachable: {exc}")
+        _left_off(plan, carry.left_off(store, pool))
         return plan
+    _left_off(plan, carry.left_off(store, pool, pool_info=info, vms=vms))
     plan.standalone = len(hosts) == 1
     if info["ha_enabled"] and disable_ha_wlb:
         plan.changes.append(f"HA: off during the run, back on in FINALIZE (failures to tolerate "
@@ -155,3 +161,9 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     if media is not None and not plan.to_upgrade:
         plan.problems.append(f"every host is already at {media.product_version}: nothing to do")
     return plan
+
+
+def _left_off(plan: Plan, items: list[carry.LeftOff]) -> None:
+    """What ended runs left off and nobody put back: the run takes it over and its FINALIZE restores it."""
+    plan.left_off = [i.as_dict() for i in items if i.state != carry.BACK]
+    plan.carried = carry.plan_lines(items, plan.pool)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
+from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
@@ -135,6 +136,17 @@ def mark_failed_upgrade(name: str):
     host = _fields(api._json_body(), {"host"}, ("host",))["host"]
     found = coord_runner.request_mark_failed(api._store(), name, host)  # the waiting step fails it at its next look
     return jsonify(run=_report(coord_runner.active_run(api._store(), name).id), host=found.name)
+
+
+@bp.post("/pools/<name>/upgrade/restore-settings")
+def restore_settings(name: str):
+    """Put back now what ended runs left off (HA, WLB, VM auto_poweron); 409 while a run of the pool is active."""
+    store = api._store()
+    driver = coord_pools.connect(store, name)
+    try:
+        return jsonify(restore=coord_carry.restore(store, name, driver))
+    finally:
+        driver.close()
 
 
 @bp.get("/runs")

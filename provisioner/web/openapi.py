@@ -76,6 +76,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/pools/{name}/upgrade/mark-failed", "Mark a host the run is waiting on (installer running past "
        "every timer) failed: the waiting step fails it and its remedy is classified from evidence",
        "MarkFailedInput", (200, {"run": "Run", "host": "string"}), (400, 404, 409)),
+    Op("POST", "/pools/{name}/upgrade/restore-settings", "Put back now the HA, WLB and VM auto_poweron settings "
+       "ended runs turned off and left off; refused while a run of the pool is active",
+       ok=(200, {"restore": "object"}), errors=(400, 404, 409, 500, 502)),
     Op("GET", "/runs", "Upgrade runs, newest first", ok=(200, {"runs": ["Run"]}),
        query=(("pool", "string", "only the runs of this pool"),)),
     Op("GET", "/runs/{run_id}", "One run: each host's step, reason and remedy", ok=(200, {"run": "Run"}),

@@ -171,3 +171,52 @@ def test_mark_failed_journals_the_operators_decision_for_a_host_the_run_waits_on
     decisions = journal.read(store, "red-1", journal.MARKED_FAILED)
     assert [(d["mac"], d["host"], d["step"]) for d in decisions] == [("aa:bb:cc:dd:ee:02", "red-host1", "wait_up")] * 2
     assert run("upgrade", "mark-failed", "blue", "red-host1").exit_code == 1
+
+
+def test_restore_settings_refused_during_a_run_then_restores_once(tmp_path):
+    """`upgrade restore-settings POOL`: what an aborted run left off (HA, WLB, auto_poweron) is shown first by
+    `upgrade plan`, refused while a run is active, restored once; a second call does nothing."""
+    from helpers import FAST
+    from labs import MEDIA, POOL, make_lab, stop_lab
+
+    from provisioner.coordinator import runner as coord_runner
+
+    lab = make_lab(tmp_path)
+    cli = _cli(lab.config)
+    pool = lab.world.pools[POOL]
+    db = pool.db
+    try:
+        lab.driver.enable_ha([db.get("pool", pool.ref)["default_SR"]], 1)
+        db.update("pool", pool.ref, wlb_enabled=True)
+        vm = next(r for r in db.find("VM", resident_on=pool.hosts[1].ref) if not db.get("VM", r)["is_control_domain"])
+        db.update("VM", vm, other_config={"auto_poweron": "true"})
+
+        def drive(run_id, abort_at=None):
+            def on_commit(rh):
+                if rh.step == abort_at:
+                    lab.store.request_abort(run_id)
+            return coord_runner.Runner(lab.store, lab.config, run_id, lab.driver, clock=lab.world.clock,
+                                       timeouts=FAST, on_commit=on_commit).run().state
+        first = coord_runner.start_run(lab.store, POOL, MEDIA, lab.driver, disable_ha_wlb=True)
+        assert drive(first.id, abort_at="check") == "aborted"  # in MASTER, before any reboot: all left off
+        planned = cli("upgrade", "plan", POOL, "--media", MEDIA)
+        assert planned.output.splitlines()[1].startswith(f"left off by run {first.id}: HA (heartbeat SRs: ")
+        assert f"VM {db.get('VM', vm)['name_label']} auto_poweron; the next run's FINALIZE" in planned.output
+        active = coord_runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+        refused = cli("upgrade", "restore-settings", POOL)
+        assert refused.exit_code == 1 and f"has run {active.id}" in refused.output
+        lab.store.request_abort(active.id)
+        assert drive(active.id) == "aborted"
+        done = cli("upgrade", "restore-settings", POOL)
+        assert done.exit_code == 0, done.output
+        assert done.output.splitlines() == [f"restored: VM {db.get('VM', vm)['name_label']} auto_poweron",
+                                            "restored: WLB", f"restored: HA (heartbeat SRs: "
+                                            f"{db.get('pool', pool.ref)['default_SR']}, failures to tolerate 1)"]
+        rec = db.get("pool", pool.ref)
+        assert rec["ha_enabled"] and rec["wlb_enabled"] and db.get("VM", vm)["other_config"]["auto_poweron"] == "true"
+        again = cli("upgrade", "restore-settings", POOL, "--json")
+        assert again.exit_code == 0 and json.loads(again.output) == {
+            "pool": POOL, "restored": [], "already_back": [], "not_restored": []}
+        assert cli("upgrade", "restore-settings", POOL).output.strip() == f"pool {POOL}: nothing left off by earlier runs"
+    finally:
+        stop_lab(lab)

@@ -217,6 +217,7 @@ def test_restore_settings_refused_during_a_run_then_restores_once(tmp_path):
         again = cli("upgrade", "restore-settings", POOL, "--json")
         assert again.exit_code == 0 and json.loads(again.output) == {
             "pool": POOL, "restored": [], "already_back": [], "not_restored": []}
-        assert cli("upgrade", "restore-settings", POOL).output.strip() == f"pool {POOL}: nothing left off by earlier runs"
+        quiet = cli("upgrade", "restore-settings", POOL).output.strip()
+        assert quiet == f"pool {POOL}: nothing left off by earlier runs"
     finally:
         stop_lab(lab)

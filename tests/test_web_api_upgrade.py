@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from helpers import API_TOKEN
+from helpers import API_TOKEN, FAST
 from labs import MEDIA, PASSWORD, WAIT, make_world, stop_world
 
 from provisioner import states
@@ -148,3 +148,41 @@ def test_without_a_run_service_start_is_503(client, auth):
     answer = client.post("/api/v1/pools/red/upgrade", json={"media": MEDIA}, headers=auth)
     assert answer.status_code == 503 and "provisioner serve" in answer.get_json()["error"]
     assert client.get("/api/v1/runs", headers=auth).get_json() == {"runs": []}
+
+
+def test_restore_settings_409_during_a_run_then_restores_once(lab):
+    """POST /pools/{name}/upgrade/restore-settings: what an aborted run left off goes back now, once; refused
+    (409) while a run of the pool is active."""
+    api = Api(lab)
+    pool = lab.world.pools["blue"]
+    db = pool.db
+    driver = lab.runtime.runs.connect(lab.store, "blue")
+    try:
+        driver.enable_ha([db.get("pool", pool.ref)["default_SR"]], 1)
+        db.update("pool", pool.ref, wlb_enabled=True)
+        first = runner.start_run(lab.store, "blue", MEDIA, driver, disable_ha_wlb=True)
+
+        def abort_at_check(rh):
+            if rh.step == states.STEP_CHECK:
+                lab.store.request_abort(first.id)
+        assert runner.Runner(lab.store, lab.config, first.id, driver, clock=lab.world.clock, timeouts=FAST,
+                             on_commit=abort_at_check).run().state == states.RUN_ABORTED
+        plan = api("GET", "/pools/blue/plan", params={"media": MEDIA}).json()["plan"]
+        assert [i["what"] for i in plan["left_off"]] == ["ha", "wlb"] and plan["carried"][0].startswith(
+            f"left off by run {first.id}: HA")
+        active = runner.start_run(lab.store, "blue", MEDIA, driver)
+    finally:
+        driver.close()
+    refused = api("POST", "/pools/blue/upgrade/restore-settings")
+    assert refused.status_code == 409 and active.id in refused.json()["error"]
+    assert api("POST", "/pools/blue/upgrade/abort").status_code == 200
+    assert api("POST", "/pools/blue/upgrade/resume").status_code == 202
+    assert lab.runtime.runs.wait(active.id, WAIT).state == states.RUN_ABORTED
+    done = api("POST", "/pools/blue/upgrade/restore-settings")
+    assert done.status_code == 200
+    assert [s.split(" ")[0] for s in done.json()["restore"]["restored"]] == ["WLB", "HA"]
+    rec = db.get("pool", pool.ref)
+    assert rec["ha_enabled"] and rec["wlb_enabled"] and rec["ha_host_failures_to_tolerate"] == "1"
+    again = api("POST", "/pools/blue/upgrade/restore-settings").json()["restore"]
+    assert again == {"pool": "blue", "restored": [], "already_back": [], "not_restored": []}
+    assert api("POST", "/pools/nope/upgrade/restore-settings").status_code == 404

@@ -175,3 +175,23 @@ def test_restore_settings_leaves_ha_and_wlb_off_while_the_pool_is_mixed_and_says
     text = output.restore_settings(done)
     assert "already back on: WLB" in text and "NOT restored: HA (heartbeat SRs" in text
     assert [i.what for i in carry.left_off(lab.store, POOL)] == ["ha"]  # still there for the next run
+
+
+def test_ha_wlb_left_off_by_a_mixed_pool_are_carried_to_the_run_that_finishes_it(lab):
+    """FINALIZE leaves HA / WLB off while a failed member keeps the pool mixed (undo pool_mixed); the next run,
+    which upgrades that member, puts them back with the first run's values."""
+    before = turn_on(lab)
+    lab.handler.inject(lab.mac(1), installer_fails=True)
+    first = runner.start_run(lab.store, POOL, MEDIA, lab.driver, disable_ha_wlb=True)
+    assert drive(lab, first.id).state == states.RUN_DONE_WITH_FAILURES
+    assert not settings(lab)[0] and not settings(lab)[3]
+    lab.handler.inject(lab.mac(1), installer_fails=False)  # the operator fixed what made it fail
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    assert [i["what"] for i in plan.left_off] == ["ha", "wlb"]  # auto_poweron went back in FINALIZE
+    second = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    ended = drive(lab, second.id)
+    assert ended.state == states.RUN_DONE, ended.reason
+    assert settings(lab) == before
+    states_first = {p["what"]: p["state"] for p in runner.report(lab.store, first.id)["prepare"]}
+    assert states_first == {"ha": f"carried to run {second.id}", "wlb": f"carried to run {second.id}",
+                            "auto_poweron": "undone"}

@@ -195,3 +195,22 @@ def test_ha_wlb_left_off_by_a_mixed_pool_are_carried_to_the_run_that_finishes_it
     states_first = {p["what"]: p["state"] for p in runner.report(lab.store, first.id)["prepare"]}
     assert states_first == {"ha": f"carried to run {second.id}", "wlb": f"carried to run {second.id}",
                             "auto_poweron": "undone"}
+
+
+def test_take_over_killed_between_its_journal_entries_neither_doubles_nor_loses(lab):
+    """kill -9 after the new run journaled the carried intent but before the old run was settled: a second
+    PREPARE only settles it; the HA values stay the first run's."""
+    before = turn_on(lab)
+    first = runner.start_run(lab.store, POOL, MEDIA, lab.driver, disable_ha_wlb=True)
+    assert drive(lab, first.id, on_commit=abort_when(lab, first.id, "master", states.STEP_CHECK)).state == \
+        states.RUN_ABORTED
+    second = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    ha = next(e for e in journal.read(lab.store, first.id, journal.PREPARE_INTENT) if e["what"] == "ha")
+    journal.write(lab.store, second.id, journal.PREPARE_INTENT, what="ha", carried_from=first.id,
+                  heartbeat_srs=ha["heartbeat_srs"], failures_to_tolerate=ha["failures_to_tolerate"])  # then killed
+    said = carry.take_over(lab.store, second.id, POOL, lab.driver)
+    assert len(said) == 4 and carry.take_over(lab.store, second.id, POOL, lab.driver) == []
+    intents = journal.read(lab.store, second.id, journal.PREPARE_INTENT)
+    assert sorted(i["what"] for i in intents) == ["auto_poweron", "auto_poweron", "ha", "wlb"]
+    assert carry.left_off(lab.store, POOL) == []
+    assert drive(lab, second.id).state == states.RUN_DONE and settings(lab) == before

@@ -25,7 +25,8 @@ position and the response's Content-Length), `HTTPRequestParser.parse_header` an
 `content_length`, `chunked`, `expect_continue` and `headers` (the body gate), and
 `BaseWSGIServer.handle_accept` / `maintenance` (the per-address cap and the header timeout).
 
-Held on a hostile network (issue 15; tests/hostile/test_http_*.py):
+Held on a hostile network (issue 15; tests/hostile/test_http_*.py; the limits and the shared per-address count
+are provisioner/httpguard.py):
 - Per-address connection cap (`max_per_client`), one counter shared by all loops, enforced at accept time: a
   client over it is closed before a channel exists. One address holding ~2,000 idle connections used to fill
   both loops' `connection_limit` and stop HTTP for everyone.
@@ -50,7 +51,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable
 
 from waitress.adjustments import Adjustments
 from waitress.buffers import ReadOnlyFileBasedBuffer
@@ -59,6 +60,8 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
+
+from provisioner.httpguard import DROP_BODY, Guard, Limits
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +74,6 @@ _DISCONNECTED = frozenset((errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, er
 
 class HTTPServerError(RuntimeError):
     """The HTTP server could not start; the message names the address and port."""
-
-
-# What a body gate answers for a request that carries a body: None admits it, DROP_BODY lets the app answer
-# without it (then closes the connection), (status, message) answers that at once without reading it.
-DROP_BODY = "drop"
-Verdict = Union[None, str, tuple[int, str]]
-# gate(method, path, headers as waitress parses them (AUTHORIZATION, COOKIE, ...), length or None if chunked)
-BodyGate = Callable[[str, str, Mapping[str, str], "int | None"], Verdict]
-
-
-@dataclass
-class Limits:
-    """What one address may hold and send; see the module docstring."""
-
-    max_per_client: int = 64
-    header_timeout: float = 10.0
-    max_body: int = 64 << 20
-    gate: BodyGate | None = None
 
 
 class _Refusal(Error):
@@ -106,50 +91,10 @@ class _Refusal(Error):
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 411: "Length Required", 413: "Content Too Large"}
 
 
-class _Guard:
-    """State shared by every loop of one server: connections per address, the limits, refusal counts."""
-
-    def __init__(self, limits: Limits):
-        self.limits = limits
-        self._lock = threading.Lock()
-        self._open: dict[str, int] = {}
-        self._warned: dict[str, float] = {}
-        self.refused_connections = 0
-        self.timed_out = 0
-
-    def admit(self, address: str) -> bool:
-        with self._lock:
-            count = self._open.get(address, 0)
-            if count >= self.limits.max_per_client:
-                self.refused_connections += 1
-                warn = time.monotonic() - self._warned.get(address, -1e9) > 60
-                if warn:
-                    self._warned[address] = time.monotonic()
-            else:
-                self._open[address] = count + 1
-                return True
-        if warn:  # once a minute per address: a flood must not flood the log too
-            log.warning("HTTP: %s holds %d connections (http_max_connections_per_client); refusing more",
-                        address, count)
-        return False
-
-    def release(self, address: str) -> None:
-        with self._lock:
-            left = self._open.get(address, 0) - 1
-            if left > 0:
-                self._open[address] = left
-            else:
-                self._open.pop(address, None)
-
-    def open_connections(self, address: str) -> int:
-        with self._lock:
-            return self._open.get(address, 0)
-
-
 class _GatedParser(HTTPRequestParser):
     """waitress' request parser, asking the body gate once the headers are in and before any body byte."""
 
-    def __init__(self, guard: _Guard, adj: Any):
+    def __init__(self, guard: Guard, adj: Any):
         super().__init__(adj)
         self._guard = guard
 
@@ -259,7 +204,7 @@ class _GuardedServer(TcpWSGIServer):
 
     channel_class = _SendfileChannel
 
-    def __init__(self, *args: Any, guard: _Guard, **kwargs: Any):
+    def __init__(self, *args: Any, guard: Guard, **kwargs: Any):
         self.guard = guard
         super().__init__(*args, **kwargs)
 
@@ -312,7 +257,7 @@ class ServerHandle:
 
     host: str
     port: int
-    _guard: _Guard = field(repr=False)
+    _guard: Guard = field(repr=False)
     _servers: list[Any] = field(repr=False)
     _threads: list[threading.Thread] = field(repr=False)
     _stopping: threading.Event = field(repr=False)
@@ -368,7 +313,7 @@ def serve_http(app: Callable, host: str, port: int, *, threads: int = 16, loops:
     except (ValueError, OverflowError, TypeError) as exc:  # a malformed host or port
         sock.close()
         raise HTTPServerError(f"cannot listen on {host}:{port}: {exc}") from exc
-    guard = _Guard(limits or Limits())
+    guard = Guard(limits or Limits())
     servers = []
     for i in range(loops):
         # Each loop gets its own descriptor of the one listening socket; a loop that loses the accept()

@@ -23,7 +23,7 @@ from flask import Flask
 from itsdangerous import BadSignature
 from werkzeug.http import parse_cookie
 
-from provisioner.httpserver import DROP_BODY, Limits, Verdict
+from provisioner.httpguard import DROP_BODY, Limits, Verdict
 from provisioner.web import ui_base
 
 API_PREFIX = "/api/"

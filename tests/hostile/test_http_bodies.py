@@ -106,3 +106,35 @@ def test_authenticated_and_small_bodies_are_read(config, store, tmp_path):
             files={"csv": ("hosts.csv", csv.encode())})
         assert upload.status_code == 303 and upload.headers["Location"].endswith("/ui/hosts")
         assert len(store.list_hosts(pool="p")) == 1 + 1 + 1200  # the armed host, the API's, the CSV's
+
+
+GATE = [
+    # (path, headers, length (None: chunked), verdict)
+    ("/api/v1/hosts", {}, 10, "drop"),
+    ("/api/v1/hosts", {"AUTHORIZATION": f"Bearer {API_TOKEN}"}, 10, None),
+    ("/api/v1/hosts", {"AUTHORIZATION": f"bearer  {API_TOKEN} "}, None, None),  # scheme case, spaces
+    ("/api/v1/hosts", {"AUTHORIZATION": f"Basic {API_TOKEN}"}, 10, "drop"),
+    ("/api/v1/hosts", {"AUTHORIZATION": f"Bearer {API_TOKEN}x"}, 10, "drop"),
+    ("/ui/login", {}, 64 * 1024, None),
+    ("/ui/login", {}, 64 * 1024 + 1, "drop"),
+    ("/ui/hosts/import", {"COOKIE": "provisioner_ui=forged.value.sig"}, 1 << 20, "drop"),
+    ("/ui/hosts/import", {}, None, "drop"),
+    ("/boot/ipxe/x", {"AUTHORIZATION": f"Bearer {API_TOKEN}"}, 1, (413, "this URL takes no request body")),
+    ("/media/xs84/install.img", {}, None, (411, "a chunked request body is not accepted here")),
+    ("/ui", {}, 10, (413, "this URL takes no request body")),
+]
+
+
+@pytest.mark.parametrize("path,headers,length,verdict", GATE)
+def test_gate_table(app, path, headers, length, verdict):
+    from provisioner.web.gate import body_gate
+
+    assert body_gate(app)("POST", path, headers, length) == verdict
+
+
+def test_no_api_token_means_no_api_body(app, config):
+    from provisioner import create_app
+    from provisioner.web.gate import body_gate
+
+    gate = body_gate(create_app(config.replace(api_token=""), store=app.extensions["provisioner.store"]))
+    assert gate("POST", "/api/v1/hosts", {"AUTHORIZATION": "Bearer "}, 10) == "drop"

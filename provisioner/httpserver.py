@@ -72,6 +72,23 @@ _DISCONNECTED = frozenset((errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, er
                            errno.EPIPE, errno.EBADF))
 
 
+class _OncePerInterval(logging.Filter):
+    """Lets one record through per `seconds`: waitress warns "Task queue depth is N" on EVERY request queued
+    while all worker threads are busy (task.py ThreadedTaskDispatcher.add_task), 3,000 lines in one 10 s boot
+    storm; one a minute says the same. (The log is a pipe: a reader that falls behind would stall the loops.)"""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self._next = seconds, 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
 class HTTPServerError(RuntimeError):
     """The HTTP server could not start; the message names the address and port."""
 
@@ -313,6 +330,9 @@ def serve_http(app: Callable, host: str, port: int, *, threads: int = 16, loops:
     except (ValueError, OverflowError, TypeError) as exc:  # a malformed host or port
         sock.close()
         raise HTTPServerError(f"cannot listen on {host}:{port}: {exc}") from exc
+    queue_log = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, _OncePerInterval) for f in queue_log.filters):
+        queue_log.addFilter(_OncePerInterval(60))
     guard = Guard(limits or Limits())
     servers = []
     for i in range(loops):

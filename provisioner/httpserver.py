@@ -31,8 +31,9 @@ are provisioner/httpguard.py):
   client over it is closed before a channel exists. One address holding ~2,000 idle connections used to fill
   both loops' `connection_limit` and stop HTTP for everyone.
 - Header timeout: a connection waiting for a request's headers (fresh, half-sent or kept alive between
-  requests) gets `header_timeout` seconds to send them all (Apache's default keep-alive wait is 5 s), checked
-  every second; a connection with a request in service or a response still flowing keeps `channel_timeout`.
+  requests) gets `header_timeout` seconds to send them all (Apache's default keep-alive wait is 5 s), and a
+  small body (up to waitress' 512 KB `inbuf_overflow`: forms) with them, checked every second; a connection
+  with a request in service, a response still flowing or a big (authenticated) upload keeps `channel_timeout`.
 - Body gate, at header time, before one body byte is buffered: the web layer's `gate` (web/gate.py) admits a
   body, refuses it with a status (answered at once, connection closed) or drops it (the app answers without
   it, e.g. its own 401 and failed-authentication throttle; the connection is then closed). An admitted body
@@ -144,14 +145,18 @@ class _SendfileChannel(HTTPChannel):
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None):
         super().__init__(server, sock, addr, adj, map=map)
         self.parser_class = partial(_GatedParser, server.guard)
-        self.idle_since: float | None = self.creation_time  # waiting for request headers since
+        self.idle_since: float | None = self.creation_time  # waiting for a request since
         self._released = False
 
-    def waiting_for_headers(self) -> bool:
-        """No request in service, no response flowing, and the next request's headers not complete."""
+    def waiting_for_request(self) -> bool:
+        """No request in service, no response flowing, and the next request not complete: its headers, or its
+        body when that is a small one kept in memory (a form; big bodies are admitted only authenticated)."""
         request = self.request
-        return (not self.requests and not self.total_outbufs_len
-                and (request is None or not request.headers_finished))
+        if self.requests or self.total_outbufs_len:
+            return False
+        return (request is None or not request.headers_finished
+                or (not request.completed and not request.chunked
+                    and request.content_length <= self.adj.inbuf_overflow))
 
     def del_channel(self, map: Any = None) -> None:
         # Every way a channel closes goes through wasyncore's dispatcher.close() -> del_channel (HTTPChannel's
@@ -249,7 +254,7 @@ class _GuardedServer(TcpWSGIServer):
         for channel in list(self.active_channels.values()):
             if not isinstance(channel, _SendfileChannel):
                 continue
-            if not channel.waiting_for_headers():
+            if not channel.waiting_for_request():
                 channel.idle_since = None
             elif channel.idle_since is None:
                 channel.idle_since = now

@@ -37,26 +37,36 @@ def test_one_address_holding_many_idle_connections_stops_nobody(config, store, t
         assert get(srv.port, "/boot/ipxe/52-54-00-aa-00-02", ATTACKER)[0] == 200
 
 
+def _trickle(sock, byte: bytes) -> None:
+    """One byte per ~0.3 s until the server closes the connection (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not closed_by_server(sock, wait=0.3):
+        try:
+            sock.sendall(byte)
+        except OSError:
+            break
+
+
 def test_trickled_and_silent_connections_are_closed_after_the_header_timeout(config, store, tmp_path):
-    """Headers sent a byte at a time (never finished) and a connection that sends nothing: both closed after
-    http_header_timeout (2 s here), though each trickled byte is activity that channel_timeout would accept."""
+    """Headers sent a byte at a time (never finished), a login form's body sent a byte at a time, and a
+    connection that sends nothing: all closed after http_header_timeout (2 s here), though each trickled byte
+    is activity that waitress' channel_timeout (120 s between bytes) would accept forever."""
     with serving(config, store, tmp_path, http_header_timeout=2) as srv:
         silent = raw_connection(srv.port, ATTACKER)
-        trickle = raw_connection(srv.port, ATTACKER)
-        trickle.sendall(b"GET /boot/ipxe/52-54-00-aa-00-01 HTTP/1.1\r\n")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not closed_by_server(trickle, wait=0.3):
-            try:
-                trickle.sendall(b"X")  # one header byte per ~0.3 s: never a complete header block
-            except OSError:
-                break
-        assert closed_by_server(trickle, wait=5)
-        assert closed_by_server(silent, wait=5)
-        assert srv.rt.http.counters()["header_timeouts"] >= 2
+        headers = raw_connection(srv.port, ATTACKER)
+        headers.sendall(b"GET /boot/ipxe/52-54-00-aa-00-01 HTTP/1.1\r\n")
+        _trickle(headers, b"X")
+        form = raw_connection(srv.port, ATTACKER)
+        form.sendall(b"POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntoken=")
+        _trickle(form, b"a")
+        for sock in (headers, form, silent):
+            assert closed_by_server(sock, wait=5)
+        assert srv.rt.http.counters()["header_timeouts"] >= 3
         assert until(lambda: srv.rt.http.open_connections(ATTACKER) == 0, 10)
         assert boot(srv.port, ARMED, client_ip(1)) == BOOTED
-        silent.close()
-        trickle.close()
+        for sock in (headers, form, silent):
+            sock.close()
 
 
 def test_a_slow_download_outlives_the_header_timeout(config, store, tmp_path):
@@ -79,3 +89,24 @@ def test_a_slow_download_outlives_the_header_timeout(config, store, tmp_path):
         sock.close()
         assert time.monotonic() - started > 3
         assert received > 32 << 20  # headers + the whole body
+
+
+def test_a_slow_authenticated_upload_outlives_the_header_timeout(config, store, tmp_path):
+    """A 700 KB CSV (past the 512 KB kept in memory, so only an authenticated client may send it) sent over
+    ~3 s with a 1 s header timeout is read to the end and judged by the API."""
+    from helpers import API_TOKEN
+
+    body = b"mac,name,pool\n" + b"not-a-mac,x,p\n" * 50_000
+    with serving(config, store, tmp_path, http_header_timeout=1) as srv:
+        sock = raw_connection(srv.port, client_ip(4), timeout=30)
+        sock.sendall(b"POST /api/v1/hosts/import HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                     b"Authorization: Bearer " + API_TOKEN.encode() + b"\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        started = time.monotonic()
+        for i in range(0, len(body), 64 * 1024):
+            sock.sendall(body[i:i + 64 * 1024])
+            time.sleep(0.3)
+        assert time.monotonic() - started > 2
+        answer = sock.recv(65536)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 422 ")  # every row is bad: all or nothing, nothing imported

@@ -231,7 +231,7 @@ def test_master_failure_leaves_prepare_changes_in_place_and_says_so(lab):
     lab.handler.inject(lab.mac(0), installer_fails=True)
     run = runner.start_run(lab.store, POOL, MEDIA, lab.driver, disable_ha_wlb=True)
     final = runner.Runner(lab.store, lab.config, run.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
-    assert final.state == states.RUN_ABORTED and "restore the master" in final.reason
+    assert final.state == states.RUN_ABORTED and "installer_failed_intact" in final.reason
     assert "what PREPARE turned off stays off" in final.reason
     assert {p["state"] for p in runner.report(lab.store, run.id)["prepare"]} == {"changed"}
     _, _, rec = sim_pool(lab)

@@ -4,6 +4,7 @@ healthy is never advised forget, reinstall or restore); and classify() on hand-b
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -245,3 +246,43 @@ def test_classify_table(role, step, events, now, reason, cls):
 ])
 def test_describe_error(error, words):
     assert words in remedies.describe_error(error, {"OpaqueRef:vm": "vm1"})
+
+
+def test_upgrade_status_shows_class_and_evidence_text_and_json(run, tmp_path):
+    from provisioner.coordinator import journal
+    from provisioner.store import Store
+
+    store = Store(tmp_path / "data" / "provisioner.db")
+    store.create_run("red-1", "red", "xs84", stop_on_failure=False,
+                     hosts=[{"mac": "aa:bb:cc:dd:ee:01", "name": "red-host1", "uuid": "u1", "role": "member"}])
+    for step in (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE):
+        store.set_host_step("red-1", "aa:bb:cc:dd:ee:01", step)
+    store.set_host_step("red-1", "aa:bb:cc:dd:ee:01", states.STEP_FAILED, reason="evacuate: HOST_NOT_ENOUGH_FREE_MEMORY")
+    journal.write(store, "red-1", journal.REMEDY, mac="aa:bb:cc:dd:ee:01", cls=remedies.NOTHING_CHANGED,
+                  text="nothing was changed on red-host1", host_down=False,
+                  evidence=[{"kind": "xapi.call", "when": "2026-01-01T10:00:00+00:00",
+                             "what": "XAPI host.evacuate: failed: HOST_NOT_ENOUGH_FREE_MEMORY"}])
+    store.close()
+    text = run("upgrade", "status", "red").output
+    assert "remedy for red-host1 (nothing_changed): nothing was changed on red-host1" in text
+    assert "2026-01-01T10:00:00+00:00  xapi.call  XAPI host.evacuate: failed: HOST_NOT_ENOUGH_FREE_MEMORY" in text
+    host = json.loads(run("upgrade", "status", "red", "--json").output)[0]["hosts"][0]
+    assert (host["remedy_class"], host["host_down"]) == (remedies.NOTHING_CHANGED, False)
+    assert host["evidence"][0]["kind"] == "xapi.call"
+
+
+def test_report_without_a_journaled_remedy_falls_back_to_the_store(store):
+    """A crash between the FAILED commit and the remedy entry: report() classifies from the store alone."""
+    store.create_run("p-1", "p", "m", stop_on_failure=False,
+                     hosts=[{"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "uuid": "u1", "role": "master"},
+                            {"mac": "aa:bb:cc:dd:ee:02", "name": "h2", "uuid": "u2", "role": "member"}])
+    for mac, steps, reason in (("aa:bb:cc:dd:ee:01", (states.STEP_CHECK,), "check: host is not live"),
+                               ("aa:bb:cc:dd:ee:02", (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE,
+                                                      states.STEP_ARM, states.STEP_REBOOT, states.STEP_INSTALLING,
+                                                      states.STEP_WAIT_UP), "wait_up: not done after 240 min")):
+        for step in steps:
+            store.set_host_step("p-1", mac, step)
+        store.set_host_step("p-1", mac, states.STEP_FAILED, reason=reason)
+    hosts = runner.report(store, "p-1")["hosts"]
+    assert [h["remedy_class"] for h in hosts] == [remedies.NOTHING_CHANGED, remedies.UNKNOWN]
+    assert hosts[1]["host_down"] and "Do NOT forget, reinstall or restore" in hosts[1]["remedy"]

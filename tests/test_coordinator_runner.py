@@ -52,9 +52,10 @@ def test_happy_path_master_first_each_host_installed_once(lab):
 def test_master_failure_aborts_without_touching_members(lab):
     lab.handler.inject(lab.mac(0), installer_fails=True)
     run_id, final = run(lab)
-    assert final.state == states.RUN_ABORTED and "restore the master" in final.reason
+    assert final.state == states.RUN_ABORTED and "installer_failed_intact" in final.reason
     hosts = runner.report(lab.store, run_id)["hosts"]
-    assert hosts[0]["step"] == states.STEP_FAILED and "restore the master" in hosts[0]["remedy"]
+    assert hosts[0]["step"] == states.STEP_FAILED and hosts[0]["remedy_class"] == "installer_failed_intact"
+    assert "Do NOT restore" in hosts[0]["remedy"]  # back at its old version: never restore a healthy master
     assert [h["step"] for h in hosts[1:]] == [states.STEP_PENDING] * 2
     for i in (1, 2):
         assert lab.reboots(i) == 0
@@ -69,7 +70,8 @@ def test_member_failure_marks_host_failed_and_run_goes_on(lab):
     assert final.state == states.RUN_DONE_WITH_FAILURES
     hosts = {h["name"]: h for h in runner.report(lab.store, run_id)["hosts"]}
     failed = hosts[f"{POOL}-host1"]
-    assert failed["step"] == states.STEP_FAILED and "8.2.1" in failed["reason"] and "pool-join" in failed["remedy"]
+    assert failed["step"] == states.STEP_FAILED and "8.2.1" in failed["reason"]
+    assert failed["remedy_class"] == "installer_failed_intact" and "provisioner reinstall" not in failed["remedy"]
     assert hosts[f"{POOL}-host2"]["step"] == states.STEP_DONE
     assert versions(lab)[f"{POOL}-host2"] == "8.4.0"
     assert lab.handler.machine(lab.mac(1)).installs() <= 1
@@ -266,6 +268,7 @@ def test_member_upgraded_but_never_enabled_is_not_sent_to_reinstall(lab):
     hosts = runner.report(lab.store, run_id)["hosts"]
     assert hosts[1]["step"] == states.STEP_FAILED and hosts[1]["reason"].startswith("enable: ")
     assert "at the target version" in hosts[1]["remedy"] and "reinstall" not in hosts[1]["remedy"]
+    assert hosts[1]["remedy_class"] == "at_target"
     assert versions(lab)[f"{POOL}-host1"] == "8.4.0" and hosts[2]["step"] == states.STEP_DONE
     assert runner.report(lab.store, run_id)["rpu_cleared_after"] is not None  # every host at the target
     assert_master_first_and_installed_once(lab, run_id)

@@ -188,7 +188,8 @@ def test_failed_install_aborts_and_resumes_the_vms_it_stopped(solo):
     solo.lab.handler.inject(solo.lab.mac(0), installer_fails=True)
     run = start(solo)
     final = drive(solo, run.id)
-    assert final.state == states.RUN_ABORTED and "restore the master" in final.reason
+    assert final.state == states.RUN_ABORTED and "installer_failed_intact" in final.reason
+    assert "Do NOT restore" in final.reason  # back at its old version: its backup is the previous upgrade's
     assert_back_as_before(solo)  # back at the old version, the VMs it suspended run again
     assert runner.report(solo.lab.store, run.id)["vms_not_restored"] == []
     assert len(solo.calls("host.reboot", solo.host)) == 1

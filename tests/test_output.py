@@ -29,7 +29,9 @@ def test_run_report_shows_vms_prepare_tools_and_warnings():
                                "cds_ejected": ["tools.iso"], "afterwards": "resumed"}],
                       "warnings": ["SR nfs not plugged on h1: boom"]},
                      {"name": "h2", "role": "member", "step": "failed", "reason": "verify: 8.2.1",
-                      "remedy": "forget, reinstall, join", "vms": [], "warnings": []}],
+                      "remedy": "forget, reinstall, join", "remedy_class": "broken_after_install",
+                      "evidence": [{"kind": "attempt.failed", "when": "2026-01-01T10:00:00+00:00",
+                                    "what": "attempt 3: started -> failed (exit code 1)"}], "vms": [], "warnings": []}],
            "prepare": [{"what": "ha", "vm": None, "uuid": None, "state": "not undone: left off"},
                        {"what": "auto_poweron", "vm": "web", "uuid": "u1", "state": "undone"}],
            "vms_not_restored": [{"uuid": "u2", "name": "db", "how": "suspended"}],
@@ -38,7 +40,8 @@ def test_run_report_shows_vms_prepare_tools_and_warnings():
                            "no_tools": [{"uuid": "u2", "name": "db"}]},
            "warnings": ["HA not turned back on"]}
     text = output.run_report(run)
-    for part in ("run p1-1 pool p1 -> xs84: done_with_failures (failed: h2)", "remedy for h2: forget",
+    for part in ("run p1-1 pool p1 -> xs84: done_with_failures (failed: h2)", "remedy for h2 (broken_after_install): forget",
+                 "  evidence for h2:", "    2026-01-01T10:00:00+00:00  attempt.failed  attempt 3: started -> failed (exit code 1)",
                  "tools.iso", "PREPARE change: ha: not undone: left off", "auto_poweron of VM web: undone",
                  "VM db stopped by the run (suspended) and not running again",
                  "guest tools not up to date: web (8.2.1) (2 running VMs checked, 1 not running",

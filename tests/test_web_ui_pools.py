@@ -10,6 +10,7 @@ import pytest
 from ui_helpers import POOL_PASSWORD, URL_PASSWORD, add_host, add_media, log_in, run_of
 
 from provisioner import states
+from provisioner.coordinator import journal
 from provisioner.coordinator.service import RunService
 from provisioner.progress import step_percent
 
@@ -141,3 +142,21 @@ def test_run_events_json_since(ui, store):
     new = client.get(f"/ui/runs/{run.id}/events.json?since={since}").get_json()["events"]
     assert [(e["kind"], e["summary"]) for e in new] == [("run.progress", "h1: reboot sent")]
     assert client.get(f"/ui/runs/{run.id}/events.json?since=-1").status_code == 400
+
+
+def test_a_failed_host_shows_its_remedy_class_and_evidence(ui, store, tmp_path):
+    client, _ = ui
+    add_host(store)
+    add_media(store, tmp_path)
+    store.add_pool("p1", "https://10.0.0.10", "root", POOL_PASSWORD)
+    run = run_of(store)
+    mac = store.run_hosts(run.id)[0].mac
+    store.set_host_step(run.id, mac, states.STEP_FAILED, reason="disable: HOST_OFFLINE")
+    journal.write(store, run.id, journal.REMEDY, mac=mac, cls="nothing_changed", text="nothing was changed on h1",
+                  evidence=[{"kind": "xapi.call", "when": "2026-01-01T10:00:00+00:00",
+                             "what": "XAPI host.disable: failed: HOST_OFFLINE"}], host_down=False)
+    page = client.get("/ui/").text
+    assert 'data-remedy-class="nothing_changed"' in page and "Remedy (nothing_changed):" in page
+    assert "nothing was changed on h1" in page and "XAPI host.disable: failed: HOST_OFFLINE" in page
+    host = client.get("/ui/status.json").get_json()["pools"][0]["run"]["hosts"][0]
+    assert (host["remedy_class"], host["evidence"][0]["kind"]) == ("nothing_changed", "xapi.call")

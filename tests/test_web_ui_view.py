@@ -103,3 +103,12 @@ def test_host_timeline_pages_with_since(store):
 ])
 def test_when(ts, shown):
     assert ui_view.when(ts) == shown
+
+
+def test_run_view_keeps_a_failed_hosts_remedy_class_and_redacted_evidence():
+    report = _report([states.STEP_FAILED])
+    report["hosts"][0].update(remedy="retry", remedy_class="not_network_booted", evidence=[
+        {"kind": "attempt.fetch", "when": "t", "what": "GET /boot/answerfile/abcdef0123456789 answered"}])
+    host = ui_view.run_view(report, [])["hosts"][0]
+    assert (host["remedy"], host["remedy_class"]) == ("retry", "not_network_booted")
+    assert host["evidence"][0]["what"] == "GET /boot/answerfile/abcdef… answered"  # tokens cut as everywhere

@@ -223,7 +223,8 @@ def _state_now(facts: Facts) -> str:
     if now is None or not now.answered:
         return "XAPI does not answer about it now"
     if not now.live:
-        return "it is not running now: power it on and it boots its old system (its attempt is disarmed)"
+        return "it is not running now: power it on and it boots its old system" + (
+            " (its attempt is disarmed)" if facts.attempt_id is not None else "")
     enabled = ("enabled again" + (" (the run re-enabled it: host.enable)" if _reenabled(facts) else "")
                if now.enabled else f"still disabled (`xe host-enable uuid={facts.uuid}`)")
     return f"it runs its old system ({now.version} build {now.build}), {enabled}"

@@ -11,7 +11,7 @@ import pytest
 import XenAPI
 
 from provisioner.simulator import states as st
-from provisioner.simulator.builder import build_pool, serve_world, start_simulator
+from provisioner.simulator.builder import add_vm, build_pool, serve_world, start_simulator
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.world import World
 
@@ -587,6 +587,19 @@ def test_ha_enable_refused_by_versions_before_the_flag_and_with_a_host_offline(s
     x.pool.enable_ha([], {})  # no SR given: a shared, non-ISO SR takes the statefile
     statefile = p.db.get("pool", p.ref)["ha_statefiles"][0]
     assert p.db.get("SR", p.db.get("VDI", statefile)["SR"])["name_label"] == "NFS storage"
+
+
+def test_guest_metrics_up_to_date_is_detected_whatever_the_version(sim, x):
+    """xapi sets PV_drivers_up_to_date from PV_drivers_detected (xapi_xenops.ml:2418-2427): an old tools version is
+    still "up to date"; a VM with no tools has no guest metrics."""
+    p = pool0(sim)
+    shared = p.db.get("pool", p.ref)["default_SR"]
+    old = add_vm(p, "old-tools", p.hosts[0].ref, shared, 1024 ** 3, tools="7.0.0")
+    bare = add_vm(p, "bare", p.hosts[0].ref, shared, 1024 ** 3, tools=None)
+    gm = x.VM_guest_metrics.get_record(x.VM.get_guest_metrics(old))
+    assert gm["PV_drivers_version"]["major"] == "7" and gm["PV_drivers_detected"] and gm["PV_drivers_up_to_date"]
+    assert x.VM.get_guest_metrics(bare) == "OpaqueRef:NULL"
+    assert "suspend" not in x.VM.get_allowed_operations(bare)  # no PV drivers: VM_MISSING_PV_DRIVERS territory
 
 
 def test_wlb_enabled_setter(sim, x):

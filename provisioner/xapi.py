@@ -52,6 +52,7 @@ class PoolDriver(Protocol):
     def power_on(self, host_ref: str) -> None: ...
     def pool_info(self) -> dict: ...
     def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]: ...
+    def memory_needs(self, vm_ref: str, host_ref: str) -> tuple[int, int]: ...
     def vms(self) -> list[VmInfo]: ...
     def pbds(self) -> list[PbdInfo]: ...
     def plug_pbd(self, pbd_ref: str) -> None: ...
@@ -194,6 +195,18 @@ class XenApiDriver:
     def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]:
         """VM ref -> [error code, params...] for the VMs that would stop host.evacuate (xapi.md 2.4)."""
         return {vm: list(err) for vm, err in self.call("host.get_vms_which_prevent_evacuation", host_ref).items()}
+
+    def memory_needs(self, vm_ref: str, host_ref: str) -> tuple[int, int]:
+        """(bytes the VM needs: memory_target + memory_overhead, the most host_metrics.memory_free of another enabled
+        live host): how much memory HOST_NOT_ENOUGH_FREE_MEMORY [vm] of an evacuation plan is short (xapi.md 2.4)."""
+        vm = self.call("VM.get_record", vm_ref)
+        need = int(vm.get("memory_target") or 0) + int(vm.get("memory_overhead") or 0)
+        metrics, best = self.call("host_metrics.get_all_records"), 0
+        for ref, rec in self.call("host.get_all_records").items():
+            found = metrics.get(rec.get("metrics"), {})
+            if ref != host_ref and rec.get("enabled") and found.get("live"):
+                best = max(best, int(found.get("memory_free") or 0))
+        return need, best
 
     def task(self, method: str, *args, timeout: float | None = None):
         """Run `Async.<method>` and poll its task to the end (XenCenter polls every 100 ms, xapi.md 1.4); the

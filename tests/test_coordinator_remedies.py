@@ -62,7 +62,7 @@ def _evac(code):
 
 CASES = [
     Case("member evacuate: not enough memory", 1, remedies.NOTHING_CHANGED,
-         ("nothing was changed", "HOST_NOT_ENOUGH_FREE_MEMORY", "no other enabled host has enough free memory",
+         ("nothing was changed", "HOST_NOT_ENOUGH_FREE_MEMORY (lab-host", "free on the best other host",
           "enabled again", "provisioner upgrade start lab --media xs84"), hook=_evac("HOST_NOT_ENOUGH_FREE_MEMORY")),
     Case("member evacuate: VM on a local SR", 1, remedies.NOTHING_CHANGED,
          ("nothing was changed", "VM_REQUIRES_SR", "local SR", "Do NOT forget or reinstall"),
@@ -239,6 +239,9 @@ def test_classify_table(role, step, events, now, reason, cls):
 
 @pytest.mark.parametrize("error,words", [
     (["HOST_NOT_ENOUGH_FREE_MEMORY", str(6 * 2 ** 30), str(2 * 2 ** 30)], "short by 4.0 GiB"),
+    (["HOST_NOT_ENOUGH_FREE_MEMORY", "OpaqueRef:vm", str(3 * 2 ** 30), str(2 ** 30)],
+     "(vm1): needs 3.0 GiB, 1.0 GiB free on the best other host, short by 2.0 GiB"),
+    (["HOST_NOT_ENOUGH_FREE_MEMORY", "OpaqueRef:vm", str(2 ** 30), str(3 * 2 ** 30)], "memory XAPI reserves"),
     (["HOST_NOT_ENOUGH_FREE_MEMORY", str(700 * 2 ** 20), str(200 * 2 ** 20)], "short by 500 MiB"),
     (["HOST_NOT_ENOUGH_FREE_MEMORY", "OpaqueRef:vm"], "(vm1): no other enabled host has enough free memory"),
     (["VM_REQUIRES_SR", "OpaqueRef:vm", "OpaqueRef:sr"], "VM_REQUIRES_SR (vm1, OpaqueRef:sr)"),
@@ -257,7 +260,8 @@ def test_upgrade_status_shows_class_and_evidence_text_and_json(run, tmp_path):
                      hosts=[{"mac": "aa:bb:cc:dd:ee:01", "name": "red-host1", "uuid": "u1", "role": "member"}])
     for step in (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE):
         store.set_host_step("red-1", "aa:bb:cc:dd:ee:01", step)
-    store.set_host_step("red-1", "aa:bb:cc:dd:ee:01", states.STEP_FAILED, reason="evacuate: HOST_NOT_ENOUGH_FREE_MEMORY")
+    store.set_host_step("red-1", "aa:bb:cc:dd:ee:01", states.STEP_FAILED,
+                        reason="evacuate: HOST_NOT_ENOUGH_FREE_MEMORY")
     journal.write(store, "red-1", journal.REMEDY, mac="aa:bb:cc:dd:ee:01", cls=remedies.NOTHING_CHANGED,
                   text="nothing was changed on red-host1", host_down=False,
                   evidence=[{"kind": "xapi.call", "when": "2026-01-01T10:00:00+00:00",

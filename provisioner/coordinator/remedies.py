@@ -120,10 +120,15 @@ def describe_error(error: Sequence[str], vm_names: Mapping[str, str] | None = No
     if not error:
         return ""
     code, params = str(error[0]), [names.get(str(p), str(p)) for p in error[1:]]
-    if code == "HOST_NOT_ENOUGH_FREE_MEMORY" and len(params) == 2 and all(p.isdigit() for p in params):
-        needed, free = int(params[0]), int(params[1])
-        return (f"{code}: needs {_mib(needed)}, {_mib(free)} free on the target, short by {_mib(needed - free)}; "
-                "free memory on another host (suspend or shut down some VMs, or add a host)")
+    sizes = [int(p) for p in params if p.isdigit()]
+    if code == "HOST_NOT_ENOUGH_FREE_MEMORY" and len(sizes) == 2:  # [needed, free] (assess adds them to a plan's)
+        needed, free = sizes
+        which = ", ".join(p for p in params if not p.isdigit())
+        head = (f"{code}{f' ({which})' if which else ''}: needs {_mib(needed)}, {_mib(free)} free on the best "
+                "other host")
+        short = (f"short by {_mib(needed - free)}" if needed > free else "memory XAPI reserves for VMs starting or "
+                 "migrating (or for HA) leaves too little")
+        return f"{head}, {short}; suspend or shut down some VMs, or add memory / a host"
     if code == "HOST_NOT_ENOUGH_FREE_MEMORY":
         return (f"{code} ({', '.join(params)}): no other enabled host has enough free memory for it; suspend or "
                 "shut down some VMs, or add memory / a host")
@@ -159,7 +164,8 @@ def _sent(facts: Facts, *methods: str) -> bool:
 def _summary(event: Mapping[str, Any]) -> str:
     kind, d = event["kind"], event["details"]
     if kind == "attempt.fetch":
-        return f"attempt {d.get('attempt')}: fetched {d.get('what')}" + (f" from {d['client']}" if d.get("client") else "")
+        where = f" from {d['client']}" if d.get("client") else ""
+        return f"attempt {d.get('attempt')}: fetched {d.get('what')}{where}"
     if kind.startswith("attempt.") and "to" in d:
         return f"attempt {d.get('attempt')}: {d.get('from')} -> {d['to']}" + (
             f" (exit code {d['code']})" if d.get("code") not in (None, "") else "")
@@ -363,8 +369,10 @@ def assess(ctx: Context, rh: RunHost, error: BaseException | None = None) -> Rem
     if failed_step(rh.reason) == states.STEP_EVACUATE and info is not None and info.live:
         try:
             names = {v.ref: v.name for v in ctx.driver.vms()}
-            blockers = {names.get(vm, vm): [err[0], *(names.get(p, p) for p in err[1:])] if err else []
-                        for vm, err in ctx.driver.evacuation_blockers(info.ref).items()}
+            for vm, err in ctx.driver.evacuation_blockers(info.ref).items():
+                if err and err[0] == "HOST_NOT_ENOUGH_FREE_MEMORY":  # [vm] in a plan: add how much is short
+                    err = [*err, *map(str, ctx.driver.memory_needs(vm, info.ref))]
+                blockers[names.get(vm, vm)] = [err[0], *(names.get(p, p) for p in err[1:])] if err else []
         except (Failure, XapiUnreachable):
             blockers = {}
     details = [str(d) for d in getattr(error, "details", None) or []] if error_code(error) else []

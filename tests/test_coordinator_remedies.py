@@ -5,6 +5,8 @@ healthy is never advised forget, reinstall or restore); and classify() on hand-b
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -60,6 +62,20 @@ def _evac(code):
                                lambda lab: lab.world.block_evacuation(vm_on(lab, 1), code))
 
 
+def mark_failed_when_still_installing(i):
+    """The operator: once the run says host i is still installing, `upgrade mark-failed POOL HOST` (a thread)."""
+    def setup(lab):
+        def watch():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if lab.store.events(kind="host.still_installing", mac=lab.mac(i)):
+                    runner.request_mark_failed(lab.store, POOL, f"{POOL}-host{i}")
+                    return
+                time.sleep(0.02)
+        threading.Thread(target=watch, daemon=True).start()
+    return setup
+
+
 CASES = [
     Case("member evacuate: not enough memory", 1, remedies.NOTHING_CHANGED,
          ("nothing was changed", "HOST_NOT_ENOUGH_FREE_MEMORY (lab-host", "free on the best other host",
@@ -87,6 +103,10 @@ CASES = [
     Case("member at target, host.enable refused", 1, remedies.AT_TARGET,
          ("at the target version", "xe host-enable"),
          setup=lambda lab: lab.world.slow_boot(lab.mac(1), 100_000), healthy_after=False),
+    Case("member installing forever, marked failed by the operator", 1, remedies.BROKEN_AFTER_INSTALL,
+         ("is gone", "marked failed by the operator", "provisioner reinstall", "--forget"),
+         inject={"never_returns": True}, setup=mark_failed_when_still_installing(1), never=("restore",),
+         healthy_after=False),
     Case("master migration fails", 0, remedies.NOTHING_CHANGED,
          ("nothing was changed", "VM_MIGRATE_FAILED", "no member touched", "Do NOT restore"),
          setup=lambda lab: lab.world.fail_migration(vm_on(lab, 0))),
@@ -100,6 +120,10 @@ CASES = [
     Case("master installer breaks", 0, remedies.BROKEN_AFTER_INSTALL,
          ("is gone", "Restore the master from its backup partition", "backend.py", "PREVIOUS upgrade's backup"),
          inject={"installer_breaks": True}, never=("provisioner reinstall", "--forget"), healthy_after=False),
+    Case("master installing forever, marked failed by the operator", 0, remedies.BROKEN_AFTER_INSTALL,
+         ("marked failed by the operator", "Restore the master from its backup partition"),
+         inject={"never_returns": True}, setup=mark_failed_when_still_installing(0),
+         never=("provisioner reinstall", "--forget"), healthy_after=False),
 ]
 
 
@@ -135,6 +159,9 @@ def test_each_failure_gets_exactly_one_remedy_class_from_evidence(tmp_path, case
             info = None
         healthy = info is not None and info.live and info.product_version == "8.2.1"
         assert healthy == case.healthy_after
+        if healthy:  # back at its old version and healthy: never forget, reinstall or restore
+            assert host["remedy_class"] not in remedies.DESTRUCTIVE
+            assert not any(words in host["remedy"] for words in DESTROYING)
         assert host["host_down"] == (info is None or not info.live)
     finally:
         stop_lab(lab)
@@ -290,3 +317,13 @@ def test_report_without_a_journaled_remedy_falls_back_to_the_store(store):
     hosts = runner.report(store, "p-1")["hosts"]
     assert [h["remedy_class"] for h in hosts] == [remedies.NOTHING_CHANGED, remedies.UNKNOWN]
     assert hosts[1]["host_down"] and "Do NOT forget, reinstall or restore" in hosts[1]["remedy"]
+
+
+def test_the_rest_run_document_carries_class_and_evidence(client, auth, store):
+    store.create_run("p-1", "p", "m", stop_on_failure=False,
+                     hosts=[{"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "uuid": "u1", "role": "member"}])
+    store.set_host_step("p-1", "aa:bb:cc:dd:ee:01", states.STEP_CHECK)
+    store.set_host_step("p-1", "aa:bb:cc:dd:ee:01", states.STEP_FAILED, reason="check: host is not live")
+    host = client.get("/api/v1/runs/p-1", headers=auth).get_json()["run"]["hosts"][0]
+    assert (host["remedy_class"], host["host_down"]) == (remedies.NOTHING_CHANGED, True)  # XAPI not asked: unknown
+    assert "not live at its turn" in host["remedy"] and host["evidence"][-1]["kind"] == "step.failed"

@@ -19,6 +19,7 @@ from labs import MEDIA, POOL, make_lab, shut_down, stop_lab
 from provisioner import states
 from provisioner.coordinator import remedies, runner
 from provisioner.coordinator.remedies import Facts, Seen
+from provisioner.simulator import machine
 from provisioner.xapi import XapiUnreachable
 
 DESTROYING = ("provisioner reinstall", "--forget", "Restore the master", "restore the master")
@@ -165,6 +166,15 @@ def test_each_failure_gets_exactly_one_remedy_class_from_evidence(tmp_path, case
         assert host["host_down"] == (info is None or not info.live)
     finally:
         stop_lab(lab)
+
+
+def test_the_table_covers_every_simulated_machine_failure_for_master_and_member():
+    """A failure added to the simulator must get its row here (for both roles), so the property below is checked
+    on every simulated failure, not only on hand-built facts."""
+    covered = {(failure, c.host) for c in CASES for failure in c.inject}
+    for failure in machine.FAILURES:
+        if failure != "slow":  # a slow boot ends well: nothing fails
+            assert {(failure, 0), (failure, 1)} <= covered, failure
 
 
 def test_evidence_names_the_installer_events(tmp_path):
@@ -327,3 +337,27 @@ def test_the_rest_run_document_carries_class_and_evidence(client, auth, store):
     host = client.get("/api/v1/runs/p-1", headers=auth).get_json()["run"]["hosts"][0]
     assert (host["remedy_class"], host["host_down"]) == (remedies.NOTHING_CHANGED, True)  # XAPI not asked: unknown
     assert "not live at its turn" in host["remedy"] and host["evidence"][-1]["kind"] == "step.failed"
+
+
+def test_a_host_left_unknown_by_an_abort_while_installing_is_still_installing(tmp_path):
+    lab = make_lab(tmp_path, hosts=2)
+    try:
+        lab.handler.inject(lab.mac(1), never_returns=True)
+        started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+
+        def watch():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not lab.store.events(kind="host.still_installing", mac=lab.mac(1)):
+                time.sleep(0.02)
+            runner.request_abort(lab.store, POOL)
+        threading.Thread(target=watch, daemon=True).start()
+        final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                              timeouts=FAST).run()
+        assert final.state == states.RUN_ABORTED
+        host = runner.report(lab.store, started.id)["hosts"][1]
+        assert host["step"] not in states.HOST_TERMINAL and "state unknown" in host["reason"]
+        assert (host["remedy_class"], host["host_down"]) == (remedies.STILL_INSTALLING, True)
+        assert "watch its console" in host["remedy"] and not any(w in host["remedy"] for w in DESTROYING)
+        assert {"attempt.started", "host.still_installing"} <= {e["kind"] for e in host["evidence"]}
+    finally:
+        stop_lab(lab)

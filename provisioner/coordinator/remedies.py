@@ -280,9 +280,10 @@ def _text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
                 f"{stop}Find the cause (installer log, answer file, media), {_retry(facts)}. {_keep(facts)}")
     if cls == STILL_INSTALLING:
         return (f"{name}'s installer started and has not reported; the host is not back (it may still be installing: "
-                f"watch its console). Do nothing to the other hosts meanwhile. If it is dead, `provisioner upgrade "
-                f"mark-failed {facts.pool} {name}` and a remedy follows from the evidence; or `provisioner upgrade "
-                f"abort {facts.pool}`. Do NOT forget, reinstall or restore it while it may still be installing.")
+                f"watch its console). Start no other host meanwhile. While the run waits on it: `provisioner upgrade "
+                f"mark-failed {facts.pool} {name}` if it is dead (a remedy follows from the evidence), or `provisioner "
+                f"upgrade abort {facts.pool}`. If it comes back at its old version, its old system is intact: start "
+                "again. Do NOT forget, reinstall or restore it while it may still be installing.")
     if cls == UNKNOWN:
         return (f"{name} failed at {facts.step} and what it is now is unknown (XAPI was not asked or did not answer). "
                 f"{stop}Look at the host (console, `xe host-list`) before doing anything; `provisioner upgrade status "
@@ -324,8 +325,8 @@ def classify(facts: Facts) -> Remedy:
         cls = AT_TARGET
     elif facts.step in PRE_REBOOT or refused_reboot:
         cls = NOTHING_CHANGED
-    elif now is None:
-        cls = UNKNOWN
+    elif now is None:  # XAPI not asked: only the attempt speaks (started, no report: it may still be installing)
+        cls = STILL_INSTALLING if seen["started"] and seen["code"] is None else UNKNOWN
     elif live:  # back at its old version and healthy: never forget, reinstall or restore (the property test)
         cls = INSTALLER_FAILED_INTACT if ran else NOT_NETWORK_BOOTED
     elif seen["code"] is not None and seen["started"]:

@@ -85,7 +85,8 @@ def request_mark_failed(store: Store, pool: str, host: str) -> RunHost:
 def _remedy(store: Store, run: Run, rh: RunHost) -> dict[str, Any]:
     """A FAILED host's remedy as report() shows it: the one journaled when it failed (classified from evidence,
     remedies.py), else the store-only classification; {remedy, remedy_class, evidence, host_down}."""
-    if rh.step != states.STEP_FAILED:
+    left_unknown = rh.step not in states.HOST_TERMINAL and ": state unknown:" in (rh.reason or "")
+    if rh.step != states.STEP_FAILED and not left_unknown:  # left unknown: an abort while its installer ran
         return {"remedy": None, "remedy_class": None, "evidence": [], "host_down": False}
     found = remedies.journaled(store, run.id, rh.mac) or remedies.from_store(store, run, rh).as_dict()
     return {"remedy": found["text"], "remedy_class": found["cls"], "evidence": found["evidence"],

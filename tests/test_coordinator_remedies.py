@@ -99,7 +99,7 @@ CASES = [
          inject={"bad_answerfile": True}),
     Case("member installer breaks (after its backup)", 1, remedies.BROKEN_AFTER_INSTALL,
          ("is gone", "exit code 1", "XAPI shows it not live", "provisioner reinstall", "--forget",
-          "--confirm lab-host1", "--media xs84", "local SR are lost"),
+          "--confirm lab-host1", "--media xs84", "--plan", "--accept-data-loss"),
          inject={"installer_breaks": True}, never=("restore",), healthy_after=False),
     Case("member at target, host.enable refused", 1, remedies.AT_TARGET,
          ("at the target version", "xe host-enable"),

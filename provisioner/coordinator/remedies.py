@@ -303,8 +303,8 @@ def _text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
     return (gone + "A member whose upgrade failed is replaced (vendor rule): make sure it is off, then forget it, "
             f"reinstall it fresh and pool-join it as a new host: `provisioner reinstall {facts.mac} --pool "
             f"{facts.pool} --media {facts.media} --confirm {name} --forget --root-password-hash-file FILE` (FILE: "
-            "`openssl passwd -6` of the pool password). Disks of halted or suspended VMs on its local SR are lost "
-            "with it (host.destroy removes only the host record).")
+            "`openssl passwd -6` of the pool password); add `--plan` first to see every VM disk on its local SR "
+            "that the wipe loses (host.destroy removes only the host record): it refuses until `--accept-data-loss`.")
 
 
 def _gone_now(facts: Facts) -> str:

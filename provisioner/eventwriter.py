@@ -24,6 +24,10 @@ FLUSH_SECONDS = 10.0  # how often summaries of sampled noise are written
 PRUNE_SECONDS = 600.0  # how often retention runs (and once at start)
 
 
+def _attempt_id(attempt: Any) -> Any:
+    return getattr(attempt, "id", attempt)
+
+
 class EventWriter:
     """A bounded queue drained by its own thread; a full queue sheds the write (counted), never blocks the caller."""
 
@@ -34,16 +38,25 @@ class EventWriter:
         self.dropped = 0
         # Fetch records handed in, shed (full queue) and written: each counter has one writing thread.
         self._fetches_in = self._fetches_shed = self._fetches_out = 0
-        self._queue: queue.Queue = queue.Queue(maxsize)
+        # Unbounded queue, bound enforced in _put: the first binding fetch record of an attempt always gets in.
+        self.maxsize = maxsize
+        self._queue: queue.Queue = queue.Queue()
+        self._binding_queued: set = set()  # attempt ids whose first boot_client record is queued (one per arming)
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self._thread.start()
 
     # --- what callers hand in (never blocks) ---
 
     def _put(self, item: tuple) -> None:
-        try:
+        binding = item[0] == "fetch" and item[3] is not None and _attempt_id(item[1]) not in self._binding_queued
+        if binding:
+            # Never shed: it binds the attempt to the booting host (without it the host's answer file is refused).
+            self._binding_queued.add(_attempt_id(item[1]))
             self._queue.put_nowait(item)
-        except queue.Full:
+            return
+        if self._queue.qsize() < self.maxsize:
+            self._queue.put_nowait(item)
+        else:
             self.dropped += 1  # a flood: shed events rather than memory or the caller's time
             if item[0] == "fetch":
                 self._fetches_shed += 1

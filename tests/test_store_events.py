@@ -71,3 +71,32 @@ def test_decision_store_reads_through_and_writes_fetches_at_once_when_the_lock_i
         assert writer.drain(10) and store.events(kind="boot.bad_name")
     finally:
         writer.close()
+
+
+def test_a_full_queue_never_sheds_the_record_that_binds_an_attempt(store, config, tmp_path):
+    """A flood fills the queue; the first boot-config fetch of an attempt still gets in and binds it (else the
+    host's own answer file would be refused), while the flood's other records are shed."""
+    from helpers import make_media_tree
+
+    from provisioner import attempts
+    from provisioner.media import import_media
+    from provisioner.model import Host
+    store.add_host(Host.from_fields({"mac": "52:54:00:00:00:01", "name": "h1", "pool": "p", "disk": "/dev/sda"}))
+    import_media(store, config, "xs84", make_media_tree(tmp_path / "xs84"))
+    attempt = attempts.arm(store, config, "52:54:00:00:00:01", "xs84")
+    writer = EventWriter(store, max_age_days=90, max_rows=10_000, maxsize=1)
+    try:
+        conn = store._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for n in range(50):
+                writer.add_event("run.progress", run_id="r", details={"n": n})
+            writer.add_fetch_event(attempt, {"what": "config"}, boot_client="127.0.0.1")
+            writer.add_fetch_event(attempt, {"what": "config"}, boot_client="127.0.0.9")  # a later one: sheddable
+        finally:
+            conn.execute("ROLLBACK")
+        assert writer.dropped >= 49
+        assert writer.drain(30)
+        assert store.get_attempt(attempt.id).boot_client == "127.0.0.1"
+    finally:
+        writer.close()

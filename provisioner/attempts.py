@@ -87,6 +87,10 @@ def _unknown_token(store: Store, token: Any, what: str, client: Any) -> None:
 # --- arming (operator / coordinator) ---
 
 
+MAX_WINDOW_SECONDS = 30 * 86400
+"""The longest arming window: past it a datetime overflows, and no install waits that long for its host."""
+
+
 def arm(store: Store, config: Config, mac: str, media_name: str, *, run_id: str | None = None,
         window_seconds: int | None = None) -> Attempt:
     """Arm `mac` to get the installer of `media_name` on its next network boot(s); returns the new attempt.
@@ -102,8 +106,10 @@ def arm(store: Store, config: Config, mac: str, media_name: str, *, run_id: str 
         raise ValidationError(problem, "public_url")
     window_until = None
     if window_seconds is not None:
-        if not isinstance(window_seconds, int) or window_seconds <= 0:
-            raise ValidationError(f"must be a positive number of seconds, got {window_seconds!r}", "window")
+        if isinstance(window_seconds, bool) or not isinstance(window_seconds, int) or \
+                not 0 < window_seconds <= MAX_WINDOW_SECONDS:
+            raise ValidationError(f"must be a whole number of seconds from 1 to {MAX_WINDOW_SECONDS} (30 days), "
+                                  f"got {window_seconds!r}", "window")
         moment = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=window_seconds)
         window_until = moment.isoformat(timespec="milliseconds")
     attempt = store.arm_attempt(canonical, media.name, new_token(), max_runs=config.attempts_per_arming,

@@ -265,8 +265,8 @@ def test_window_deadline(world, config):
     assert attempts.decide_for(world, MAC, now=later).action == policy.LOCAL_BOOT
     assert not attempts.answerfile_allowed(world, attempt.token, now=later)
     assert attempts.claim_answerfile(world, attempt.token, CLIENT, now=later) is None
-    for bad in (0, -5, 1.5, "60"):
-        with pytest.raises(ValidationError, match="positive number of seconds"):
+    for bad in (0, -5, 1.5, "60", True, 10**20, attempts.MAX_WINDOW_SECONDS + 1):
+        with pytest.raises(ValidationError, match="whole number of seconds from 1 to"):
             attempts.arm(world, config, MAC, "xs84", window_seconds=bad)
 
 

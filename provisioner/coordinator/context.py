@@ -127,6 +127,14 @@ def poll_until(clock, interval: float, timeout: float, probe: Callable[[], tuple
 def wait_for(ctx: Context, rh: RunHost, what: str, timeout: float,
              done: Callable[[HostInfo | None], bool]) -> HostInfo | None:
     """Poll the host until done(info); StepFailed after `timeout`; progress through ctx.say when it changes."""
+    probe, last = host_probe(ctx, rh, done)
+    poll_until(ctx.clock, ctx.timeouts.poll, timeout, probe, who=rh.name, what=what, say=ctx.say)
+    return last[0]
+
+
+def host_probe(ctx: Context, rh: RunHost, done: Callable[[HostInfo | None], bool]
+               ) -> tuple[Callable[[], tuple[bool, str]], list[HostInfo | None]]:
+    """A poll_until probe over the host's XAPI record, and the list whose [0] holds the last record it read."""
     last: list[HostInfo | None] = [None]
 
     def probe() -> tuple[bool, str]:
@@ -134,5 +142,4 @@ def wait_for(ctx: Context, rh: RunHost, what: str, timeout: float,
         return done(info), ("master not answering" if info is None
                             else f"live={info.live} enabled={info.enabled} version={info.product_version}")
 
-    poll_until(ctx.clock, ctx.timeouts.poll, timeout, probe, who=rh.name, what=what, say=ctx.say)
-    return last[0]
+    return probe, last

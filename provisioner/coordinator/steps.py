@@ -13,8 +13,8 @@ from typing import Callable
 
 from provisioner import attempts, states
 from provisioner.coordinator import installing, journal, vms
-from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, live_info,
-                                             wait_for, xapi_call)
+from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
+                                             live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
 from provisioner.store import RunHost
 from provisioner.xapi import Failure, HostInfo, MasterNotBack, XapiUnreachable
@@ -123,13 +123,7 @@ def _boot_seen(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
 def _wait_host(ctx: Context, rh: RunHost, what: str, timeout: float,
                done: Callable[[HostInfo | None], bool]) -> HostInfo | None:
     """wait_for, except that a running installer is never timed out and mark-failed ends it (installing.py)."""
-    last: list[HostInfo | None] = [None]
-
-    def probe() -> tuple[bool, str]:
-        info = last[0] = find(ctx, rh.uuid)
-        return done(info), ("master not answering" if info is None
-                            else f"live={info.live} enabled={info.enabled} version={info.product_version}")
-
+    probe, last = host_probe(ctx, rh, done)
     installing.wait(ctx, rh, what, timeout, probe)
     return last[0]
 

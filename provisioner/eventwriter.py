@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from typing import Any, Mapping
@@ -159,13 +158,9 @@ class DecisionStore:
         self._writer.add_event(kind, mac=mac, run_id=run_id, details=details)
 
     def add_fetch_event(self, attempt: Any, details: Mapping[str, Any], *, boot_client: str | None = None) -> None:
-        if not self._writer.fetches_pending:  # never overtake a queued record: the first boot_client must win
-            try:
-                with self._store.impatient():
-                    self._store.add_fetch_event(attempt, details, boot_client=boot_client, best_effort=False)
-                return
-            except (sqlite3.OperationalError, OSError):  # locked by another writer (or full): the writer retries
-                pass
+        # Never overtake a queued record (the first boot_client must win); locked or full: the writer retries it.
+        if not self._writer.fetches_pending and self._store.fetch_event_now(attempt, details, boot_client=boot_client):
+            return
         self._writer.add_fetch_event(attempt, details, boot_client=boot_client)
 
     def __getattr__(self, name: str) -> Any:

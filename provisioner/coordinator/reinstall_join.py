@@ -10,13 +10,10 @@ updates, the ISO's default edition, an untagged management interface and the ope
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from provisioner.model import Media
 from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
-
-if TYPE_CHECKING:
-    from provisioner.coordinator.reinstall_plan import ReinstallPlan
 
 # XenServer 8 installs in Trial Edition until it is licensed (host.edition "trial", the name v6d reports); the
 # default edition of older ISOs is not known here, so it is not compared for them (pool.join still checks it).
@@ -61,14 +58,24 @@ def iso_facts(media: Media) -> dict:
             "management_vlan": -1, "network_backend": ISO_BACKEND}
 
 
-def check_join(plan: "ReinstallPlan", driver: PoolDriver, master: HostInfo, media: Media) -> None:
+@dataclass
+class JoinCheck:
+    """What check_join found: the facts compared (None when the master could not be read), problems, notes."""
+
+    join: dict | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_join(pool: str, driver: PoolDriver, master: HostInfo, media: Media, *, fix_before_join: bool) -> JoinCheck:
     """Compare the master's pool.join facts with what the media installs; every mismatch is a problem (before any
     wipe), except those the operator can fix on the new host before it joins when --fix-before-join is given."""
+    plan = JoinCheck()
     try:
         facts = driver.join_facts(master.ref)
     except (XapiUnreachable, Failure) as exc:
-        plan.problems.append(f"cannot read what pool.join needs from the master of pool {plan.pool} ({exc})")
-        return
+        plan.problems.append(f"cannot read what pool.join needs from the master of pool {pool} ({exc})")
+        return plan
     iso = iso_facts(media)
     plan.join = {"master": dataclasses.asdict(facts), "media": iso}
     hard: list[str] = []
@@ -101,8 +108,9 @@ def check_join(plan: "ReinstallPlan", driver: PoolDriver, master: HostInfo, medi
                       ".treeinfo: pool.join compares it (POOL_HOSTS_NOT_HOMOGENEOUS \"Software version differs\"); "
                       "if it refuses, " + FIX_THEN_RERUN)
     plan.problems.extend(hard)
-    if plan.fix_before_join:
+    if fix_before_join:
         plan.notes.extend(f"--fix-before-join: {f}; {FIX_THEN_RERUN}" for f in fixable)
     else:
         plan.problems.extend(f"{f}; or pass --fix-before-join (REST \"fix_before_join\": true) to fix it between the "
                              "install and the join" for f in fixable)
+    return plan

@@ -240,7 +240,10 @@ def make_reinstall_plan(store: Store, mac: str, pool: str, media_name: str, *, c
                         "with POOL_HOSTS_NOT_COMPATIBLE; upgrade the master first (`provisioner upgrade start "
                         f"{pool} --media {media.name}`)")
                 elif media is not None:
-                    check_join(plan, driver, info, media)
+                    found = check_join(pool, driver, info, media, fix_before_join=plan.fix_before_join)
+                    plan.join = found.join if found.join is not None else plan.join
+                    plan.problems += found.problems
+                    plan.notes += found.notes
     if plan.old_uuid is None:
         plan.notes.append("no registered pool knows this host: there are no VM disks of it to list (a host never "
                           "in a registered pool, or one already forgotten: its local SR's disks are not ours to see)")

@@ -157,6 +157,17 @@ class EventsMixin:
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(patience)}")
 
+    def fetch_event_now(self, attempt: Any, details: Mapping[str, Any], *, boot_client: str | None = None) -> bool:
+        """Write one fetch record at once if no other writer holds the lock (impatient); False: nothing written
+        (locked, or the disk is full), the caller queues it instead."""
+        try:
+            with self.impatient():
+                self.add_fetch_event(attempt, details, boot_client=boot_client,  # type: ignore[attr-defined]
+                                     best_effort=False)
+        except (sqlite3.OperationalError, OSError):
+            return False
+        return True
+
     def note_dropped(self, kind: str) -> int:
         """Count one event that was not written (a full queue, a failed write); returns the total dropped."""
         with self.noise.lock:

@@ -12,7 +12,6 @@ that moves the bytes: small files in its epoll loop (tftp_pump), big ones in a f
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import select
@@ -24,10 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tftpy.TftpClient import TftpClient
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
-from tftpy.TftpShared import TftpException, TftpFileNotFoundError
+from tftpy.TftpShared import TftpException
 
 from provisioner import tftp_guard as guard
 from provisioner import tftp_pump as pump
@@ -65,25 +63,6 @@ class _Live:
 
 class TftpStartupError(RuntimeError):
     """The TFTP service cannot start (missing root, stray per-MAC files, port in use); the message says why."""
-
-
-class TftpFetchError(RuntimeError):
-    """A TFTP download failed (error packet from the server, or no answer)."""
-
-
-def fetch(host: str, port: int, name: str, *, blksize: int = 1468, timeout: float = 2.0, retries: int = 3) -> bytes:
-    """Download `name` as a booting host would (tftpy's client); for the demo, the simulator and checks.
-
-    Raises FileNotFoundError when the server says "file not found", TftpFetchError on any other failure.
-    """
-    sink = io.BytesIO()
-    try:
-        TftpClient(host, port, options={"blksize": blksize}).download(name, sink, timeout=timeout, retries=retries)
-    except TftpFileNotFoundError as exc:
-        raise FileNotFoundError(f"tftp://{host}:{port}/{name}: file not found") from exc
-    except (TftpException, OSError) as exc:
-        raise TftpFetchError(f"tftp://{host}:{port}/{name}: {exc}") from exc
-    return sink.getvalue()
 
 
 def _error_packet(code: int, message: str) -> bytes:

@@ -19,8 +19,8 @@ from tftpy import TftpClient
 from tftpy.TftpShared import TftpException, TftpFileNotFoundError
 
 from provisioner import tftp_guard as guard
-from provisioner.tftp import (EV_ABORTED, EV_ERROR, EV_REFUSED, EV_SENT, TftpFetchError, TftpService,
-                              TftpStartupError, fetch)
+from provisioner.tftp import EV_ABORTED, EV_ERROR, EV_REFUSED, EV_SENT, TftpService, TftpStartupError
+from provisioner.tftp_client import TftpFetchError, fetch
 
 MAC_NAMES = ("pxelinux.cfg/01-aa-bb-cc-dd-ee-ff", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff", "EFI/xenserver/grub.cfg")
 BIG = bytes(range(256)) * 400 + b"tail"  # 102,404 bytes: many blocks, not a multiple of any block size

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from provisioner import answerfile, answerfile_fresh, bootpaths, tftp
+from provisioner import answerfile, answerfile_fresh, bootpaths, tftp_client
 from provisioner.model import normalize_mac
 from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
 from provisioner.simulator.firmware import (BootFailure, NoBootableSystem, parse_config,  # noqa: F401 (re-exported)
@@ -249,10 +249,10 @@ class Machine:
                     problem = f"GET {name} answered {response.status_code}"
                 data = response.content
             else:
-                data = tftp.fetch(*self.tftp_addr, name.lstrip("/"))
+                data = tftp_client.fetch(*self.tftp_addr, name.lstrip("/"))
         except FileNotFoundError as exc:
             fetch.status, problem = "not-found", str(exc)
-        except (tftp.TftpFetchError, requests.RequestException) as exc:
+        except (tftp_client.TftpFetchError, requests.RequestException) as exc:
             fetch.status, problem = "error", f"{name}: {exc}"
         if fetch.status == "ok":
             fetch.bytes = len(data)

@@ -23,11 +23,10 @@ def test_one_address_holding_many_idle_connections_stops_nobody(config, store, t
             assert until(lambda: sum(not closed_by_server(s) for s in held) == cap, 20)
             assert srv.rt.http.open_connections(ATTACKER) == cap
             assert srv.rt.http.counters()["refused_connections"] >= 2 * cap
-            started = time.monotonic()
             for n in range(10):  # ten other clients get their iPXE script while the attacker holds its cap
+                # (each is answered at all: before, every request timed out; how fast is bench/boot_storm_bench.py's)
                 status, body = get(srv.port, "/boot/ipxe/52-54-00-aa-00-01", client_ip(n), timeout=10)
                 assert status == 200 and body.startswith(b"#!ipxe")
-            assert time.monotonic() - started < 30  # generous: it used to be "never" (every request timed out)
             assert boot(srv.port, ARMED, client_ip(20)) == BOOTED
         finally:
             for sock in held:

@@ -3,8 +3,12 @@ simulator's clock, host registration, the test API token, TFTP client packets, a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -219,3 +223,21 @@ class TftpPeer:
         finally:
             self.client.settimeout(self.timeout)
         return False
+
+
+@contextlib.contextmanager
+def serve_process(tmp_path: Path, **env: str) -> Iterator[subprocess.Popen]:
+    """`provisioner serve` as a user starts it (loopback, ports 0, an empty tftp_root, a data dir in tmp_path),
+    PROVISIONER_* overrides in `env`; killed on the way out if the test did not stop it."""
+    (tmp_path / "root").mkdir(exist_ok=True)
+    environ = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path / "d"),
+               "PROVISIONER_TFTP_ROOT": str(tmp_path / "root"), "PROVISIONER_BIND_ADDRESS": "127.0.0.1",
+               "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0", "PROVISIONER_CONFIG": "", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=environ, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

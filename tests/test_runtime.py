@@ -1,18 +1,16 @@
 """`serve` over real sockets on loopback: real TFTP clients (tftpy, tftp-hpa, curl) and HTTP, one decision."""
 
 import io
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 import requests
 import tftpy
 
-from helpers import make_media_tree
+from helpers import make_media_tree, serve_process
 from provisioner import attempts, media
 from provisioner.model import Host
 from provisioner.runtime import Runtime, StartupError, tftp_media_file
@@ -128,13 +126,7 @@ def test_port_in_use_is_a_clear_startup_error(config, store, tmp_path):
 
 
 def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
-    (tmp_path / "root").mkdir()
-    env = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path / "d"), "PROVISIONER_TFTP_ROOT": str(tmp_path / "root"),
-           "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0",
-           "PROVISIONER_CONFIG": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with serve_process(tmp_path) as proc:
         line = proc.stdout.readline()
         warning = proc.stdout.readline()
         assert "lacks pxelinux.0" in warning and "tftp-root prepare" in warning
@@ -145,30 +137,16 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         assert "stopping" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_serve_warns_that_an_https_public_url_gets_no_installer(tmp_path):
-    (tmp_path / "root").mkdir()
-    env = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path / "d"), "PROVISIONER_TFTP_ROOT": str(tmp_path / "root"),
-           "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0",
-           "PROVISIONER_CONFIG": "", "PROVISIONER_PUBLIC_URL": "https://192.0.2.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with serve_process(tmp_path, PROVISIONER_PUBLIC_URL="https://192.0.2.1") as proc:
         lines = [proc.stdout.readline() for _ in range(3)]
         assert "booting hosts are told https://192.0.2.1" in lines[0]
         assert "public_url is https" in lines[2] and "installer boot configs are refused" in lines[2]
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
         assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_serve_resumes_runs_in_progress_at_start_up_and_stops_them_resumably(tmp_path):

@@ -32,6 +32,8 @@ from provisioner.store import AttemptChange, NotFoundError, Store
 
 log = logging.getLogger(__name__)
 TOKEN_BYTES = 24  # 32 URL-safe characters, 192 bits: not guessable, and short enough for a kernel command line
+BOOT_CONFIG_KINDS = ("config", "ipxe")
+"""Fetch kinds that are a boot config (TFTP config or iPXE script): the proof that a host network-booted."""
 FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "complete-script", "file")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 FOREIGN = "attempt.foreign_client"
@@ -289,7 +291,7 @@ def record_fetch(store: Store, token_or_attempt: str | Attempt, what: str, clien
     if attempt is None:
         _unknown_token(store, token_or_attempt, what, client)
         return None
-    boot = what in ("config", "ipxe") and attempt.state in states.ATTEMPT_LIVE and client is not None
+    boot = what in BOOT_CONFIG_KINDS and attempt.state in states.ATTEMPT_LIVE and client is not None
     extra = {k: (v if isinstance(v, (int, float, bool)) or v is None else str(v)[:200]) for k, v in details.items()}
     store.add_fetch_event(attempt, {"attempt": attempt.id, "state": attempt.state, "what": what,
                                     "client": _client(client), **extra},

@@ -14,7 +14,7 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
-from provisioner import states
+from provisioner import attempts, states
 from provisioner.coordinator import journal
 from provisioner.coordinator.context import Context, error_code, find
 from provisioner.coordinator.plan import at_target
@@ -56,7 +56,6 @@ AFTER_TARGET = frozenset({states.STEP_STORAGE, states.STEP_ENABLE, states.STEP_R
 OPERATOR_MARKED = "marked failed by the operator"
 """The reason prefix of a host the operator marked failed while its installer was running (mark-failed)."""
 EVIDENCE_LIMIT = 24
-_BOOT_CONFIG = ("config", "ipxe")
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,7 @@ def _installer(facts: Facts) -> dict[str, Any]:
     code = str(done[-1]["details"].get("code", "")) if done else None
     started = any(e["kind"] == "attempt.started" for e in found) or any(
         d["details"].get("start_seen") for d in done)
-    return {"boot": any(w in _BOOT_CONFIG for w in fetched), "answerfile": "answerfile" in fetched,
+    return {"boot": any(w in attempts.BOOT_CONFIG_KINDS for w in fetched), "answerfile": "answerfile" in fetched,
             "started": started, "code": code, "fetched": fetched}
 
 
@@ -184,7 +183,7 @@ def _proves(event: Mapping[str, Any]) -> bool:
         return d.get("ok") is False or d.get("method") in ("host.enable", "host.reboot", "host.shutdown",
                                                            "host.power_on")
     return kind in ("step.failed", "step.reboot", "host.power_on_unseen") or kind.startswith(
-        ("attempt.", "host.still_installing", "host.marked_failed", "run.mark_failed", "upgrade.mark_failed"))
+        ("attempt.", "host.still_installing", "host.marked_failed"))
 
 
 def _evidence(facts: Facts) -> list[dict[str, Any]]:

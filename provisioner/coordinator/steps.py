@@ -116,7 +116,7 @@ def _boot_seen(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
     attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
     if attempt is None or attempt.state != states.ARMED:
         return True
-    return any(e["details"].get("attempt") == attempt.id and e["details"].get("what") in ("config", "ipxe")
+    return any(e["details"].get("attempt") == attempt.id and e["details"].get("what") in attempts.BOOT_CONFIG_KINDS
                for e in ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind="attempt.fetch"))
 
 

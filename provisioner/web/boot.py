@@ -16,7 +16,7 @@ from typing import Callable
 from flask import Blueprint, Flask, Response, current_app, request
 
 from provisioner import answerfile, answerfile_fresh, attempts, bootservice, urls
-from provisioner.model import ValidationError
+from provisioner.model import Attempt, ValidationError
 from provisioner.store import Store
 
 log = logging.getLogger(__name__)
@@ -64,19 +64,20 @@ def _store() -> Store:
     return current_app.extensions["provisioner.store"]
 
 
-def _settle(store: Store, token: str, client: str | None) -> None:
-    """Let queued boot-config records land before judging `client` for an attempt nobody is bound to yet.
+def _settle(store: Store, token: str, client: str | None, bind: bool) -> Attempt | None:
+    """The token's attempt, read after letting queued boot-config records land if it is not bound yet.
 
     The TFTP thread queues its fetch records (eventwriter.DecisionStore), the binding among them, so an
     installer quicker than the queue must not be refused for it. Waits only while the attempt has no booting
-    address recorded at all: once bound, a foreign client is refused at once.
+    address recorded at all (and only with attempt_client_binding): once bound, a foreign client is refused at once.
     """
-    writer = current_app.extensions.get("provisioner.events")
-    if writer is None:
-        return
     attempt = attempts.attempt_by_token(store, token)
-    if attempt is not None and attempt.boot_client is None and not attempts.is_booting_host(store, attempt, client):
+    writer = current_app.extensions.get("provisioner.events")
+    if bind and writer is not None and attempt is not None and attempt.boot_client is None and \
+            not attempts.is_booting_host(store, attempt, client):
         writer.drain(timeout=SETTLE_SECONDS)
+        attempt = attempts.attempt_by_token(store, token)
+    return attempt
 
 
 def _text(body: str | bytes, status: int = 200, mimetype: str = "text/plain") -> Response:
@@ -94,16 +95,14 @@ def answer_file(token: str):
     """
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
     bind = config.attempt_client_binding
-    if bind:
-        _settle(store, token, client)
-    found = attempts.attempt_by_token(store, token)
+    found = _settle(store, token, client, bind)
     if found is not None and not attempts.admits(store, found, "answerfile", client, bind=bind):
         # Not the booting host (issue 15 finding 7): refused without consuming the one-shot, so the host still gets it.
         return _text("this answer file is bound to the host that fetched its boot config; see the event log\n", 403)
     if not attempts.answerfile_allowed(store, token):
         attempts.claim_answerfile(store, token, client)  # records why it was refused
         return _text("no answer file for this token: its installer window is closed or it is unknown\n", 404)
-    attempt = attempts.attempt_by_token(store, token)
+    attempt = found  # not None: answerfile_allowed said yes
     host, media = store.get_host(attempt.mac), store.get_media(attempt.media)
     reinstall = store.reinstall_for_attempt(attempt.id)  # only a reinstall's own attempt gets a fresh install
     try:
@@ -155,15 +154,13 @@ def installer_script(token: str, stage: str):
     """installation-start closes the window; installation-complete returns a script that reports $1."""
     store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
     bind = config.attempt_client_binding
-    if bind:
-        _settle(store, token, client)
+    found = _settle(store, token, client, bind)
     if stage == STAGE_START:
         outcome = attempts.start_script_fetched(store, token, client, bind=bind)
         if outcome.changed:
             return _text(START_SCRIPT.format(mac=outcome.attempt.mac, attempt=outcome.attempt.id))
         return _text(NOOP_SCRIPT.format(why=outcome.note.replace("\n", " ")))
     if stage == STAGE_COMPLETE:
-        found = attempts.attempt_by_token(store, token)
         if found is not None and not attempts.admits(store, found, "complete-script", client, bind=bind):
             return _text(NOOP_SCRIPT.format(why="not the booting host of this attempt"))
         attempt = attempts.record_fetch(store, token, "complete-script", client)
@@ -179,8 +176,7 @@ def installer_script(token: str, stage: str):
 def report(token: str, code: str):
     """Called by the installation-complete script with the installer's exit code (0 or 1)."""
     bind = current_app.config["PROVISIONER"].attempt_client_binding
-    if bind:
-        _settle(_store(), token, request.remote_addr)
+    _settle(_store(), token, request.remote_addr, bind)
     outcome = attempts.complete_reported(_store(), token, code, request.remote_addr, bind=bind)
     return _text(outcome.note + "\n")
 

@@ -129,31 +129,6 @@ def add_local_vm(pool: SimPool, name: str, host_ref: str, *, power_state: str = 
     return vm
 
 
-def move_host_to_pool(world: World, h: SimHost, target: SimPool) -> None:
-    """pool.join: the joiner's xapi restarts as a member; its host record (same uuid) moves into the
-    coordinator's DB (new ref), its own one-host pool disappears."""
-    old = h.pool
-    rec = old.db.record("host", h.ref)
-    metrics = old.db.record("host_metrics", rec["metrics"])
-    pifs = [old.db.record("PIF", p) for p in old.db.find("PIF", host=h.ref)]
-    db = target.db
-    with db.lock:
-        m = db.create("host_metrics", **metrics)
-        rec.update(metrics=m, resident_VMs=[], PIFs=[], PBDs=[], control_domain=NULL_REF,  # same update uuids:
-                   updates=[db.by_uuid("pool_update", old.db.get("pool_update", u)["uuid"])  # pre_join_checks
-                            for u in rec["updates"] if old.db.exists("pool_update", u)])
-        h.ref = db.create("host", **rec)
-        for p in pifs:
-            p.update(host=h.ref, network=NULL_REF)
-            db.create("PIF", **p)
-        for sr in db.find("SR", shared=True):
-            db.create("PBD", host=h.ref, SR=sr, currently_attached=True)
-    world.pools = {k: v for k, v in world.pools.items() if v is not old}
-    h.pool = target
-    target.hosts.append(h)
-    world.update_memory(target)
-
-
 @dataclass
 class SimulatorHandle:
     """A running simulator: the world, each host's endpoint, master and per-host URLs."""

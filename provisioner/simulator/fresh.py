@@ -4,7 +4,7 @@ What the real system shows after a fresh install (the failed-member remedy and l
 and ref, its own one-host pool, the media's version, no VMs, a local SR on the primary disk, XAPI at the same
 address, and root's password from the answer file's `<root-password type="hash">` (`chpasswd -e`). The old host
 record, if nobody forgot it, stays in its old pool as a dead host until `host.destroy` (kept addressable by a
-"ghost" SimHost that has no endpoint). Joining a pool is then `pool.join` (rules.py, builder.move_host_to_pool).
+"ghost" SimHost that has no endpoint). Joining a pool is then `pool.join` (join.py, move_host_to_pool).
 Hooks: machine.py marks a fresh install in the version it returns (fresh_version), World._firmware calls
 become_new_host(), rules.login asks password_ok().
 """

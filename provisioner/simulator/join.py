@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from . import states as st
 from . import vm_rules as vr
-from .db import Db, XapiError
+from .db import NULL_REF, Db, XapiError
 from .fresh import password_ok
 from .rules import Call, api
-from .world import SimPool
+from .world import SimHost, SimPool, World
 
 
 def _management_vlan(db: Db, host_ref: str) -> str:
@@ -88,7 +88,6 @@ def pool_join(c: Call, master_address, user, password, force=False):
         raise XapiError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
     with c.db.lock, target.db.lock:
         pre_join_checks(c, target, force in (True, "true"))
-    from .builder import move_host_to_pool  # the joiner's xapi restarts as a member of the target pool
     world.spawn(move_host_to_pool, world, me, target, name=f"sim-join-{me.name}")
     return ""
 
@@ -105,3 +104,28 @@ def apply_updates(pool: SimPool, host_ref: str, updates: list[tuple[str, str]]) 
             if ref not in refs:
                 refs.append(ref)
         db.update("host", host_ref, updates=refs)
+
+
+def move_host_to_pool(world: World, h: SimHost, target: SimPool) -> None:
+    """pool.join: the joiner's xapi restarts as a member; its host record (same uuid) moves into the
+    coordinator's DB (new ref), its own one-host pool disappears."""
+    old = h.pool
+    rec = old.db.record("host", h.ref)
+    metrics = old.db.record("host_metrics", rec["metrics"])
+    pifs = [old.db.record("PIF", p) for p in old.db.find("PIF", host=h.ref)]
+    db = target.db
+    with db.lock:
+        m = db.create("host_metrics", **metrics)
+        rec.update(metrics=m, resident_VMs=[], PIFs=[], PBDs=[], control_domain=NULL_REF,  # same update uuids:
+                   updates=[db.by_uuid("pool_update", old.db.get("pool_update", u)["uuid"])  # pre_join_checks
+                            for u in rec["updates"] if old.db.exists("pool_update", u)])
+        h.ref = db.create("host", **rec)
+        for p in pifs:
+            p.update(host=h.ref, network=NULL_REF)
+            db.create("PIF", **p)
+        for sr in db.find("SR", shared=True):
+            db.create("PBD", host=h.ref, SR=sr, currently_attached=True)
+    world.pools = {k: v for k, v in world.pools.items() if v is not old}
+    h.pool = target
+    target.hosts.append(h)
+    world.update_memory(target)

@@ -60,7 +60,8 @@ def host_mac(n: int) -> str:
 def prepare(work: Path, hosts: int, install_mb: int, http_port: int) -> Path:
     """Data dir, media tree and config file; hosts registered and armed. Returns the config file."""
     from helpers import make_media_tree
-    from provisioner import attempts, media
+    from provisioner import media
+    from provisioner.boot import attempts
     from provisioner.config import load_config
     from provisioner.model import Host
     from provisioner.store import Store

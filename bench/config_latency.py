@@ -2,7 +2,7 @@
 """Per-MAC boot-config latency with 10,000 registered hosts (issue 3 bench (c); target p99 <= 5 ms).
 
 Two measurements in one run, on loopback, against the real `serve` runtime:
-  - in process: bootservice.tftp_payload() (store lookup + policy.decide + render), per request;
+  - in process: service.tftp_payload() (store lookup + policy.decide + render), per request;
   - over TFTP: a raw UDP client sends the RRQ for pxelinux.cfg/01-<mac> and times until the (single) DATA
     block arrives, then ACKs it: what a PXE ROM waits for.
 Requests are spread over unknown MACs, known unarmed hosts and armed hosts (armed ones write an event).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provisioner import attempts, bootservice  # noqa: E402
+from provisioner.boot import attempts, service  # noqa: E402
 from provisioner.config import load_config  # noqa: E402
 from provisioner.demo import synthetic_media_tree  # noqa: E402
 from provisioner.media import import_media  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
     inproc = []
     for name in names:
         start = time.perf_counter()
-        bootservice.tftp_payload(store, config, name, "127.0.0.1")
+        service.tftp_payload(store, config, name, "127.0.0.1")
         inproc.append(time.perf_counter() - start)
 
     runtime = Runtime(config, store).start()

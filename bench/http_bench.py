@@ -2,7 +2,7 @@
 
 Not a test: run it by hand (root, for nginx) and paste the table into the README:
 
-    python bench/http_bench.py                  # ours (provisioner.httpserver + the real app) vs nginx
+    python bench/http_bench.py                  # ours (provisioner.web.server + the real app) vs nginx
     python bench/http_bench.py --candidates     # also ours with one loop, stock waitress, cheroot, gunicorn
 
 Needs the Debian packages `nginx` (or `nginx-light`) and `curl`. Clients are `curl -o /dev/null`
@@ -190,7 +190,7 @@ def child(args: argparse.Namespace) -> None:
     app = build_app(Path(args.work), Path(args.tree))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.child in ("ours", "ours-1loop"):
-        from provisioner.httpserver import serve_http
+        from provisioner.web.server import serve_http
 
         loops = 1 if args.child == "ours-1loop" else None
         handle = serve_http(app, "127.0.0.1", args.port, threads=args.threads, loops=loops)

@@ -2,7 +2,7 @@
 
 Not a test: run it by hand, as root (in.tftpd chroots into its directory), and paste the table into the README:
 
-    python bench/tftp_bench.py               # ours (provisioner.tftp.TftpService) vs in.tftpd, plus stock tftpy
+    python bench/tftp_bench.py               # ours (provisioner.tftp.server.TftpService) vs in.tftpd, plus stock tftpy
     python bench/tftp_bench.py --rounds 9 --no-stock
 
 "ours" is the service as configured by default (each 8 MB transfer in a forked process, tftp_solo);
@@ -131,7 +131,7 @@ def machine_busy_seconds() -> float:
 def serve_ours(root: str, port: int, fork_limit: int | None = None) -> None:
     """Child mode: our TFTP service, configured as `provisioner serve` would be, until stdin closes."""
     from provisioner.config import load_config
-    from provisioner.tftp import TftpService
+    from provisioner.tftp.server import TftpService
 
     config = load_config(file=None, environ={}, overrides={
         "tftp_root": root, "tftp_port": port, "bind_address": "127.0.0.1", "data_dir": root + "/../data",

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 HOST_FIELDS = ("mac", "attempt", "run")
 MASK = "***"
-# /boot/answerfile/<token>, /boot/script/<token>/..., /boot/report/<token>/... (provisioner.urls)
+# /boot/answerfile/<token>, /boot/script/<token>/..., /boot/report/<token>/... (provisioner.boot.urls)
 _BOOT_TOKEN = re.compile(r"(/boot/(?:answerfile|script|report)/)[A-Za-z0-9_%-]{6,}")
 _OURS = "_provisioner_handler"
 

@@ -59,7 +59,7 @@ def file_kind(name: Any, source: str | None = None) -> str:
 
 
 def http_kind(path: str) -> str:
-    """The kind of an HTTP request path (see provisioner.urls for the layout)."""
+    """The kind of an HTTP request path (see provisioner.boot.urls for the layout)."""
     parts = path.split("/")  # "", "boot", "answerfile", ...
     top = parts[1] if len(parts) > 1 else ""
     if top == "boot" and len(parts) > 2:

@@ -12,17 +12,18 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from provisioner import bootservice, create_app
-from provisioner.bootloaders import missing_loaders
+from provisioner import create_app
+from provisioner.boot.service import tftp_payload
+from provisioner.boot.loaders import missing_loaders
 from provisioner.config import Config
 from provisioner.coordinator.service import RunService
 from provisioner.coordinator.steps import Timeouts
 from provisioner.eventwriter import DecisionStore, EventWriter
-from provisioner.httpserver import ServerHandle, serve_http
+from provisioner.web.server import ServerHandle, serve_http
 from provisioner.media import resolve_media_file
 from provisioner.store import Store
 from provisioner.store.lock import DataDirLock
-from provisioner.tftp import TftpService
+from provisioner.tftp.server import TftpService
 from provisioner.web.gate import http_limits
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Runtime:
         try:
             self.tftp = TftpService(
                 config,
-                resolve=lambda name, ip: bootservice.tftp_payload(deciding, config, name, ip),
+                resolve=lambda name, ip: tftp_payload(deciding, config, name, ip),
                 media_file=lambda name: tftp_media_file(store, name),
                 on_event=self.events.tftp_event,
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-# --- attempts: one arming of one host for one installer run (see provisioner.attempts) ---
+# --- attempts: one arming of one host for one installer run (see provisioner.boot.attempts) ---
 
 ATTEMPT = "attempt"
 """Transition-table kind for attempts."""

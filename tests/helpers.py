@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketERR
 
-from provisioner import tftp_pump
+from provisioner.tftp import pump
 from provisioner.coordinator import pools
 from provisioner.coordinator.steps import Timeouts
 
@@ -196,7 +196,7 @@ def udp_pair(timeout: float = 5.0) -> tuple[socket.socket, socket.socket]:
 
 
 class TftpPeer:
-    """A tftp_pump.Session over `data` whose client is a bare UDP socket (the test), for the Pump's and
+    """A pump.Session over `data` whose client is a bare UDP socket (the test), for the Pump's and
     serve_alone's test rigs: the server socket is non-blocking, as a worker gets it."""
 
     def __init__(self, tmp_path: Path, data: bytes, blksize: int, timeout: float):
@@ -206,7 +206,7 @@ class TftpPeer:
         self.server_addr = server.getsockname()
         (tmp_path / "file").write_bytes(data)
         ip, port = self.client.getsockname()
-        self.session = tftp_pump.Session(server, ip, port, "file", "static", open(tmp_path / "file", "rb"), blksize)
+        self.session = pump.Session(server, ip, port, "file", "static", open(tmp_path / "file", "rb"), blksize)
 
     def recv(self) -> bytes:
         return self.client.recv(70000)

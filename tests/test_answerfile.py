@@ -10,7 +10,7 @@ from answerfile_helpers import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioner.answerfile import (
+from provisioner.boot.answerfile import (
     ALLOWED_ELEMENTS,
     FORBIDDEN_ELEMENTS,
     PREVIEW_TOKEN,
@@ -25,7 +25,7 @@ from provisioner.answerfile import (
 )
 from provisioner.config import ConfigError
 from provisioner.model import Host, Media, ValidationError
-from provisioner.render import render
+from provisioner.boot.render import render
 from provisioner.store import Store
 
 START = f"{BASE}/boot/script/{TOKEN}/installation-start"

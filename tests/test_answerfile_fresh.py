@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from answerfile_helpers import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer_view, make_config
 
-from provisioner.answerfile import AnswerfileError, UnsafeAnswerfile, parse_upgrade, render_upgrade
-from provisioner.answerfile_fresh import (
+from provisioner.boot.answerfile import AnswerfileError, UnsafeAnswerfile, parse_upgrade, render_upgrade
+from provisioner.boot.answerfile_fresh import (
     ALLOWED_ELEMENTS,
     FORBIDDEN_ELEMENTS,
     UnsafeFreshAnswerfile,

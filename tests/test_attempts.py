@@ -6,7 +6,8 @@ import threading
 import pytest
 from helpers import make_media_tree
 
-from provisioner import attempts, policy, states
+from provisioner import states
+from provisioner.boot import attempts, policy
 from provisioner.media import import_media
 from provisioner.model import Host, ValidationError
 from provisioner.store import AttemptChange, ConflictError, NotFoundError

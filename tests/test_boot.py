@@ -8,7 +8,8 @@ import requests
 from werkzeug.serving import make_server
 
 from helpers import make_media_tree
-from provisioner import attempts, media, states
+from provisioner import media, states
+from provisioner.boot import attempts
 from provisioner.model import Host
 
 MAC = "aa:bb:cc:dd:ee:01"
@@ -151,7 +152,7 @@ def _fresh_armed(store):
 
 
 def test_fresh_answer_file_is_served_once_to_the_reinstall_attempt_only(client, store, armed):
-    from provisioner.answerfile_fresh import parse_fresh
+    from provisioner.boot.answerfile_fresh import parse_fresh
 
     attempts.disarm(store, MAC)  # the upgrade arming of the fixture; the reinstall arms its own attempt
     found, attempt = _fresh_armed(store)

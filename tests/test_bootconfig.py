@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import bootconfig, policy, states
-from provisioner.bootconfig import GRUB, IPXE, PXELINUX, BootConfigError
+from provisioner import states
+from provisioner.boot import configs, policy
+from provisioner.boot.configs import GRUB, IPXE, PXELINUX, BootConfigError
 from provisioner.config import load_config
 from provisioner.model import Attempt, Host, Media
 
@@ -51,19 +52,19 @@ def golden(name, body):
 
 
 VARIANTS = {
-    "pxelinux-installer-tftp.cfg": lambda c: bootconfig.config_for(installer(host=BIOS_HOST), PXELINUX, c, XS8),
-    "pxelinux-installer-http.cfg": lambda c: bootconfig.config_for(installer(host=BIOS_HOST), PXELINUX, c, XS8,
+    "pxelinux-installer-tftp.cfg": lambda c: configs.config_for(installer(host=BIOS_HOST), PXELINUX, c, XS8),
+    "pxelinux-installer-http.cfg": lambda c: configs.config_for(installer(host=BIOS_HOST), PXELINUX, c, XS8,
                                                                    pxelinux_http=True),
-    "pxelinux-local.cfg": lambda c: bootconfig.config_for(local(), PXELINUX, c),
-    "pxelinux-default.cfg": lambda c: bootconfig.config_for(policy.decide(MAC, None, None), PXELINUX, c),
-    "grub-installer-xs8.cfg": lambda c: bootconfig.config_for(installer(), GRUB, c, XS8),
-    "grub-installer-xs9.cfg": lambda c: bootconfig.config_for(installer(XS9), GRUB, c, XS9),
-    "grub-local.cfg": lambda c: bootconfig.config_for(local(), GRUB, c),
-    "grub-dispatcher.cfg": lambda c: bootconfig.dispatcher(),
-    "ipxe-installer-bios.ipxe": lambda c: bootconfig.config_for(installer(host=BIOS_HOST), IPXE, c, XS8),
-    "ipxe-installer-efi.ipxe": lambda c: bootconfig.config_for(installer(), IPXE, c, XS8),
-    "ipxe-installer-xs9-efi.ipxe": lambda c: bootconfig.config_for(installer(XS9), IPXE, c, XS9, platform="efi"),
-    "ipxe-local.ipxe": lambda c: bootconfig.config_for(local(), IPXE, c),
+    "pxelinux-local.cfg": lambda c: configs.config_for(local(), PXELINUX, c),
+    "pxelinux-default.cfg": lambda c: configs.config_for(policy.decide(MAC, None, None), PXELINUX, c),
+    "grub-installer-xs8.cfg": lambda c: configs.config_for(installer(), GRUB, c, XS8),
+    "grub-installer-xs9.cfg": lambda c: configs.config_for(installer(XS9), GRUB, c, XS9),
+    "grub-local.cfg": lambda c: configs.config_for(local(), GRUB, c),
+    "grub-dispatcher.cfg": lambda c: configs.dispatcher(),
+    "ipxe-installer-bios.ipxe": lambda c: configs.config_for(installer(host=BIOS_HOST), IPXE, c, XS8),
+    "ipxe-installer-efi.ipxe": lambda c: configs.config_for(installer(), IPXE, c, XS8),
+    "ipxe-installer-xs9-efi.ipxe": lambda c: configs.config_for(installer(XS9), IPXE, c, XS9, platform="efi"),
+    "ipxe-local.ipxe": lambda c: configs.config_for(local(), IPXE, c),
 }
 
 
@@ -90,7 +91,7 @@ def test_golden_directory_has_no_stale_files():
 
 
 def test_pxelinux_line_has_our_arguments_in_the_dom0_part(config):
-    body = bootconfig.config_for(installer(host=BIOS_HOST), PXELINUX, config, XS8).decode()
+    body = configs.config_for(installer(host=BIOS_HOST), PXELINUX, config, XS8).decode()
     append = next(line.strip() for line in body.splitlines() if line.strip().startswith("append "))
     xen, dom0, image = append[len("append "):].split(" --- ")
     assert xen.split()[0] == "xenserver/xs84/boot/xen.gz"
@@ -102,24 +103,24 @@ def test_pxelinux_line_has_our_arguments_in_the_dom0_part(config):
 
 
 def test_platform_overrides_registered_firmware_for_ipxe(config):
-    efi = bootconfig.config_for(installer(host=BIOS_HOST), IPXE, config, XS8, platform="efi").decode()
+    efi = configs.config_for(installer(host=BIOS_HOST), IPXE, config, XS8, platform="efi").decode()
     assert "chain http://192.0.2.1:8080/tftp/grubx64.efi" in efi
-    bios = bootconfig.config_for(installer(), IPXE, config, XS8, platform="pcbios").decode()
+    bios = configs.config_for(installer(), IPXE, config, XS8, platform="pcbios").decode()
     assert bios.startswith("#!ipxe\n") and "\nkernel http://192.0.2.1:8080/media/xs84/boot/xen.gz " in bios
 
 
 def test_ipxe_on_uefi_chains_to_the_grub_that_can_boot_the_media(config):
-    xs8 = bootconfig.config_for(installer(), IPXE, config, XS8).decode()
+    xs8 = configs.config_for(installer(), IPXE, config, XS8).decode()
     assert "chain http://192.0.2.1:8080/tftp/grubx64.efi || exit" in xs8  # the site's GRUB: multiboot2
-    xs9 = bootconfig.config_for(installer(XS9), IPXE, config, XS9).decode()
+    xs9 = configs.config_for(installer(XS9), IPXE, config, XS9).decode()
     assert "chain http://192.0.2.1:8080/media/xs90/EFI/xenserver/grubx64.efi || exit" in xs9
     without = dataclasses.replace(XS9, boot_files=("boot/xen.efi",))
     with pytest.raises(BootConfigError, match="XenServer 9 needs its own GRUB"):
-        bootconfig.config_for(installer(without), IPXE, config, without)
+        configs.config_for(installer(without), IPXE, config, without)
 
 
 def test_default_port_gives_a_plain_grub_http_device(config):
-    body = bootconfig.config_for(installer(), GRUB, config.replace(public_url="http://boot.example"), XS8).decode()
+    body = configs.config_for(installer(), GRUB, config.replace(public_url="http://boot.example"), XS8).decode()
     assert "multiboot2 (http,boot.example)/media/xs84/boot/xen.gz " in body
 
 
@@ -131,14 +132,14 @@ def test_default_port_gives_a_plain_grub_http_device(config):
 ])
 def test_unsupported_combinations_are_refused(config, media, host, loader, platform, match):
     with pytest.raises(BootConfigError, match=match):
-        bootconfig.config_for(installer(media, host), loader, config, media, platform=platform)
+        configs.config_for(installer(media, host), loader, config, media, platform=platform)
 
 
 def test_installer_needs_the_attempts_media(config):
     with pytest.raises(BootConfigError, match="needs its host, attempt and the attempt's media"):
-        bootconfig.config_for(installer(), GRUB, config, None)
+        configs.config_for(installer(), GRUB, config, None)
     with pytest.raises(BootConfigError, match="needs its host, attempt and the attempt's media"):
-        bootconfig.config_for(installer(XS8), GRUB, config, XS9)
+        configs.config_for(installer(XS8), GRUB, config, XS9)
 
 
 @pytest.mark.parametrize("loader,host,kw", [
@@ -151,9 +152,9 @@ def test_installer_needs_the_attempts_media(config):
 def test_an_https_public_url_is_refused_for_every_installer_line(config, loader, host, kw):
     https = config.replace(public_url="https://192.0.2.1")
     with pytest.raises(BootConfigError, match="public_url is https://.*set public_url to an http:// URL"):
-        bootconfig.config_for(installer(host=host), loader, https, XS8, **kw)
+        configs.config_for(installer(host=host), loader, https, XS8, **kw)
     # a local boot carries no URL: it is still served
-    assert b"localboot" in bootconfig.config_for(local(), PXELINUX, https)
+    assert b"localboot" in configs.config_for(local(), PXELINUX, https)
 
 
 INJECTIONS = [
@@ -197,19 +198,19 @@ def test_values_that_could_inject_are_refused(config, field, value, loader, host
     decision = policy.decide(host.mac, host, attempt)
     assert decision.installer
     with pytest.raises(BootConfigError, match="refusing to put"):
-        bootconfig.config_for(decision, loader, config, media, **extra)
+        configs.config_for(decision, loader, config, media, **extra)
 
 
 def test_local_boot_comments_stay_on_one_line():
-    body = bootconfig.local_boot(GRUB, mac="x\nboot", reason="a\nexit 0; ${x} 'q'").decode()
+    body = configs.local_boot(GRUB, mac="x\nboot", reason="a\nexit 0; ${x} 'q'").decode()
     assert body.splitlines()[0].startswith("# local_boot for x?boot: boot from the local disk (a?exit 0? ?")
     assert [line for line in body.splitlines() if not line.startswith("#")] == ["exit"]
     with pytest.raises(BootConfigError, match="unknown loader"):
-        bootconfig.local_boot("syslinux")
+        configs.local_boot("syslinux")
 
 
 def test_helpers():
-    assert bootconfig.tftp_media_path("xs84", "/boot/xen.gz") == "xenserver/xs84/boot/xen.gz"
-    assert bootconfig.grub_http_path("http://[fd00::1]:8080/m/x") == "(http,[fd00::1]:8080)/m/x"
+    assert configs.tftp_media_path("xs84", "/boot/xen.gz") == "xenserver/xs84/boot/xen.gz"
+    assert configs.grub_http_path("http://[fd00::1]:8080/m/x") == "(http,[fd00::1]:8080)/m/x"
     with pytest.raises(BootConfigError, match="GRUB HTTP server"):
-        bootconfig.grub_http_path("http://a,b/x")
+        configs.grub_http_path("http://a,b/x")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.bootloaders import (
+from provisioner.boot.loaders import (
     GRUB_EFI_DIR, GRUB_IMAGE, GRUB_MODULES, INSTALL_HINT, PXELINUX_DIR, SYSLINUX_BIOS_DIR, BootloaderError,
     prepare_tftp_root, stray_config_files,
 )
@@ -115,7 +115,7 @@ def test_debian_grub_has_every_module_we_embed():
 
 
 def test_missing_loaders(tmp_path):
-    from provisioner.bootloaders import missing_loaders
+    from provisioner.boot.loaders import missing_loaders
 
     assert "pxelinux.0" in missing_loaders(tmp_path) and "grubx64.efi" in missing_loaders(tmp_path)
     for name in missing_loaders(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from provisioner import bootpaths as bp
+from provisioner.boot import filenames as bp
 
 MAC = "52:54:00:ab:cd:ef"
 

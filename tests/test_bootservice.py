@@ -3,7 +3,7 @@
 import pytest
 from helpers import make_media_tree
 
-from provisioner import attempts, bootpaths, bootservice
+from provisioner.boot import attempts, filenames, service
 from provisioner.media import import_media
 from provisioner.model import Host, ValidationError
 
@@ -21,12 +21,12 @@ def world(store, config, tmp_path):
 
 
 def names(mac):
-    return [bootpaths.format_pxelinux(mac), bootpaths.format_grub(mac), bootpaths.format_grub(mac, "", "colon"),
-            bootpaths.format_grub(mac, "EFI/xenserver", "colon"), bootpaths.format_grub(mac, "boot/grub", "dashed")]
+    return [filenames.format_pxelinux(mac), filenames.format_grub(mac), filenames.format_grub(mac, "", "colon"),
+            filenames.format_grub(mac, "EFI/xenserver", "colon"), filenames.format_grub(mac, "boot/grub", "dashed")]
 
 
 def tftp(world, config, name):
-    return bootservice.tftp_payload(world, config, name, CLIENT)
+    return service.tftp_payload(world, config, name, CLIENT)
 
 
 def is_installer(body):
@@ -38,13 +38,13 @@ def test_every_path_gives_the_same_answer_through_the_reinstall_loop(world, conf
     for name in names(MAC):
         body = tftp(world, config, name)
         assert body and not is_installer(body) and (b"localboot 0" in body or b"\nexit\n" in body)
-    assert bootservice.ipxe_payload(world, config, MAC, CLIENT).endswith(b"exit\n")
+    assert service.ipxe_payload(world, config, MAC, CLIENT).endswith(b"exit\n")
     # Armed: the installer on every path, each fetch on the timeline.
     attempt = attempts.arm(world, config, MAC, "xs84")
     for name in names(MAC):
         assert is_installer(tftp(world, config, name))
-    assert is_installer(bootservice.ipxe_payload(world, config, MAC, CLIENT, platform="pcbios"))
-    assert b"chain " in bootservice.ipxe_payload(world, config, MAC, CLIENT)  # UEFI host: chain to GRUB
+    assert is_installer(service.ipxe_payload(world, config, MAC, CLIENT, platform="pcbios"))
+    assert b"chain " in service.ipxe_payload(world, config, MAC, CLIENT)  # UEFI host: chain to GRUB
     fetches = world.events(kind="attempt.fetch", mac=MAC)
     assert [f["details"]["name"] for f in fetches[:5]] == names(MAC)
     assert {f["details"]["decision"] for f in fetches} == {"installer"}
@@ -54,7 +54,7 @@ def test_every_path_gives_the_same_answer_through_the_reinstall_loop(world, conf
     assert attempts.start_script_fetched(world, attempt.token, CLIENT).changed
     for name in names(MAC):
         assert not is_installer(tftp(world, config, name))
-    assert not is_installer(bootservice.ipxe_payload(world, config, MAC, CLIENT, platform="pcbios"))
+    assert not is_installer(service.ipxe_payload(world, config, MAC, CLIENT, platform="pcbios"))
     last = world.events(kind="attempt.fetch", mac=MAC)[-1]["details"]
     assert (last["decision"], last["state"]) == ("local_boot", "started") and "is started" in last["reason"]
 
@@ -64,7 +64,7 @@ def test_unknown_mac_gets_the_default_and_no_event(world, config):
     for name in names(UNKNOWN):
         body = tftp(world, config, name)
         assert body and not is_installer(body) and b"default for 52:54:00:99:99:99" in body
-    assert bootservice.ipxe_payload(world, config, UNKNOWN, CLIENT).endswith(b"exit\n")
+    assert service.ipxe_payload(world, config, UNKNOWN, CLIENT).endswith(b"exit\n")
     assert len(world.events()) == before
 
 
@@ -95,26 +95,26 @@ def test_bad_macs_are_refused_with_an_event(world, config, name):
 
 def test_ipxe_bad_mac_raises_after_an_event(world, config):
     with pytest.raises(ValidationError, match="is not a MAC address"):
-        bootservice.ipxe_payload(world, config, "52-54-00-12", CLIENT)
+        service.ipxe_payload(world, config, "52-54-00-12", CLIENT)
     with pytest.raises(ValidationError, match="bad MAC"):
-        bootservice.ipxe_payload_for(world, config, "/boot/ipxe/nope", CLIENT)
+        service.ipxe_payload_for(world, config, "/boot/ipxe/nope", CLIENT)
     assert [e["details"]["protocol"] for e in world.events(kind="boot.bad_name")] == ["ipxe", "ipxe"]
 
 
 def test_ipxe_payload_for_routes(world, config):
     attempts.arm(world, config, MAC, "xs84")
-    assert is_installer(bootservice.ipxe_payload_for(world, config, "/boot/ipxe/52-54-00-12-34-56?platform=pcbios",
+    assert is_installer(service.ipxe_payload_for(world, config, "/boot/ipxe/52-54-00-12-34-56?platform=pcbios",
                                                      CLIENT))
-    assert b"chain " in bootservice.ipxe_payload_for(world, config, f"/boot/ipxe?mac={MAC}&platform=efi", CLIENT)
-    assert bootservice.ipxe_payload_for(world, config, "/media/xs84/install.img", CLIENT) is None
+    assert b"chain " in service.ipxe_payload_for(world, config, f"/boot/ipxe?mac={MAC}&platform=efi", CLIENT)
+    assert service.ipxe_payload_for(world, config, "/media/xs84/install.img", CLIENT) is None
     # An unknown ${platform} falls back to the registered firmware (UEFI here).
-    assert b"chain " in bootservice.ipxe_payload(world, config, MAC, CLIENT, platform="arm64")
+    assert b"chain " in service.ipxe_payload(world, config, MAC, CLIENT, platform="arm64")
 
 
 def test_a_config_that_cannot_be_rendered_gives_local_boot_and_an_event(world, config):
     attempts.arm(world, config, MAC, "xs90")  # XenServer 9: UEFI only
-    assert is_installer(tftp(world, config, bootpaths.format_grub(MAC)))
-    body = tftp(world, config, bootpaths.format_pxelinux(MAC))
+    assert is_installer(tftp(world, config, filenames.format_grub(MAC)))
+    body = tftp(world, config, filenames.format_pxelinux(MAC))
     assert b"localboot 0" in body and not is_installer(body)
     event = world.events(kind="boot.render_failed")[0]
     assert event["mac"] == MAC and "refuses legacy BIOS" in event["details"]["error"]
@@ -123,7 +123,7 @@ def test_a_config_that_cannot_be_rendered_gives_local_boot_and_an_event(world, c
 def test_media_removed_after_arming_gives_local_boot(world, config):
     attempts.arm(world, config, MAC, "xs84")
     world.remove_media("xs84")
-    body = tftp(world, config, bootpaths.format_grub(MAC))
+    body = tftp(world, config, filenames.format_grub(MAC))
     assert body == b"".join([b"# local_boot for 52:54:00:12:34:56: boot from the local disk ",
                              b"(installer config could not be rendered).\n",
                              b'# "exit" hands control back to the UEFI firmware, which goes on to the next boot ',

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from provisioner import secrets
+from provisioner import credentials
 from provisioner.coordinator import pools
 from provisioner.model import ValidationError
 from provisioner.simulator.builder import start_simulator
@@ -34,12 +34,12 @@ def test_password_encrypted_in_db_and_logs_in_with_it(store, sim, caplog):
         found = pools.discover(store, "lab", driver)
         driver.close()
     assert sorted(found.added) == ["lab-host0", "lab-host1"]  # the real XenAPI login used the decrypted password
-    assert secrets.is_encrypted(store.get_pool("lab").password)
+    assert credentials.is_encrypted(store.get_pool("lab").password)
     assert PASSWORD.encode() not in db_bytes(store)
     assert PASSWORD not in repr(record) and PASSWORD not in str(record.as_dict()) and PASSWORD not in repr(driver)
     assert not [e for e in store.events() if PASSWORD in str(e)]
     assert PASSWORD not in caplog.text
-    key = secrets.key_path(store.path.parent)
+    key = credentials.key_path(store.path.parent)
     assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
 
 
@@ -53,7 +53,7 @@ def test_db_copied_without_the_key_file_reveals_nothing(store, tmp_path):
     copy = Store(elsewhere / store.path.name)
     try:
         assert copy.get_pool("lab").url == "https://10.0.0.10"
-        with pytest.raises(secrets.SecretError, match="key file .* is missing"):
+        with pytest.raises(credentials.SecretError, match="key file .* is missing"):
             pools.connect(copy, "lab")
         assert PASSWORD.encode() not in db_bytes(copy)
     finally:
@@ -64,7 +64,7 @@ def test_plain_text_row_of_an_older_version_is_read_then_encrypted(store, sim):
     store.add_pool("lab", sim.master_url(), "root", PASSWORD)  # what the store held before encryption at rest
     assert pools.pool_password(store, "lab") == PASSWORD
     stored = store.get_pool("lab").password
-    assert secrets.is_encrypted(stored) and PASSWORD not in stored
+    assert credentials.is_encrypted(stored) and PASSWORD not in stored
     assert store.events(kind="pool.password_encrypted")[0]["details"] == {"pool": "lab"}
     driver = pools.connect(store, "lab", timeout=5)
     assert len(driver.hosts()) == 2

@@ -10,8 +10,8 @@ import socket
 import pytest
 import requests
 
-from provisioner import urls
-from provisioner.httpserver import serve_http
+from provisioner.boot import urls
+from provisioner.web.server import serve_http
 from provisioner.model import Media
 from provisioner.web.app import create_app
 from provisioner.web.files import Unsatisfiable, parse_range

@@ -16,7 +16,7 @@ import pytest
 import requests
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
-from provisioner.httpserver import HTTPServerError, _sendfile_fd, serve_http
+from provisioner.web.server import HTTPServerError, _sendfile_fd, serve_http
 
 
 def file_app(path, *, offset=0, length=None):
@@ -232,7 +232,7 @@ def test_permission_denied_on_port_80_is_a_clear_error():
     # Root has CAP_NET_BIND_SERVICE: drop to nobody after the imports, as a non-root operator would be.
     script = (
         "import encodings.idna, os\n"  # (imports a nobody could not read under /root)
-        "from provisioner.httpserver import HTTPServerError, serve_http\n"
+        "from provisioner.web.server import HTTPServerError, serve_http\n"
         "if os.geteuid() == 0:\n"
         "    os.setgid(65534); os.setuid(65534)\n"
         "try:\n"

@@ -101,7 +101,7 @@ def test_cli_root_sets_up_json_logging(tmp_path):
     result = runner.invoke(main, ["hosts", "arm", "aa-bb-cc-dd-ee-10", "--media", "xs84"], env=env)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    armed = [line for line in lines if line["logger"] == "provisioner.attempts"]
+    armed = [line for line in lines if line["logger"] == "provisioner.boot.attempts"]
     assert len(armed) == 1 and armed[0]["mac"] == "aa:bb:cc:dd:ee:10" and isinstance(armed[0]["attempt"], int)
 
 
@@ -121,7 +121,7 @@ def test_a_demo_run_logs_json_naming_hosts_and_no_secret(tmp_path):
     macs = {r.mac for r in results}
     store = Store(tmp_path / "demo" / "data" / "provisioner.db")
     attempt_ids = {a.id for a in store.list_attempts()}
-    about_attempts = [line for line in lines if line["logger"] == "provisioner.attempts"]
+    about_attempts = [line for line in lines if line["logger"] == "provisioner.boot.attempts"]
     assert len(about_attempts) >= 3 * len(macs)  # armed, installer started, reported 0: per host
     for line in about_attempts:
         assert line["mac"] in macs and line["attempt"] in attempt_ids, line

@@ -8,9 +8,10 @@ from collections import Counter
 import pytest
 import requests
 
-from provisioner import attempts, create_app, demo, media, registry, states
+from provisioner import create_app, demo, media, registry, states
+from provisioner.boot import attempts
 from provisioner.config import load_config
-from provisioner.httpserver import serve_http
+from provisioner.web.server import serve_http
 from provisioner.metrics import Metrics, file_kind, http_kind, xapi_error_code
 from provisioner.store import Store
 

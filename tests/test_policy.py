@@ -5,7 +5,8 @@ import datetime as dt
 
 import pytest
 
-from provisioner import policy, states
+from provisioner import states
+from provisioner.boot import policy
 from provisioner.model import Attempt, Host
 
 MAC = "52:54:00:12:34:56"

@@ -11,7 +11,8 @@ import requests
 import tftpy
 
 from helpers import make_media_tree, serve_process
-from provisioner import attempts, media
+from provisioner import media
+from provisioner.boot import attempts
 from provisioner.model import Host
 from provisioner.runtime import Runtime, StartupError, tftp_media_file
 

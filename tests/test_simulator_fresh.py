@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from sim_helpers import Events, RecordingClock, sim_server
 
-from provisioner import attempts, cryptpw
+from provisioner import cryptpw
+from provisioner.boot import attempts
 from provisioner.simulator import machine
 from provisioner.simulator import states as st
 from provisioner.simulator.builder import build_pool, serve_world

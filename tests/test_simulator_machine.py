@@ -7,7 +7,8 @@ import pytest
 
 from sim_helpers import BIOS, MEDIA, OTHER, UEFI, Events, RecordingClock, sim_server
 
-from provisioner import attempts, cryptpw, states
+from provisioner import cryptpw, states
+from provisioner.boot import attempts
 from provisioner.simulator import machine
 
 VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",

@@ -78,7 +78,7 @@ def test_a_full_queue_never_sheds_the_record_that_binds_an_attempt(store, config
     host's own answer file would be refused), while the flood's other records are shed."""
     from helpers import make_media_tree
 
-    from provisioner import attempts
+    from provisioner.boot import attempts
     from provisioner.media import import_media
     from provisioner.model import Host
     store.add_host(Host.from_fields({"mac": "52:54:00:00:00:01", "name": "h1", "pool": "p", "disk": "/dev/sda"}))

@@ -3,7 +3,8 @@
 import pytest
 from helpers import make_media_tree
 
-from provisioner import attempts, media, states
+from provisioner import media, states
+from provisioner.boot import attempts
 from provisioner.model import Host
 from provisioner.store import ConflictError, Store
 

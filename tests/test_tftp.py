@@ -18,9 +18,9 @@ import pytest
 from tftpy import TftpClient
 from tftpy.TftpShared import TftpException, TftpFileNotFoundError
 
-from provisioner import tftp_guard as guard
-from provisioner.tftp import EV_ABORTED, EV_ERROR, EV_REFUSED, EV_SENT, TftpService, TftpStartupError
-from provisioner.tftp_client import TftpFetchError, fetch
+from provisioner.tftp import guard
+from provisioner.tftp.server import EV_ABORTED, EV_ERROR, EV_REFUSED, EV_SENT, TftpService, TftpStartupError
+from provisioner.tftp.client import TftpFetchError, fetch
 
 MAC_NAMES = ("pxelinux.cfg/01-aa-bb-cc-dd-ee-ff", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff", "EFI/xenserver/grub.cfg")
 BIG = bytes(range(256)) * 400 + b"tail"  # 102,404 bytes: many blocks, not a multiple of any block size
@@ -769,11 +769,11 @@ def test_transfers_spread_over_the_workers(make_service):
 def test_log_lines_about_a_per_mac_name_carry_the_mac(svc, tmp_path, events, caplog):
     upload = tmp_path / "up.bin"
     upload.write_bytes(b"evil")
-    with caplog.at_level("WARNING", logger="provisioner.tftp"):
+    with caplog.at_level("WARNING", logger="provisioner.tftp.server"):
         with pytest.raises(TftpException, match="ERR"):
             TftpClient("127.0.0.1", svc.address[1]).upload("pxelinux.cfg/01-aa-bb-cc-dd-ee-0f", str(upload),
                                                              timeout=5, retries=1)
         events.wait(EV_REFUSED, guard.R_WRITE, count=1)
-    refused = [r for r in caplog.records if r.name == "provisioner.tftp" and "refused" in r.getMessage()]
+    refused = [r for r in caplog.records if r.name == "provisioner.tftp.server" and "refused" in r.getMessage()]
     assert refused and refused[0].mac == "aa:bb:cc:dd:ee:0f"
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from provisioner import tftp_guard as guard
-from provisioner.tftp_guard import Refused
+from provisioner.tftp import guard
+from provisioner.tftp.guard import Refused
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from helpers import made_then_closed, udp_pair
 
-from provisioner import tftp_proc as proc
-from provisioner import tftp_pump as pump
-from provisioner.tftp_solo import MIN_SIZE
-from provisioner.tftp_workers import worker_argv
+from provisioner.tftp import proc
+from provisioner.tftp import pump
+from provisioner.tftp.solo import MIN_SIZE
+from provisioner.tftp.workers import worker_argv
 
 BIG = bytes(range(256)) * (MIN_SIZE // 256) + b"tail"  # just over MIN_SIZE: a process of its own
 

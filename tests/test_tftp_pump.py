@@ -16,7 +16,7 @@ import pytest
 
 from helpers import CLIENT_PACKETS, TftpPeer, made_then_closed, tftp_packet_outcome
 
-from provisioner import tftp_pump as pump
+from provisioner.tftp import pump
 
 DATA = bytes(range(256)) * 8 + b"end"  # 2,051 bytes: 4 blocks of 512, then a short one
 
@@ -214,7 +214,7 @@ def test_an_unexpected_error_costs_one_transfer_not_the_pump(tmp_path, rigs, cap
     other.recv()
     rig.session.src.close()  # reading the next block now raises ValueError
     rig.send(b"\x00\x04\x00\x01")
-    with caplog.at_level(logging.ERROR, logger="provisioner.tftp_pump"):
+    with caplog.at_level(logging.ERROR, logger="provisioner.tftp.pump"):
         rig.step()
     assert [e[1] for e in rig.ended] == ["internal_error"]
     assert "ValueError" in rig.ended[0][2]["error"]

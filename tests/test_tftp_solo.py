@@ -15,8 +15,8 @@ import time
 import pytest
 from helpers import CLIENT_PACKETS, TftpPeer, made_then_closed, tftp_packet_outcome
 
-from provisioner import tftp_pump as pump
-from provisioner import tftp_solo as solo
+from provisioner.tftp import pump
+from provisioner.tftp import solo
 
 DATA = bytes(range(256)) * 8 + b"end"  # 2,051 bytes: 4 blocks of 512, then a short one
 

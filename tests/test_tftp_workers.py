@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import made_then_closed, udp_pair
 
-from provisioner import tftp_pump as pump
-from provisioner.tftp_workers import WorkerLost, WorkerPool, sealed_memfd
+from provisioner.tftp import pump
+from provisioner.tftp.workers import WorkerLost, WorkerPool, sealed_memfd
 
 
 class Pool:
@@ -170,7 +170,7 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
 
 PARENT = """
 import select, sys, time
-from provisioner.tftp_workers import WorkerPool
+from provisioner.tftp.workers import WorkerPool
 pool = WorkerPool(2, 1.0, 1, "WARNING", lambda *a: None, lambda sid: None)
 pool.start(select.epoll())
 print(*[w.proc.pid for w in pool.workers.values()], flush=True)

@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 import requests
 
-from provisioner import attempts, demo, media, registry, states
+from provisioner import demo, media, registry, states
+from provisioner.boot import attempts
 from provisioner.metrics import file_kind
 from provisioner.runtime import Runtime
 from provisioner.simulator.machine import INSTALLED, Machine

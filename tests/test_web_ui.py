@@ -10,7 +10,8 @@ import pytest
 from helpers import API_TOKEN
 from ui_helpers import MAC, POOL_PASSWORD, URL_PASSWORD, add_host, add_media, csrf_of, log_in, run_of
 
-from provisioner import attempts, create_app
+from provisioner import create_app
+from provisioner.boot import attempts
 from provisioner.web.ui_base import SECRET_FILE
 
 HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'

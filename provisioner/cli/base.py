@@ -7,7 +7,8 @@ import json
 
 import click
 
-from provisioner import bootloaders, registry
+from provisioner import registry
+from provisioner.boot import loaders
 from provisioner.config import ConfigError, load_config
 from provisioner.logs import setup_logging
 from provisioner.model import ValidationError
@@ -48,7 +49,7 @@ def friendly(func):
         except registry.ImportRejected as exc:
             raise click.ClickException(str(exc)) from None
         except (ValidationError, ConfigError, StoreError, ValueError, LookupError, OSError,
-                bootloaders.BootloaderError) as exc:
+                loaders.BootloaderError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from provisioner import attempts, output, registry
+from provisioner import output, registry
+from provisioner.boot import attempts
 from provisioner.model import disk_warning
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 

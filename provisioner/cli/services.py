@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from provisioner import answerfile, bootloaders, demo, output, runtime
+from provisioner import demo, output, runtime
+from provisioner.boot import answerfile, loaders
 from provisioner import media as media_mod
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 
@@ -60,7 +61,7 @@ def tftp_root() -> None:
 @friendly
 def tftp_root_prepare(ctx: Context) -> None:
     """Copy pxelinux.0, lpxelinux.0, *.c32 from syslinux and build the UEFI GRUB netboot image."""
-    for line in bootloaders.prepare_tftp_root(ctx.config):
+    for line in loaders.prepare_tftp_root(ctx.config):
         click.echo(line)
 
 

@@ -1,6 +1,6 @@
 """Pools: XAPI connection details (password encrypted at rest, kept out of output) and host discovery.
 
-The password is stored encrypted (provisioner.secrets, key file next to the database). A row written in plain
+The password is stored encrypted (provisioner.credentials, key file next to the database). A row written in plain
 text by an older version is still read, and encrypted in place the first time it is read (connect()).
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner import secrets
+from provisioner import credentials
 
 from provisioner.model import Host, ValidationError, normalize_mac
 from provisioner.store import NotFoundError, PoolRecord, Store
@@ -26,7 +26,7 @@ def add_pool(store: Store, name: str, url: str, username: str, password: str) ->
     check_url(url)
     if not username or not password:
         raise ValidationError("username and password are required", "password")
-    return store.add_pool(name, url, username, secrets.encrypt(_data_dir(store), password))
+    return store.add_pool(name, url, username, credentials.encrypt(_data_dir(store), password))
 
 
 def check_url(url: Any) -> str:
@@ -59,12 +59,12 @@ def _data_dir(store: Store) -> Path:
 
 
 def pool_password(store: Store, name: str) -> str:
-    """The pool's password in clear, for the login only (secrets.SecretError when the key file is missing)."""
+    """The pool's password in clear, for the login only (credentials.SecretError when the key file is missing)."""
     pool = get_pool(store, name)
-    if secrets.is_encrypted(pool.password):
-        return secrets.decrypt(_data_dir(store), pool.password)
+    if credentials.is_encrypted(pool.password):
+        return credentials.decrypt(_data_dir(store), pool.password)
     # a plain-text row from before encryption at rest: encrypt it now, then use it
-    store.add_pool(pool.name, pool.url, pool.username, secrets.encrypt(_data_dir(store), pool.password))
+    store.add_pool(pool.name, pool.url, pool.username, credentials.encrypt(_data_dir(store), pool.password))
     store.add_event("pool.password_encrypted", details={"pool": name})
     return pool.password
 

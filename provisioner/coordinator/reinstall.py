@@ -21,7 +21,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from provisioner import attempts, states
+from provisioner import states
+from provisioner.boot import attempts
 from provisioner.config import Config
 from provisioner.coordinator import pools
 from provisioner.coordinator.plan import at_target

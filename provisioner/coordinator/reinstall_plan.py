@@ -16,7 +16,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from provisioner import attempts, cryptpw, states
+from provisioner import cryptpw, states
+from provisioner.boot import attempts
 from provisioner.coordinator import pools
 from provisioner.coordinator.reinstall_join import check_join
 from provisioner.coordinator.plan import at_target

@@ -14,7 +14,8 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
-from provisioner import attempts, states
+from provisioner import states
+from provisioner.boot import attempts
 from provisioner.coordinator import journal
 from provisioner.coordinator.context import Context, error_code, find
 from provisioner.coordinator.plan import at_target

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from provisioner import attempts, states
+from provisioner import states
+from provisioner.boot import attempts
 from provisioner.coordinator import installing, journal, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)

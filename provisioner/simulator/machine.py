@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from provisioner import answerfile, answerfile_fresh, bootpaths, tftp_client
+from provisioner.boot import answerfile, answerfile_fresh, filenames
+from provisioner.tftp import client
 from provisioner.model import normalize_mac
 from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
 from provisioner.simulator.firmware import (BootFailure, NoBootableSystem, parse_config,  # noqa: F401 (re-exported)
@@ -217,15 +218,15 @@ class Machine:
         """The per-MAC config, then the loader's fallback name (what the real firmware tries next)."""
         loader = loader or self.loader
         if loader == "ipxe":
-            url = self.http_base + bootpaths.format_ipxe(self.mac)
+            url = self.http_base + filenames.format_ipxe(self.mac)
             if self.firmware:
                 url += "?platform=" + ("efi" if self.firmware == "uefi" else "pcbios")
             try:
                 return self._get(boot, "config", url).decode()
             except BootFailure:
                 return None
-        names = ([bootpaths.format_pxelinux(self.mac), "pxelinux.cfg/default"] if loader == "pxelinux"
-                 else [bootpaths.format_grub(self.mac, "grub"), "grub/grub.cfg"])
+        names = ([filenames.format_pxelinux(self.mac), "pxelinux.cfg/default"] if loader == "pxelinux"
+                 else [filenames.format_grub(self.mac, "grub"), "grub/grub.cfg"])
         for name in names:
             try:
                 body = self._get(boot, "config", name).decode()
@@ -249,10 +250,10 @@ class Machine:
                     problem = f"GET {name} answered {response.status_code}"
                 data = response.content
             else:
-                data = tftp_client.fetch(*self.tftp_addr, name.lstrip("/"))
+                data = client.fetch(*self.tftp_addr, name.lstrip("/"))
         except FileNotFoundError as exc:
             fetch.status, problem = "not-found", str(exc)
-        except (tftp_client.TftpFetchError, requests.RequestException) as exc:
+        except (client.TftpFetchError, requests.RequestException) as exc:
             fetch.status, problem = "error", f"{name}: {exc}"
         if fetch.status == "ok":
             fetch.bytes = len(data)

@@ -1,6 +1,6 @@
 """Store mixin: installer attempts, changed only by compare-and-set inside one transaction with their event.
 
-The rules (who may open, close or count a window) live in provisioner.attempts; this module owns the SQL
+The rules (who may open, close or count a window) live in provisioner.boot.attempts; this module owns the SQL
 and guarantees that every state change is checked against provisioner.states and logged atomically.
 """
 
@@ -117,7 +117,7 @@ class AttemptsMixin(ReinstallsMixin):
                         best_effort: bool = True) -> None:
         """One `attempt.fetch` event; with `boot_client`, also remember where the boot config went. One transaction:
         this runs on the TFTP loop's path for armed hosts. The FIRST boot-config fetcher stays: it is the address
-        the attempt's answer file and scripts are bound to (provisioner.attempts.admits), a later one cannot rebind.
+        the attempt's answer file and scripts are bound to (provisioner.boot.attempts.admits), a later one cannot rebind.
         Best effort (issue 15): a record that cannot be written (disk full, read-only) is dropped and counted, never
         raised into a boot answer; the TFTP thread queues it (eventwriter.DecisionStore), in arrival order."""
         try:

@@ -8,7 +8,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from provisioner import attempts, registry, secrets
+from provisioner import registry
+from provisioner.boot import attempts
+from provisioner import credentials
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Store
 from provisioner.web import throttle
@@ -85,7 +87,7 @@ def _unreachable(exc: XapiUnreachable):
     return _error(502, f"a pool did not answer: {exc}")
 
 
-def _secret(exc: secrets.SecretError):
+def _secret(exc: credentials.SecretError):
     return _error(500, str(exc))
 
 
@@ -95,7 +97,7 @@ def register_common_errors(other: Blueprint) -> None:
     502 when a pool does not answer and 500 when a stored secret cannot be read."""
     other.before_request(_require_token)
     for error, handler in ((ValidationError, _invalid), (ConflictError, _conflict), (NotFoundError, _missing),
-                           (XapiUnreachable, _unreachable), (secrets.SecretError, _secret),
+                           (XapiUnreachable, _unreachable), (credentials.SecretError, _secret),
                            (UnicodeEncodeError, _not_unicode), (RecursionError, _too_deep)):
         other.register_error_handler(error, handler)
 

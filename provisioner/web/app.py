@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from provisioner import attempts
+from provisioner.boot import attempts
 from provisioner.config import Config, load_config
 from provisioner.store import Store
 

@@ -1,6 +1,6 @@
 """Boot endpoints: iPXE scripts, per-attempt answer files, installer scripts and the result report.
 
-Views only translate: the per-MAC answer comes from bootservice/attempts (policy.decide), the answer file
+Views only translate: the per-MAC answer comes from boot.service/attempts (policy.decide), the answer file
 from answerfile.render_upgrade, or answerfile_fresh for the one attempt a lab reinstall armed (both validated
 before they leave). Script endpoints ALWAYS answer 200 with a valid /bin/sh script, even for stale or unknown
 tokens: a failed GET of the installation-start script aborts the real installer (INSTALLER.md section 3).
@@ -15,7 +15,7 @@ from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from provisioner import answerfile, answerfile_fresh, attempts, bootservice, urls
+from provisioner.boot import answerfile, answerfile_fresh, attempts, service, urls
 from provisioner.model import Attempt, ValidationError
 from provisioner.store import Store
 
@@ -187,11 +187,11 @@ def ipxe(_mac: str = ""):
     """iPXE script for the MAC in the path (${net0/mac:hexhyp}) or ?mac=; local boot unless armed."""
     store, config = _store(), current_app.config["PROVISIONER"]
     try:
-        body = bootservice.ipxe_payload_for(store, config, request.full_path, request.remote_addr)
+        body = service.ipxe_payload_for(store, config, request.full_path, request.remote_addr)
     except ValidationError as exc:
         shown = re.sub(r"[^A-Za-z0-9 .:,'()_-]", "?", str(exc)[:200])  # never let a URL inject script lines
         return _text(f"#!ipxe\necho provisioner: {shown}\nexit\n", 400)
-    if body is None:  # our route, but a name bootpaths refuses outright (control characters, too long)
+    if body is None:  # our route, but a name boot.filenames refuses outright (control characters, too long)
         store.add_event("boot.bad_name", details={"protocol": "ipxe", "name": request.path[:200],
                                                   "client": request.remote_addr})
         return _text("#!ipxe\necho provisioner: malformed request\nexit\n", 400)

@@ -3,7 +3,7 @@
 The installer reads its repository (`.treeinfo`, `install.img`, packages) from `/media/<name>/...`, and
 lpxelinux / iPXE / GRUB fetch boot loaders and kernels from `/tftp/...` because HTTP is much faster than
 TFTP for the 60+ MB `install.img`. Bodies are never read into memory: the open file goes to the WSGI server's
-`wsgi.file_wrapper`, which our server (provisioner.httpserver) sends with sendfile().
+`wsgi.file_wrapper`, which our server (provisioner.web.server) sends with sendfile().
 
 Choices (documented here because clients depend on them):
 - Paths: any `..` segment, absolute path, NUL or backslash is refused, and the resolved realpath must stay
@@ -38,7 +38,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.http import http_date, is_resource_modified, parse_date
 from werkzeug.wsgi import wrap_file
 
-from provisioner import urls
+from provisioner.boot import urls
 from provisioner.paths import real_path_under
 
 log = logging.getLogger(__name__)

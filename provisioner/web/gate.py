@@ -1,6 +1,6 @@
 """Which requests may send a body, decided from the headers alone, before the server buffers one byte of it.
 
-The HTTP server (provisioner.httpserver) asks this at header time. An unauthenticated 1,000 MB POST used to
+The HTTP server (provisioner.web.server) asks this at header time. An unauthenticated 1,000 MB POST used to
 be spooled to disk (996 MB in the temporary directory) before the API's 401 (issue 15, finding 6). Rules:
 - /api/...: a body needs the right `Authorization: Bearer` token. Without it the body is dropped unread and the
   API answers its own 401 (so the failed-authentication throttle still counts it: a header-time 401 would
@@ -23,7 +23,7 @@ from flask import Flask
 from itsdangerous import BadSignature
 from werkzeug.http import parse_cookie
 
-from provisioner.httpguard import DROP_BODY, Limits, Verdict
+from provisioner.web.httpguard import DROP_BODY, Limits, Verdict
 from provisioner.web import ui_base
 
 API_PREFIX = "/api/"

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from helpers import make_media_tree
-from provisioner import attempts, media
+from provisioner import media
+from provisioner.boot import attempts
 from provisioner.model import Host
 from provisioner.runtime import Runtime
 

@@ -9,7 +9,8 @@ from helpers import make_media_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner import answerfile, attempts, media, model, registry
+from provisioner import media, model, registry
+from provisioner.boot import answerfile, attempts
 from provisioner.config import load_config
 from provisioner.model import Host, ValidationError
 

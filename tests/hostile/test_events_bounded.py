@@ -14,7 +14,8 @@ import pytest
 
 from helpers import make_media_tree, parse, total
 from hostile_http import ARMED, until
-from provisioner import attempts, media
+from provisioner import media
+from provisioner.boot import attempts
 from provisioner.eventwriter import EventWriter
 from provisioner.model import Host
 

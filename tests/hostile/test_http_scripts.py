@@ -17,7 +17,8 @@ import sqlite3
 import pytest
 
 from hostile_http import ARMED
-from provisioner import attempts, media, states
+from provisioner import media, states
+from provisioner.boot import attempts
 from provisioner.model import Host
 from helpers import make_media_tree
 

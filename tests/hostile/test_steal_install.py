@@ -18,7 +18,8 @@ import threading
 import pytest
 from hostile_http import ARMED, get, serving
 
-from provisioner import attempts, states
+from provisioner import states
+from provisioner.boot import attempts
 
 HOST, THIEF, INSTALLER = "127.0.0.1", "127.0.0.9", "127.0.0.5"
 DASHED = ARMED.replace(":", "-")

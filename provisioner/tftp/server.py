@@ -5,9 +5,9 @@ it accepts uploads by default, serves a stray real file before asking dyn_file_f
 sessions in select(), crashes on `blksize=abc`, retransmits only after 5 s and costs ~44 us per packet
 (../shared/reference/tftpy.md section 3). One thread runs an epoll loop over the listening socket and makes
 every decision; each transfer gets a socket connected to the client (so the kernel drops packets from any
-other host/port) and a read-only file, and both are handed to a worker process (tftp_workers, tftp_proc)
-that moves the bytes: small files in its epoll loop (tftp_pump), big ones in a forked process each
-(tftp_solo). Rules live in tftp_guard.
+other host/port) and a read-only file, and both are handed to a worker process (workers, proc)
+that moves the bytes: small files in its epoll loop (pump), big ones in a forked process each
+(solo). Rules live in guard.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
 from tftpy.TftpShared import TftpException
 
-from provisioner import tftp_guard as guard
-from provisioner import tftp_pump as pump
-from provisioner.tftp_guard import Refused
-from provisioner.tftp_workers import WorkerLost, WorkerPool, sealed_memfd
+from provisioner.tftp import guard
+from provisioner.tftp import pump
+from provisioner.tftp.guard import Refused
+from provisioner.tftp.workers import WorkerLost, WorkerPool, sealed_memfd
 
 log = logging.getLogger(__name__)
 
 # on_event kinds (the caller prefixes them: "tftp.refused"). Refusals carry details["reason"]
-# (tftp_guard.R_*) and "count"; sent/aborted carry "reason", "bytes", "source", "blksize", "seconds".
+# (guard.R_*) and "count"; sent/aborted carry "reason", "bytes", "source", "blksize", "seconds".
 EV_REFUSED = "refused"
 EV_SENT = pump.SENT
 EV_ABORTED = pump.ABORTED
@@ -84,7 +84,7 @@ class TftpService:
     finished transfer; it must be quick (queue, do not block). In a flood, refusal events are rate-limited:
     details["count"] says how many refusals an event stands for. `workers` processes move the bytes
     (default: one per CPU, at most 4), forking a process per transfer of a file of `fork_min_size` bytes or
-    more (default tftp_solo.MIN_SIZE) while fewer than config.tftp_fork_limit run.
+    more (default solo.MIN_SIZE) while fewer than config.tftp_fork_limit run.
     """
 
     def __init__(self, config: Any, resolve: Resolve, media_file: MediaFile | None = None,

@@ -32,7 +32,7 @@ import struct
 import time
 from typing import Callable
 
-from provisioner.tftp_pump import ABORTED, FIRST_RETRIES, HEADER, MAX_WAIT, OP_ACK, OP_DATA, SENT, Session, unusual
+from provisioner.tftp.pump import ABORTED, FIRST_RETRIES, HEADER, MAX_WAIT, OP_ACK, OP_DATA, SENT, Session, unusual
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _stream(s: Session) -> object:
 
 def serve_alone(s: Session, first: bytes | None, timeout: float, retries: int,
                 underway: Callable[[Session], None]) -> tuple[str, str, dict]:
-    """Move one transfer with blocking calls until it ends; the Pump's rules (tftp_pump.unusual, resend after
+    """Move one transfer with blocking calls until it ends; the Pump's rules (pump.unusual, resend after
     `timeout` doubling up to MAX_WAIT, `retries` resends). Returns (kind, reason, details)."""
     sock, monotonic = s.sock, time.monotonic
     try:
@@ -132,7 +132,7 @@ def serve_alone(s: Session, first: bytes | None, timeout: float, retries: int,
                     seen, s.last = s.block, now
                 silent = now - s.last >= s.wait
             if silent:  # no progress for `wait` seconds: resend, or give up
-                if s.tries >= (retries if s.block > 1 else min(retries, FIRST_RETRIES)):  # tftp_pump's rule
+                if s.tries >= (retries if s.block > 1 else min(retries, FIRST_RETRIES)):  # pump's rule
                     return ABORTED, "timeout", s.details("timeout", first_block=s.block <= 1)
                 s.tries += 1
                 s.wait = min(s.wait * 2, max(MAX_WAIT, timeout))

@@ -1,7 +1,7 @@
-"""A TFTP worker process: its messages with the parent (tftp_workers), and its loop (stdlib only).
+"""A TFTP worker process: its messages with the parent (workers), and its loop (stdlib only).
 
-The loop moves small files' transfers in one epoll (tftp_pump.Pump) and forks a process for each big file's
-transfer (tftp_solo.Forks), up to `fork_limit` at once; past that limit, big files share the loop too.
+The loop moves small files' transfers in one epoll (pump.Pump) and forks a process for each big file's
+transfer (solo.Forks), up to `fork_limit` at once; past that limit, big files share the loop too.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import struct
 import sys
 import time
 
-from provisioner.tftp_pump import ABORTED, SENT, Pump, Session, poll
-from provisioner.tftp_solo import MIN_SIZE, Forks
+from provisioner.tftp.pump import ABORTED, SENT, Pump, Session, poll
+from provisioner.tftp.solo import MIN_SIZE, Forks
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Worker:
 
 
 def worker_main(argv: list[str] | None = None) -> None:
-    """Entry point of a worker process (spawned by tftp_workers.worker_argv):
+    """Entry point of a worker process (spawned by workers.worker_argv):
     CHANNEL_FD TIMEOUT RETRIES LOG_LEVEL FORK_LIMIT FORK_MIN_SIZE."""
     fd, timeout, retries, level, fork_limit, fork_min_size = argv or sys.argv[1:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the parent (QUIT, or its end of file) stops us

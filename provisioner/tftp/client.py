@@ -1,6 +1,6 @@
 """A TFTP download as a booting host does it (tftpy's client): for the demo, the simulator and checks.
 
-The server side is provisioner.tftp; this client shares nothing with it but the wire.
+The server side is provisioner.tftp.server; this client shares nothing with it but the wire.
 """
 
 from __future__ import annotations

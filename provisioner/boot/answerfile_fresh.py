@@ -18,13 +18,14 @@ from typing import Any, Mapping, Sequence
 from xml.dom import Node, minidom
 from xml.parsers.expat import ExpatError
 
-from provisioner import cryptpw, urls
-from provisioner.answerfile import (
+from provisioner import cryptpw
+from provisioner.boot import urls
+from provisioner.boot.answerfile import (
     _TOKEN, STAGE_COMPLETE, STAGE_START, AnswerfileError, UnsafeAnswerfile, _check_raw, _text, _walk, disk_problem,
     template_dirs, url_problem)
 from provisioner.config import Config
 from provisioner.model import Host, Media, ValidationError, normalize_mac, validate_disk
-from provisioner.render import TemplateError, render
+from provisioner.boot.render import TemplateError, render
 
 FRESH_TEMPLATE = "fresh-install.xml"  # a constant: the upgrade path has its own (answerfile.UPGRADE_TEMPLATE)
 DEFAULT_TIMEZONE = "Etc/UTC"

@@ -13,13 +13,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
-from provisioner import urls
+from provisioner.boot import urls
 from provisioner.config import Config
 from provisioner.media import media_generation
 from provisioner.model import BootDecision, Media
-from provisioner.render import render
+from provisioner.boot.render import render
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "boot"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 PXELINUX = "pxelinux"
 GRUB = "grub"

@@ -18,7 +18,7 @@ import re
 import urllib.parse
 from typing import Mapping, NamedTuple
 
-from provisioner import urls
+from provisioner.boot import urls
 from provisioner.model import ValidationError, normalize_mac
 
 PXE_MAC = "pxelinux-mac"

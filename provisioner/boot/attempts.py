@@ -24,7 +24,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner import policy, states, urls
+from provisioner import states
+from provisioner.boot import policy, urls
 from provisioner.config import Config
 from provisioner.media import media_generation
 from provisioner.model import Attempt, BootDecision, Host, Media, ValidationError, disk_problem, normalize_mac

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.config import Config
-from provisioner.tftp_guard import scan_per_mac
+from provisioner.tftp.guard import scan_per_mac
 
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")  # Debian package pxelinux
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")  # Debian package syslinux-common

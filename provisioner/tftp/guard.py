@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from provisioner.bootpaths import parse_tftp
+from provisioner.boot.filenames import parse_tftp
 from provisioner.paths import real_path_under
 
 # RFC 2348 allows 8..65464; we also cap at config.tftp_blksize_max (1468 = 1500-byte Ethernet MTU minus

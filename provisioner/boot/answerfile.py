@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from xml.dom import Node, minidom
 from xml.parsers.expat import ExpatError
 
-from provisioner import urls
+from provisioner.boot import urls
 from provisioner.config import Config
 # disk_problem is THE disk rule; it lives in model (registration validates with it) and is used here as is
 from provisioner.model import Host, Media, ValidationError, disk_problem, normalize_mac, validate_disk
-from provisioner.render import TemplateError, render
+from provisioner.boot.render import TemplateError, render
 
 if TYPE_CHECKING:
     from provisioner.store import Store

@@ -1,6 +1,6 @@
 """What one client address may hold and send over HTTP (issue 15): the limits, the body-gate verdicts, and the
 per-address connection count that every event loop of one server shares. Standard library only; the waitress
-adapter that enforces them is provisioner.httpserver, the gate's rules are provisioner.web.gate."""
+adapter that enforces them is provisioner.web.server, the gate's rules are provisioner.web.gate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Union
 
-log = logging.getLogger("provisioner.httpserver")
+log = logging.getLogger("provisioner.web.server")
 
 # What a body gate answers for a request that carries a body: None admits it, DROP_BODY lets the app answer
 # without it (then closes the connection), (status, message) answers that at once without reading it.

@@ -1,4 +1,4 @@
-"""TFTP worker pool, parent side: spawn the worker processes (tftp_proc), hand each transfer to the least busy, read reports.
+"""TFTP worker pool, parent side: spawn the worker processes (proc), hand each transfer to the least busy, read reports.
 
 Stdlib only. Decisions never leave tftp.py's thread: a worker gets a socket already connected to the client
 and a file already opened read-only (or a memfd holding a rendered config), both by SCM_RIGHTS, so it cannot
@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from provisioner import tftp_proc
-from provisioner import tftp_pump as pump
-from provisioner.tftp_solo import MIN_SIZE
+from provisioner.tftp import proc as tftp_proc
+from provisioner.tftp import pump
+from provisioner.tftp.solo import MIN_SIZE
 
 log = logging.getLogger(__name__)
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-         "from provisioner.tftp_proc import worker_main; worker_main()")
+         "from provisioner.tftp.proc import worker_main; worker_main()")
 READY_TIMEOUT = 20.0  # seconds a new worker may take to import and answer (a loaded test machine is slow)
 RESPAWN_AFTER = 1.0  # a worker that dies younger than this is not replaced (a crash loop would spin)
 
@@ -77,7 +77,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """`count` worker processes, each forking a process per big transfer (`fork_limit` at once, tftp_solo);
+    """`count` worker processes, each forking a process per big transfer (`fork_limit` at once, solo);
     on_ended / on_underway are called from the thread that calls on_ready and stop."""
 
     def __init__(self, count: int, timeout: float, retries: int, log_level: str, on_ended: OnEnded,

@@ -1,10 +1,10 @@
 """TFTP data path: the DATA/ACK exchanges of many transfers over one epoll (the Pump), and the rules of a
-transfer that both the Pump and a transfer's own process (tftp_solo) follow.
+transfer that both the Pump and a transfer's own process (solo) follow.
 
 Stdlib only, no decisions: tftp.py decides what a client gets, opens it read-only, and hands the open socket
-and file to a worker process (tftp_workers spawns them, tftp_proc is their loop). A worker moves small files
+and file to a worker process (workers spawns them, proc is their loop). A worker moves small files
 here, a few lines of Python per packet next to ~8 us of kernel work, and gives each big file a process of its
-own (tftp_solo): bench/tftp_bench.py showed why.
+own (solo): bench/tftp_bench.py showed why.
 """
 
 from __future__ import annotations

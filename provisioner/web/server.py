@@ -26,7 +26,7 @@ position and the response's Content-Length), `HTTPRequestParser.parse_header` an
 `BaseWSGIServer.handle_accept` / `maintenance` (the per-address cap and the header timeout).
 
 Held on a hostile network (issue 15; tests/hostile/test_http_*.py; the limits and the shared per-address count
-are provisioner/httpguard.py):
+are provisioner/web/httpguard.py):
 - Per-address connection cap (`max_per_client`), one counter shared by all loops, enforced at accept time: a
   client over it is closed before a channel exists. One address holding ~2,000 idle connections used to fill
   both loops' `connection_limit` and stop HTTP for everyone.
@@ -62,7 +62,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
 
-from provisioner.httpguard import DROP_BODY, Guard, Limits
+from provisioner.web.httpguard import DROP_BODY, Guard, Limits
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What the TFTP and HTTP handlers call: file name or MAC in, boot config bytes out. Handlers only translate.
 
-Each request: parse the name (bootpaths), ask the one policy (attempts.decide_for -> policy.decide),
-render (bootconfig), and put the fetch on the attempt's timeline. If an installer config cannot be
+Each request: parse the name (filenames), ask the one policy (attempts.decide_for -> policy.decide),
+render (configs), and put the fetch on the attempt's timeline. If an installer config cannot be
 rendered the host gets an explicit local boot and an event says why: fail towards the disk, never towards
 a loop or a crash.
 """
@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from provisioner import attempts, bootconfig, bootpaths
+from provisioner.boot import attempts, configs, filenames
 from provisioner.config import Config
 from provisioner.model import BootDecision, ValidationError, normalize_mac
-from provisioner.render import TemplateError
+from provisioner.boot.render import TemplateError
 from provisioner.store import Store
 
 log = logging.getLogger(__name__)
 
 # Names the firmware tries BEFORE (UUID) or instead of its MAC name: answer "not found" so it moves on to
 # the MAC name (pxelinux, GRUB) or to pxelinux.cfg/default, which we answer with a local boot.
-_PASS = frozenset({bootpaths.PXE_UUID, bootpaths.PXE_IP, bootpaths.GRUB_UUID, bootpaths.GRUB_IP})
+_PASS = frozenset({filenames.PXE_UUID, filenames.PXE_IP, filenames.GRUB_UUID, filenames.GRUB_IP})
 
 
 def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) -> bytes | None:
@@ -30,17 +30,17 @@ def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) ->
     Per-MAC pxelinux/GRUB names get the decision's config; pxelinux.cfg/default gets a local boot; any
     plain grub.cfg (EFI/xenserver/grub.cfg for the ISO's grubx64.efi) gets the $net_default_mac dispatcher.
     """
-    path = bootpaths.parse_tftp(filename)
+    path = filenames.parse_tftp(filename)
     if path is None or path.kind in _PASS:
         return None
-    if path.kind == bootpaths.BAD_MAC:
+    if path.kind == filenames.BAD_MAC:
         _bad_name(store, "tftp", filename, client_ip, path.problem)
         return None
-    if path.kind == bootpaths.PXE_DEFAULT:
-        return bootconfig.local_boot(bootconfig.PXELINUX, action="default", reason="no per-MAC name matched")
-    if path.kind == bootpaths.GRUB_DEFAULT:
-        return bootconfig.dispatcher()
-    loader = bootconfig.PXELINUX if path.kind == bootpaths.PXE_MAC else bootconfig.GRUB
+    if path.kind == filenames.PXE_DEFAULT:
+        return configs.local_boot(configs.PXELINUX, action="default", reason="no per-MAC name matched")
+    if path.kind == filenames.GRUB_DEFAULT:
+        return configs.dispatcher()
+    loader = configs.PXELINUX if path.kind == filenames.PXE_MAC else configs.GRUB
     decision = attempts.decide_for(store, path.mac)
     # lpxelinux.0 can fetch http:// (much faster for install.img); plain pxelinux.0 cannot. The DHCP
     # server decides which one runs, so it is a site setting (config key `pxelinux_http`, default off).
@@ -58,10 +58,10 @@ def ipxe_payload(store: Store, config: Config, mac: str, client_ip: Any, *, plat
     except ValidationError as exc:
         _bad_name(store, "ipxe", str(mac), client_ip, f"bad MAC: {exc}")
         raise
-    if platform not in (None, *bootpaths.IPXE_PLATFORMS):
+    if platform not in (None, *filenames.IPXE_PLATFORMS):
         platform = None  # unknown value: fall back to the registered firmware rather than refuse to boot
     decision = attempts.decide_for(store, canonical)
-    return _payload(store, config, decision, bootconfig.IPXE, client_ip, name=f"ipxe {canonical}",
+    return _payload(store, config, decision, configs.IPXE, client_ip, name=f"ipxe {canonical}",
                     platform=platform)
 
 
@@ -70,10 +70,10 @@ def ipxe_payload_for(store: Store, config: Config, target: str, client_ip: Any) 
 
     Raises ValidationError (after an event) when the MAC in it is malformed.
     """
-    path = bootpaths.parse_ipxe(target)
+    path = filenames.parse_ipxe(target)
     if path is None:
         return None
-    if path.kind == bootpaths.BAD_MAC:
+    if path.kind == filenames.BAD_MAC:
         _bad_name(store, "ipxe", target, client_ip, path.problem)
         raise ValidationError(path.problem or "bad MAC", "mac")
     return ipxe_payload(store, config, path.mac, client_ip, platform=path.info.get("platform"))
@@ -82,26 +82,26 @@ def ipxe_payload_for(store: Store, config: Config, target: str, client_ip: Any) 
 def _payload(store: Store, config: Config, decision: BootDecision, loader: str, client_ip: Any, *, name: str,
              platform: str | None = None, pxelinux_http: bool = False) -> bytes:
     attempt = decision.attempt
-    what = "ipxe" if loader == bootconfig.IPXE else "config"
+    what = "ipxe" if loader == configs.IPXE else "config"
     if decision.installer:
         media = store.get_media(attempt.media)
         try:
-            body = bootconfig.config_for(decision, loader, config, media, platform=platform,
+            body = configs.config_for(decision, loader, config, media, platform=platform,
                                          pxelinux_http=pxelinux_http)
-        except (bootconfig.BootConfigError, TemplateError) as exc:
+        except (configs.BootConfigError, TemplateError) as exc:
             log.error("boot config for %s (attempt %s) failed, serving a local boot: %s", decision.mac, attempt.id, exc,
                       extra={"mac": decision.mac, "attempt": attempt.id, "run": attempt.run_id})
             store.add_event("boot.render_failed", mac=decision.mac, run_id=attempt.run_id, details={
                 "attempt": attempt.id, "loader": loader, "name": name[:200], "client": _str(client_ip),
                 "error": str(exc)[:500]})
-            return bootconfig.local_boot(loader, mac=decision.mac, reason="installer config could not be rendered")
+            return configs.local_boot(loader, mac=decision.mac, reason="installer config could not be rendered")
         attempts.record_fetch(store, attempt, what, client_ip, name=name, loader=loader, decision=decision.action)
         return body
     if attempt is not None:
         # Show the "reboot after the start script -> local boot" step on the attempt's timeline.
         attempts.record_fetch(store, attempt, what, client_ip, name=name, loader=loader, decision=decision.action,
                               reason=decision.reason)
-    return bootconfig.config_for(decision, loader, config)
+    return configs.config_for(decision, loader, config)
 
 
 def _bad_name(store: Store, protocol: str, name: str, client_ip: Any, problem: str | None) -> None:

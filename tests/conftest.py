@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # lets tests do `from helpers import ...`
+from provisioner.config import load_config
+from provisioner.store import Store
 
-from provisioner.config import load_config  # noqa: E402
-from provisioner.store import Store  # noqa: E402
-
-from helpers import API_TOKEN  # noqa: E402
+from helpers import API_TOKEN
 
 
 

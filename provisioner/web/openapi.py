@@ -1,6 +1,6 @@
 """The OpenAPI 3 description of /api/v1, served (without a token) at /api/v1/openapi.json.
 
-To document a new route, add ONE row to OPERATIONS (tests/test_web_openapi.py fails, naming the route, when
+To document a new route, add ONE row to OPERATIONS (tests/web/test_openapi.py fails, naming the route, when
 app.url_map and this table disagree). A row: method, path under /api/v1 (Flask's `<mac>` spelled `{mac}`),
 one-line summary, request body schema (None, a schema name, or CSV), the success status with its body
 (`{key: schema}`; `[name]` is a list of that schema), the error statuses it can answer, and query parameters.

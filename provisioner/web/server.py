@@ -19,7 +19,7 @@ arbiter takes over the process's signals. waitress is pure Python and runs in th
 the coordinator. Its event loop (not a worker thread) streams the file bodies, so a boot storm of
 install.img downloads does not occupy the worker threads that answer configs, answer files and scripts.
 
-Waitress internals used (covered by tests/test_httpserver.py; waitress >= 3.0, < 4): `HTTPChannel.outbufs`,
+Waitress internals used (covered by tests/web/test_server.py; waitress >= 3.0, < 4): `HTTPChannel.outbufs`,
 `_flush_some` and `ReadOnlyFileBasedBuffer` (its `wsgi.file_wrapper`, which honours the file's current
 position and the response's Content-Length), `HTTPRequestParser.parse_header` and the parser's `body_rcv`,
 `content_length`, `chunked`, `expect_continue` and `headers` (the body gate), and

@@ -2,7 +2,7 @@
 
 The XAPI simulator (in this process, on loopback) plays a 3-host XenServer 8.2.1 pool whose hosts have the
 QEMU VMs' MACs; the coordinator's Runner upgrades it to the lab's media (8.4.0, build e2e) through the real
-XenAPI client. Each host.reboot hands the host's power cycle to tests/e2e/power_cycle.py, which boots a VM with
+XenAPI client. Each host.reboot hands the host's power cycle to tests/support/power_cycle.py, which boots a VM with
 that MAC in the lab (iPXE -> pxelinux -> mboot.c32 -> Xen -> dom0 -> the installer stand-in) against
 `provisioner serve`, then boots it again the way the installer's reboot does (it must boot locally); the host
 comes back at the version the stand-in read from the media only when it fetched the answer file and ran both

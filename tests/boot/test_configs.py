@@ -14,8 +14,8 @@ from provisioner.boot.configs import GRUB, IPXE, PXELINUX, BootConfigError
 from provisioner.config import load_config
 from provisioner.model import Attempt, Host, Media
 
-GOLDEN = Path(__file__).parent / "golden" / "boot"
-# Regenerate after an intended template change: UPDATE_GOLDEN=1 pytest tests/test_bootconfig.py, then review.
+GOLDEN = Path(__file__).parent.parent / "golden" / "boot"
+# Regenerate after an intended template change: UPDATE_GOLDEN=1 pytest tests/boot/test_configs.py, then review.
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 MAC = "52:54:00:12:34:56"

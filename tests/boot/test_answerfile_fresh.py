@@ -25,7 +25,7 @@ STATIC = {"mode": "static", "ip": "10.0.1.11", "netmask": "255.255.255.0", "gate
           "dns": ["10.0.1.1", "10.0.1.2"]}
 START = f"{BASE}/boot/script/{TOKEN}/installation-start"
 COMPLETE = f"{BASE}/boot/script/{TOKEN}/installation-complete"
-SHIPPED = Path(__file__).parent.parent / "answerfiles" / "fresh-install.xml"
+SHIPPED = Path(__file__).parent.parent.parent / "answerfiles" / "fresh-install.xml"
 
 
 def fresh(**kw):

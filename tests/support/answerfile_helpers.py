@@ -10,7 +10,7 @@ from xml.dom import minidom
 from provisioner.config import load_config
 from provisioner.model import Host, Media
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 BASE = "http://10.0.0.5:8080"
 DISK = "/dev/disk/by-id/scsi-36000c29f0a1b2c3d"
 TOKEN = "tok_0123456789abcdef"

@@ -378,7 +378,7 @@ def test_malicious_override_never_gets_past_render_upgrade(tmp_path, template, w
 
 @pytest.mark.parametrize("template, words", [
     ('{% include "fresh-install.xml" %}', "undefined"),
-    ((Path(__file__).parent.parent / "answerfiles" / "fresh-install.xml").read_text(encoding="utf-8"),
+    ((Path(__file__).parent.parent.parent / "answerfiles" / "fresh-install.xml").read_text(encoding="utf-8"),
      "undefined"),
     ('<installation mode="upgrade">{% if %}</installation>', "line 1"),
 ])

@@ -1,7 +1,7 @@
 """A transfer in a process of its own (tftp_solo.serve_alone), over real UDP sockets on loopback.
 
-serve_alone blocks, so it runs in a thread here (in a forked child in the product: tests/test_tftp_proc.py);
-the test is the client. It must follow the same rules as the Pump (tests/test_tftp_pump.py).
+serve_alone blocks, so it runs in a thread here (in a forked child in the product: tests/tftp/test_proc.py);
+the test is the client. It must follow the same rules as the Pump (tests/tftp/test_pump.py).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from provisioner.media import resolve_media_file
 from provisioner.store import Store
 from provisioner.store.lock import DataDirLock
 from provisioner.tftp.server import TftpService
+from provisioner.web import access
 from provisioner.web.gate import http_limits
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ class Runtime:
             )
             self.tftp.start()
             app = create_app(config, store=store)
-            app.extensions["provisioner.runs"] = self.runs  # the web layer starts and follows runs through it
-            app.extensions["provisioner.events"] = self.events  # boot views let queued bindings land (web/boot.py)
+            access.set_runs(app, self.runs)  # the web layer starts and follows runs through it
+            access.set_events(app, self.events)  # boot views let queued bindings land (web/boot.py)
             self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
         except Exception as exc:
             self.stop()

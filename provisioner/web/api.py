@@ -6,14 +6,14 @@ import hmac
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 
 from provisioner import registry
 from provisioner.boot import attempts
 from provisioner import credentials
 from provisioner.model import ValidationError, normalize_mac
-from provisioner.store import ConflictError, NotFoundError, Store
-from provisioner.web import throttle
+from provisioner.store import ConflictError, NotFoundError
+from provisioner.web.access import get_config, get_store, get_throttle, json_error
 from provisioner.xapi import XapiUnreachable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -21,74 +21,68 @@ MAX_JSON_DEPTH = 16  # our deepest body is 2 levels (a host record); this bounds
 MAX_WINDOW_SECONDS = 30 * 24 * 3600  # an arming window longer than a month is a typo
 
 
-def _store() -> Store:
-    return current_app.extensions["provisioner.store"]
-
-
-def _error(status: int, message: str, **extra):
-    return jsonify(error=message, **extra), status
-
-
 @bp.before_request
 def _require_token():
     """Every API call needs `Authorization: Bearer <api_token>`; boot endpoints use per-attempt tokens instead.
     Too many wrong tokens from one address: 429 for a while (throttle.py)."""
-    expected = current_app.config["PROVISIONER"].api_token
+    expected = get_config().api_token
     if not expected:
-        return _error(401, "the REST API is disabled: set api_token in the server configuration")
-    guard, client = throttle.for_app(current_app), request.remote_addr or "?"
+        return json_error(401, "the REST API is disabled: set api_token in the server configuration")
+    guard, client = get_throttle(), request.remote_addr or "?"
     wait = guard.retry_after(client)
     if wait:
-        body, status = _error(429, f"too many failed authentications from {client}: retry in {wait:.0f} s")
-        return body, status, {"Retry-After": str(int(wait) + 1)}
+        response = json_error(429, f"too many failed authentications from {client}: retry in {wait:.0f} s")
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
         if guard.failed(client):
-            _store().add_event("auth.throttled", details={"client": client, "via": "api"})
-        body, status = _error(401, "missing or wrong bearer token")
-        return body, status, {"WWW-Authenticate": 'Bearer realm="provisioner"'}
+            get_store().add_event("auth.throttled", details={"client": client, "via": "api"})
+        response = json_error(401, "missing or wrong bearer token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="provisioner"'
+        return response
     guard.succeeded(client)
     return None
 
 
 @bp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError):
-    return _error(400, str(exc), field=exc.field)
+    return json_error(400, str(exc), field=exc.field)
 
 
 @bp.errorhandler(UnicodeEncodeError)
 def _not_unicode(exc: UnicodeEncodeError):
     """Safety net: text that cannot be stored (a lone surrogate) reached the store through a path
-    _json_body() did not check; a client error, not a 500."""
-    return _error(400, "the request carries text that is not valid Unicode (a lone surrogate)")
+    json_body() did not check; a client error, not a 500."""
+    return json_error(400, "the request carries text that is not valid Unicode (a lone surrogate)")
 
 
 @bp.errorhandler(RecursionError)
 def _too_deep(exc: RecursionError):
-    return _error(400, "the request body is nested too deeply")
+    return json_error(400, "the request body is nested too deeply")
 
 
 @bp.errorhandler(ConflictError)
 def _conflict(exc: ConflictError):
-    return _error(409, str(exc))
+    return json_error(409, str(exc))
 
 
 @bp.errorhandler(NotFoundError)
 def _missing(exc: NotFoundError):
-    return _error(404, str(exc))
+    return json_error(404, str(exc))
 
 
 @bp.errorhandler(registry.ImportRejected)
 def _rejected(exc: registry.ImportRejected):
-    return _error(422, "nothing imported: the CSV has bad rows", problems=exc.as_list())
+    return json_error(422, "nothing imported: the CSV has bad rows", problems=exc.as_list())
 
 
 def _unreachable(exc: XapiUnreachable):
-    return _error(502, f"a pool did not answer: {exc}")
+    return json_error(502, f"a pool did not answer: {exc}")
 
 
 def _secret(exc: credentials.SecretError):
-    return _error(500, str(exc))
+    return json_error(500, str(exc))
 
 
 def register_common_errors(other: Blueprint) -> None:
@@ -102,7 +96,7 @@ def register_common_errors(other: Blueprint) -> None:
         other.register_error_handler(error, handler)
 
 
-def _json_body() -> dict:
+def json_body() -> dict:
     """The request's JSON object, or a ValidationError (400) naming what is wrong with it, never a 500."""
     if not request.is_json:
         raise ValidationError("the request body must be a JSON object (Content-Type: application/json)")
@@ -143,37 +137,37 @@ def _check_json(value: Any, field: str, depth: int) -> None:
 
 @bp.get("/hosts")
 def list_hosts():
-    return jsonify(hosts=[h.as_dict() for h in _store().list_hosts(pool=request.args.get("pool"))])
+    return jsonify(hosts=[h.as_dict() for h in get_store().list_hosts(pool=request.args.get("pool"))])
 
 
 @bp.post("/hosts")
 def add_host():
-    host = registry.add_host(_store(), _json_body())
+    host = registry.add_host(get_store(), json_body())
     return jsonify(host=host.as_dict()), 201, {"Location": f"/api/v1/hosts/{host.mac}"}
 
 
 @bp.get("/hosts/<mac>")
 def show_host(mac: str):
-    return jsonify(host=registry.get_host(_store(), mac).as_dict())
+    return jsonify(host=registry.get_host(get_store(), mac).as_dict())
 
 
 @bp.patch("/hosts/<mac>")
 def update_host(mac: str):
-    return jsonify(host=registry.update_host(_store(), mac, _json_body()).as_dict())
+    return jsonify(host=registry.update_host(get_store(), mac, json_body()).as_dict())
 
 
 @bp.delete("/hosts/<mac>")
 def remove_host(mac: str):
-    return jsonify(removed=registry.remove_host(_store(), mac).as_dict())
+    return jsonify(removed=registry.remove_host(get_store(), mac).as_dict())
 
 
 @bp.post("/hosts/<mac>/arm")
 def arm_host(mac: str):
-    body = _json_body()
+    body = json_body()
     unknown = sorted(set(body) - {"media", "window_seconds"})
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: media, window_seconds)")
-    attempt = attempts.arm(_store(), current_app.config["PROVISIONER"], mac, body.get("media"),
+    attempt = attempts.arm(get_store(), get_config(), mac, body.get("media"),
                            window_seconds=_window_seconds(body.get("window_seconds")))
     return jsonify(attempt=attempt.as_dict()), 201
 
@@ -192,31 +186,31 @@ def _window_seconds(value: Any) -> int | None:
 
 @bp.post("/hosts/<mac>/disarm")
 def disarm_host(mac: str):
-    return jsonify(disarmed=[a.as_dict() for a in attempts.disarm(_store(), mac, reason="api")])
+    return jsonify(disarmed=[a.as_dict() for a in attempts.disarm(get_store(), mac, reason="api")])
 
 
 @bp.get("/hosts/<mac>/attempts")
 def host_attempts(mac: str):
-    host = registry.get_host(_store(), mac)
-    return jsonify(attempts=[a.as_dict() for a in _store().list_attempts(host.mac)])
+    host = registry.get_host(get_store(), mac)
+    return jsonify(attempts=[a.as_dict() for a in get_store().list_attempts(host.mac)])
 
 
 @bp.post("/hosts/import")
 def import_hosts():
-    limit = current_app.config["PROVISIONER"].http_max_body_bytes  # the server refuses bigger bodies unread
+    limit = get_config().http_max_body_bytes  # the server refuses bigger bodies unread
     if (request.content_length or 0) > limit:
-        return _error(413, f"CSV larger than {limit} bytes (http_max_body_bytes)")
+        return json_error(413, f"CSV larger than {limit} bytes (http_max_body_bytes)")
     try:
         text = request.get_data(cache=False).decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationError("the CSV body must be UTF-8 text") from None
-    hosts = registry.import_csv(_store(), text, source="api")
+    hosts = registry.import_csv(get_store(), text, source="api")
     return jsonify(imported=len(hosts), hosts=[h.as_dict() for h in hosts]), 201
 
 
 @bp.get("/media")
 def list_media():
-    return jsonify(media=[m.as_dict() for m in _store().list_media()])
+    return jsonify(media=[m.as_dict() for m in get_store().list_media()])
 
 
 @bp.get("/events")
@@ -225,7 +219,7 @@ def list_events():
     since = request.args.get("since", "0")
     if not (since.isascii() and since.isdigit() and len(since) <= 18):  # "²" is a digit; SQLite has 64 bits
         raise ValidationError("must be a non-negative integer below 10^18", "since")
-    events = _store().events(mac=normalize_mac(mac) if mac else None, since_id=int(since))
+    events = get_store().events(mac=normalize_mac(mac) if mac else None, since_id=int(since))
     return jsonify(events=events)
 
 

@@ -19,6 +19,7 @@ from provisioner.coordinator.reinstall_plan import ReinstallRefused
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import NotFoundError
 from provisioner.web import api
+from provisioner.web.access import get_config, get_store, json_error
 
 bp = Blueprint("api_reinstall", __name__, url_prefix="/api/v1")
 api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502; SecretError 500
@@ -29,11 +30,11 @@ THREADS = "provisioner.reinstall_threads"
 
 @bp.errorhandler(ReinstallRefused)
 def _refused(exc: ReinstallRefused):
-    return api._error(409, "reinstall refused, nothing changed", problems=exc.problems, data_loss=exc.data_loss)
+    return json_error(409, "reinstall refused, nothing changed", problems=exc.problems, data_loss=exc.data_loss)
 
 
 def _body() -> dict:
-    body = api._json_body()
+    body = api.json_body()
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(FIELDS)})")
@@ -49,7 +50,7 @@ def _body() -> dict:
 @bp.post("/hosts/<mac>/reinstall")
 def start_reinstall(mac: str):
     """Check, commit and drive a reinstall (202); refusals are 409 with every problem, nothing changed."""
-    store, config, body = api._store(), current_app.config["PROVISIONER"], _body()
+    store, config, body = get_store(), get_config(), _body()
     found = coord_reinstall.start(
         store, mac, body["pool"], body["media"], confirm=body.get("confirm"), forget=bool(body.get("forget")),
         root_password_hash=body.get("root_password_hash") or secret_from_env("PROVISIONER_ROOT_PASSWORD_HASH"),
@@ -66,7 +67,7 @@ def start_reinstall(mac: str):
 @bp.get("/hosts/<mac>/reinstall")
 def show_reinstall(mac: str):
     """The host's reinstalls (newest first), the progress lines of the newest and the disks it wipes."""
-    store = api._store()
+    store = get_store()
     canonical = normalize_mac(mac)
     if store.get_host(canonical) is None:
         raise NotFoundError(f"no host with MAC {canonical} is registered")

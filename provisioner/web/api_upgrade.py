@@ -1,12 +1,12 @@
 """REST for pools and upgrade runs under /api/v1 (same bearer token and JSON errors as api.py).
 
-Runs are driven by the server's RunService (app.extensions["provisioner.runs"], set by `serve`): a start returns
+Runs are driven by the server's RunService (access.get_runs(), set by `serve`): a start returns
 at once (202) and the run goes on in the server; GET /runs/<id> follows it. Pool passwords go in, never out.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 
 from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
@@ -15,6 +15,7 @@ from provisioner.coordinator import runner as coord_runner
 from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
 from provisioner.model import ValidationError
 from provisioner.web import api
+from provisioner.web.access import get_runs, get_store, json_error, running_run_ids
 from provisioner.xapi import Failure
 
 bp = Blueprint("api_upgrade", __name__, url_prefix="/api/v1")
@@ -23,7 +24,7 @@ api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502
 
 @bp.errorhandler(Failure)
 def _xapi_failure(exc: Failure):
-    return api._error(502, f"XAPI refused: {' '.join(map(str, exc.details))}")
+    return json_error(502, f"XAPI refused: {' '.join(map(str, exc.details))}")
 
 
 class NoRunService(RuntimeError):
@@ -32,11 +33,11 @@ class NoRunService(RuntimeError):
 
 @bp.errorhandler(NoRunService)
 def _no_service(exc: NoRunService):
-    return api._error(503, str(exc))
+    return json_error(503, str(exc))
 
 
 def _runs():
-    runs = current_app.extensions.get("provisioner.runs")
+    runs = get_runs()
     if runs is None:
         raise NoRunService("this server has no run service: upgrade runs are driven by `provisioner serve`")
     return runs
@@ -54,24 +55,19 @@ def _fields(body: dict, allowed: set[str], required: tuple[str, ...] = ()) -> di
 
 def _report(run_id: str, reader: ProgressReader | None = None) -> dict:
     """The run report with per-host elapsed / ETA seconds (progress.run_view) and whether this server drives it."""
-    view = (reader or ProgressReader(api._store())).view(run_id)
-    return {**view, "running_here": run_id in _runs_running()}
-
-
-def _runs_running() -> list[str]:
-    runs = current_app.extensions.get("provisioner.runs")
-    return runs.running() if runs is not None else []
+    view = (reader or ProgressReader(get_store())).view(run_id)
+    return {**view, "running_here": run_id in running_run_ids()}
 
 
 @bp.get("/pools")
 def list_pools():
-    return jsonify(pools=[p.as_dict() for p in api._store().list_pools()])
+    return jsonify(pools=[p.as_dict() for p in get_store().list_pools()])
 
 
 @bp.post("/pools")
 def add_pool():
-    body = _fields(api._json_body(), {"name", "url", "username", "password"}, ("name", "url", "password"))
-    record = coord_pools.add_pool(api._store(), body["name"], body["url"], body.get("username") or "root",
+    body = _fields(api.json_body(), {"name", "url", "username", "password"}, ("name", "url", "password"))
+    record = coord_pools.add_pool(get_store(), body["name"], body["url"], body.get("username") or "root",
                                   body["password"])
     return jsonify(pool=record.as_dict()), 201, {"Location": f"/api/v1/pools/{record.name}"}
 
@@ -79,7 +75,7 @@ def add_pool():
 @bp.post("/pools/<name>/discover")
 def discover_pool(name: str):
     body = _fields(request.get_json(silent=True) or {}, {"firmware"})
-    store = api._store()
+    store = get_store()
     driver = coord_pools.connect(store, name)
     try:
         found = coord_pools.discover(store, name, driver, firmware=body.get("firmware") or "bios")
@@ -99,7 +95,7 @@ def plan_pool(name: str):
         if value not in ("true", "false", "1", "0"):
             raise ValidationError(f"{key} must be true or false", key)
         options[key] = value in ("true", "1")
-    store = api._store()
+    store = get_store()
     driver = coord_pools.connect(store, name)
     try:
         return jsonify(plan=coord_plan.make_plan(store, name, media, driver, **options).as_dict())
@@ -109,7 +105,7 @@ def plan_pool(name: str):
 
 @bp.post("/pools/<name>/upgrade")
 def start_upgrade(name: str):
-    body = _fields(api._json_body(), {"media"} | RUN_OPTIONS, ("media",))
+    body = _fields(api.json_body(), {"media"} | RUN_OPTIONS, ("media",))
     options = {k: v for k, v in body.items() if k in RUN_OPTIONS}
     for key, value in options.items():
         if not isinstance(value, bool):
@@ -126,22 +122,22 @@ def resume_upgrade(name: str):
 
 @bp.post("/pools/<name>/upgrade/abort")
 def abort_upgrade(name: str):
-    run = coord_runner.request_abort(api._store(), name)  # whoever drives the run stops at its next step
+    run = coord_runner.request_abort(get_store(), name)  # whoever drives the run stops at its next step
     return jsonify(run=_report(run.id))
 
 
 @bp.post("/pools/<name>/upgrade/mark-failed")
 def mark_failed_upgrade(name: str):
     """The operator's decision: fail this host the run is waiting on (its installer past every timer)."""
-    host = _fields(api._json_body(), {"host"}, ("host",))["host"]
-    found = coord_runner.request_mark_failed(api._store(), name, host)  # the waiting step fails it at its next look
-    return jsonify(run=_report(coord_runner.active_run(api._store(), name).id), host=found.name)
+    host = _fields(api.json_body(), {"host"}, ("host",))["host"]
+    found = coord_runner.request_mark_failed(get_store(), name, host)  # the waiting step fails it at its next look
+    return jsonify(run=_report(coord_runner.active_run(get_store(), name).id), host=found.name)
 
 
 @bp.post("/pools/<name>/upgrade/restore-settings")
 def restore_settings(name: str):
     """Put back now what ended runs left off (HA, WLB, VM auto_poweron); 409 while a run of the pool is active."""
-    store = api._store()
+    store = get_store()
     driver = coord_pools.connect(store, name)
     try:
         return jsonify(restore=coord_carry.restore(store, name, driver))
@@ -151,8 +147,8 @@ def restore_settings(name: str):
 
 @bp.get("/runs")
 def list_runs():
-    reader = ProgressReader(api._store())
-    return jsonify(runs=[_report(r.id, reader) for r in api._store().list_runs(request.args.get("pool"))])
+    reader = ProgressReader(get_store())
+    return jsonify(runs=[_report(r.id, reader) for r in get_store().list_runs(request.args.get("pool"))])
 
 
 @bp.get("/runs/<run_id>")

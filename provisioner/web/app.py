@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, request
+from flask import Flask, request
 
 from provisioner.boot import attempts
 from provisioner.config import Config, load_config
 from provisioner.store import Store
+from provisioner.web import access
 
 
 def create_app(config: Config | None = None, store: Store | None = None) -> Flask:
     """Build the WSGI app for `config` (loaded from the usual sources when None)."""
     config = config or load_config()
     app = Flask("provisioner", static_folder=None)
-    app.config["PROVISIONER"] = config
-    app.extensions["provisioner.store"] = store or Store(config.db_path)
+    store = store or Store(config.db_path)
+    access.install(app, config, store)
     app.json.sort_keys = False
 
     from provisioner.web import api, api_upgrade, boot, files
-
-    store = app.extensions["provisioner.store"]
 
     def on_fetch(*, kind: str, name: str, path: str, client_ip, bytes: int) -> None:
         if kind == "media":  # kernel / install.img fetches join their attempt's timeline
             attempts.record_file_fetch(store, path=path, client_ip=client_ip, media=name, bytes=bytes)
 
-    app.extensions.setdefault("provisioner.on_fetch", on_fetch)
+    access.set_on_fetch(app, on_fetch)
 
     api.init_app(app)
     api_upgrade.init_app(app)
@@ -42,16 +41,12 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     @app.errorhandler(404)
     def _not_found(_exc):
         if not request.path.startswith("/api/"):  # firmware asking for something we do not serve
-            get_store(app).add_event("http.not_found", details={
+            access.get_store().add_event("http.not_found", details={
                 "path": request.path[:200], "client": request.remote_addr})
-        return jsonify(error="not found"), 404
+        return access.json_error(404, "not found")
 
     @app.errorhandler(405)
     def _not_allowed(_exc):
-        return jsonify(error="method not allowed"), 405
+        return access.json_error(405, "method not allowed")
 
     return app
-
-
-def get_store(app: Flask) -> Store:
-    return app.extensions["provisioner.store"]

@@ -13,11 +13,12 @@ import logging
 import re
 from typing import Callable
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 
 from provisioner.boot import answerfile, answerfile_fresh, attempts, service, urls
 from provisioner.model import Attempt, ValidationError
 from provisioner.store import Store
+from provisioner.web.access import get_config, get_events, get_store
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, url_prefix=urls.BOOT_PREFIX)
@@ -60,10 +61,6 @@ exit 0
 """
 
 
-def _store() -> Store:
-    return current_app.extensions["provisioner.store"]
-
-
 def _settle(store: Store, token: str, client: str | None, bind: bool) -> Attempt | None:
     """The token's attempt, read after letting queued boot-config records land if it is not bound yet.
 
@@ -72,7 +69,7 @@ def _settle(store: Store, token: str, client: str | None, bind: bool) -> Attempt
     address recorded at all (and only with attempt_client_binding): once bound, a foreign client is refused at once.
     """
     attempt = attempts.attempt_by_token(store, token)
-    writer = current_app.extensions.get("provisioner.events")
+    writer = get_events()
     if bind and writer is not None and attempt is not None and attempt.boot_client is None and \
             not attempts.is_booting_host(store, attempt, client):
         writer.drain(timeout=SETTLE_SECONDS)
@@ -93,7 +90,7 @@ def answer_file(token: str):
     An upgrade file for every attempt, except the attempt a lab reinstall armed: that one alone gets the
     fresh-install file (answerfile_fresh), rendered with the reinstall's root-password hash, which is then dropped.
     """
-    store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
+    store, config, client = get_store(), get_config(), request.remote_addr
     bind = config.attempt_client_binding
     found = _settle(store, token, client, bind)
     if found is not None and not attempts.admits(store, found, "answerfile", client, bind=bind):
@@ -137,12 +134,12 @@ def _always_a_script(view: Callable[[str, str], Response]) -> Callable[[str, str
                       stage[:64], token[:6], type(exc).__name__, exc)
         if stage == STAGE_COMPLETE:
             try:  # a read may still work when writes do not: then the result can still be reported
-                attempt = attempts.attempt_by_token(_store(), token)
+                attempt = attempts.attempt_by_token(get_store(), token)
             except Exception:
                 attempt = None
             if attempt is not None:
                 return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id, report_url=urls.report(
-                    current_app.config["PROVISIONER"].base_url, token)))
+                    get_config().base_url, token)))
         return _text(NOOP_SCRIPT.format(why="the server could not record this step (see its log)"))
 
     return wrapper
@@ -152,7 +149,7 @@ def _always_a_script(view: Callable[[str, str], Response]) -> Callable[[str, str
 @_always_a_script
 def installer_script(token: str, stage: str):
     """installation-start closes the window; installation-complete returns a script that reports $1."""
-    store, config, client = _store(), current_app.config["PROVISIONER"], request.remote_addr
+    store, config, client = get_store(), get_config(), request.remote_addr
     bind = config.attempt_client_binding
     found = _settle(store, token, client, bind)
     if stage == STAGE_START:
@@ -175,9 +172,9 @@ def installer_script(token: str, stage: str):
 @bp.get("/report/<token>/<code>")
 def report(token: str, code: str):
     """Called by the installation-complete script with the installer's exit code (0 or 1)."""
-    bind = current_app.config["PROVISIONER"].attempt_client_binding
-    _settle(_store(), token, request.remote_addr, bind)
-    outcome = attempts.complete_reported(_store(), token, code, request.remote_addr, bind=bind)
+    bind = get_config().attempt_client_binding
+    _settle(get_store(), token, request.remote_addr, bind)
+    outcome = attempts.complete_reported(get_store(), token, code, request.remote_addr, bind=bind)
     return _text(outcome.note + "\n")
 
 
@@ -185,7 +182,7 @@ def report(token: str, code: str):
 @bp.get("/ipxe/<path:_mac>")
 def ipxe(_mac: str = ""):
     """iPXE script for the MAC in the path (${net0/mac:hexhyp}) or ?mac=; local boot unless armed."""
-    store, config = _store(), current_app.config["PROVISIONER"]
+    store, config = get_store(), get_config()
     try:
         body = service.ipxe_payload_for(store, config, request.full_path, request.remote_addr)
     except ValidationError as exc:

@@ -16,7 +16,7 @@ Choices (documented here because clients depend on them):
   and malformed Range headers are ignored (200 with the whole file), as RFC 9110 section 14.2 allows: no
   client we serve asks for multipart/byteranges. `If-Range` that does not match also gives the whole file.
 - ETag (mtime+size) and Last-Modified are sent; If-None-Match / If-Modified-Since answer 304.
-- Fetch callback: if `app.extensions["provisioner.on_fetch"]` is set, it is called once per 200/206 answer
+- Fetch callback: if `access.get_on_fetch()` is set (create_app sets one), it is called once per 200/206 answer
   (GET or HEAD), before the body is sent, as `on_fetch(kind=, name=, path=, client_ip=, bytes=)` with kind
   "media" (name = media name) or "tftp_http" (name = ""), path relative to the root, and bytes = the body
   length about to be sent (0 for HEAD). It is a "fetch started" signal for the attempt timeline, not a
@@ -34,18 +34,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, request
 from werkzeug.http import http_date, is_resource_modified, parse_date
 from werkzeug.wsgi import wrap_file
 
 from provisioner.boot import urls
 from provisioner.paths import real_path_under
+from provisioner.web.access import get_config, get_on_fetch, get_store, json_error
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("files", __name__)
 
-ON_FETCH = "provisioner.on_fetch"
 _METHODS = ["GET", "HEAD"]
 # Block size for servers that iterate the file wrapper (tests, wsgiref); waitress+sendfile ignores it.
 _BLOCK = 1 << 20
@@ -114,21 +114,17 @@ class _Window:
 
 
 def _refuse(kind: str, name: str, relpath: str, reason: str) -> Response:
-    store = current_app.extensions.get("provisioner.store")
     details = {"kind": kind, "name": name, "path": relpath, "reason": reason, "client_ip": request.remote_addr}
     log.warning("HTTP refused %s path %r from %s: %s", kind, relpath, request.remote_addr, reason)
-    if store is not None:
-        try:
-            store.add_event("http.refused", details=details)
-        except Exception:  # the refusal must still be answered even if the event log is unwritable
-            log.exception("could not record http.refused event")
+    try:
+        get_store().add_event("http.refused", details=details)
+    except Exception:  # the refusal must still be answered even if the event log is unwritable
+        log.exception("could not record http.refused event")
     return _not_found()
 
 
 def _not_found() -> Response:
-    resp = jsonify(error="not found")
-    resp.status_code = 404
-    return resp
+    return json_error(404, "not found")
 
 
 def _resolve(root: Path | str, relpath: str) -> tuple[str | None, str | None]:
@@ -163,7 +159,7 @@ def _open_regular(real: str) -> IO[bytes]:
 
 
 def _notify(kind: str, name: str, relpath: str, nbytes: int) -> None:
-    callback = current_app.extensions.get(ON_FETCH)
+    callback = get_on_fetch()
     if callback is None:
         return
     try:
@@ -214,8 +210,7 @@ def serve_file(root: Path | str, relpath: str, *, kind: str, name: str = "") -> 
         except Unsatisfiable:
             if if_range is None or _if_range_matches(if_range, etag, mtime):
                 headers["Content-Range"] = f"bytes */{size}"
-                resp = jsonify(error="range not satisfiable", size=size)
-                resp.status_code = 416
+                resp = json_error(416, "range not satisfiable", size=size)
                 resp.headers.update(headers | {"Content-Type": "application/json"})
                 return resp
             span = None
@@ -246,7 +241,7 @@ def serve_file(root: Path | str, relpath: str, *, kind: str, name: str = "") -> 
 @bp.route(f"{urls.MEDIA_PREFIX}/<name>/", defaults={"relpath": ""}, methods=_METHODS)
 @bp.route(f"{urls.MEDIA_PREFIX}/<name>/<path:relpath>", methods=_METHODS)
 def media_file(name: str, relpath: str) -> Response:
-    media = current_app.extensions["provisioner.store"].get_media(name)
+    media = get_store().get_media(name)
     if media is None:
         return _not_found()
     return serve_file(media.path, relpath, kind="media", name=name)
@@ -254,7 +249,7 @@ def media_file(name: str, relpath: str) -> Response:
 
 @bp.route(f"{urls.TFTP_FILES_PREFIX}/<path:relpath>", methods=_METHODS)
 def tftp_file(relpath: str) -> Response:
-    return serve_file(current_app.config["PROVISIONER"].tftp_root, relpath, kind="tftp_http")
+    return serve_file(get_config().tftp_root, relpath, kind="tftp_http")
 
 
 def init_app(app: Flask) -> None:

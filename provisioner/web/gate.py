@@ -23,8 +23,9 @@ from flask import Flask
 from itsdangerous import BadSignature
 from werkzeug.http import parse_cookie
 
-from provisioner.web.httpguard import DROP_BODY, Limits, Verdict
 from provisioner.web import ui_base
+from provisioner.web.access import get_config
+from provisioner.web.httpguard import DROP_BODY, Limits, Verdict
 
 API_PREFIX = "/api/"
 UI_PREFIX = ui_base.bp.url_prefix + "/"
@@ -34,7 +35,7 @@ UI_SMALL_BODY = 64 * 1024
 def body_gate(app: Flask) -> Callable[[str, str, Mapping[str, str], "int | None"], Verdict]:
     """The gate for `app`: gate(method, path, headers, length or None if chunked) -> None | DROP_BODY | (status,
     message). `headers` as waitress parses them (upper case, '-' as '_')."""
-    token = app.config["PROVISIONER"].api_token.encode()
+    token = get_config(app).api_token.encode()
 
     def bearer_ok(headers: Mapping[str, str]) -> bool:
         scheme, _, given = headers.get("AUTHORIZATION", "").partition(" ")
@@ -52,7 +53,7 @@ def body_gate(app: Flask) -> Callable[[str, str, Mapping[str, str], "int | None"
                 return False
             given = data.get("auth") if isinstance(data, dict) else None
             return (isinstance(given, str) and time.time() < data.get("until", 0)
-                    and hmac.compare_digest(given, ui_base._fingerprint(token.decode())))
+                    and hmac.compare_digest(given, ui_base.login_fingerprint(token.decode())))
 
     def gate(method: str, path: str, headers: Mapping[str, str], length: int | None) -> Verdict:
         if path.startswith(API_PREFIX):
@@ -70,6 +71,6 @@ def body_gate(app: Flask) -> Callable[[str, str, Mapping[str, str], "int | None"
 
 def http_limits(app: Flask) -> Limits:
     """The HTTP server's limits for `app` from its config (http_max_connections_per_client, ...), with its gate."""
-    config = app.config["PROVISIONER"]
+    config = get_config(app)
     return Limits(max_per_client=config.http_max_connections_per_client, header_timeout=config.http_header_timeout,
                   max_body=config.http_max_body_bytes, gate=body_gate(app))

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
 from provisioner.metrics import Metrics, http_kind
-
-EXTENSION = "provisioner.metrics"
-
-
-def _metrics() -> Metrics:
-    return current_app.extensions[EXTENSION]
+from provisioner.web import access
 
 
 def _start() -> None:
@@ -29,18 +24,19 @@ def _finish(response: Response) -> Response:
     started = g.pop("metrics_started", None)
     seconds = time.perf_counter() - started if started is not None else 0.0
     nbytes = 0 if request.method == "HEAD" else (response.content_length or 0)
-    _metrics().observe_http(http_kind(request.path), request.method, response.status_code, nbytes, seconds)
+    access.get_metrics().observe_http(http_kind(request.path), request.method, response.status_code, nbytes,
+                                      seconds)
     return response
 
 
 def metrics_view() -> Response:
-    body, content_type = _metrics().render()
+    body, content_type = access.get_metrics().render()
     return Response(body, mimetype=None, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 def init_app(app: Flask) -> None:
     """Create the app's metrics registry over its store, instrument every request, serve /metrics."""
-    app.extensions[EXTENSION] = Metrics(app.extensions["provisioner.store"])
+    access.set_metrics(app, Metrics(access.get_store(app)))
     app.before_request(_start)
     app.after_request(_finish)
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

@@ -1,6 +1,6 @@
 """Failed authentications per client address: after `limit` in `window` seconds, that address is refused (429)
 until its oldest failure leaves the window. One throttle per app, shared by the dashboard login and the REST
-API's bearer check, since both guess the same API token.
+API's bearer check, since both guess the same API token (the app's one: access.get_throttle()).
 
 Keyed by the TCP peer address (no proxy headers are trusted), so clients behind one NAT or proxy share a
 budget. Memory is bounded: at most `max_keys` addresses are remembered (the stalest are forgotten first).
@@ -12,12 +12,11 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
 LIMIT, WINDOW = 10, 300.0  # 10 failed tries per 5 minutes per address: a typo is fine, guessing is not
-EXTENSION = "provisioner.auth_throttle"
 
 
 class Throttle:
@@ -79,8 +78,3 @@ class Throttle:
         while len(self._failures) >= self.max_keys:  # still full: drop the least recently added
             del self._failures[next(iter(self._failures))]
 
-
-def for_app(app: Any) -> Throttle:
-    """The Flask app's throttle (created with the defaults on first use; tests may install their own first).
-    Stdlib only: the app is only asked for its `extensions` dict."""
-    return app.extensions.setdefault(EXTENSION, Throttle())

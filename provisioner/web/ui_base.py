@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import (Blueprint, Flask, Request, current_app, flash, jsonify, redirect, render_template,
-                   request, session, url_for)
+from flask import Blueprint, Flask, Request, current_app, flash, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
-from provisioner.store import NotFoundError, Store
-from provisioner.web import throttle, ui_view
+from provisioner.store import NotFoundError
+from provisioner.web import ui_view
+from provisioner.web.access import get_config, get_store, get_throttle, json_error
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +87,6 @@ class UiSessionInterface(SecureCookieSessionInterface):
 # --- helpers the views share ---
 
 
-def store() -> Store:
-    return current_app.extensions["provisioner.store"]
-
-
-def run_service() -> Any:
-    """The RunService of this process (`serve` puts it in app.extensions), or None."""
-    return current_app.extensions.get("provisioner.runs")
-
-
-def running_ids() -> list[str]:
-    service = run_service()
-    return service.running() if service is not None else []
-
-
 def page(template: str, status: int = 200, **context: Any):
     return render_template(f"ui/{template}", **context), status
 
@@ -111,17 +97,18 @@ def csrf_token() -> str:
     return session["csrf"]
 
 
-def _fingerprint(token: str) -> str:
+def login_fingerprint(token: str) -> str:
+    """What a logged-in session holds: an HMAC of the API token under the session key (also checked by gate.py)."""
     key = current_app.secret_key
     key = key.encode() if isinstance(key, str) else key
     return hmac.new(key, b"ui-login\0" + token.encode(), hashlib.sha256).hexdigest()
 
 
 def logged_in() -> bool:
-    expected = current_app.config["PROVISIONER"].api_token
+    expected = get_config().api_token
     given = session.get("auth")
     return bool(expected and isinstance(given, str) and time.time() < session.get("until", 0)
-                and hmac.compare_digest(given, _fingerprint(expected)))
+                and hmac.compare_digest(given, login_fingerprint(expected)))
 
 
 def _safe_next(target: str | None) -> str:
@@ -141,7 +128,7 @@ def _guard():
         return None
     if request.endpoint != "ui.login" and not logged_in():
         if _wants_json():
-            return jsonify(error="log in first"), 401
+            return json_error(401, "log in first")
         return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
     if request.method not in SAFE_METHODS:
         given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
@@ -179,7 +166,7 @@ def _missing(exc: NotFoundError):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    config = current_app.config["PROVISIONER"]
+    config = get_config()
     target = _safe_next(request.values.get("next"))
     if not config.api_token:
         return page("login.html", 503, disabled=True, next=target)
@@ -187,7 +174,7 @@ def login():
         return page("login.html", next=target)
     given = request.form.get("token", "")
     client = request.remote_addr or "?"
-    guard = throttle.for_app(current_app)
+    guard = get_throttle()
     wait = guard.retry_after(client)
     if wait:
         when = f"{wait / 60:.0f} min" if wait >= 90 else f"{wait:.0f} s"
@@ -195,16 +182,16 @@ def login():
                             next=target)
         return body, status, {"Retry-After": str(int(wait) + 1)}
     if not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
-        store().add_event("ui.login_failed", details={"client": client})
+        get_store().add_event("ui.login_failed", details={"client": client})
         if guard.failed(client):
-            store().add_event("auth.throttled", details={"client": client, "via": "ui"})
+            get_store().add_event("auth.throttled", details={"client": client, "via": "ui"})
         return page("login.html", 401, error="That is not the API token of this server.", next=target)
     guard.succeeded(client)
     session.clear()  # a new session on login: nothing from before it (session fixation) survives
-    session["auth"] = _fingerprint(config.api_token)
+    session["auth"] = login_fingerprint(config.api_token)
     session["until"] = int(time.time()) + SESSION_SECONDS
     session["csrf"] = secrets.token_urlsafe(32)
-    store().add_event("ui.login", details={"client": client})
+    get_store().add_event("ui.login", details={"client": client})
     return redirect(target, 303)
 
 
@@ -217,7 +204,7 @@ def logout():
 
 def init_session(app: Flask) -> None:
     """Use the dashboard's session interface and cookie settings (the only user of sessions in this app)."""
-    config = app.config["PROVISIONER"]
+    config = get_config(app)
     app.session_interface = UiSessionInterface(Path(config.data_dir) / SECRET_FILE)
     app.config.update(SESSION_COOKIE_NAME="provisioner_ui", SESSION_COOKIE_PATH=bp.url_prefix,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",

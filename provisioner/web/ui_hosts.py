@@ -9,7 +9,8 @@ from provisioner import registry
 from provisioner.model import FIRMWARES, HOST_FIELDS, ValidationError, disk_warning, normalize_mac
 from provisioner.store import ConflictError, NotFoundError
 from provisioner.web import ui_view
-from provisioner.web.ui_base import bp, page, store
+from provisioner.web.access import get_store, json_error
+from provisioner.web.ui_base import bp, page
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
@@ -19,7 +20,7 @@ def _form_values() -> dict[str, str]:
 
 
 def _hosts_page(status: int = 200, *, problems=None, import_error=None):
-    hosts = store().list_hosts(pool=request.args.get("pool") or None)
+    hosts = get_store().list_hosts(pool=request.args.get("pool") or None)
     return page("hosts.html", status, hosts=hosts, problems=problems, import_error=import_error,
                 pool_filter=request.args.get("pool", ""))
 
@@ -47,7 +48,7 @@ def host_new():
         return _form_page(200, mode="add", values={"firmware": "bios"})
     values = _form_values()
     try:
-        host = registry.add_host(store(), {k: (v if v.strip() else None) for k, v in values.items()})
+        host = registry.add_host(get_store(), {k: (v if v.strip() else None) for k, v in values.items()})
     except (ValidationError, ConflictError) as exc:
         return _form_page(400 if isinstance(exc, ValidationError) else 409, mode="add", values=values,
                           errors=_errors_of(exc))
@@ -59,14 +60,14 @@ def host_new():
 
 @bp.route("/hosts/<mac>/edit", methods=["GET", "POST"])
 def host_edit(mac: str):
-    host = registry.get_host(store(), mac)
+    host = registry.get_host(get_store(), mac)
     if request.method == "GET":
         values = {k: ("" if v is None else str(v)) for k, v in host.as_dict().items()}
         return _form_page(200, mode="edit", values=values, mac=host.mac)
     values = {**_form_values(), "mac": host.mac}
     changes = {k: (v if v.strip() else None) for k, v in values.items() if k != "mac"}
     try:
-        updated = registry.update_host(store(), host.mac, changes)
+        updated = registry.update_host(get_store(), host.mac, changes)
     except (ValidationError, ConflictError) as exc:
         return _form_page(400 if isinstance(exc, ValidationError) else 409, mode="edit", values=values,
                           mac=host.mac, errors=_errors_of(exc))
@@ -76,10 +77,10 @@ def host_edit(mac: str):
 
 @bp.route("/hosts/<mac>/remove", methods=["GET", "POST"])
 def host_remove(mac: str):
-    host = registry.get_host(store(), mac)
+    host = registry.get_host(get_store(), mac)
     if request.method == "GET" or request.form.get("confirmed") != "yes":
         return page("confirm_remove.html", host=host)
-    registry.remove_host(store(), host.mac)
+    registry.remove_host(get_store(), host.mac)
     flash(f"Host {host.name} ({host.mac}) removed; any live installer window of it was closed.", "info")
     return redirect(url_for("ui.hosts"), 303)
 
@@ -100,7 +101,7 @@ def hosts_import():
     except UnicodeDecodeError:
         return _hosts_page(400, import_error="the file is not UTF-8 text: save the CSV as UTF-8 and upload it again")
     try:
-        added = registry.import_csv(store(), text, source="dashboard")
+        added = registry.import_csv(get_store(), text, source="dashboard")
     except registry.ImportRejected as exc:
         return _hosts_page(422, problems=exc.as_list())
     flash(f"Imported {len(added)} host(s).", "info")
@@ -114,13 +115,13 @@ def host(mac: str):
         canonical = normalize_mac(mac)
     except ValidationError as exc:
         raise NotFoundError(str(exc)) from None
-    record = store().get_host(canonical)
+    record = get_store().get_host(canonical)
     since = request.args.get("since", "0")
     since = int(since) if since.isdigit() else 0
-    rows, more = ui_view.host_timeline(store(), canonical, since=since)
+    rows, more = ui_view.host_timeline(get_store(), canonical, since=since)
     if record is None and not rows:
         raise NotFoundError(f"no host with MAC {canonical} is registered, and no event names it")
-    return page("host.html", mac=canonical, host=record, attempts=store().list_attempts(canonical), rows=rows,
+    return page("host.html", mac=canonical, host=record, attempts=get_store().list_attempts(canonical), rows=rows,
                 more=more, since=since, last_id=rows[-1]["id"] if rows else since,
                 disk_warning=disk_warning(record.disk) if record else None)
 
@@ -130,10 +131,10 @@ def host_timeline_json(mac: str):
     """Timeline rows after event id `since` (the host page appends them as they come)."""
     since = request.args.get("since", "0")
     if not since.isdigit():
-        return jsonify(error="since: must be a non-negative integer"), 400
+        return json_error(400, "since: must be a non-negative integer")
     try:
         canonical = normalize_mac(mac)
     except ValidationError as exc:
-        return jsonify(error=str(exc)), 404
-    rows, more = ui_view.host_timeline(store(), canonical, since=int(since), limit=500)
+        return json_error(404, str(exc))
+    rows, more = ui_view.host_timeline(get_store(), canonical, since=int(since), limit=500)
     return jsonify(events=rows, more=more)

@@ -10,7 +10,8 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.model import ValidationError
 from provisioner.store import StoreError
 from provisioner.web import ui_view
-from provisioner.web.ui_base import bp, page, run_service, running_ids, store
+from provisioner.web.access import get_runs, get_store, json_error, running_run_ids
+from provisioner.web.ui_base import bp, page
 from provisioner.xapi import Failure, XapiUnreachable
 
 ACTIONS = ("start", "abort", "resume")
@@ -19,31 +20,31 @@ _ACTION_ERRORS = (StoreError, ValidationError, ValueError, XapiUnreachable, Fail
 
 @bp.get("/")
 def index():
-    ids = running_ids()
-    pools = [ui_view.pool_view(store(), name, ids) for name in ui_view.pool_names(store())]
-    return page("pools.html", pools=pools, media=store().list_media(), service=run_service() is not None)
+    ids = running_run_ids()
+    pools = [ui_view.pool_view(get_store(), name, ids) for name in ui_view.pool_names(get_store())]
+    return page("pools.html", pools=pools, media=get_store().list_media(), service=get_runs() is not None)
 
 
 @bp.get("/pools/<name>")
 def pool(name: str):
-    view = ui_view.pool_view(store(), name, running_ids(), history=10)
+    view = ui_view.pool_view(get_store(), name, running_run_ids(), history=10)
     if not view["registered"] and not view["hosts"] and not view["runs"]:
         return page("message.html", 404, title="Not found", message=f"no pool named {name!r}")
     current = view["runs"][0] if view["runs"] else None
-    events = ui_view.run_events(store(), current["id"]) if current else []
-    return page("pool.html", pool=view, run=current, events=events, media=store().list_media(),
-                service=run_service() is not None)
+    events = ui_view.run_events(get_store(), current["id"]) if current else []
+    return page("pool.html", pool=view, run=current, events=events, media=get_store().list_media(),
+                service=get_runs() is not None)
 
 
 def _plan_or_error(name: str, media: str):
     """The prechecks a start would run (no side effect), or the reason they could not be read."""
-    service = run_service()
+    service = get_runs()
     try:
-        driver = service.connect(store(), name)
+        driver = service.connect(get_store(), name)
     except _ACTION_ERRORS as exc:
         return None, ui_view.scrub(str(exc))
     try:
-        plan = make_plan(store(), name, media, driver)
+        plan = make_plan(get_store(), name, media, driver)
         return {"hosts": plan.hosts, "problems": [ui_view.scrub(p) for p in plan.problems]}, None
     except _ACTION_ERRORS as exc:
         return None, ui_view.scrub(f"could not read the pool: {exc}")
@@ -59,21 +60,21 @@ def confirm(name: str):
     action = request.args.get("action", "")
     if action not in ACTIONS:
         return page("message.html", 400, title="Unknown action", message=f"no action {action!r} on a pool")
-    if action != "abort" and run_service() is None:
+    if action != "abort" and get_runs() is None:
         return page("message.html", 409, title="No run service",
                     message="This web process does not run upgrades: start and resume need `provisioner serve`.")
     media_name = request.args.get("media", "")
     context = {"pool": name, "action": action, "media": media_name, "plan": None, "error": None,
                "stop_on_failure": request.args.get("stop_on_failure") == "1"}
     if action == "start":
-        if store().get_media(media_name) is None:
+        if get_store().get_media(media_name) is None:
             return page("message.html", 400, title="Pick the media", message=f"no media named {media_name!r}")
         context["plan"], context["error"] = _plan_or_error(name, media_name)
     else:
-        active = store().list_runs(name, active_only=True)
+        active = get_store().list_runs(name, active_only=True)
         if not active:
             return page("message.html", 409, title="Nothing to " + action, message=f"pool {name} has no run in progress")
-        context["run"] = ui_view.run_view(runner.report(store(), active[0].id), running_ids())
+        context["run"] = ui_view.run_view(runner.report(get_store(), active[0].id), running_run_ids())
     return page("confirm_run.html", **context)
 
 
@@ -84,10 +85,10 @@ def act(name: str, action: str):
     back = url_for("ui.pool", name=name)
     if request.form.get("confirmed") != "yes":  # only the confirmation page sends this
         return redirect(url_for("ui.confirm", name=name, action=action, media=request.form.get("media", "")), 303)
-    service = run_service()
+    service = get_runs()
     try:
         if action == "abort":
-            run = service.abort(name) if service is not None else runner.request_abort(store(), name)
+            run = service.abort(name) if service is not None else runner.request_abort(get_store(), name)
             flash(f"Abort requested for run {run.id}: it stops before its next destructive step.", "info")
         elif service is None:
             flash("This web process does not run upgrades: start and resume need `provisioner serve`.", "error")
@@ -106,7 +107,7 @@ def act(name: str, action: str):
 @bp.get("/status.json")
 def status_json():
     """Live progress of every pool's newest run (what the pages poll)."""
-    return jsonify(ui_view.status(store(), running_ids()))
+    return jsonify(ui_view.status(get_store(), running_run_ids()))
 
 
 @bp.get("/runs/<run_id>/events.json")
@@ -114,10 +115,10 @@ def run_events_json(run_id: str):
     """A run's events after event id `since` (the pool page appends them as they come)."""
     since = request.args.get("since", "0")
     if not since.isdigit():
-        return jsonify(error="since: must be a non-negative integer"), 400
-    return jsonify(events=ui_view.run_events(store(), run_id, since=int(since), last=500))
+        return json_error(400, "since: must be a non-negative integer")
+    return jsonify(events=ui_view.run_events(get_store(), run_id, since=int(since), last=500))
 
 
 @bp.get("/media")
 def media():
-    return page("media.html", media=store().list_media())
+    return page("media.html", media=get_store().list_media())

@@ -134,7 +134,8 @@ def test_gate_table(app, path, headers, length, verdict):
 
 def test_no_api_token_means_no_api_body(app, config):
     from provisioner import create_app
+    from provisioner.web.access import get_store
     from provisioner.web.gate import body_gate
 
-    gate = body_gate(create_app(config.replace(api_token=""), store=app.extensions["provisioner.store"]))
+    gate = body_gate(create_app(config.replace(api_token=""), store=get_store(app)))
     assert gate("POST", "/api/v1/hosts", {"AUTHORIZATION": "Bearer "}, 10) == "drop"

@@ -126,10 +126,11 @@ def test_arm_disarm(client, auth, store, config, tmp_path):
 
 
 def test_too_many_wrong_tokens_from_one_address_get_429_then_the_window_passes(app, client, auth, store):
-    from provisioner.web.throttle import EXTENSION, Throttle
+    from provisioner.web.access import set_throttle
+    from provisioner.web.throttle import Throttle
 
     now = [0.0]
-    app.extensions[EXTENSION] = Throttle(limit=3, window=60, clock=lambda: now[0])
+    set_throttle(app, Throttle(limit=3, window=60, clock=lambda: now[0]))
     attacker, other = {"REMOTE_ADDR": "10.9.9.9"}, {"REMOTE_ADDR": "10.1.1.1"}
     wrong = {"Authorization": "Bearer wrong-token-0123456789"}
     assert [client.get("/api/v1/hosts", headers=wrong, environ_base=attacker).status_code

@@ -11,6 +11,7 @@ from helpers import make_media_tree
 from provisioner import media, states
 from provisioner.boot import attempts
 from provisioner.model import Host
+from provisioner.web.access import get_config, set_config
 
 MAC = "aa:bb:cc:dd:ee:01"
 
@@ -89,9 +90,9 @@ def test_refused_render_is_500_and_event(client, store, armed):
 @pytest.mark.parametrize("code, state", [("0", states.SUCCEEDED), ("1", states.FAILED)])
 def test_complete_script_reports_exit_code_when_run(app, store, armed, code, state, tmp_path):
     """Run the served script with /bin/sh as the installer would (argv[1] = 0/1) against a real server."""
-    config = app.config["PROVISIONER"]
+    config = get_config(app)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    app.config["PROVISIONER"] = config.replace(public_url=f"http://127.0.0.1:{server.server_port}")
+    set_config(app, config.replace(public_url=f"http://127.0.0.1:{server.server_port}"))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_port}"

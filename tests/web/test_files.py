@@ -13,6 +13,7 @@ import requests
 from provisioner.boot import urls
 from provisioner.web.server import serve_http
 from provisioner.model import Media
+from provisioner.web.access import set_on_fetch
 from provisioner.web.app import create_app
 from provisioner.web.files import Unsatisfiable, parse_range
 
@@ -54,7 +55,7 @@ def server(config, store, tree, tftp_root, fetches):
     store.add_media(Media(name="xs84", path=str(tree), product_name="XenServer", product_version="8.4.0",
                           platform_version="3.4.0", build="1"))
     app = create_app(config.replace(tftp_root=tftp_root), store=store)
-    app.extensions["provisioner.on_fetch"] = lambda **kw: fetches.append(kw)
+    set_on_fetch(app, lambda **kw: fetches.append(kw))
     handle = serve_http(app, "127.0.0.1", 0, threads=4)
     yield handle
     handle.stop()
@@ -287,7 +288,7 @@ def test_on_fetch_failure_does_not_break_the_download(config, store, tree, tftp_
     def broken(**_kw):
         raise RuntimeError("timeline down")
 
-    app.extensions["provisioner.on_fetch"] = broken
+    set_on_fetch(app, broken)
     handle = serve_http(app, "127.0.0.1", 0, threads=2)
     try:
         resp = requests.get(handle.url + "/media/xs84/boot/vmlinuz", timeout=10)

@@ -76,10 +76,11 @@ def test_wrong_token_refused_and_recorded(client, store):
 
 
 def test_too_many_wrong_logins_lock_the_address_out_even_for_the_right_token(app, client, store):
-    from provisioner.web.throttle import EXTENSION, Throttle
+    from provisioner.web.access import set_throttle
+    from provisioner.web.throttle import Throttle
 
     now = [0.0]
-    app.extensions[EXTENSION] = Throttle(limit=2, window=60, clock=lambda: now[0])
+    set_throttle(app, Throttle(limit=2, window=60, clock=lambda: now[0]))
     csrf = csrf_of(client.get("/ui/login").text)
     for _ in range(2):
         wrong = client.post("/ui/login", data={"token": "not-the-token-0123456789", "csrf_token": csrf})

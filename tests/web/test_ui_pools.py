@@ -13,6 +13,7 @@ from provisioner import states
 from provisioner.coordinator import journal
 from provisioner.coordinator.service import RunService
 from provisioner.progress import step_percent
+from provisioner.web.access import set_runs
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def service(app, store, config, tmp_path):
     add_media(store, tmp_path)
     store.add_pool("p1", f"http://root:{URL_PASSWORD}@127.0.0.1:{port}", "root", POOL_PASSWORD)
     runs = RunService(store, config)
-    app.extensions["provisioner.runs"] = runs
+    set_runs(app, runs)
     yield runs
     runs.stop()
 

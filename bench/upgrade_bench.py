@@ -35,8 +35,8 @@ from provisioner.coordinator import pools, runner  # noqa: E402
 from provisioner.demo import demo_config, synthetic_media_tree  # noqa: E402
 from provisioner.runtime import Runtime  # noqa: E402
 from provisioner.simulator import states as sim_states  # noqa: E402
-from provisioner.simulator import vm_rules  # noqa: E402
-from provisioner.simulator.builder import build_pool, serve_world  # noqa: E402
+from provisioner.simulator import vm_ops  # noqa: E402
+from provisioner.simulator.builder import build_pool, new_world, serve_world  # noqa: E402
 from provisioner.simulator.clock import Clock  # noqa: E402
 from provisioner.simulator.machine import make_boot_handler  # noqa: E402
 from provisioner.simulator.world import World  # noqa: E402
@@ -46,7 +46,7 @@ POOL, MEDIA = "bench", "xs84"
 
 
 MIGRATIONS = {"count": 0}
-_migrate = vm_rules.migrate
+_migrate = vm_ops.migrate
 
 
 def _counted_migrate(*args, **kw):
@@ -55,7 +55,7 @@ def _counted_migrate(*args, **kw):
     return _migrate(*args, **kw)
 
 
-vm_rules.migrate = _counted_migrate  # instrumentation of the bench only: counts, changes nothing
+vm_ops.migrate = _counted_migrate  # instrumentation of the bench only: counts, changes nothing
 
 
 class TimedWorld(World):
@@ -107,7 +107,7 @@ def one_run(hosts: int, speed: float, vms_per_host: int, install_seconds: float)
         store = Store(config.db_path)
         media.import_media(store, config, MEDIA, synthetic_media_tree(tmp / "tree"))
         runtime = Runtime(config, store).start()
-        world = TimedWorld(Clock(speed))
+        world = new_world(Clock(speed), world_class=TimedWorld)
         build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=vms_per_host)
         handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
                                     install_seconds=install_seconds)

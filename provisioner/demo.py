@@ -21,10 +21,9 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.runner import Runner, report, start_run
 from provisioner.config import Config, load_config
 from provisioner.runtime import Runtime
-from provisioner.simulator.builder import build_pool, serve_world
+from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
-from provisioner.simulator.world import World
 from provisioner.store import Store
 from provisioner.xapi import XenApiDriver
 
@@ -110,7 +109,7 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
     say(f"media {added.name}: {added.product_name} {added.product_version} build {added.build}")
     runtime = Runtime(config, store).start()
     say(f"provisioner serving TFTP on udp 127.0.0.1:{config.tftp_port} and HTTP on {runtime.http.url}")
-    world = World(Clock(speed))
+    world = new_world(Clock(speed))
     build_pool(world, DEMO_POOL, hosts=hosts, version=SOURCE_VERSION, vms_per_host=2)
     handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
     world.boot_handler = handler

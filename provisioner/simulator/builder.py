@@ -1,4 +1,5 @@
-"""Build simulated pools, serve them over XML-RPC (SimulatorHandle), and `provisioner simulator serve`."""
+"""Build a simulated world (new_world wires its hooks) and its pools, serve them over XML-RPC (SimulatorHandle),
+and `provisioner simulator serve`."""
 
 from __future__ import annotations
 
@@ -7,15 +8,28 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import fresh, vm_ops
 from . import states as st
 from .clock import Clock
 from .db import NULL_REF, xapi_datetime
 from .fresh import ISO_EDITION, LOCAL_SR
-from .world import SimHost, SimPool, World
+from .hosts import SimHost, SimPool
+from .power import WorldHooks
+from .world import World
 from .xapi_server import Endpoint
 
 GiB = 1024 ** 3
 USER = "root"
+
+
+HOOKS = WorldHooks(halt_vms=vm_ops.vm_halt_all_on, fresh_install=fresh.become_new_host)
+
+
+def new_world(clock: Clock | None = None, *, password: str | None = None, world_class: type[World] = World,
+              **delays: float) -> World:
+    """A World with the simulator's own hooks: a host going down halts or moves its VMs (vm_ops.py), a fresh
+    install makes the machine a new standalone host (fresh.py). `world_class`: a World subclass (the bench's)."""
+    return world_class(clock, hooks=HOOKS, password=password, **delays)
 
 
 def _mac(pool_index: int, i: int) -> str:
@@ -177,7 +191,7 @@ def start_simulator(hosts: int = 4, *, speed: float = 60.0, version: str = "8.2.
                     pool_name: str = "pool0", password: str | None = None,
                     boot_handler: Callable[[str], dict | None] | None = None, **delays: float) -> SimulatorHandle:
     """One pool of `hosts` served on 127.0.0.1 high ports; call .stop() when done."""
-    world = World(Clock(speed), password=password, **delays)
+    world = new_world(Clock(speed), password=password, **delays)
     world.boot_handler = boot_handler
     build_pool(world, pool_name, hosts=hosts, version=version, vms_per_host=vms_per_host)
     return serve_world(world)

@@ -7,20 +7,9 @@ import threading
 import uuid as uuidlib
 import xmlrpc.client
 
+from .errors import XapiError
+
 NULL_REF = "OpaqueRef:NULL"  # wire-protocol.md:494-517: the null reference
-
-
-class XapiError(Exception):
-    """An API error, sent as {"Status": "Failure", "ErrorDescription": [code, *params]} (xapi.md 2.1)."""
-
-    def __init__(self, code: str, *params):
-        super().__init__(code, *params)
-        self.code = code
-        self.params = [str(p) for p in params]
-
-    @property
-    def description(self) -> list[str]:
-        return [self.code, *self.params]
 
 
 def new_ref() -> str:

@@ -6,14 +6,7 @@ import configparser
 import re
 from typing import Callable
 
-
-class BootFailure(RuntimeError):
-    """One boot could not go on (a file missing, a config not understood); the firmware reboots."""
-
-
-class NoBootableSystem(RuntimeError):
-    """The disk holds no bootable system (an installer failed while writing the new root): the host stays at
-    its firmware, powered on and not live, until something installs it again."""
+from .errors import BootFailure
 
 
 def read_treeinfo(text: str) -> dict:

@@ -5,20 +5,24 @@ and ref, its own one-host pool, the media's version, no VMs, a local SR on the p
 address, and root's password from the answer file's `<root-password type="hash">` (`chpasswd -e`). The old host
 record, if nobody forgot it, stays in its old pool as a dead host until `host.destroy` (kept addressable by a
 "ghost" SimHost that has no endpoint). Joining a pool is then `pool.join` (join.py, move_host_to_pool).
-Hooks: machine.py marks a fresh install in the version it returns (fresh_version), World._firmware calls
-become_new_host(), rules.login asks password_ok().
+Hooks: machine.py marks a fresh install in the version it returns (fresh_version), the world's firmware stage
+(power.py) calls become_new_host() through its hooks (builder.new_world), host_calls.login asks password_ok().
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from typing import TYPE_CHECKING
 
 from provisioner import cryptpw
 
 from . import states as st
 from .db import NULL_REF, xapi_datetime
-from .world import SimHost, SimPool, World
+from .hosts import SimHost, SimPool
+
+if TYPE_CHECKING:
+    from .world import World
 
 log = logging.getLogger(__name__)
 FRESH = "fresh"  # key of the version dict (machine -> world) that marks a fresh install
@@ -40,7 +44,7 @@ def fresh_version(parsed, version: dict) -> dict:
                                "disk": parsed.disk, "admin": admin}}
 
 
-def password_ok(world: World, pool: SimPool, password: str) -> bool:
+def password_ok(world: "World", pool: SimPool, password: str) -> bool:
     """root's password on `pool`'s coordinator: the fresh install's hash when it has one, else the world's rule
     (World(password=None) accepts any password)."""
     hashed = getattr(pool.master, "root_password_hash", None) if pool.master is not None else None
@@ -65,7 +69,7 @@ def _leave_old_pool(h: SimHost) -> None:
             old.master = ghost
 
 
-def become_new_host(world: World, h: SimHost, new_version: dict) -> dict:
+def become_new_host(world: "World", h: SimHost, new_version: dict) -> dict:
     """Turn the machine `h` into a new standalone host (new uuid/ref/pool) as the installer left it; returns
     the plain version dict that dbsync writes when its xapi starts (World.xapi_start)."""
     info = new_version[FRESH]

@@ -1,7 +1,7 @@
 """Failure injection on the simulated world (xapi.md 4.5): a mixin World inherits from.
 
-Each method sets a flag on the world or a host (or drops sessions, or cuts a host's power); world.py's state
-machine and the rules act on them.
+Each method sets a flag on the world or a host (or drops sessions, or cuts a host's power); power.py's state
+machine and the call handlers act on them. It imports nothing of world.py (the world's types come from hosts.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import states as st
 
 if TYPE_CHECKING:
-    from .world import SimHost
+    from .hosts import SimHost
 
 
 class FailureInjection:

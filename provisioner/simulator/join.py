@@ -7,12 +7,18 @@ model for (clustering, bonds, tunnels, SR-IOV, external auth, TLS, certificates,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import states as st
-from . import vm_rules as vr
-from .db import NULL_REF, Db, XapiError
+from . import vm_ops as vr
+from .db import NULL_REF, Db
+from .errors import XapiError
 from .fresh import password_ok
-from .rules import Call, api
-from .world import SimHost, SimPool, World
+from .hosts import SimHost, SimPool
+from .registry import Call, api
+
+if TYPE_CHECKING:
+    from .world import World
 
 
 def _management_vlan(db: Db, host_ref: str) -> str:
@@ -106,7 +112,7 @@ def apply_updates(pool: SimPool, host_ref: str, updates: list[tuple[str, str]]) 
         db.update("host", host_ref, updates=refs)
 
 
-def move_host_to_pool(world: World, h: SimHost, target: SimPool) -> None:
+def move_host_to_pool(world: "World", h: SimHost, target: SimPool) -> None:
     """pool.join: the joiner's xapi restarts as a member; its host record (same uuid) moves into the
     coordinator's DB (new ref), its own one-host pool disappears."""
     old = h.pool

@@ -26,8 +26,8 @@ from provisioner.boot import answerfile, answerfile_fresh, filenames
 from provisioner.tftp import client
 from provisioner.model import normalize_mac
 from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
-from provisioner.simulator.firmware import (BootFailure, NoBootableSystem, parse_config,  # noqa: F401 (re-exported)
-                                           read_treeinfo)
+from provisioner.simulator.errors import BootFailure, NoBootableSystem
+from provisioner.simulator.firmware import parse_config, read_treeinfo
 from provisioner.simulator.fresh import FRESH, fresh_version
 
 LOADERS = ("pxelinux", "grub", "ipxe")

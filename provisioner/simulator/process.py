@@ -12,7 +12,7 @@ import os
 from typing import Mapping
 
 from provisioner.simulator.external import EXIT_NO_SYSTEM
-from provisioner.simulator.firmware import NoBootableSystem
+from provisioner.simulator.errors import NoBootableSystem
 from provisioner.simulator.machine import Machine
 
 

@@ -9,22 +9,17 @@ import uuid as uuidlib
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-from .db import FIELDS, XapiError
-from . import rules_vm
-from .rules import HANDLERS, Call, view
-from .world import SimHost, World
+from . import event_calls, host_calls, join, vm_calls  # noqa: F401 - importing them registers their handlers
+from .db import FIELDS, xapi_datetime
+from .errors import DropConnection, XapiError
+from .hosts import SimHost
+from .registry import HANDLERS, Call, view
+from .world import World
 
 log = logging.getLogger(__name__)
 
-_VM_HANDLERS = rules_vm.event_from  # importing rules_vm registers the VM and event handlers
 NO_ASYNC = {"session", "task", "event"}  # Async.* exists for every call except these and field accessors (2.1)
 RW_FIELDS = {"name_label", "name_description", "other_config"}
-
-
-class DropConnection(BaseException):
-    """Close the connection without an answer (host went down mid-call, or an injected hang ended).
-
-    A BaseException so xmlrpc.server's `except Exception` -> HTTP 500 does not swallow it."""
 
 
 def _generic(cls: str, call: str):
@@ -153,7 +148,6 @@ def _call(world: World, h: SimHost, method: str, params: list):
 def _start_task(world: World, c: Call, fn, args) -> str:
     """Async.*: a task ref at once; the handler runs in a sim thread, pending -> success/failure (2.8)."""
     now = world.clock.now()
-    from .db import xapi_datetime
     task = c.db.create("task", name_label=c.method, status="pending", created=xapi_datetime(now),
                        resident_on=c.pool.master.ref)
 

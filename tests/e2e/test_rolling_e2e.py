@@ -27,10 +27,9 @@ from provisioner.coordinator import pools
 from provisioner.coordinator.runner import Runner, report, start_run
 from provisioner.coordinator.steps import Timeouts
 from provisioner.model import BOOT_INSTALLER, BOOT_LOCAL
-from provisioner.simulator.builder import build_pool, serve_world
+from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
-from provisioner.simulator.world import World
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,7 @@ def rolling(lab):
     """The simulated pool, its hosts registered in the lab's store, and the QEMU external boot command."""
     workdir = lab.workdir / "rolling"
     workdir.mkdir()
-    world = World(Clock(SPEED))
+    world = new_world(Clock(SPEED))
     build_pool(world, POOL, hosts=len(MACS), version="8.2.1", vms_per_host=1, macs=MACS)
     command = [sys.executable, str(Path(power_cycle.__file__).resolve()), "--netns", e2e_lab.NETNS,
                "--workdir", str(workdir), "--install-timeout", str(INSTALL_WALL), "--local-timeout", str(LOCAL_WALL)]

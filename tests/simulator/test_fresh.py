@@ -12,10 +12,9 @@ from provisioner import cryptpw
 from provisioner.boot import attempts
 from provisioner.simulator import machine
 from provisioner.simulator import states as st
-from provisioner.simulator.builder import build_pool, serve_world
+from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.fresh import FRESH, new_host_uuid
-from provisioner.simulator.world import World
 from provisioner.xapi import Failure, XenApiDriver
 
 PASSWORD, NEW_PASSWORD = "pool-pw", "new-root-pw"
@@ -26,7 +25,7 @@ V84 = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name":
 
 class Sim:
     def __init__(self):
-        self.world = World(Clock(600), password=PASSWORD)
+        self.world = new_world(Clock(600), password=PASSWORD)
         self.old = build_pool(self.world, "old", hosts=2, version="8.2.1", vms_per_host=1)
         self.new = build_pool(self.world, "new", hosts=1, version="8.4.0", vms_per_host=0, address="127.0.0.2")
         self.fresh: set[str] = set()

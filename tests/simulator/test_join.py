@@ -8,10 +8,9 @@ import time
 import pytest
 import XenAPI
 
-from provisioner.simulator.builder import add_local_vm, build_pool, local_sr, serve_world
+from provisioner.simulator.builder import add_local_vm, build_pool, local_sr, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.join import apply_updates
-from provisioner.simulator.world import World
 
 UPDATE = ("3f2a7c1e-0000-4000-8000-000000000001", "XS84E001")
 
@@ -19,7 +18,7 @@ UPDATE = ("3f2a7c1e-0000-4000-8000-000000000001", "XS84E001")
 @pytest.fixture
 def two():
     """Pool "big" (2 hosts at 8.4.0) and a standalone host "new" at 8.4.0 (what a fresh install leaves)."""
-    world = World(Clock(2000.0))
+    world = new_world(Clock(2000.0))
     big = build_pool(world, "big", hosts=2, version="8.4.0", vms_per_host=0)
     new = build_pool(world, "new", hosts=1, version="8.4.0", vms_per_host=0)
     handle = serve_world(world)

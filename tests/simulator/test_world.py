@@ -8,11 +8,10 @@ import time
 import pytest
 
 from provisioner.simulator import states as st
-from provisioner.simulator.builder import build_pool, start_simulator
+from provisioner.simulator.builder import build_pool, new_world, start_simulator
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.db import Db, XapiError
-from provisioner.simulator.firmware import NoBootableSystem
-from provisioner.simulator.world import World
+from provisioner.simulator.db import Db
+from provisioner.simulator.errors import NoBootableSystem, XapiError
 
 
 def wait_for(pred, timeout=20.0):
@@ -76,7 +75,7 @@ def test_software_version_changes_together():
 
 @pytest.fixture
 def world():
-    w = World(Clock(2000.0))
+    w = new_world(Clock(2000.0))
     build_pool(w, "p", hosts=2)
     w.start()
     yield w

@@ -11,9 +11,8 @@ import pytest
 import XenAPI
 
 from provisioner.simulator import states as st
-from provisioner.simulator.builder import add_vm, build_pool, serve_world, start_simulator
+from provisioner.simulator.builder import add_vm, build_pool, new_world, serve_world, start_simulator
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.world import World
 
 SPEED = 2000.0  # reboot delay 10 sim s = 5 ms real
 
@@ -160,7 +159,7 @@ def test_pool_of_one_no_hosts_available():
 
 
 def test_evacuation_memory_checked():
-    world = World(Clock(SPEED))
+    world = new_world(Clock(SPEED))
     build_pool(world, "p", hosts=2, vms_per_host=3, memory_gib=16, vm_memory_gib=4, dom0_memory_gib=4)
     handle = serve_world(world)
     try:
@@ -399,7 +398,7 @@ def test_host_destroy_preconditions(sim, x):
 
 
 def test_pool_join_preconditions():
-    world = World(Clock(SPEED))
+    world = new_world(Clock(SPEED))
     build_pool(world, "big", hosts=2, version="8.4.0")
     build_pool(world, "lone", hosts=1, version="8.2.1", vms_per_host=0, address="127.0.0.2")
     handle = serve_world(world)
@@ -513,7 +512,7 @@ def test_reboot_with_resident_vms_evacuates_then_halts(sim, x):
 
 
 def test_distinct_addresses_and_emergency_calls():
-    world = World(Clock(SPEED))
+    world = new_world(Clock(SPEED))
     build_pool(world, "p", hosts=2, address=["127.0.0.2", "127.0.0.3"])
     handle = serve_world(world)
     try:
@@ -530,7 +529,7 @@ def test_distinct_addresses_and_emergency_calls():
 
 
 def test_pool_join_success():
-    world = World(Clock(SPEED))
+    world = new_world(Clock(SPEED))
     build_pool(world, "big", hosts=2, version="8.4.0")
     build_pool(world, "lone", hosts=1, version="8.4.0", vms_per_host=0, address="127.0.0.2")
     handle = serve_world(world)

@@ -22,7 +22,7 @@ from provisioner.coordinator.service import RunService
 from provisioner.demo import demo_config, synthetic_media_tree
 from provisioner.runtime import Runtime
 from provisioner.simulator import states as sim_states
-from provisioner.simulator.builder import build_pool, serve_world
+from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
 from provisioner.simulator.world import World
@@ -80,7 +80,7 @@ def make_lab(tmp_path, hosts: int = 3, *, register: bool = True, speed: float = 
     store = Store(config.db_path)
     media.import_media(store, config, MEDIA, synthetic_media_tree(tmp_path / "tree"))
     runtime = Runtime(config, store).start()
-    world = World(Clock(speed))
+    world = new_world(Clock(speed))
     build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
     handler, sim = _serve(world, runtime)
     pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
@@ -174,7 +174,7 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
     config = config.replace(**overrides) if overrides else config
     store = Store(config.db_path)
     media.import_media(store, config, MEDIA, synthetic_media_tree(tmp_path / "tree"))
-    world = World(Clock(speed))
+    world = new_world(Clock(speed))
     for name in names:
         build_pool(world, name, hosts=hosts, version="8.2.1", vms_per_host=1)
     # the server's own RunService (what the REST API drives) runs on the simulator's clock

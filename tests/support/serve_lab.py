@@ -23,7 +23,7 @@ from labs import MEDIA, POOL
 from provisioner import media, registry
 from provisioner.coordinator import pools
 from provisioner.demo import demo_config, synthetic_media_tree
-from provisioner.simulator.builder import build_pool, serve_world
+from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import EV_INSTALLING, make_boot_handler
 from provisioner.simulator.world import World
@@ -167,7 +167,7 @@ def make_serve_lab(tmp_path: Path, hosts: int = 3, speed: float = 100.0) -> Serv
         "upgrade_poll_ms = 50\n")
     store = Store(config.db_path)
     media.import_media(store, config, MEDIA, synthetic_media_tree(tmp_path / "tree"))
-    world = World(Clock(speed))
+    world = new_world(Clock(speed))
     build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
     machines = Machines(world.clock)
     handler = make_boot_handler(("127.0.0.1", config.tftp_port), clock=machines,

@@ -19,10 +19,9 @@ from provisioner.config import Config
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator.service import RunService
 from provisioner.runtime import Runtime
-from provisioner.simulator.builder import build_pool, serve_world
+from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
-from provisioner.simulator.world import World
 from provisioner.store import Store
 from provisioner.xapi import XenApiDriver
 
@@ -48,7 +47,7 @@ def lab(tmp_path_factory):
     config = demo.demo_config(work).replace(api_token=TOKEN)
     store = Store(config.db_path)
     media.import_media(store, config, demo.DEMO_MEDIA, demo.synthetic_media_tree(work / "media-tree"))
-    world = World(Clock(SPEED))
+    world = new_world(Clock(SPEED))
     build_pool(world, demo.DEMO_POOL, hosts=3, version=demo.SOURCE_VERSION, vms_per_host=1)
     runtime = Runtime(config, store, runs=RunService(store, config, clock=world.clock)).start()
     handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)

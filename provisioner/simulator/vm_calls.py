@@ -1,10 +1,12 @@
-"""VM power/migration call handlers and event.from of the simulated XAPI (xapi.md 2.7, 2.8, 2.9)."""
+"""Handlers for VM calls of the simulated XAPI: migrate, suspend, resume, start, shutdown, snapshot (xapi.md 2.7,
+2.9); the operations themselves are vm_ops.py."""
 
 from __future__ import annotations
 
-from . import vm_rules as vr
-from .db import CLASSES, NULL_REF, XapiError
-from .rules import Call, _assert_live, api, view
+from . import vm_ops as vr
+from .db import NULL_REF
+from .errors import XapiError
+from .registry import Call, api, assert_live
 
 
 def _vm(c: Call, ref: str) -> dict:
@@ -31,7 +33,7 @@ def _pick_host(c: Call, vm: str) -> str:
 @api("VM.pool_migrate", 4)
 def vm_pool_migrate(c: Call, vm, host, options):
     vr.assert_rpu_allowed(c.world, c.pool, "pool_migrate")
-    _assert_live(c, _vm(c, vm)["resident_on"]) if _vm(c, vm)["resident_on"] != NULL_REF else None
+    assert_live(c, _vm(c, vm)["resident_on"]) if _vm(c, vm)["resident_on"] != NULL_REF else None
     vr.migrate(c.world, c.pool, vm, host)
     return ""
 
@@ -136,36 +138,3 @@ def vm_snapshot(c: Call, vm, name):
 def vm_checkpoint(c: Call, vm, name):
     vr.assert_rpu_allowed(c.world, c.pool, "checkpoint")
     return vm_snapshot(c, vm, name)
-
-
-@api("event.from", 4)
-def event_from(c: Call, classes, token, timeout):
-    """xapi_event.ml:591-775: token "" returns every object as `add`; blocks until a change or the timeout
-    (sim seconds here), then returns an empty batch with a new token."""
-    subs, refs = set(), set()
-    for s in classes:
-        s = str(s).lower()
-        cls = s.split("/", 1)[0]
-        if s != "*" and cls not in CLASSES:
-            raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", s)
-        (refs.add(s) if "/" in s else subs.add(cls))
-    wanted = None if "*" in subs else subs
-    try:
-        since = int(str(token).split(",")[0]) if token else 0
-    except ValueError:
-        raise XapiError("EVENT_FROM_TOKEN_PARSE_FAILURE", token) from None
-    db, pool, epoch = c.db, c.pool, c.pool.epoch
-    deadline = c.world.clock.now() + float(timeout)
-    with db.cond:
-        while True:
-            if pool.epoch != epoch or c.world.stopping:
-                from .xapi_server import DropConnection
-                raise DropConnection()  # the coordinator went down: waiters see a connection reset (4.4)
-            events = db.changes_since(since, wanted, refs,
-                                      view=lambda cls, ref: view(c.world, pool, cls, ref))
-            left = deadline - c.world.clock.now()
-            if events or left <= 0:
-                counts = {k.lower(): len(v) for k, v in db.tables.items()
-                          if wanted is None or k.lower() in wanted}
-                return {"events": events, "valid_ref_counts": counts, "token": db.token()}
-            c.world.clock.wait(db.cond, min(left, c.world.clock.sim(0.2)))

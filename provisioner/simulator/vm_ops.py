@@ -1,14 +1,17 @@
-"""VM, evacuation and migration rules of the simulated XAPI (xapi.md 2.4, 2.7, 2.9)."""
+"""VM operations of the simulated XAPI: allowed operations, boot checks, evacuation plans, migrate, evacuate,
+power-state changes, and halting a host's VMs when it goes down (xapi.md 2.4, 2.7, 2.9)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from . import states as st
-from .db import NULL_REF, XapiError
+from .db import NULL_REF
+from .errors import XapiError
 
 if TYPE_CHECKING:
-    from .world import SimHost, SimPool, World
+    from .hosts import SimHost, SimPool
+    from .world import World
 
 # xapi_globs.ml:483-516 rpu_allowed_vm_operations: anything else is NOT_SUPPORTED_DURING_UPGRADE (2.9).
 RPU_ALLOWED_VM_OPS = frozenset({

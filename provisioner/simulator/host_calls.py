@@ -1,73 +1,16 @@
-"""XAPI call handlers of the simulator, registered by wire name with their parameter counts (xapi.md 4.2)."""
+"""Handlers for session, host, pool, PBD, VBD and task calls of the simulated XAPI (xapi.md 2.2, 2.4, 2.7, 2.8).
+
+Registered by wire name with their parameter counts (registry.py; xapi.md 4.2). pool.join is join.py, VM calls
+are vm_calls.py, event.from is event_calls.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from . import states as st
-from . import vm_rules as vr
-from .db import NULL_REF, Db, XapiError, new_ref, xapi_datetime
+from . import vm_ops as vr
+from .db import NULL_REF, new_ref, xapi_datetime
+from .errors import XapiError
 from .fresh import password_ok
-from .world import SimHost, SimPool, World
-
-
-@dataclass
-class Call:
-    world: World
-    pool: SimPool
-    host: SimHost  # the endpoint the call arrived on
-    session: str
-    method: str
-
-    @property
-    def db(self) -> Db:
-        return self.pool.db
-
-
-# "Class.call" -> (handler, min params, max params) counting the session; shorter forms are the
-# later-added defaulted parameters (2.1: host.evacuate(host), host.disable(host), login(u, p)).
-HANDLERS: dict[str, tuple[Callable, int, int]] = {}
-
-
-def api(name: str, nmin: int, nmax: int | None = None):
-    def deco(fn):
-        HANDLERS[name] = (fn, nmin, nmax if nmax is not None else nmin)
-        return fn
-    return deco
-
-
-# Derived reverse references, computed at read time so they never drift.
-DERIVED = {"host": {"resident_VMs": ("VM", "resident_on"), "PIFs": ("PIF", "host"), "PBDs": ("PBD", "host")},
-           "VM": {"VBDs": ("VBD", "VM"), "snapshots": ("VM", "snapshot_of")}, "VDI": {"VBDs": ("VBD", "VDI")},
-           "SR": {"PBDs": ("PBD", "SR"), "VDIs": ("VDI", "SR")}, "network": {"PIFs": ("PIF", "network")}}
-
-
-def view(world: World, pool: SimPool, cls: str, ref: str) -> dict:
-    """The record as the wire shows it (derived fields filled in)."""
-    db = pool.db
-    with db.lock:
-        rec = db.record(cls, ref)
-        for fld, (other, key) in DERIVED.get(cls, {}).items():
-            rec[fld] = db.find(other, **{key: ref})
-        if cls == "VM":
-            rec["allowed_operations"] = vr.allowed_operations(world, pool, rec)
-        if cls == "host" and world.rpu_in_progress(pool):
-            rec["allowed_operations"] = ["evacuate", "provision"]  # xapi_host_helpers.ml:198-229 (Miami keys)
-        elif cls == "host":
-            rec["allowed_operations"] = ["evacuate", "provision", "reboot", "shutdown", "power_on"]
-        return rec
-
-
-def _sim_host(c: Call, ref: str) -> SimHost:
-    c.db.get("host", ref)
-    return c.pool.host_by_ref(ref)
-
-
-def _assert_live(c: Call, ref: str) -> None:
-    """Forwarded calls check host_metrics.live first: HOST_OFFLINE [host] (message_forwarding.ml:129-163)."""
-    if not c.db.get("host_metrics", c.db.get("host", ref)["metrics"])["live"]:
-        raise XapiError("HOST_OFFLINE", ref)
+from .registry import Call, api, assert_live, sim_host
 
 
 # ---- session (2.2) --------------------------------------------------------------------------------
@@ -98,8 +41,8 @@ def get_this_host(c: Call, _self):
 # ---- host (2.4) -----------------------------------------------------------------------------------
 @api("host.disable", 2, 3)
 def host_disable(c: Call, ref, auto_enable=True):
-    h = _sim_host(c, ref)
-    _assert_live(c, ref)
+    h = sim_host(c, ref)
+    assert_live(c, ref)
     h.user_disabled = True  # consider_enabling_host will not undo a user disable until xapi restarts
     h.auto_enable = auto_enable not in (False, "false")
     c.db.update("host", ref, enabled=False)
@@ -108,8 +51,8 @@ def host_disable(c: Call, ref, auto_enable=True):
 
 @api("host.enable", 2)
 def host_enable(c: Call, ref):
-    h = _sim_host(c, ref)
-    _assert_live(c, ref)
+    h = sim_host(c, ref)
+    assert_live(c, ref)
     if h.disabled_until_reboot:  # xapi_host_helpers.ml:303-307
         raise XapiError("HOST_DISABLED_UNTIL_REBOOT", ref)
     if h.state == st.XAPI_STARTING or h.enable_refusals > 0:  # xapi_host.ml:77-110 assert_safe_to_reenable
@@ -124,12 +67,12 @@ def host_enable(c: Call, ref):
 def _power_op(c: Call, ref: str, op: str):
     """host.reboot/shutdown (xapi_host.ml:858-932): must be disabled (HOST_NOT_DISABLED []), one op at a time,
     returns at once; the real shutdown starts 10 s later."""
-    h = _sim_host(c, ref)
+    h = sim_host(c, ref)
     if c.db.get("host", ref)["enabled"]:
         raise XapiError("HOST_NOT_DISABLED")
     if h.pending_op:
         raise XapiError("OTHER_OPERATION_IN_PROGRESS", "host", ref, h.pending_op, NULL_REF)
-    _assert_live(c, ref)
+    assert_live(c, ref)
     c.world.begin_power_off(h, op)
     return ""
 
@@ -147,7 +90,7 @@ def host_shutdown(c: Call, ref):
 @api("host.power_on", 2)
 def host_power_on(c: Call, ref):
     """xapi_host.ml:934-942: HOST_IS_LIVE [host] if live; HOST_POWER_ON_MODE_DISABLED [] without a mode."""
-    h = _sim_host(c, ref)
+    h = sim_host(c, ref)
     rec = c.db.get("host", ref)
     if c.db.get("host_metrics", rec["metrics"])["live"]:
         raise XapiError("HOST_IS_LIVE", ref)
@@ -159,8 +102,8 @@ def host_power_on(c: Call, ref):
 
 @api("host.evacuate", 2, 4)
 def host_evacuate(c: Call, ref, network=NULL_REF, batch_size="0"):
-    _sim_host(c, ref)
-    _assert_live(c, ref)
+    sim_host(c, ref)
+    assert_live(c, ref)
     vr.evacuate(c.world, c.pool, ref)
     return ""
 
@@ -191,7 +134,7 @@ def host_servertime(c: Call, ref):
 def host_destroy(c: Call, ref):
     """xapi_host.ml:1109-1176 (host-forget): not live and not the coordinator (HOST_IS_LIVE [host]),
     HA off (HA_IS_ENABLED []), no resident user VMs (HOST_HAS_RESIDENT_VMS [host])."""
-    h = _sim_host(c, ref)
+    h = sim_host(c, ref)
     db = c.db
     with db.lock:
         rec = db.get("host", ref)
@@ -273,7 +216,7 @@ def pool_set_wlb_enabled(c: Call, ref, value):
 
 @api("pool.eject", 2)
 def pool_eject(c: Call, ref):
-    h = _sim_host(c, ref)
+    h = sim_host(c, ref)
     if c.db.get("pool", c.pool.ref)["ha_enabled"]:
         raise XapiError("HA_IS_ENABLED")
     if h.is_master:  # the coordinator itself cannot be ejected (xapi_pool.ml:2262-2272)
@@ -284,7 +227,7 @@ def pool_eject(c: Call, ref):
 # ---- PBD, VBD (2.7) -------------------------------------------------------------------------------
 @api("PBD.plug", 2)
 def pbd_plug(c: Call, ref):
-    _assert_live(c, c.db.get("PBD", ref)["host"])
+    assert_live(c, c.db.get("PBD", ref)["host"])
     c.db.update("PBD", ref, currently_attached=True)
     return ""
 
@@ -332,6 +275,3 @@ def task_cancel(c: Call, ref):
     if rec["status"] == "pending":
         c.db.update("task", ref, status="cancelling")
     return ""
-
-
-from . import join  # noqa: E402,F401 - registers pool.join (its pre-join checks are a module of their own)

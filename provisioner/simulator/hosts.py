@@ -1,0 +1,65 @@
+"""The simulated machines and pools as the world keeps them: runtime state that is not in a pool's DB."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from . import states as st
+from .db import NULL_REF, Db
+from .errors import XapiError
+
+
+@dataclass(eq=False)
+class SimHost:
+    """Runtime state of one simulated host that is not in the pool DB (power state, injections)."""
+
+    name: str
+    mac: str
+    address: str
+    pool: "SimPool"
+    ref: str = NULL_REF
+    state: str = st.XAPI_RUNNING
+    port: int = 0
+    boot_count: int = 0
+    disabled_until_reboot: bool = False  # set when reboot/shutdown starts (xapi_host_helpers.ml:67-102)
+    user_disabled: bool = False          # a user disable since this xapi started blocks auto-enable (2.4)
+    pending_op: str = ""                 # reboot/shutdown in progress -> OTHER_OPERATION_IN_PROGRESS
+    emergency: XapiError | None = None   # member emergency error while startup is blocked (2.6)
+    enable_refusals: int = 0             # injected slow boot: host.enable answers HOST_STILL_BOOTING N times
+    login_refusals: int = 0              # injected: the coordinator's login answers HOST_STILL_BOOTING N times
+    never_returns: bool = False
+    pbds_stay_unplugged: bool = False
+    hung: threading.Event = field(default_factory=threading.Event)
+    boot_error: str = ""
+    auto_enable: bool = True             # host.disable(h, false) keeps it disabled across reboots (xapi >= 25.31)
+    new_version: dict | None = None      # set by the boot hook, written by dbsync
+    local_sessions: set = field(default_factory=set)  # slave_local_login sessions (member's own memory)
+    root_password_hash: str | None = None  # root's crypt hash after a fresh install (simulator/fresh.py)
+
+    @property
+    def serving(self) -> bool:
+        return self.state in st.SERVING
+
+    @property
+    def is_master(self) -> bool:
+        return self.pool.master is self
+
+
+@dataclass(eq=False)
+class SimPool:
+    """One pool: its DB lives on the coordinator; sessions and tasks live in the coordinator's memory."""
+
+    name: str
+    db: Db = field(default_factory=Db)
+    ref: str = NULL_REF
+    hosts: list[SimHost] = field(default_factory=list)
+    master: SimHost | None = None
+    sessions: dict[str, str] = field(default_factory=dict)  # session ref -> user name
+    epoch: int = 0  # bumped when the coordinator goes down: waiting event.from calls get a reset
+
+    def host_by_ref(self, ref: str) -> SimHost:
+        for h in self.hosts:
+            if h.ref == ref:
+                return h
+        raise XapiError("HANDLE_INVALID", "host", ref)

@@ -125,8 +125,8 @@ CLIENT_PACKETS = [
     b"\x00\x09\x00\x00",
     b"\xff\xff\xff\xff",
 ]
-"""Every shape of packet a TFTP client can send a transfer that waits for ACK 1 (the tftp_pump and
-tftp_solo tests hold each against tftp_packet_outcome)."""
+"""Every shape of packet a TFTP client can send a transfer that waits for ACK 1 (tests/tftp/test_transfer_contract.py
+holds each against tftp_packet_outcome, on both data paths)."""
 
 
 def tftp_packet_outcome(packet: bytes, block: int) -> str:

@@ -1,6 +1,6 @@
 # End-to-end boots with real firmware in QEMU (tests/e2e, issue 8). Included from the Makefile.
-# `make e2e` installs the lab's Debian packages (LAB.md), unpacks ONE Debian kernel and Xen 4.17 under
-# $(E2E_CACHE) (apt-get download + dpkg -x, nothing installed), then runs the e2e suite as root.
+# `make e2e` installs the lab's Debian packages (docs/lab.md "Debian packages"), unpacks ONE Debian kernel and Xen 4.17
+# under $(E2E_CACHE) (apt-get download + dpkg -x, nothing installed), then runs the e2e suite as root.
 E2E_CACHE ?= .e2e-cache
 E2E_DEBIAN_PACKAGES := qemu-system-x86 ipxe-qemu pxelinux syslinux-common dnsmasq-base busybox-static cpio \
   grub-efi-amd64-bin ovmf iproute2

@@ -87,7 +87,8 @@ def _public_url(raw: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// base URL such as http://10.0.0.5, got {raw!r}")
     if parts.username or parts.password:
-        # The installer crashes on credentials in answer-file and script URLs (INSTALLER.md section 1).
+        # The installer crashes on credentials in answer-file and script URLs (docs/installer.md
+        # "No credentials in answer-file and script URLs").
         raise ValueError("must not carry credentials (user:password@): the installer cannot fetch such URLs")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query string or fragment")

@@ -1,10 +1,10 @@
 """SHA-crypt ($5$ SHA-256, $6$ SHA-512) in pure Python: check and make the root-password hashes of fresh installs.
 
-The installer writes `<root-password type="hash">` with `chpasswd -e` (INSTALLER.md / installer.md 2.5), so a
-crypt(3) string is all a fresh-install answer file ever carries. Python's `crypt` module is deprecated (PEP 594,
+The installer writes `<root-password type="hash">` with `chpasswd -e` (docs/installer.md "Fresh-install answer files"),
+so a crypt(3) string is all a fresh-install answer file ever carries. Python's `crypt` module is deprecated (PEP 594,
 gone in 3.13) and passlib is unmaintained, so this follows Ulrich Drepper's public specification "Unix crypt using
-SHA-256 and SHA-512" (the algorithm of glibc and `openssl passwd -5/-6`) with hashlib only; the spec's test
-vectors are in tests/test_cryptpw.py. Never log or echo the values handled here.
+SHA-256 and SHA-512" (the algorithm of glibc and `openssl passwd -5/-6`) with hashlib only; the spec's test vectors are
+in tests/test_cryptpw.py. Never log or echo the values handled here.
 """
 
 from __future__ import annotations

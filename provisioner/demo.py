@@ -122,7 +122,8 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
         coord_pools.add_pool(store, DEMO_POOL, sim.master_url(), "root", "demo")
         found = coord_pools.discover(store, DEMO_POOL, driver)
         for h in driver.hosts():
-            # XAPI has no field for PRIMARY_DISK (installer.md s.8): the demo registers a lab by-id path
+            # XAPI has no field for PRIMARY_DISK (docs/installer.md "The boot disk is not in XAPI"): the demo registers
+            # a lab by-id path
             registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}"})
         say(f"registered {len(found.added)} hosts from XAPI by their management PIF MACs")
         plan = make_plan(store, DEMO_POOL, DEMO_MEDIA, driver)

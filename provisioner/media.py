@@ -2,7 +2,8 @@
 
 The tree is served unchanged over HTTP as the installer's `<source type="url">` and its boot files over
 TFTP/HTTP, so we check here what the installer itself will check (`.treeinfo` + `repodata/repomd.xml`,
-INSTALLER.md section 4) instead of finding out on a host mid-upgrade. The only module importing pycdlib.
+docs/installer.md "Installation source") instead of finding out on a host mid-upgrade. The only module importing
+pycdlib.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ _KERNEL_DISK = re.compile(r"/dev/(sd[a-z]+|hd[a-z]+|vd[a-z]+|xvd[a-z]+|nvme\d+n\
 
 def disk_warning(disk: str | None) -> str | None:
     """A kernel name (sda, nvme0n1) can change between kernels, so the upgrade might not find its installation
-    (INSTALLER.md s.2); XenCenter uses PRIMARY_DISK from /etc/xensource-inventory, usually a by-id path."""
+    (docs/installer.md "Upgrade answer files"); XenCenter uses PRIMARY_DISK from /etc/xensource-inventory, usually a
+    by-id path."""
     if disk and _KERNEL_DISK.fullmatch(disk):
         return (f"{disk} is a kernel device name, which can change between kernels; prefer the host's PRIMARY_DISK "
                 "from /etc/xensource-inventory (a /dev/disk/by-id/... path)")

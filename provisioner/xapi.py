@@ -23,7 +23,8 @@ TASK_TIMEOUT = 4 * 3600.0  # an evacuation of a big host or a suspend of a big V
 NULL_REF = "OpaqueRef:NULL"
 Failure = XenAPI.Failure
 
-# While the master's xapi restarts these mean "not back yet" (xapi.md 2.2, 2.6, 5); anything else is an answer.
+# While the master's xapi restarts these mean "not back yet" (docs/xapi.md "Sessions",
+# "Waiting for the master to return"); anything else is an answer.
 MASTER_RESTART_ERRORS = ("HOST_STILL_BOOTING", "SESSION_INVALID")
 
 
@@ -79,7 +80,7 @@ class PoolDriver(Protocol):
 
 
 class _Timeout:
-    """The SDK has no timeout: a hung master would block a step forever (xapi.md section 3)."""
+    """The SDK has no timeout: a hung master would block a step forever (docs/xapi.md "The XenAPI Python package")."""
 
     def __init__(self, timeout: float):
         super().__init__()
@@ -133,7 +134,7 @@ class XenApiDriver:
                 return target(*args)
             except Failure as exc:
                 if exc.details and exc.details[0] == "SESSION_INVALID" and attempt == 1:
-                    self._session = None  # the master restarted: sessions are gone (xapi.md 2.2)
+                    self._session = None  # the master restarted: sessions are gone (docs/xapi.md "Sessions")
                     continue
                 raise
             except (OSError, socket.timeout, xmlrpc.client.ProtocolError) as exc:
@@ -193,12 +194,14 @@ class XenApiDriver:
                 "rolling_upgrade_in_progress": "rolling_upgrade_in_progress" in rec.get("other_config", {})}
 
     def evacuation_blockers(self, host_ref: str) -> dict[str, list[str]]:
-        """VM ref -> [error code, params...] for the VMs that would stop host.evacuate (xapi.md 2.4)."""
+        """VM ref -> [error code, params...] for the VMs that would stop host.evacuate (docs/xapi.md
+        "Host lifecycle calls")."""
         return {vm: list(err) for vm, err in self.call("host.get_vms_which_prevent_evacuation", host_ref).items()}
 
     def memory_needs(self, vm_ref: str, host_ref: str) -> tuple[int, int]:
         """(bytes the VM needs: memory_target + memory_overhead, the most host_metrics.memory_free of another enabled
-        live host): how much memory HOST_NOT_ENOUGH_FREE_MEMORY [vm] of an evacuation plan is short (xapi.md 2.4)."""
+        live host): how much memory HOST_NOT_ENOUGH_FREE_MEMORY [vm] of an evacuation plan is short (docs/xapi.md
+        "Host lifecycle calls")."""
         vm = self.call("VM.get_record", vm_ref)
         need = int(vm.get("memory_target") or 0) + int(vm.get("memory_overhead") or 0)
         metrics, best = self.call("host_metrics.get_all_records"), 0
@@ -209,8 +212,9 @@ class XenApiDriver:
         return need, best
 
     def task(self, method: str, *args, timeout: float | None = None):
-        """Run `Async.<method>` and poll its task to the end (XenCenter polls every 100 ms, xapi.md 1.4); the
-        task's error comes back as the same Failure the synchronous call would raise; the result is returned."""
+        """Run `Async.<method>` and poll its task to the end (XenCenter polls every 100 ms, docs/xapi.md
+        "XenCenter's plan for each host"); the task's error comes back as the same Failure the synchronous call would
+        raise; the result is returned."""
         ref = self.call(f"Async.{method}", *args)
         limit = self.task_timeout if timeout is None else timeout
         deadline, pause = time.monotonic() + limit, 0.05
@@ -229,7 +233,7 @@ class XenApiDriver:
             try:
                 self.call("task.destroy", ref)
             except (Failure, XapiUnreachable):
-                pass  # tasks vanish with a master restart anyway (xapi.md 2.8)
+                pass  # tasks vanish with a master restart anyway (docs/xapi.md "Tasks and events")
 
     def vms(self) -> list[VmInfo]:
         """Every real VM with its CDs, auto_poweron and guest tools state (five get_all_records calls)."""
@@ -288,7 +292,8 @@ class XenApiDriver:
         self.task("VM.pool_migrate", vm_ref, host_ref, {"live": "true"})
 
     def set_auto_poweron(self, vm_ref: str, on: bool) -> None:
-        """other_config:auto_poweron, as XenCenter's AutoStartEnabled fix and its unwind set it (xapi.md 1.3)."""
+        """other_config:auto_poweron, as XenCenter's AutoStartEnabled fix and its unwind set it (docs/xapi.md
+        "XenCenter's prechecks and their unwind")."""
         self.call("VM.remove_from_other_config", vm_ref, "auto_poweron")
         self.call("VM.add_to_other_config", vm_ref, "auto_poweron", "true" if on else "false")
 
@@ -307,8 +312,9 @@ class XenApiDriver:
     def probe_master(self) -> str | None:
         """One fresh login at this URL plus one call: None when the master answers, else why not. Refused / reset /
         timed-out, HOST_STILL_BOOTING and SESSION_INVALID mean "not back yet"; HOST_IS_SLAVE [address] is reported
-        and NOT followed: during an upgrade it names the master being upgraded (xapi.md 5)."""
-        self._session = None  # sessions die with the master's xapi (xapi.md 2.2): never reuse the old one
+        and NOT followed: during an upgrade it names the master being upgraded (docs/xapi.md
+        "Waiting for the master to return")."""
+        self._session = None  # sessions die with the master's xapi (docs/xapi.md "Sessions"): never reuse the old one
         try:
             self.call("pool.get_all")
         except XapiUnreachable as exc:
@@ -374,7 +380,8 @@ class XenApiDriver:
 
     def local_disks(self, host_ref: str) -> list[LocalDisk]:
         """Every VDI on the host's local SRs and what it belongs to: read BEFORE host.destroy, which removes the
-        host's PBDs but leaves these VDI records pointing at nothing (xapi_host.ml destroy; real-world.md 2)."""
+        host's PBDs but leaves these VDI records pointing at nothing (xapi_host.ml destroy; docs/real-world.md
+        "host.destroy and local disks")."""
         return xapi_reinstall.local_disks(
             host_ref, pbds=self.call("PBD.get_all_records"), srs=self.call("SR.get_all_records"),
             vdis=self.call("VDI.get_all_records"), vbds=self.call("VBD.get_all_records"),

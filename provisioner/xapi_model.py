@@ -1,4 +1,5 @@
-"""What the coordinator reads of a pool through XAPI (xapi.md section 2.3): plain records, no XenAPI import.
+"""What the coordinator reads of a pool through XAPI (docs/xapi.md "Fields the coordinator reads"): plain records, no
+XenAPI import.
 
 provisioner.xapi builds them (and re-exports them, so `from provisioner.xapi import HostInfo` keeps working).
 """
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class HostInfo:
-    """What the coordinator reads of one host (xapi.md section 2.3)."""
+    """What the coordinator reads of one host (docs/xapi.md "Fields the coordinator reads")."""
 
     ref: str
     uuid: str
@@ -28,7 +29,8 @@ class HostInfo:
 
 @dataclass(frozen=True)
 class CdInfo:
-    """A CD/DVD drive with a disc in it: eject it before suspending the VM, or it may not resume (xapi.md 2.7)."""
+    """A CD/DVD drive with a disc in it: eject it before suspending the VM, or it may not resume (docs/xapi.md
+    "VM and VBD calls")."""
 
     vbd: str
     vbd_uuid: str

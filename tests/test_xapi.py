@@ -61,7 +61,7 @@ def test_password_is_never_shown(driver):
     assert "secret-password" not in repr(driver) and "secret-password" not in str(vars(driver).get("url"))
 
 
-# --- the master re-login loop (xapi.md 5: WAIT_UP of the master) --------------------------------------------------
+# --- the master re-login loop (docs/xapi.md "Waiting for the master to return") ---------------------------------------
 
 def master(sim):
     return sim.world.pools["pool0"].master

@@ -1,10 +1,11 @@
 """Upgrade answer files: build the context, render `upgrade.xml`, and refuse anything that is not a pure upgrade.
 
 The real installer parses answer files with minidom and has traps where a small slip wipes the disk
-(INSTALLER.md sections 2 and 6): a missing/empty `mode`, a root `<upgrade>`, `mode="reinstall"`, a
-`<primary-disk>` left in the file. Every rendered file is re-parsed here with the same minidom semantics and
-refused unless it is an upgrade of exactly the host's registered disk, with exactly the sources and scripts we
-computed. `fresh-install.xml` (lab reinstall flow) can never be selected from here: the name is a constant.
+(docs/installer.md "Modes: which answer files wipe a disk", "What every upgrade answer file must guarantee"): a
+missing/empty `mode`, a root `<upgrade>`, `mode="reinstall"`, a `<primary-disk>` left in the file. Every rendered file
+is re-parsed here with the same minidom semantics and refused unless it is an upgrade of exactly the host's registered
+disk, with exactly the sources and scripts we computed. `fresh-install.xml` (lab reinstall flow) can never be selected
+from here: the name is a constant.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ SCRIPT_STAGES = (STAGE_START, STAGE_COMPLETE)
 PREVIEW_TOKEN = "PREVIEW"
 
 ALLOWED_ELEMENTS = frozenset({"existing-installation", "source", "driver-source", "script"})
-# What each known-but-forbidden element would do to an upgrade (installer answerfile.py / INSTALLER.md 2, 6).
+# What each known-but-forbidden element would do to an upgrade (installer answerfile.py; docs/installer.md
+# "Upgrade answer files", "What every upgrade answer file must guarantee").
 _FRESH = ("is a fresh-install element: an upgrade file must contain none, so that a file that ever lost its "
           "mode fails ('Missing mandatory element primary-disk') instead of wiping the disk")
 FORBIDDEN_ELEMENTS: dict[str, str] = {

@@ -1,12 +1,12 @@
 """Fresh-install answer files (lab reinstall flow ONLY): render `fresh-install.xml` and refuse anything else.
 
 This is the one file we serve that WIPES a disk (root `<installation>` without a mode = fresh install,
-INSTALLER.md 2), so it is held to the same standard as upgrades: re-parsed with the installer's minidom
-semantics and refused unless it is a fresh install of exactly the host's registered disk, on its own
-management NIC, with a crypt(3) root-password hash (never plain text), our media tree and this attempt's two
-scripts. No guest disks (they would be wiped too), no confirmation prompt, no unknown elements. Only a
-reinstall attempt reaches render_fresh() (web/boot.py asks the store); answerfile.render_upgrade() can never
-select this template, and its validator refuses this file.
+docs/installer.md "Modes: which answer files wipe a disk"), so it is held to the same standard as upgrades: re-parsed
+with the installer's minidom semantics and refused unless it is a fresh install of exactly the host's registered disk,
+on its own management NIC, with a crypt(3) root-password hash (never plain text), our media tree and this attempt's two
+scripts. No guest disks (they would be wiped too), no confirmation prompt, no unknown elements. Only a reinstall attempt
+reaches render_fresh() (web/boot.py asks the store); answerfile.render_upgrade() can never select this template, and its
+validator refuses this file.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ _IN_ADMIN = frozenset({"ipaddr", "subnet", "gateway"})
 _ONCE = ("primary-disk", "admin-interface", "hostname", "root-password", "timezone", "ntp")
 _ATTRIBUTES = {"admin-interface": {"hwaddr", "proto"}, "ntp": {"source"}, "root-password": {"type"},
                "source": {"type"}, "script": {"stage", "type"}}
-# Known elements we never emit, and why each one would hurt (installer answerfile.py; installer.md 2.4-2.6).
+# Known elements we never emit, and why each one would hurt (installer answerfile.py; docs/installer.md
+# "Fresh-install answer files", "Upgrade answer files").
 FORBIDDEN_ELEMENTS: dict[str, str] = {
     "existing-installation": "belongs to an upgrade; a fresh install names only its <primary-disk>",
     "guest-disk": "would wipe another disk into the local SR: a fresh install may touch only the registered disk",

@@ -2,9 +2,9 @@
 
 One attempt = one arming of one host for one media. Its token (secrets.token_urlsafe) goes into the
 answer-file and script URLs; the installation-start script GET closes the window (the earliest reliable
-"the installer is running" signal, INSTALLER.md section 3), the installation-complete GET reports 0/1.
-Every change is a compare-and-set in the store with its event row; every fetch is an `attempt.fetch` event,
-so the timeline of a boot can be read back from the event log.
+"the installer is running" signal, docs/installer.md "Scripts: the installer's only callbacks"), the
+installation-complete GET reports 0/1. Every change is a compare-and-set in the store with its event row; every fetch is
+an `attempt.fetch` event, so the timeline of a boot can be read back from the event log.
 
 Binding (issue 15 finding 7): the boot config is readable by anyone who knows the MAC (that is PXE), so the
 token in it is no secret on the LAN. The answer file, the scripts and the report are therefore honoured only

@@ -1,6 +1,6 @@
 """Render the per-MAC boot config a loader gets for a BootDecision (pxelinux, GRUB, iPXE; 8.x and 9 media).
 
-The lines copy the XenServer ISO's own boot entries and add our arguments (INSTALLER.md section 5). Boot
+The lines copy the XenServer ISO's own boot entries and add our arguments (docs/installer.md "Boot lines"). Boot
 configs are not escaped by the template engine, so every value put into one is checked here against a
 strict character set first: no whitespace, quotes, ';', '$', braces or line breaks can reach a config and
 add arguments or commands. Anything that does not pass is refused (BootConfigError), never rendered.

@@ -1,7 +1,7 @@
 """decide(): the ONE answer to "what does this MAC get right now?" for every boot path. Pure: no I/O.
 
 TFTP names, GRUB configs, iPXE scripts and the answer-file gate all ask it (or window_open(), its core),
-so no path can disagree with another: the reinstall loops of other tools (pain-points.md 2.1) came from
+so no path can disagree with another: the reinstall loops of other tools (docs/firmware.md "Reinstall loops") came from
 paths that did not read the same flag. The caller loads the host and its newest attempt.
 """
 

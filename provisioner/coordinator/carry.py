@@ -2,9 +2,10 @@
 pool's next run (its PREPARE journals them as its own, its FINALIZE restores them), or restored now.
 
 A run aborted in MASTER / MEMBERS leaves PREPARE's changes off on purpose, and FINALIZE leaves HA / WLB off while
-failed members keep the pool mixed; XO restores such settings in a `defer` (real-world.md 2). Each earlier run's
-PREPARE intent stays outstanding until its journal says how it was settled (SETTLED): carried by a later run,
-restored by `provisioner upgrade restore-settings`, found back on, or its VM gone.
+failed members keep the pool mixed; XO restores such settings in a `defer` (docs/real-world.md
+"Settings an aborted run turned off"). Each earlier run's PREPARE intent stays outstanding until its journal says how it
+was settled (SETTLED): carried by a later run, restored by `provisioner upgrade restore-settings`, found back on, or its
+VM gone.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def take_over(store: Store, run_id: str, pool: str, driver: PoolDriver) -> list[
 
 def _mixed(driver: PoolDriver, pool_info: dict) -> str | None:
     """Why HA / WLB cannot go back on now: hosts at different versions (xapi_pool.ml enable_ha refuses
-    NOT_SUPPORTED_DURING_UPGRADE, xapi.md 2.9; WLB would move VMs across versions), or None."""
+    NOT_SUPPORTED_DURING_UPGRADE, docs/xapi.md "Mixed versions: rolling_upgrade_in_progress"; WLB would move VMs across
+    versions), or None."""
     versions = sorted({h.product_version for h in driver.hosts()}, key=version_tuple)
     if len(versions) > 1:
         return f"the pool has hosts at different versions ({', '.join(versions)}): finish the upgrade first"

@@ -1,11 +1,13 @@
-"""PREPARE and FINALIZE of a run: turn off what would get in the way, then put back exactly that (xapi.md 1.3, 5).
+"""PREPARE and FINALIZE of a run: turn off what would get in the way, then put back exactly that (docs/xapi.md
+"XenCenter's prechecks and their unwind"; docs/architecture.md "Rolling pool upgrade").
 
 PREPARE: HA and WLB (only with the operator's explicit disable_ha_wlb, else the precheck refuses) and the
 auto_poweron flag of the VMs on the hosts to upgrade (XenCenter's AutoStartEnabled fix). Each change is journaled
 with what undoing it needs (HA: heartbeat SRs and failures to tolerate, as XenCenter's HAEnabledProblem keeps)
 BEFORE it is made. FINALIZE waits for XAPI to clear rolling_upgrade_in_progress (HA cannot be enabled before,
-xapi.md 2.9), undoes every journaled change the world still shows, and reports VMs whose guest tools are not up to date.
-Both are idempotent: they read the world first and act only where it still differs.
+docs/xapi.md "Mixed versions: rolling_upgrade_in_progress"), undoes every journaled change the world still shows, and
+reports VMs whose guest tools are not up to date. Both are idempotent: they read the world first and act only where it
+still differs.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def undo(ctx: Context, *, pool_mixed: bool = False) -> list[str]:
 
 
 def wait_rpu_cleared(ctx: Context) -> float:
-    """Wait for XAPI's DB-GC pass to clear pool other_config rolling_upgrade_in_progress (xapi.md 2.9); seconds."""
+    """Wait for XAPI's DB-GC pass to clear pool other_config rolling_upgrade_in_progress (docs/xapi.md
+    "Mixed versions: rolling_upgrade_in_progress"); seconds."""
     start, shown = ctx.clock.now(), None
     while True:
         try:
@@ -133,8 +136,9 @@ def wait_rpu_cleared(ctx: Context) -> float:
 
 def tools_report(ctx: Context) -> dict[str, Any]:
     """The running VMs whose guest tools are not up to date or not there, as XenCenter shows them (VM.cs
-    GetVirtualizationStatus: PV_drivers_detected, then PV_drivers_up_to_date; real-world.md 2), never by comparing
-    tools versions with the product version. Halted / suspended VMs report nothing (XenCenter: "unknown")."""
+    GetVirtualizationStatus: PV_drivers_detected, then PV_drivers_up_to_date; docs/real-world.md
+    "Guest tools out of date"), never by comparing tools versions with the product version. Halted / suspended VMs
+    report nothing (XenCenter: "unknown")."""
     try:
         vms = ctx.driver.vms()
     except (Failure, XapiUnreachable) as exc:

@@ -1,4 +1,5 @@
-"""Prechecks, the upgrade order and the per-VM plan of one pool (DESIGN.md "Rolling pool upgrade"); reads only.
+"""Prechecks, the upgrade order and the per-VM plan of one pool (docs/architecture.md "Rolling pool upgrade"); reads
+only.
 
 Besides the ordered hosts and the problems that block a run, the plan says what happens to every VM of a host to
 upgrade (migrate; or, on a pool of one, suspend after ejecting its CDs, or shut down) and what the run turns off

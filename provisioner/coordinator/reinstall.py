@@ -38,7 +38,7 @@ from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable, Xen
 
 ConnectHost = Callable[[str, str, str], PoolDriver]  # (url, username, password) -> a driver on that one host
 _NOT_YET = ("HOST_STILL_BOOTING", "SESSION_INVALID")
-# What a refused host.destroy means, and the vendor's way out (xapi.md 2.4; XS installation guide "host-forget").
+# What a refused host.destroy means, and the vendor's way out (docs/xapi.md "Host lifecycle calls").
 DESTROY_HINTS = {
     "HOST_IS_LIVE": "the pool still sees the host as live: shut it down (`xe host-disable` + `xe host-shutdown`), "
                     "or after a crash wait until the pool marks it dead (up to 10 minutes), then run the command again",
@@ -265,7 +265,8 @@ class Flow:
                     raise ReinstallFailed(f"the new host runs {info.product_version}, not the media's "
                                           f"{self.media.product_version}")
                 seen.append(info)
-                if not info.enabled:  # xapi's startup is not complete until the host is enabled (xapi.md 2.4)
+                # xapi's startup is not complete until the host is enabled (docs/xapi.md "Host lifecycle calls")
+                if not info.enabled:
                     return False, f"{what}, starting (not enabled yet)"
             return info is not None, what
         self._wait("new host's XAPI", self.timeouts.xapi, probe)
@@ -286,7 +287,8 @@ class Flow:
                 return False, f"not answering ({exc})"
             except Failure as exc:
                 code = exc.details[0] if exc.details else "?"
-                if code in _NOT_YET:  # pool.join's first pre-check: the management interface is up (xapi.md 2.4)
+                # pool.join's first pre-check: the management interface is up (docs/xapi.md "Host lifecycle calls")
+                if code in _NOT_YET:
                     return False, f"starting ({code})"
                 if code == "HOST_IS_SLAVE":  # an earlier pool.join went through (answer lost): a member already
                     return True, "already a member"

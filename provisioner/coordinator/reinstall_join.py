@@ -1,10 +1,11 @@
 """Will pool.join take a freshly installed host? Checked before the wipe, and the way out when it refused anyway.
 
-pool.join compares the joiner with the master (xapi_pool.ml pre_join_checks, real-world.md 2): platform version
-(POOL_HOSTS_NOT_COMPATIBLE), xapi version and git id (POOL_HOSTS_NOT_HOMOGENEOUS "Software version differs"),
-management VLAN, edition (LICENSE_HOST_POOL_MISMATCH), network backend, API version, DB schema and the updates
-applied (POOL_HOSTS_NOT_HOMOGENEOUS "Updates ... differ"). What a fresh ISO install has: the media's version, no
-updates, the ISO's default edition, an untagged management interface and the openvswitch backend.
+pool.join compares the joiner with the master (xapi_pool.ml pre_join_checks, docs/real-world.md
+"What pool.join requires"): platform version (POOL_HOSTS_NOT_COMPATIBLE), xapi version and git id
+(POOL_HOSTS_NOT_HOMOGENEOUS "Software version differs"), management VLAN, edition (LICENSE_HOST_POOL_MISMATCH), network
+backend, API version, DB schema and the updates applied (POOL_HOSTS_NOT_HOMOGENEOUS "Updates ... differ"). What a fresh
+ISO install has: the media's version, no updates, the ISO's default edition, an untagged management interface and the
+openvswitch backend.
 """
 
 from __future__ import annotations

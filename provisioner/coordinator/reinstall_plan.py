@@ -1,4 +1,5 @@
-"""The checks of a lab reinstall-and-join (DESIGN.md): read-only, every refusal named, nothing changed.
+"""The checks of a lab reinstall-and-join (docs/architecture.md "Lab reinstall-and-join"): read-only, every refusal
+named, nothing changed.
 
 A fresh install wipes the disk, so it is refused unless the operator confirmed the host by name, the host is not
 the master of any registered pool, not a live member of any (asked through each registered pool's XAPI, since
@@ -156,7 +157,8 @@ def describe_disk(disk: dict) -> str:
 
 def _check_data_loss(plan: ReinstallPlan, name: str, driver: PoolDriver, info: HostInfo) -> None:
     """Every VDI on the host's local SRs, read BEFORE host.destroy (its PBDs go with it, the VDI records stay and
-    point at nothing: xapi_host.ml destroy, real-world.md 2); refused unless the operator accepted the loss."""
+    point at nothing: xapi_host.ml destroy, docs/real-world.md "host.destroy and local disks"); refused unless the
+    operator accepted the loss."""
     try:
         disks = driver.local_disks(info.ref)
     except (XapiUnreachable, Failure) as exc:

@@ -115,7 +115,8 @@ def _mib(value: Any) -> str:
 
 def describe_error(error: Sequence[str], vm_names: Mapping[str, str] | None = None) -> str:
     """An XAPI error in words: HOST_NOT_ENOUGH_FREE_MEMORY [needed, available] says how much memory is short
-    (xapi.md: [needed, available] for start/migrate, [vm] inside evacuation plans); VM refs become names."""
+    (docs/xapi.md "Error codes and their parameters": [needed, available] for start/migrate, [vm] inside evacuation
+    plans); VM refs become names."""
     names = vm_names or {}
     if not error:
         return ""

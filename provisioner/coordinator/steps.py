@@ -206,10 +206,10 @@ def verify(ctx: Context, rh: RunHost) -> str:
 
 
 def storage(ctx: Context, rh: RunHost) -> str:
-    """XenCenter's CheckAndPlugPBDs (xapi.md 1.4): wait up to timeouts.storage for the host to be enabled with its
-    PBDs attached (PBD state is not trusted while it is disabled, CA-66496), then PBD.plug what is still unplugged
-    on every live host (the tools SR's too, which XenCenter skips: plugging it is harmless and a host should end
-    with every PBD attached). Never fails the host: what stays unplugged is a warning."""
+    """XenCenter's CheckAndPlugPBDs (docs/xapi.md "XenCenter's plan for each host"): wait up to timeouts.storage for the
+    host to be enabled with its PBDs attached (PBD state is not trusted while it is disabled, CA-66496), then PBD.plug
+    what is still unplugged on every live host (the tools SR's too, which XenCenter skips: plugging it is harmless and a
+    host should end with every PBD attached). Never fails the host: what stays unplugged is a warning."""
     start, shown, pbds = ctx.clock.now(), None, []
     while True:
         try:
@@ -249,7 +249,7 @@ def enable(ctx: Context, rh: RunHost) -> str:
             xapi_call(ctx, rh, "host.enable", ctx.driver.enable, info.ref)
         except Failure as exc:
             if error_code(exc) == "HOST_STILL_BOOTING":
-                return False  # xapi's startup is not complete yet: retry (xapi.md 2.4)
+                return False  # xapi's startup is not complete yet: retry (docs/xapi.md "Host lifecycle calls")
             raise
         except XapiUnreachable:
             return False

@@ -1,4 +1,5 @@
-"""What happens to each VM of a host being upgraded, doing it, and putting it back (xapi.md 1.3, 1.4, 2.7).
+"""What happens to each VM of a host being upgraded, doing it, and putting it back (docs/xapi.md
+"XenCenter's prechecks and their unwind", "XenCenter's plan for each host", "VM and VBD calls").
 
 A pool with room: host.evacuate live-migrates the host's VMs (RESTORE migrates them back when the operator asks).
 A pool of one has nowhere to move them, so like XenCenter's NoHosts fix: eject the CDs of the VMs to be suspended
@@ -122,7 +123,9 @@ def _stop(ctx: Context, rh: RunHost, vm: VmInfo, entry: dict) -> str:
             try:
                 xapi_call(ctx, rh, "VM.clean_shutdown", ctx.driver.clean_shutdown_vm, vm.ref, **call)
                 return "clean shutdown"
-            except Failure as exc:  # no PV drivers, guest hung: the hard way, as XenCenter does (xapi.md 1.3)
+            # no PV drivers, guest hung: the hard way, as XenCenter does (docs/xapi.md
+            # "XenCenter's prechecks and their unwind")
+            except Failure as exc:
                 ctx.say(f"{rh.name}: {vm.name}: clean shutdown failed ({exc}); hard shutdown")
         xapi_call(ctx, rh, "VM.hard_shutdown", ctx.driver.hard_shutdown_vm, vm.ref, **call)
         return "hard shutdown"

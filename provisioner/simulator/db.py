@@ -17,7 +17,7 @@ def new_ref() -> str:
 
 
 def xapi_datetime(ts: float) -> xmlrpc.client.DateTime:
-    """XAPI sends datetimes as dateTime.iso8601 in UTC, e.g. 20260101T00:00:00Z (xapi.md 4.1)."""
+    """XAPI sends datetimes as dateTime.iso8601 in UTC, e.g. 20260101T00:00:00Z (docs/xapi.md "Wire format")."""
     import time
     return xmlrpc.client.DateTime(time.strftime("%Y%m%dT%H:%M:%SZ", time.gmtime(ts)))
 
@@ -25,7 +25,7 @@ def xapi_datetime(ts: float) -> xmlrpc.client.DateTime:
 EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
 
 # One field table per class: wire field name -> default. int64 fields are decimal strings, as
-# ocaml-rpc encodes them (xapi.md 2.1); the generic getters and event snapshots are built from here.
+# ocaml-rpc encodes them (docs/xapi.md "Wire format"); the generic getters and event snapshots are built from here.
 FIELDS: dict[str, dict] = {
     "pool": {"uuid": "", "name_label": "", "name_description": "", "master": NULL_REF, "default_SR": NULL_REF,
              "ha_enabled": False, "wlb_enabled": False, "other_config": {}, "ha_host_failures_to_tolerate": "0",
@@ -72,7 +72,8 @@ CLASSES = {name.lower(): name for name in FIELDS}
 
 
 class Db:
-    """Records per class, with `modified` generations so event.from can report add/mod/del (xapi.md 2.8)."""
+    """Records per class, with `modified` generations so event.from can report add/mod/del (docs/xapi.md
+    "Tasks and events")."""
 
     def __init__(self):
         self.lock = threading.RLock()

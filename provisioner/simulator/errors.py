@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class XapiError(Exception):
-    """An API error, sent as {"Status": "Failure", "ErrorDescription": [code, *params]} (xapi.md 2.1)."""
+    """An API error, sent as {"Status": "Failure", "ErrorDescription": [code, *params]} (docs/xapi.md "Wire format")."""
 
     def __init__(self, code: str, *params):
         super().__init__(code, *params)

@@ -1,4 +1,5 @@
-"""The event.from handler of the simulated XAPI: changes since a token, blocking on the sim clock (xapi.md 2.8)."""
+"""The event.from handler of the simulated XAPI: changes since a token, blocking on the sim clock (docs/xapi.md
+"Tasks and events")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Handlers for session, host, pool, PBD, VBD and task calls of the simulated XAPI (xapi.md 2.2, 2.4, 2.7, 2.8).
+"""Handlers for session, host, pool, PBD, VBD and task calls of the simulated XAPI (docs/xapi.md "Sessions",
+"Host lifecycle calls", "VM and VBD calls", "Tasks and events").
 
-Registered by wire name with their parameter counts (registry.py; xapi.md 4.2). pool.join is join.py, VM calls
-are vm_calls.py, event.from is event_calls.py."""
+Registered by wire name with their parameter counts (registry.py; docs/simulator.md "Call surface"). pool.join is
+join.py, VM calls are vm_calls.py, event.from is event_calls.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from .registry import Call, api, assert_live, sim_host
 # ---- session (2.2) --------------------------------------------------------------------------------
 @api("session.login_with_password", 2, 4)
 def login(c: Call, uname, pwd, version="1.1", originator=""):
-    if c.host.login_refusals > 0:  # injected: xapi's startup is not complete yet (xapi.md 2.10, 5: tolerate it)
+    # injected: xapi's startup is not complete yet (tolerate it: docs/xapi.md "Waiting for the master to return")
+    if c.host.login_refusals > 0:
         c.host.login_refusals -= 1
         raise XapiError("HOST_STILL_BOOTING")
     ok = uname == "root" and password_ok(c.world, c.pool, pwd)  # a fresh install checks its crypt hash
@@ -157,10 +159,10 @@ def host_destroy(c: Call, ref):
 @api("pool.enable_ha", 3)
 def pool_enable_ha(c: Call, heartbeat_srs, configuration):
     """xapi_pool.ml:2942-2950 enable_ha: NOT_SUPPORTED_DURING_UPGRADE while any host's versions differ from the
-    coordinator's (helpers.ml:1057-1084, the versions themselves, not the rolling_upgrade_in_progress flag, xapi.md
-    2.9); then xapi_ha.ml:1819-1937 enable: HA_IS_ENABLED []; HOST_OFFLINE [host] for a host not live; the
-    statefile goes on the first heartbeat SR, or (none given) on an SR that can host one (shared, not ISO),
-    else CANNOT_CREATE_STATE_FILE []."""
+    coordinator's (helpers.ml:1057-1084, the versions themselves, not the rolling_upgrade_in_progress flag,
+    docs/xapi.md "Mixed versions: rolling_upgrade_in_progress"); then xapi_ha.ml:1819-1937 enable: HA_IS_ENABLED [];
+    HOST_OFFLINE [host] for a host not live; the statefile goes on the first heartbeat SR, or (none given) on an SR that
+    can host one (shared, not ISO), else CANNOT_CREATE_STATE_FILE []."""
     db = c.db
     with db.lock:
         pool = db.get("pool", c.pool.ref)

@@ -1,4 +1,4 @@
-"""Failure injection on the simulated world (xapi.md 4.5): a mixin World inherits from.
+"""Failure injection on the simulated world (docs/simulator.md "Failure injection"): a mixin World inherits from.
 
 Each method sets a flag on the world or a host (or drops sessions, or cuts a host's power); power.py's state
 machine and the call handlers act on them. It imports nothing of world.py (the world's types come from hosts.py).

@@ -1,4 +1,5 @@
-"""Host power and boot in the simulator: reboot, shutdown, power-on, firmware, xapi start-up (xapi.md 4.3).
+"""Host power and boot in the simulator: reboot, shutdown, power-on, firmware, xapi start-up (docs/simulator.md
+"Host power and boot states").
 
 A mixin World inherits from: its methods use World's clock, delays, threads and state changes. What happens to
 the VMs of a host going down (vm_ops.py) and to a machine a fresh install wiped (fresh.py) are hooks the world

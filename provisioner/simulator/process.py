@@ -17,7 +17,8 @@ from provisioner.simulator.machine import Machine
 
 
 def main(environ: Mapping[str, str] = os.environ) -> int:
-    """One power cycle (xapi.md 4.3) of the machine the environment describes; prints its version or nothing."""
+    """One power cycle (docs/simulator.md "Host power and boot states") of the machine the environment describes; prints
+    its version or nothing."""
     host, _, port = environ["TFTP_ADDR"].rpartition(":")
     machine = Machine(environ["MAC"], (host, int(port)), http_base=environ.get("HTTP_BASE") or None,
                       loader=environ.get("LOADER") or "pxelinux", firmware=environ.get("FIRMWARE") or None,

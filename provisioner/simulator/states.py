@@ -1,4 +1,5 @@
-"""Host power/boot states of the simulator (xapi.md 4.3), one transition table, and the version table."""
+"""Host power/boot states of the simulator (docs/simulator.md "Host power and boot states"), one transition table, and
+the version table."""
 
 from __future__ import annotations
 

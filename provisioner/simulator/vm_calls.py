@@ -1,5 +1,6 @@
-"""Handlers for VM calls of the simulated XAPI: migrate, suspend, resume, start, shutdown, snapshot (xapi.md 2.7,
-2.9); the operations themselves are vm_ops.py."""
+"""Handlers for VM calls of the simulated XAPI: migrate, suspend, resume, start, shutdown, snapshot
+(docs/xapi.md "VM and VBD calls", "Mixed versions: rolling_upgrade_in_progress"); the operations themselves are
+vm_ops.py."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def vm_hard_shutdown(c: Call, vm):
 
 @api("VM.power_state_reset", 2)
 def vm_power_state_reset(c: Call, vm):
-    """Forget a VM on a dead host (needed before host.destroy, xapi.md 2.4)."""
+    """Forget a VM on a dead host (needed before host.destroy, docs/xapi.md "Host lifecycle calls")."""
     with c.db.lock:
         vr.set_power(c.world, c.pool, vm, "Halted")
     return ""

@@ -1,5 +1,6 @@
 """VM operations of the simulated XAPI: allowed operations, boot checks, evacuation plans, migrate, evacuate,
-power-state changes, and halting a host's VMs when it goes down (xapi.md 2.4, 2.7, 2.9)."""
+power-state changes, and halting a host's VMs when it goes down (docs/xapi.md "Host lifecycle calls",
+"VM and VBD calls", "Mixed versions: rolling_upgrade_in_progress")."""
 
 from __future__ import annotations
 
@@ -159,8 +160,8 @@ def _injected_plan_error(pool: "SimPool", vm: str, host_ref: str, code: str) -> 
 
 
 def migrate(world: "World", pool: "SimPool", vm: str, dest: str) -> None:
-    """VM.pool_migrate (message_forwarding.ml:2602-2636; xapi.md 2.7): checks first, then the move takes time;
-    an injected failure ends it midway with the VM still on the source."""
+    """VM.pool_migrate (message_forwarding.ml:2602-2636; docs/xapi.md "VM and VBD calls"): checks first, then the move
+    takes time; an injected failure ends it midway with the VM still on the source."""
     db = pool.db
     with db.lock:
         rec = db.get("VM", vm)

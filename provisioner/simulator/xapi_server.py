@@ -1,4 +1,5 @@
-"""XML-RPC endpoints of the simulator, one per host, answering like XAPI on the wire (xapi.md 2.1, 4.1)."""
+"""XML-RPC endpoints of the simulator, one per host, answering like XAPI on the wire (docs/xapi.md "Wire format";
+docs/simulator.md "Shape")."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def dispatch(world: World, h: SimHost, method: str, params: tuple) -> dict:
         return {"Status": "Failure", "ErrorDescription": exc.description}
     except DropConnection:
         raise
-    except Exception as exc:  # a Python error must not become an XML-RPC fault (xapi.md 3, trap a)
+    # a Python error must not become an XML-RPC fault (docs/xapi.md "The XenAPI Python package")
+    except Exception as exc:
         log.exception("simulator error in %s", method)
         return {"Status": "Failure", "ErrorDescription": ["INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"]}
 

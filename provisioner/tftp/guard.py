@@ -1,7 +1,7 @@
 """Pure TFTP safety rules (no sockets, no tftpy): file names, root confinement, options, caps, event budget.
 
 tftp.py applies them; they live here so each rule is table-tested on its own. See
-../shared/reference/tftpy.md section 3.4 for the holes in tftpy that these rules close.
+docs/tftp.md "Holes in tftpy" for the holes in tftpy that these rules close.
 """
 
 from __future__ import annotations

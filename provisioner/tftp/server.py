@@ -3,7 +3,7 @@
 tftpy 0.8.7 parses the requests and encodes OACK and error packets; its listen() loop is not used, because
 it accepts uploads by default, serves a stray real file before asking dyn_file_func, dies past ~1,020
 sessions in select(), crashes on `blksize=abc`, retransmits only after 5 s and costs ~44 us per packet
-(../shared/reference/tftpy.md section 3). One thread runs an epoll loop over the listening socket and makes
+(docs/tftp.md "Holes in tftpy"). One thread runs an epoll loop over the listening socket and makes
 every decision; each transfer gets a socket connected to the client (so the kernel drops packets from any
 other host/port) and a read-only file, and both are handed to a worker process (workers, proc)
 that moves the bytes: small files in its epoll loop (pump), big ones in a forked process each

@@ -3,7 +3,8 @@
 Views only translate: the per-MAC answer comes from boot.service/attempts (policy.decide), the answer file
 from answerfile.render_upgrade, or answerfile_fresh for the one attempt a lab reinstall armed (both validated
 before they leave). Script endpoints ALWAYS answer 200 with a valid /bin/sh script, even for stale or unknown
-tokens: a failed GET of the installation-start script aborts the real installer (INSTALLER.md section 3).
+tokens: a failed GET of the installation-start script aborts the real installer
+(docs/installer.md "Scripts: the installer's only callbacks").
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def answer_file(token: str):
 
 def _always_a_script(view: Callable[[str, str], Response]) -> Callable[[str, str], Response]:
     """Whatever the store does (disk full, read-only, locked), the installer still gets 200 and a valid script:
-    a failed script GET aborts the real installer (INSTALLER.md section 3). The failure is logged instead."""
+    a failed script GET aborts the real installer (docs/installer.md "Scripts: the installer's only callbacks"). The
+    failure is logged instead."""
 
     @functools.wraps(view)
     def wrapper(token: str, stage: str) -> Response:

@@ -14,7 +14,7 @@ the clients and by whatever else runs, so the server's own CPU time per GB sent 
 
 Stock waitress and cheroot copy every byte through Python (4x the CPU per GB); with sendfile waitress
 matches nginx. gunicorn is as fast, but it forks workers: TFTP, the coordinator and the HTTP app would no
-longer share one process, one store handle and one shutdown path (DESIGN.md "What runs"), and its
+longer share one process, one store handle and one shutdown path (docs/architecture.md "What runs"), and its
 arbiter takes over the process's signals. waitress is pure Python and runs in threads next to TFTP and
 the coordinator. Its event loop (not a worker thread) streams the file bodies, so a boot storm of
 install.img downloads does not occupy the worker threads that answer configs, answer files and scripts.

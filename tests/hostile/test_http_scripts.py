@@ -1,6 +1,6 @@
 """Issue 15 finding 8: with the disk full the installation-start script answered 500, and a failed script GET
-aborts the real installer (INSTALLER.md section 3). Now every installer script answers 200 with a valid script
-whatever the store does; the write failure is logged.
+aborts the real installer (docs/installer.md "Scripts: the installer's only callbacks"). Now every installer script
+answers 200 with a valid script whatever the store does; the write failure is logged.
 
 How the disk is "full": the real SQLite, capped with `PRAGMA max_page_count` at its current size on the
 connection the request uses (the Flask test client runs the view in this thread, and the store keeps one

@@ -1,4 +1,5 @@
-"""Contract tests of the XAPI simulator through the real XenAPI package over a socket (xapi.md 2, 4)."""
+"""Contract tests of the XAPI simulator through the real XenAPI package over a socket (docs/xapi.md,
+docs/simulator.md)."""
 
 from __future__ import annotations
 

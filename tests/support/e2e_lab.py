@@ -1,8 +1,9 @@
-"""The e2e lab (LAB.md): a network namespace with a tap, dnsmasq for DHCP only, `provisioner serve`, QEMU VMs.
+"""The e2e lab (docs/lab.md): a network namespace with a tap, dnsmasq for DHCP only, `provisioner serve`, QEMU VMs.
 
 Also builds what the VMs boot besides our server's boot loaders: a busybox "installer stand-in" initrd that
-does with the answer file what the real installer does (INSTALLER.md section 3), and a synthetic media tree
-whose boot/xen.gz and boot/vmlinuz are Debian's Xen and kernel and whose install.img is the stand-in.
+does with the answer file what the real installer does (docs/installer.md "Scripts: the installer's only callbacks"),
+and a synthetic media tree whose boot/xen.gz and boot/vmlinuz are Debian's Xen and kernel and whose install.img is the
+stand-in.
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def _run(*argv: str) -> None:
 
 
 def netns_up() -> None:
-    """The namespace with one tap device at SERVER_IP (LAB.md); first removes those of dead test processes."""
+    """The namespace with one tap device at SERVER_IP (docs/lab.md "Network namespace"); first removes those of dead
+    test processes."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     prefix = NETNS.rsplit("-", 1)[0] + "-"
     for name in listed:

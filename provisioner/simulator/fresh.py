@@ -1,4 +1,5 @@
-"""A fresh install in the simulator: the machine comes back as a NEW standalone host (xapi.md 4.3).
+"""A fresh install in the simulator: the machine comes back as a NEW standalone host (docs/simulator.md
+"Host power and boot states").
 
 What the real system shows after a fresh install (the failed-member remedy and lab reinstalls): a new host uuid
 and ref, its own one-host pool, the media's version, no VMs, a local SR on the primary disk, XAPI at the same
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 FRESH = "fresh"  # key of the version dict (machine -> world) that marks a fresh install
 _POOL_NUMBERS = itertools.count(1)
 GiB = 1024 ** 3
-# What a fresh ISO install comes up with (real-world.md 2): XenServer 8 runs in Trial Edition until licensed
-# (host.edition "trial"; the edition names are v6d's), no updates applied (host.updates empty), the management
-# interface untagged (PIF.VLAN -1) and the openvswitch network backend (software_version network_backend).
+# What a fresh ISO install comes up with (docs/real-world.md "What a fresh ISO install comes up with"): XenServer 8 runs
+# in Trial Edition until licensed (host.edition "trial"; the edition names are v6d's), no updates applied (host.updates
+# empty), the management interface untagged (PIF.VLAN -1) and the openvswitch network backend (software_version
+# network_backend).
 ISO_EDITION = "trial"
 LOCAL_SR = "Local storage"  # the local SR the installer's first boot creates (guest-storage defaults to true)
 

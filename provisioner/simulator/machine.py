@@ -1,12 +1,13 @@
 """A simulated PXE machine: what a host's firmware and the XenServer installer do, over real TFTP and HTTP.
 
-The XAPI simulator calls the boot handler each time a host enters FIRMWARE (power-on or reboot; xapi.md 4.3).
-Network-first boot order, like the real hosts: fetch the per-MAC config, follow it (installer or local boot);
-the installer GETs the answer file, checks it (an upgrade, or a fresh install that makes a new host: fresh.py),
-reads <source>/.treeinfo, runs the installation-start script, "installs", runs the installation-complete
-script with 0 or 1, and reboots (atexit=reboot, INSTALLER.md 1),
-which PXE-boots again: a server that keeps serving the installer shows up here as a reinstall loop.
-Failures (FAILURES) model what real hosts do when an upgrade goes wrong (real-world.md sections 1-2).
+The XAPI simulator calls the boot handler each time a host enters FIRMWARE (power-on or reboot; docs/simulator.md
+"Host power and boot states"). Network-first boot order, like the real hosts: fetch the per-MAC config, follow it
+(installer or local boot); the installer GETs the answer file, checks it (an upgrade, or a fresh install that makes a
+new host: fresh.py), reads <source>/.treeinfo, runs the installation-start script, "installs", runs the
+installation-complete script with 0 or 1, and reboots (atexit=reboot, docs/installer.md "Boot parameters"), which
+PXE-boots again: a server that keeps serving the installer shows up here as a reinstall loop. Failures (FAILURES) model
+what real hosts do when an upgrade goes wrong (docs/firmware.md "A reboot does not reach the network",
+docs/real-world.md "What a failed upgrade leaves behind").
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ LOADERS = ("pxelinux", "grub", "ipxe")
 # installer_fails: fails BEFORE its backup (repository/upgrader/layout checks), reports 1, the old system boots.
 # installer_breaks: fails AFTER its backup, while writing the new root: reports 1, and no system boots again.
 # no_pxe: the firmware boots the disk without trying the network (disk-first BIOS order, or a UEFI BootOrder
-# with the installer's entry first: real-world.md section 1, backend.py installBootLoader/efibootmgr).
+# with the installer's entry first: backend.py installBootLoader/efibootmgr, docs/firmware.md
+# "A reboot does not reach the network").
 FAILURES = ("installer_fails", "installer_breaks", "never_returns", "slow", "bad_answerfile", "no_pxe")
 
 # Boot outcomes (Boot.outcome)
@@ -185,7 +187,8 @@ class Machine:
         return version
 
     def _boot(self, boot: Boot, failures: dict) -> None:
-        if failures.get("no_pxe"):  # never reaches us: no fetch at all (real-world.md section 1)
+        # never reaches us: no fetch at all (docs/firmware.md "A reboot does not reach the network")
+        if failures.get("no_pxe"):
             boot.outcome, boot.detail = DISK_FIRST, "the firmware boots the disk first: no network boot"
             return
         text = self._config(boot)
@@ -285,7 +288,7 @@ class Machine:
         except BootFailure as exc:  # a failed GET of the start script aborts the install before any disk write
             code, boot.detail = "1", f"installation aborted: {exc}"
         if code == "0" and self.disk_broken and not fresh:  # "Failed to get existing installation settings"
-            code, boot.detail = "1", "no existing installation to upgrade"  # (backend.py 340-342, installer.md 2.3)
+            code, boot.detail = "1", "no existing installation to upgrade"  # docs/installer.md "Upgrade answer files"
         if code == "0":
             self._emit(EV_INSTALLING, seconds=self.install_seconds, version=version)
             if failures.get("never_returns"):
@@ -294,7 +297,8 @@ class Machine:
                 self.stop_event.wait()
                 return
             self.sleep(self.install_seconds)
-            if failures.get("installer_breaks"):  # after its backup (backend.py prep sequence, real-world.md 2)
+            # after its backup (docs/real-world.md "What a failed upgrade leaves behind")
+            if failures.get("installer_breaks"):
                 code, self.disk_broken, boot.detail = "1", True, "the installer failed while writing the new root"
             elif failures.get("installer_fails"):  # before its backup: repository/upgrader/layout checks
                 code = "1"

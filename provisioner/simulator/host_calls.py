@@ -14,7 +14,7 @@ from .fresh import password_ok
 from .registry import Call, api, assert_live, sim_host
 
 
-# ---- session (2.2) --------------------------------------------------------------------------------
+# ---- session (docs/xapi.md "Sessions") ------------------------------------------------------------
 @api("session.login_with_password", 2, 4)
 def login(c: Call, uname, pwd, version="1.1", originator=""):
     # injected: xapi's startup is not complete yet (tolerate it: docs/xapi.md "Waiting for the master to return")
@@ -40,7 +40,7 @@ def get_this_host(c: Call, _self):
     return c.host.ref
 
 
-# ---- host (2.4) -----------------------------------------------------------------------------------
+# ---- host (docs/xapi.md "Host lifecycle calls") ---------------------------------------------------
 @api("host.disable", 2, 3)
 def host_disable(c: Call, ref, auto_enable=True):
     h = sim_host(c, ref)
@@ -155,7 +155,7 @@ def host_destroy(c: Call, ref):
     return ""
 
 
-# ---- pool (2.4) -----------------------------------------------------------------------------------
+# ---- pool (docs/xapi.md "Host lifecycle calls") ---------------------------------------------------
 @api("pool.enable_ha", 3)
 def pool_enable_ha(c: Call, heartbeat_srs, configuration):
     """xapi_pool.ml:2942-2950 enable_ha: NOT_SUPPORTED_DURING_UPGRADE while any host's versions differ from the
@@ -226,7 +226,7 @@ def pool_eject(c: Call, ref):
     raise XapiError("NOT_IMPLEMENTED", "pool.eject is not simulated")
 
 
-# ---- PBD, VBD (2.7) -------------------------------------------------------------------------------
+# ---- PBD, VBD (docs/xapi.md "VM and VBD calls") ---------------------------------------------------
 @api("PBD.plug", 2)
 def pbd_plug(c: Call, ref):
     assert_live(c, c.db.get("PBD", ref)["host"])
@@ -264,7 +264,7 @@ def vbd_insert(c: Call, ref, vdi):
     return ""
 
 
-# ---- task (2.8) -----------------------------------------------------------------------------------
+# ---- task (docs/xapi.md "Tasks and events") -------------------------------------------------------
 @api("task.destroy", 2)
 def task_destroy(c: Call, ref):
     c.db.delete("task", ref)

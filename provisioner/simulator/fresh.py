@@ -23,6 +23,7 @@ from .db import NULL_REF, xapi_datetime
 from .hosts import SimHost, SimPool
 
 if TYPE_CHECKING:
+    from .installer import Answers
     from .world import World
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,17 @@ ISO_EDITION = "trial"
 LOCAL_SR = "Local storage"  # the local SR the installer's first boot creates (guest-storage defaults to true)
 
 
-def fresh_version(parsed, version: dict) -> dict:
+def fresh_version(answers: "Answers", version: dict) -> dict:
     """The version dict the simulated installer returns for a fresh install: the media's version plus what the
-    answer file set up (hostname, root-password hash, management NIC, disk)."""
-    admin = {"mode": "Static" if parsed.proto == "static" else "DHCP", "IP": parsed.ip or "",
-             "netmask": parsed.netmask or "", "gateway": parsed.gateway or "", "DNS": ",".join(parsed.name_servers)}
-    return {**version, FRESH: {"hostname": parsed.hostname, "root_password_hash": parsed.root_password_hash,
-                               "disk": parsed.disk, "admin": admin}}
+    answer file set up (hostname, root password as a crypt hash, management NIC, disk). No root-password means
+    the locked hash "!!" (docs/installer.md section "Fresh-install answer files"); a plaintext one is hashed, as
+    the installer's `chpasswd` would store it."""
+    admin = {"mode": "Static" if answers.proto == "static" else "DHCP", "IP": answers.ip,
+             "netmask": answers.netmask, "gateway": answers.gateway, "DNS": ",".join(answers.name_servers)}
+    kind, value = answers.root_password or ("hash", "!!")
+    hashed = value if kind == "hash" else cryptpw.hash_password(value)
+    return {**version, FRESH: {"hostname": answers.hostname, "root_password_hash": hashed,
+                               "disk": answers.disk, "admin": admin}}
 
 
 def password_ok(world: "World", pool: SimPool, password: str) -> bool:
@@ -79,7 +84,7 @@ def become_new_host(world: "World", h: SimHost, new_version: dict) -> dict:
     _leave_old_pool(h)
     pool = SimPool(f"standalone-{next(_POOL_NUMBERS)}-{h.mac.replace(':', '')}")
     db = pool.db
-    hostname = info["hostname"]
+    hostname = info["hostname"] or h.name  # no <hostname>: the simulator keeps the machine's name
     now = world.clock.now()
     pool.ref = db.create("pool", name_label="")  # a fresh host's own pool has no name (xe pool-param-set)
     net = db.create("network", name_label="Pool-wide network associated with eth0", bridge="xenbr0")

@@ -23,13 +23,12 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from provisioner.boot import answerfile, answerfile_fresh, filenames
-from provisioner.tftp import client
-from provisioner.model import normalize_mac
 from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
 from provisioner.simulator.errors import BootFailure, NoBootableSystem
 from provisioner.simulator.firmware import parse_config, read_treeinfo
 from provisioner.simulator.fresh import FRESH, fresh_version
+from provisioner.simulator.installer import STAGE_COMPLETE, STAGE_START, AnswerfileRejected, read_answerfile
+from provisioner.tftp import client  # moves bytes only; it checks nothing
 
 LOADERS = ("pxelinux", "grub", "ipxe")
 # installer_fails: fails BEFORE its backup (repository/upgrader/layout checks), reports 1, the old system boots.
@@ -58,6 +57,10 @@ EV_POWER_ON, EV_FETCH, EV_BOOT, EV_SCRIPT, EV_INSTALLING = "power_on", "fetch", 
 EV_REINSTALL_LOOP, EV_BOOT_LOOP, EV_HANG, EV_EXTERNAL = "reinstall_loop", "boot_loop", "hang", "external"
 EV_NO_SYSTEM = "no_system"
 DISK_BOOTS = (LOCAL, NO_CONFIG, DISK_FIRST)  # outcomes that hand the boot to whatever is on the disk
+
+# The URL path our embedded iPXE script chains to, with iPXE's ${net0/mac:hexhyp} (docs/firmware.md, docs/boot-urls.md).
+IPXE_SCRIPT_PATH = "/boot/ipxe/"
+_HEX = frozenset("0123456789abcdef")
 
 WALL_SCALE = 0.001  # without a clock, "install for 600 s" sleeps 0.6 s of wall time
 HTTP_TIMEOUT = 10.0
@@ -89,6 +92,25 @@ class Boot:
         return sum(1 for f in self.fetches if f.what == what and f.status == "ok")
 
 
+def canonical_mac(mac: str) -> str:
+    """A NIC's MAC as aa:bb:cc:dd:ee:ff (colons or hyphens accepted, any case); ValueError otherwise."""
+    octets = str(mac).strip().lower().replace("-", ":").split(":")
+    if len(octets) != 6 or any(len(o) != 2 or not set(o) <= _HEX for o in octets):
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return ":".join(octets)
+
+
+def config_names(loader: str, mac: str) -> list[str]:
+    """The TFTP names a loader asks for, in order, for a NIC with this MAC (docs/firmware.md section "Names firmware
+    asks for"): PXELINUX pxelinux.cfg/01-<mac with hyphens> (01: the ARP type of Ethernet), then default; GRUB
+    under its prefix grub/: grub.cfg-01-<mac with hyphens>, then grub.cfg. The simulated NIC has no UUID or IP
+    worth asking for, so those names are skipped."""
+    hyphens = canonical_mac(mac).replace(":", "-")
+    if loader == "pxelinux":
+        return [f"pxelinux.cfg/01-{hyphens}", "pxelinux.cfg/default"]
+    return [f"grub/grub.cfg-01-{hyphens}", "grub/grub.cfg"]
+
+
 def _wall_sleep(seconds: float) -> None:
     time.sleep(seconds * WALL_SCALE)
 
@@ -100,7 +122,7 @@ def _failure_for(failures: Mapping[str, Any], mac: str) -> dict:
     for key, value in failures.items():
         if key not in FAILURES and isinstance(value, Mapping):
             try:
-                if normalize_mac(key) == mac:
+                if canonical_mac(key) == mac:
                     merged.update(dict(value))
             except ValueError:
                 continue
@@ -120,7 +142,7 @@ class Machine:
             raise ValueError(f"unknown loader {loader!r} (one of {', '.join(LOADERS)})")
         if loader == "ipxe" and not http_base and external_command is None:
             raise ValueError("the ipxe loader needs http_base (the server it fetches /boot/ipxe/<mac> from)")
-        self.mac = normalize_mac(mac)
+        self.mac = canonical_mac(mac)
         self.tftp_addr = (tftp_addr[0], int(tftp_addr[1]))
         self.http_base = http_base.rstrip("/") if http_base else None
         self.loader, self.firmware = loader, firmware
@@ -221,16 +243,14 @@ class Machine:
         """The per-MAC config, then the loader's fallback name (what the real firmware tries next)."""
         loader = loader or self.loader
         if loader == "ipxe":
-            url = self.http_base + filenames.format_ipxe(self.mac)
+            url = self.http_base + IPXE_SCRIPT_PATH + self.mac.replace(":", "-")
             if self.firmware:
                 url += "?platform=" + ("efi" if self.firmware == "uefi" else "pcbios")
             try:
                 return self._get(boot, "config", url).decode()
             except BootFailure:
                 return None
-        names = ([filenames.format_pxelinux(self.mac), "pxelinux.cfg/default"] if loader == "pxelinux"
-                 else [filenames.format_grub(self.mac, "grub"), "grub/grub.cfg"])
-        for name in names:
+        for name in config_names(loader, self.mac):
             try:
                 body = self._get(boot, "config", name).decode()
             except BootFailure:
@@ -274,21 +294,20 @@ class Machine:
             return
         try:
             if failures.get("bad_answerfile"):
-                raise answerfile.AnswerfileError("rejected by failure injection (bad_answerfile)")
-            fresh = answerfile_fresh.is_fresh_install(text)  # no mode: the installer wipes the disk (fresh.py)
-            parsed = answerfile_fresh.parse_fresh(text) if fresh else answerfile.parse_upgrade(text)
-        except answerfile.AnswerfileError as exc:
+                raise AnswerfileRejected("rejected by failure injection (bad_answerfile)")
+            answers = read_answerfile(text)  # no mode: a fresh install, the installer wipes the disk (fresh.py)
+        except AnswerfileRejected as exc:
             boot.outcome, boot.detail = ANSWERFILE_REJECTED, f"installer error, rebooting: {exc}"
             return
-        version = read_treeinfo(self._get(boot, "treeinfo", parsed.sources[0].rstrip("/") + "/.treeinfo").decode())
-        start, code = parsed.scripts.get(answerfile.STAGE_START), "0"
+        version = read_treeinfo(self._get(boot, "treeinfo", answers.sources[0].rstrip("/") + "/.treeinfo").decode())
+        code = "0"
         try:
-            if start is not None:
-                self._run_script(boot, answerfile.STAGE_START, self._get(boot, "script", start))
+            for start in answers.scripts.get(STAGE_START, []):
+                self._run_script(boot, STAGE_START, self._get(boot, "script", start))
         except BootFailure as exc:  # a failed GET of the start script aborts the install before any disk write
             code, boot.detail = "1", f"installation aborted: {exc}"
-        if code == "0" and self.disk_broken and not fresh:  # "Failed to get existing installation settings"
-            code, boot.detail = "1", "no existing installation to upgrade"  # docs/installer.md "Upgrade answer files"
+        if code == "0" and self.disk_broken and not answers.fresh:  # "Failed to get existing installation settings"
+            code, boot.detail = "1", "no existing installation to upgrade"  # (docs/installer.md "Upgrade answer files")
         if code == "0":
             self._emit(EV_INSTALLING, seconds=self.install_seconds, version=version)
             if failures.get("never_returns"):
@@ -302,14 +321,13 @@ class Machine:
                 code, self.disk_broken, boot.detail = "1", True, "the installer failed while writing the new root"
             elif failures.get("installer_fails"):  # before its backup: repository/upgrader/layout checks
                 code = "1"
-        complete = parsed.scripts.get(answerfile.STAGE_COMPLETE)
-        if complete is not None:
+        for complete in answers.scripts.get(STAGE_COMPLETE, []):
             try:  # a failed GET of the complete script is ignored by the installer
-                self._run_script(boot, answerfile.STAGE_COMPLETE, self._get(boot, "script", complete), code)
+                self._run_script(boot, STAGE_COMPLETE, self._get(boot, "script", complete), code)
             except BootFailure as exc:
                 boot.detail = f"{boot.detail}; complete script not run: {exc}".lstrip("; ")
         if code == "0":
-            boot.outcome, boot.version = INSTALLED, fresh_version(parsed, version) if fresh else version
+            boot.outcome, boot.version = INSTALLED, fresh_version(answers, version) if answers.fresh else version
             self.disk_broken = False  # only a fresh install gets here on a broken disk: it repartitions it
         else:
             boot.outcome = INSTALL_BROKEN if self.disk_broken else INSTALL_FAILED
@@ -350,7 +368,7 @@ class BootHandler:
     def __init__(self, tftp_addr: tuple[str, int], **settings: Any):
         self.tftp_addr = tftp_addr
         self.failures: dict = dict(settings.pop("failures", None) or {})
-        self.firmware: dict[str, str] = {normalize_mac(k): v for k, v in (settings.pop("firmware", None) or {}).items()}
+        self.firmware: dict[str, str] = {canonical_mac(k): v for k, v in (settings.pop("firmware", None) or {}).items()}
         self.settings = settings
         self.stop_event = threading.Event()
         self.machines: dict[str, Machine] = {}
@@ -358,7 +376,7 @@ class BootHandler:
         Machine("00:00:00:00:00:00", tftp_addr, **settings)  # check the settings now, not on a sim thread
 
     def machine(self, mac: str) -> Machine:
-        canonical = normalize_mac(mac)
+        canonical = canonical_mac(mac)
         with self._lock:
             if canonical not in self.machines:
                 self.machines[canonical] = Machine(canonical, self.tftp_addr, failures=self.failures,
@@ -375,7 +393,7 @@ class BootHandler:
         if unknown:
             raise ValueError(f"unknown failure(s) {sorted(unknown)} (known: {', '.join(FAILURES)})")
         with self._lock:
-            target = self.failures if mac is None else self.failures.setdefault(normalize_mac(mac), {})
+            target = self.failures if mac is None else self.failures.setdefault(canonical_mac(mac), {})
             target.update(failures)
 
     def boots(self, mac: str) -> list[Boot]:

@@ -135,7 +135,7 @@ def test_an_unforgotten_record_stays_dead_in_the_old_pool_until_host_destroy(sim
 def test_the_machine_installs_a_fresh_answer_file_and_reports_a_new_host(tmp_path):
     config, store, runtime = sim_server(tmp_path)
     try:
-        found = store.create_reinstall(machine.normalize_mac("52:54:00:5a:00:01"), "p", "xs-8.4", host_name="h-bios",
+        found = store.create_reinstall(machine.canonical_mac("52:54:00:5a:00:01"), "p", "xs-8.4", host_name="h-bios",
                                        forget_first=False, old_uuid=None, old_pool=None, host_url="http://x/",
                                        network={"mode": "dhcp"}, root_password_hash=NEW_HASH)
         attempts.arm_fresh_install(store, found.id)

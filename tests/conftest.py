@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh config, store and app per test (Flask tutorial pattern)."""
+"""Shared fixtures: a fresh config, store and app per test (Flask tutorial pattern); the simulated labs the
+coordinator, web and CLI tests run against (`lab`, `two_pools`: tests/support/labs.py)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,32 @@ def client(app):
 @pytest.fixture
 def auth():
     return {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture
+def lab_hosts():
+    """How many hosts the `lab` pool has; a test module that needs another size overrides this fixture."""
+    return 3
+
+
+@pytest.fixture
+def lab(tmp_path, lab_hosts):
+    """One simulated pool, the boot service and PXE machines on loopback (labs.make_lab), stopped afterwards."""
+    from labs import make_lab, stop_lab
+
+    made = make_lab(tmp_path, hosts=lab_hosts)
+    yield made
+    stop_lab(made)
+
+
+@pytest.fixture
+def two_pools(tmp_path):
+    """Pools red and blue in one simulated world, the server's RunService on its clock (labs.make_world)."""
+    from labs import make_world, stop_world
+
+    made = make_world(tmp_path, api_token=API_TOKEN)
+    yield made
+    stop_world(made)
 
 
 @pytest.fixture

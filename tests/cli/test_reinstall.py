@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from labs import MEDIA, PASSWORD, POOL, macs, make_lab, power_on_when_armed, shut_down, stop_lab, upgrade
+from labs import MEDIA, PASSWORD, POOL, macs, power_on_when_armed, shut_down, upgrade
 
 from provisioner import cryptpw, states
 from provisioner.cli import main
@@ -49,13 +49,6 @@ def test_every_problem_is_listed_and_the_plaintext_never_echoed(registered):
     shown = json.loads(invoke(registered, "reinstall", MAC, "--pool", "p1", "--media", "xs84", "--confirm", "h1",
                               "--json").stdout)
     assert any("is empty" in p for p in shown["refused"])
-
-
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
 
 
 def test_plan_then_the_whole_flow(lab, tmp_path):

@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import pytest
 from helpers import FAST
-from labs import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL
 
 from provisioner import output, states
 from provisioner.coordinator import carry, journal, runner
 from provisioner.coordinator.plan import make_plan
 from provisioner.store import ConflictError
-
-
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
 
 
 def settings(lab) -> tuple:

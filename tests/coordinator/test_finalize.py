@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import FAST
-from labs import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL
 
 from provisioner import output, states
 from provisioner.coordinator import finalize, journal, runner, steps
@@ -14,13 +14,6 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.simulator import states as sim_states
 from provisioner.simulator.db import NULL_REF
 
-
-
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
 
 
 def sim_pool(lab):

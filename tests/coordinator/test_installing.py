@@ -4,7 +4,7 @@ by a timer, the operator ends the wait (mark-failed, abort), and a failed member
 from __future__ import annotations
 
 import pytest
-from labs import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL
 
 from provisioner import states
 from provisioner.coordinator import installing, journal, runner
@@ -14,13 +14,6 @@ from provisioner.store import ConflictError, NotFoundError
 # up (30 min) and down (10 min) are both passed before the 4th "still installing" note (40 min)
 SHORT = Timeouts(down=600, up=1800, enable=1800, poll=5, installing_note=600)
 NOTES_PAST_EVERY_TIMER = 4
-
-
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
 
 
 def touched(lab, i, since=0):

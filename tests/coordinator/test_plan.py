@@ -10,13 +10,6 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.xapi import XenApiDriver
 
 
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path)
-    yield made
-    stop_lab(made)
-
-
 def test_plan_ok_master_first_no_side_effect(lab):
     before = len(lab.store.events())
     plan = make_plan(lab.store, POOL, MEDIA, lab.driver)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import crash_once
-from labs import MEDIA, PASSWORD, POOL, host_info, macs, make_lab, shut_down, stop_lab, upgrade
+from labs import MEDIA, PASSWORD, POOL, host_info, macs, shut_down, upgrade
 
 from provisioner import cryptpw, media, states
 from provisioner.coordinator import pools, reinstall
@@ -22,13 +22,6 @@ FLOW_FAST = reinstall.Timeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
 HASH = cryptpw.hash_password(PASSWORD)
 UPDATE = ("3f2a7c1e-0000-4000-8000-000000000001", "XS84E001")
 
-
-
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
 
 
 def connect(lab):

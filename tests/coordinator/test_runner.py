@@ -15,13 +15,6 @@ from provisioner.store import ConflictError
 
 
 
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
-
-
 def run(lab, **kw):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, stop_on_failure=kw.pop("stop_on_failure", False))
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,

@@ -7,22 +7,15 @@ import threading
 
 import pytest
 
-from labs import MEDIA, WAIT, make_world, stop_world
+from labs import MEDIA, WAIT
 from provisioner import states
 from provisioner.coordinator import runner
 from provisioner.coordinator.service import PoolLock, lock_holder
 from provisioner.store import ConflictError, NotFoundError
 
 
-@pytest.fixture
-def lab(tmp_path):
-    made = make_world(tmp_path)
-    yield made
-    stop_world(made)
-
-
-def test_two_pools_upgraded_at_once(lab):
-    svc = lab.service()
+def test_two_pools_upgraded_at_once(two_pools):
+    svc = two_pools.service()
     red_rebooting, blue_rebooting = threading.Event(), threading.Event()
 
     def hold(mine: threading.Event, other: threading.Event):
@@ -39,34 +32,34 @@ def test_two_pools_upgraded_at_once(lab):
         assert svc.wait(run.id, WAIT).state == states.RUN_DONE
     assert svc.running() == []
     for pool in ("red", "blue"):
-        assert lab.versions(pool) == {"8.4.0"}
-        assert set(lab.installs(pool).values()) == {1}
-        assert set(lab.reboots(pool).values()) == {1}
-    progress = lab.store.events(run_id=red.id, kind="run.progress")
+        assert two_pools.versions(pool) == {"8.4.0"}
+        assert set(two_pools.installs(pool).values()) == {1}
+        assert set(two_pools.reboots(pool).values()) == {1}
+    progress = two_pools.store.events(run_id=red.id, kind="run.progress")
     assert progress and all("line" in e["details"] for e in progress)
     svc.stop()
 
 
-def test_second_start_on_same_pool_refused(lab):
-    svc = lab.service()
+def test_second_start_on_same_pool_refused(two_pools):
+    svc = two_pools.service()
     gate = threading.Event()
     run = svc.start("red", MEDIA, on_commit=lambda rh: gate.wait(WAIT))
     with pytest.raises(ConflictError, match="already being upgraded here"):
         svc.start("red", MEDIA)
     with pytest.raises(ConflictError, match="already being upgraded here"):
         svc.resume("red")
-    other = lab.service()  # another process on the same store: the pool lock file refuses it
+    other = two_pools.service()  # another process on the same store: the pool lock file refuses it
     with pytest.raises(ConflictError, match="another process"):
         other.resume("red")
     gate.set()
     assert svc.wait(run.id, WAIT).state == states.RUN_DONE
-    assert set(lab.installs("red").values()) == {1}
+    assert set(two_pools.installs("red").values()) == {1}
     with pytest.raises(NotFoundError):
         svc.resume("red")  # nothing left to resume
 
 
-def test_abort_stops_before_the_next_destructive_step(lab):
-    svc = lab.service()
+def test_abort_stops_before_the_next_destructive_step(two_pools):
+    svc = two_pools.service()
     at_check, go = threading.Event(), threading.Event()
 
     def on_commit(rh):
@@ -79,16 +72,16 @@ def test_abort_stops_before_the_next_destructive_step(lab):
     go.set()
     final = svc.wait(run.id, WAIT)
     assert final.state == states.RUN_ABORTED
-    assert set(lab.reboots("blue").values()) == {0}
-    assert not [c for c in lab.world.call_log if c[1] in ("host.disable", "host.evacuate")]
+    assert set(two_pools.reboots("blue").values()) == {0}
+    assert not [c for c in two_pools.world.call_log if c[1] in ("host.disable", "host.evacuate")]
     with pytest.raises(NotFoundError):
         svc.abort("blue")
 
 
-def test_resume_all_after_stop(lab):
-    svc = lab.service()
+def test_resume_all_after_stop(two_pools):
+    svc = two_pools.service()
     member_installing = threading.Event()
-    macs = lab.macs("red")
+    macs = two_pools.macs("red")
 
     def on_commit(rh):
         if rh.mac == macs[1] and rh.step == states.STEP_INSTALLING:
@@ -97,39 +90,39 @@ def test_resume_all_after_stop(lab):
     assert member_installing.wait(WAIT)
     assert svc.stop() == [run.id]
     assert svc.running() == []
-    interrupted = lab.store.get_run(run.id)
+    interrupted = two_pools.store.get_run(run.id)
     assert interrupted.state == states.RUN_MEMBERS
-    assert lab.store.events(run_id=run.id, kind="run.interrupted")
+    assert two_pools.store.events(run_id=run.id, kind="run.interrupted")
     with pytest.raises(ConflictError, match="stopping"):
         svc.start("blue", MEDIA)
-    fresh = lab.service()  # a restarted server
+    fresh = two_pools.service()  # a restarted server
     assert fresh.resume_all() == [run.id]
     assert fresh.wait(run.id, WAIT).state == states.RUN_DONE
-    assert lab.versions("red") == {"8.4.0"}
-    assert set(lab.installs("red").values()) == {1}
-    assert set(lab.reboots("red").values()) == {1}
+    assert two_pools.versions("red") == {"8.4.0"}
+    assert set(two_pools.installs("red").values()) == {1}
+    assert set(two_pools.reboots("red").values()) == {1}
     assert fresh.resume_all() == []
     fresh.stop()
 
 
-def test_crashed_run_thread_is_recorded_and_resumable(lab):
-    svc = lab.service()
+def test_crashed_run_thread_is_recorded_and_resumable(two_pools):
+    svc = two_pools.service()
 
     def on_commit(rh):
         if rh.step == states.STEP_ARM:
             raise RuntimeError("disk full")
     run = svc.start("blue", MEDIA, on_commit=on_commit)
     assert svc.wait(run.id, WAIT).state == states.RUN_MASTER
-    crash = lab.store.events(run_id=run.id, kind="run.crashed")
+    crash = two_pools.store.events(run_id=run.id, kind="run.crashed")
     assert crash and "RuntimeError: disk full" in crash[0]["details"]["error"]
     assert svc.resume("blue").id == run.id
     assert svc.wait(run.id, WAIT).state == states.RUN_DONE
-    assert set(lab.installs("blue").values()) == {1}
-    assert runner.report(lab.store, run.id)["hosts"][0]["step"] == states.STEP_DONE
+    assert set(two_pools.installs("blue").values()) == {1}
+    assert runner.report(two_pools.store, run.id)["hosts"][0]["step"] == states.STEP_DONE
 
 
-def test_start_refused_when_plan_fails_to_start_leaves_pool_free(lab):
-    svc = lab.service()
+def test_start_refused_when_plan_fails_to_start_leaves_pool_free(two_pools):
+    svc = two_pools.service()
     with pytest.raises(NotFoundError):
         svc.start("nope", MEDIA)
     run = svc.start("red", MEDIA)  # the failed claim released nothing it should not have

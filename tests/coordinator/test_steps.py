@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from labs import MEDIA, POOL, make_lab, stop_lab
+from labs import MEDIA, POOL
 
 from provisioner import states
 from provisioner.coordinator import runner, steps
 
 
 @pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=2)
-    yield made
-    stop_lab(made)
+def lab_hosts():
+    """The steps need a master and one member."""
+    return 2
 
 
 def context(lab, index: int = 1):

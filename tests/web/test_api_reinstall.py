@@ -4,7 +4,7 @@ the whole flow driven by the server's background thread while GET follows it; th
 from __future__ import annotations
 
 import pytest
-from labs import MEDIA, PASSWORD, POOL, macs, make_lab, power_on_when_armed, shut_down, stop_lab, upgrade
+from labs import MEDIA, PASSWORD, POOL, macs, power_on_when_armed, shut_down, upgrade
 
 from provisioner import cryptpw, states
 from provisioner.simulator.builder import add_local_vm
@@ -49,13 +49,6 @@ def test_refusal_lists_every_problem_and_never_echoes_the_value(client, auth, ho
     assert any("no pool named 'p1'" in p for p in body["problems"])
     assert store.list_reinstalls() == [] and client.get("/api/v1/hosts/00:11:22:33:44:55/reinstall",
                                                         headers=auth).status_code == 404
-
-
-@pytest.fixture
-def lab(tmp_path):
-    made = make_lab(tmp_path, hosts=3)
-    yield made
-    stop_lab(made)
 
 
 def test_whole_flow_in_the_background_and_followed_with_get(lab, auth):

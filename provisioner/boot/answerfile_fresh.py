@@ -5,7 +5,7 @@ docs/installer.md "Modes: which answer files wipe a disk"), so it is held to the
 with the installer's minidom semantics and refused unless it is a fresh install of exactly the host's registered disk,
 on its own management NIC, with a crypt(3) root-password hash (never plain text), our media tree and this attempt's two
 scripts. No guest disks (they would be wiped too), no confirmation prompt, no unknown elements. Only a reinstall attempt
-reaches render_fresh() (web/boot.py asks the store); answerfile.render_upgrade() can never select this template, and its
+reaches render_fresh() (boot/answers.py asks the store); answerfile.render_upgrade() can never select this template, and its
 validator refuses this file.
 """
 

@@ -9,6 +9,8 @@ a loop or a crash.
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from provisioner.boot import attempts, configs, filenames
@@ -22,6 +24,16 @@ log = logging.getLogger(__name__)
 # Names the firmware tries BEFORE (UUID) or instead of its MAC name: answer "not found" so it moves on to
 # the MAC name (pxelinux, GRUB) or to pxelinux.cfg/default, which we answer with a local boot.
 _PASS = frozenset({filenames.PXE_UUID, filenames.PXE_IP, filenames.GRUB_UUID, filenames.GRUB_IP})
+_IPXE_UNSAFE = re.compile(r"[^A-Za-z0-9 .:,'()_-]")  # what may not reach an iPXE `echo` line from a URL
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What an HTTP boot request gets: the status, the body and its media type (the web layer never caches it)."""
+
+    status: int
+    body: str | bytes
+    mimetype: str = "text/plain"
 
 
 def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) -> bytes | None:
@@ -77,6 +89,20 @@ def ipxe_payload_for(store: Store, config: Config, target: str, client_ip: Any) 
         _bad_name(store, "ipxe", target, client_ip, path.problem)
         raise ValidationError(path.problem or "bad MAC", "mac")
     return ipxe_payload(store, config, path.mac, client_ip, platform=path.info.get("platform"))
+
+
+def ipxe_script(store: Store, config: Config, target: str, path: str, client_ip: Any) -> Reply:
+    """The HTTP iPXE route's answer for request `target` (path and query; `path` without the query): the
+    script for the MAC in it, or a 400 script that says what is wrong (and an event) for a malformed name."""
+    try:
+        body = ipxe_payload_for(store, config, target, client_ip)
+    except ValidationError as exc:
+        shown = _IPXE_UNSAFE.sub("?", str(exc)[:200])  # never let a URL inject script lines
+        return Reply(400, f"#!ipxe\necho provisioner: {shown}\nexit\n")
+    if body is None:  # our route, but a name boot.filenames refuses outright (control characters, too long)
+        store.add_event("boot.bad_name", details={"protocol": "ipxe", "name": path[:200], "client": client_ip})
+        return Reply(400, "#!ipxe\necho provisioner: malformed request\nexit\n")
+    return Reply(200, body)
 
 
 def _payload(store: Store, config: Config, decision: BootDecision, loader: str, client_ip: Any, *, name: str,

@@ -1,183 +1,46 @@
 """Boot endpoints: iPXE scripts, per-attempt answer files, installer scripts and the result report.
 
-Views only translate: the per-MAC answer comes from boot.service/attempts (policy.decide), the answer file
-from answerfile.render_upgrade, or answerfile_fresh for the one attempt a lab reinstall armed (both validated
-before they leave). Script endpoints ALWAYS answer 200 with a valid /bin/sh script, even for stale or unknown
-tokens: a failed GET of the installation-start script aborts the real installer
-(docs/installer.md "Scripts: the installer's only callbacks").
+Views only translate: parse the request, make one call into boot/ (service.ipxe_script for the per-MAC iPXE
+answer; answers.answer_file, installer_script and report for the installer's own requests), and turn its Reply
+into a response. Every decision (which attempt, upgrade or fresh answer file, stale tokens, which script)
+is made there, not here.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import re
-from typing import Callable
-
 from flask import Blueprint, Flask, Response, request
 
-from provisioner.boot import answerfile, answerfile_fresh, attempts, service, urls
-from provisioner.model import Attempt, ValidationError
-from provisioner.store import Store
+from provisioner.boot import answers, service, urls
+from provisioner.boot.service import Reply
 from provisioner.web.access import get_config, get_events, get_store
 
-log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, url_prefix=urls.BOOT_PREFIX)
 
-STAGE_START = answerfile.STAGE_START
-SETTLE_SECONDS = 5.0  # the longest a boot request waits for queued fetch records (the firmware retries anyway)
-STAGE_COMPLETE = answerfile.STAGE_COMPLETE
 
-NOOP_SCRIPT = """#!/bin/sh
-# provisioner: {why}; nothing to do.
-exit 0
-"""
-
-START_SCRIPT = """#!/bin/sh
-# provisioner: the installer for host {mac} (attempt {attempt}) is running; its boot window is now closed,
-# so the next network boot of this host is a local boot.
-exit 0
-"""
-
-# The 8.x installer runs Python 2 and the 9 line Python 3; curl/wget inside install.img are not guaranteed,
-# Python is (the installer is written in it). The report must never fail the installer: always exit 0.
-COMPLETE_SCRIPT = """#!/bin/sh
-# provisioner: report the installer's result ($1: 0 = success, 1 = failure) for host {mac} (attempt {attempt}).
-url='{report_url}'
-code="${{1:-unknown}}"
-for py in python3 python /usr/bin/python3 /usr/bin/python; do
-  if command -v "$py" >/dev/null 2>&1; then
-    "$py" - "$url" "$code" <<'PY' && exit 0
-import sys
-try:
-    from urllib.request import urlopen
-except ImportError:
-    from urllib2 import urlopen
-urlopen(sys.argv[1] + sys.argv[2], timeout=20).read()
-PY
-  fi
-done
-wget -q -O /dev/null "$url$code" 2>/dev/null || curl -fsS -o /dev/null "$url$code" 2>/dev/null
-exit 0
-"""
-
-
-def _settle(store: Store, token: str, client: str | None, bind: bool) -> Attempt | None:
-    """The token's attempt, read after letting queued boot-config records land if it is not bound yet.
-
-    The TFTP thread queues its fetch records (eventwriter.DecisionStore), the binding among them, so an
-    installer quicker than the queue must not be refused for it. Waits only while the attempt has no booting
-    address recorded at all (and only with attempt_client_binding): once bound, a foreign client is refused at once.
-    """
-    attempt = attempts.attempt_by_token(store, token)
-    writer = get_events()
-    if bind and writer is not None and attempt is not None and attempt.boot_client is None and \
-            not attempts.is_booting_host(store, attempt, client):
-        writer.drain(timeout=SETTLE_SECONDS)
-        attempt = attempts.attempt_by_token(store, token)
-    return attempt
-
-
-def _text(body: str | bytes, status: int = 200, mimetype: str = "text/plain") -> Response:
-    response = Response(body, status=status, mimetype=mimetype)
+def _text(reply: Reply) -> Response:
+    response = Response(reply.body, status=reply.status, mimetype=reply.mimetype)
     response.headers["Cache-Control"] = "no-store"  # every boot must ask again: one-shot answers
     return response
 
 
 @bp.get("/answerfile/<token>")
 def answer_file(token: str):
-    """The attempt's answer file, once: 404 (and an event) for a closed, unknown or stale token.
-
-    An upgrade file for every attempt, except the attempt a lab reinstall armed: that one alone gets the
-    fresh-install file (answerfile_fresh), rendered with the reinstall's root-password hash, which is then dropped.
-    """
+    """The attempt's answer file, once (boot.answers.answer_file decides which, or why not)."""
     store, config, client = get_store(), get_config(), request.remote_addr
-    bind = config.attempt_client_binding
-    found = _settle(store, token, client, bind)
-    if found is not None and not attempts.admits(store, found, "answerfile", client, bind=bind):
-        # Not the booting host (issue 15 finding 7): refused without consuming the one-shot, so the host still gets it.
-        return _text("this answer file is bound to the host that fetched its boot config; see the event log\n", 403)
-    if not attempts.answerfile_allowed(store, token):
-        attempts.claim_answerfile(store, token, client)  # records why it was refused
-        return _text("no answer file for this token: its installer window is closed or it is unknown\n", 404)
-    attempt = found  # not None: answerfile_allowed said yes
-    host, media = store.get_host(attempt.mac), store.get_media(attempt.media)
-    reinstall = store.reinstall_for_attempt(attempt.id)  # only a reinstall's own attempt gets a fresh install
-    try:
-        if host is None or media is None:
-            raise answerfile.AnswerfileError("the host or the media of this attempt is no longer registered")
-        if reinstall is None:
-            body = answerfile.render_upgrade(config, host, media, token).encode("utf-8")
-        else:
-            body = answerfile_fresh.render_for_reinstall(config, host, media, attempt, reinstall).encode("utf-8")
-    except answerfile.AnswerfileError as exc:
-        # Refuse rather than serve anything doubtful; the run is not counted, the operator sees the event.
-        store.add_event("answerfile.refused", mac=attempt.mac, run_id=attempt.run_id,
-                        details={"attempt": attempt.id, "client": client, "error": str(exc)[:500]})
-        return _text("answer file refused by the server's validator; see the event log\n", 500)
-    if attempts.claim_answerfile(store, token, client, bind=bind) is None:  # lost a race with another fetch
-        return _text("no answer file for this token\n", 404)
-    if reinstall is not None:  # served once: the root-password hash is not kept any longer than needed
-        store.clear_reinstall_hash(reinstall.id)
-    return _text(body, mimetype="application/xml")
-
-
-def _always_a_script(view: Callable[[str, str], Response]) -> Callable[[str, str], Response]:
-    """Whatever the store does (disk full, read-only, locked), the installer still gets 200 and a valid script:
-    a failed script GET aborts the real installer (docs/installer.md "Scripts: the installer's only callbacks"). The
-    failure is logged instead."""
-
-    @functools.wraps(view)
-    def wrapper(token: str, stage: str) -> Response:
-        try:
-            return view(token, stage)
-        except Exception as exc:
-            log.error("installer script %r for token %s... served without recording it: %s: %s",
-                      stage[:64], token[:6], type(exc).__name__, exc)
-        if stage == STAGE_COMPLETE:
-            try:  # a read may still work when writes do not: then the result can still be reported
-                attempt = attempts.attempt_by_token(get_store(), token)
-            except Exception:
-                attempt = None
-            if attempt is not None:
-                return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id, report_url=urls.report(
-                    get_config().base_url, token)))
-        return _text(NOOP_SCRIPT.format(why="the server could not record this step (see its log)"))
-
-    return wrapper
+    return _text(answers.answer_file(store, config, token, client, get_events()))
 
 
 @bp.get("/script/<token>/<stage>")
-@_always_a_script
 def installer_script(token: str, stage: str):
     """installation-start closes the window; installation-complete returns a script that reports $1."""
     store, config, client = get_store(), get_config(), request.remote_addr
-    bind = config.attempt_client_binding
-    found = _settle(store, token, client, bind)
-    if stage == STAGE_START:
-        outcome = attempts.start_script_fetched(store, token, client, bind=bind)
-        if outcome.changed:
-            return _text(START_SCRIPT.format(mac=outcome.attempt.mac, attempt=outcome.attempt.id))
-        return _text(NOOP_SCRIPT.format(why=outcome.note.replace("\n", " ")))
-    if stage == STAGE_COMPLETE:
-        if found is not None and not attempts.admits(store, found, "complete-script", client, bind=bind):
-            return _text(NOOP_SCRIPT.format(why="not the booting host of this attempt"))
-        attempt = attempts.record_fetch(store, token, "complete-script", client)
-        if attempt is None:
-            return _text(NOOP_SCRIPT.format(why="unknown token"))
-        return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id,
-                                            report_url=urls.report(config.base_url, token)))
-    store.add_event("boot.bad_script_stage", details={"stage": stage[:64], "client": client})
-    return _text(NOOP_SCRIPT.format(why="unknown script stage"))
+    return _text(answers.installer_script(store, config, token, stage, client, get_events()))
 
 
 @bp.get("/report/<token>/<code>")
 def report(token: str, code: str):
     """Called by the installation-complete script with the installer's exit code (0 or 1)."""
-    bind = get_config().attempt_client_binding
-    _settle(get_store(), token, request.remote_addr, bind)
-    outcome = attempts.complete_reported(get_store(), token, code, request.remote_addr, bind=bind)
-    return _text(outcome.note + "\n")
+    return _text(answers.report(get_store(), get_config(), token, code, request.remote_addr, get_events()))
 
 
 @bp.get("/ipxe")
@@ -185,16 +48,7 @@ def report(token: str, code: str):
 def ipxe(_mac: str = ""):
     """iPXE script for the MAC in the path (${net0/mac:hexhyp}) or ?mac=; local boot unless armed."""
     store, config = get_store(), get_config()
-    try:
-        body = service.ipxe_payload_for(store, config, request.full_path, request.remote_addr)
-    except ValidationError as exc:
-        shown = re.sub(r"[^A-Za-z0-9 .:,'()_-]", "?", str(exc)[:200])  # never let a URL inject script lines
-        return _text(f"#!ipxe\necho provisioner: {shown}\nexit\n", 400)
-    if body is None:  # our route, but a name boot.filenames refuses outright (control characters, too long)
-        store.add_event("boot.bad_name", details={"protocol": "ipxe", "name": request.path[:200],
-                                                  "client": request.remote_addr})
-        return _text("#!ipxe\necho provisioner: malformed request\nexit\n", 400)
-    return _text(body)
+    return _text(service.ipxe_script(store, config, request.full_path, request.path, request.remote_addr))
 
 
 def init_app(app: Flask) -> None:

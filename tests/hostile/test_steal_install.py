@@ -111,7 +111,7 @@ def test_a_thief_after_the_host_gets_nothing_and_the_host_installs(config, store
 
 def test_an_installer_quicker_than_the_queued_binding_is_still_served(config, store, tmp_path):
     """The TFTP thread queues its fetch record (the binding with it) while another writer holds SQLite's lock;
-    the host's answer-file GET arriving meanwhile waits for the queue (web/boot.py _settle), not a 403."""
+    the host's answer-file GET arriving meanwhile waits for the queue (boot/answers.py _settle), not a 403."""
     with serving(config, store, tmp_path) as srv:
         other = sqlite3.connect(config.db_path, isolation_level=None)
         answer: list[tuple[int, bytes]] = []

@@ -1,4 +1,5 @@
-"""What simulated firmware reads: boot configs (pxelinux, GRUB, iPXE) and a media tree's .treeinfo. Pure."""
+"""What simulated firmware asks for and reads: config names (docs/firmware.md), boot configs (pxelinux, GRUB, iPXE)
+and a media tree's .treeinfo. Pure; none of it comes from provisioner/boot/ (docs/simulator.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,27 @@ import re
 from typing import Callable
 
 from .errors import BootFailure
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def canonical_mac(mac: str) -> str:
+    """A NIC's MAC as aa:bb:cc:dd:ee:ff (colons or hyphens accepted, any case); ValueError otherwise."""
+    octets = str(mac).strip().lower().replace("-", ":").split(":")
+    if len(octets) != 6 or any(len(o) != 2 or not set(o) <= _HEX for o in octets):
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return ":".join(octets)
+
+
+def config_names(loader: str, mac: str) -> list[str]:
+    """The TFTP names a loader asks for, in order, for a NIC with this MAC (docs/firmware.md section "Names firmware
+    asks for"): PXELINUX pxelinux.cfg/01-<mac with hyphens> (01: the ARP type of Ethernet), then default; GRUB
+    under its prefix grub/: grub.cfg-01-<mac with hyphens>, then grub.cfg. The simulated NIC has no UUID or IP
+    worth asking for, so those names are skipped."""
+    hyphens = canonical_mac(mac).replace(":", "-")
+    if loader == "pxelinux":
+        return [f"pxelinux.cfg/01-{hyphens}", "pxelinux.cfg/default"]
+    return [f"grub/grub.cfg-01-{hyphens}", "grub/grub.cfg"]
 
 
 def read_treeinfo(text: str) -> dict:

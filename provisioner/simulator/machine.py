@@ -25,7 +25,7 @@ import requests
 
 from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
 from provisioner.simulator.errors import BootFailure, NoBootableSystem
-from provisioner.simulator.firmware import parse_config, read_treeinfo
+from provisioner.simulator.firmware import canonical_mac, config_names, parse_config, read_treeinfo
 from provisioner.simulator.fresh import FRESH, fresh_version
 from provisioner.simulator.installer import STAGE_COMPLETE, STAGE_START, AnswerfileRejected, read_answerfile
 from provisioner.tftp import client  # moves bytes only; it checks nothing
@@ -60,7 +60,6 @@ DISK_BOOTS = (LOCAL, NO_CONFIG, DISK_FIRST)  # outcomes that hand the boot to wh
 
 # The URL path our embedded iPXE script chains to, with iPXE's ${net0/mac:hexhyp} (docs/firmware.md, docs/boot-urls.md).
 IPXE_SCRIPT_PATH = "/boot/ipxe/"
-_HEX = frozenset("0123456789abcdef")
 
 WALL_SCALE = 0.001  # without a clock, "install for 600 s" sleeps 0.6 s of wall time
 HTTP_TIMEOUT = 10.0
@@ -90,25 +89,6 @@ class Boot:
 
     def fetched(self, what: str) -> int:
         return sum(1 for f in self.fetches if f.what == what and f.status == "ok")
-
-
-def canonical_mac(mac: str) -> str:
-    """A NIC's MAC as aa:bb:cc:dd:ee:ff (colons or hyphens accepted, any case); ValueError otherwise."""
-    octets = str(mac).strip().lower().replace("-", ":").split(":")
-    if len(octets) != 6 or any(len(o) != 2 or not set(o) <= _HEX for o in octets):
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return ":".join(octets)
-
-
-def config_names(loader: str, mac: str) -> list[str]:
-    """The TFTP names a loader asks for, in order, for a NIC with this MAC (docs/firmware.md section "Names firmware
-    asks for"): PXELINUX pxelinux.cfg/01-<mac with hyphens> (01: the ARP type of Ethernet), then default; GRUB
-    under its prefix grub/: grub.cfg-01-<mac with hyphens>, then grub.cfg. The simulated NIC has no UUID or IP
-    worth asking for, so those names are skipped."""
-    hyphens = canonical_mac(mac).replace(":", "-")
-    if loader == "pxelinux":
-        return [f"pxelinux.cfg/01-{hyphens}", "pxelinux.cfg/default"]
-    return [f"grub/grub.cfg-01-{hyphens}", "grub/grub.cfg"]
 
 
 def _wall_sleep(seconds: float) -> None:

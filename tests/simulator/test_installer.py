@@ -3,7 +3,7 @@
 import pytest
 
 from provisioner.simulator.installer import AnswerfileRejected, read_answerfile
-from provisioner.simulator.machine import canonical_mac, config_names
+from provisioner.simulator.firmware import canonical_mac, config_names
 
 SRC = '<source type="url">http://m/</source>'
 ADMIN = '<admin-interface hwaddr="52:54:00:00:00:01" proto="dhcp"/>'

@@ -14,10 +14,12 @@ import re
 import sys
 from typing import IO, Any
 
+from provisioner.model import TOKEN_PATHS
+
 HOST_FIELDS = ("mac", "attempt", "run")
 MASK = "***"
 # /boot/answerfile/<token>, /boot/script/<token>/..., /boot/report/<token>/... (provisioner.boot.urls)
-_BOOT_TOKEN = re.compile(r"(/boot/(?:answerfile|script|report)/)[A-Za-z0-9_%-]{6,}")
+_BOOT_TOKEN = re.compile(f"({TOKEN_PATHS})" + r"[A-Za-z0-9_%-]{6,}")
 _OURS = "_provisioner_handler"
 
 

@@ -11,11 +11,21 @@ from typing import Any, Mapping
 FIRMWARES = ("bios", "uefi")
 HOST_FIELDS = ("mac", "name", "pool", "disk", "firmware", "ip", "notes")
 
+# The one definition of each name and token pattern; boot/ (configs, attempts, answer files), logs and the web UI
+# import them from here. Firmware file names (pxelinux/GRUB spellings) are boot/filenames.py's.
 _HEX12 = re.compile(r"[0-9a-f]{12}")
 _SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 _CISCO = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_MEDIA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+"""A MAC address in the canonical form normalize_mac returns (aa:bb:cc:dd:ee:ff)."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""A host or pool name; also what a fresh install's <hostname> may be (a host's name becomes it)."""
+MEDIA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A media name: it is a URL path part (/media/<name>/) and a TFTP directory (xenserver/<name>/)."""
+ATTEMPT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+"""An attempt token (secrets.token_urlsafe: URL-safe base64), as it may appear in a URL or a boot line."""
+TOKEN_PATHS = r"/boot/(?:answerfile|script|report)/"
+"""Regex source for the URL paths that carry an attempt token next (boot/urls.py builds them): for redaction."""
 
 
 class ValidationError(ValueError):
@@ -136,8 +146,8 @@ class Host:
                 raise ValidationError(f"{ip!r} is not an IP address", "ip") from None
         return cls(
             mac=normalize_mac(fields["mac"]),
-            name=_clean_text(fields.get("name"), "name", required=True, pattern=_NAME),
-            pool=_clean_text(fields.get("pool"), "pool", required=True, pattern=_NAME),
+            name=_clean_text(fields.get("name"), "name", required=True, pattern=NAME),
+            pool=_clean_text(fields.get("pool"), "pool", required=True, pattern=NAME),
             disk=validate_disk(fields.get("disk")),
             firmware=firmware.lower(),
             ip=ip,
@@ -167,7 +177,7 @@ class Media:
 
     @staticmethod
     def check_name(name: Any) -> str:
-        return _clean_text(name, "name", required=True, pattern=_MEDIA_NAME, max_len=64)
+        return _clean_text(name, "name", required=True, pattern=MEDIA_NAME, max_len=64)
 
     @property
     def version_key(self) -> tuple[int, ...]:

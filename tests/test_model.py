@@ -1,8 +1,11 @@
-"""MAC spellings and host validation."""
+"""MAC spellings, host validation and the one definition of each name and token pattern."""
+
+import re
 
 import pytest
 
-from provisioner.model import Host, Media, ValidationError, normalize_mac, version_tuple
+from provisioner.boot import attempts, urls
+from provisioner.model import ATTEMPT_TOKEN, MAC, TOKEN_PATHS, Host, Media, ValidationError, normalize_mac, version_tuple
 
 
 @pytest.mark.parametrize("spelling", [
@@ -78,3 +81,12 @@ def test_disk_warning_for_kernel_names(disk, warned):
     from provisioner.model import disk_warning
 
     assert (disk_warning(disk) is not None) == warned
+
+
+def test_the_one_token_patterns_match_what_boot_hands_out():
+    token = attempts.new_token()
+    assert ATTEMPT_TOKEN.fullmatch(token)
+    for url in (urls.answerfile("http://h", token), urls.script("http://h", token, "installation-start"),
+                urls.report("http://h", token)):
+        assert re.search(TOKEN_PATHS + re.escape(token), url)
+    assert MAC.fullmatch(normalize_mac("AA-BB-CC-DD-EE-FE"))

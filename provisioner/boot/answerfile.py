@@ -21,7 +21,7 @@ from xml.parsers.expat import ExpatError
 from provisioner.boot import urls
 from provisioner.config import Config
 # disk_problem is THE disk rule; it lives in model (registration validates with it) and is used here as is
-from provisioner.model import Host, Media, ValidationError, disk_problem, normalize_mac, validate_disk
+from provisioner.model import ATTEMPT_TOKEN, Host, Media, ValidationError, disk_problem, normalize_mac, validate_disk
 from provisioner.boot.render import TemplateError, render
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ FORBIDDEN_ELEMENTS: dict[str, str] = {
 _ALLOWED_ATTRIBUTES = {"existing-installation": set(), "source": {"type"}, "driver-source": {"type"},
                        "script": {"stage", "type"}}
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")  # RFC 3986 characters, ASCII only
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _XML_DECL = re.compile(
     r"<\?xml\s+version\s*=\s*(['\"])1\.0\1(?:\s+encoding\s*=\s*(['\"])(?i:utf-8)\2)?"
     r"(?:\s+standalone\s*=\s*(['\"])(?:yes|no)\3)?\s*\?>"
@@ -122,6 +121,13 @@ def _checked_url(url: Any, what: str) -> str:
     return url
 
 
+def check_token(token: Any) -> str:
+    """`token` if it may go into the script URLs: an attempt token (model.ATTEMPT_TOKEN) or PREVIEW_TOKEN."""
+    if token != PREVIEW_TOKEN and (not isinstance(token, str) or not ATTEMPT_TOKEN.fullmatch(token)):
+        raise AnswerfileError(f"attempt token must be 16-128 characters of A-Z a-z 0-9 _ - (or {PREVIEW_TOKEN})")
+    return token
+
+
 def upgrade_context(config: Config, host: Host, media: Media, token: str,
                     extra_sources: Sequence[str] = (), driver_sources: Sequence[str] = ()) -> dict[str, Any]:
     """The values `upgrade.xml` needs, built and checked in plain Python; refuses a host without a known disk."""
@@ -143,8 +149,7 @@ def upgrade_context(config: Config, host: Host, media: Media, token: str,
         media_name = Media.check_name(media.name)
     except ValidationError as exc:
         raise AnswerfileError(f"media {media.name!r}: {exc}") from None
-    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise AnswerfileError("attempt token must be 1-128 characters of A-Z a-z 0-9 _ -")
+    check_token(token)
     base = config.base_url
     sources = (urls.media_tree(base, media_name), *extra_sources)
     return {

@@ -21,10 +21,10 @@ from xml.parsers.expat import ExpatError
 from provisioner import cryptpw
 from provisioner.boot import urls
 from provisioner.boot.answerfile import (
-    _TOKEN, STAGE_COMPLETE, STAGE_START, AnswerfileError, UnsafeAnswerfile, _check_raw, _text, _walk, disk_problem,
-    template_dirs, url_problem)
+    STAGE_COMPLETE, STAGE_START, AnswerfileError, UnsafeAnswerfile, _check_raw, _text, _walk, check_token,
+    disk_problem, template_dirs, url_problem)
 from provisioner.config import Config
-from provisioner.model import Host, Media, ValidationError, normalize_mac, validate_disk
+from provisioner.model import NAME, Host, Media, ValidationError, normalize_mac, validate_disk
 from provisioner.boot.render import TemplateError, render
 
 FRESH_TEMPLATE = "fresh-install.xml"  # a constant: the upgrade path has its own (answerfile.UPGRADE_TEMPLATE)
@@ -49,7 +49,6 @@ FORBIDDEN_ELEMENTS: dict[str, str] = {
     "bootloader": "changes boot-loader handling; not part of our fresh installs",
     "network-backend": "changes the network stack; not part of our fresh installs",
 }
-_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+){0,2}")
 _SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 
@@ -125,12 +124,11 @@ def fresh_context(config: Config, host: Host, media: Media, token: str, *, root_
     if problem:
         raise AnswerfileError(f"host {host.name} (MAC {mac}): boot disk {problem}; a fresh install must name the "
                               "registered disk (`provisioner hosts update MAC --disk /dev/disk/by-id/...`)")
-    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise AnswerfileError("attempt token must be 1-128 characters of A-Z a-z 0-9 _ -")
+    check_token(token)
     problem = cryptpw.hash_problem(root_password_hash)
     if problem:
         raise AnswerfileError(f"root password hash {problem}")
-    if not _HOSTNAME.fullmatch(host.name or ""):
+    if not NAME.fullmatch(host.name or ""):
         raise AnswerfileError(f"host name {host.name!r} cannot be a host name")
     if not _TIMEZONE.fullmatch(timezone or ""):
         raise AnswerfileError(f"timezone {timezone!r} is not a tz database name such as Etc/UTC")
@@ -355,7 +353,7 @@ def _contents(root: Node, expected_disk: str | None, expected_mac: str | None) -
         raise UnsafeFreshAnswerfile(f"<primary-disk> {disk!r} is not the host's registered disk {expected_disk!r}")
     mac, proto, ip, netmask, gateway = _admin(root, expected_mac)
     hostname = _single(root, "hostname")
-    if hostname is None or not _HOSTNAME.fullmatch(hostname):
+    if hostname is None or not NAME.fullmatch(hostname):
         raise UnsafeFreshAnswerfile("<hostname> is missing or not a host name")
     timezone = _single(root, "timezone") or DEFAULT_TIMEZONE
     if not _TIMEZONE.fullmatch(timezone):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import ipaddress
 import logging
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,9 @@ from provisioner import states
 from provisioner.boot import policy, urls
 from provisioner.config import Config
 from provisioner.media import media_generation
-from provisioner.model import Attempt, BootDecision, Host, Media, ValidationError, disk_problem, normalize_mac
+from provisioner.model import (
+    ATTEMPT_TOKEN, Attempt, BootDecision, Host, Media, ValidationError, disk_problem, normalize_mac,
+)
 from provisioner.store import AttemptChange, NotFoundError, Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ TOKEN_BYTES = 24  # 32 URL-safe characters, 192 bits: not guessable, and short e
 BOOT_CONFIG_KINDS = ("config", "ipxe")
 """Fetch kinds that are a boot config (TFTP config or iPXE script): the proof that a host network-booted."""
 FETCH_KINDS = ("config", "ipxe", "hypervisor", "kernel", "install.img", "answerfile", "complete-script", "file")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 FOREIGN = "attempt.foreign_client"
 # A thief holding a token can loop on it: the operator must see it happen, not get 10^6 rows for it.
 FOREIGN_EVENTS_PER_ATTEMPT = 20
@@ -78,7 +78,7 @@ def address(client: Any) -> str | None:
 
 
 def _token_ok(token: Any) -> bool:
-    return isinstance(token, str) and bool(_TOKEN.fullmatch(token))
+    return isinstance(token, str) and bool(ATTEMPT_TOKEN.fullmatch(token))
 
 
 def _unknown_token(store: Store, token: Any, what: str, client: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from provisioner.boot import urls
 from provisioner.config import Config
 from provisioner.media import media_generation
-from provisioner.model import BootDecision, Media
+from provisioner.model import ATTEMPT_TOKEN, MAC, MEDIA_NAME, BootDecision, Media
 from provisioner.boot.render import render
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -40,9 +40,6 @@ ISO_GRUB_EFI = "EFI/xenserver/grubx64.efi"  # the media's own GRUB (9 line: the 
 
 _URL = re.compile(r"https?://[A-Za-z0-9._~:/=%,+@\[\]-]+")
 _TFTP_PATH = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-_MEDIA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 .,:()/_=+-]")
 _NETLOC = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -109,11 +106,11 @@ def config_for(decision: BootDecision, loader: str, config: Config, media: Media
     if problem:
         raise BootConfigError(problem)
     generation = media_generation(media)
-    mac = _check(host.mac, _MAC, "MAC")
-    _check(attempt.token, _TOKEN, "attempt token")
+    mac = _check(host.mac, MAC, "MAC")
+    _check(attempt.token, ATTEMPT_TOKEN, "attempt token")
     answerfile = _check(urls.answerfile(config.base_url, attempt.token), _URL, "answer-file URL")
     context: dict[str, Any] = {
-        "mac": mac, "attempt_id": int(attempt.id), "media": _check(media.name, _MEDIA_NAME, "media name"),
+        "mac": mac, "attempt_id": int(attempt.id), "media": _check(media.name, MEDIA_NAME, "media name"),
         "generation": generation, "xen_args": " ".join(XEN_ARGS),
         "dom0_args": " ".join((*DOM0_ARGS, f"answerfile={answerfile}", f"network_device={mac}", "install")),
     }

@@ -13,13 +13,14 @@ from typing import Any, Iterable, Mapping
 
 from provisioner import states
 from provisioner.coordinator import runner
+from provisioner.model import TOKEN_PATHS
 from provisioner.progress import step_percent
 from provisioner.store import Store
 
 TIMELINE_LIMIT = 2000
 _SECRET_KEYS = ("token", "password", "passwd", "secret")
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-_TOKEN_PATH = re.compile(r"(/boot/(?:answerfile|script|report)/)([^/?#\s]{0,6})[^/?#\s]*")
+_TOKEN_PATH = re.compile(f"({TOKEN_PATHS})" + r"([^/?#\s]{0,6})[^/?#\s]*")  # keeps a token's first 6 characters
 _ERROR_KINDS = ("failed", "refused", "crashed", "unknown_token", "stale_token", "not_found", "bad_name",
                 "render_failed", "aborted", "blocked", "bad_script_stage")
 

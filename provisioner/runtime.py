@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from pathlib import Path
 from typing import Callable
 
 from provisioner import create_app
-from provisioner.boot.service import tftp_payload
-from provisioner.boot.loaders import missing_loaders
+from provisioner.boot.service import tftp_media_file, tftp_payload
+from provisioner.boot.filenames import mac_of_tftp_name
+from provisioner.boot.loaders import describe_stray, missing_loaders, stray_per_mac_files
 from provisioner.config import Config
 from provisioner.coordinator.service import RunService
 from provisioner.coordinator.steps import Timeouts
 from provisioner.eventwriter import DecisionStore, EventWriter
 from provisioner.web.server import ServerHandle, serve_http
-from provisioner.media import resolve_media_file
 from provisioner.store import Store
 from provisioner.store.lock import DataDirLock
 from provisioner.tftp.server import TftpService
@@ -28,21 +27,10 @@ from provisioner.web import access
 from provisioner.web.gate import http_limits
 
 log = logging.getLogger(__name__)
-TFTP_MEDIA_PREFIX = "xenserver/"  # plain pxelinux.0 configs name media files xenserver/<media>/<path>
 
 
 class StartupError(RuntimeError):
     """A service could not start (port in use, missing tftp_root, ...); nothing is left running."""
-
-
-def tftp_media_file(store: Store, name: str) -> Path | None:
-    """Map a TFTP name `xenserver/<media>/<relpath>` to the file inside that media tree (None: not one)."""
-    name = name.lstrip("/\\")
-    if not name.startswith(TFTP_MEDIA_PREFIX):
-        return None
-    media_name, _, relpath = name[len(TFTP_MEDIA_PREFIX):].partition("/")
-    media = store.get_media(media_name) if media_name and relpath else None
-    return resolve_media_file(media, relpath) if media else None
 
 
 class Runtime:
@@ -58,6 +46,9 @@ class Runtime:
 
     def start(self) -> "Runtime":
         config, store = self.config, self.store
+        stray = stray_per_mac_files(config.tftp_root)  # a real per-MAC file would be served instead of the decision
+        if stray:
+            raise StartupError(describe_stray(stray, config.tftp_root))
         self.events = EventWriter(store, max_age_days=config.events_max_age_days, max_rows=config.events_max_rows)
         deciding = DecisionStore(store, self.events)  # the TFTP thread never waits on the write lock
         try:
@@ -66,6 +57,7 @@ class Runtime:
                 resolve=lambda name, ip: tftp_payload(deciding, config, name, ip),
                 media_file=lambda name: tftp_media_file(store, name),
                 on_event=self.events.tftp_event,
+                mac_of=mac_of_tftp_name,
             )
             self.tftp.start()
             app = create_app(config, store=store)

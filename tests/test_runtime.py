@@ -1,6 +1,7 @@
 """`serve` over real sockets on loopback: real TFTP clients (tftpy, tftp-hpa, curl) and HTTP, one decision."""
 
 import io
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,8 @@ from helpers import make_media_tree, serve_process
 from provisioner import media
 from provisioner.boot import attempts
 from provisioner.model import Host
-from provisioner.runtime import Runtime, StartupError, tftp_media_file
+from provisioner.boot.service import tftp_media_file
+from provisioner.runtime import Runtime, StartupError
 
 ARMED, KNOWN, UNKNOWN = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:99"
 
@@ -124,6 +126,20 @@ def test_port_in_use_is_a_clear_startup_error(config, store, tmp_path):
             Runtime(cfg, store).start()
     with pytest.raises(StartupError, match="tftp_root"):
         Runtime(config.replace(tftp_root=tmp_path / "missing"), store).start()
+
+
+def test_startup_refuses_per_mac_files_in_the_root(config, store, tmp_path):
+    root = tmp_path / "tftp_root"
+    root.mkdir()
+    cfg = config.replace(tftp_root=root)
+    for stray in ("pxelinux.cfg/default", "grub.cfg", "EFI/xenserver/grub.cfg", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff"):
+        path = root / stray
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        with pytest.raises(StartupError, match="per-MAC"):
+            Runtime(cfg, store).start()
+        shutil.rmtree(root / stray.split("/")[0]) if "/" in stray else path.unlink()
+    Runtime(cfg, store).start().stop()
 
 
 def test_serve_command_stops_cleanly_on_sigterm(tmp_path):

@@ -38,12 +38,16 @@ GRUB_CFG = "grub.cfg"
 # EFI/xenserver, the prefix baked into the XenServer ISO's grubx64.efi. Matched case-insensitively.
 GRUB_PREFIXES = ("", "grub", "grub2", "boot/grub", "boot/grub2", "efi/xenserver", "efi/boot")
 IPXE_PATH = f"{urls.BOOT_PREFIX}/ipxe"
+TFTP_MEDIA_DIR = "xenserver"  # TFTP-relative media files: xenserver/<media>/<path inside the media tree>
 IPXE_PLATFORMS = ("pcbios", "efi")
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _HEX_IP = re.compile(r"[0-9a-f]{1,8}", re.I)
 _HWTYPE = re.compile(r"([0-9a-f]{2})-(.*)", re.I | re.S)
 _DASHED_MAC = re.compile(r"[0-9a-f]{2}(-[0-9a-f]{2}){5}", re.I)
+# Anything carrying a MAC address (12 hex digits, bare or in pairs separated by '-', ':' or '_'), anywhere in a
+# name: what the stray per-MAC file scan of tftp_root looks for (loaders.scan_per_mac).
+MAC_IN_NAME = re.compile(r"(?i)(?<![0-9a-f])[0-9a-f]{2}([-:_]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}(?![0-9a-f])")
 _MAX_NAME = 255
 
 
@@ -99,6 +103,16 @@ def parse_tftp(name: str) -> BootPath | None:
     if head.lower() in GRUB_PREFIXES and (base == GRUB_CFG or base.startswith(GRUB_CFG + "-")):
         return _parse_grub(base[len(GRUB_CFG) + 1:], head, name, plain=base == GRUB_CFG)
     return None
+
+
+def mac_of_tftp_name(name: object) -> str | None:
+    """The canonical MAC a per-MAC TFTP name carries (parse_tftp), else None; never raises: the TFTP server's
+    log lines name the host with it, whatever a client sent."""
+    try:
+        found = parse_tftp(str(name)) if name else None
+    except Exception:  # a log line must never fail on a hostile name
+        found = None
+    return found.mac if found is not None else None
 
 
 def _parse_pxelinux(rest: str, name: str) -> BootPath:
@@ -171,6 +185,25 @@ def parse_ipxe(target: str) -> BootPath | None:
     if platform in IPXE_PLATFORMS:
         info["platform"] = platform
     return BootPath(IPXE_MAC, mac, info)
+
+
+# --- media files over TFTP: the name a plain pxelinux.0 config gives a media file, and its inverse ---
+
+
+def tftp_media_path(media_name: str, relpath: str) -> str:
+    """Where the TFTP server offers a media file: xenserver/<media>/<relpath> (relative to tftp_root)."""
+    return f"{TFTP_MEDIA_DIR}/{media_name}/{relpath.lstrip('/')}"
+
+
+def parse_tftp_media_path(name: str) -> tuple[str, str] | None:
+    """The inverse of tftp_media_path: (media name, path inside its tree) of xenserver/<media>/<relpath>, or None.
+
+    The path is not checked here: media.resolve_media_file confines it to the media tree."""
+    name = name.lstrip("/\\")
+    if not name.startswith(TFTP_MEDIA_DIR + "/"):
+        return None
+    media_name, _, relpath = name[len(TFTP_MEDIA_DIR) + 1:].partition("/")
+    return (media_name, relpath) if media_name and relpath else None
 
 
 # --- format: the names and URLs we hand out or expect, built from a canonical MAC ---

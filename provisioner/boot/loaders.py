@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
+from provisioner.boot.filenames import GRUB_CFG, MAC_IN_NAME, PXELINUX_DIR as PXELINUX_CFG_DIR
 from provisioner.config import Config
-from provisioner.tftp.guard import scan_per_mac
 
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")  # Debian package pxelinux
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")  # Debian package syslinux-common
@@ -97,9 +99,53 @@ def prepare_tftp_root(config: Config, *, pxelinux_dir: Path = PXELINUX_DIR,
     return report
 
 
+def scan_per_mac(root: Path) -> list[tuple[str, str]]:
+    """One walk of `root` for per-MAC-looking names: a real file there would be served instead of the per-MAC
+    decision. Sorted (entry, file) pairs of relative posix paths: a per-MAC-looking file is its own entry; a
+    per-MAC-looking directory (pxelinux.cfg/ or MAC-named, trailing slash) gives (dir/, "") and (dir/, file)
+    for each file under it. stray_per_mac_files reports the entries (serve's start-up refuses), and
+    stray_config_files the files (install-loaders warns about each).
+
+    Per-MAC-looking: pxelinux.cfg/ (pxelinux's per-MAC directory), grub.cfg* (GRUB's per-MAC names and the ISO
+    grubx64.efi's EFI/xenserver/grub.cfg) and anything carrying a MAC address (filenames.MAC_IN_NAME)."""
+    found: list[tuple[str, str]] = []
+    inside: dict[str, str] = {}  # walked directory -> the per-MAC-looking directory entry holding it
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel, entry = posixpath.normpath(Path(dirpath).relative_to(root).as_posix()), inside.get(dirpath)
+        for name in dirnames:
+            if entry is not None:
+                inside[os.path.join(dirpath, name)] = entry
+            elif name == PXELINUX_CFG_DIR or MAC_IN_NAME.search(name):
+                inside[os.path.join(dirpath, name)] = posixpath.normpath(posixpath.join(rel, name)) + "/"
+                found.append((inside[os.path.join(dirpath, name)], ""))
+        for name in filenames:
+            path = posixpath.normpath(posixpath.join(rel, name))
+            if entry is not None:
+                found.append((entry, path))
+            elif name.startswith(GRUB_CFG) or MAC_IN_NAME.search(name):
+                found.append((path, path))
+    return sorted(found)
+
+
+def stray_per_mac_files(root: Path) -> list[str]:
+    """Files and directories under `root` that look per-MAC (scan_per_mac), one line each for serve's start-up error.
+
+    The TFTP server asks the decision hook first for every name anyway; this check makes the mistake loud at start-up.
+    """
+    return sorted({entry for entry, _ in scan_per_mac(root)})
+
+
+def describe_stray(found: Iterable[str], root: Path) -> str:
+    names = list(found)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return (f"tftp_root {root} holds per-MAC-looking boot files ({shown}); per-MAC configs are generated "
+            "in memory for each request, and a real file there would bypass the per-MAC decision "
+            "(reinstall loops). Remove them.")
+
+
 def stray_config_files(root: Path) -> list[str]:
     """Files under ROOT (relative paths) that would shadow the TFTP server's per-MAC answers: every file of
-    tftp_guard.scan_per_mac, the scan the TFTP server's start-up check makes (it names directories instead)."""
+    scan_per_mac, the scan serve's start-up check makes (it names directories instead)."""
     return sorted(path for _, path in scan_per_mac(root) if path)
 
 

@@ -1,6 +1,6 @@
 """Pure TFTP safety rules (no sockets, no tftpy): file names, root confinement, options, caps, event budget.
 
-tftp.py applies them; they live here so each rule is table-tested on its own. See
+server.py applies them; they live here so each rule is table-tested on its own. See
 docs/tftp.md "Holes in tftpy" for the holes in tftpy that these rules close.
 """
 
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Callable
 
-from provisioner.boot.filenames import parse_tftp
 from provisioner.paths import real_path_under
 
 # RFC 2348 allows 8..65464; we also cap at config.tftp_blksize_max (1468 = 1500-byte Ethernet MTU minus
@@ -35,10 +33,6 @@ R_TOTAL_CAP = "too_many_sessions"
 R_CLIENT_CAP = "too_many_sessions_from_client"
 R_HOOK = "hook_failed"  # resolve() or media_file() raised: the client gets an error, the loop lives
 R_UNAVAILABLE = "workers_unavailable"  # no worker process could take the transfer (all died or all full)
-
-# Names that look per-MAC: pxelinux.cfg/ (pxelinux's per-MAC directory), grub.cfg* (GRUB's per-MAC
-# names and the ISO grubx64.efi's EFI/xenserver/grub.cfg) and anything carrying a MAC address.
-_MAC_IN_NAME = re.compile(r"(?i)(?<![0-9a-f])[0-9a-f]{2}([-:_]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}(?![0-9a-f])")
 
 
 class Refused(Exception):
@@ -180,51 +174,15 @@ class EventBudget:
         return out
 
 
-def scan_per_mac(root: Path) -> list[tuple[str, str]]:
-    """One walk of `root` for per-MAC-looking names: a real file there would be served instead of the per-MAC
-    decision. Sorted (entry, file) pairs of relative posix paths: a per-MAC-looking file is its own entry; a
-    per-MAC-looking directory (pxelinux.cfg/ or MAC-named, trailing slash) gives (dir/, "") and (dir/, file)
-    for each file under it. stray_per_mac_files reports the entries (TFTP start-up refuses), and
-    bootloaders.stray_config_files the files (install-loaders warns about each)."""
-    found: list[tuple[str, str]] = []
-    inside: dict[str, str] = {}  # walked directory -> the per-MAC-looking directory entry holding it
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel, entry = posixpath.normpath(Path(dirpath).relative_to(root).as_posix()), inside.get(dirpath)
-        for name in dirnames:
-            if entry is not None:
-                inside[os.path.join(dirpath, name)] = entry
-            elif name == "pxelinux.cfg" or _MAC_IN_NAME.search(name):
-                inside[os.path.join(dirpath, name)] = posixpath.normpath(posixpath.join(rel, name)) + "/"
-                found.append((inside[os.path.join(dirpath, name)], ""))
-        for name in filenames:
-            path = posixpath.normpath(posixpath.join(rel, name))
-            if entry is not None:
-                found.append((entry, path))
-            elif name.startswith("grub.cfg") or _MAC_IN_NAME.search(name):
-                found.append((path, path))
-    return sorted(found)
+def log_extra(name: object, mac_of: Callable[[str], "str | None"] | None) -> dict[str, str | None]:
+    """`extra` for a log line about a TFTP name: the host's MAC when `mac_of` finds one in it (logs.py).
 
-
-def stray_per_mac_files(root: Path) -> list[str]:
-    """Files and directories under `root` that look per-MAC (scan_per_mac), one line each for the start-up error.
-
-    We ask the decision hook first for every name anyway; this check makes the mistake loud at start-up.
+    `mac_of` is the caller's (the TFTP server knows no boot file names); it must not fail a log line.
     """
-    return sorted({entry for entry, _ in scan_per_mac(root)})
-
-
-def describe_stray(found: Iterable[str], root: Path) -> str:
-    names = list(found)
-    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    return (f"tftp_root {root} holds per-MAC-looking boot files ({shown}); per-MAC configs are generated "
-            "in memory for each request, and a real file there would bypass the per-MAC decision "
-            "(reinstall loops). Remove them.")
-
-
-def log_extra(name: object) -> dict[str, str | None]:
-    """`extra` for a log line about a TFTP name: the host's MAC when the name carries one (logs.py)."""
+    if mac_of is None or not name:
+        return {"mac": None}
     try:
-        found = parse_tftp(str(name)) if name else None
+        mac = mac_of(str(name))
     except Exception:  # a log line must never fail on a hostile name
-        found = None
-    return {"mac": found.mac if found is not None else None}
+        mac = None
+    return {"mac": mac}

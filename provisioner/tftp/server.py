@@ -44,6 +44,7 @@ EV_ERROR = "error"
 Resolve = Callable[[str, str], "bytes | None"]
 MediaFile = Callable[[str], "Path | None"]
 OnEvent = Callable[[str, str, "str | None", dict], None]
+MacOf = Callable[[str], "str | None"]
 
 _OP_RRQ, _OP_WRQ, _OP_DATA, _OP_ACK, _OP_ERROR, _OP_OACK = 1, 2, 3, 4, 5, 6
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python 3.11 lacks the constant
@@ -62,7 +63,7 @@ class _Live:
 
 
 class TftpStartupError(RuntimeError):
-    """The TFTP service cannot start (missing root, stray per-MAC files, port in use); the message says why."""
+    """The TFTP service cannot start (missing root, port in use); the message says why."""
 
 
 def _error_packet(code: int, message: str) -> bytes:
@@ -84,15 +85,16 @@ class TftpService:
     finished transfer; it must be quick (queue, do not block). In a flood, refusal events are rate-limited:
     details["count"] says how many refusals an event stands for. `workers` processes move the bytes
     (default: one per CPU, at most 4), forking a process per transfer of a file of `fork_min_size` bytes or
-    more (default solo.MIN_SIZE) while fewer than config.tftp_fork_limit run.
+    more (default solo.MIN_SIZE) while fewer than config.tftp_fork_limit run. `mac_of(name)` gives the MAC a
+    name carries for the log lines about it (the caller knows the boot file names; this package does not).
     """
 
     def __init__(self, config: Any, resolve: Resolve, media_file: MediaFile | None = None,
                  on_event: OnEvent | None = None, *, timeout: float = 1.0, retries: int = 5,
-                 workers: int | None = None, fork_min_size: int | None = None):
+                 workers: int | None = None, fork_min_size: int | None = None, mac_of: MacOf | None = None):
         self.config = config
         self.root = Path(config.tftp_root)
-        self._resolve, self._media_file, self._on_event = resolve, media_file, on_event
+        self._resolve, self._media_file, self._on_event, self._mac_of = resolve, media_file, on_event, mac_of
         self.timeout, self.retries = timeout, retries  # 1 s doubling, like tftp-hpa (tftpy: fixed 5 s)
         self._caps = guard.SessionCaps(config.tftp_max_sessions, config.tftp_max_sessions_per_client)
         self._budget = guard.EventBudget()
@@ -129,9 +131,6 @@ class TftpService:
             raise TftpStartupError(f"tftp_root {self.root} does not exist or is not a directory")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise TftpStartupError(f"tftp_root {self.root} is not readable")
-        stray = guard.stray_per_mac_files(self.root)
-        if stray:
-            raise TftpStartupError(guard.describe_stray(stray, self.root))
         # tftpy logs every packet it parses at DEBUG/INFO; INFO alone halved its throughput.
         logging.getLogger("tftpy").setLevel(self.config.log_level)
         bind = (self.config.bind_address, self.config.tftp_port)
@@ -363,7 +362,8 @@ class TftpService:
         self._send_error(ip, port, refusal.code, refusal.message)
         count = self._budget.take(refusal.reason)
         if count is not None:
-            log.warning("TFTP refused %r from %s:%d: %s", name, ip, port, refusal.reason, extra=guard.log_extra(name))
+            log.warning("TFTP refused %r from %s:%d: %s", name, ip, port, refusal.reason,
+                        extra=guard.log_extra(name, self._mac_of))
             self._emit(EV_REFUSED, ip, name, {"port": port, "reason": refusal.reason,
                                                "error": refusal.message, "count": count})
 
@@ -379,7 +379,7 @@ class TftpService:
     def _emit(self, kind: str, ip: str, name: str | None, details: dict) -> None:
         if kind == EV_ABORTED:
             log.info("TFTP transfer of %s to %s aborted: %s", name, ip, details.get("reason"),
-                     extra=guard.log_extra(name))
+                     extra=guard.log_extra(name, self._mac_of))
         if self._on_event is None:
             return
         try:

@@ -151,3 +151,18 @@ def test_ipxe_entry_url_is_what_ipxe_expands():
     assert url == "http://10.0.0.1:8080/boot/ipxe/${net0/mac:hexhyp}?platform=${platform}"
     expanded = url.replace("${net0/mac:hexhyp}", "52-54-00-ab-cd-ef").replace("${platform}", "efi")
     assert bp.parse_ipxe(expanded.split("10.0.0.1:8080", 1)[1]) == (bp.IPXE_MAC, MAC, {"platform": "efi"})
+
+
+@pytest.mark.parametrize("name, mac", [
+    ("pxelinux.cfg/01-aa-bb-cc-dd-ee-0f", "aa:bb:cc:dd:ee:0f"), ("grub/grub.cfg-01-aa-bb-cc-dd-ee-0f", "aa:bb:cc:dd:ee:0f"),
+    ("pxelinux.0", None), (None, None), ("x" * 5000, None), ("\x00../..", None)])
+def test_mac_of_tftp_name_names_the_mac_a_file_name_carries(name, mac):
+    assert bp.mac_of_tftp_name(name) == mac
+
+
+def test_tftp_media_path_and_its_inverse():
+    assert bp.tftp_media_path("xs84", "/boot/xen.gz") == "xenserver/xs84/boot/xen.gz"
+    assert bp.parse_tftp_media_path(bp.tftp_media_path("xs84", "/boot/xen.gz")) == ("xs84", "boot/xen.gz")
+    assert bp.parse_tftp_media_path("/xenserver/xs84/install.img") == ("xs84", "install.img")
+    for name in ("pxelinux.0", "xenserver/", "xenserver/xs84", "xenserver/xs84/", "xenserver//boot/xen.gz"):
+        assert bp.parse_tftp_media_path(name) is None

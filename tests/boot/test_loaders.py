@@ -11,7 +11,7 @@ import pytest
 
 from provisioner.boot.loaders import (
     GRUB_EFI_DIR, GRUB_IMAGE, GRUB_MODULES, INSTALL_HINT, PXELINUX_DIR, SYSLINUX_BIOS_DIR, BootloaderError,
-    prepare_tftp_root, stray_config_files,
+    describe_stray, prepare_tftp_root, stray_config_files, stray_per_mac_files,
 )
 
 SYSLINUX_FILES = {
@@ -121,3 +121,20 @@ def test_missing_loaders(tmp_path):
     for name in missing_loaders(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     assert missing_loaders(tmp_path) == []
+
+
+def test_stray_per_mac_files(tmp_path):
+    root = tmp_path
+    for name in ("pxelinux.0", "ldlinux.c32", "grubx64.efi", "boot/grub/fonts/unicode.pf2", "ok/readme"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert stray_per_mac_files(root) == []
+    for name in ("pxelinux.cfg/01-aa-bb-cc-dd-ee-ff", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff",
+                 "EFI/xenserver/grub.cfg", "ipxe/AABBCCDDEEFF.ipxe", "hosts/aa:bb:cc:dd:ee:01/x"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    assert stray_per_mac_files(root) == [
+        "EFI/xenserver/grub.cfg", "grub/grub.cfg-01-aa-bb-cc-dd-ee-ff", "hosts/aa:bb:cc:dd:ee:01/",
+        "ipxe/AABBCCDDEEFF.ipxe", "pxelinux.cfg/"]
+    message = describe_stray(stray_per_mac_files(root), root)
+    assert "pxelinux.cfg/" in message and str(root) in message and "Remove them" in message

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from provisioner.boot import urls
+from provisioner.boot.filenames import tftp_media_path
 from provisioner.config import Config
 from provisioner.media import media_generation
 from provisioner.model import ATTEMPT_TOKEN, MAC, MEDIA_NAME, BootDecision, Media
@@ -34,7 +35,6 @@ BOOT_FILES = {
     "xs8": {"hypervisor": "boot/xen.gz", "kernel": "boot/vmlinuz", "installer": "install.img"},
     "xs9": {"hypervisor": "boot/xen.efi", "kernel": "boot/vmlinuz", "installer": "install.img"},
 }
-TFTP_MEDIA_DIR = "xenserver"  # TFTP-relative media files: xenserver/<media>/<path inside the media tree>
 GRUB_EFI = "grubx64.efi"  # the site's UEFI GRUB in tftp_root, which iPXE on UEFI chains to (8.x)
 ISO_GRUB_EFI = "EFI/xenserver/grubx64.efi"  # the media's own GRUB (9 line: the only one with xen_hypervisor)
 
@@ -57,11 +57,6 @@ def _check(value: Any, pattern: re.Pattern, what: str) -> str:
 def _comment(text: Any) -> str:
     """Free text for a comment line: one line, harmless characters only."""
     return _COMMENT_UNSAFE.sub("?", str(text))[:200]
-
-
-def tftp_media_path(media_name: str, relpath: str) -> str:
-    """Where the TFTP server offers a media file: xenserver/<media>/<relpath> (relative to tftp_root)."""
-    return f"{TFTP_MEDIA_DIR}/{media_name}/{relpath.lstrip('/')}"
 
 
 def grub_http_path(url: str) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from provisioner.boot import attempts, configs, filenames
 from provisioner.config import Config
+from provisioner.media import resolve_media_file
 from provisioner.model import BootDecision, ValidationError, normalize_mac
 from provisioner.boot.render import TemplateError
 from provisioner.store import Store
@@ -58,6 +60,13 @@ def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) ->
     # server decides which one runs, so it is a site setting (config key `pxelinux_http`, default off).
     pxelinux_http = config.pxelinux_http
     return _payload(store, config, decision, loader, client_ip, name=filename, pxelinux_http=pxelinux_http)
+
+
+def tftp_media_file(store: Store, name: str) -> Path | None:
+    """The file TFTP `name` xenserver/<media>/<relpath> stands for inside that media tree (None: not one)."""
+    found = filenames.parse_tftp_media_path(name)
+    media = store.get_media(found[0]) if found else None
+    return resolve_media_file(media, found[1]) if media and found else None
 
 
 def ipxe_payload(store: Store, config: Config, mac: str, client_ip: Any, *, platform: str | None = None) -> bytes:

@@ -210,7 +210,6 @@ def test_local_boot_comments_stay_on_one_line():
 
 
 def test_helpers():
-    assert configs.tftp_media_path("xs84", "/boot/xen.gz") == "xenserver/xs84/boot/xen.gz"
     assert configs.grub_http_path("http://[fd00::1]:8080/m/x") == "(http,[fd00::1]:8080)/m/x"
     with pytest.raises(BootConfigError, match="GRUB HTTP server"):
         configs.grub_http_path("http://a,b/x")

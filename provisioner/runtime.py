@@ -62,7 +62,7 @@ class Runtime:
             self.tftp.start()
             app = create_app(config, store=store)
             access.set_runs(app, self.runs)  # the web layer starts and follows runs through it
-            access.set_events(app, self.events)  # boot views let queued bindings land (web/boot.py)
+            access.set_events(app, self.events)  # the installer requests let queued bindings land (boot/answers.py)
             self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
         except Exception as exc:
             self.stop()

@@ -1,5 +1,8 @@
 """XenAPI access behind a narrow PoolDriver Protocol; the only module importing XenAPI.
 
+Nothing else sees the SDK: an error XAPI answers (the SDK's XenAPI.Failure) leaves this module as XapiError, with
+the same `details` ([code, *params], docs/xapi.md "Wire format"); a host that does not answer is XapiUnreachable.
+
 Every call has a timeout (the SDK has none); long operations (evacuate, suspend, migrate, HA) run as Async tasks
 polled to completion. After the master reboots, relogin_master() logs in again every few seconds, tolerating
 refused connections, HOST_STILL_BOOTING and SESSION_INVALID, and never following a HOST_IS_SLAVE redirect.
@@ -21,11 +24,21 @@ from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdIn
 DEFAULT_TIMEOUT = 30.0
 TASK_TIMEOUT = 4 * 3600.0  # an evacuation of a big host or a suspend of a big VM takes minutes, not seconds
 NULL_REF = "OpaqueRef:NULL"
-Failure = XenAPI.Failure
 
 # While the master's xapi restarts these mean "not back yet" (docs/xapi.md "Sessions",
 # "Waiting for the master to return"); anything else is an answer.
 MASTER_RESTART_ERRORS = ("HOST_STILL_BOOTING", "SESSION_INVALID")
+
+
+class XapiError(Exception):
+    """XAPI refused a call: `details` is its ErrorDescription, [code, *params] (callers look at details[0])."""
+
+    def __init__(self, details):
+        super().__init__(details)
+        self.details = details
+
+    def __str__(self) -> str:  # as the SDK's Failure shows itself: the details list
+        return str(self.details)
 
 
 class XapiUnreachable(ConnectionError):
@@ -118,13 +131,16 @@ class XenApiDriver:
         session = XenAPI.Session(self.url, transport=transport)
         try:
             session.xenapi.login_with_password(self._username, self._password, "1.0", "provisioner")
+        except XenAPI.Failure as exc:
+            raise XapiError(exc.details) from None
         except (OSError, socket.timeout, xmlrpc.client.ProtocolError) as exc:
             raise XapiUnreachable(f"{self.url}: {exc}") from None
         self._session = session
         return session
 
     def call(self, method: str, *args):
-        """`method` like 'host.get_all_records'; connection problems become XapiUnreachable."""
+        """`method` like 'host.get_all_records'; the one funnel of every call: XAPI's refusals become XapiError,
+        connection problems XapiUnreachable."""
         for attempt in (1, 2):
             session = self._session or self._login()
             target = session.xenapi
@@ -132,11 +148,11 @@ class XenApiDriver:
                 target = getattr(target, part)
             try:
                 return target(*args)
-            except Failure as exc:
+            except XenAPI.Failure as exc:
                 if exc.details and exc.details[0] == "SESSION_INVALID" and attempt == 1:
                     self._session = None  # the master restarted: sessions are gone (docs/xapi.md "Sessions")
                     continue
-                raise
+                raise XapiError(exc.details) from None
             except (OSError, socket.timeout, xmlrpc.client.ProtocolError) as exc:
                 self._session = None
                 raise XapiUnreachable(f"{self.url}: {method}: {exc}") from None
@@ -185,7 +201,7 @@ class XenApiDriver:
         for vdi in rec.get("ha_statefiles", []):
             try:
                 srs.append(self.call("VDI.get_SR", vdi))
-            except Failure:
+            except XapiError:
                 pass  # a statefile that went away: enable_ha then falls back to the pool's default SR
         return {"ref": ref, "name_label": rec.get("name_label", ""), "master": rec.get("master"),
                 "ha_enabled": bool(rec.get("ha_enabled")), "wlb_enabled": bool(rec.get("wlb_enabled")),
@@ -213,8 +229,8 @@ class XenApiDriver:
 
     def task(self, method: str, *args, timeout: float | None = None):
         """Run `Async.<method>` and poll its task to the end (XenCenter polls every 100 ms, docs/xapi.md
-        "XenCenter's plan for each host"); the task's error comes back as the same Failure the synchronous call would
-        raise; the result is returned."""
+        "XenCenter's plan for each host"); the task's error comes back as the same XapiError the synchronous call
+        would raise; the result is returned."""
         ref = self.call(f"Async.{method}", *args)
         limit = self.task_timeout if timeout is None else timeout
         deadline, pause = time.monotonic() + limit, 0.05
@@ -227,12 +243,12 @@ class XenApiDriver:
                 time.sleep(pause)
                 pause = min(pause * 1.5, 2.0)
             if status != "success":
-                raise Failure(list(self.call("task.get_error_info", ref)) or [f"TASK_{status.upper()}"])
+                raise XapiError(list(self.call("task.get_error_info", ref)) or [f"TASK_{status.upper()}"])
             return self.call("task.get_result", ref)
         finally:
             try:
                 self.call("task.destroy", ref)
-            except (Failure, XapiUnreachable):
+            except (XapiError, XapiUnreachable):
                 pass  # tasks vanish with a master restart anyway (docs/xapi.md "Tasks and events")
 
     def vms(self) -> list[VmInfo]:
@@ -319,7 +335,7 @@ class XenApiDriver:
             self.call("pool.get_all")
         except XapiUnreachable as exc:
             return f"not answering ({exc})"
-        except Failure as exc:
+        except XapiError as exc:
             code = exc.details[0] if exc.details else ""
             if code in MASTER_RESTART_ERRORS:
                 self._session = None
@@ -353,7 +369,7 @@ class XenApiDriver:
         if self._session is not None:
             try:
                 self._session.xenapi.session.logout()
-            except (Failure, OSError, xmlrpc.client.ProtocolError):
+            except (XenAPI.Failure, OSError, xmlrpc.client.ProtocolError):
                 pass  # logging out of a host that went away is not an error
             self._session = None
 

@@ -3,7 +3,7 @@
 import pytest
 
 from provisioner.simulator.builder import start_simulator
-from provisioner.xapi import Failure, MasterNotBack, XapiUnreachable, XenApiDriver
+from provisioner.xapi import MasterNotBack, XapiError, XapiUnreachable, XenApiDriver
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_hosts_master_first_with_management_macs(sim, driver):
 
 def test_host_rules_surface_as_failures(driver):
     member = driver.hosts()[1]
-    with pytest.raises(Failure) as err:
+    with pytest.raises(XapiError) as err:
         driver.reboot(member.ref)
     assert err.value.details[0] == "HOST_NOT_DISABLED"
     driver.disable(member.ref)
@@ -122,7 +122,7 @@ def test_relogin_never_follows_host_is_slave(sim):
     assert "not followed" in str(err.value) and len(seen) == 1
     calls = sim.world.call_log[start:]
     assert len(calls) >= 6 and {c[0] for c in calls} == {member.name}  # every try at the same URL, none elsewhere
-    with pytest.raises(Failure) as plain:
+    with pytest.raises(XapiError) as plain:
         d.hosts()  # an ordinary call is not redirected either
     assert plain.value.details[0] == "HOST_IS_SLAVE"
 
@@ -152,8 +152,8 @@ def test_vms_show_cds_auto_poweron_and_tools_version(sim, driver):
     assert "suspend" in info.allowed_operations and info.power_state == "Running"
     driver.eject_cd(cd)
     assert not next(v for v in driver.vms() if v.ref == vm).cds
-    with pytest.raises(Failure) as err:
-        driver.eject_cd(cd)  # an Async task's error comes back as the same Failure
+    with pytest.raises(XapiError) as err:
+        driver.eject_cd(cd)  # an Async task's error comes back as the same XapiError
     assert err.value.details == ["VBD_IS_EMPTY", cd]
     driver.set_auto_poweron(vm, False)
     assert db.get("VM", vm)["other_config"]["auto_poweron"] == "false"
@@ -166,7 +166,7 @@ def test_vm_power_calls_through_tasks(sim, driver):
     assert next(v for v in driver.vms() if v.ref == vm.ref).power_state == "Suspended"
     driver.resume_vm_on(vm.ref, host.ref)
     driver.clean_shutdown_vm(vm.ref)
-    with pytest.raises(Failure) as err:
+    with pytest.raises(XapiError) as err:
         driver.suspend_vm(vm.ref)
     assert err.value.details[0] == "VM_BAD_POWER_STATE"
     driver.start_vm_on(vm.ref, host.ref, True)

@@ -17,7 +17,7 @@ from provisioner import states
 from provisioner.coordinator import journal
 from provisioner.model import version_tuple
 from provisioner.store import ConflictError, Store
-from provisioner.xapi import Failure, PoolDriver, VmInfo, XapiUnreachable
+from provisioner.xapi import PoolDriver, VmInfo, XapiError, XapiUnreachable
 
 HA, WLB, AUTO_POWERON = "ha", "wlb", "auto_poweron"
 _ORDER = {HA: 0, WLB: 1, AUTO_POWERON: 2}
@@ -166,7 +166,7 @@ def restore(store: Store, pool: str, driver: PoolDriver) -> dict[str, Any]:
                                                    int(item.values.get("failures_to_tolerate") or 0)))}[item.what]
         try:
             call()
-        except (Failure, XapiUnreachable) as exc:
+        except (XapiError, XapiUnreachable) as exc:
             store.add_event("xapi.call", run_id=item.run, details={"method": method, "ok": False, "by": RESTORE_BY,
                                                                    "error": str(exc)[:300], "vm": item.name})
             done["not_restored"].append({"setting": item.label, "why": f"XAPI refused: {exc}"})

@@ -14,7 +14,7 @@ from typing import Callable
 from provisioner.config import Config
 from provisioner.model import Media
 from provisioner.store import RunHost, Store
-from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def find(ctx: Context, uuid: str) -> HostInfo | None:
     """The host's XAPI record, or None while the master does not answer (it may be the one rebooting)."""
     try:
         return next((h for h in ctx.driver.hosts() if h.uuid == uuid), None)
-    except (XapiUnreachable, Failure):
+    except (XapiUnreachable, XapiError):
         # Refused connections, HOST_STILL_BOOTING and SESSION_INVALID are all normal while the master restarts.
         return None
 
@@ -94,7 +94,7 @@ def xapi_call(ctx: Context, rh: RunHost | None, method: str, fn: Callable, *args
     """One XAPI call that changes something, with its outcome (and `details`, e.g. the VM) in the event log."""
     try:
         result = fn(*args)
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         ctx.event("xapi.call", rh, method=method, ok=False, error=str(exc)[:300], **details)
         raise
     ctx.event("xapi.call", rh, method=method, ok=True, **details)
@@ -102,7 +102,7 @@ def xapi_call(ctx: Context, rh: RunHost | None, method: str, fn: Callable, *args
 
 
 def error_code(exc: BaseException) -> str:
-    """The XAPI error code of a Failure ('' for anything else)."""
+    """The XAPI error code of an XapiError ('' for anything else)."""
     details = getattr(exc, "details", None)
     return str(details[0]) if details else ""
 

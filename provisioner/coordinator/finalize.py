@@ -19,7 +19,7 @@ from provisioner.coordinator.carry import AUTO_POWERON, HA, WLB
 from provisioner.coordinator.context import Context, StepFailed, xapi_call
 from provisioner.coordinator.plan import at_target
 from provisioner.store import Store
-from provisioner.xapi import Failure, XapiUnreachable
+from provisioner.xapi import XapiError, XapiUnreachable
 
 
 def _intents(ctx: Context) -> dict[tuple[str, str | None], dict]:
@@ -60,7 +60,7 @@ def prepare(ctx: Context, host_uuids: list[str], *, disable_ha_wlb: bool) -> lis
                               name=vm.name)
             xapi_call(ctx, None, "VM auto_poweron off", ctx.driver.set_auto_poweron, vm.ref, False, vm=vm.name)
             said.append(f"VM {vm.name}: auto_poweron turned off (back on in FINALIZE)")
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         raise StepFailed(f"preparing the pool failed: {exc}") from None
     return said
 
@@ -77,7 +77,7 @@ def undo(ctx: Context, *, pool_mixed: bool = False) -> list[str]:
     try:
         pool = ctx.driver.pool_info()
         vms = {v.uuid: v for v in ctx.driver.vms()}
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         problems.append(f"could not read the pool to undo PREPARE: {exc}")
         journal.warn(ctx.store, ctx.run_id, problems[-1])
         return problems
@@ -99,7 +99,7 @@ def undo(ctx: Context, *, pool_mixed: bool = False) -> list[str]:
             elif what == HA and not pool["ha_enabled"]:
                 xapi_call(ctx, None, "ha on", ctx.driver.enable_ha, entry["heartbeat_srs"],
                           entry["failures_to_tolerate"])
-        except (StepFailed, Failure, XapiUnreachable) as exc:
+        except (StepFailed, XapiError, XapiUnreachable) as exc:
             journal.write(ctx.store, ctx.run_id, journal.UNDO, what=what, uuid=entry.get("uuid"), name=name, ok=False,
                           error=str(exc)[:300])
             problems.append(f"{label} not turned back on: {exc}")
@@ -118,7 +118,7 @@ def wait_rpu_cleared(ctx: Context) -> float:
         try:
             set_now = ctx.driver.pool_info()["rolling_upgrade_in_progress"]
             seen = "rolling_upgrade_in_progress still set" if set_now else None
-        except (Failure, XapiUnreachable) as exc:
+        except (XapiError, XapiUnreachable) as exc:
             seen = f"master not answering ({exc})"
         waited = ctx.clock.now() - start
         if seen is None:
@@ -141,7 +141,7 @@ def tools_report(ctx: Context) -> dict[str, Any]:
     report nothing (XenCenter: "unknown")."""
     try:
         vms = ctx.driver.vms()
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         journal.warn(ctx.store, ctx.run_id, f"guest tools not checked: {exc}")
         return {}
     running = [v for v in vms if v.power_state == "Running"]
@@ -182,7 +182,7 @@ def _mixed(ctx: Context) -> bool:
     """Some host is not at the target (a member that failed before or during its install), or XAPI cannot say."""
     try:
         return not all(at_target(h, ctx.media) for h in ctx.driver.hosts())
-    except (Failure, XapiUnreachable):
+    except (XapiError, XapiUnreachable):
         return True
 
 

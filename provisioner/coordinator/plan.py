@@ -15,7 +15,7 @@ from provisioner.coordinator import carry
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Media, normalize_mac, version_tuple
 from provisioner.store import Store
-from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
 # On a pool of one every running VM gets one of these from get_vms_which_prevent_evacuation (XenCenter's NoHosts,
 # CA-63531): the plan suspends or shuts those VMs down instead, so they are not problems there.
@@ -91,7 +91,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
         info = driver.pool_info()
         hosts = driver.hosts()
         vms = driver.vms()
-    except (XapiUnreachable, Failure) as exc:
+    except (XapiUnreachable, XapiError) as exc:
         plan.problems.append(f"pool {pool} not reachable: {exc}")
         _left_off(plan, carry.left_off(store, pool))
         return plan
@@ -145,7 +145,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
             names = {v.ref: v.name for v in vms}
             try:
                 blockers = driver.evacuation_blockers(h.ref)
-            except (XapiUnreachable, Failure) as exc:
+            except (XapiUnreachable, XapiError) as exc:
                 plan.problems.append(f"{h.name}: cannot check evacuation: {exc}")
             else:
                 for vm, err in sorted(blockers.items()):

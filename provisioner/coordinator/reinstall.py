@@ -34,7 +34,7 @@ from provisioner.coordinator.steps import RealClock
 from provisioner.model import normalize_mac
 from provisioner.store import NotFoundError, Store
 from provisioner.store.reinstalls import Reinstall
-from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable, XenApiDriver
+from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable, XenApiDriver
 
 ConnectHost = Callable[[str, str, str], PoolDriver]  # (url, username, password) -> a driver on that one host
 _NOT_YET = ("HOST_STILL_BOOTING", "SESSION_INVALID")
@@ -164,7 +164,7 @@ class Flow:
                 except JoinRefused as exc:  # a waiting state, not the end: nothing to undo, the host is standalone
                     self.say(f"{r.host_name}: WAITING at {states.RI_JOIN_REFUSED}: {exc}")
                     r = self.store.set_reinstall_step(self.id, states.RI_JOIN_REFUSED, reason=str(exc))
-                except (ReinstallFailed, Failure, XapiUnreachable, NotFoundError, ValueError) as exc:
+                except (ReinstallFailed, XapiError, XapiUnreachable, NotFoundError, ValueError) as exc:
                     reason = f"{r.step}: {exc}"
                     self.say(f"{r.host_name}: FAILED at {reason}")
                     r = self.store.set_reinstall_step(self.id, states.RI_FAILED, reason=reason)
@@ -186,7 +186,7 @@ class Flow:
     def _pool_host(self, uuid: str | None) -> HostInfo | None:
         try:
             return next((h for h in self._pool(self.record.pool).hosts() if h.uuid == uuid), None)
-        except (XapiUnreachable, Failure):
+        except (XapiUnreachable, XapiError):
             return None
 
     # --- steps: each reads the world first and returns the committed next step ---
@@ -199,7 +199,7 @@ class Flow:
                 raise ReinstallFailed(f"host.destroy not sent: HOST_IS_LIVE: {DESTROY_HINTS['HOST_IS_LIVE']}")
             try:
                 driver.destroy_host(info.ref)
-            except Failure as exc:
+            except XapiError as exc:
                 code = exc.details[0] if exc.details else "?"
                 raise ReinstallFailed(f"host.destroy refused: {code}: "
                                       f"{DESTROY_HINTS.get(code, ' '.join(exc.details[1:]))}") from None
@@ -237,7 +237,7 @@ class Flow:
             found = driver.hosts()
         except XapiUnreachable as exc:
             return None, f"not answering ({exc})"
-        except Failure as exc:
+        except XapiError as exc:
             code = exc.details[0] if exc.details else "?"
             if code in _NOT_YET:
                 return None, f"starting ({code})"
@@ -285,7 +285,7 @@ class Flow:
                 driver.join_pool(master.address, self.username, self._password)
             except XapiUnreachable as exc:
                 return False, f"not answering ({exc})"
-            except Failure as exc:
+            except XapiError as exc:
                 code = exc.details[0] if exc.details else "?"
                 # pool.join's first pre-check: the management interface is up (docs/xapi.md "Host lifecycle calls")
                 if code in _NOT_YET:

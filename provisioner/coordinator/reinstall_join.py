@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from provisioner.model import Media
-from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
 # XenServer 8 installs in Trial Edition until it is licensed (host.edition "trial", the name v6d reports); the
 # default edition of older ISOs is not known here, so it is not compared for them (pool.join still checks it).
@@ -74,7 +74,7 @@ def check_join(pool: str, driver: PoolDriver, master: HostInfo, media: Media, *,
     plan = JoinCheck()
     try:
         facts = driver.join_facts(master.ref)
-    except (XapiUnreachable, Failure) as exc:
+    except (XapiUnreachable, XapiError) as exc:
         plan.problems.append(f"cannot read what pool.join needs from the master of pool {pool} ({exc})")
         return plan
     iso = iso_facts(media)

@@ -24,7 +24,7 @@ from provisioner.coordinator.reinstall_join import check_join
 from provisioner.coordinator.plan import at_target
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import NotFoundError, Store
-from provisioner.xapi import Failure, HostInfo, PoolDriver, XapiUnreachable
+from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
 Connect = Callable[[str], PoolDriver]
 Answers = Callable[[str], bool]  # XAPI URL -> does something accept a connection there?
@@ -107,7 +107,7 @@ def _check_member(plan: ReinstallPlan, name: str, driver: PoolDriver, info: Host
         return
     try:
         resident = [v.name for v in driver.vms() if v.resident_on == info.ref]
-    except (XapiUnreachable, Failure) as exc:
+    except (XapiUnreachable, XapiError) as exc:
         plan.problems.append(f"{where}: cannot list its VMs: {exc}")
         return
     if resident:
@@ -125,7 +125,7 @@ def _check_member(plan: ReinstallPlan, name: str, driver: PoolDriver, info: Host
     plan.old_uuid, plan.old_pool = info.uuid, name
     try:
         plan.network = driver.management_network(info.ref)
-    except (XapiUnreachable, Failure) as exc:
+    except (XapiUnreachable, XapiError) as exc:
         plan.notes.append(f"management network unknown ({exc}): the fresh install uses DHCP")
 
 
@@ -161,7 +161,7 @@ def _check_data_loss(plan: ReinstallPlan, name: str, driver: PoolDriver, info: H
     operator accepted the loss."""
     try:
         disks = driver.local_disks(info.ref)
-    except (XapiUnreachable, Failure) as exc:
+    except (XapiUnreachable, XapiError) as exc:
         plan.problems.append(f"pool {name}: cannot list the disks on {info.name}'s local storage ({exc}): a "
                              "fresh install would wipe them unseen")
         return
@@ -223,7 +223,7 @@ def make_reinstall_plan(store: Store, mac: str, pool: str, media_name: str, *, c
             driver = connect(known.name)
             found = driver.hosts()
             ha = bool(driver.pool_info().get("ha_enabled"))
-        except (XapiUnreachable, Failure) as exc:
+        except (XapiUnreachable, XapiError) as exc:
             plan.problems.append(f"cannot ask pool {known.name} whether {host.mac} is a live member there ({exc})")
             continue
         for info in found:

@@ -20,7 +20,7 @@ from provisioner.coordinator import journal
 from provisioner.coordinator.context import Context, error_code, find
 from provisioner.coordinator.plan import at_target
 from provisioner.store import Run, RunHost, Store
-from provisioner.xapi import Failure, HostInfo, XapiUnreachable
+from provisioner.xapi import HostInfo, XapiError, XapiUnreachable
 
 NOTHING_CHANGED = "nothing_changed"
 """Failed before its reboot (CHECK, DISABLE, EVACUATE, ARM, or a refused host.reboot): the host still runs its old
@@ -375,14 +375,14 @@ def assess(ctx: Context, rh: RunHost, error: BaseException | None = None) -> Rem
                 if err and err[0] == "HOST_NOT_ENOUGH_FREE_MEMORY":  # [vm] in a plan: add how much is short
                     err = [*err, *map(str, ctx.driver.memory_needs(vm, info.ref))]
                 blockers[names.get(vm, vm)] = [err[0], *(names.get(p, p) for p in err[1:])] if err else []
-        except (Failure, XapiUnreachable):
+        except (XapiError, XapiUnreachable):
             blockers = {}
     details = [str(d) for d in getattr(error, "details", None) or []] if error_code(error) else []
     if details and not blockers:
         try:
             names = {v.ref: v.name for v in ctx.driver.vms()}
             details = [details[0], *(names.get(p, p) for p in details[1:])]
-        except (Failure, XapiUnreachable):
+        except (XapiError, XapiUnreachable):
             pass
     run = ctx.store.get_run(ctx.run_id)
     target = f"{ctx.media.product_version} build {ctx.media.build}"

@@ -17,9 +17,9 @@ from provisioner.coordinator import finalize, installing, journal, remedies, ste
 from provisioner.coordinator.plan import make_plan
 from provisioner.model import normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
-from provisioner.xapi import Failure, PoolDriver, XapiUnreachable
+from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
 
-_STEP_ERRORS = (steps.StepFailed, Failure, XapiUnreachable, NotFoundError, ConflictError, ValueError)
+_STEP_ERRORS = (steps.StepFailed, XapiError, XapiUnreachable, NotFoundError, ConflictError, ValueError)
 
 
 def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,

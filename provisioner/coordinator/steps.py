@@ -18,7 +18,7 @@ from provisioner.coordinator.context import (Context, RealClock, StepFailed, Tim
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
 from provisioner.store import RunHost
-from provisioner.xapi import Failure, HostInfo, MasterNotBack, XapiUnreachable
+from provisioner.xapi import HostInfo, MasterNotBack, XapiError, XapiUnreachable
 
 __all__ = ["Context", "RealClock", "StepFailed", "Timeouts", "STEPS", "find", "make_safe"]
 
@@ -44,7 +44,7 @@ def evacuate(ctx: Context, rh: RunHost) -> str:
     """Pool: journal the resident VMs, then host.evacuate. Pool of one: eject, suspend / shut down (vms.py)."""
     try:
         hosts = ctx.driver.hosts()
-    except (XapiUnreachable, Failure) as exc:
+    except (XapiUnreachable, XapiError) as exc:
         raise StepFailed(f"the pool master does not answer: {exc}") from None
     info = next((h for h in hosts if h.uuid == rh.uuid), None)
     if info is None:
@@ -100,7 +100,7 @@ def reboot(ctx: Context, rh: RunHost) -> str:
             xapi_call(ctx, rh, "host.shutdown", ctx.driver.shutdown, info.ref)
         else:
             xapi_call(ctx, rh, "host.reboot", ctx.driver.reboot, info.ref)
-    except Failure as exc:
+    except XapiError as exc:
         if error_code(exc) == "OTHER_OPERATION_IN_PROGRESS":
             return after  # the one sent before a crash is still starting
         raise
@@ -147,7 +147,7 @@ def power_on(ctx: Context, rh: RunHost) -> str:
         mode = info.power_on_mode
         try:
             xapi_call(ctx, rh, "host.power_on", ctx.driver.power_on, info.ref, mode=mode, attempt=n)
-        except Failure as exc:
+        except XapiError as exc:
             if error_code(exc) != "HOST_IS_LIVE":  # live: it came up by itself; the wait below tells how
                 raise
         try:
@@ -217,7 +217,7 @@ def storage(ctx: Context, rh: RunHost) -> str:
             left = [p.sr for p in pbds if info is not None and p.host == info.ref and not p.attached]
             seen = None if info is not None and info.enabled and not left else (
                 f"enabled={info.enabled if info else '?'}, unplugged: {', '.join(left) or 'none'}")
-        except (Failure, XapiUnreachable) as exc:
+        except (XapiError, XapiUnreachable) as exc:
             seen = f"master not answering ({exc})"
         if seen is None or ctx.clock.now() - start >= ctx.timeouts.storage:
             break
@@ -227,14 +227,14 @@ def storage(ctx: Context, rh: RunHost) -> str:
         ctx.clock.sleep(ctx.timeouts.poll)
     try:
         live = {h.ref: h.name for h in ctx.driver.hosts() if h.live}
-    except (Failure, XapiUnreachable):
+    except (XapiError, XapiUnreachable):
         live = {}
     for pbd in pbds:
         if pbd.attached or pbd.host not in live:
             continue
         try:
             xapi_call(ctx, rh, "PBD.plug", ctx.driver.plug_pbd, pbd.ref, sr=pbd.sr, on=live[pbd.host])
-        except (Failure, XapiUnreachable) as exc:
+        except (XapiError, XapiUnreachable) as exc:
             journal.warn(ctx.store, ctx.run_id, f"SR {pbd.sr} not plugged on {live[pbd.host]}: {exc}", mac=rh.mac)
     return states.STEP_ENABLE
 
@@ -247,7 +247,7 @@ def enable(ctx: Context, rh: RunHost) -> str:
             return True
         try:
             xapi_call(ctx, rh, "host.enable", ctx.driver.enable, info.ref)
-        except Failure as exc:
+        except XapiError as exc:
             if error_code(exc) == "HOST_STILL_BOOTING":
                 return False  # xapi's startup is not complete yet: retry (docs/xapi.md "Host lifecycle calls")
             raise
@@ -290,10 +290,10 @@ def make_safe(ctx: Context, rh: RunHost) -> list[str]:
         try:  # a host back at its old version may still be starting: wait for it as ENABLE does
             enable(ctx, rh)
             done.append("re-enabled")
-        except (StepFailed, Failure, XapiUnreachable) as exc:
+        except (StepFailed, XapiError, XapiUnreachable) as exc:
             done.append(f"could not re-enable: {exc}")
     try:
         done += vms.restore(ctx, rh, info.ref, migrate_back=False)
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         done.append(f"VMs not restored: {exc}")
     return done

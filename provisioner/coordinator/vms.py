@@ -16,7 +16,7 @@ from typing import Any
 from provisioner.coordinator import journal
 from provisioner.coordinator.context import Context, StepFailed, error_code, xapi_call
 from provisioner.store import RunHost, Store
-from provisioner.xapi import Failure, VmInfo, XapiUnreachable
+from provisioner.xapi import VmInfo, XapiError, XapiUnreachable
 
 MIGRATE, SUSPEND, SHUTDOWN = "migrate", "suspend", "shutdown"
 RUNNING = ("Running", "Paused")
@@ -114,7 +114,7 @@ def _stop(ctx: Context, rh: RunHost, vm: VmInfo, entry: dict) -> str:
             for cd in vm.cds:  # what is still in the drive (a re-run finds the ejected ones empty)
                 try:
                     xapi_call(ctx, rh, "VBD.eject", ctx.driver.eject_cd, cd.vbd, iso=cd.iso, **call)
-                except Failure as exc:
+                except XapiError as exc:
                     if error_code(exc) != "VBD_IS_EMPTY":
                         raise
             xapi_call(ctx, rh, "VM.suspend", ctx.driver.suspend_vm, vm.ref, **call)
@@ -125,11 +125,11 @@ def _stop(ctx: Context, rh: RunHost, vm: VmInfo, entry: dict) -> str:
                 return "clean shutdown"
             # no PV drivers, guest hung: the hard way, as XenCenter does (docs/xapi.md
             # "XenCenter's prechecks and their unwind")
-            except Failure as exc:
+            except XapiError as exc:
                 ctx.say(f"{rh.name}: {vm.name}: clean shutdown failed ({exc}); hard shutdown")
         xapi_call(ctx, rh, "VM.hard_shutdown", ctx.driver.hard_shutdown_vm, vm.ref, **call)
         return "hard shutdown"
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         raise StepFailed(f"could not {entry['action']} VM {vm.name}: {exc}") from None
 
 
@@ -181,7 +181,7 @@ def _put_back(ctx: Context, rh: RunHost, vm: VmInfo | None, entry: dict, host_re
         paused = entry.get("was") == "Paused"
         xapi_call(ctx, rh, "VM.start_on", ctx.driver.start_vm_on, vm.ref, host_ref, paused, **call)
         return outcome("started paused" if paused else "started")
-    except (Failure, XapiUnreachable) as exc:
+    except (XapiError, XapiUnreachable) as exc:
         how = "migrated back" if entry["action"] == MIGRATE else "restored"
         return outcome(how, False, str(exc)[:300])
 

@@ -16,14 +16,14 @@ from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
 from provisioner.model import ValidationError
 from provisioner.web import api
 from provisioner.web.access import get_runs, get_store, json_error, running_run_ids
-from provisioner.xapi import Failure
+from provisioner.xapi import XapiError
 
 bp = Blueprint("api_upgrade", __name__, url_prefix="/api/v1")
 api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502; SecretError 500
 
 
-@bp.errorhandler(Failure)
-def _xapi_failure(exc: Failure):
+@bp.errorhandler(XapiError)
+def _xapi_failure(exc: XapiError):
     return json_error(502, f"XAPI refused: {' '.join(map(str, exc.details))}")
 
 

@@ -12,10 +12,10 @@ from provisioner.store import StoreError
 from provisioner.web import ui_view
 from provisioner.web.access import get_runs, get_store, json_error, running_run_ids
 from provisioner.web.ui_base import bp, page
-from provisioner.xapi import Failure, XapiUnreachable
+from provisioner.xapi import XapiError, XapiUnreachable
 
 ACTIONS = ("start", "abort", "resume")
-_ACTION_ERRORS = (StoreError, ValidationError, ValueError, XapiUnreachable, Failure, OSError)
+_ACTION_ERRORS = (StoreError, ValidationError, ValueError, XapiUnreachable, XapiError, OSError)
 
 
 @bp.get("/")

@@ -9,7 +9,7 @@ import pytest
 from provisioner.coordinator import context
 from provisioner.simulator.builder import start_simulator
 from provisioner.store import RunHost
-from provisioner.xapi import Failure, XenApiDriver
+from provisioner.xapi import XapiError, XenApiDriver
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_xapi_call_logs_each_outcome(ctx):
     c, sim = ctx
     rh, info = run_host(c, 1)
     context.xapi_call(c, rh, "host.disable", c.driver.disable, info.ref)
-    with pytest.raises(Failure) as err:
+    with pytest.raises(XapiError) as err:
         context.xapi_call(c, rh, "host.reboot", c.driver.enable, "OpaqueRef:nope", vm="x")
     assert context.error_code(err.value) == "HANDLE_INVALID" and context.error_code(ValueError("x")) == ""
     events = [e["details"] for e in c.store.events(run_id="run-1", kind="xapi.call")]
@@ -66,7 +66,7 @@ def test_every_step_event_is_also_a_log_line_naming_mac_attempt_and_run(ctx, cap
     rh = dataclasses.replace(rh, attempt_id=7)
     with caplog.at_level("INFO", logger="provisioner.coordinator.context"):
         context.xapi_call(c, rh, "host.disable", c.driver.disable, info.ref)
-        with pytest.raises(Failure):
+        with pytest.raises(XapiError):
             context.xapi_call(c, rh, "host.reboot", c.driver.enable, "OpaqueRef:nope")
     lines = [r for r in caplog.records if r.name == "provisioner.coordinator.context"]
     assert [(r.levelname, r.mac, r.attempt, r.run) for r in lines] == [

@@ -15,7 +15,7 @@ from provisioner.simulator import states as st
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.fresh import FRESH, new_host_uuid
-from provisioner.xapi import Failure, XenApiDriver
+from provisioner.xapi import XapiError, XenApiDriver
 
 PASSWORD, NEW_PASSWORD = "pool-pw", "new-root-pw"
 NEW_HASH = cryptpw.hash_password(NEW_PASSWORD, rounds=1000)
@@ -87,7 +87,7 @@ def test_fresh_install_comes_back_as_a_new_standalone_host(sim):
     assert (hosts[0].name, hosts[0].mac, hosts[0].product_version) == ("newhost", sim.mac, "8.4.0")
     assert hosts[0].live and hosts[0].enabled and new.vms() == []
     assert new.pool_info()["name_label"] == "" and new.management_network(hosts[0].ref)["mode"] == "dhcp"
-    with pytest.raises(Failure) as err:
+    with pytest.raises(XapiError) as err:
         sim.driver(sim.handle.url(sim.mac), PASSWORD).hosts()  # root's password is now the answer file's
     assert err.value.details[0] == "SESSION_AUTHENTICATION_FAILED"
     old_master = sim.driver(sim.handle.master_url("old"), PASSWORD)
@@ -102,10 +102,10 @@ def test_pool_join_needs_the_masters_version_then_works(sim):
     sim.reinstall()
     new = sim.driver(sim.handle.url(sim.mac), NEW_PASSWORD)
     old_master = sim.world.pools["old"].master.address
-    with pytest.raises(Failure) as err:  # the old pool's master still runs 8.2.1
+    with pytest.raises(XapiError) as err:  # the old pool's master still runs 8.2.1
         new.join_pool(old_master, "root", PASSWORD)
     assert err.value.details == ["POOL_HOSTS_NOT_COMPATIBLE"]
-    with pytest.raises(Failure) as err:
+    with pytest.raises(XapiError) as err:
         new.join_pool("127.0.0.2", "root", "wrong")
     assert err.value.details[0] == "SESSION_AUTHENTICATION_FAILED"
     uuid = new.hosts()[0].uuid
@@ -114,7 +114,7 @@ def test_pool_join_needs_the_masters_version_then_works(sim):
     sim.wait(lambda: any(h.uuid == uuid and h.live and h.enabled for h in pool.hosts()), "joined")
     joined = next(h for h in pool.hosts() if h.uuid == uuid)
     assert not joined.is_master and joined.mac == sim.mac and len(pool.hosts()) == 2
-    with pytest.raises(Failure) as err:  # a member now: logins go to the master
+    with pytest.raises(XapiError) as err:  # a member now: logins go to the master
         sim.driver(sim.handle.url(sim.mac), NEW_PASSWORD).hosts()
     assert err.value.details == ["HOST_IS_SLAVE", "127.0.0.2"]
     pool.close()

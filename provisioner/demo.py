@@ -17,6 +17,7 @@ from typing import Callable
 
 from provisioner import media, output, registry, states
 from provisioner.coordinator import pools as coord_pools
+from provisioner.coordinator import wiring
 from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.runner import Runner, report, start_run
 from provisioner.config import Config, load_config
@@ -114,7 +115,7 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
     handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
     world.boot_handler = handler
     sim = serve_world(world)
-    driver = XenApiDriver(sim.master_url(), "root", "demo", timeout=5)
+    driver = wiring.driver(sim.master_url(), "root", "demo", timeout=5)
     say(f"simulated pool {DEMO_POOL}: {hosts} hosts at {SOURCE_VERSION}, master {sim.master_url()}, "
         f"clock x{speed:g}")
     results = []

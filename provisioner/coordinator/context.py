@@ -49,6 +49,16 @@ class Timeouts:
                                      # (XenCenter prompts after 20 min; installing.py, docs/remedies.md)
 
 
+@dataclass(frozen=True)
+class ReinstallTimeouts:
+    """Seconds on a lab reinstall's clock: the operator powers the host on, a fresh install takes 20-60 min."""
+
+    install: float = 4 * 3600.0  # armed -> installer reported
+    xapi: float = 1800.0         # installed -> the new host's XAPI accepts a login
+    joined: float = 1800.0       # pool.join sent -> the new host live and enabled in the pool
+    poll: float = 10.0
+
+
 @dataclass
 class Context:
     store: Store

@@ -15,9 +15,8 @@ from provisioner import credentials
 
 from provisioner.model import Host, ValidationError, normalize_mac
 from provisioner.store import NotFoundError, PoolRecord, Store
-from provisioner.xapi import PoolDriver, XenApiDriver
-
-DEFAULT_TIMEOUT = 30.0
+from provisioner.coordinator import wiring
+from provisioner.xapi import DEFAULT_TIMEOUT, PoolDriver, XenApiDriver
 
 
 def add_pool(store: Store, name: str, url: str, username: str, password: str) -> PoolRecord:
@@ -70,9 +69,9 @@ def pool_password(store: Store, name: str) -> str:
 
 
 def connect(store: Store, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> XenApiDriver:
-    """A driver logged in lazily with the pool's stored credentials."""
+    """A driver logged in lazily with the pool's stored credentials (built by wiring.driver)."""
     pool = get_pool(store, name)
-    return XenApiDriver(pool.url, pool.username, pool_password(store, name), timeout=timeout)
+    return wiring.driver(pool.url, pool.username, pool_password(store, name), timeout=timeout)
 
 
 @dataclass

@@ -18,23 +18,22 @@ the new host standalone, and the same command run again retries JOIN. The VM dis
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Callable
 
 from provisioner import states
 from provisioner.boot import attempts
 from provisioner.config import Config
-from provisioner.coordinator import pools
+from provisioner.coordinator import pools, wiring
 from provisioner.coordinator.plan import at_target
 from provisioner.coordinator.reinstall_join import FIX_THEN_RERUN, join_hint
 from provisioner.coordinator.reinstall_plan import (Connect, ReinstallRefused, check_confirmation, describe_disk,
                                                     make_reinstall_plan)
-from provisioner.coordinator.context import poll_until
+from provisioner.coordinator.context import ReinstallTimeouts, poll_until
 from provisioner.coordinator.steps import RealClock
 from provisioner.model import normalize_mac
 from provisioner.store import NotFoundError, Store
 from provisioner.store.reinstalls import Reinstall
-from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable, XenApiDriver
+from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
 ConnectHost = Callable[[str, str, str], PoolDriver]  # (url, username, password) -> a driver on that one host
 _NOT_YET = ("HOST_STILL_BOOTING", "SESSION_INVALID")
@@ -54,16 +53,6 @@ class ReinstallFailed(RuntimeError):
 
 class JoinRefused(RuntimeError):
     """pool.join refused the new standalone host; the message says why and what to do (the flow waits)."""
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds on the flow's clock: the operator powers the host on, a fresh install takes 20-60 min."""
-
-    install: float = 4 * 3600.0  # armed -> installer reported
-    xapi: float = 1800.0         # installed -> the new host's XAPI accepts a login
-    joined: float = 1800.0       # pool.join sent -> the new host live and enabled in the pool
-    poll: float = 10.0
 
 
 def start(store: Store, mac: str, pool: str, media_name: str, *, confirm: str | None, forget: bool,
@@ -123,7 +112,7 @@ class Flow:
     """Drives one reinstall to DONE or FAILED; construct it again on the same store after a crash (resume)."""
 
     def __init__(self, store: Store, config: Config, reinstall_id: int, *, connect: Connect | None = None,
-                 connect_host: ConnectHost | None = None, clock=None, timeouts: Timeouts | None = None,
+                 connect_host: ConnectHost | None = None, clock=None, timeouts: ReinstallTimeouts | None = None,
                  say: Callable[[str], None] = lambda line: None, power_on: Callable[[], None] | None = None,
                  on_commit: Callable[[Reinstall], None] | None = None):
         found = store.get_reinstall(reinstall_id)
@@ -131,9 +120,9 @@ class Flow:
             raise NotFoundError(f"no reinstall {reinstall_id}")
         self.store, self.config, self.id, self.say = store, config, reinstall_id, say
         self.connect = connect or (lambda name: pools.connect(store, name))
-        self.connect_host = connect_host or (lambda url, user, pw: XenApiDriver(url, user, pw, timeout=30))
+        self.connect_host = connect_host or wiring.host_driver
         self.clock = clock or RealClock()
-        self.timeouts = timeouts or Timeouts(poll=config.upgrade_poll_ms / 1000.0)
+        self.timeouts = timeouts or wiring.reinstall_timeouts(config)
         self.power_on, self.on_commit = power_on, on_commit or (lambda r: None)
         self.media = store.get_media(found.media)
         self.username = pools.get_pool(store, found.pool).username

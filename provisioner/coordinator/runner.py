@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from provisioner import states
 from provisioner.config import Config
-from provisioner.coordinator import finalize, installing, journal, remedies, steps, vms
+from provisioner.coordinator import finalize, installing, journal, remedies, steps, vms, wiring
 from provisioner.coordinator.plan import make_plan
 from provisioner.model import normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
@@ -138,7 +138,8 @@ class Runner:
         self.on_commit = on_commit or (lambda rh: None)
         self.options = journal.options(store, run_id)
         self.ctx = steps.Context(store, config, driver, media, run_id, clock or steps.RealClock(),
-                                 timeouts or steps.Timeouts(), say, migrate_back=self.options["migrate_back"],
+                                 timeouts or wiring.run_timeouts(config), say,
+                                 migrate_back=self.options["migrate_back"],
                                  power_cycle=self.options["power_cycle"])
 
     @property

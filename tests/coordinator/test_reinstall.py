@@ -10,6 +10,7 @@ from labs import MEDIA, PASSWORD, POOL, host_info, macs, shut_down, upgrade
 
 from provisioner import cryptpw, media, states
 from provisioner.coordinator import pools, reinstall
+from provisioner.coordinator.context import ReinstallTimeouts
 from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.reinstall_plan import ReinstallRefused, make_reinstall_plan
 from provisioner.demo import synthetic_media_tree
@@ -18,7 +19,7 @@ from provisioner.simulator.builder import add_local_vm
 from provisioner.simulator.fresh import new_host_uuid
 from provisioner.simulator.join import apply_updates
 
-FLOW_FAST = reinstall.Timeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
+FLOW_FAST = ReinstallTimeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
 HASH = cryptpw.hash_password(PASSWORD)
 UPDATE = ("3f2a7c1e-0000-4000-8000-000000000001", "XS84E001")
 

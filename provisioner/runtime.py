@@ -1,7 +1,8 @@
-"""`provisioner serve`: TFTP + HTTP + the upgrade runs in one process over one store; clean stop on SIGTERM/SIGINT.
+"""`provisioner serve`: TFTP + HTTP + the long flows in one process over one store; clean stop on SIGTERM/SIGINT.
 
-At start-up `serve` resumes every upgrade run that was in progress (each step re-reads the pool first); on stop,
-the runs are interrupted at their next wait or step boundary and stay resumable.
+The long flows (upgrade runs and lab reinstalls) are driven by one FlowService (coordinator/service.py). At
+start-up `serve` resumes every run and every reinstall that was in progress (each step reads the world first); on
+stop, the flows are interrupted at their next wait or step boundary and stay resumable.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import signal
 import threading
 from typing import Callable
 
-from provisioner import create_app
+from provisioner import create_app, states
 from provisioner.boot.service import tftp_media_file, tftp_payload
 from provisioner.boot.filenames import mac_of_tftp_name
 from provisioner.boot.loaders import describe_stray, missing_loaders, stray_per_mac_files
 from provisioner.config import Config
-from provisioner.coordinator.service import RunService
-from provisioner.coordinator.steps import Timeouts
+from provisioner.coordinator.service import FlowService
 from provisioner.eventwriter import DecisionStore, EventWriter
 from provisioner.web.server import ServerHandle, serve_http
 from provisioner.store import Store
@@ -36,10 +36,10 @@ class StartupError(RuntimeError):
 class Runtime:
     """The running services. start() brings up TFTP and HTTP or raises StartupError with nothing left open."""
 
-    def __init__(self, config: Config, store: Store | None = None, *, runs: RunService | None = None):
+    def __init__(self, config: Config, store: Store | None = None, *, flows: FlowService | None = None):
         self.config = config
         self.store = store or Store(config.db_path)
-        self.runs = runs or RunService(self.store, config, timeouts=Timeouts(poll=config.upgrade_poll_ms / 1000))
+        self.flows = flows or FlowService(self.store, config)  # timeouts from the config (coordinator/wiring.py)
         self.http: ServerHandle | None = None
         self.tftp: TftpService | None = None
         self.events: EventWriter | None = None
@@ -61,7 +61,7 @@ class Runtime:
             )
             self.tftp.start()
             app = create_app(config, store=store)
-            access.set_runs(app, self.runs)  # the web layer starts and follows runs through it
+            access.set_flows(app, self.flows)  # the web layer starts and follows runs and reinstalls through it
             access.set_events(app, self.events)  # the installer requests let queued bindings land (boot/answers.py)
             self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
         except Exception as exc:
@@ -73,7 +73,7 @@ class Runtime:
 
     def stop(self) -> list[str]:
         """Stop everything; the ids of the upgrade runs interrupted (resumable by the next `serve`)."""
-        interrupted = self.runs.stop()
+        interrupted = self.flows.stop()
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -106,11 +106,14 @@ def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
             announce(f"warning: public_url is https ({config.base_url}): installer boot configs are refused (every "
                      "armed host gets a local boot); boot URLs must be plain http:// (docs/boot-urls.md)")
         _resume_runs(runtime, announce)
+        _resume_reinstalls(runtime, announce)
         stop.wait()
         announce("stopping")
     finally:
         for run_id in runtime.stop():
             announce(f"upgrade run {run_id} interrupted; the next `provisioner serve` resumes it")
+        for reinstall_id in runtime.flows.interrupted_reinstalls():
+            announce(f"reinstall {reinstall_id} interrupted; the next `provisioner serve` resumes it")
         runtime.store.add_event("server.stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -122,12 +125,35 @@ def _resume_runs(runtime: Runtime, announce: Callable[[str], None]) -> list[str]
     active = {r.id: r for r in runtime.store.list_runs(active_only=True)}
     if not active:
         return []
-    resumed = runtime.runs.resume_all()
+    resumed = runtime.flows.resume_all()
     for run_id in resumed:
         run = active.get(run_id) or runtime.store.get_run(run_id)
         announce(f"resuming upgrade run {run_id} of pool {run.pool} (was {run.state}); each step re-reads the pool")
     for run_id in sorted(set(active) - set(resumed)):
         why = runtime.store.events(run_id=run_id, kind="run.resume_skipped")
         announce(f"not resuming upgrade run {run_id} of pool {active[run_id].pool}: "
+                 f"{why[-1]['details']['error'] if why else 'see the events'}")
+    return resumed
+
+
+def _resume_reinstalls(runtime: Runtime, announce: Callable[[str], None]) -> list[int]:
+    """Drive again the reinstalls a previous server (or CLI) left in progress, and say which (and which not, and
+    why); one waiting at JOIN_REFUSED waits for the operator to run the command again."""
+    active = {r.id: r for r in runtime.store.active_reinstalls()}
+    if not active:
+        return []
+    resumed = runtime.flows.resume_reinstalls()
+    for reinstall_id in resumed:
+        found = active[reinstall_id]
+        announce(f"resuming reinstall {reinstall_id} of {found.host_name} ({found.mac}) at step {found.step}; "
+                 "each step reads the world first")
+    for reinstall_id in sorted(set(active) - set(resumed)):
+        found = active[reinstall_id]
+        if found.step in states.REINSTALL_WAITING:
+            announce(f"reinstall {reinstall_id} of {found.host_name} waits at {found.step}: {found.reason}")
+            continue
+        why = [e for e in runtime.store.events(mac=found.mac, kind="reinstall.resume_skipped")
+               if e["details"].get("reinstall") == reinstall_id]
+        announce(f"not resuming reinstall {reinstall_id} of {found.host_name}: "
                  f"{why[-1]['details']['error'] if why else 'see the events'}")
     return resumed

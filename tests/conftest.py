@@ -64,7 +64,7 @@ def lab(tmp_path, lab_hosts):
 
 @pytest.fixture
 def two_pools(tmp_path):
-    """Pools red and blue in one simulated world, the server's RunService on its clock (labs.make_world)."""
+    """Pools red and blue in one simulated world, the server's FlowService on its clock (labs.make_world)."""
     from labs import make_world, stop_world
 
     made = make_world(tmp_path, api_token=API_TOKEN)

@@ -8,9 +8,9 @@ import click
 
 from provisioner.config import secret_from_env
 from provisioner.coordinator import pools as coord_pools
-from provisioner.coordinator import reinstall as coord_reinstall
 from provisioner import states
 from provisioner.coordinator.reinstall_plan import ReinstallRefused, describe_disk, make_reinstall_plan
+from provisioner.coordinator.service import FlowService
 from provisioner.cli.base import Context, friendly, main, pass_ctx
 
 HASH_ENV = "PROVISIONER_ROOT_PASSWORD_HASH"
@@ -49,6 +49,27 @@ def _refusal_lines(problems: list[str], data_loss: list[dict]) -> list[str]:
     if data_loss:
         lines += ["disks the fresh install would wipe:"] + [f"  LOST: {describe_disk(d)}" for d in data_loss]
     return lines
+
+
+def _drive(ctx: Context, mac: str, pool: str, media_name: str, *, say, **checks):
+    """Check, commit and drive the flow (or the host's flow in progress) on a FlowService thread of this process
+    until it ends or waits; Ctrl-C interrupts it at its next wait or step boundary, resumable."""
+    svc = FlowService(ctx.store, ctx.config)  # timeouts from the config (coordinator/wiring.py)
+    try:
+        found = svc.start_reinstall(mac, pool, media_name, say=say, **checks)
+        done = svc.wait_reinstall(found.id)
+    except KeyboardInterrupt:
+        svc.stop()
+        raise click.ClickException("interrupted: the reinstall stays resumable (run the same command again, or "
+                                   "the next `provisioner serve` start)") from None
+    finally:
+        svc.stop()
+    crashed = [e for e in ctx.store.events(mac=done.mac, kind="reinstall.crashed")
+               if e["details"].get("reinstall") == done.id]
+    if done.step not in states.REINSTALL_TERMINAL and done.step not in states.REINSTALL_WAITING and crashed:
+        raise click.ClickException(f"reinstall {done.id} stopped at {done.step}: {crashed[-1]['details']['error']}; "
+                                   "run the same command again to resume it")
+    return done
 
 
 @main.command("reinstall")
@@ -90,10 +111,8 @@ def reinstall(ctx: Context, mac: str, pool: str, media_name: str, confirm: str |
                                         connect=lambda name: coord_pools.connect(ctx.store, name))
             click.echo(json.dumps(found.as_dict(), indent=2) if as_json else _plan_text(found))
             raise SystemExit(0 if found.ok else 1)
-        done = coord_reinstall.reinstall_host(ctx.store, ctx.config, mac, pool, media_name, confirm=confirm,
-                                              forget=forget, root_password_hash=root_hash, host_url=host_url,
-                                              accept_data_loss=accept_data_loss, fix_before_join=fix_before_join,
-                                              say=say)
+        done = _drive(ctx, mac, pool, media_name, confirm=confirm, forget=forget, root_password_hash=root_hash,
+                      host_url=host_url, accept_data_loss=accept_data_loss, fix_before_join=fix_before_join, say=say)
     except ReinstallRefused as exc:
         if as_json:
             click.echo(json.dumps({"refused": exc.problems, "data_loss": exc.data_loss}, indent=2))

@@ -14,8 +14,8 @@ from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
-from provisioner.coordinator.service import ProgressReader, RunService, lock_holder
-from provisioner.coordinator.steps import Timeouts
+from provisioner.coordinator.locks import lock_holder
+from provisioner.coordinator.service import FlowService, ProgressReader
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 
 
@@ -105,10 +105,10 @@ def _follow(store, run_ids: list[str], as_json: bool, interval: float,
         time.sleep(interval)
 
 
-def _drive(ctx: Context, launch: Callable[[RunService, Callable[[str], None] | None], object], follow: bool,
+def _drive(ctx: Context, launch: Callable[[FlowService, Callable[[str], None] | None], object], follow: bool,
            as_json: bool, interval: float) -> None:
-    """Run one pool's run in this process (RunService thread), show it, and end with its report."""
-    svc = RunService(ctx.store, ctx.config, timeouts=Timeouts(poll=ctx.config.upgrade_poll_ms / 1000))
+    """Run one pool's run in this process (FlowService thread), show it, and end with its report."""
+    svc = FlowService(ctx.store, ctx.config)  # timeouts from the config (coordinator/wiring.py)
     run = launch(svc, None if follow or as_json else click.echo)
     try:
         if follow:

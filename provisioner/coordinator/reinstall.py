@@ -12,12 +12,12 @@ fresh installs) or a second pool.join:
 
 A pool.join refusal (updates, edition, ... after the install) is not the end: the flow waits at JOIN_REFUSED with
 the new host standalone, and the same command run again retries JOIN. The VM disks the operator accepted to lose
-(--accept-data-loss) are journaled when the flow is committed and named in its final report.
+(--accept-data-loss) are journaled when the flow is committed and named in its final report. The flow service
+(service.py) drives each flow on a thread, and drives the unfinished ones again when `serve` starts.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 from provisioner import states
@@ -86,21 +86,12 @@ def start(store: Store, mac: str, pool: str, media_name: str, *, confirm: str | 
                                   data_lost=plan.data_loss)
 
 
-def reinstall_host(store: Store, config: Config, mac: str, pool: str, media_name: str, *, confirm: str | None,
-                   forget: bool, root_password_hash: str | None, host_url: str | None = None,
-                   accept_data_loss: bool = False, fix_before_join: bool = False,
-                   say: Callable[[str], None] = lambda line: None) -> Reinstall:
-    """The whole flow in this thread (the CLI): checks, then every step until DONE, FAILED or JOIN_REFUSED
-    (waiting); resumes one in progress. Progress lines go to `say`."""
-    connect = lambda name: pools.connect(store, name)  # noqa: E731
-    found = start(store, mac, pool, media_name, confirm=confirm, forget=forget,
-                  root_password_hash=root_password_hash, connect=connect, host_url=host_url,
-                  accept_data_loss=accept_data_loss, fix_before_join=fix_before_join)
-    for disk in store.data_lost(found):
-        say(f"{found.host_name}: accepted loss: {describe_disk(disk)}")
+def opening_lines(store: Store, found: Reinstall) -> list[str]:
+    """What the operator is told before the flow is driven: the disks accepted lost, and the host.destroy ahead."""
+    lines = [f"{found.host_name}: accepted loss: {describe_disk(disk)}" for disk in store.data_lost(found)]
     if found.step == states.RI_FORGET:
-        say(f"{found.host_name}: forgetting uuid {found.old_uuid} in pool {found.old_pool} (host.destroy)")
-    return Flow(store, config, found.id, connect=connect, say=say).run()
+        lines.append(f"{found.host_name}: forgetting uuid {found.old_uuid} in pool {found.old_pool} (host.destroy)")
+    return lines
 
 
 def status(store: Store, mac: str) -> list[Reinstall]:
@@ -314,21 +305,3 @@ class Flow:
             "reinstall": r.id, "pool": r.pool, "old_uuid": r.old_uuid, "new_uuid": r.new_uuid, "name": info.name,
             "version": info.product_version, "data_lost": self.store.data_lost(r)})
         return self._next(r, states.RI_DONE)
-
-
-def run_in_background(store: Store, config: Config, reinstall_id: int, **kw) -> threading.Thread:
-    """Drive the flow on a daemon thread (REST: the call returns at once); progress lines become events."""
-    mac = store.get_reinstall(reinstall_id).mac
-
-    def say(line: str) -> None:
-        store.add_event("reinstall.progress", mac=mac, details={"reinstall": reinstall_id, "line": line[:500]})
-
-    def drive() -> None:
-        try:
-            Flow(store, config, reinstall_id, say=say, **kw).run()
-        except Exception as exc:  # noqa: BLE001 - a crashed thread leaves the flow resumable; say why
-            store.add_event("reinstall.crashed", mac=mac, details={"reinstall": reinstall_id, "error": repr(exc)[:500]})
-
-    thread = threading.Thread(target=drive, name=f"reinstall-{reinstall_id}", daemon=True)
-    thread.start()
-    return thread

@@ -1,42 +1,46 @@
-"""RunService: drives each pool's upgrade run on a background thread of one process (`serve`, or the CLI).
+"""FlowService: drives every long flow of one process (`serve`, or the CLI) on background threads.
 
-One run per pool at a time, several pools in parallel. A run's progress lines become `run.progress` events, so
-the web and the CLI can follow a run another thread or process is driving. stop() interrupts every run at its
-next wait or step boundary (the step is committed, so the run is resumable); a run thread that crashes records
-`run.crashed` and leaves the run resumable too. A per-pool lock file (flock, released by the kernel even on
-kill -9) keeps two processes sharing one store from driving the same pool's run at once.
+Two kinds of flow: a pool's upgrade run (runner.py) and a host's lab reinstall (reinstall.py). Both are
+commit-then-act state machines in the store, so the service treats them alike: one flow per pool (runs) or per
+host (reinstalls) at a time, several in parallel; progress lines become `run.progress` / `reinstall.progress`
+events, so the web and the CLI can follow a flow another thread or process is driving; stop() interrupts every
+flow at its next wait or step boundary (the step is committed, so the flow is resumable); a flow thread that
+crashes records `run.crashed` / `reinstall.crashed` and leaves the flow resumable too; at `serve` start-up
+resume_all() and resume_reinstalls() drive again every flow left unfinished. A lock file per pool and per host
+(locks.py) keeps two processes sharing one store from driving the same flow at once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import inspect
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from provisioner import progress, states
 from provisioner.config import Config
-from provisioner.coordinator import pools, runner
+from provisioner.coordinator import pools, reinstall, runner, wiring
+from provisioner.coordinator.context import ReinstallTimeouts
+from provisioner.coordinator.locks import FlowLock, HostLock, PoolLock
 from provisioner.coordinator.steps import RealClock, Timeouts
-from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
+from provisioner.store import ConflictError, NotFoundError, Run, Store
+from provisioner.store.reinstalls import Reinstall
 
 log = logging.getLogger(__name__)
-JOIN_SECONDS = 60.0  # stop(): an XAPI call in flight ends within its own timeout (pools.DEFAULT_TIMEOUT)
+JOIN_SECONDS = 60.0  # stop(): an XAPI call in flight ends within its own timeout (xapi.DEFAULT_TIMEOUT)
 # the run options start_run takes (stop_on_failure, disable_ha_wlb, ...); other keywords of start() go to Runner
 RUN_OPTIONS = frozenset(name for name, p in inspect.signature(runner.start_run).parameters.items()
                         if p.kind == p.KEYWORD_ONLY)
+RUN, REINSTALL = "run", "reinstall"  # the kinds of flow
 
 
 class Interrupted(Exception):
-    """The service is stopping: the run thread leaves at its next wait or step boundary (run stays resumable)."""
+    """The service is stopping: the flow's thread leaves at its next wait or step boundary (flow stays resumable)."""
 
 
 class _StoppableClock:
-    """The run's clock, whose sleep() ends early (raising Interrupted) when the service stops."""
+    """The flow's clock, whose sleep() ends early (raising Interrupted) when the service stops."""
 
     def __init__(self, inner: Any, stop: threading.Event):
         self.inner, self.stop = inner, stop
@@ -50,72 +54,28 @@ class _StoppableClock:
             raise Interrupted("service stopping")
 
 
-class PoolLock:
-    """An exclusive flock on <db dir>/locks/pool-<name>.lock, held while a thread or process drives that pool."""
-
-    def __init__(self, store: Store, pool: str):
-        self.path = Path(store.path).parent / "locks" / f"pool-{pool}.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> "PoolLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise ConflictError(f"pool {self.path.stem[5:]} is being upgraded by another process (pid {holder}); "
-                                "follow it with `provisioner upgrade status --follow`") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def lock_holder(store: Store, pool: str) -> int | None:
-    """The pid of the process driving `pool` (holding its lock file), or None: read from /proc/locks, so asking
-    never takes the lock (taking it, even for an instant, could make a real `upgrade start` fail)."""
-    path = Path(store.path).parent / "locks" / f"pool-{pool}.lock"
-    try:
-        st = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            lines = locks.read().splitlines()
-    except OSError:
-        return None
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 3403 00:2a:1234 0 EOF"; waiters have "->" after the id
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == ident:
-            return int(parts[4])
-    return None
-
-
 class _Worker:
-    def __init__(self, pool: str, run_id: str, thread: threading.Thread, lock: PoolLock):
-        self.pool, self.run_id, self.thread, self.lock = pool, run_id, thread, lock
+    def __init__(self, kind: str, flow_id: Any, thread: threading.Thread):
+        self.kind, self.flow_id, self.thread = kind, flow_id, thread
 
 
-class RunService:
-    """Runs upgrade runs on background threads; the store is the only shared state (see the module docstring)."""
+class FlowService:
+    """Drives upgrade runs and lab reinstalls on background threads; the store is the only shared state."""
 
     def __init__(self, store: Store, config: Config, *, connect: Callable[..., Any] = pools.connect,
-                 clock: Any = None, timeouts: Timeouts | None = None):
+                 connect_host: Callable[..., Any] | None = None, clock: Any = None,
+                 timeouts: Timeouts | None = None, reinstall_timeouts: ReinstallTimeouts | None = None):
         self.store, self.config, self.connect = store, config, connect
+        self.connect_host = connect_host or wiring.host_driver
         self.clock = clock or RealClock()
-        self.timeouts = timeouts
+        self.timeouts = timeouts  # None: the Runner's own (wiring.run_timeouts)
+        self.reinstall_timeouts = reinstall_timeouts or wiring.reinstall_timeouts(config)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._workers: dict[str, _Worker] = {}   # pool -> its worker (alive or just finished)
-        self._claimed: set[str] = set()          # pools between "start requested" and "thread started"
+        self._workers: dict[str, _Worker] = {}   # "pool:<name>" / "host:<mac>" -> its worker (alive or finished)
+        self._claimed: set[str] = set()          # keys between "start requested" and "thread started"
 
-    # --- public API ---
+    # --- upgrade runs ---
 
     def start(self, pool: str, media: str, *, stop_on_failure: bool = False, **kw: Any) -> Run:
         """Plan and create a run (ConflictError if the pool has one), then drive it on a thread; returns at once.
@@ -123,22 +83,24 @@ class RunService:
         Keywords in RUN_OPTIONS (e.g. disable_ha_wlb, migrate_back) go to start_run, the others (say, on_commit)
         to the Runner."""
         options = {k: kw.pop(k) for k in list(kw) if k in RUN_OPTIONS}
-        runner_kw = kw
-        with self._claim(pool) as lock:
+        with _Claim(self, f"pool:{pool}", PoolLock(self.store, pool), f"pool {pool} is already being upgraded "
+                    "here") as lock:
             driver = self.connect(self.store, pool)
             try:
                 run = runner.start_run(self.store, pool, media, driver, stop_on_failure=stop_on_failure, **options)
             except BaseException:
                 _close(driver)
                 raise
-            self._launch(pool, run.id, driver, lock, runner_kw)
+            self._launch(f"pool:{pool}", RUN, run.id, lambda: self._drive_run(run.id, driver, lock, kw))
             return run
 
     def resume(self, pool: str, **runner_kw: Any) -> Run:
         """Drive the pool's run in progress again from its last committed step (NotFoundError when none)."""
-        with self._claim(pool) as lock:
+        with _Claim(self, f"pool:{pool}", PoolLock(self.store, pool), f"pool {pool} is already being upgraded "
+                    "here") as lock:
             run = runner.active_run(self.store, pool)
-            self._launch(pool, run.id, self.connect(self.store, pool), lock, runner_kw)
+            driver = self.connect(self.store, pool)
+            self._launch(f"pool:{pool}", RUN, run.id, lambda: self._drive_run(run.id, driver, lock, runner_kw))
             return run
 
     def resume_all(self) -> list[str]:
@@ -160,57 +122,132 @@ class RunService:
 
     def running(self) -> list[str]:
         """Ids of the runs this service's threads are driving now."""
-        with self._lock:
-            return sorted(w.run_id for w in self._workers.values() if w.thread.is_alive())
+        return self._alive(RUN)
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Wait up to `timeout` seconds for this service's thread on run_id; the run as stored (check .state)."""
-        with self._lock:
-            worker = next((w for w in self._workers.values() if w.run_id == run_id), None)
-        if worker is not None:
-            worker.thread.join(timeout)
+        self._join(RUN, run_id, timeout)
         run = self.store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}")
         return run
 
+    # --- lab reinstalls ---
+
+    def start_reinstall(self, mac: str, pool: str, media: str, *, say: Callable[[str], None] | None = None,
+                        power_on: Callable[[], None] | None = None,
+                        on_commit: Callable[[Reinstall], None] | None = None, **checks: Any) -> Reinstall:
+        """Check everything and commit the flow (reinstall.start: ReinstallRefused with every problem), or find the
+        host's flow in progress; then drive it on a thread and return at once. `checks` are reinstall.start's
+        keywords (confirm, forget, root_password_hash, host_url, accept_data_loss, fix_before_join)."""
+        found = reinstall.start(self.store, mac, pool, media, connect=lambda name: self.connect(self.store, name),
+                                **checks)
+        for line in reinstall.opening_lines(self.store, found):
+            self._reinstall_say(found, say)(line)
+        return self.drive_reinstall(found.id, say=say, power_on=power_on, on_commit=on_commit)
+
+    def drive_reinstall(self, reinstall_id: int, *, say: Callable[[str], None] | None = None,
+                        power_on: Callable[[], None] | None = None,
+                        on_commit: Callable[[Reinstall], None] | None = None) -> Reinstall:
+        """Drive a committed reinstall from its step on a thread (a waiting one retries pool.join): one driver per
+        flow, so a flow this service drives already is only returned; ConflictError if another process drives it."""
+        found = self.store.get_reinstall(reinstall_id)
+        if found is None:
+            raise NotFoundError(f"no reinstall {reinstall_id}")
+        if found.step in states.REINSTALL_TERMINAL or reinstall_id in self._alive(REINSTALL):
+            return found
+        key = f"host:{found.mac}"
+        with _Claim(self, key, HostLock(self.store, found.mac), f"host {found.mac} is already being reinstalled "
+                    "here") as lock:
+            self._launch(key, REINSTALL, reinstall_id,
+                         lambda: self._drive_reinstall(found, lock, say, power_on, on_commit))
+            return found
+
+    def resume_reinstalls(self) -> list[int]:
+        """Drive again every reinstall left unfinished (not one waiting for the operator at JOIN_REFUSED); the ids
+        resumed (skips are events). Safe: each step reads the world first (reinstall.py)."""
+        resumed = []
+        for found in self.store.active_reinstalls():
+            if self._stop.is_set():
+                break
+            if found.step in states.REINSTALL_WAITING:
+                continue  # the operator fixes the new host and runs the command again
+            try:
+                resumed.append(self.drive_reinstall(found.id).id)
+            except (ConflictError, NotFoundError, ValueError, OSError) as exc:
+                self.store.add_event("reinstall.resume_skipped", mac=found.mac,
+                                     details={"reinstall": found.id, "error": str(exc)[:300]})
+                log.warning("reinstall %s not resumed: %s", found.id, exc)
+        return resumed
+
+    def reinstalling(self) -> list[int]:
+        """Ids of the reinstalls this service's threads are driving now."""
+        return self._alive(REINSTALL)
+
+    def wait_reinstall(self, reinstall_id: int, timeout: float | None = None) -> Reinstall:
+        """Wait up to `timeout` seconds for this service's thread on the reinstall; the reinstall as stored."""
+        self._join(REINSTALL, reinstall_id, timeout)
+        found = self.store.get_reinstall(reinstall_id)
+        if found is None:
+            raise NotFoundError(f"no reinstall {reinstall_id}")
+        return found
+
+    # --- every flow ---
+
     def stop(self, timeout: float = JOIN_SECONDS) -> list[str]:
-        """Interrupt every run at its next wait or step boundary and join the threads; the ids interrupted."""
+        """Interrupt every flow at its next wait or step boundary and join the threads; the ids of the runs
+        interrupted (the reinstalls interrupted: interrupted_reinstalls())."""
         self._stop.set()
         with self._lock:
             workers = list(self._workers.values())
         for w in workers:
             w.thread.join(timeout)
-        return [w.run_id for w in workers
-                if (r := self.store.get_run(w.run_id)) is not None and r.state not in states.RUN_TERMINAL]
+        return [w.flow_id for w in workers if w.kind == RUN
+                and (r := self.store.get_run(w.flow_id)) is not None and r.state not in states.RUN_TERMINAL]
+
+    def interrupted_reinstalls(self) -> list[int]:
+        """After stop(): the reinstalls this service drove that are not finished (resumable by the next start)."""
+        with self._lock:
+            ids = [w.flow_id for w in self._workers.values() if w.kind == REINSTALL]
+        return [i for i in ids if (r := self.store.get_reinstall(i)) is not None
+                and r.step not in states.REINSTALL_TERMINAL and r.step not in states.REINSTALL_WAITING]
 
     # --- internals ---
 
-    def _claim(self, pool: str) -> "_Claim":
-        return _Claim(self, pool)
-
-    def _launch(self, pool: str, run_id: str, driver: Any, lock: PoolLock, runner_kw: dict[str, Any]) -> None:
-        thread = threading.Thread(target=self._drive, args=(run_id, driver, lock, dict(runner_kw)),
-                                  name=f"run-{run_id}", daemon=True)
+    def _alive(self, kind: str) -> list:
         with self._lock:
-            self._workers[pool] = _Worker(pool, run_id, thread, lock)
+            return sorted(w.flow_id for w in self._workers.values() if w.kind == kind and w.thread.is_alive())
+
+    def _join(self, kind: str, flow_id: Any, timeout: float | None) -> None:
+        with self._lock:
+            worker = next((w for w in self._workers.values() if w.kind == kind and w.flow_id == flow_id), None)
+        if worker is not None:
+            worker.thread.join(timeout)
+
+    def _launch(self, key: str, kind: str, flow_id: Any, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"{kind}-{flow_id}", daemon=True)
+        with self._lock:
+            self._workers[key] = _Worker(kind, flow_id, thread)
         thread.start()
 
-    def _drive(self, run_id: str, driver: Any, lock: PoolLock, runner_kw: dict[str, Any]) -> None:
+    def _on_commit(self, user: Callable[[Any], None] | None) -> Callable[[Any], None]:
+        def on_commit(record: Any) -> None:
+            if user is not None:
+                user(record)
+            if self._stop.is_set():  # the step is committed: a resume runs it (steps read the world first)
+                raise Interrupted("service stopping")
+        return on_commit
+
+    def _drive_run(self, run_id: str, driver: Any, lock: FlowLock, runner_kw: dict[str, Any]) -> None:
+        runner_kw = dict(runner_kw)
         user_say = runner_kw.pop("say", None)
-        user_commit = runner_kw.pop("on_commit", None)
 
         def say(line: str) -> None:
             self.store.add_event("run.progress", run_id=run_id, details={"line": line[:500]})
             if user_say is not None:
                 user_say(line)
 
-        def on_commit(rh: RunHost) -> None:
-            if user_commit is not None:
-                user_commit(rh)
-            if self._stop.is_set():  # the step is committed: a resume runs it (steps are idempotent)
-                raise Interrupted("service stopping")
-
+        on_commit = self._on_commit(runner_kw.pop("on_commit", None))
         kw = {"clock": _StoppableClock(self.clock, self._stop), "timeouts": self.timeouts, **runner_kw,
               "say": say, "on_commit": on_commit}
         try:
@@ -228,37 +265,69 @@ class RunService:
             _close(driver)
             lock.release()
 
+    def _reinstall_say(self, found: Reinstall, user: Callable[[str], None] | None) -> Callable[[str], None]:
+        def say(line: str) -> None:
+            self.store.add_event("reinstall.progress", mac=found.mac, details={"reinstall": found.id,
+                                                                               "line": line[:500]})
+            if user is not None:
+                user(line)
+        return say
+
+    def _drive_reinstall(self, found: Reinstall, lock: FlowLock, say: Callable[[str], None] | None,
+                         power_on: Callable[[], None] | None, on_commit: Callable[[Reinstall], None] | None) -> None:
+        try:
+            if self._stop.is_set():
+                raise Interrupted("service stopping")
+            flow = reinstall.Flow(self.store, self.config, found.id,
+                                  connect=lambda name: self.connect(self.store, name), connect_host=self.connect_host,
+                                  clock=_StoppableClock(self.clock, self._stop), timeouts=self.reinstall_timeouts,
+                                  say=self._reinstall_say(found, say), power_on=power_on,
+                                  on_commit=self._on_commit(on_commit))
+            final = flow.run()
+            log.info("reinstall %s ended %s", found.id, final.step)
+        except Interrupted:
+            self.store.add_event("reinstall.interrupted", mac=found.mac,
+                                 details={"reinstall": found.id, "reason": "service stopping; resumable"})
+        except Exception as exc:  # noqa: BLE001 - a crashed thread leaves the flow resumable; say why
+            log.exception("reinstall %s crashed", found.id)
+            self.store.add_event("reinstall.crashed", mac=found.mac,
+                                 details={"reinstall": found.id, "error": repr(exc)[:500]})
+        finally:
+            lock.release()
+
 
 class _Claim:
-    """Reserve a pool for start/resume: refuse if this service or another process drives it; undo on error."""
+    """Reserve a flow's key for start/resume: refuse if this service or another process drives it; undo on
+    error."""
 
-    def __init__(self, service: RunService, pool: str):
-        self.service, self.pool = service, pool
-        self.lock: PoolLock | None = None
+    def __init__(self, service: FlowService, key: str, lock: FlowLock, busy: str):
+        self.service, self.key, self.lock, self.busy = service, key, lock, busy
+        self.taken = False
 
-    def __enter__(self) -> PoolLock:
+    def __enter__(self) -> FlowLock:
         svc = self.service
         if svc._stop.is_set():
-            raise ConflictError("the run service is stopping")
+            raise ConflictError("the flow service is stopping")
         with svc._lock:
-            worker = svc._workers.get(self.pool)
-            if self.pool in svc._claimed or (worker is not None and worker.thread.is_alive()):
-                busy = worker.run_id if worker is not None and worker.thread.is_alive() else "a new run"
-                raise ConflictError(f"pool {self.pool} is already being upgraded here ({busy}): "
+            worker = svc._workers.get(self.key)
+            alive = worker is not None and worker.thread.is_alive()
+            if self.key in svc._claimed or alive:
+                raise ConflictError(f"{self.busy} ({worker.flow_id if alive else 'a new one'}): "
                                     "abort it or wait for it to end")
-            svc._claimed.add(self.pool)
+            svc._claimed.add(self.key)
         try:
-            self.lock = PoolLock(svc.store, self.pool).acquire()
+            self.lock.acquire()
+            self.taken = True
         except BaseException:
             with svc._lock:
-                svc._claimed.discard(self.pool)
+                svc._claimed.discard(self.key)
             raise
         return self.lock
 
     def __exit__(self, exc_type, exc, tb) -> None:
         with self.service._lock:
-            self.service._claimed.discard(self.pool)
-        if exc_type is not None and self.lock is not None:
+            self.service._claimed.discard(self.key)
+        if exc_type is not None and self.taken:
             self.lock.release()
 
 

@@ -104,6 +104,12 @@ class ReinstallsMixin:
                                       (mac, states.RI_DONE, states.RI_FAILED)).fetchone()
         return _reinstall(row) if row else None
 
+    def active_reinstalls(self) -> list[Reinstall]:
+        """Every reinstall in progress (not DONE/FAILED), oldest first: what `serve` drives again at start-up."""
+        rows = self._connect().execute("SELECT * FROM reinstalls WHERE step NOT IN (?, ?) ORDER BY id",
+                                       (states.RI_DONE, states.RI_FAILED)).fetchall()
+        return [_reinstall(r) for r in rows]
+
     def list_reinstalls(self, mac: str | None = None, *, limit: int = 100) -> list[Reinstall]:
         if mac is None:
             rows = self._connect().execute("SELECT * FROM reinstalls ORDER BY id DESC LIMIT ?", (limit,))

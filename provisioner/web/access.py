@@ -1,6 +1,6 @@
 """What the web layer shares through the Flask app, behind one set of accessors (the Flask tutorial's get_db idea).
 
-The views ask `get_store()`, `get_config()`, `get_runs()`, ... instead of reading `current_app.extensions` by
+The views ask `get_store()`, `get_config()`, `get_flows()`, ... instead of reading `current_app.extensions` by
 string key: the keys live only here. The app factory (app.py) calls `install()`; `serve` (runtime.py) adds the
 services only a serving process has (the flow service, the event writer) with the setters. Each getter reads
 the current app, or the `app` passed in where there is no request (the HTTP server's body gate, set-up code).
@@ -18,13 +18,13 @@ from provisioner.store import Store
 from provisioner.web.throttle import Throttle
 
 if TYPE_CHECKING:  # types only: importing the services here would load them for every view module
-    from provisioner.coordinator.service import RunService
+    from provisioner.coordinator.service import FlowService
     from provisioner.eventwriter import EventWriter
     from provisioner.metrics import Metrics
 
 CONFIG = "PROVISIONER"  # app.config key
 STORE = "provisioner.store"  # app.extensions keys from here on
-RUNS = "provisioner.runs"
+FLOWS = "provisioner.flows"
 EVENTS = "provisioner.events"
 ON_FETCH = "provisioner.on_fetch"
 METRICS = "provisioner.metrics"
@@ -55,19 +55,19 @@ def get_store(app: Flask | None = None) -> Store:
     return _app(app).extensions[STORE]
 
 
-def get_runs(app: Flask | None = None) -> "RunService | None":
+def get_flows(app: Flask | None = None) -> "FlowService | None":
     """The flow service of this process (set by `serve`), or None (an app under another WSGI server, a test)."""
-    return _app(app).extensions.get(RUNS)
+    return _app(app).extensions.get(FLOWS)
 
 
-def set_runs(app: Flask, runs: "RunService") -> None:
-    app.extensions[RUNS] = runs
+def set_flows(app: Flask, flows: "FlowService") -> None:
+    app.extensions[FLOWS] = flows
 
 
 def running_run_ids(app: Flask | None = None) -> list[str]:
     """The ids of the runs this process drives now ([] without a flow service)."""
-    runs = get_runs(app)
-    return runs.running() if runs is not None else []
+    flows = get_flows(app)
+    return flows.running() if flows is not None else []
 
 
 def get_events(app: Flask | None = None) -> "EventWriter | None":

@@ -1,16 +1,14 @@
 """REST for the lab reinstall-and-join flow under /api/v1 (same bearer token and JSON errors as api.py).
 
-POST checks everything and commits the flow (or resumes the host's flow in progress), then drives it on a
-background thread of this server and answers 202 at once; GET follows it (steps and progress lines). The root
-password goes in as a crypt(3) hash only (or comes from the server's PROVISIONER_ROOT_PASSWORD_HASH) and never
-comes out: no response, event or progress line carries it.
+POST checks everything and commits the flow (or resumes the host's flow in progress), then the server's flow
+service (coordinator/service.py, set by `serve`) drives it on a background thread and the call answers 202 at
+once; GET follows it (steps and progress lines). The root password goes in as a crypt(3) hash only (or comes from
+the server's PROVISIONER_ROOT_PASSWORD_HASH) and never comes out: no response, event or progress line carries it.
 """
 
 from __future__ import annotations
 
-import threading
-
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, jsonify
 
 from provisioner.config import secret_from_env
 from provisioner.coordinator import pools as coord_pools
@@ -19,13 +17,12 @@ from provisioner.coordinator.reinstall_plan import ReinstallRefused
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import NotFoundError
 from provisioner.web import api
-from provisioner.web.access import get_config, get_store, json_error
+from provisioner.web.access import get_flows, get_store, json_error
 
 bp = Blueprint("api_reinstall", __name__, url_prefix="/api/v1")
 api.register_common_errors(bp)  # bearer token; 400/404/409; XapiUnreachable 502; SecretError 500
 FIELDS = {"pool": str, "media": str, "confirm": str, "forget": bool, "root_password_hash": str, "host_url": str,
           "accept_data_loss": bool, "fix_before_join": bool}
-THREADS = "provisioner.reinstall_threads"
 
 
 @bp.errorhandler(ReinstallRefused)
@@ -50,16 +47,17 @@ def _body() -> dict:
 @bp.post("/hosts/<mac>/reinstall")
 def start_reinstall(mac: str):
     """Check, commit and drive a reinstall (202); refusals are 409 with every problem, nothing changed."""
-    store, config, body = get_store(), get_config(), _body()
+    store, body = get_store(), _body()
     found = coord_reinstall.start(
         store, mac, body["pool"], body["media"], confirm=body.get("confirm"), forget=bool(body.get("forget")),
         root_password_hash=body.get("root_password_hash") or secret_from_env("PROVISIONER_ROOT_PASSWORD_HASH"),
         host_url=body.get("host_url"), connect=lambda name: coord_pools.connect(store, name),
         accept_data_loss=bool(body.get("accept_data_loss")), fix_before_join=bool(body.get("fix_before_join")))
-    threads: dict[int, threading.Thread] = current_app.extensions.setdefault(THREADS, {})
-    running = threads.get(found.id)
-    if running is None or not running.is_alive():  # one driver per flow in this server
-        threads[found.id] = coord_reinstall.run_in_background(store, config, found.id)
+    flows = get_flows()
+    if flows is None:  # an app under another WSGI server: the committed flow waits for `serve`
+        return json_error(503, "this server has no flow service: the reinstall is committed and the next "
+                               "`provisioner serve` drives it", reinstall=found.as_dict())
+    flows.drive_reinstall(found.id)  # one driver per flow: a flow driven here already is left to its thread
     return (jsonify(reinstall=found.as_dict(), data_lost=store.data_lost(found)), 202,
             {"Location": f"/api/v1/hosts/{found.mac}/reinstall"})
 

@@ -1,6 +1,6 @@
 """REST for pools and upgrade runs under /api/v1 (same bearer token and JSON errors as api.py).
 
-Runs are driven by the server's RunService (access.get_runs(), set by `serve`): a start returns
+Runs are driven by the server's FlowService (access.get_flows(), set by `serve`): a start returns
 at once (202) and the run goes on in the server; GET /runs/<id> follows it. Pool passwords go in, never out.
 """
 
@@ -15,7 +15,7 @@ from provisioner.coordinator import runner as coord_runner
 from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
 from provisioner.model import ValidationError
 from provisioner.web import api
-from provisioner.web.access import get_runs, get_store, json_error, running_run_ids
+from provisioner.web.access import get_flows, get_store, json_error, running_run_ids
 from provisioner.xapi import XapiError
 
 bp = Blueprint("api_upgrade", __name__, url_prefix="/api/v1")
@@ -28,7 +28,7 @@ def _xapi_failure(exc: XapiError):
 
 
 class NoRunService(RuntimeError):
-    """The app runs without `serve`'s RunService (e.g. under another WSGI server): it cannot drive runs."""
+    """The app runs without `serve`'s FlowService (e.g. under another WSGI server): it cannot drive runs."""
 
 
 @bp.errorhandler(NoRunService)
@@ -37,7 +37,7 @@ def _no_service(exc: NoRunService):
 
 
 def _runs():
-    runs = get_runs()
+    runs = get_flows()
     if runs is None:
         raise NoRunService("this server has no run service: upgrade runs are driven by `provisioner serve`")
     return runs

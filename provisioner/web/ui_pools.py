@@ -10,7 +10,7 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.model import ValidationError
 from provisioner.store import StoreError
 from provisioner.web import ui_view
-from provisioner.web.access import get_runs, get_store, json_error, running_run_ids
+from provisioner.web.access import get_flows, get_store, json_error, running_run_ids
 from provisioner.web.ui_base import bp, page
 from provisioner.xapi import XapiError, XapiUnreachable
 
@@ -22,7 +22,7 @@ _ACTION_ERRORS = (StoreError, ValidationError, ValueError, XapiUnreachable, Xapi
 def index():
     ids = running_run_ids()
     pools = [ui_view.pool_view(get_store(), name, ids) for name in ui_view.pool_names(get_store())]
-    return page("pools.html", pools=pools, media=get_store().list_media(), service=get_runs() is not None)
+    return page("pools.html", pools=pools, media=get_store().list_media(), service=get_flows() is not None)
 
 
 @bp.get("/pools/<name>")
@@ -33,12 +33,12 @@ def pool(name: str):
     current = view["runs"][0] if view["runs"] else None
     events = ui_view.run_events(get_store(), current["id"]) if current else []
     return page("pool.html", pool=view, run=current, events=events, media=get_store().list_media(),
-                service=get_runs() is not None)
+                service=get_flows() is not None)
 
 
 def _plan_or_error(name: str, media: str):
     """The prechecks a start would run (no side effect), or the reason they could not be read."""
-    service = get_runs()
+    service = get_flows()
     try:
         driver = service.connect(get_store(), name)
     except _ACTION_ERRORS as exc:
@@ -60,7 +60,7 @@ def confirm(name: str):
     action = request.args.get("action", "")
     if action not in ACTIONS:
         return page("message.html", 400, title="Unknown action", message=f"no action {action!r} on a pool")
-    if action != "abort" and get_runs() is None:
+    if action != "abort" and get_flows() is None:
         return page("message.html", 409, title="No run service",
                     message="This web process does not run upgrades: start and resume need `provisioner serve`.")
     media_name = request.args.get("media", "")
@@ -85,7 +85,7 @@ def act(name: str, action: str):
     back = url_for("ui.pool", name=name)
     if request.form.get("confirmed") != "yes":  # only the confirmation page sends this
         return redirect(url_for("ui.confirm", name=name, action=action, media=request.form.get("media", "")), 303)
-    service = get_runs()
+    service = get_flows()
     try:
         if action == "abort":
             run = service.abort(name) if service is not None else runner.request_abort(get_store(), name)

@@ -95,7 +95,7 @@ def test_status_follows_a_run_the_server_drives_and_start_is_refused(tmp_path):
     lab = make_world(tmp_path, names=("red",))
     cli = _cli(lab.config)
     try:
-        run = lab.runtime.runs.start("red", "xs84")  # what POST /api/v1/pools/red/upgrade does in `serve`
+        run = lab.runtime.flows.start("red", "xs84")  # what POST /api/v1/pools/red/upgrade does in `serve`
         refused = cli("upgrade", "start", "red", "--media", "xs84")
         assert refused.exit_code == 1 and "being upgraded by another process" in refused.output
         followed = cli("upgrade", "status", "red", "--follow", "--json", "--interval", "0.1")
@@ -103,7 +103,7 @@ def test_status_follows_a_run_the_server_drives_and_start_is_refused(tmp_path):
         lines = [json.loads(line) for line in followed.output.splitlines()]
         assert {line["id"] for line in lines} == {run.id} and lines[-1]["state"] == "done"
         assert len(lines) > 3  # one line per change of step
-        assert lab.runtime.runs.wait(run.id, WAIT).state == "done"
+        assert lab.runtime.flows.wait(run.id, WAIT).state == "done"
         text = cli("upgrade", "status")
         assert "red-host0" in text.output and "done" in text.output
     finally:

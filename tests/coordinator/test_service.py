@@ -1,4 +1,4 @@
-"""RunService: pool runs on background threads (parallel pools, one run per pool, abort, stop and resume_all)
+"""FlowService: pool runs on background threads (parallel pools, one run per pool, abort, stop and resume_all)
 against the XAPI simulator, the real boot service and simulated PXE machines."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from labs import MEDIA, WAIT
 from provisioner import states
 from provisioner.coordinator import runner
-from provisioner.coordinator.service import PoolLock, lock_holder
+from provisioner.coordinator.locks import PoolLock, lock_holder
 from provisioner.store import ConflictError, NotFoundError
 
 

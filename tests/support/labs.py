@@ -2,7 +2,7 @@
 real boot service, and simulated PXE machines, all on loopback.
 
 - `make_lab` / `stop_lab` / `Lab`: one pool (POOL), media MEDIA imported, the boot service in this process.
-- `make_world` / `stop_world` / `World2`: several pools in one world; the server's RunService on the sim clock.
+- `make_world` / `stop_world` / `World2`: several pools in one world; the server's FlowService on the sim clock.
 - what the reinstall tests do to a `Lab`: `upgrade` it (a Runner on the sim clock), `shut_down` a member,
   `power_on_when_armed`; `macs` and `host_info` to look at its hosts.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from helpers import FAST, register_hosts
 from provisioner import media
 from provisioner.coordinator import pools, runner
-from provisioner.coordinator.service import RunService
+from provisioner.coordinator.service import FlowService
 from provisioner.demo import demo_config, synthetic_media_tree
 from provisioner.runtime import Runtime
 from provisioner.simulator import states as sim_states
@@ -165,8 +165,8 @@ class World2(Served):
         db = self.world.pools[pool].db
         return {db.get("host", h.ref)["software_version"]["product_version"] for h in self.world.pools[pool].hosts}
 
-    def service(self, **kw) -> RunService:
-        return RunService(self.store, self.config, clock=self.world.clock, timeouts=FAST, **kw)
+    def service(self, **kw) -> FlowService:
+        return FlowService(self.store, self.config, clock=self.world.clock, timeouts=FAST, **kw)
 
 
 def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 600.0, **overrides) -> World2:
@@ -177,8 +177,8 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
     world = new_world(Clock(speed))
     for name in names:
         build_pool(world, name, hosts=hosts, version="8.2.1", vms_per_host=1)
-    # the server's own RunService (what the REST API drives) runs on the simulator's clock
-    runtime = Runtime(config, store, runs=RunService(store, config, clock=world.clock, timeouts=FAST)).start()
+    # the server's own FlowService (what the REST API drives) runs on the simulator's clock
+    runtime = Runtime(config, store, flows=FlowService(store, config, clock=world.clock, timeouts=FAST)).start()
     handler, sim = _serve(world, runtime)
     for name in names:
         pools.add_pool(store, name, sim.master_url(name), "root", PASSWORD)

@@ -8,7 +8,8 @@ from labs import MEDIA, PASSWORD, POOL, macs, power_on_when_armed, shut_down, up
 
 from provisioner import cryptpw, states
 from provisioner.simulator.builder import add_local_vm
-from provisioner.web.api_reinstall import THREADS
+from provisioner.coordinator.service import FlowService
+from provisioner.web.access import set_flows
 
 HASH = cryptpw.hash_password(PASSWORD, rounds=1000)
 MAC = "52:54:00:aa:00:01"
@@ -56,6 +57,8 @@ def test_whole_flow_in_the_background_and_followed_with_get(lab, auth):
 
     config = lab.config.replace(api_token=auth["Authorization"].split()[1], upgrade_poll_ms=50)
     app = create_app(config, store=lab.store)
+    flows = FlowService(lab.store, config)  # what `serve` gives its app
+    set_flows(app, flows)
     client = app.test_client()
     master, mac, _ = macs(lab)
     refused = client.post(f"/api/v1/hosts/{master}/reinstall", headers=auth, json={
@@ -80,7 +83,7 @@ def test_whole_flow_in_the_background_and_followed_with_get(lab, auth):
     assert started["step"] == states.RI_FORGET and "root_password_hash" not in started
     again = client.post(f"/api/v1/hosts/{mac}/reinstall", headers=auth, json=body)  # resume: the same flow,
     assert again.status_code == 202 and again.get_json()["reinstall"]["id"] == started["id"]  # one driver
-    app.extensions[THREADS][started["id"]].join(120)
+    flows.wait_reinstall(started["id"], 120)
     watcher.join(5)
     shown = client.get(f"/api/v1/hosts/{mac}/reinstall", headers=auth)
     data = shown.get_json()
@@ -92,4 +95,5 @@ def test_whole_flow_in_the_background_and_followed_with_get(lab, auth):
     assert {h.product_version for h in lab.driver.hosts()} == {"8.4.0"} and len(lab.driver.hosts()) == 3
     assert len([c for c in lab.world.call_log if c[1] == "pool.join"]) == 1
     assert lab.store.events(kind="reinstall.crashed") == []
-    assert not app.extensions[THREADS][started["id"]].is_alive()  # the flow's thread has ended
+    assert started["id"] not in flows.reinstalling()  # the flow's thread has ended
+    flows.stop()

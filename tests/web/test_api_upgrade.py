@@ -1,4 +1,4 @@
-"""REST for pools and upgrade runs, over real HTTP to the real server (its RunService) and a simulated pool."""
+"""REST for pools and upgrade runs, over real HTTP to the real server (its FlowService) and a simulated pool."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_upgrade_runs_in_the_server_and_a_second_start_is_refused(two_pools):
     assert started.headers["Location"] == f"/api/v1/runs/{run_id}"
     again = api("POST", "/pools/red/upgrade", json={"media": MEDIA})
     assert again.status_code == 409 and "red" in again.json()["error"]
-    assert two_pools.runtime.runs.wait(run_id, WAIT).state == states.RUN_DONE
+    assert two_pools.runtime.flows.wait(run_id, WAIT).state == states.RUN_DONE
     shown = api("GET", f"/runs/{run_id}").json()["run"]
     assert shown["state"] == states.RUN_DONE and not shown["running_here"]
     assert [h["step"] for h in shown["hosts"]] == [states.STEP_DONE] * 3
@@ -97,14 +97,14 @@ def test_upgrade_runs_in_the_server_and_a_second_start_is_refused(two_pools):
 
 def test_abort_then_resume_ends_the_run_aborted_without_touching_a_host(two_pools):
     api = Api(two_pools)
-    driver = two_pools.runtime.runs.connect(two_pools.store, "blue")
+    driver = two_pools.runtime.flows.connect(two_pools.store, "blue")
     run = runner.start_run(two_pools.store, "blue", MEDIA, driver)  # left by a crashed server before any step
     driver.close()
     aborted = api("POST", "/pools/blue/upgrade/abort")
     assert aborted.status_code == 200 and aborted.json()["run"]["abort_requested"]
     resumed = api("POST", "/pools/blue/upgrade/resume")
     assert resumed.status_code == 202 and resumed.json()["run"]["id"] == run.id
-    assert two_pools.runtime.runs.wait(run.id, WAIT).state == states.RUN_ABORTED
+    assert two_pools.runtime.flows.wait(run.id, WAIT).state == states.RUN_ABORTED
     assert set(two_pools.reboots("blue").values()) == {0}
     assert api("POST", "/pools/blue/upgrade/resume").status_code == 404
     assert api("POST", "/pools/blue/upgrade/abort").status_code == 404
@@ -128,7 +128,7 @@ def test_mark_failed_ends_the_wait_on_a_host_whose_installer_never_reports(two_p
     marked = api("POST", "/pools/blue/upgrade/mark-failed", json={"host": mac})
     assert marked.status_code == 200 and marked.json()["host"] == "blue-host1"
     assert marked.json()["run"]["id"] == run["id"]
-    final = two_pools.runtime.runs.wait(run["id"], WAIT)
+    final = two_pools.runtime.flows.wait(run["id"], WAIT)
     assert final.state == states.RUN_ABORTED and "blue-host1" in final.reason
     hosts = {h["name"]: h for h in api("GET", f"/runs/{run['id']}").json()["run"]["hosts"]}
     assert hosts["blue-host1"]["step"] == states.STEP_FAILED
@@ -150,7 +150,7 @@ def test_restore_settings_409_during_a_run_then_restores_once(two_pools):
     api = Api(two_pools)
     pool = two_pools.world.pools["blue"]
     db = pool.db
-    driver = two_pools.runtime.runs.connect(two_pools.store, "blue")
+    driver = two_pools.runtime.flows.connect(two_pools.store, "blue")
     try:
         driver.enable_ha([db.get("pool", pool.ref)["default_SR"]], 1)
         db.update("pool", pool.ref, wlb_enabled=True)
@@ -171,7 +171,7 @@ def test_restore_settings_409_during_a_run_then_restores_once(two_pools):
     assert refused.status_code == 409 and active.id in refused.json()["error"]
     assert api("POST", "/pools/blue/upgrade/abort").status_code == 200
     assert api("POST", "/pools/blue/upgrade/resume").status_code == 202
-    assert two_pools.runtime.runs.wait(active.id, WAIT).state == states.RUN_ABORTED
+    assert two_pools.runtime.flows.wait(active.id, WAIT).state == states.RUN_ABORTED
     done = api("POST", "/pools/blue/upgrade/restore-settings")
     assert done.status_code == 200
     assert [s.split(" ")[0] for s in done.json()["restore"]["restored"]] == ["WLB", "HA"]

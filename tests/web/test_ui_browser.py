@@ -1,5 +1,5 @@
 """The dashboard in a real browser: Debian's headless Chromium (/usr/bin/chromium) driven by Playwright's Python
-package (no browser download, ever), against a real Runtime serving TFTP + HTTP on loopback, its RunService, and
+package (no browser download, ever), against a real Runtime serving TFTP + HTTP on loopback, its FlowService, and
 the XAPI simulator's pool whose machines network-boot through that server (wired as in provisioner/demo.py).
 
 Screenshots go to $PROVISIONER_TEST_ARTIFACTS (default: a pytest tmp dir); each test prints where they are.
@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from provisioner import demo, media, registry, states
 from provisioner.config import Config
 from provisioner.coordinator import pools as coord_pools
-from provisioner.coordinator.service import RunService
+from provisioner.coordinator.service import FlowService
 from provisioner.runtime import Runtime
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
@@ -42,14 +42,14 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """provisioner serve (TFTP + HTTP + RunService) on loopback and a simulated 3-host pool registered in it."""
+    """provisioner serve (TFTP + HTTP + FlowService) on loopback and a simulated 3-host pool registered in it."""
     work = tmp_path_factory.mktemp("ui-lab")
     config = demo.demo_config(work).replace(api_token=TOKEN)
     store = Store(config.db_path)
     media.import_media(store, config, demo.DEMO_MEDIA, demo.synthetic_media_tree(work / "media-tree"))
     world = new_world(Clock(SPEED))
     build_pool(world, demo.DEMO_POOL, hosts=3, version=demo.SOURCE_VERSION, vms_per_host=1)
-    runtime = Runtime(config, store, runs=RunService(store, config, clock=world.clock)).start()
+    runtime = Runtime(config, store, flows=FlowService(store, config, clock=world.clock)).start()
     handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
     world.boot_handler = handler
     sim = serve_world(world)

@@ -11,9 +11,9 @@ from ui_helpers import POOL_PASSWORD, URL_PASSWORD, add_host, add_media, log_in,
 
 from provisioner import states
 from provisioner.coordinator import journal
-from provisioner.coordinator.service import RunService
+from provisioner.coordinator.service import FlowService
 from provisioner.progress import step_percent
-from provisioner.web.access import set_runs
+from provisioner.web.access import set_flows
 
 
 @pytest.fixture
@@ -67,15 +67,15 @@ def test_start_without_a_run_service_is_explained(ui, store, tmp_path):
 
 @pytest.fixture
 def service(app, store, config, tmp_path):
-    """A real RunService in the app, for pool p1 whose master URL is a loopback port nobody listens on."""
+    """A real FlowService in the app, for pool p1 whose master URL is a loopback port nobody listens on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     add_host(store)
     add_media(store, tmp_path)
     store.add_pool("p1", f"http://root:{URL_PASSWORD}@127.0.0.1:{port}", "root", POOL_PASSWORD)
-    runs = RunService(store, config)
-    set_runs(app, runs)
+    runs = FlowService(store, config)
+    set_flows(app, runs)
     yield runs
     runs.stop()
 

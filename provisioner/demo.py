@@ -19,7 +19,8 @@ from provisioner import media, output, registry, states
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import wiring
 from provisioner.coordinator.plan import make_plan
-from provisioner.coordinator.runner import Runner, report, start_run
+from provisioner.coordinator.report import run_report as report
+from provisioner.coordinator.runner import Runner, start_run
 from provisioner.config import Config, load_config
 from provisioner.runtime import Runtime
 from provisioner.simulator.builder import build_pool, new_world, serve_world

@@ -85,7 +85,7 @@ def remedy_lines(host: dict) -> list[str]:
 
 
 def run_report(run: dict) -> str:
-    """A run report (coordinator.runner.report): hosts, VMs touched, PREPARE's changes, guest tools, warnings."""
+    """A run report (coordinator.report.run_report): hosts, VMs touched, PREPARE's changes, guest tools, warnings."""
     lines = [f"run {run['id']} pool {run['pool']} -> {run['media']}: {run['state']}"
              + (f" ({run['reason']})" if run.get("reason") else ""),
              table(("host", "role", "step", "reason"),

@@ -70,7 +70,7 @@ def _host_view(host: Mapping[str, Any], line: list[tuple[str, float]], expected:
 
 def run_view(report: Mapping[str, Any], step_events: Iterable[Mapping[str, Any]], samples: Iterable[float],
              now: float) -> dict[str, Any]:
-    """The run's report (runner.report) with, per host, elapsed / step / ETA seconds, and the run's ETA.
+    """The run's report (coordinator.report.run_report) with, per host, elapsed / step / ETA seconds, and the run's ETA.
 
     `step_events` are this run's events (any kinds), `samples` the durations of earlier hosts with this media
     (durations() of other runs); this run's finished hosts are added to them here."""

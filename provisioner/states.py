@@ -62,40 +62,81 @@ TRANSITIONS: tuple[Transition, ...] = (
 )
 
 
-# --- runs: one rolling upgrade of one pool (see provisioner.coordinator.runner) ---
+# --- runs: one rolling upgrade of one pool (driven by provisioner.coordinator.runner) ---
 
 RUN = "run"
 """Transition-table kind for pool upgrade runs."""
 
-RUN_PRECHECK, RUN_PREPARE, RUN_MASTER, RUN_MEMBERS = "precheck", "prepare", "master", "members"
+RUN_PRECHECK = "precheck"
+"""Reads only: the prechecks of `upgrade plan` run again; a failed one BLOCKs the run, nothing changed."""
+RUN_PREPARE = "prepare"
+"""Turns off HA / WLB (when asked) and VMs' auto_poweron, each change journaled before it is made."""
+RUN_MASTER = "master"
+"""Walks the master through the host steps; any master failure ABORTs the run, no member touched."""
+RUN_MEMBERS = "members"
+"""Walks each member through the host steps, one at a time."""
 RUN_FINALIZE = "finalize"
-RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES, RUN_BLOCKED = "done", "aborted", "done_with_failures", "blocked"
+"""Waits for XAPI to clear rolling_upgrade_in_progress, undoes exactly what PREPARE changed and reports VMs with
+older guest tools."""
+RUN_DONE = "done"
+"""Final: every host at the target, PREPARE's changes undone."""
+RUN_DONE_WITH_FAILURES = "done_with_failures"
+"""Final: some members failed, or something PREPARE changed could not be undone."""
+RUN_BLOCKED = "blocked"
+"""Final: a precheck failed, or PREPARE failed and its changes were undone; no host was touched."""
+RUN_ABORTED = "aborted"
+"""Final: an abort request, a master failure, a member down or unknown, or stop-on-failure ended the run."""
 RUN_STATES = (RUN_PRECHECK, RUN_PREPARE, RUN_MASTER, RUN_MEMBERS, RUN_FINALIZE, RUN_DONE, RUN_ABORTED,
               RUN_DONE_WITH_FAILURES, RUN_BLOCKED)
-"""PRECHECK reads only; PREPARE turns off HA / WLB (when asked) and VMs' auto_poweron, each change journaled
-before it is made; MASTER and MEMBERS walk the hosts; FINALIZE waits for XAPI to clear rolling_upgrade_in_progress,
-undoes exactly what PREPARE changed and reports VMs with older guest tools."""
 RUN_TERMINAL = frozenset({RUN_DONE, RUN_ABORTED, RUN_DONE_WITH_FAILURES, RUN_BLOCKED})
 
-# --- host steps: where one host of a run is (the step is committed BEFORE its XAPI call) ---
+# --- host steps: where one host of a run is (the step is committed BEFORE its action runs). What each step does
+# is said once, here; provisioner.coordinator.steps.TABLE gives each its action, whether an abort stops before
+# it (destructive) and the timeouts that bound it. ---
 
 HOST = "host"
 """Transition-table kind for the per-host steps of a run."""
 
-STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT = "check", "disable", "evacuate", "arm", "reboot"
-STEP_INSTALLING, STEP_WAIT_UP, STEP_VERIFY, STEP_ENABLE = "installing", "wait_up", "verify", "enable"
-STEP_STORAGE, STEP_RESTORE, STEP_POWER_ON = "storage", "restore", "power_on"
-STEP_DONE, STEP_FAILED, STEP_PENDING = "done", "failed", "pending"
+STEP_PENDING = "pending"
+"""Planned; not its turn yet."""
+STEP_CHECK = "check"
+"""Reads the host: DONE at once when it is already at the target and enabled."""
+STEP_DISABLE = "disable"
+"""host.disable: no new VMs start on it."""
+STEP_EVACUATE = "evacuate"
+"""A pool: host.evacuate migrates its VMs away (journaled first). A pool of one: ejects CDs and suspends or shuts
+down its VMs."""
+STEP_ARM = "arm"
+"""Records boot_time and version, then opens the host's installer attempt (once per run)."""
+STEP_REBOOT = "reboot"
+"""host.reboot; with --power-cycle, host.shutdown for a member (POWER_ON follows)."""
+STEP_POWER_ON = "power_on"
+"""--power-cycle, a member: waits until it is off, host.power_on through the pool, watches it network-boot."""
+STEP_WAIT_DOWN = "wait_down"
+"""Waits until the reboot happened: the host went down, or is back with a new boot_time (was "installing" until
+schema 8; the store's migration renames stored steps)."""
+STEP_WAIT_UP = "wait_up"
+"""Waits while the installer runs (never timed out while it does) until the host is back: a member live with a
+new boot_time, the master logged in to again first."""
+STEP_VERIFY = "verify"
+"""product_version and build_number at the target, and the installer did not report failure."""
+STEP_STORAGE = "storage"
+"""Plugs the PBDs left unplugged on every live host (what stays unplugged is a warning, not a failure)."""
+STEP_ENABLE = "enable"
+"""host.enable, retried while HOST_STILL_BOOTING."""
+STEP_RESTORE = "restore"
+"""Resumes / starts the VMs EVACUATE stopped and, when asked, migrates back the ones it moved."""
+STEP_DONE = "done"
+"""Final: at the target and enabled."""
+STEP_FAILED = "failed"
+"""Final: a step failed; the reason is "<step>: <why>" and the remedy is chosen from evidence."""
 HOST_STEPS = (STEP_PENDING, STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_POWER_ON,
-              STEP_INSTALLING, STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE, STEP_DONE,
+              STEP_WAIT_DOWN, STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE, STEP_DONE,
               STEP_FAILED)
-"""In the order a host walks them (FAILED last): EVACUATE migrates VMs away (pool) or ejects CDs and suspends /
-shuts down VMs (pool of one); REBOOT sends host.reboot, or with --power-cycle host.shutdown to a member, and then
-POWER_ON powers it on through the pool (host.power_on) and watches it network-boot; STORAGE plugs the PBDs left
-unplugged; RESTORE resumes / starts the VMs EVACUATE stopped and, when asked, migrates back the ones it moved."""
+"""In the order a host walks them (FAILED last)."""
 HOST_TERMINAL = frozenset({STEP_DONE, STEP_FAILED})
-DESTRUCTIVE_STEPS = frozenset({STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT})
-"""Steps an abort request stops before (they change the pool; the later ones only watch or repair)."""
+HOST_ACTIVE = tuple(step for step in HOST_STEPS if step not in (STEP_PENDING, *HOST_TERMINAL))
+"""The steps that run an action (and can fail)."""
 
 TRANSITIONS = TRANSITIONS + (
     Transition(RUN, None, RUN_PRECHECK, "upgrade start"),
@@ -120,18 +161,16 @@ TRANSITIONS = TRANSITIONS + (
     Transition(HOST, STEP_DISABLE, STEP_EVACUATE, "disabled"),
     Transition(HOST, STEP_EVACUATE, STEP_ARM, "evacuated"),
     Transition(HOST, STEP_ARM, STEP_REBOOT, "armed"),
-    Transition(HOST, STEP_REBOOT, STEP_INSTALLING, "reboot sent"),
+    Transition(HOST, STEP_REBOOT, STEP_WAIT_DOWN, "reboot sent"),
     Transition(HOST, STEP_REBOOT, STEP_POWER_ON, "shutdown sent (--power-cycle, a member)"),
-    Transition(HOST, STEP_POWER_ON, STEP_INSTALLING, "powered on through the pool, network-booting"),
-    Transition(HOST, STEP_INSTALLING, STEP_WAIT_UP, "went down"),
+    Transition(HOST, STEP_POWER_ON, STEP_WAIT_DOWN, "powered on through the pool, network-booting"),
+    Transition(HOST, STEP_WAIT_DOWN, STEP_WAIT_UP, "went down"),
     Transition(HOST, STEP_WAIT_UP, STEP_VERIFY, "back up"),
     Transition(HOST, STEP_VERIFY, STEP_STORAGE, "at the target version"),
     Transition(HOST, STEP_STORAGE, STEP_ENABLE, "storage plugged (or reported)"),
     Transition(HOST, STEP_ENABLE, STEP_RESTORE, "enabled"),
     Transition(HOST, STEP_RESTORE, STEP_DONE, "VMs restored (or reported)"),
-) + tuple(Transition(HOST, step, STEP_FAILED, "step failed")
-          for step in (STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_POWER_ON, STEP_INSTALLING,
-                       STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE))
+) + tuple(Transition(HOST, step, STEP_FAILED, "step failed") for step in HOST_ACTIVE)
 
 # --- lab reinstall-and-join: the only flow that may wipe a disk (see provisioner.coordinator.reinstall) ---
 
@@ -164,7 +203,7 @@ TRANSITIONS = TRANSITIONS + (
     Transition(REINSTALL, RI_JOIN_REFUSED, RI_JOIN, "the operator ran the command again: retry pool.join"),
     Transition(REINSTALL, RI_WAIT_JOINED, RI_DONE, "new host live and enabled in the pool"),
 ) + tuple(Transition(REINSTALL, step, RI_FAILED, "step failed")
-          for step in (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_JOIN_REFUSED, RI_WAIT_JOINED))
+          for step in REINSTALL_STEPS if step not in REINSTALL_TERMINAL)
 
 _ALLOWED = frozenset((t.kind, t.old, t.new) for t in TRANSITIONS)
 _KINDS = frozenset(t.kind for t in TRANSITIONS)
@@ -205,6 +244,6 @@ def diagram(kind: str = ATTEMPT, fmt: str = "mermaid") -> str:
         lines += [f"    {state} --> [*]" for state in finals]
         return "\n".join(lines) + "\n"
     if fmt == "text":
-        width = max(len(t.old or "(new)") for t in rows)
-        return "".join(f"{(t.old or '(new)'):<{width}} -> {t.new:<10} {t.why}\n" for t in rows)
+        width, new_width = max(len(t.old or "(new)") for t in rows), max(len(t.new) for t in rows)
+        return "".join(f"{(t.old or '(new)'):<{width}} -> {t.new:<{new_width}} {t.why}\n" for t in rows)
     raise ValueError(f"unknown diagram format {fmt!r} (use 'mermaid' or 'text')")

@@ -116,7 +116,7 @@ def test_counters_match_the_events_table_after_a_demo_run(demo_store):
     left = Counter(e["details"]["from"] for e in events
                    if e["kind"].startswith("step.") and e["details"].get("from") not in (None, states.STEP_PENDING))
     for step in (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE, states.STEP_ARM, states.STEP_REBOOT,
-                 states.STEP_INSTALLING, states.STEP_WAIT_UP, states.STEP_VERIFY, states.STEP_ENABLE):
+                 states.STEP_WAIT_DOWN, states.STEP_WAIT_UP, states.STEP_VERIFY, states.STEP_ENABLE):
         assert left[step] == HOSTS, step
     for step, count in left.items():  # one duration each time a host left a step
         assert total(samples, "provisioner_step_duration_seconds_count", step=step) == count, step

@@ -10,7 +10,7 @@ import pytest
 from provisioner import progress, states
 
 T0 = 1_700_000_000.0
-STEPS = ("check", "disable", "evacuate", "arm", "reboot", "installing", "wait_up", "verify", "enable", "done")
+STEPS = ("check", "disable", "evacuate", "arm", "reboot", "wait_down", "wait_up", "verify", "enable", "done")
 _ids = itertools.count(1)
 
 

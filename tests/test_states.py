@@ -1,10 +1,18 @@
-"""states: the one transition table, check_transition() and the diagram drawn from the table."""
+"""states: the one transition table, check_transition() and the diagram drawn from the table; the step table
+(coordinator.steps.TABLE) and `provisioner states`, whose output is the README's diagram."""
 
+import inspect
+import json
 import re
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from provisioner import states
+from provisioner.cli import main
+from provisioner.coordinator import steps
+from provisioner.coordinator.context import Timeouts
 from provisioner.states import ARMED, ATTEMPT, DISARMED, EXPIRED, FAILED, STARTED, SUCCEEDED
 
 ALLOWED = {
@@ -91,7 +99,7 @@ def test_host_steps_form_one_chain_in_host_steps_order_and_each_can_fail():
         if chain[-1] == states.STEP_CHECK:
             nxt.remove(states.STEP_DONE)  # the shortcut for a host already at the target
         if chain[-1] == states.STEP_REBOOT:
-            nxt.remove(states.STEP_INSTALLING)  # a plain reboot; the chain follows --power-cycle's POWER_ON
+            nxt.remove(states.STEP_WAIT_DOWN)  # a plain reboot; the chain follows --power-cycle's POWER_ON
         if not nxt:
             break
         (step,) = nxt
@@ -99,16 +107,58 @@ def test_host_steps_form_one_chain_in_host_steps_order_and_each_can_fail():
     assert tuple(chain) + (states.STEP_FAILED,) == states.HOST_STEPS
     assert chain.index(states.STEP_STORAGE) == chain.index(states.STEP_VERIFY) + 1
     assert chain.index(states.STEP_RESTORE) == chain.index(states.STEP_ENABLE) + 1
-    assert chain.index(states.STEP_INSTALLING) == chain.index(states.STEP_POWER_ON) + 1
-    assert states.STEP_POWER_ON not in states.DESTRUCTIVE_STEPS  # an abort must not leave a host shut down
+    assert chain.index(states.STEP_WAIT_DOWN) == chain.index(states.STEP_POWER_ON) + 1
+    assert states.STEP_POWER_ON not in steps.DESTRUCTIVE_STEPS  # an abort must not leave a host shut down
     for step in states.HOST_STEPS:
         can_fail = states.STEP_FAILED in states.allowed_from(states.HOST, step)
         assert can_fail == (step not in (states.STEP_PENDING, *states.HOST_TERMINAL)), step
-    assert states.DESTRUCTIVE_STEPS < set(states.HOST_STEPS)
-    assert states.STEP_RESTORE not in states.DESTRUCTIVE_STEPS  # an abort still lets VMs be put back
+    assert steps.DESTRUCTIVE_STEPS < set(states.HOST_STEPS)
+    assert states.STEP_RESTORE not in steps.DESTRUCTIVE_STEPS  # an abort still lets VMs be put back
 
 
 def test_run_and_host_diagrams():
     text = states.diagram(states.RUN)
     assert "    precheck --> prepare: prechecks passed" in text and "    prepare --> master: pool prepared" in text
     assert "    verify --> storage: at the target version" in states.diagram(states.HOST)
+
+
+# --- the step table and `provisioner states` -------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_step_table_covers_every_active_step_in_order_and_derives_the_destructive_set():
+    assert tuple(s.name for s in steps.TABLE) == states.HOST_ACTIVE
+    assert tuple(t.old for t in states.TRANSITIONS if t.kind == states.HOST and t.new == states.STEP_FAILED) == \
+        states.HOST_ACTIVE
+    assert steps.STEPS == {s.name: s.action for s in steps.TABLE}
+    assert steps.DESTRUCTIVE_STEPS == {states.STEP_DISABLE, states.STEP_EVACUATE, states.STEP_ARM, states.STEP_REBOOT}
+    assert steps.STEPS[states.STEP_WAIT_DOWN] is steps.wait_down  # the names match the design's host steps
+
+
+@pytest.mark.parametrize("step", steps.TABLE, ids=lambda s: s.name)
+def test_each_step_names_the_timeouts_its_action_reads(step):
+    """The table's timeouts are Timeouts attributes, and exactly the ones (besides poll) its action reads."""
+    source = inspect.getsource(step.action)
+    read = set(re.findall(r"ctx\.timeouts\.(\w+)", source)) - {"poll"}
+    assert set(step.timeouts) == read
+    assert all(hasattr(Timeouts(), name) for name in step.timeouts)
+
+
+def test_states_command_prints_the_machines_and_the_readme_shows_exactly_that():
+    result = CliRunner().invoke(main, ["states"])
+    assert result.exit_code == 0, result.output
+    assert states.diagram(states.RUN, fmt="text") in result.output
+    assert states.diagram(states.HOST, fmt="text") in result.output
+    section = README.read_text().split("### State machines\n", 1)[1]
+    block = re.search(r"^```\n(.*?)^```$", section, re.S | re.M).group(1)
+    assert block == result.output
+
+
+def test_states_command_json():
+    result = CliRunner().invoke(main, ["states", "--json"])
+    data = json.loads(result.output)
+    assert data["run"][0] == {"from": None, "to": states.RUN_PRECHECK, "why": "upgrade start"}
+    assert len(data["host"]) == len([t for t in states.TRANSITIONS if t.kind == states.HOST])
+    assert [(r["step"], r["action"], r["destructive"]) for r in data["steps"]] == [
+        (s.name, s.action.__name__, s.destructive) for s in steps.TABLE]

@@ -13,6 +13,7 @@ from provisioner.config import secret_from_env
 from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
+from provisioner.coordinator import report as coord_report
 from provisioner.coordinator import runner as coord_runner
 from provisioner.coordinator.locks import lock_holder
 from provisioner.coordinator.service import FlowService, ProgressReader
@@ -120,7 +121,7 @@ def _drive(ctx: Context, launch: Callable[[FlowService, Callable[[str], None] | 
         raise click.ClickException(f"interrupted: run {run.id} stays resumable (`provisioner upgrade resume "
                                    f"{run.pool}`, or the next `provisioner serve` start)") from None
     svc.stop()
-    final = coord_runner.report(ctx.store, run.id)
+    final = coord_report.run_report(ctx.store, run.id)
     if not as_json:
         click.echo(output.run_report(final))
     elif not follow:

@@ -1,7 +1,7 @@
 """The run's write-ahead journal: what a step is about to change, written BEFORE the XAPI call that changes it.
 
 PREPARE's changes (HA, WLB, auto_poweron), the VMs EVACUATE stops or moves, what RESTORE and FINALIZE did, and
-the warnings and the guest-tools report all live here, so a restarted coordinator (and report(), which has no
+the warnings and the guest-tools report all live here, so a restarted coordinator (and run_report(), which has no
 XAPI access) knows exactly what the run changed. Entries are rows of the events table (kind, run, host MAC and
 a JSON payload), committed one transaction each: the schema has no per-run JSON column, and an append-only log
 is what a write-ahead journal is anyway. Everything that reads or writes it goes through this module.
@@ -38,7 +38,7 @@ TOOLS = "finalize.tools"
 report (before issue 14: older / unknown, by version)."""
 REMEDY = "host.remedy"
 """{cls, text, evidence: [{kind, when, what}], host_down}: what to do about a host that FAILED, classified from
-evidence when it failed (remedies.py, docs/remedies.md); report() shows the last one."""
+evidence when it failed (remedies.py, docs/remedies.md); run_report() shows the last one."""
 RPU_CLEARED = "finalize.rpu_cleared"
 """{seconds}: XAPI cleared rolling_upgrade_in_progress after that long (sim or wall seconds)."""
 SETTLED = "prepare.settled"

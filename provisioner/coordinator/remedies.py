@@ -5,7 +5,7 @@ this run: boot config fetched, answer file served, start script seen, complete r
 what XAPI shows now (live? which version? enabled?). `classify` is pure: it turns those Facts into a Remedy
 (class, operator text, the events it rests on, whether the host is down or in an unknown state). `assess`
 gathers the Facts when the runner has the driver (at failure time); `from_store` is the store-only fallback
-report() uses when no remedy was journaled (a crash right after the failure).
+run_report() uses when no remedy was journaled (a crash right after the failure).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ STILL_INSTALLING = "still_installing"
 """The installer started and has not reported, the host is not back: it may still be installing. Wait, watch its
 console, then abort or mark it failed; never start another host meanwhile."""
 UNKNOWN = "unknown"
-"""Failed after its reboot and XAPI could not be asked what the host is now (report() after a crash, or the pool
+"""Failed after its reboot and XAPI could not be asked what the host is now (run_report() after a crash, or the pool
 master did not answer): look at the host before doing anything."""
 
 CLASSES = (NOTHING_CHANGED, NOT_NETWORK_BOOTED, INSTALLER_FAILED_INTACT, BROKEN_AFTER_INSTALL, AT_TARGET,
@@ -86,7 +86,7 @@ class Facts:
     target: str  # "8.4.0 build 123"
     events: Sequence[Mapping[str, Any]] = ()  # this host's events of this run, oldest first (store rows)
     attempt_id: int | None = None
-    now: Seen | None = None  # None: XAPI was not asked (report() fallback)
+    now: Seen | None = None  # None: XAPI was not asked (run_report() fallback)
     blockers: Mapping[str, Sequence[str]] = field(default_factory=dict)  # VM name -> XAPI error (EVACUATE)
     error: Sequence[str] = ()  # the XAPI error (code, params) the step failed with, if any
 
@@ -390,7 +390,7 @@ def assess(ctx: Context, rh: RunHost, error: BaseException | None = None) -> Rem
 
 
 def from_store(store: Store, run: Run, rh: RunHost) -> Remedy:
-    """The store-only classification report() falls back on when no remedy was journaled for a failed host."""
+    """The store-only classification run_report() falls back on when no remedy was journaled for a failed host."""
     return classify(_facts(store, run, rh, run.media))
 
 

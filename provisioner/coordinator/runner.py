@@ -1,9 +1,10 @@
 """The rolling-upgrade loop of one pool: run states, host steps, persistence (commit then act), resume and abort.
 
-PRECHECK -> PREPARE -> MASTER -> MEMBERS -> FINALIZE -> DONE | DONE_WITH_FAILURES, or BLOCKED / ABORTED. Every
-host step is committed to the store before its XAPI call, and every change PREPARE or a step makes to the pool
-is journaled before it is made (journal.py); a new Runner on the same store continues where the last one
-stopped, and each step re-reads the world first (steps.py), so nothing destructive is repeated.
+The run walks the RUN states of provisioner.states (`provisioner states` prints them), each host the host steps
+through steps.TABLE; report.py reads back what a run did. Every host step is committed to the store before its
+XAPI call, and every change PREPARE or a step makes to the pool is journaled before it is made (journal.py); a new
+Runner on the same store continues where the last one stopped, and each step re-reads the world first (steps.py),
+so nothing destructive is repeated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 from provisioner import states
 from provisioner.config import Config
-from provisioner.coordinator import finalize, installing, journal, remedies, steps, vms, wiring
+from provisioner.coordinator import finalize, installing, journal, remedies, report, steps, wiring
 from provisioner.coordinator.plan import make_plan
 from provisioner.model import normalize_mac
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
@@ -59,7 +60,7 @@ def request_abort(store: Store, pool: str) -> Run:
     return store.request_abort(active_run(store, pool).id)
 
 
-MARKABLE_STEPS = (states.STEP_POWER_ON, states.STEP_INSTALLING, states.STEP_WAIT_UP)
+MARKABLE_STEPS = (states.STEP_POWER_ON, states.STEP_WAIT_DOWN, states.STEP_WAIT_UP)
 """The waits a host can be marked failed in: the ones where its installer may be running (installing.py)."""
 
 
@@ -80,45 +81,6 @@ def request_mark_failed(store: Store, pool: str, host: str) -> RunHost:
                             f"{', '.join(MARKABLE_STEPS)}) can be marked failed")
     journal.write(store, run.id, journal.MARKED_FAILED, mac=found.mac, host=found.name, step=found.step)
     return found
-
-
-def _remedy(store: Store, run: Run, rh: RunHost) -> dict[str, Any]:
-    """A FAILED host's remedy as report() shows it: the one journaled when it failed (classified from evidence,
-    remedies.py), else the store-only classification; {remedy, remedy_class, evidence, host_down}."""
-    left_unknown = rh.step not in states.HOST_TERMINAL and ": state unknown:" in (rh.reason or "")
-    if rh.step != states.STEP_FAILED and not left_unknown:  # left unknown: an abort while its installer ran
-        return {"remedy": None, "remedy_class": None, "evidence": [], "host_down": False}
-    found = remedies.journaled(store, run.id, rh.mac) or remedies.from_store(store, run, rh).as_dict()
-    return {"remedy": found["text"], "remedy_class": found["cls"], "evidence": found["evidence"],
-            "host_down": found["host_down"]}
-
-
-def report(store: Store, run_id: str) -> dict[str, Any]:
-    """The run, each host's step, reason, remedy (+ remedy_class, evidence, host_down), VMs and warnings; what
-    PREPARE changed; the guest-tools report.
-
-    Read from the store only (no XAPI): each host adds "vms" (vms.host_report) and "warnings"; the run adds
-    "options", "prepare" (finalize.prepare_report), "vms_not_restored", "guest_tools" (None before FINALIZE),
-    "rpu_cleared_after" (seconds, or None) and "warnings" (those of no host)."""
-    run = store.get_run(run_id)
-    if run is None:
-        raise NotFoundError(f"no run {run_id}")
-    warnings = journal.read(store, run_id, journal.WARNING)
-    hosts = [{**rh.as_dict(), **_remedy(store, run, rh), "vms": vms.host_report(store, run_id, rh.mac),
-              "warnings": [w["text"] for w in warnings if w["mac"] == rh.mac]} for rh in store.run_hosts(run_id)]
-    tools = journal.last(store, run_id, journal.TOOLS)
-    cleared = journal.last(store, run_id, journal.RPU_CLEARED)
-    return {**run.as_dict(), "hosts": hosts, "options": journal.options(store, run_id),
-            "prepare": finalize.prepare_report(store, run_id),
-            "vms_not_restored": [{k: v for k, v in e.items() if k != "mac"} for e in vms.not_restored(store, run_id)],
-            "guest_tools": {k: v for k, v in tools.items() if k != "mac"} if tools else None,
-            "rpu_cleared_after": cleared["seconds"] if cleared else None,
-            "warnings": [w["text"] for w in warnings if w["mac"] is None]}
-
-
-def status(store: Store, pool: str | None = None) -> list[dict[str, Any]]:
-    """Reports of the runs (newest first), of one pool or of all."""
-    return [report(store, run.id) for run in store.list_runs(pool)]
 
 
 class Runner:
@@ -189,7 +151,7 @@ class Runner:
             if rh is None:
                 return self._set(states.RUN_ABORTED, self.stopped_why or "abort requested; no member touched")
             if rh.step == states.STEP_FAILED:
-                remedy = _remedy(self.store, self.run_record, rh)
+                remedy = report.host_remedy(self.store, self.run_record, rh)
                 return self._set(states.RUN_ABORTED, f"master {rh.name} failed ({remedy['remedy_class']}): "
                                  f"{rh.reason}; {remedy['remedy']}")
             run = self._set(states.RUN_MEMBERS)
@@ -198,7 +160,7 @@ class Runner:
                 rh = self._host(member)
                 if rh is None:
                     return self._set(states.RUN_ABORTED, self.stopped_why or "abort requested")
-                remedy = _remedy(self.store, run, rh)
+                remedy = report.host_remedy(self.store, run, rh)
                 if remedy["host_down"]:  # never two hosts down: no other host starts while this one is down
                     return self._set(states.RUN_ABORTED, f"member {rh.name} failed and is down or in an unknown "
                                      f"state ({remedy['remedy_class']}), so no other host is started: "
@@ -243,7 +205,7 @@ class Runner:
                 rh = self._commit(rh, states.STEP_FAILED, reason=reason + (f" ({', '.join(safe)})" if safe else ""))
                 self._journal_remedy(rh, exc)
                 return rh
-            if nxt in states.DESTRUCTIVE_STEPS and self.run_record.abort_requested:
+            if nxt in steps.DESTRUCTIVE_STEPS and self.run_record.abort_requested:
                 safe = steps.make_safe(self.ctx, rh)
                 self.store.set_host_step(self.run_id, rh.mac, None,
                                          reason=f"aborted before {nxt}" + (f" ({', '.join(safe)})" if safe else ""))

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from provisioner import progress, states
 from provisioner.config import Config
 from provisioner.coordinator import pools, reinstall, runner, wiring
+from provisioner.coordinator import report as run_report
 from provisioner.coordinator.context import ReinstallTimeouts
 from provisioner.coordinator.locks import FlowLock, HostLock, PoolLock
 from provisioner.coordinator.steps import RealClock, Timeouts
@@ -361,7 +362,7 @@ class ProgressReader:
 
     def view(self, run_id: str, now: float | None = None) -> dict[str, Any]:
         """The run's report with per-host step / elapsed / ETA seconds and the run's ETA."""
-        report = runner.report(self.store, run_id)
+        report = run_report.run_report(self.store, run_id)
         samples = [d for r in self.store.list_runs() if r.media == report["media"] and r.id != run_id
                    for d in progress.durations(self.step_events(r.id))]
         return progress.run_view(report, self.step_events(run_id), samples, time.time() if now is None else now)

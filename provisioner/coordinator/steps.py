@@ -1,15 +1,15 @@
 """The host steps of an upgrade, each idempotent: it reads the world first and does nothing if its effect is there.
 
-The runner commits a step BEFORE calling it, so after a crash the same step runs again: a step must then
-notice that its side effect already happened (host already disabled, attempt already armed for this run,
-reboot already under way or done, VM already suspended) instead of repeating it. Waits poll on an injectable
-clock with a timeout. CHECK DISABLE EVACUATE ARM REBOOT (POWER_ON) INSTALLING WAIT_UP VERIFY STORAGE ENABLE
-RESTORE DONE.
+What each step does is said once, in provisioner.states; TABLE below gives each its action, whether an abort
+stops before it, and the timeouts that bound it. The runner commits a step BEFORE calling its action, so after a
+crash the same action runs again: it must then notice that its side effect already happened (host already
+disabled, attempt already armed for this run, reboot already under way or done, VM already suspended) instead of
+repeating it. Waits poll on an injectable clock with a timeout.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
@@ -20,7 +20,8 @@ from provisioner.coordinator.plan import at_target
 from provisioner.store import RunHost
 from provisioner.xapi import HostInfo, MasterNotBack, XapiError, XapiUnreachable
 
-__all__ = ["Context", "RealClock", "StepFailed", "Timeouts", "STEPS", "find", "make_safe"]
+__all__ = ["Context", "RealClock", "StepFailed", "Timeouts", "Step", "TABLE", "STEPS", "DESTRUCTIVE_STEPS", "find",
+           "make_safe"]
 
 
 def check(ctx: Context, rh: RunHost) -> str:
@@ -90,7 +91,7 @@ def reboot(ctx: Context, rh: RunHost) -> str:
     """host.reboot; with --power-cycle, host.shutdown for a member (POWER_ON follows). The master is always
     rebooted: while it is down no host could run its host.power_on."""
     cycle = ctx.power_cycle and rh.role != "master"
-    after = states.STEP_POWER_ON if cycle else states.STEP_INSTALLING
+    after = states.STEP_POWER_ON if cycle else states.STEP_WAIT_DOWN
     info = find(ctx, rh.uuid)
     if _rebooted(ctx, rh, info):
         ctx.event("step.skipped", rh, step=states.STEP_REBOOT, why="already rebooting or rebooted")
@@ -137,13 +138,13 @@ def power_on(ctx: Context, rh: RunHost) -> str:
                lambda info: info is not None and (not info.live or _boot_seen(ctx, rh, info)))
     if _boot_seen(ctx, rh, find(ctx, rh.uuid)):
         ctx.event("step.skipped", rh, step=states.STEP_POWER_ON, why="already booting or booted")
-        return states.STEP_INSTALLING
+        return states.STEP_WAIT_DOWN
     ctx.clock.sleep(ctx.timeouts.off)
     mode = ""
     for n in range(1, POWER_ON_TRIES + 1):  # the master runs host.power_on: wait for it if it hiccups
         info = _wait_host(ctx, rh, "the pool master answers", ctx.timeouts.down, lambda info: info is not None)
         if _boot_seen(ctx, rh, info):
-            return states.STEP_INSTALLING
+            return states.STEP_WAIT_DOWN
         mode = info.power_on_mode
         try:
             xapi_call(ctx, rh, "host.power_on", ctx.driver.power_on, info.ref, mode=mode, attempt=n)
@@ -153,7 +154,7 @@ def power_on(ctx: Context, rh: RunHost) -> str:
         try:
             _wait_host(ctx, rh, f"network boot after power-on {n}/{POWER_ON_TRIES}", ctx.timeouts.boot,
                        lambda info: _boot_seen(ctx, rh, info))
-            return states.STEP_INSTALLING
+            return states.STEP_WAIT_DOWN
         except installing.MarkedFailed:
             raise
         except StepFailed:
@@ -267,13 +268,36 @@ def restore(ctx: Context, rh: RunHost) -> str:
     return states.STEP_DONE
 
 
-STEPS: dict[str, Callable[[Context, RunHost], str]] = {
-    states.STEP_CHECK: check, states.STEP_DISABLE: disable, states.STEP_EVACUATE: evacuate, states.STEP_ARM: arm,
-    states.STEP_REBOOT: reboot, states.STEP_POWER_ON: power_on, states.STEP_INSTALLING: wait_down, states.STEP_WAIT_UP: wait_up,
-    states.STEP_VERIFY: verify, states.STEP_STORAGE: storage, states.STEP_ENABLE: enable,
-    states.STEP_RESTORE: restore,
-}
+class Step(NamedTuple):
+    """One row of TABLE."""
+
+    name: str  # a provisioner.states STEP_* constant
+    action: Callable[[Context, RunHost], str]  # runs the committed step; returns the next step
+    destructive: bool  # it changes the pool: an abort request stops the host before it (the runner)
+    timeouts: tuple[str, ...]  # the Timeouts attributes bounding its waits (none: single XAPI calls)
+
+
+TABLE: tuple[Step, ...] = (
+    Step(states.STEP_CHECK, check, False, ()),
+    Step(states.STEP_DISABLE, disable, True, ()),
+    Step(states.STEP_EVACUATE, evacuate, True, ()),
+    Step(states.STEP_ARM, arm, True, ()),
+    Step(states.STEP_REBOOT, reboot, True, ()),
+    # Changes the pool too, but an abort must not leave a host shut down: it is not destructive here.
+    Step(states.STEP_POWER_ON, power_on, False, ("down", "off", "boot")),
+    Step(states.STEP_WAIT_DOWN, wait_down, False, ("down",)),
+    Step(states.STEP_WAIT_UP, wait_up, False, ("up", "down")),
+    Step(states.STEP_VERIFY, verify, False, ()),
+    Step(states.STEP_STORAGE, storage, False, ("storage",)),
+    Step(states.STEP_ENABLE, enable, False, ("enable",)),
+    Step(states.STEP_RESTORE, restore, False, ()),  # after an abort too: VMs are put back
+)
+"""Every step that runs an action (states.HOST_ACTIVE), in the order a host walks them."""
+
+STEPS: dict[str, Callable[[Context, RunHost], str]] = {step.name: step.action for step in TABLE}
 """The action of each committed step; it returns the next step."""
+DESTRUCTIVE_STEPS = frozenset(step.name for step in TABLE if step.destructive)
+"""Steps an abort request stops before (they change the pool; the later ones only watch or repair)."""
 
 
 def make_safe(ctx: Context, rh: RunHost) -> list[str]:

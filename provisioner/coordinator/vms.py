@@ -186,7 +186,7 @@ def _put_back(ctx: Context, rh: RunHost, vm: VmInfo | None, entry: dict, host_re
         return outcome(how, False, str(exc)[:300])
 
 
-# --- what report() shows (from the journal only: report() has no XAPI access) ---
+# --- what report.run_report() shows (from the journal only: it has no XAPI access) ---
 
 def host_report(store: Store, run_id: str, mac: str) -> list[dict[str, Any]]:
     """Per VM the run touched on this host: what EVACUATE did (and which discs it ejected) and what came after."""

@@ -125,5 +125,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE UNIQUE INDEX runs_one_active ON runs (pool) "
         "WHERE state IN ('precheck', 'prepare', 'master', 'members', 'finalize')",
     ),
+    (  # 8: the host step that waits for the reboot to happen is WAIT_DOWN (its stored name was "installing");
+        #    a run in progress resumes there, and a failed host's reason "<step>: <why>" names it too. Events keep
+        #    the names they were written with.
+        "UPDATE run_hosts SET step = 'wait_down' WHERE step = 'installing'",
+        "UPDATE run_hosts SET reason = 'wait_down' || substr(reason, 11) WHERE reason LIKE 'installing:%'",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

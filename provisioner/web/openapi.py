@@ -126,12 +126,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Discovery": {"type": "object", "properties": {k: {"type": "array", "items": {}}
                                                    for k in ("added", "unchanged", "conflicts")}},
     "MarkFailedInput": {"type": "object", "required": ["host"], "properties": {
-        "host": {"type": "string", "description": "the host's name or MAC; its step must be power_on, installing "
+        "host": {"type": "string", "description": "the host's name or MAC; its step must be power_on, wait_down "
                  "or wait_up"}}},
     "UpgradeInput": {"type": "object", "required": ["media"], "properties": {
         "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back",
                                                            "power_cycle")}}},
-    "Run": {"type": "object", "description": "the run report (provisioner.coordinator.runner.report)", "properties": {
+    "Run": {"type": "object", "description": "the run report (provisioner.coordinator.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
         "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/RunHost"}}}},
     "RunHost": {"type": "object", "description": "one host of a run; a FAILED host has a remedy classified from "

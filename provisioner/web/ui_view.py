@@ -12,7 +12,7 @@ import urllib.parse
 from typing import Any, Iterable, Mapping
 
 from provisioner import states
-from provisioner.coordinator import runner
+from provisioner.coordinator.report import run_report
 from provisioner.model import TOKEN_PATHS
 from provisioner.progress import step_percent
 from provisioner.store import Store
@@ -62,7 +62,7 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 def run_view(report: Mapping[str, Any], running_ids: Iterable[str]) -> dict[str, Any]:
-    """A run report (runner.report) with progress per host and for the run, and what can be done with it; a failed
+    """A run report (report.run_report) with progress per host and for the run, and what can be done with it; a failed
     host keeps its remedy, remedy class and the evidence it rests on (remedies.py)."""
     active = report["state"] not in states.RUN_TERMINAL
     hosts = [{"mac": h["mac"], "name": h["name"], "role": h["role"], "step": h["step"],
@@ -92,7 +92,7 @@ def pool_view(store: Store, name: str, running_ids: Iterable[str], *, history: i
     return {"name": name, "registered": record is not None,
             "url": safe_url(record.url) if record else None, "username": record.username if record else None,
             "hosts": len(store.list_hosts(pool=name)),
-            "runs": [run_view(runner.report(store, r.id), running_ids) for r in runs]}
+            "runs": [run_view(run_report(store, r.id), running_ids) for r in runs]}
 
 
 def status(store: Store, running_ids: Iterable[str]) -> dict[str, Any]:

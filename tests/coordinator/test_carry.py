@@ -10,6 +10,7 @@ from labs import MEDIA, POOL
 
 from provisioner import output, states
 from provisioner.coordinator import carry, journal, runner
+from provisioner.coordinator.report import run_report
 from provisioner.coordinator.plan import make_plan
 from provisioner.store import ConflictError
 
@@ -86,8 +87,8 @@ def test_abort_in_members_then_a_new_run_puts_everything_back_with_the_original_
     assert drive(lab, second.id, say=lines.append).state == states.RUN_DONE
     assert settings(lab) == before  # HA with the first run's heartbeat SR and failures to tolerate
     assert any("HA (heartbeat SRs" in line and f"left off by run {first.id}" in line for line in lines)
-    assert {p["state"] for p in runner.report(lab.store, first.id)["prepare"]} == {f"carried to run {second.id}"}
-    again = runner.report(lab.store, second.id)["prepare"]
+    assert {p["state"] for p in run_report(lab.store, first.id)["prepare"]} == {f"carried to run {second.id}"}
+    again = run_report(lab.store, second.id)["prepare"]
     assert {(p["state"], p["carried_from"]) for p in again} == {("undone", first.id)}
     assert carry.left_off(lab.store, POOL) == []  # nothing carried twice
 
@@ -148,7 +149,7 @@ def test_restore_settings_now_refused_while_a_run_is_active_and_idempotent(lab):
                                                           "not_restored": []}
     assert not {c[1] for c in lab.world.call_log[calls:]} & {"Async.pool.enable_ha", "pool.set_wlb_enabled",
                                                              "VM.add_to_other_config"}
-    assert {p["state"] for p in runner.report(lab.store, first.id)["prepare"]} == {"restored by restore-settings"}
+    assert {p["state"] for p in run_report(lab.store, first.id)["prepare"]} == {"restored by restore-settings"}
     assert make_plan(lab.store, POOL, MEDIA, lab.driver).carried == []
 
 
@@ -185,7 +186,7 @@ def test_ha_wlb_left_off_by_a_mixed_pool_are_carried_to_the_run_that_finishes_it
     ended = drive(lab, second.id)
     assert ended.state == states.RUN_DONE, ended.reason
     assert settings(lab) == before
-    states_first = {p["what"]: p["state"] for p in runner.report(lab.store, first.id)["prepare"]}
+    states_first = {p["what"]: p["state"] for p in run_report(lab.store, first.id)["prepare"]}
     assert states_first == {"ha": f"carried to run {second.id}", "wlb": f"carried to run {second.id}",
                             "auto_poweron": "undone"}
 

@@ -10,6 +10,7 @@ from labs import MEDIA, POOL
 
 from provisioner import output, states
 from provisioner.coordinator import finalize, journal, runner, steps
+from provisioner.coordinator.report import run_report
 from provisioner.coordinator.plan import make_plan
 from provisioner.simulator import states as sim_states
 from provisioner.simulator.db import NULL_REF
@@ -74,7 +75,7 @@ def test_ha_wlb_autostart_off_during_the_run_and_back_after_rpu_cleared(lab):
     events = lab.store.events(run_id=run.id)
     order = [e["kind"] for e in events if e["kind"] in (journal.RPU_CLEARED, journal.UNDO, "run.done")]
     assert order[0] == journal.RPU_CLEARED and order[-1] == "run.done" and order.count(journal.UNDO) == 3
-    report = runner.report(lab.store, run.id)
+    report = run_report(lab.store, run.id)
     assert report["options"] == {"disable_ha_wlb": True, "migrate_back": False, "power_cycle": False}
     assert [(p["what"], p["state"]) for p in report["prepare"]] == [
         ("ha", "undone"), ("wlb", "undone"), ("auto_poweron", "undone")]
@@ -93,7 +94,7 @@ def test_guest_tools_report_reads_the_pv_drivers_flags_not_the_version(lab):
     run = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
     final = runner.Runner(lab.store, lab.config, run.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
     assert final.state == states.RUN_DONE
-    tools = runner.report(lab.store, run.id)["guest_tools"]
+    tools = run_report(lab.store, run.id)["guest_tools"]
     assert tools["target"] == "8.4.0" and tools["checked"] == 3 and tools["not_running"] == 0
     assert tools["not_up_to_date"] == []  # vm0's 7.0.0 is up to date for XAPI: not listed
     assert tools["no_tools"] == [{"uuid": db.get("VM", vms[2])["uuid"], "name": names[2]}]
@@ -101,7 +102,7 @@ def test_guest_tools_report_reads_the_pv_drivers_flags_not_the_version(lab):
     db.update("VM_guest_metrics", db.get("VM", vms[1])["guest_metrics"], PV_drivers_up_to_date=False)
     again = finalize.tools_report(context(lab, run.id))
     assert again["not_up_to_date"] == [{"uuid": db.get("VM", vms[1])["uuid"], "name": names[1], "version": "8.2.1"}]
-    assert runner.report(lab.store, run.id)["guest_tools"] == again  # the latest report wins
+    assert run_report(lab.store, run.id)["guest_tools"] == again  # the latest report wins
     text = "\n".join(output.guest_tools_lines(again))
     assert f"guest tools not up to date: {names[1]} (8.2.1) (3 running VMs checked" in text
     assert f"no guest tools detected: {names[2]}" in text and names[0] not in text
@@ -167,7 +168,7 @@ def test_failed_member_leaves_ha_off_and_says_why(lab):
     assert "HA not turned back on" in final.reason and "old version" in final.reason
     _, db, rec = sim_pool(lab)
     assert not rec["ha_enabled"] and not rec["wlb_enabled"]
-    report = runner.report(lab.store, run.id)
+    report = run_report(lab.store, run.id)
     states_by_what = {p["what"]: p["state"] for p in report["prepare"]}
     assert states_by_what["auto_poweron"] == "undone" and states_by_what["ha"].startswith("not undone: left off")
     assert report["rpu_cleared_after"] is None and any("HA not turned back on" in w for w in report["warnings"])
@@ -214,7 +215,7 @@ def test_crash_inside_prepare_or_finalize_then_resume(lab, crash_on):
     calls = [c[1] for c in lab.world.call_log[start:]]
     assert calls.count("Async.pool.disable_ha") == calls.count("Async.pool.enable_ha") == 1
     assert calls.count("pool.set_wlb_enabled") == 2 and calls.count("VM.add_to_other_config") == 2
-    assert all(p["state"] == "undone" for p in runner.report(lab.store, run.id)["prepare"])
+    assert all(p["state"] == "undone" for p in run_report(lab.store, run.id)["prepare"])
     for i in range(3):
         assert lab.reboots(i) == 1
 
@@ -226,7 +227,7 @@ def test_master_failure_leaves_prepare_changes_in_place_and_says_so(lab):
     final = runner.Runner(lab.store, lab.config, run.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
     assert final.state == states.RUN_ABORTED and "installer_failed_intact" in final.reason
     assert "what PREPARE turned off stays off" in final.reason
-    assert {p["state"] for p in runner.report(lab.store, run.id)["prepare"]} == {"changed"}
+    assert {p["state"] for p in run_report(lab.store, run.id)["prepare"]} == {"changed"}
     _, _, rec = sim_pool(lab)
     assert not rec["ha_enabled"] and not rec["wlb_enabled"]
     assert lab.reboots(1) == lab.reboots(2) == 0  # no member touched

@@ -8,6 +8,7 @@ from labs import MEDIA, POOL
 
 from provisioner import states
 from provisioner.coordinator import installing, journal, runner
+from provisioner.coordinator.report import run_report
 from provisioner.coordinator.steps import Timeouts
 from provisioner.store import ConflictError, NotFoundError
 
@@ -70,7 +71,7 @@ def test_installing_past_every_timeout_waits_until_the_operator_marks_it_failed(
     assert [e["details"]["minutes"] for e in events if e["mac"] == lab.mac(index)] == [10, 20, 30, 40]
     (decision,) = journal.read(lab.store, run_id, journal.MARKED_FAILED)
     assert decision["host"] == name and decision["step"] == states.STEP_WAIT_UP
-    hosts = {h["name"]: h for h in runner.report(lab.store, run_id)["hosts"]}
+    hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
     assert hosts[name]["step"] == states.STEP_FAILED
     assert hosts[name]["reason"].startswith(f"wait_up: {installing.MARKED_FAILED_REASON} after 40 min")
     # Down after its installer started: the run stops, no other host is started.
@@ -84,7 +85,7 @@ def test_abort_past_every_timer_stops_the_wait_and_leaves_the_host_unknown(lab):
     run_id, final, notes, seen = drive(lab, abort, f"{POOL}-host1")
     assert final.state == states.RUN_ABORTED
     assert f"{POOL}-host1" in final.reason and "unknown" in final.reason and "still running after" in final.reason
-    hosts = {h["name"]: h for h in runner.report(lab.store, run_id)["hosts"]}
+    hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
     left = hosts[f"{POOL}-host1"]
     assert left["step"] == states.STEP_WAIT_UP and "state unknown" in left["reason"]  # not FAILED: nobody knows
     assert lab.store.get_attempt(left["attempt_id"]).state == states.STARTED  # not disarmed: its report may come
@@ -104,7 +105,7 @@ def test_a_failed_member_that_is_down_stops_the_run_instead_of_starting_the_next
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                           timeouts=SHORT).run()
-    hosts = {h["name"]: h for h in runner.report(lab.store, started.id)["hosts"]}
+    hosts = {h["name"]: h for h in run_report(lab.store, started.id)["hosts"]}
     failed = hosts[f"{POOL}-host1"]
     assert failed["step"] == states.STEP_FAILED and "not done after" in failed["reason"]
     assert final.state == states.RUN_ABORTED and f"member {POOL}-host1 failed and is down" in final.reason
@@ -125,8 +126,8 @@ def test_mark_failed_is_refused_unless_the_run_waits_on_that_host(lab):
     with pytest.raises(NotFoundError, match="no host named"):
         runner.request_mark_failed(lab.store, POOL, "nobody")
     for step in (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE, states.STEP_ARM, states.STEP_REBOOT,
-                 states.STEP_INSTALLING):
+                 states.STEP_WAIT_DOWN):
         lab.store.set_host_step(started.id, lab.mac(1), step)
     found = runner.request_mark_failed(lab.store, POOL, lab.mac(1).upper())  # a MAC, any spelling
     assert found.name == f"{POOL}-host1"
-    assert journal.read(lab.store, started.id, journal.MARKED_FAILED)[0]["step"] == states.STEP_INSTALLING
+    assert journal.read(lab.store, started.id, journal.MARKED_FAILED)[0]["step"] == states.STEP_WAIT_DOWN

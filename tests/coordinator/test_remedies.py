@@ -18,6 +18,7 @@ from labs import MEDIA, POOL, make_lab, shut_down, stop_lab
 
 from provisioner import states
 from provisioner.coordinator import remedies, runner
+from provisioner.coordinator.report import run_report
 from provisioner.coordinator.remedies import Facts, Seen
 from provisioner.simulator import machine
 from provisioner.xapi import XapiUnreachable
@@ -139,7 +140,7 @@ def test_each_failure_gets_exactly_one_remedy_class_from_evidence(tmp_path, case
         started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
         final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                               timeouts=FAST, on_commit=case.hook(lab) if case.hook else None).run()
-        report = runner.report(lab.store, started.id)
+        report = run_report(lab.store, started.id)
         failed = [h for h in report["hosts"] if h["step"] == states.STEP_FAILED]
         assert [h["name"] for h in failed] == [f"{POOL}-host{case.host}"], final.reason
         host = failed[0]
@@ -183,7 +184,7 @@ def test_evidence_names_the_installer_events(tmp_path):
         lab.handler.inject(lab.mac(1), installer_fails=True)
         started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
         runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
-        host = runner.report(lab.store, started.id)["hosts"][1]
+        host = run_report(lab.store, started.id)["hosts"][1]
         kinds = [e["kind"] for e in host["evidence"]]
         assert {"attempt.armed", "attempt.fetch", "attempt.started", "attempt.failed", "step.failed"} <= set(kinds)
         whats = " | ".join(e["what"] for e in host["evidence"])
@@ -319,12 +320,12 @@ def test_report_without_a_journaled_remedy_falls_back_to_the_store(store):
                             {"mac": "aa:bb:cc:dd:ee:02", "name": "h2", "uuid": "u2", "role": "member"}])
     for mac, steps, reason in (("aa:bb:cc:dd:ee:01", (states.STEP_CHECK,), "check: host is not live"),
                                ("aa:bb:cc:dd:ee:02", (states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE,
-                                                      states.STEP_ARM, states.STEP_REBOOT, states.STEP_INSTALLING,
+                                                      states.STEP_ARM, states.STEP_REBOOT, states.STEP_WAIT_DOWN,
                                                       states.STEP_WAIT_UP), "wait_up: not done after 240 min")):
         for step in steps:
             store.set_host_step("p-1", mac, step)
         store.set_host_step("p-1", mac, states.STEP_FAILED, reason=reason)
-    hosts = runner.report(store, "p-1")["hosts"]
+    hosts = run_report(store, "p-1")["hosts"]
     assert [h["remedy_class"] for h in hosts] == [remedies.NOTHING_CHANGED, remedies.UNKNOWN]
     assert hosts[1]["host_down"] and "Do NOT forget, reinstall or restore" in hosts[1]["remedy"]
 
@@ -354,7 +355,7 @@ def test_a_host_left_unknown_by_an_abort_while_installing_is_still_installing(tm
         final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                               timeouts=FAST).run()
         assert final.state == states.RUN_ABORTED
-        host = runner.report(lab.store, started.id)["hosts"][1]
+        host = run_report(lab.store, started.id)["hosts"][1]
         assert host["step"] not in states.HOST_TERMINAL and "state unknown" in host["reason"]
         assert (host["remedy_class"], host["host_down"]) == (remedies.STILL_INSTALLING, True)
         assert "watch its console" in host["remedy"] and not any(w in host["remedy"] for w in DESTROYING)

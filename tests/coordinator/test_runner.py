@@ -9,6 +9,7 @@ from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import states
 from provisioner.coordinator import runner
+from provisioner.coordinator.report import run_report, status
 from provisioner.coordinator.steps import Timeouts
 from provisioner.store import ConflictError
 
@@ -35,7 +36,7 @@ def test_happy_path_master_first_each_host_installed_once(lab):
         assert lab.handler.machine(lab.mac(i)).installs() == 1 and lab.reboots(i) == 1
     steps = [e for e in lab.store.events(run_id=run_id) if e["kind"] == "step.reboot"]
     assert steps[0]["mac"] == lab.mac(0)  # master first
-    assert [h["step"] for h in runner.report(lab.store, run_id)["hosts"]] == ["done"] * 3
+    assert [h["step"] for h in run_report(lab.store, run_id)["hosts"]] == ["done"] * 3
     kinds = {e["kind"] for e in lab.store.events(run_id=run_id)}
     assert {"run.master", "run.members", "run.finalize", "run.done", "step.verify", "xapi.call"} <= kinds
     with pytest.raises(Exception):
@@ -46,7 +47,7 @@ def test_master_failure_aborts_without_touching_members(lab):
     lab.handler.inject(lab.mac(0), installer_fails=True)
     run_id, final = run(lab)
     assert final.state == states.RUN_ABORTED and "installer_failed_intact" in final.reason
-    hosts = runner.report(lab.store, run_id)["hosts"]
+    hosts = run_report(lab.store, run_id)["hosts"]
     assert hosts[0]["step"] == states.STEP_FAILED and hosts[0]["remedy_class"] == "installer_failed_intact"
     assert "Do NOT restore" in hosts[0]["remedy"]  # back at its old version: never restore a healthy master
     assert [h["step"] for h in hosts[1:]] == [states.STEP_PENDING] * 2
@@ -61,7 +62,7 @@ def test_member_failure_marks_host_failed_and_run_goes_on(lab):
     lab.handler.inject(lab.mac(1), installer_fails=True)
     run_id, final = run(lab)
     assert final.state == states.RUN_DONE_WITH_FAILURES
-    hosts = {h["name"]: h for h in runner.report(lab.store, run_id)["hosts"]}
+    hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
     failed = hosts[f"{POOL}-host1"]
     assert failed["step"] == states.STEP_FAILED and "8.2.1" in failed["reason"]
     assert failed["remedy_class"] == "installer_failed_intact" and "provisioner reinstall" not in failed["remedy"]
@@ -74,7 +75,7 @@ def test_member_failure_with_stop_on_failure(lab):
     lab.handler.inject(lab.mac(1), installer_fails=True)
     run_id, final = run(lab, stop_on_failure=True)
     assert final.state == states.RUN_ABORTED
-    assert runner.report(lab.store, run_id)["hosts"][2]["step"] == states.STEP_PENDING
+    assert run_report(lab.store, run_id)["hosts"][2]["step"] == states.STEP_PENDING
     assert lab.reboots(2) == 0
 
 
@@ -104,7 +105,7 @@ def test_abort_during_master_stops_before_members(lab):
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
                           on_commit=on_commit).run()
     assert final.state == states.RUN_ABORTED
-    hosts = runner.report(lab.store, started.id)["hosts"]
+    hosts = run_report(lab.store, started.id)["hosts"]
     assert hosts[0]["step"] == states.STEP_DONE  # the master was finished (already rebooting), not left half-way
     assert lab.reboots(1) == 0 and lab.reboots(2) == 0
 
@@ -135,7 +136,7 @@ def test_member_that_never_returns_times_out_and_the_run_stops(lab):
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                           timeouts=Timeouts(down=900, up=3600, enable=1800, poll=5)).run()
     assert final.state == states.RUN_ABORTED
-    hosts = runner.report(lab.store, started.id)["hosts"]
+    hosts = run_report(lab.store, started.id)["hosts"]
     assert hosts[1]["step"] == states.STEP_FAILED and "not done after 60 min" in hosts[1]["reason"]
     assert hosts[2]["step"] == states.STEP_PENDING and lab.reboots(1) == 1 and lab.reboots(2) == 0
 
@@ -149,7 +150,7 @@ def test_four_hosts_and_resume_helper(tmp_path):
         assert set(versions(lab).values()) == {"8.4.0"}
         reboots = [e["mac"] for e in lab.store.events(run_id=started.id, kind="step.reboot")]
         assert reboots == [lab.mac(i) for i in range(4)]
-        assert [r["state"] for r in runner.status(lab.store, POOL)] == [states.RUN_DONE]
+        assert [r["state"] for r in status(lab.store, POOL)] == [states.RUN_DONE]
     finally:
         stop_lab(lab)
 
@@ -175,7 +176,7 @@ def test_vms_keep_running_and_each_host_is_evacuated_before_its_reboot(lab):
     assert final.state == states.RUN_DONE, final.reason
     after = placement(lab)
     assert {name: state for name, (state, _) in after.items()} == {name: state for name, (state, _) in before.items()}
-    rows = {v["name"]: v for h in runner.report(lab.store, run_id)["hosts"] for v in h["vms"]}
+    rows = {v["name"]: v for h in run_report(lab.store, run_id)["hosts"] for v in h["vms"]}
     assert set(rows) == set(before) and {(v["action"], v["done"]) for v in rows.values()} == {
         ("migrate", "migrated away")}
     assert all(v["afterwards"] is None for v in rows.values())  # not asked to migrate back
@@ -196,7 +197,7 @@ def test_eight_hosts_migrated_back_where_they_started(tmp_path):
         assert reboots == [lab.mac(i) for i in range(8)]  # master first, each host once
         for i in range(8):
             assert lab.handler.machine(lab.mac(i)).installs() == 1 and lab.reboots(i) == 1
-        rows = [v for h in runner.report(lab.store, started.id)["hosts"] for v in h["vms"]]
+        rows = [v for h in run_report(lab.store, started.id)["hosts"] for v in h["vms"]]
         assert len(rows) == 8 and {v["afterwards"] for v in rows} == {"migrated back"}
         cleared = lab.store.events(run_id=started.id, kind="finalize.rpu_cleared")
         done = lab.store.events(run_id=started.id, kind="run.done")
@@ -245,7 +246,7 @@ def test_migration_failure_fails_that_member_only(lab):
     lab.world.fail_migration(vm)
     run_id, final = run(lab)
     assert final.state == states.RUN_DONE_WITH_FAILURES
-    hosts = runner.report(lab.store, run_id)["hosts"]
+    hosts = run_report(lab.store, run_id)["hosts"]
     assert hosts[1]["step"] == states.STEP_FAILED and "VM_MIGRATE_FAILED" in hosts[1]["reason"]
     assert "re-enabled" in hosts[1]["reason"] and [h["step"] for h in hosts] == ["done", "failed", "done"]
     assert lab.reboots(1) == 0 and lab.reboots(0) == lab.reboots(2) == 1
@@ -258,12 +259,12 @@ def test_member_upgraded_but_never_enabled_is_not_sent_to_reinstall(lab):
     lab.world.slow_boot(lab.mac(1), 400)  # host.enable says HOST_STILL_BOOTING for 400 x 30 sim s
     run_id, final = run(lab, timeouts=Timeouts(down=900, up=4 * 3600, enable=120, poll=5, storage=30))
     assert final.state == states.RUN_DONE_WITH_FAILURES
-    hosts = runner.report(lab.store, run_id)["hosts"]
+    hosts = run_report(lab.store, run_id)["hosts"]
     assert hosts[1]["step"] == states.STEP_FAILED and hosts[1]["reason"].startswith("enable: ")
     assert "at the target version" in hosts[1]["remedy"] and "reinstall" not in hosts[1]["remedy"]
     assert hosts[1]["remedy_class"] == "at_target"
     assert versions(lab)[f"{POOL}-host1"] == "8.4.0" and hosts[2]["step"] == states.STEP_DONE
-    assert runner.report(lab.store, run_id)["rpu_cleared_after"] is not None  # every host at the target
+    assert run_report(lab.store, run_id)["rpu_cleared_after"] is not None  # every host at the target
     assert_master_first_and_installed_once(lab, run_id)
 
 
@@ -287,7 +288,7 @@ def test_power_cycle_reboots_the_master_and_powers_the_members_off_and_on(lab):
     assert sorted(walked) == sorted([lab.mac(1), lab.mac(2)])
 
 
-@pytest.mark.parametrize("crash_at", [states.STEP_REBOOT, states.STEP_POWER_ON, states.STEP_INSTALLING])
+@pytest.mark.parametrize("crash_at", [states.STEP_REBOOT, states.STEP_POWER_ON, states.STEP_WAIT_DOWN])
 def test_power_cycle_resumed_after_a_crash_powers_each_member_on_once(lab, crash_at):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, power_cycle=True)
     assert crash_once(lambda on_commit: runner.Runner(lab.store, lab.config, started.id, lab.driver,

@@ -10,6 +10,7 @@ import pytest
 from labs import MEDIA, WAIT
 from provisioner import states
 from provisioner.coordinator import runner
+from provisioner.coordinator.report import run_report
 from provisioner.coordinator.locks import PoolLock, lock_holder
 from provisioner.store import ConflictError, NotFoundError
 
@@ -20,7 +21,7 @@ def test_two_pools_upgraded_at_once(two_pools):
 
     def hold(mine: threading.Event, other: threading.Event):
         def on_commit(rh):
-            if rh.role == "master" and rh.step == states.STEP_INSTALLING:
+            if rh.role == "master" and rh.step == states.STEP_WAIT_DOWN:
                 mine.set()
                 assert other.wait(WAIT), "the other pool never got going: runs are not parallel"
         return on_commit
@@ -84,7 +85,7 @@ def test_resume_all_after_stop(two_pools):
     macs = two_pools.macs("red")
 
     def on_commit(rh):
-        if rh.mac == macs[1] and rh.step == states.STEP_INSTALLING:
+        if rh.mac == macs[1] and rh.step == states.STEP_WAIT_DOWN:
             member_installing.set()
     run = svc.start("red", MEDIA, on_commit=on_commit)
     assert member_installing.wait(WAIT)
@@ -118,7 +119,7 @@ def test_crashed_run_thread_is_recorded_and_resumable(two_pools):
     assert svc.resume("blue").id == run.id
     assert svc.wait(run.id, WAIT).state == states.RUN_DONE
     assert set(two_pools.installs("blue").values()) == {1}
-    assert runner.report(two_pools.store, run.id)["hosts"][0]["step"] == states.STEP_DONE
+    assert run_report(two_pools.store, run.id)["hosts"][0]["step"] == states.STEP_DONE
 
 
 def test_start_refused_when_plan_fails_to_start_leaves_pool_free(two_pools):

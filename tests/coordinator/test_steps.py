@@ -53,10 +53,10 @@ def test_reboot_twice_reboots_once_and_upgrade_completes(lab):
     for step in (steps.disable, steps.evacuate, steps.arm):
         step(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
     rh = lab.store.get_run_host(ctx.run_id, rh.mac)
-    assert steps.reboot(ctx, rh) == states.STEP_INSTALLING
-    assert steps.reboot(ctx, rh) == states.STEP_INSTALLING  # OTHER_OPERATION_IN_PROGRESS, or already down
+    assert steps.reboot(ctx, rh) == states.STEP_WAIT_DOWN
+    assert steps.reboot(ctx, rh) == states.STEP_WAIT_DOWN  # OTHER_OPERATION_IN_PROGRESS, or already down
     assert steps.wait_down(ctx, rh) == states.STEP_WAIT_UP
-    assert steps.reboot(ctx, rh) == states.STEP_INSTALLING  # seen as rebooted: nothing sent
+    assert steps.reboot(ctx, rh) == states.STEP_WAIT_DOWN  # seen as rebooted: nothing sent
     assert steps.wait_up(ctx, rh) == states.STEP_VERIFY
     assert steps.verify(ctx, rh) == states.STEP_STORAGE
     assert steps.storage(ctx, rh) == states.STEP_ENABLE
@@ -102,8 +102,8 @@ def test_power_cycle_shuts_a_member_down_and_powers_it_on_once(lab):
     ctx, rh = power_cycle_context(lab)
     assert steps.reboot(ctx, rh) == states.STEP_POWER_ON
     assert steps.reboot(ctx, rh) == states.STEP_POWER_ON  # as after a crash: not sent twice
-    assert steps.power_on(ctx, rh) == states.STEP_INSTALLING
-    assert steps.power_on(ctx, rh) == states.STEP_INSTALLING  # it is booting: not powered on again
+    assert steps.power_on(ctx, rh) == states.STEP_WAIT_DOWN
+    assert steps.power_on(ctx, rh) == states.STEP_WAIT_DOWN  # it is booting: not powered on again
     assert len(ok_calls(lab, "host.shutdown")) == 1 and len(ok_calls(lab, "host.power_on")) == 1
     assert calls(lab, "host.reboot") == []
     assert ok_calls(lab, "host.power_on")[0]["details"]["mode"] == "wake-on-lan"
@@ -117,7 +117,7 @@ def test_a_power_on_sent_while_the_machine_still_shuts_down_is_sent_again(lab):
     as a real BMC or a wake-on-lan packet would): no boot is seen, so it is powered on again."""
     ctx, rh = power_cycle_context(lab, off=0, boot=120)
     steps.reboot(ctx, rh)
-    assert steps.power_on(ctx, rh) == states.STEP_INSTALLING
+    assert steps.power_on(ctx, rh) == states.STEP_WAIT_DOWN
     assert len(ok_calls(lab, "host.power_on")) == 2
     assert [e["details"]["attempt"] for e in lab.store.events(kind="host.power_on_unseen")] == [1]
 
@@ -136,5 +136,5 @@ def test_the_master_is_rebooted_even_with_power_cycle(lab):
     ctx.power_cycle = True
     for step in (steps.disable, steps.evacuate, steps.arm):
         step(ctx, lab.store.get_run_host(ctx.run_id, rh.mac))
-    assert steps.reboot(ctx, lab.store.get_run_host(ctx.run_id, rh.mac)) == states.STEP_INSTALLING
+    assert steps.reboot(ctx, lab.store.get_run_host(ctx.run_id, rh.mac)) == states.STEP_WAIT_DOWN
     assert len(ok_calls(lab, "host.reboot")) == 1 and calls(lab, "host.shutdown") == []

@@ -13,6 +13,7 @@ from labs import MEDIA, POOL, make_lab, stop_lab
 
 from provisioner import output, states
 from provisioner.coordinator import journal, runner, steps, vms
+from provisioner.coordinator.report import run_report
 from provisioner.simulator.builder import GiB, add_vm
 from provisioner.simulator.db import NULL_REF
 
@@ -104,7 +105,7 @@ def test_standalone_upgrade_ejects_suspends_and_puts_back_exactly_those(solo):
     assert len(solo.calls("VM.hard_shutdown", solo.paused)) == 1 and len(solo.calls("VM.start_on", solo.paused)) == 1
     assert not [c for c in solo.lab.world.call_log if solo.halted in c[2]]  # never touched
     assert solo.lab.handler.machine(solo.lab.mac(0)).installs() == 1
-    report = runner.report(solo.lab.store, run.id)
+    report = run_report(solo.lab.store, run.id)
     rows = {v["name"]: v for v in report["hosts"][0]["vms"]}
     assert rows["lab-host0-vm0"] == {"uuid": solo.vm(solo.with_cd)["uuid"], "name": "lab-host0-vm0",
                                      "action": "suspend", "done": "suspended", "cds_ejected": ["guest-tools.iso"],
@@ -174,7 +175,7 @@ def test_a_vm_that_cannot_come_back_is_a_warning_not_a_failed_host(solo):
             solo.db.update("VM", solo.with_cd, memory_target=str(1024 * GiB))
     final = drive(solo, run.id, on_commit=on_commit)
     assert final.state == states.RUN_DONE
-    report = runner.report(solo.lab.store, run.id)
+    report = run_report(solo.lab.store, run.id)
     assert report["hosts"][0]["step"] == states.STEP_DONE
     row = next(v for v in report["hosts"][0]["vms"] if v["name"] == "lab-host0-vm0")
     assert row["afterwards"].startswith("not restored: ") and "HOST_NOT_ENOUGH_FREE_MEMORY" in row["afterwards"]
@@ -191,7 +192,7 @@ def test_failed_install_aborts_and_resumes_the_vms_it_stopped(solo):
     assert final.state == states.RUN_ABORTED and "installer_failed_intact" in final.reason
     assert "Do NOT restore" in final.reason  # back at its old version: its backup is the previous upgrade's
     assert_back_as_before(solo)  # back at the old version, the VMs it suspended run again
-    assert runner.report(solo.lab.store, run.id)["vms_not_restored"] == []
+    assert run_report(solo.lab.store, run.id)["vms_not_restored"] == []
     assert len(solo.calls("host.reboot", solo.host)) == 1
     assert solo.lab.handler.machine(solo.lab.mac(0)).installs() <= 1
 
@@ -202,7 +203,7 @@ def test_host_that_never_returns_leaves_its_vms_reported(solo):
     lines = []
     final = drive(solo, run.id, timeouts=steps.Timeouts(down=900, up=1800, enable=1800, poll=5), say=lines.append)
     assert final.state == states.RUN_ABORTED
-    report = runner.report(solo.lab.store, run.id)
+    report = run_report(solo.lab.store, run.id)
     assert "master re-login: not done after 30 min" in report["hosts"][0]["reason"]
     assert {v["name"] for v in report["vms_not_restored"]} == {"lab-host0-vm0", "no-tools", "paused"}
     assert any("master re-login: not answering" in line for line in lines)

@@ -24,7 +24,8 @@ import power_cycle
 from provisioner import output, states
 from provisioner.config import load_config
 from provisioner.coordinator import pools
-from provisioner.coordinator.runner import Runner, report, start_run
+from provisioner.coordinator.report import run_report as report
+from provisioner.coordinator.runner import Runner, start_run
 from provisioner.coordinator.steps import Timeouts
 from provisioner.model import BOOT_INSTALLER, BOOT_LOCAL
 from provisioner.simulator.builder import build_pool, new_world, serve_world

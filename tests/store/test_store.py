@@ -152,3 +152,28 @@ def test_one_active_run_per_pool_is_enforced_by_the_database_in_every_active_sta
     raw.execute("INSERT INTO runs (id, pool, media, state, stop_on_failure, abort_requested, created_at, "
                 "updated_at) VALUES ('r2', 'p', 'xs84', 'precheck', 0, 0, 'now', 'now')")
     raw.close()
+
+
+def test_host_steps_stored_as_installing_resume_as_wait_down(tmp_path):
+    """Schema 8 renamed the step that waits for the reboot ("installing" -> "wait_down"): a run in progress and a
+    failed host's "<step>: <why>" reason written before it read back with the new name, and the run goes on."""
+    from provisioner import states
+
+    path = tmp_path / "old.sqlite"
+    old = Store(path, migrate=False)
+    old.migrate(target=7)
+    hosts = [{"mac": f"aa:bb:cc:dd:ee:0{i}", "name": f"h{i}", "uuid": f"u{i}", "role": "member"} for i in (1, 2)]
+    old.create_run("r1", "p", "xs84", stop_on_failure=False, hosts=hosts)
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE run_hosts SET step = 'installing' WHERE mac = 'aa:bb:cc:dd:ee:01'")
+    raw.execute("UPDATE run_hosts SET step = 'failed', reason = 'installing: not done after 15 min' "
+                "WHERE mac = 'aa:bb:cc:dd:ee:02'")
+    raw.commit()
+    raw.close()
+    old.close()
+
+    store = Store(path)
+    waiting, failed = store.run_hosts("r1")
+    assert waiting.step == states.STEP_WAIT_DOWN
+    assert (failed.step, failed.reason) == (states.STEP_FAILED, "wait_down: not done after 15 min")
+    assert store.set_host_step("r1", waiting.mac, states.STEP_WAIT_UP).step == states.STEP_WAIT_UP

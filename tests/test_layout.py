@@ -241,3 +241,18 @@ def test_each_third_party_library_has_one_home():
         elif not _home(module, LIBRARIES[lib]):
             bad.append(f"{where}: {lib} is imported only in {LIBRARIES[lib]}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_readme_layout_names_every_unit():
+    """README.md "Layout" is the map a newcomer reads first: every top-level module and package is in its table,
+    and nothing it names is gone."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named: set[str] = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            first = row.split("|")[1]
+            named |= {n.strip().strip("`").removesuffix("/").removesuffix(".py") for n in first.split(",")}
+    units = {unit(m) for m in MODULES} - {"", "__main__"}
+    assert units - named == set(), f"add to README Layout: {sorted(units - named)}"
+    assert named - units == set(), f"README Layout names what is not there: {sorted(named - units)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import flash, jsonify, redirect, request, url_for
 
-from provisioner.coordinator import report, runner
+from provisioner.coordinator import report, runner, steps
 from provisioner.coordinator.plan import make_plan
 from provisioner.model import ValidationError
 from provisioner.store import StoreError
@@ -75,6 +75,7 @@ def confirm(name: str):
         if not active:
             return page("message.html", 409, title="Nothing to " + action, message=f"pool {name} has no run in progress")
         context["run"] = ui_view.run_view(report.run_report(get_store(), active[0].id), running_run_ids())
+        context["destructive"] = [step.name for step in steps.TABLE if step.destructive]
     return page("confirm_run.html", **context)
 
 

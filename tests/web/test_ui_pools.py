@@ -46,6 +46,7 @@ def test_abort_needs_confirmation_then_requests_it(ui, store):
     run = run_of(store)
     confirm = client.get("/ui/pools/p1/confirm?action=abort")
     assert confirm.status_code == 200 and "Abort the upgrade of pool p1?" in confirm.text
+    assert "before its next destructive step (disable, evacuate, arm, reboot)" in confirm.text  # from steps.TABLE
     unconfirmed = client.post("/ui/pools/p1/abort", data={"csrf_token": csrf})
     assert unconfirmed.status_code == 303 and "/confirm" in unconfirmed.headers["Location"]
     assert not store.get_run(run.id).abort_requested

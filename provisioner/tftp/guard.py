@@ -102,6 +102,8 @@ class SessionCaps:
         self.open: Counter[str] = Counter()
         self.count = 0
         self.fresh: dict[int, str] = {}  # session id -> client IP, oldest first: DATA 1 not yet acknowledged
+        self.last: dict[int, str] = {}  # session id -> client IP: all data out, only the client's last ACK awaited
+        self.last_of: Counter[str] = Counter()
 
     def admit(self, ip: str) -> int | None:
         """None: there is room for a session from `ip`; else the id of a session to evict first. Raises Refused."""
@@ -126,12 +128,76 @@ class SessionCaps:
         """The client acknowledged DATA 1 (or all data went out): the session can no longer be evicted."""
         self.fresh.pop(sid, None)
 
+    def all_out(self, ip: str, sid: int) -> None:
+        """All of the session's data went out: its place frees when the client's last ACK reaches the worker."""
+        self.fresh.pop(sid, None)
+        if sid not in self.last:
+            self.last[sid] = ip
+            self.last_of[ip] += 1
+
+    def ending(self, reason: str, ip: str) -> int:
+        """How many places that a `reason` refusal (R_CLIENT_CAP / R_TOTAL_CAP) of `ip` waits for may free any
+        moment: sessions with all their data out, whose client's last ACK may be on its way."""
+        return self.last_of[ip] if reason == R_CLIENT_CAP else len(self.last)
+
     def closed(self, ip: str, sid: int = 0) -> None:
         self.fresh.pop(sid, None)
+        if self.last.pop(sid, None) is not None:
+            self.last_of[ip] -= 1
+            if self.last_of[ip] <= 0:
+                del self.last_of[ip]
         self.count -= 1
         self.open[ip] -= 1
         if self.open[ip] <= 0:
             del self.open[ip]
+
+
+class Parked:
+    """Requests over a cap that wait, at most PARK_SECONDS, for a place about to free (issue 17 finding 2).
+
+    A client that got its last DATA sends the final ACK to its transfer's worker and, at once, its next RRQ to
+    the listening port; the RRQ often reaches the deciding thread before the worker's report that the session
+    ended, so the client would be refused over a place it no longer holds. Such a request waits here until a
+    session ends (then it is decided again) or its time is up (then it is refused, with an ERROR packet). Only
+    as many wait as there are places that may free (SessionCaps.ending), so a flood is still refused at once.
+    """
+
+    PARK_SECONDS = 0.2  # well under a PXE ROM's first retransmission (>= 1 s): the client sees no delay it acts on
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        # (ip, port) -> (deadline, request packet, our address it was sent to, the refusal, the file name)
+        self.waiting: dict[tuple[str, int], tuple[float, bytes, str, Refused, str | None]] = {}
+
+    def park(self, ip: str, port: int, data: bytes, reply_from: str, refusal: Refused, room: int,
+             deadline: float | None = None, name: str | None = None) -> bool:
+        """Park the request unless `room` (places that may free) is used up by requests already waiting for the
+        same cap; True when it waits (a retransmission of one already waiting is absorbed)."""
+        if (ip, port) in self.waiting:
+            return True
+        same = sum(1 for (other, _), (_, _, _, r, _) in self.waiting.items()
+                   if r.reason == refusal.reason and (refusal.reason != R_CLIENT_CAP or other == ip))
+        if same >= room:
+            return False
+        self.waiting[(ip, port)] = (self.clock() + self.PARK_SECONDS if deadline is None else deadline, data,
+                                    reply_from, refusal, name)
+        return True
+
+    def take(self) -> list[tuple[str, int, float, bytes, str]]:
+        """Every waiting request, to be decided again (a place freed): (ip, port, deadline, data, reply_from)."""
+        out = [(ip, port, deadline, data, reply_from)
+               for (ip, port), (deadline, data, reply_from, _, _) in self.waiting.items()]
+        self.waiting.clear()
+        return out
+
+    def expired(self) -> list[tuple[str, int, str, Refused, str | None]]:
+        """The requests whose time is up, removed, to refuse now: (ip, port, reply_from, refusal, name)."""
+        now = self.clock()
+        gone = [key for key, value in self.waiting.items() if value[0] <= now]
+        return [(ip, port, *self.waiting.pop((ip, port))[2:]) for ip, port in gone]
+
+    def next_deadline(self) -> float | None:
+        return min((value[0] for value in self.waiting.values()), default=None)
 
 
 class EventBudget:

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 # --- the worker process: messages over a SOCK_SEQPACKET socketpair, one datagram each ---
 # parent -> worker: START (the session socket and file ride along as SCM_RIGHTS), SUPERSEDE, QUIT;
-# worker -> parent: READY (once, when it is up), ENDED (the details of Pump.on_end, as JSON), UNDERWAY.
-START, SUPERSEDE, QUIT, READY, ENDED, UNDERWAY = b"S", b"X", b"Q", b"R", b"E", b"U"
+# worker -> parent: READY (once, when it is up), ENDED (the details of Pump.on_end, as JSON), UNDERWAY, LAST (under
+# way with all its data out: only the client's last ACK is awaited).
+START, SUPERSEDE, QUIT, READY, ENDED, UNDERWAY, LAST = b"S", b"X", b"Q", b"R", b"E", b"U", b"L"
 START_HEAD = struct.Struct("!cIHH")  # kind, session id, blksize, length of the first packet; then it, then meta
 ID_MSG = struct.Struct("!cI")  # kind, session id
 FDS_SPACE = socket.CMSG_SPACE(2 * struct.calcsize("i"))
@@ -63,7 +64,7 @@ class Worker:
         self.ep.register(channel.fileno(), select.EPOLLIN)
         self.pump = Pump(self.ep, timeout, retries, self._ended, self._underway)
         self.forks = Forks(self.ep, channel.fileno(), fork_limit, self._tell_ended,
-                           lambda sid: self._tell(ID_MSG.pack(UNDERWAY, sid)), min_size=fork_min_size)
+                           lambda sid, last: self._tell(ID_MSG.pack(LAST if last else UNDERWAY, sid)), min_size=fork_min_size)
         self.by_id: dict[int, Session] = {}
 
     def run(self) -> None:
@@ -131,7 +132,7 @@ class Worker:
         self._tell(encode_ended(sid, kind, details))
 
     def _underway(self, s: Session) -> None:
-        self._tell(ID_MSG.pack(UNDERWAY, s.sid))
+        self._tell(ID_MSG.pack(LAST if s.final else UNDERWAY, s.sid))
 
     def _tell(self, msg: bytes) -> None:
         try:

@@ -56,7 +56,10 @@ class Session:
         self.last = self.started = time.monotonic()
         self.wait, self.tries, self.sent = 1.0, 0, 0
 
-    def send_next(self) -> None:
+    def send_next(self, underway: Callable[["Session"], None] | None = None) -> None:
+        """DATA n+1 out. Before the last DATA leaves, `underway(self)` is told (self.final is then True): the
+        client's ACK of it, and its next request, may follow at once, and the server must know by then that
+        this session's place is about to free (server.py parks the request meanwhile)."""
         self.block = block = self.block + 1
         block &= 0xFFFF  # block numbers roll over to 0
         _pack_data(self.buf, 0, OP_DATA, block)
@@ -68,6 +71,8 @@ class Session:
         else:
             self.final = True
             packet = self.mv[: 4 + n]
+            if underway is not None:
+                underway(self)
         self.out = packet
         self.send(packet)
 
@@ -78,9 +83,7 @@ class Session:
             self.out = first
             self.sock.send(first)
         else:
-            self.send_next()
-            if self.final:
-                underway(self)
+            self.send_next(underway)
 
     def close(self) -> None:
         self.sock.close()
@@ -105,10 +108,10 @@ def unusual(s: Session, pkt: bytes, now: float, timeout: float, underway: Callab
         if pkt[:4] == s.ack:  # the right ACK (with trailing bytes, or the final one)
             if s.final:
                 return SENT, "complete", {}
-            s.send_next()
+            s.send_next(underway)
             s.last = now
             s.wait, s.tries = timeout, 0
-            if s.block == 2 or s.final:
+            if s.block == 2 and not s.final:
                 underway(s)
         return None
     if opcode == OP_ERROR:
@@ -124,8 +127,10 @@ def unusual(s: Session, pkt: bytes, now: float, timeout: float, underway: Callab
 class Pump:
     """Moves the bytes of many sessions; every end is reported once through on_end(session, kind, reason, details).
 
-    on_underway(session) is called once per session, when a retransmitted RRQ can no longer be what its
-    client waits for: the client acknowledged DATA 1, or all the data has gone out.
+    on_underway(session) is called when a retransmitted RRQ can no longer be what its client waits for (the
+    client acknowledged DATA 1, or all the data is going out), and again just before the last DATA goes out
+    (`session.final`) if that is later: from then on only the client's last ACK is awaited, which ends the
+    session and frees its place under the caps (server.py parks an over-cap request meanwhile).
     """
 
     def __init__(self, ep: select.epoll, timeout: float, retries: int, on_end: OnEnd,
@@ -155,11 +160,11 @@ class Pump:
             try:
                 pkt = s.recv(1024)
                 if pkt == s.ack and not s.final:  # the common case, inlined: ACK n in, DATA n+1 out
-                    s.send_next()
+                    s.send_next(self.on_underway)
                     s.last = now
                     if s.tries:
                         s.wait, s.tries = self.timeout, 0
-                    if s.block <= 2 and (s.block == 2 or s.final):
+                    if s.block == 2 and not s.final:
                         self.on_underway(s)
                 else:
                     self._unusual(s, pkt, now)

@@ -7,7 +7,7 @@ sessions in select(), crashes on `blksize=abc`, retransmits only after 5 s and c
 every decision; each transfer gets a socket connected to the client (so the kernel drops packets from any
 other host/port) and a read-only file, and both are handed to a worker process (workers, proc)
 that moves the bytes: small files in its epoll loop (pump), big ones in a forked process each
-(solo). Rules live in guard.
+(solo). Rules live in guard; what a name is served from (hook, media, file) in files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import logging
 import os
 import select
 import socket
-import stat
 import struct
 import threading
 import time
@@ -27,10 +26,11 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
 from tftpy.TftpShared import TftpException
 
-from provisioner.tftp import guard
+from provisioner.tftp import files, guard
+from provisioner.tftp.files import MediaFile, Resolve
 from provisioner.tftp import pump
 from provisioner.tftp.guard import Refused
-from provisioner.tftp.workers import WorkerLost, WorkerPool, sealed_memfd
+from provisioner.tftp.workers import WorkerLost, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ EV_SENT = pump.SENT
 EV_ABORTED = pump.ABORTED
 EV_ERROR = "error"
 
-Resolve = Callable[[str, str], "bytes | None"]
-MediaFile = Callable[[str], "Path | None"]
 OnEvent = Callable[[str, str, "str | None", dict], None]
 MacOf = Callable[[str], "str | None"]
 
@@ -98,6 +96,8 @@ class TftpService:
         self.timeout, self.retries = timeout, retries  # 1 s doubling, like tftp-hpa (tftpy: fixed 5 s)
         self._caps = guard.SessionCaps(config.tftp_max_sessions, config.tftp_max_sessions_per_client)
         self._budget = guard.EventBudget()
+        self._parked = guard.Parked()
+        self._freed = False  # a session ended since the parked requests were last decided
         self._factory = TftpPacketFactory()
         self._workers = WorkerPool(workers or min(4, os.cpu_count() or 1), timeout, retries, config.log_level,
                                    self._ended, self._underway, fork_limit=config.tftp_fork_limit,
@@ -192,8 +192,9 @@ class TftpService:
         next_scan = 0.0
         try:
             while not self._stopping:
+                wake = self._parked.next_deadline()
                 try:
-                    events = ep.poll(0.25)
+                    events = ep.poll(0.25 if wake is None else min(0.25, max(0.0, wake - time.monotonic())))
                 except OSError:  # never let the loop die; an fd error is logged and retried
                     log.exception("TFTP poll failed")
                     time.sleep(0.05)
@@ -207,6 +208,8 @@ class TftpService:
                     except Exception as exc:  # a bug or odd packet must cost one request, not the service
                         log.exception("TFTP request handling failed")
                         self._emit(EV_ERROR, "", None, {"error": repr(exc)})
+                if self._parked.waiting:
+                    self._decide_parked()
                 now = time.monotonic()
                 if now >= next_scan:
                     for reason, count in self._budget.flush().items():
@@ -240,7 +243,18 @@ class TftpService:
                     self._reply_from = socket.inet_ntoa(_PKTINFO.unpack_from(payload)[1])
             self._on_request(data, ip, port)
 
-    def _on_request(self, data: bytes, ip: str, port: int) -> None:
+    def _decide_parked(self) -> None:
+        """Decide again the requests parked over a cap once a place freed; refuse those whose time is up."""
+        if self._freed:
+            self._freed = False
+            for ip, port, deadline, data, reply_from in self._parked.take():
+                self._reply_from = reply_from
+                self._on_request(data, ip, port, deadline)
+        for ip, port, self._reply_from, refusal, name in self._parked.expired():
+            self._refuse(refusal, ip, port, name)
+
+    def _on_request(self, data: bytes, ip: str, port: int, deadline: float | None = None) -> None:
+        """Decide one request; one over a cap waits (guard.Parked) while a place may free, `deadline` at most."""
         name = None
         try:
             if len(data) < 4:
@@ -262,39 +276,29 @@ class TftpService:
             name = pkt.filename
             if opcode == _OP_WRQ:
                 raise Refused(guard.R_WRITE, 2, "read-only server")
-            victim = self._caps.admit(ip)  # before any work, so a flood costs one recvfrom per packet
+            victim = self._admit(ip)  # before any work, so a flood costs one recvfrom per packet
             norm = guard.normalize_name(name)
             options = guard.negotiate(pkt.options, self.config.tftp_blksize_max)
-            fd, size, source = self._open(norm, ip)
+            fd, size, source = files.open_for(norm, ip, self.root, self._resolve, self._media_file)
             if victim is not None and victim in self._live:  # only for a request we will serve
                 self._evict(victim)
             self._start_session(ip, port, norm, source, fd, size, options, data)
         except Refused as refusal:
+            if refusal.reason in (guard.R_CLIENT_CAP, guard.R_TOTAL_CAP) and self._parked.park(
+                    ip, port, data, self._reply_from, refusal, self._caps.ending(refusal.reason, ip), deadline, name):
+                return
             self._refuse(refusal, ip, port, name)
 
-    def _open(self, name: str, ip: str) -> tuple[int, int, str]:
-        """The decision hook first, always; then media trees; then the real file under tftp_root."""
+    def _admit(self, ip: str) -> int | None:
+        """SessionCaps.admit, counting the workers' reports already sent: a session that ended, or has all its
+        data out, before this request arrived must not count against it (issue 17)."""
         try:
-            data = self._resolve(name, ip)
-            path = None if data is not None or self._media_file is None else self._media_file(name)
-        except Exception as err:
-            log.exception("TFTP hook failed for %s from %s", name, ip)
-            raise Refused(guard.R_HOOK, 0, "internal error") from err
-        if data is not None:
-            return sealed_memfd(bytes(data)), len(data), "dynamic"  # in memory, never under tftp_root
-        source = "media" if path is not None else "static"
-        if path is None:
-            path = guard.confine(self.root, name)
-        try:
-            # O_NONBLOCK: opening a FIFO placed in the tree must not hang the loop.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError as err:
-            raise Refused(guard.R_NOT_FOUND, 1, "file not found") from err
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            raise Refused(guard.R_NOT_FILE, 1, "file not found")
-        return fd, info.st_size, source
+            return self._caps.admit(ip)
+        except Refused as refusal:
+            if refusal.reason not in (guard.R_CLIENT_CAP, guard.R_TOTAL_CAP):
+                raise
+        self._workers.drain()
+        return self._caps.admit(ip)
 
     def _start_session(self, ip: str, port: int, name: str, source: str, fd: int, size: int,
                        options: dict[str, str], request: bytes) -> None:
@@ -334,13 +338,16 @@ class TftpService:
             del self._peers[(live.ip, live.port)]
         if not live.evicted:
             self._caps.closed(live.ip, sid)
+            self._freed = True
         self.counters["bytes_sent"] += details.get("bytes", 0)
         self._emit(kind, live.ip, live.name, {"port": live.port, **details, "source": live.source})
 
-    def _underway(self, sid: int) -> None:
+    def _underway(self, sid: int, all_out: bool = False) -> None:
         live = self._live.get(sid)
         if live is not None:
             live.underway = True
+            if all_out and not live.evicted:
+                self._caps.all_out(live.ip, sid)
         self._caps.underway(sid)
 
     def _evict(self, sid: int) -> None:

@@ -43,7 +43,7 @@ _TIMEVAL = struct.Struct("@ll")
 _MAX_IN = 479  # bytes read per packet: the largest bytes object CPython allocates from its small-object pool
 
 TellEnded = Callable[[int, str, dict], None]  # session id, kind, details
-TellUnderway = Callable[[int], None]
+TellUnderway = Callable[[int, bool], None]  # session id, all data out (only the last ACK awaited)
 
 
 class Stop(Exception):
@@ -65,7 +65,9 @@ PROGRESS = object()  # what _stream returns after a step the slow path must see 
 def _stream(s: Session) -> object:
     """The hot path, on local variables: ACK n in, DATA n+1 out, until a packet that is not the ACK of the last
     DATA (returned), `s.wait` seconds without any packet (None), or a step with bookkeeping to do (PROGRESS:
-    DATA 2 or the last DATA went out, or a resend count to reset). `s` is up to date when it returns."""
+    DATA 2 went out, the last DATA is ready in `s.out` but NOT sent (s.final: the caller tells "under way" first,
+    then sends it; pump.Session.send_next says why), or a resend count to reset). `s` is up to date when it
+    returns."""
     # os.read/os.write on the connected socket: no argument tuple, module lookup or 1 KiB malloc per call as
     # sock.recv/send have (0.84 vs 0.96 us per ACK read, measured); a client sends only ACKs and short ERRORs here.
     fd, read, write = s.sock.fileno(), os.read, os.write
@@ -88,7 +90,6 @@ def _stream(s: Session) -> object:
             if n != blksize:
                 s.final = True
                 s.out = s.mv[: 4 + n]
-                write(fd, s.out)
                 return PROGRESS
             write(fd, full)
             if block <= 2 or s.tries:
@@ -119,7 +120,10 @@ def serve_alone(s: Session, first: bytes | None, timeout: float, retries: int,
                 seen, s.last = s.block, now
                 if s.tries:
                     s.wait, s.tries = timeout, 0
-                if s.block <= 2 and (s.block == 2 or s.final):
+                if s.final:
+                    underway(s)
+                    sock.send(s.out)  # the last DATA, after the report that this session's place frees next
+                elif s.block == 2:
                     underway(s)
                 silent = False
             elif pkt is None:
@@ -221,7 +225,8 @@ class Forks:
                             os.close(int(name))
                         except OSError:
                             pass  # the listing's own descriptor, closed already
-                kind, _, details = serve_alone(s, first, timeout, retries, lambda s: self.tell_underway(s.sid))
+                kind, _, details = serve_alone(s, first, timeout, retries,
+                                              lambda s: self.tell_underway(s.sid, s.final))
             except Stop as stop:
                 kind, details = ABORTED, s.details(stop.reason)
             signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOP_SIGNALS))  # one report, never cut short

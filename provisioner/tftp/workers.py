@@ -10,7 +10,6 @@ quarter on a busy machine. A worker whose parent dies sees its channel close and
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import select
@@ -27,14 +26,14 @@ from provisioner.tftp.solo import MIN_SIZE
 
 log = logging.getLogger(__name__)
 
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the directory holding provisioner/
 _BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
          "from provisioner.tftp.proc import worker_main; worker_main()")
 READY_TIMEOUT = 20.0  # seconds a new worker may take to import and answer (a loaded test machine is slow)
 RESPAWN_AFTER = 1.0  # a worker that dies younger than this is not replaced (a crash loop would spin)
 
 OnEnded = Callable[[int, str, dict], None]  # session id, pump.SENT or pump.ABORTED, details
-OnUnderway = Callable[[int], None]
+OnUnderway = Callable[[int, bool], None]  # session id, all its data out
 
 
 def worker_argv(channel_fd: int, timeout: float, retries: int, log_level: str, fork_limit: int = 0,
@@ -44,25 +43,6 @@ def worker_argv(channel_fd: int, timeout: float, retries: int, log_level: str, f
     size = MIN_SIZE if fork_min_size is None else fork_min_size
     return [sys.executable, "-c", _BOOT, str(channel_fd), str(timeout), str(retries), log_level, str(fork_limit),
             str(size)]
-
-
-def sealed_memfd(data: bytes) -> int:
-    """A read-only in-memory file holding `data` (a rendered config), positioned at its start, for a worker.
-
-    Sealed against writes and resizing, so what the worker sends is exactly what the decision rendered.
-    """
-    fd = os.memfd_create("tftp-dynamic", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
-                    | fcntl.F_SEAL_SEAL)
-        os.lseek(fd, 0, os.SEEK_SET)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 class WorkerLost(RuntimeError):
@@ -156,6 +136,11 @@ class WorkerPool:
             except OSError:
                 pass  # it will time out instead
 
+    def drain(self) -> None:
+        """Read every report the workers have sent so far (before refusing a request over a cap)."""
+        for fd in list(self.workers):
+            self.on_ready(fd)
+
     def on_ready(self, fd: int) -> None:
         """Read a worker's reports; a worker that died is replaced and its transfers reported aborted."""
         w = self.workers[fd]
@@ -177,8 +162,8 @@ class WorkerPool:
             w.sessions.discard(sid)
             self.owner.pop(sid, None)
             self.on_ended(sid, kind, details)
-        elif msg[:1] == tftp_proc.UNDERWAY:
-            self.on_underway(tftp_proc.ID_MSG.unpack_from(msg)[1])
+        elif msg[:1] in (tftp_proc.UNDERWAY, tftp_proc.LAST):
+            self.on_underway(tftp_proc.ID_MSG.unpack_from(msg)[1], msg[:1] == tftp_proc.LAST)
 
     def _lost(self, w: _Worker) -> None:
         self._close(w)

@@ -151,3 +151,44 @@ def test_log_extra_names_the_mac_the_callers_function_finds():
     assert guard.log_extra(None, mac_of) == {"mac": None}
     assert guard.log_extra("boom", mac_of) == {"mac": None}  # a log line never fails on a hostile name
     assert guard.log_extra("pxelinux.cfg/01-aa-bb-cc-dd-ee-0f", None) == {"mac": None}
+
+
+def test_sessions_with_all_their_data_out_are_places_about_to_free():
+    caps = guard.SessionCaps(total=3, per_client=2)
+    for sid, ip in ((1, "10.0.0.1"), (2, "10.0.0.1"), (3, "10.0.0.2")):
+        caps.opened(ip, sid)
+    assert caps.ending(guard.R_CLIENT_CAP, "10.0.0.1") == 0 and caps.ending(guard.R_TOTAL_CAP, "10.0.0.9") == 0
+    caps.all_out("10.0.0.1", 1)
+    caps.all_out("10.0.0.1", 1)  # told twice, counted once
+    caps.all_out("10.0.0.2", 3)
+    assert caps.ending(guard.R_CLIENT_CAP, "10.0.0.1") == 1 and caps.ending(guard.R_CLIENT_CAP, "10.0.0.3") == 0
+    assert caps.ending(guard.R_TOTAL_CAP, "10.0.0.9") == 2
+    assert 1 not in caps.fresh  # all its data out: no longer evictable
+    caps.closed("10.0.0.1", 1)
+    caps.closed("10.0.0.2", 3)
+    assert not caps.last and not caps.last_of and caps.count == 1
+
+
+def test_parked_requests_wait_for_a_place_at_most_park_seconds():
+    now = [100.0]
+    parked = guard.Parked(clock=lambda: now[0])
+    client_cap = Refused(guard.R_CLIENT_CAP, 3, "too many sessions from this client, retry later")
+    total_cap = Refused(guard.R_TOTAL_CAP, 0, "server busy, retry later")
+    assert not parked.park("10.0.0.1", 1000, b"rrq-a", "10.0.0.5", client_cap, room=0)  # nothing about to free
+    assert parked.park("10.0.0.1", 1001, b"rrq-b", "10.0.0.5", client_cap, room=1, name="b")
+    assert parked.park("10.0.0.1", 1001, b"rrq-b", "10.0.0.5", client_cap, room=1)  # its retransmission
+    assert not parked.park("10.0.0.1", 1002, b"rrq-c", "10.0.0.5", client_cap, room=1)  # the one place is spoken for
+    assert parked.park("10.0.0.2", 1003, b"rrq-d", "10.0.0.5", client_cap, room=1)  # another client's own place
+    assert parked.park("10.0.0.3", 1004, b"rrq-e", "10.0.0.5", total_cap, room=1, name="e")
+    assert parked.next_deadline() == 100.0 + guard.Parked.PARK_SECONDS
+    taken = parked.take()  # a place freed: all are decided again, keeping their deadlines
+    assert [(ip, port, data) for ip, port, _, data, _ in taken] == [
+        ("10.0.0.1", 1001, b"rrq-b"), ("10.0.0.2", 1003, b"rrq-d"), ("10.0.0.3", 1004, b"rrq-e")]
+    assert not parked.waiting and parked.next_deadline() is None
+    deadline = taken[0][2]
+    assert parked.park("10.0.0.1", 1001, b"rrq-b", "10.0.0.5", client_cap, room=1, deadline=deadline, name="b")
+    now[0] += guard.Parked.PARK_SECONDS / 2
+    assert parked.expired() == []
+    now[0] += guard.Parked.PARK_SECONDS
+    assert parked.expired() == [("10.0.0.1", 1001, "10.0.0.5", client_cap, "b")]
+    assert not parked.waiting

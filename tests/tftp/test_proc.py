@@ -67,7 +67,7 @@ class Worker:
         return self.chan.recv(proc.MAX_MSG)
 
     def ended(self) -> tuple[int, str, dict]:
-        """The next ENDED report (UNDERWAY ones before it are skipped)."""
+        """The next ENDED report (UNDERWAY and LAST ones before it are skipped)."""
         while True:
             msg = self.report()
             assert msg, "the channel closed"
@@ -126,7 +126,7 @@ def test_a_small_file_is_moved_by_the_worker_loop(workers):
     client = w.start(42, b"hello", blksize=512)
     data, peer = client.recvfrom(100)
     assert data == b"\x00\x03\x00\x01hello"
-    assert w.report() == proc.ID_MSG.pack(proc.UNDERWAY, 42)
+    assert w.report() == proc.ID_MSG.pack(proc.LAST, 42)  # all its data out: its place frees with the next ACK
     assert w.children() == []  # no process for a 5-byte file
     client.sendto(b"\x00\x04\x00\x01", peer)
     sid, kind, details = proc.decode_ended(w.report())
@@ -139,7 +139,8 @@ def test_a_big_file_gets_a_process_of_its_own_which_reports_and_is_reaped(worker
     w = workers(fork_limit=4)
     client = w.start(7, BIG)
     assert fetch(client) == BIG
-    assert w.report() == proc.ID_MSG.pack(proc.UNDERWAY, 7)  # sent by the child
+    assert w.report() == proc.ID_MSG.pack(proc.UNDERWAY, 7)  # sent by the child, DATA 1 acknowledged
+    assert w.report() == proc.ID_MSG.pack(proc.LAST, 7)  # and before its last DATA
     sid, kind, details = w.ended()
     assert (sid, kind, details["reason"], details["bytes"]) == (7, pump.SENT, "complete", len(BIG))
     wait_reaped(w)

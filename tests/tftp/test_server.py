@@ -614,6 +614,61 @@ def test_over_the_cap_is_an_error_packet(make_service, events):
     assert (refused.filename, refused.client) == ("pxelinux.0", "127.0.0.1")
 
 
+def _fetch_one_block(raw) -> bytes:
+    """pxelinux.0 the way pxelinux asks (blksize: one DATA block), the last ACK sent; the first reply's opcode
+    packet back if it was not the OACK."""
+    raw.send(rrq(b"pxelinux.0", blksize=1468))
+    reply, peer = raw.recv()
+    if reply[:2] != b"\x00\x06":
+        return reply
+    raw.send(b"\x00\x04\x00\x00", peer)
+    data, peer = raw.recv()
+    raw.send(b"\x00\x04\x00\x01", peer)  # the last ACK; the next request follows at once
+    return data
+
+
+@pytest.mark.parametrize("cap", ["tftp_max_sessions_per_client", "tftp_max_sessions"])
+def test_a_finished_session_no_longer_counts_against_either_cap(make_service, events, cap):
+    # Issue 17: the client's next RRQ reached the deciding thread before the worker's report that the session
+    # it had just acknowledged was over, and was refused over a place it no longer held.
+    svc = make_service(**{cap: 1})
+    for _ in range(150):
+        data = _fetch_one_block(Raw(svc))
+        assert data == b"\x00\x03\x00\x01" + b"PXELINUX" * 100, data[:60]
+    assert svc.counters["refused"] == 0 and not events.of(EV_REFUSED)
+
+
+def test_an_over_cap_request_waits_for_the_last_ack_it_needs(make_service, events, monkeypatch):
+    monkeypatch.setattr(guard.Parked, "PARK_SECONDS", 30.0)  # the wait is bounded; here only the ACK ends it
+    svc = make_service(tftp_max_sessions_per_client=1, timeout=5.0)
+    first = Raw(svc)
+    first.send(rrq(b"empty"))
+    data, peer = first.recv()
+    assert data == b"\x00\x03\x00\x01"  # all of it: only the last ACK is awaited
+    second = Raw(svc)
+    second.send(rrq(b"pxelinux.0"))
+    assert second.silent(0.3)  # parked, not refused: the one place it needs frees with that ACK
+    first.send(b"\x00\x04\x00\x01", peer)
+    assert second.recv()[0][:4] == b"\x00\x03\x00\x01"
+    assert svc.counters["refused"] == 0 and not events.of(EV_REFUSED)
+
+
+def test_an_over_cap_request_whose_place_does_not_free_gets_an_error(make_service, events):
+    svc = make_service(tftp_max_sessions_per_client=1, timeout=5.0)
+    first = Raw(svc)
+    first.send(rrq(b"empty"))
+    assert first.recv()[0] == b"\x00\x03\x00\x01"  # never acknowledged: its place stays taken
+    second = Raw(svc)
+    second.send(rrq(b"pxelinux.0"))
+    code, message, _ = second.expect_error()  # after at most Parked.PARK_SECONDS, never silence
+    assert code == 3 and "too many sessions" in message
+    refused = events.wait(EV_REFUSED, guard.R_CLIENT_CAP)[0]
+    assert (refused.filename, refused.client, refused.count) == ("pxelinux.0", "127.0.0.1", 1)
+    third = Raw(svc)
+    third.send(rrq(b"pxelinux.0"))
+    assert third.expect_error()[0] == 3  # the place is still taken: refused again, with an ERROR packet
+
+
 def test_retransmitted_rrq_does_not_open_a_second_session(svc):
     raw = Raw(svc)
     raw.send(rrq(b"sub/big.bin"))

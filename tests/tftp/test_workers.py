@@ -17,7 +17,8 @@ import pytest
 from helpers import made_then_closed, udp_pair
 
 from provisioner.tftp import pump
-from provisioner.tftp.workers import WorkerLost, WorkerPool, sealed_memfd
+from provisioner.tftp.files import sealed_memfd
+from provisioner.tftp.workers import WorkerLost, WorkerPool
 
 
 class Pool:
@@ -25,10 +26,10 @@ class Pool:
 
     def __init__(self, count=2, log_level="WARNING", **kwargs):
         self.ended: dict[int, tuple[str, dict]] = {}
-        self.underway: list[int] = []
+        self.underway: list[tuple[int, bool]] = []  # (session id, all its data out)
         self.ep = select.epoll()
         self.pool = WorkerPool(count, 0.5, 2, log_level, lambda sid, kind, d: self.ended.__setitem__(sid, (kind, d)),
-                               self.underway.append, **kwargs)
+                               lambda sid, last: self.underway.append((sid, last)), **kwargs)
         self.clients: list[socket.socket] = []
 
     def turn(self, until, timeout=15.0) -> None:
@@ -89,7 +90,8 @@ def test_workers_start_serve_and_report(pools, tmp_path):
     p.turn(lambda: len(p.ended) == 4)
     assert {sid: (kind, d["reason"], d["bytes"]) for sid, (kind, d) in p.ended.items()} == {
         sid: (pump.SENT, "complete", 1200) for sid in (1, 2, 3, 4)}
-    assert sorted(p.underway) == [1, 2, 3, 4]
+    # each: under way when DATA 1 was acknowledged, then all its data out just before DATA 3 (the last) left
+    assert sorted(p.underway) == [(sid, last) for sid in (1, 2, 3, 4) for last in (False, True)]
     assert not p.pool.owner and all(not w.sessions for w in p.pool.workers.values())
 
 

@@ -22,7 +22,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -37,16 +36,13 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from shipped import Serve, free_port  # noqa: E402
 
 TOKEN = "boot-storm-bench-token-0123456789"
 HOSTILE = "127.0.1.1"
 KINDS = ("ipxe", "kernel", "install.img")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def host_ip(n: int) -> str:
@@ -244,41 +240,28 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="boot-storm-"))
     port = free_port()
-    proc = None
+    serve = None
     try:
         config_file = prepare(work, args.hosts, args.install_mb, port)
         cap = load_config(file=config_file, environ={}).http_max_connections_per_client
-        env = {**os.environ, "PYTHONPATH": str(args.server_tree or ROOT)}
-        env.pop("PROVISIONER_CONFIG", None)
-        errors = open(work / "serve.err", "w+")
-        proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--config", str(config_file), "serve"],
-                                env=env, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=work)
-        line = proc.stdout.readline()
-        if "HTTP on" not in line:
-            raise RuntimeError(f"serve did not start: {line!r} {(work / 'serve.err').read_text()[:2000]}")
+        serve = Serve(config_file, work, tree=args.server_tree).start()
         print(f"boot storm: {args.hosts} hosts (distinct 127.0.x.y), {args.concurrency} at once, iPXE + xen.gz + "
               f"vmlinuz + {args.install_mb} MB install.img each, `provisioner serve` on 127.0.0.1:{port}, "
               f"{os.cpu_count()} CPUs; hostile address {HOSTILE} holds up to {cap} idle connections "
               f"(http_max_connections_per_client), trying for {args.hostile_connections or cap + 16}")
         report("no attacker", storm(port, args.hosts, args.concurrency), args.hosts)
         # no re-arming needed: an armed host gets its installer script on every boot until its installer starts
-        with Hostile(port, args.hostile_connections or cap + 16, proc.pid) as hostile:
+        with Hostile(port, args.hostile_connections or cap + 16, serve.pid) as hostile:
             result = storm(port, args.hosts, args.concurrency)
         held = hostile.samples[5:] or hostile.samples
         report("hostile address at its cap", result, args.hosts,
                f"; the server held {min(held)}-{max(held)} of the attacker's connections "
                f"(median {statistics.median(held):.0f}, {len(held)} samples)")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-            logged = (work / "serve.err").read_text().strip().splitlines()
+        if serve is not None:
+            logged = serve.stop()
             if logged:
-                print(f"\nserve's stderr ({len(logged)} lines), last 5:", *logged[-5:], sep="\n  ")
+                print("\nserve's stderr, last lines:", *logged, sep="\n  ")
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

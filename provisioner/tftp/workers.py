@@ -11,7 +11,6 @@ quarter on a busy machine. A worker whose parent dies sees its channel close and
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import subprocess

@@ -1,4 +1,4 @@
-"""Secrets at rest (pool passwords): Fernet (AES-128-CBC + HMAC-SHA256) with a key file next to the database.
+"""Secrets at rest (pool and BMC passwords): Fernet (AES-128-CBC + HMAC-SHA256) with a key file next to the database.
 
 The key is made on first use in <data_dir>/secret.key (mode 0600, created atomically); the database only holds
 `fernet:v1:<token>`, so a copy of provisioner.db without the key file reveals nothing. The only module that
@@ -39,13 +39,18 @@ def _read_key(path: Path) -> bytes:
     return path.read_bytes().strip()
 
 
-def _key(data_dir: str | Path, *, create: bool) -> bytes:
+POOL = ("pool password", "`provisioner pools add`")
+BMC = ("BMC password", "`provisioner hosts bmc`")
+"""What a secret is and how the operator enters it again: the `what` of decrypt()'s messages."""
+
+
+def _key(data_dir: str | Path, *, create: bool, what: tuple[str, str] = POOL) -> bytes:
     path = key_path(data_dir)
     if path.exists():
         return _read_key(path)
     if not create:
-        raise SecretError(f"the key file {path} is missing: the stored pool password cannot be decrypted; "
-                          "restore the key file or enter the password again (`provisioner pools add`)")
+        raise SecretError(f"the key file {path} is missing: the stored {what[0]} cannot be decrypted; "
+                          f"restore the key file or enter the password again ({what[1]})")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -68,15 +73,16 @@ def encrypt(data_dir: str | Path, plaintext: str) -> str:
     return PREFIX + Fernet(_key(data_dir, create=True)).encrypt(plaintext.encode()).decode("ascii")
 
 
-def decrypt(data_dir: str | Path, stored: str) -> str:
-    """The plaintext of a value made by encrypt(); SecretError when it cannot be read. Not for plain values."""
+def decrypt(data_dir: str | Path, stored: str, *, what: tuple[str, str] = POOL) -> str:
+    """The plaintext of a value made by encrypt(); SecretError when it cannot be read. Not for plain values.
+    `what` (POOL, BMC) names the secret and its remedy in the error."""
     if not is_encrypted(stored):
         raise SecretError("the value is not an encrypted secret")
     try:
-        return Fernet(_key(data_dir, create=False)).decrypt(stored[len(PREFIX):].encode("ascii")).decode()
+        return Fernet(_key(data_dir, create=False, what=what)).decrypt(stored[len(PREFIX):].encode("ascii")).decode()
     except (InvalidToken, ValueError) as exc:
         if isinstance(exc, SecretError):
             raise
-        raise SecretError(f"the stored pool password does not decrypt with {key_path(data_dir)} (another "
-                          "server's key?): restore the right key file or enter the password again "
-                          "(`provisioner pools add`)") from None
+        raise SecretError(f"the stored {what[0]} does not decrypt with {key_path(data_dir)} (another "
+                          f"server's key?): restore the right key file or enter the password again "
+                          f"({what[1]})") from None

@@ -5,11 +5,19 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 FIRMWARES = ("bios", "uefi")
-HOST_FIELDS = ("mac", "name", "pool", "disk", "firmware", "ip", "notes")
+BOOT_METHODS = ("network-first", "redfish", "ipmi", "host-plugin")
+"""How a host is made to network-boot; a host's None means its pool's default (pools default to network-first)."""
+BMC_KINDS = ("redfish", "ipmi")
+BMC_FIELDS = ("bmc_kind", "bmc_address", "bmc_username", "bmc_system_id")
+HOST_FIELDS = ("mac", "name", "pool", "disk", "firmware", "ip", "notes", "boot_mac", "multipath", "boot_method",
+               *BMC_FIELDS)
+"""What a caller may give for a host. The BMC password is never one of them: it travels apart (registry.py),
+is stored encrypted and a Host only says whether one is set (bmc_password_set)."""
 
 # The one definition of each name and token pattern; boot/ (configs, attempts, answer files), logs and the web UI
 # import them from here. Firmware file names (pxelinux/GRUB spellings) are boot/filenames.py's.
@@ -126,6 +134,19 @@ class Host:
     firmware: str = "bios"
     ip: str | None = None
     notes: str = ""
+    boot_mac: str | None = None  # the NIC it network-boots from when that is not `mac` (bond, provisioning NIC)
+    multipath: bool = False  # boot from SAN: the installer gets device_mapper_multipath=enabled
+    boot_method: str | None = None  # one of BOOT_METHODS; None: the pool's default
+    bmc_kind: str | None = None  # one of BMC_KINDS
+    bmc_address: str | None = None  # Redfish: service root URL; IPMI: host[:port]
+    bmc_username: str | None = None
+    bmc_system_id: str | None = None  # Redfish system id; None: found by the host's MAC
+    bmc_password_set: bool = False  # read only: the store says whether an encrypted password is kept
+
+    @property
+    def netboot_mac(self) -> str:
+        """The MAC this host network-boots with (its boot_mac, else its management MAC)."""
+        return self.boot_mac or self.mac
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> "Host":
@@ -152,14 +173,96 @@ class Host:
             firmware=firmware.lower(),
             ip=ip,
             notes=_clean_text(fields.get("notes"), "notes", required=False, max_len=2000) or "",
+            **_boot_fields(fields),
         )
 
     def with_changes(self, changes: Mapping[str, Any]) -> "Host":
-        """Apply a partial update (PATCH) and re-validate the whole record."""
-        return Host.from_fields({**self.as_dict(), **changes})
+        """Apply a partial update (PATCH) and re-validate the whole record (bmc_password_set is kept)."""
+        fields = {k: v for k, v in self.as_dict().items() if k in HOST_FIELDS}
+        return dataclasses.replace(Host.from_fields({**fields, **changes}), bmc_password_set=self.bmc_password_set)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def parse_bool(value: Any, field: str) -> bool:
+    """A yes/no field from JSON (true/false) or text (CSV, forms: true/false, yes/no, 1/0, on/off; blank = no)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("", "false", "no", "0", "off"):
+        return False
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+        return True
+    raise ValidationError(f"expected true or false, got {str(value)[:40]!r}", field)
+
+
+def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str | None:
+    text = _clean_text(value, field, required=False)
+    if text is not None and text.lower() not in choices:
+        raise ValidationError(f"{text!r} is not one of {', '.join(choices)}", field)
+    return text.lower() if text else None
+
+
+_IPMI_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+
+
+def check_bmc_address(kind: str, address: str) -> str:
+    """A Redfish service root URL (http:// or https://, no credentials in it) or an IPMI host[:port]."""
+    if kind == "redfish":
+        try:
+            parts = urllib.parse.urlsplit(address)
+            port = parts.port
+        except ValueError:
+            raise ValidationError("is not a valid URL (expected the Redfish service root, e.g. https://bmc:443)",
+                                  "bmc_address") from None
+        if "@" in parts.netloc:  # never echo it: it may carry a password
+            raise ValidationError("must not contain credentials (user:password@): give --username and "
+                                  "--password-file", "bmc_address")
+        if parts.scheme not in ("http", "https") or not parts.hostname or (port is not None and not port):
+            raise ValidationError(f"{address[:200]!r} is not a Redfish service root URL: expected http://HOST[:PORT] "
+                                  "or https://HOST[:PORT] (e.g. https://bmc:443)", "bmc_address")
+        return address
+    found = _IPMI_ADDRESS.fullmatch(address)
+    if not found or (found["port"] is not None and not 1 <= int(found["port"]) <= 65535):
+        raise ValidationError(f"{address[:200]!r} is not an IPMI address: expected HOST or HOST:PORT (port 1-65535, "
+                              "default 623; an IPv6 address in brackets)", "bmc_address")
+    return address
+
+
+def _boot_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate boot_mac, multipath, boot_method and the BMC fields of a host record."""
+    boot_mac = _clean_text(fields.get("boot_mac"), "boot_mac", required=False)
+    if boot_mac is not None:
+        try:
+            boot_mac = normalize_mac(boot_mac)
+        except ValidationError as exc:
+            raise ValidationError(str(exc).removeprefix("mac: "), "boot_mac") from None
+    kind = _choice(fields.get("bmc_kind"), "bmc_kind", BMC_KINDS)
+    address = _clean_text(fields.get("bmc_address"), "bmc_address", required=False, max_len=512)
+    username = _clean_text(fields.get("bmc_username"), "bmc_username", required=False)
+    system_id = _clean_text(fields.get("bmc_system_id"), "bmc_system_id", required=False)
+    if kind is None:
+        given = [name for name, value in (("bmc_address", address), ("bmc_username", username),
+                                          ("bmc_system_id", system_id)) if value is not None]
+        if given:
+            raise ValidationError(f"is required with {', '.join(given)} (redfish or ipmi)", "bmc_kind")
+    else:
+        if address is None:
+            raise ValidationError(f"is required for a {kind} BMC", "bmc_address")
+        check_bmc_address(kind, address)
+        if username is None:
+            raise ValidationError(f"is required for a {kind} BMC", "bmc_username")
+        if system_id is not None and kind != "redfish":
+            raise ValidationError("is for Redfish BMCs only", "bmc_system_id")
+    method = _choice(fields.get("boot_method"), "boot_method", BOOT_METHODS)
+    if method in BMC_KINDS and kind != method:
+        raise ValidationError(f"{method} needs a {method} BMC, and this host has "
+                              f"{'a BMC of kind ' + kind if kind else 'no BMC'} (set it first: provisioner hosts bmc)",
+                              "boot_method")
+    normalized_mac = normalize_mac(fields["mac"]) if fields.get("mac") not in (None, "") else None
+    return {"boot_mac": None if boot_mac == normalized_mac else boot_mac,
+            "multipath": parse_bool(fields.get("multipath"), "multipath"), "boot_method": method,
+            "bmc_kind": kind, "bmc_address": address, "bmc_username": username, "bmc_system_id": system_id}
 
 
 @dataclass(frozen=True)

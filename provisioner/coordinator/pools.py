@@ -13,7 +13,7 @@ from typing import Any
 
 from provisioner import credentials
 
-from provisioner.model import Host, ValidationError, normalize_mac
+from provisioner.model import BOOT_METHODS, Host, ValidationError, normalize_mac
 from provisioner.store import NotFoundError, PoolRecord, Store
 from provisioner.coordinator import wiring
 from provisioner.xapi import DEFAULT_TIMEOUT, PoolDriver, XenApiDriver
@@ -26,6 +26,13 @@ def add_pool(store: Store, name: str, url: str, username: str, password: str) ->
     if not username or not password:
         raise ValidationError("username and password are required", "password")
     return store.add_pool(name, url, username, credentials.encrypt(_data_dir(store), password))
+
+
+def set_boot_method(store: Store, name: str, method: str) -> PoolRecord:
+    """The pool's default boot method, for its hosts whose own boot_method is unset (model.BOOT_METHODS)."""
+    if method not in BOOT_METHODS:
+        raise ValidationError(f"{method!r} is not one of {', '.join(BOOT_METHODS)}", "boot_method")
+    return store.set_pool_boot_method(name, method)
 
 
 def check_url(url: Any) -> str:

@@ -23,6 +23,7 @@ class PoolRecord:
     password: str = field(repr=False)
     created_at: str = ""
     updated_at: str = ""
+    boot_method: str = "network-first"  # its hosts' default (model.BOOT_METHODS)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the password (what the CLI, the API and the events may show)."""
@@ -98,6 +99,16 @@ class RunsMixin:
                 "password = excluded.password, updated_at = excluded.updated_at",
                 (name, url, username, password, stamp, stamp))
             self._event(conn, "pool.added", details={"pool": name, "url": url, "username": username})
+            return _pool(conn.execute("SELECT * FROM pools WHERE name = ?", (name,)).fetchone())
+
+    def set_pool_boot_method(self, name: str, method: str) -> PoolRecord:
+        """The default boot method of the pool's hosts (the caller validated it)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT boot_method FROM pools WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no pool named {name!r} (see `provisioner pools add`)")
+            conn.execute("UPDATE pools SET boot_method = ?, updated_at = ? WHERE name = ?", (method, now(), name))
+            self._event(conn, "pool.boot_method", details={"pool": name, "boot_method": [row["boot_method"], method]})
             return _pool(conn.execute("SELECT * FROM pools WHERE name = ?", (name,)).fetchone())
 
     def get_pool(self, name: str) -> PoolRecord | None:

@@ -131,5 +131,19 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "UPDATE run_hosts SET step = 'wait_down' WHERE step = 'installing'",
         "UPDATE run_hosts SET reason = 'wait_down' || substr(reason, 11) WHERE reason LIKE 'installing:%'",
     ),
+    (  # 9: how each host network-boots (issue 18): the NIC it boots from when not its management MAC, the
+        #    multipath (boot-from-SAN) flag, its boot method (NULL: the pool's) and its BMC; the BMC password is
+        #    only ever a credentials.encrypt() value. Pools get their default boot method.
+        "ALTER TABLE hosts ADD COLUMN boot_mac VARCHAR(17)",
+        "ALTER TABLE hosts ADD COLUMN multipath INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE hosts ADD COLUMN boot_method VARCHAR(16)",
+        "ALTER TABLE hosts ADD COLUMN bmc_kind VARCHAR(8)",
+        "ALTER TABLE hosts ADD COLUMN bmc_address TEXT",
+        "ALTER TABLE hosts ADD COLUMN bmc_username VARCHAR(255)",
+        "ALTER TABLE hosts ADD COLUMN bmc_password TEXT",
+        "ALTER TABLE hosts ADD COLUMN bmc_system_id VARCHAR(255)",
+        "CREATE UNIQUE INDEX hosts_boot_mac ON hosts (boot_mac) WHERE boot_mac IS NOT NULL",
+        "ALTER TABLE pools ADD COLUMN boot_method VARCHAR(16) NOT NULL DEFAULT 'network-first'",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,14 +19,33 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def hosts_table(hosts: Sequence[Host]) -> str:
     if not hosts:
         return "no hosts registered"
-    return table(("mac", "pool", "name", "firmware", "ip", "disk"),
-                 ((h.mac, h.pool, h.name, h.firmware, h.ip, h.disk) for h in hosts))
+    return table(("mac", "pool", "name", "firmware", "ip", "disk", "boot", "bmc"),
+                 ((h.mac, h.pool, h.name, h.firmware, h.ip, h.disk, boot_summary(h), bmc_summary(h)) for h in hosts))
+
+
+def boot_summary(host: Host) -> str:
+    """How the host network-boots: its boot method (or the pool's), the boot NIC when not `mac`, multipath."""
+    parts = [host.boot_method or "pool default"]
+    if host.boot_mac:
+        parts.append(f"from {host.boot_mac}")
+    if host.multipath:
+        parts.append("multipath")
+    return ", ".join(parts)
+
+
+def bmc_summary(host: Host) -> str:
+    """The BMC's kind, address and user, and only whether a password is set (never the password)."""
+    if not host.bmc_kind:
+        return "-"
+    system = f" system {host.bmc_system_id}" if host.bmc_system_id else ""
+    return (f"{host.bmc_kind} {host.bmc_address}{system} user {host.bmc_username}, "
+            f"password {'set' if host.bmc_password_set else 'not set'}")
 
 
 def host_detail(host: Host, events: Sequence[dict]) -> str:
-    lines = [f"{key:9} {value if value not in (None, '') else '-'}" for key, value in host.as_dict().items()]
+    lines = [f"{key:16} {value if value not in (None, '') else '-'}" for key, value in host.as_dict().items()]
     if not host.disk:
-        lines.append("warning   boot disk unknown: this host cannot be armed for an upgrade until --disk is set")
+        lines.append("warning          boot disk unknown: this host cannot be armed for an upgrade until --disk is set")
     lines.append("events:" if events else "events:   none")
     lines += [f"  {e['ts']}  {e['kind']}  {e['details']}" for e in events]
     return "\n".join(lines)

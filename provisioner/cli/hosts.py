@@ -6,13 +6,21 @@ import click
 
 from provisioner import output, registry
 from provisioner.boot import attempts
-from provisioner.model import disk_warning
+from provisioner.model import BMC_KINDS, BOOT_METHODS, disk_warning
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 
 
 @main.group()
 def hosts() -> None:
-    """The host registry: MAC -> name, pool, boot disk, firmware."""
+    """The host registry: MAC -> name, pool, boot disk, firmware, boot MAC, boot method, BMC."""
+
+
+def _boot_options(func):
+    """--boot-mac and --multipath/--no-multipath, shared by `hosts add` and `hosts update`."""
+    func = click.option("--multipath/--no-multipath", default=None,
+                        help="Boot from SAN: the installer gets device_mapper_multipath=enabled.")(func)
+    return click.option("--boot-mac", help="The NIC the host network-boots from when it is not MAC (bond member, "
+                        "provisioning NIC); '' to clear (on update).")(func)
 
 
 @hosts.command("add")
@@ -23,12 +31,13 @@ def hosts() -> None:
 @click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True)
 @click.option("--ip", help="Management IP address (optional).")
 @click.option("--notes", default="", help="Free text.")
+@_boot_options
 @click.option("--json", "as_json", is_flag=True, help="Print the new record as JSON.")
 @pass_ctx
 @friendly
 def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
-    """Register a host by the MAC it network-boots with."""
-    host = registry.add_host(ctx.store, fields)
+    """Register a host by its management MAC (and --boot-mac when it network-boots from another NIC)."""
+    host = registry.add_host(ctx.store, {k: v for k, v in fields.items() if v is not None})
     emit(host.as_dict(), as_json, f"added {host.mac} {host.pool}/{host.name}")
     if disk_warning(host.disk):
         click.echo(f"warning: {disk_warning(host.disk)}", err=True)
@@ -75,6 +84,7 @@ def hosts_show(ctx: Context, mac: str, as_json: bool) -> None:
 @click.option("--firmware", type=click.Choice(["bios", "uefi"]))
 @click.option("--ip", help="Management IP address ('' to clear).")
 @click.option("--notes")
+@_boot_options
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 @friendly
@@ -82,9 +92,55 @@ def hosts_update(ctx: Context, mac: str, as_json: bool, **fields) -> None:
     """Change fields of a registered host (the MAC itself cannot change)."""
     changes = {k: (v if v != "" else None) for k, v in fields.items() if v is not None}
     if not changes:
-        raise click.UsageError("nothing to change: give at least one of --name --pool --disk --firmware --ip --notes")
+        raise click.UsageError("nothing to change: give at least one of --name --pool --disk --firmware --ip --notes "
+                               "--boot-mac --multipath/--no-multipath")
     host = registry.update_host(ctx.store, mac, changes)
     emit(host.as_dict(), as_json, f"updated {host.mac} {host.pool}/{host.name}")
+
+
+@hosts.command("bmc")
+@click.argument("mac")
+@click.option("--kind", type=click.Choice(BMC_KINDS), help="redfish or ipmi.")
+@click.option("--address", help="Redfish: the service root URL (https://bmc:443 or http://...); IPMI: HOST[:PORT].")
+@click.option("--username", help="The BMC user.")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="File whose first line is the BMC password (stored encrypted, never shown).")
+@click.option("--system-id", help="Redfish system id (else the system is found by the host's MAC).")
+@click.option("--clear", is_flag=True, help="Remove the host's BMC and its password.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_bmc(ctx: Context, mac: str, kind: str | None, address: str | None, username: str | None,
+              password_file: str | None, system_id: str | None, clear: bool, as_json: bool) -> None:
+    """Set (or --clear) the host's BMC: what the redfish and ipmi boot methods drive."""
+    given = [f"--{n}" for n, v in (("kind", kind), ("address", address), ("username", username),
+                                   ("password-file", password_file), ("system-id", system_id)) if v is not None]
+    if clear:
+        if given:
+            raise click.UsageError(f"--clear takes no other option (got {' '.join(given)})")
+        host = registry.clear_bmc(ctx.store, mac)
+        emit(host.as_dict(), as_json, f"removed the BMC of {host.mac} {host.pool}/{host.name}")
+        return
+    missing = [f"--{n}" for n, v in (("kind", kind), ("address", address), ("username", username),
+                                     ("password-file", password_file)) if not v]
+    if missing:
+        raise click.UsageError(f"missing {' '.join(missing)} (or --clear to remove the BMC)")
+    password = registry.read_password_file(password_file, "password_file")
+    host = registry.set_bmc(ctx.store, mac, kind=kind, address=address, username=username, password=password,
+                            system_id=system_id)
+    emit(host.as_dict(), as_json, f"{host.mac} {host.pool}/{host.name}: BMC {output.bmc_summary(host)}")
+
+
+@hosts.command("boot-method")
+@click.argument("mac")
+@click.argument("method", type=click.Choice([*BOOT_METHODS, "pool-default"]))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def hosts_boot_method(ctx: Context, mac: str, method: str, as_json: bool) -> None:
+    """How the host is made to network-boot (pool-default: the pool's, `provisioner pools set --boot-method`)."""
+    host = registry.set_boot_method(ctx.store, mac, None if method == "pool-default" else method)
+    emit(host.as_dict(), as_json, f"{host.mac} {host.pool}/{host.name}: boot method {output.boot_summary(host)}")
 
 
 @hosts.command("arm")

@@ -10,6 +10,7 @@ import click
 
 from provisioner import output, progress, states
 from provisioner.config import secret_from_env
+from provisioner.model import BOOT_METHODS
 from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
@@ -39,6 +40,18 @@ def pools_add(ctx: Context, name: str, url: str, username: str, password_file) -
         raise click.UsageError("give --password-file FILE or set PROVISIONER_POOL_PASSWORD")
     record = coord_pools.add_pool(ctx.store, name, url, username, password)
     click.echo(f"added pool {record.name} ({url})")
+
+
+@pools.command("set")
+@click.argument("name")
+@click.option("--boot-method", required=True, type=click.Choice(BOOT_METHODS),
+              help="The default boot method of the pool's hosts (a host's own `hosts boot-method` wins).")
+@pass_ctx
+@friendly
+def pools_set(ctx: Context, name: str, boot_method: str) -> None:
+    """Change a pool's settings: its hosts' default boot method."""
+    record = coord_pools.set_boot_method(ctx.store, name, boot_method)
+    click.echo(f"pool {record.name}: default boot method {record.boot_method}")
 
 
 @pools.command("discover")

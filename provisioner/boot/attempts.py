@@ -180,10 +180,12 @@ def attempt_by_token(store: Store, token: str) -> Attempt | None:
 
 
 def decide_for(store: Store, mac: str, *, now: _dt.datetime | None = None) -> BootDecision:
-    """Load the host and its newest attempt, then ask the pure policy.decide(). `mac` must be canonical."""
-    host = store.get_host(mac)
-    attempt = store.current_attempt(mac) if host is not None else None
-    return policy.decide(mac, host, attempt, now=now)
+    """Load the host and its newest attempt, then ask the pure policy.decide(). `mac` must be canonical: the MAC
+    the firmware asks with, the host's own or its boot MAC (a bond member or provisioning NIC: store.host_for_boot);
+    the decision names the host's MAC either way."""
+    host = store.host_for_boot(mac)
+    attempt = store.current_attempt(host.mac) if host is not None else None
+    return policy.decide(host.mac if host is not None else mac, host, attempt, now=now)
 
 
 # --- binding: only the booting host may use an attempt's token ---

@@ -30,6 +30,7 @@ LOADERS = (PXELINUX, GRUB, IPXE)
 # The ISO's own arguments (xs8 isolinux.cfg / grub.cfg); ours are appended to the dom0 kernel's.
 XEN_ARGS = ("dom0_max_vcpus=1-16", "dom0_mem=max:8192M", "com1=115200,8n1", "console=com1,vga")
 DOM0_ARGS = ("console=hvc0", "console=tty0")
+MULTIPATH_ARG = "device_mapper_multipath=enabled"  # a host's multipath flag (docs/installer.md "Boot parameters")
 # Media-relative boot files per generation: 8.x boots xen.gz (multiboot), 9 boots xen.efi (xen_boot).
 BOOT_FILES = {
     "xs8": {"hypervisor": "boot/xen.gz", "kernel": "boot/vmlinuz", "installer": "install.img"},
@@ -102,12 +103,18 @@ def config_for(decision: BootDecision, loader: str, config: Config, media: Media
         raise BootConfigError(problem)
     generation = media_generation(media)
     mac = _check(host.mac, MAC, "MAC")
+    # The installer brings up the NIC the firmware booted from (boot_mac when the host has one): that one reached
+    # us over DHCP (docs/installer.md "Boot parameters").
+    network_device = _check(host.netboot_mac, MAC, "boot MAC")
     _check(attempt.token, ATTEMPT_TOKEN, "attempt token")
     answerfile = _check(urls.answerfile(config.base_url, attempt.token), _URL, "answer-file URL")
+    ours = [f"answerfile={answerfile}", f"network_device={network_device}"]
+    if host.multipath:  # boot from SAN (docs/installer.md "Boot parameters")
+        ours.append(MULTIPATH_ARG)
     context: dict[str, Any] = {
         "mac": mac, "attempt_id": int(attempt.id), "media": _check(media.name, MEDIA_NAME, "media name"),
         "generation": generation, "xen_args": " ".join(XEN_ARGS),
-        "dom0_args": " ".join((*DOM0_ARGS, f"answerfile={answerfile}", f"network_device={mac}", "install")),
+        "dom0_args": " ".join((*DOM0_ARGS, *ours, "install")),
     }
     if loader == IPXE:
         platform = platform or ("efi" if host.firmware == "uefi" else "pcbios")

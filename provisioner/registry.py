@@ -142,12 +142,14 @@ def remove_host(store: Store, mac: str) -> Host:
     return store.remove_host(normalize_mac(mac))
 
 
-def parse_csv(text: str, passwords: dict[str, str] | None = None
+def parse_csv(text: str, passwords: dict[str, str] | None = None, *, password_files: bool = False
               ) -> tuple[list[tuple[int, Host]], list[tuple[int, str]]]:
     """Parse a host CSV (header row first) into good (line, Host) rows and (line, problem) for bad ones.
 
     A bmc_password_file cell is read now (relative paths from the current directory); the password goes into
-    `passwords` (MAC -> plain text), never into a Host or a problem.
+    `passwords` (MAC -> plain text), never into a Host or a problem. Only the CLI passes `password_files`: a CSV
+    sent over HTTP must not make the server read its own files (and send their first line to a BMC address
+    of the sender's choosing).
 
     A bad header (or an empty file) raises ImportRejected at once: no row can be read without it."""
     if text.startswith("\ufeff"):  # spreadsheet exports often start with a BOM
@@ -169,6 +171,9 @@ def parse_csv(text: str, passwords: dict[str, str] | None = None
         problems.append((1, f"missing required column(s) {', '.join(missing)}"))
     if duplicated:
         problems.append((1, f"repeated column(s) {', '.join(duplicated)}"))
+    if PASSWORD_FILE_COLUMN in header and not password_files:
+        problems.append((1, f"{PASSWORD_FILE_COLUMN} is read only by the command line (`provisioner hosts import`): "
+                            "set BMC passwords with bmc_password in the REST API or the dashboard's host form"))
     if problems:
         raise ImportRejected(problems)
 
@@ -222,10 +227,11 @@ def parse_csv(text: str, passwords: dict[str, str] | None = None
     return rows, problems
 
 
-def import_csv(store: Store, text: str, *, source: str = "csv") -> list[Host]:
-    """All-or-nothing import: every bad row (syntax, validation, duplicates, registry clashes) is reported."""
+def import_csv(store: Store, text: str, *, source: str = "csv", password_files: bool = False) -> list[Host]:
+    """All-or-nothing import: every bad row (syntax, validation, duplicates, registry clashes) is reported.
+    `password_files`: read bmc_password_file cells (the CLI only; see parse_csv)."""
     passwords: dict[str, str] = {}
-    rows, problems = parse_csv(text, passwords)
+    rows, problems = parse_csv(text, passwords, password_files=password_files)
     clashes = store.conflicts(host for _, host in rows)
     problems += [(line, clashes[host.mac]) for line, host in rows if host.mac in clashes]
     if problems:

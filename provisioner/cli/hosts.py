@@ -48,8 +48,10 @@ def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
 @pass_ctx
 @friendly
 def hosts_import(ctx: Context, csv_file) -> None:
-    """Import hosts from a CSV file with a header row (all or nothing)."""
-    imported = registry.import_csv(ctx.store, csv_file.read(), source=f"csv {csv_file.name}")
+    """Import hosts from a CSV file with a header row (all or nothing). Columns: mac,name,pool and any of
+    disk,firmware,ip,notes,boot_mac,multipath,boot_method,bmc_kind,bmc_address,bmc_username,bmc_system_id,
+    bmc_password_file (a file whose first line is the BMC password; never a password in the CSV)."""
+    imported = registry.import_csv(ctx.store, csv_file.read(), source=f"csv {csv_file.name}", password_files=True)
     click.echo(f"imported {len(imported)} host(s)")
 
 

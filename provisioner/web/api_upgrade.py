@@ -72,6 +72,13 @@ def add_pool():
     return jsonify(pool=record.as_dict()), 201, {"Location": f"/api/v1/pools/{record.name}"}
 
 
+@bp.patch("/pools/<name>")
+def update_pool(name: str):
+    """The pool's settings that are not its connection: its hosts' default boot method."""
+    body = _fields(api.json_body(), {"boot_method"}, ("boot_method",))
+    return jsonify(pool=coord_pools.set_boot_method(get_store(), name, body["boot_method"]).as_dict())
+
+
 @bp.post("/pools/<name>/discover")
 def discover_pool(name: str):
     body = _fields(request.get_json(silent=True) or {}, {"firmware"})

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from flask import Flask, jsonify
 
 from provisioner.coordinator import remedies
+from provisioner.model import BMC_KINDS, BOOT_METHODS
 
 API_PREFIX = "/api/v1"
 CSV = "text/csv"
@@ -35,7 +36,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/hosts", "List registered hosts", ok=(200, {"hosts": ["Host"]}),
        query=(("pool", "string", "only the hosts of this pool"),)),
     Op("POST", "/hosts", "Register a host", "HostInput", (201, {"host": "Host"}), (400, 409)),
-    Op("POST", "/hosts/import", "Import hosts from CSV, all or nothing (header: mac,name,pool,disk,firmware,ip,notes)",
+    Op("POST", "/hosts/import", "Import hosts from CSV, all or nothing (header: mac,name,pool and any of disk,"
+       "firmware,ip,notes,boot_mac,multipath,boot_method,bmc_kind,bmc_address,bmc_username,bmc_system_id; "
+       "bmc_password_file only in the CLI's import: give BMC passwords here with PATCH bmc_password)",
        CSV, (201, {"imported": "integer", "hosts": ["Host"]}), (400, 413, 409, 422)),
     Op("GET", "/hosts/{mac}", "Show one host", ok=(200, {"host": "Host"}), errors=(400, 404)),
     Op("PATCH", "/hosts/{mac}", "Change some fields of a host", "HostPatch", (200, {"host": "Host"}),
@@ -60,6 +63,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/pools", "List pools (never their passwords)", ok=(200, {"pools": ["Pool"]})),
     Op("POST", "/pools", "Add or replace a pool's XAPI connection details", "PoolInput", (201, {"pool": "Pool"}),
        (400, 409)),
+    Op("PATCH", "/pools/{name}", "Change the pool's default boot method", "PoolPatch", (200, {"pool": "Pool"}),
+       (400, 404)),
     Op("POST", "/pools/{name}/discover", "Register the pool's hosts by their management PIF MACs",
        "DiscoverInput", (200, {"discovery": "Discovery"}), (400, 404, 500, 502)),
     Op("GET", "/pools/{name}/plan", "Every precheck and the upgrade order, with no side effect",
@@ -97,13 +102,28 @@ _HOST_FIELDS = {
     "name": _STR, "pool": _STR,
     "disk": {**_OPT_STR, "description": "boot disk of the installation, e.g. /dev/disk/by-id/scsi-3600..."},
     "firmware": {"type": "string", "enum": ["bios", "uefi"]}, "ip": _OPT_STR, "notes": _STR,
+    "boot_mac": {**_OPT_STR, "description": "the NIC it network-boots from when not `mac` (bond, provisioning NIC); "
+                 "unique across hosts like mac"},
+    "multipath": {"type": "boolean", "description": "boot from SAN: the installer gets device_mapper_multipath=enabled"},
+    "boot_method": {"type": ["string", "null"], "enum": [*BOOT_METHODS, None],
+                    "description": "null: the pool's default boot method"},
+    "bmc_kind": {"type": ["string", "null"], "enum": [*BMC_KINDS, None]},
+    "bmc_address": {**_OPT_STR, "description": "Redfish: the service root URL (https://bmc:443); IPMI: host[:port]"},
+    "bmc_username": _OPT_STR,
+    "bmc_system_id": {**_OPT_STR, "description": "Redfish system id; null: found by the host's MAC"},
 }
+_BMC_PASSWORD = {"bmc_password": {"type": "string", "writeOnly": True, "description": "stored encrypted, never "
+                                  "returned; absent, null or empty: keep the stored one"}}
+_HOST_OUT = {**_HOST_FIELDS, "bmc_password_set": {"type": "boolean", "readOnly": True,
+                                                  "description": "whether a BMC password is stored"}}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {"type": "object", "required": ["error"], "properties": {
         "error": _STR, "field": _OPT_STR, "problems": {"type": "array", "items": {"type": "object"}}}},
-    "Host": {"type": "object", "required": list(_HOST_FIELDS), "properties": _HOST_FIELDS},
-    "HostInput": {"type": "object", "required": ["mac", "name", "pool"], "properties": _HOST_FIELDS},
-    "HostPatch": {"type": "object", "properties": {k: v for k, v in _HOST_FIELDS.items() if k != "mac"}},
+    "Host": {"type": "object", "required": list(_HOST_OUT), "properties": _HOST_OUT},
+    "HostInput": {"type": "object", "required": ["mac", "name", "pool"], "properties": {**_HOST_FIELDS,
+                                                                                        **_BMC_PASSWORD}},
+    "HostPatch": {"type": "object", "properties": {**{k: v for k, v in _HOST_FIELDS.items() if k != "mac"},
+                                                   **_BMC_PASSWORD}},
     "ArmInput": {"type": "object", "required": ["media"], "properties": {
         "media": _STR, "window_seconds": {"type": "integer", "minimum": 1}}},
     "Attempt": {"type": "object", "description": "one arming of one host (its token is never returned)",
@@ -118,7 +138,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "name": _STR, "path": _STR, "product_name": _STR, "product_version": _STR, "platform_version": _STR,
         "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},
     "Pool": {"type": "object", "properties": {"name": _STR, "url": _STR, "username": _STR, "created_at": _STR,
-                                              "updated_at": _STR}},
+                                              "updated_at": _STR, "boot_method": {"type": "string",
+                                                                                  "enum": list(BOOT_METHODS)}}},
+    "PoolPatch": {"type": "object", "required": ["boot_method"], "properties": {
+        "boot_method": {"type": "string", "enum": list(BOOT_METHODS),
+                        "description": "default of the pool's hosts whose own boot_method is null"}}},
     "PoolInput": {"type": "object", "required": ["name", "url", "password"], "properties": {
         "name": _STR, "url": {"type": "string", "example": "https://10.0.0.10"},
         "username": {"type": "string", "default": "root"}, "password": {"type": "string", "writeOnly": True}}},

@@ -6,7 +6,8 @@ from __future__ import annotations
 from flask import flash, jsonify, redirect, request, url_for
 
 from provisioner import registry
-from provisioner.model import FIRMWARES, HOST_FIELDS, ValidationError, disk_warning, normalize_mac
+from provisioner.model import (BMC_KINDS, BOOT_METHODS, FIRMWARES, HOST_FIELDS, ValidationError, disk_warning,
+                               normalize_mac)
 from provisioner.store import ConflictError, NotFoundError
 from provisioner.web import ui_view
 from provisioner.web.access import get_store, json_error
@@ -16,7 +17,14 @@ MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
 
 def _form_values() -> dict[str, str]:
+    """The host fields of the form (never the BMC password: _form_password)."""
     return {f: request.form.get(f, "") for f in HOST_FIELDS}
+
+
+def _form_password() -> dict[str, str]:
+    """The BMC password field: blank keeps the stored one (the form never shows it)."""
+    given = request.form.get(registry.PASSWORD_FIELD, "")
+    return {registry.PASSWORD_FIELD: given} if given else {}
 
 
 def _hosts_page(status: int = 200, *, problems=None, import_error=None):
@@ -27,7 +35,8 @@ def _hosts_page(status: int = 200, *, problems=None, import_error=None):
 
 def _form_page(status: int, *, mode: str, values: dict, mac: str | None = None, errors=None):
     return page("host_form.html", status, mode=mode, values=values, mac=mac, errors=errors or {},
-                firmwares=FIRMWARES)
+                firmwares=FIRMWARES, boot_methods=BOOT_METHODS, bmc_kinds=BMC_KINDS,
+                password_set=bool(mac and (found := get_store().get_host(mac)) and found.bmc_password_set))
 
 
 def _errors_of(exc: Exception) -> dict[str, str]:
@@ -48,7 +57,8 @@ def host_new():
         return _form_page(200, mode="add", values={"firmware": "bios"})
     values = _form_values()
     try:
-        host = registry.add_host(get_store(), {k: (v if v.strip() else None) for k, v in values.items()})
+        host = registry.add_host(get_store(), {**{k: (v if v.strip() else None) for k, v in values.items()},
+                                               **_form_password()})
     except (ValidationError, ConflictError) as exc:
         return _form_page(400 if isinstance(exc, ValidationError) else 409, mode="add", values=values,
                           errors=_errors_of(exc))
@@ -62,10 +72,11 @@ def host_new():
 def host_edit(mac: str):
     host = registry.get_host(get_store(), mac)
     if request.method == "GET":
-        values = {k: ("" if v is None else str(v)) for k, v in host.as_dict().items()}
+        values = {k: ("" if v is None else str(v)) for k, v in host.as_dict().items() if k in HOST_FIELDS}
+        values["multipath"] = "yes" if host.multipath else ""
         return _form_page(200, mode="edit", values=values, mac=host.mac)
     values = {**_form_values(), "mac": host.mac}
-    changes = {k: (v if v.strip() else None) for k, v in values.items() if k != "mac"}
+    changes = {**{k: (v if v.strip() else None) for k, v in values.items() if k != "mac"}, **_form_password()}
     try:
         updated = registry.update_host(get_store(), host.mac, changes)
     except (ValidationError, ConflictError) as exc:

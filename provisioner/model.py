@@ -203,7 +203,8 @@ def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str | None:
     return text.lower() if text else None
 
 
-_IPMI_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+_IPMI_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])"
+                           r"(?::(?P<port>[0-9]{1,5}))?")
 
 
 def check_bmc_address(kind: str, address: str) -> str:
@@ -221,7 +222,10 @@ def check_bmc_address(kind: str, address: str) -> str:
         if parts.scheme not in ("http", "https") or not parts.hostname or (port is not None and not port):
             raise ValidationError(f"{address[:200]!r} is not a Redfish service root URL: expected http://HOST[:PORT] "
                                   "or https://HOST[:PORT] (e.g. https://bmc:443)", "bmc_address")
-        return address
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValidationError(f"{address[:200]!r}: give the BMC's URL without a path, e.g. https://bmc:443 (the "
+                                  "Redfish client adds /redfish/v1 itself)", "bmc_address")
+        return address.rstrip("/")
     found = _IPMI_ADDRESS.fullmatch(address)
     if not found or (found["port"] is not None and not 1 <= int(found["port"]) <= 65535):
         raise ValidationError(f"{address[:200]!r} is not an IPMI address: expected HOST or HOST:PORT (port 1-65535, "
@@ -248,10 +252,10 @@ def _boot_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
             raise ValidationError(f"is required with {', '.join(given)} (redfish or ipmi)", "bmc_kind")
     else:
         if address is None:
-            raise ValidationError(f"is required for a {kind} BMC", "bmc_address")
+            raise ValidationError(f"is required with bmc_kind {kind}", "bmc_address")
         check_bmc_address(kind, address)
         if username is None:
-            raise ValidationError(f"is required for a {kind} BMC", "bmc_username")
+            raise ValidationError(f"is required with bmc_kind {kind}", "bmc_username")
         if system_id is not None and kind != "redfish":
             raise ValidationError("is for Redfish BMCs only", "bmc_system_id")
     method = _choice(fields.get("boot_method"), "boot_method", BOOT_METHODS)

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from provisioner.boot import attempts, urls
-from provisioner.model import ATTEMPT_TOKEN, MAC, TOKEN_PATHS, Host, Media, ValidationError, normalize_mac, version_tuple
+from provisioner.model import (ATTEMPT_TOKEN, MAC, TOKEN_PATHS, Host, Media, ValidationError, check_bmc_address,
+                               normalize_mac, parse_bool, version_tuple)
 
 
 @pytest.mark.parametrize("spelling", [
@@ -90,3 +91,50 @@ def test_the_one_token_patterns_match_what_boot_hands_out():
                 urls.report("http://h", token)):
         assert re.search(TOKEN_PATHS + re.escape(token), url)
     assert MAC.fullmatch(normalize_mac("AA-BB-CC-DD-EE-FE"))
+
+
+# --- boot MAC, multipath, boot method and BMC fields (issue 18) ---
+
+@pytest.mark.parametrize("kind, address, expected", [
+    ("redfish", "https://bmc:443", "https://bmc:443"),
+    ("redfish", "http://10.0.0.5/", "http://10.0.0.5"),
+    ("redfish", "https://[fd00::5]:8443", "https://[fd00::5]:8443"),
+    ("ipmi", "bmc-01.example.com", "bmc-01.example.com"),
+    ("ipmi", "10.0.0.5:623", "10.0.0.5:623"),
+    ("ipmi", "[fd00::5]:623", "[fd00::5]:623"),
+])
+def test_bmc_addresses_accepted(kind, address, expected):
+    assert check_bmc_address(kind, address) == expected
+
+
+@pytest.mark.parametrize("kind, address, message", [
+    ("redfish", "bmc:443", "not a Redfish service root URL"),
+    ("redfish", "ftp://bmc", "not a Redfish service root URL"),
+    ("redfish", "https://bmc:0", "not a Redfish service root URL"),
+    ("redfish", "https://bmc/redfish/v1", "without a path"),
+    ("redfish", "https://root:calvin@bmc", "must not contain credentials"),
+    ("ipmi", "https://bmc", "not an IPMI address"),
+    ("ipmi", "bmc:0", "not an IPMI address"),
+    ("ipmi", "bmc:65536", "not an IPMI address"),
+    ("ipmi", "-bmc", "not an IPMI address"),
+])
+def test_bmc_addresses_refused(kind, address, message):
+    with pytest.raises(ValidationError, match=message) as caught:
+        check_bmc_address(kind, address)
+    assert caught.value.field == "bmc_address" and "calvin" not in str(caught.value)
+
+
+def test_parse_bool_and_boot_fields():
+    assert [parse_bool(v, "f") for v in (True, "yes", "1", "on", " TRUE ")] == [True] * 5
+    assert [parse_bool(v, "f") for v in (None, False, "", "no", "0", "off")] == [False] * 6
+    with pytest.raises(ValidationError, match="expected true or false"):
+        parse_bool(2, "multipath")
+    host = Host.from_fields({"mac": "aa:bb:cc:dd:ee:01", "name": "h", "pool": "p", "boot_mac": "AABBCCDDEE02"})
+    assert host.boot_mac == "aa:bb:cc:dd:ee:02" and host.netboot_mac == "aa:bb:cc:dd:ee:02"
+    with pytest.raises(ValidationError, match="is required with bmc_address"):
+        Host.from_fields({"mac": "aa:bb:cc:dd:ee:01", "name": "h", "pool": "p", "bmc_address": "x"})
+    with pytest.raises(ValidationError, match="bmc_username: is required with bmc_kind ipmi"):
+        Host.from_fields({"mac": "aa:bb:cc:dd:ee:01", "name": "h", "pool": "p", "bmc_kind": "ipmi",
+                          "bmc_address": "10.0.0.5"})
+    with pytest.raises(ValidationError, match="unknown field"):
+        Host.from_fields({"mac": "aa:bb:cc:dd:ee:01", "name": "h", "pool": "p", "bmc_password": "x"})

@@ -104,7 +104,8 @@ _HOST_FIELDS = {
     "firmware": {"type": "string", "enum": ["bios", "uefi"]}, "ip": _OPT_STR, "notes": _STR,
     "boot_mac": {**_OPT_STR, "description": "the NIC it network-boots from when not `mac` (bond, provisioning NIC); "
                  "unique across hosts like mac"},
-    "multipath": {"type": "boolean", "description": "boot from SAN: the installer gets device_mapper_multipath=enabled"},
+    "multipath": {"type": "boolean",
+                  "description": "boot from SAN: the installer gets device_mapper_multipath=enabled"},
     "boot_method": {"type": ["string", "null"], "enum": [*BOOT_METHODS, None],
                     "description": "null: the pool's default boot method"},
     "bmc_kind": {"type": ["string", "null"], "enum": [*BMC_KINDS, None]},

@@ -73,7 +73,8 @@ def test_rest_csv_import_refuses_password_files(client, auth, store, tmp_path):
     r = client.post("/api/v1/hosts/import", data=csv, headers={**auth, "Content-Type": "text/csv"})
     assert r.status_code == 422 and "read only by the command line" in r.get_data(as_text=True)
     assert store.list_hosts() == []
-    ok = "mac,name,pool,boot_mac,multipath,bmc_kind,bmc_address,bmc_username\naabbccddee01,h1,p1,aabbccddee91,1,ipmi,h,u\n"
+    ok = ("mac,name,pool,boot_mac,multipath,bmc_kind,bmc_address,bmc_username\n"
+          "aabbccddee01,h1,p1,aabbccddee91,1,ipmi,h,u\n")
     r = client.post("/api/v1/hosts/import", data=ok, headers={**auth, "Content-Type": "text/csv"})
     assert r.status_code == 201 and r.get_json()["hosts"][0]["bmc_password_set"] is False
 

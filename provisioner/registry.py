@@ -131,6 +131,15 @@ def set_boot_method(store: Store, mac: str, method: str | None) -> Host:
     return update_host(store, mac, {"boot_method": method})
 
 
+def boot_method_of(store: Store, host: Host) -> str:
+    """The boot method that applies to `host`: its own, else its pool's default (network-first when the pool is not
+    registered)."""
+    if host.boot_method:
+        return host.boot_method
+    pool = store.get_pool(host.pool)
+    return pool.boot_method if pool is not None else BOOT_METHODS[0]
+
+
 def bmc_password(store: Store, mac: str) -> str | None:
     """Host `mac`'s BMC password in clear, for the BMC client only (None: none set; credentials.SecretError when
     the key file is missing or another one)."""

@@ -114,3 +114,12 @@ def test_pool_default_boot_method(store):
     with pytest.raises(ValidationError, match="'pxe' is not one of network-first, redfish, ipmi, host-plugin"):
         pools.set_boot_method(store, "p1", "pxe")
     assert "boot_method" in store.get_pool("p1").as_dict() and "password" not in store.get_pool("p1").as_dict()
+
+
+def test_the_boot_method_that_applies_is_the_hosts_else_its_pools(store):
+    host = registry.add_host(store, {"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "pool": "p1"})
+    assert registry.boot_method_of(store, host) == "network-first"  # pool not registered
+    pools.add_pool(store, "p1", "https://master", "root", "pw")
+    pools.set_boot_method(store, "p1", "host-plugin")
+    assert registry.boot_method_of(store, host) == "host-plugin"
+    assert registry.boot_method_of(store, registry.set_boot_method(store, host.mac, "network-first")) == "network-first"

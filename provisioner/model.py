@@ -207,6 +207,9 @@ _IPMI_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa
                            r"(?::(?P<port>[0-9]{1,5}))?")
 
 
+_REDFISH_ROOT = "/redfish/v1"
+
+
 def check_bmc_address(kind: str, address: str) -> str:
     """A Redfish service root URL (http:// or https://, no credentials in it) or an IPMI host[:port]."""
     if kind == "redfish":
@@ -222,14 +225,16 @@ def check_bmc_address(kind: str, address: str) -> str:
         if parts.scheme not in ("http", "https") or not parts.hostname or (port is not None and not port):
             raise ValidationError(f"{address[:200]!r} is not a Redfish service root URL: expected http://HOST[:PORT] "
                                   "or https://HOST[:PORT] (e.g. https://bmc:443)", "bmc_address")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValidationError(f"{address[:200]!r}: give the BMC's URL without a path, e.g. https://bmc:443 (the "
-                                  "Redfish client adds /redfish/v1 itself)", "bmc_address")
-        return address.rstrip("/")
+        # Stored as scheme://host[:port]: sushy puts its root prefix /redfish/v1/ there itself, so a pasted service
+        # root URL loses its path and any other path is refused (docs/bmc-registry.md "BMC addresses").
+        if parts.path.rstrip("/") not in ("", _REDFISH_ROOT) or parts.query or parts.fragment:
+            raise ValidationError(f"{address[:200]!r}: give the BMC's URL with no path other than {_REDFISH_ROOT}, "
+                                  "e.g. https://bmc:443", "bmc_address")
+        return f"{parts.scheme}://{parts.netloc}"
     found = _IPMI_ADDRESS.fullmatch(address)
     if not found or (found["port"] is not None and not 1 <= int(found["port"]) <= 65535):
         raise ValidationError(f"{address[:200]!r} is not an IPMI address: expected HOST or HOST:PORT (port 1-65535, "
-                              "default 623; an IPv6 address in brackets)", "bmc_address")
+                              "an IPv6 address in brackets)", "bmc_address")
     return address
 
 

@@ -99,6 +99,7 @@ def test_the_one_token_patterns_match_what_boot_hands_out():
     ("redfish", "https://bmc:443", "https://bmc:443"),
     ("redfish", "http://10.0.0.5/", "http://10.0.0.5"),
     ("redfish", "https://[fd00::5]:8443", "https://[fd00::5]:8443"),
+    ("redfish", "http://localhost:8000/redfish/v1/", "http://localhost:8000"),  # the service root, pasted
     ("ipmi", "bmc-01.example.com", "bmc-01.example.com"),
     ("ipmi", "10.0.0.5:623", "10.0.0.5:623"),
     ("ipmi", "[fd00::5]:623", "[fd00::5]:623"),
@@ -111,7 +112,8 @@ def test_bmc_addresses_accepted(kind, address, expected):
     ("redfish", "bmc:443", "not a Redfish service root URL"),
     ("redfish", "ftp://bmc", "not a Redfish service root URL"),
     ("redfish", "https://bmc:0", "not a Redfish service root URL"),
-    ("redfish", "https://bmc/redfish/v1", "without a path"),
+    ("redfish", "https://bmc/redfish/v2", "no path other than /redfish/v1"),
+    ("redfish", "https://bmc/?x=1", "no path other than /redfish/v1"),
     ("redfish", "https://root:calvin@bmc", "must not contain credentials"),
     ("ipmi", "https://bmc", "not an IPMI address"),
     ("ipmi", "bmc:0", "not an IPMI address"),

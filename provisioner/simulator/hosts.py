@@ -36,6 +36,10 @@ class SimHost:
     new_version: dict | None = None      # set by the boot hook, written by dbsync
     local_sessions: set = field(default_factory=set)  # slave_local_login sessions (member's own memory)
     root_password_hash: str | None = None  # root's crypt hash after a fresh install (simulator/fresh.py)
+    power_epoch: int = 0                 # bumped by a hard power cut (crash, BMC off/reset): older threads stop
+    power_on_drops: int = 0              # injected: the BMC drops this many power-ons (bmc_target.py)
+    override_supported: bool = True      # injected False: the BMC has no boot override (bmc_target.py)
+    bmc_log: list = field(default_factory=list)  # what the BMC face did: ("power_on", "dropped: ..."), ...
 
     @property
     def serving(self) -> bool:

@@ -55,6 +55,7 @@ class FailureInjection:
         (10 min) passes without a heartbeat (xapi_globs.ml:723; db_gc.ml:80-135). Back with power_on(mac)."""
         h = self.host(mac)
         was_serving = h.serving
+        h.power_epoch += 1  # the threads of the power cycle it cuts stop at their next step (power.py)
         h.state = st.OFF  # outside the table on purpose: a crash can happen in any state
         h.pending_op = ""
         if was_serving and self.endpoint_listener:
@@ -71,6 +72,15 @@ class FailureInjection:
         with db.lock:
             if db.exists("host", h.ref):
                 db.update("host_metrics", db.get("host", h.ref)["metrics"], live=False)
+
+    def drop_power_on(self, mac: str, count: int = 1) -> None:
+        """The machine's BMC silently drops its next `count` power-ons (docs/firmware.md "A reboot does not reach
+        the network": real BMCs drop one sent while the host shuts down; this drops them at any time)."""
+        self.host(mac).power_on_drops += count
+
+    def no_override(self, mac: str, on: bool = True) -> None:
+        """The machine's BMC has no boot-override support: set_boot_override raises OverrideUnsupported."""
+        self.host(mac).override_supported = not on
 
     def never_returns(self, mac: str, on: bool = True) -> None:
         """The host stays in firmware on its next boots: live stays false, boot_time never changes."""

@@ -1,13 +1,15 @@
 """A simulated PXE machine: what a host's firmware and the XenServer installer do, over real TFTP and HTTP.
 
 The XAPI simulator calls the boot handler each time a host enters FIRMWARE (power-on or reboot; docs/simulator.md
-"Host power and boot states"). Network-first boot order, like the real hosts: fetch the per-MAC config, follow it
-(installer or local boot); the installer GETs the answer file, checks it (an upgrade, or a fresh install that makes a
-new host: fresh.py), reads <source>/.treeinfo, runs the installation-start script, "installs", runs the
-installation-complete script with 0 or 1, and reboots (atexit=reboot, docs/installer.md "Boot parameters"), which
-PXE-boots again: a server that keeps serving the installer shows up here as a reinstall loop. Failures (FAILURES) model
-what real hosts do when an upgrade goes wrong (docs/firmware.md "A reboot does not reach the network",
-docs/real-world.md "What a failed upgrade leaves behind").
+"Host power and boot states"). Each pass through the firmware tries the devices of its boot state (bootorder.py:
+BIOS order, UEFI BootOrder/BootNext, a BMC's override; docs/firmware.md "The simulated firmware's boot state") in
+order. The network: fetch the per-MAC config and follow it; a local-boot answer (or none) goes on to the next
+device. The disk: boots what is on it. The installer GETs the answer file, checks it (an upgrade, or a fresh
+install that makes a new host: fresh.py), reads <source>/.treeinfo, runs the installation-start script, "installs"
+(on UEFI its boot entry goes first), runs the installation-complete script with 0 or 1, and reboots (atexit=reboot,
+docs/installer.md "Boot parameters"): a network-first machine whose server keeps serving the installer shows up
+here as a reinstall loop. Failures (FAILURES) model what real hosts do when an upgrade goes wrong (docs/firmware.md
+"A reboot does not reach the network", docs/real-world.md "What a failed upgrade leaves behind").
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import requests
 
+from provisioner.simulator.bootorder import DISK, BootOrder
+from provisioner.simulator.boots import (  # noqa: F401 (re-exported: machine.LOCAL etc. are the public names)
+    ANSWERFILE_MISSING, ANSWERFILE_REJECTED, BOOT_ERROR, DISK_BOOTS, DISK_FIRST, EV_BOOT, EV_BOOT_LOOP, EV_EXTERNAL,
+    EV_FETCH, EV_FIRMWARE, EV_HANG, EV_INSTALLING, EV_NO_SYSTEM, EV_POWER_ON, EV_REINSTALL_LOOP, EV_SCRIPT, EXTERNAL,
+    FAILURES, HUNG, INSTALL_BROKEN, INSTALL_FAILED, INSTALLED, LOCAL, NO_CONFIG, NO_SYSTEM, Boot, Fetch, OnEvent,
+    failure_for)
 from provisioner.simulator.external import EXIT_NO_SYSTEM, run_external
 from provisioner.simulator.errors import BootFailure, NoBootableSystem
 from provisioner.simulator.firmware import canonical_mac, config_names, parse_config, read_treeinfo
@@ -31,82 +38,15 @@ from provisioner.simulator.installer import STAGE_COMPLETE, STAGE_START, Answerf
 from provisioner.tftp import client  # moves bytes only; it checks nothing
 
 LOADERS = ("pxelinux", "grub", "ipxe")
-# installer_fails: fails BEFORE its backup (repository/upgrader/layout checks), reports 1, the old system boots.
-# installer_breaks: fails AFTER its backup, while writing the new root: reports 1, and no system boots again.
-# no_pxe: the firmware boots the disk without trying the network (disk-first BIOS order, or a UEFI BootOrder
-# with the installer's entry first: backend.py installBootLoader/efibootmgr, docs/firmware.md
-# "A reboot does not reach the network").
-FAILURES = ("installer_fails", "installer_breaks", "never_returns", "slow", "bad_answerfile", "no_pxe")
-
-# Boot outcomes (Boot.outcome)
-LOCAL = "local"  # the config said: boot from the disk
-NO_CONFIG = "no-config"  # no PXE answer at all: the firmware falls through to the disk
-INSTALLED = "installed"  # the installer ran and reported 0
-INSTALL_FAILED = "install-failed"  # the installer ran and reported 1 (the disk keeps the old version)
-INSTALL_BROKEN = "install-broken"  # installer_breaks: reported 1 after its backup; the disk has no bootable system
-DISK_FIRST = "disk-first"  # no_pxe: the firmware booted the disk, no network boot was tried
-NO_SYSTEM = "no-system"  # a disk boot found no bootable system: the host stays at the firmware
-ANSWERFILE_MISSING = "answerfile-missing"  # 404 or unreachable: the installer shows an error and reboots
-ANSWERFILE_REJECTED = "answerfile-rejected"  # the installer refused it: error, reboot, no callback
-BOOT_ERROR = "boot-error"  # a boot file could not be loaded: the loader falls back / the firmware reboots
-HUNG = "hung"  # never_returns: the host stays down until stop()
-EXTERNAL = "external"  # handed to external_command
-
-# on_event kinds
-EV_POWER_ON, EV_FETCH, EV_BOOT, EV_SCRIPT, EV_INSTALLING = "power_on", "fetch", "boot", "script", "installing"
-EV_REINSTALL_LOOP, EV_BOOT_LOOP, EV_HANG, EV_EXTERNAL = "reinstall_loop", "boot_loop", "hang", "external"
-EV_NO_SYSTEM = "no_system"
-DISK_BOOTS = (LOCAL, NO_CONFIG, DISK_FIRST)  # outcomes that hand the boot to whatever is on the disk
-
 # The URL path our embedded iPXE script chains to, with iPXE's ${net0/mac:hexhyp} (docs/firmware.md, docs/boot-urls.md).
 IPXE_SCRIPT_PATH = "/boot/ipxe/"
 
 WALL_SCALE = 0.001  # without a clock, "install for 600 s" sleeps 0.6 s of wall time
 HTTP_TIMEOUT = 10.0
 
-OnEvent = Callable[[str, str, dict], None]
-
-
-@dataclass
-class Fetch:
-    protocol: str  # "tftp" or "http"
-    what: str  # config, hypervisor, kernel, install.img, answerfile, treeinfo, script, chain, ...
-    name: str  # TFTP name or URL
-    bytes: int = 0
-    status: str = "ok"  # ok, not-found, error
-
-
-@dataclass
-class Boot:
-    """One pass through the firmware: what was fetched and how it ended."""
-
-    number: int  # 1-based, within its power cycle
-    cycle: int  # 1-based power cycle (one boot-handler call) of this machine
-    outcome: str = ""
-    detail: str = ""
-    version: dict | None = None  # the version an install on this boot put on the disk
-    fetches: list[Fetch] = field(default_factory=list)
-
-    def fetched(self, what: str) -> int:
-        return sum(1 for f in self.fetches if f.what == what and f.status == "ok")
-
 
 def _wall_sleep(seconds: float) -> None:
     time.sleep(seconds * WALL_SCALE)
-
-
-def _failure_for(failures: Mapping[str, Any], mac: str) -> dict:
-    """Global failures (keys in FAILURES) overlaid by the MAC's own dict."""
-    failures = dict(failures)  # a snapshot: inject() may change it from another thread
-    merged = {k: v for k, v in failures.items() if k in FAILURES}
-    for key, value in failures.items():
-        if key not in FAILURES and isinstance(value, Mapping):
-            try:
-                if canonical_mac(key) == mac:
-                    merged.update(dict(value))
-            except ValueError:
-                continue
-    return {k: v for k, v in merged.items() if v}
 
 
 class Machine:
@@ -117,7 +57,7 @@ class Machine:
                  loader: str = "pxelinux", firmware: str | None = None, clock: Any = None,
                  install_seconds: float = 600.0, failures: Mapping[str, Any] | None = None, max_boots: int = 5,
                  external_command: str | list[str] | None = None, on_event: OnEvent | None = None,
-                 stop_event: threading.Event | None = None):
+                 stop_event: threading.Event | None = None, boot_order: str | BootOrder | None = None):
         if loader not in LOADERS:
             raise ValueError(f"unknown loader {loader!r} (one of {', '.join(LOADERS)})")
         if loader == "ipxe" and not http_base and external_command is None:
@@ -125,7 +65,10 @@ class Machine:
         self.mac = canonical_mac(mac)
         self.tftp_addr = (tftp_addr[0], int(tftp_addr[1]))
         self.http_base = http_base.rstrip("/") if http_base else None
-        self.loader, self.firmware = loader, firmware
+        # The firmware's boot state (bootorder.py); the default is BIOS, network first. `firmware` is what iPXE
+        # reports as ${platform}: an explicit boot order gives it when it is not set.
+        self.bootorder = BootOrder.from_spec(boot_order or "bios-network-first")
+        self.loader, self.firmware = loader, firmware or (self.bootorder.mode if boot_order else None)
         self.sleep = clock.sleep if clock is not None else _wall_sleep
         self.install_seconds, self.max_boots = install_seconds, max_boots
         self.failures = failures if failures is not None else {}
@@ -134,6 +77,7 @@ class Machine:
         self.boots: list[Boot] = []
         self.cycles = 0
         self.disk_broken = False  # installer_breaks happened: no bootable system until a fresh install
+        self._cycle = threading.Lock()  # one power cycle at a time (a BMC reset mid-boot waits for the pass to end)
 
     # --- observation ---
 
@@ -149,10 +93,15 @@ class Machine:
     # --- one power cycle ---
 
     def power_on(self) -> dict | None:
+        with self._cycle:
+            return self._power_cycle()
+
+    def _power_cycle(self) -> dict | None:
         self.cycles += 1
         cycle = self.cycles
-        failures = _failure_for(self.failures, self.mac)
-        self._emit(EV_POWER_ON, cycle=cycle, loader=self.loader, failures=sorted(failures))
+        failures = failure_for(self.failures, self.mac)
+        self._emit(EV_POWER_ON, cycle=cycle, loader=self.loader, failures=sorted(failures),
+                   firmware=self.bootorder.describe())
         if self.external_command is not None:
             return self._external(cycle)
         version = None
@@ -166,8 +115,6 @@ class Machine:
             except BootFailure as exc:
                 boot.outcome = boot.outcome or BOOT_ERROR
                 boot.detail = str(exc)
-            if boot.outcome in DISK_BOOTS and self.disk_broken:
-                boot.outcome, boot.detail = NO_SYSTEM, f"{boot.detail}; the disk has no bootable system"
             self._emit(EV_BOOT, cycle=cycle, boot=number, outcome=boot.outcome, detail=boot.detail,
                        version=boot.version and {k: v for k, v in boot.version.items() if k != FRESH})  # no hash
             if boot.outcome == INSTALLED:
@@ -181,21 +128,39 @@ class Machine:
                 if failures.get("slow"):  # slow boot: the host takes longer to come back
                     self.sleep(float(failures["slow"]) if failures["slow"] is not True else 60.0)
                 return version
-        # Every boot of the cap went back to the network: a server that keeps serving the installer (or, with
-        # no install at all, a boot that keeps failing: a 404 answer file, a missing boot file).
+        # Every boot of the cap went to the installer again: a server that keeps serving it to a network-first
+        # machine (or, with no install at all, a boot that keeps failing: a 404 answer file, a missing boot file).
         installs = self.installs(cycle)
         self._emit(EV_REINSTALL_LOOP if installs else EV_BOOT_LOOP, cycle=cycle, boots=self.max_boots,
                    installs=installs, version=version)
         return version
 
     def _boot(self, boot: Boot, failures: dict) -> None:
-        # never reaches us: no fetch at all (docs/firmware.md "A reboot does not reach the network")
-        if failures.get("no_pxe"):
-            boot.outcome, boot.detail = DISK_FIRST, "the firmware boots the disk first: no network boot"
-            return
+        """One pass through the firmware: the devices of its boot state in turn, until one boots something
+        (docs/firmware.md "The simulated firmware's boot state")."""
+        devices = self.bootorder.devices_for_next_boot()  # consumes BootNext and a Once override
+        if failures.get("no_pxe"):  # never reaches us, whatever the order: no fetch at all
+            devices = [d for d in devices if d == DISK]
+        self._emit(EV_FIRMWARE, cycle=boot.cycle, boot=boot.number, devices=devices)
+        missed: list[str] = []
+        for device in devices:
+            if device == DISK:
+                if not self.disk_broken:
+                    if not missed:
+                        boot.outcome, boot.detail = DISK_FIRST, "the firmware boots the disk first: no network boot"
+                    return  # after a local-boot answer: LOCAL / NO_CONFIG, the disk booted
+                missed.append("the disk has no bootable system")
+                continue
+            self._netboot(boot, failures)  # "network" (PXE) and "http" (UEFI HTTP boot) both end in our loader
+            if boot.outcome not in (LOCAL, NO_CONFIG):
+                return
+            missed.append(boot.detail)
+        boot.outcome, boot.detail = NO_SYSTEM, "; ".join(missed + ["no bootable device left"])
+
+    def _netboot(self, boot: Boot, failures: dict) -> None:
         text = self._config(boot)
         if text is None:
-            boot.outcome, boot.detail = NO_CONFIG, "no PXE answer: the firmware boots the disk"
+            boot.outcome, boot.detail = NO_CONFIG, "no PXE answer: the firmware goes on to its next device"
             return
         loader, plan = self.loader, parse_config(self.loader, text)
         if plan["action"] == "chain":  # iPXE on UEFI chains to GRUB, which asks the TFTP server for its config
@@ -308,6 +273,7 @@ class Machine:
                 boot.detail = f"{boot.detail}; complete script not run: {exc}".lstrip("; ")
         if code == "0":
             boot.outcome, boot.version = INSTALLED, fresh_version(answers, version) if answers.fresh else version
+            self.bootorder.installer_wrote_boot_entry()  # UEFI: its entry first in BootOrder (writeBootEntries)
             self.disk_broken = False  # only a fresh install gets here on a broken disk: it repartitions it
         else:
             boot.outcome = INSTALL_BROKEN if self.disk_broken else INSTALL_FAILED
@@ -332,7 +298,7 @@ class Machine:
         env = {"MAC": self.mac, "TFTP_HOST": self.tftp_addr[0], "TFTP_PORT": str(self.tftp_addr[1]),
                "TFTP_ADDR": f"{self.tftp_addr[0]}:{self.tftp_addr[1]}", "HTTP_BASE": self.http_base or "",
                "LOADER": self.loader, "FIRMWARE": self.firmware or "", "INSTALL_SECONDS": str(self.install_seconds),
-               "FAILURES": json.dumps(_failure_for(self.failures, self.mac)), "DISK_BROKEN": "1" * self.disk_broken}
+               "FAILURES": json.dumps(failure_for(self.failures, self.mac)), "DISK_BROKEN": "1" * self.disk_broken}
         code, boot.version, boot.detail = run_external(self.external_command, env, self.stop_event)
         self._emit(EV_EXTERNAL, cycle=cycle, exit=code, version=boot.version, detail=boot.detail)
         self.disk_broken = code == EXIT_NO_SYSTEM
@@ -343,25 +309,30 @@ class Machine:
 
 class BootHandler:
     """The hook the XAPI simulator calls: handler(mac) -> version dict | None. One Machine per MAC, created on
-    first use with the handler's settings; `failures` may be changed between boots (inject())."""
+    first use with the handler's settings; `failures` may be changed between boots (inject()). `boot_orders` maps
+    MAC -> its firmware boot state (a bootorder.SPECS name or a BootOrder), `boot_order` is every other machine's."""
 
     def __init__(self, tftp_addr: tuple[str, int], **settings: Any):
         self.tftp_addr = tftp_addr
         self.failures: dict = dict(settings.pop("failures", None) or {})
         self.firmware: dict[str, str] = {canonical_mac(k): v for k, v in (settings.pop("firmware", None) or {}).items()}
+        self.boot_orders = {canonical_mac(k): BootOrder.from_spec(v)
+                            for k, v in (settings.pop("boot_orders", None) or {}).items()}
+        self.boot_order = settings.pop("boot_order", None)  # None: bios-network-first (Machine)
         self.settings = settings
         self.stop_event = threading.Event()
         self.machines: dict[str, Machine] = {}
         self._lock = threading.Lock()
-        Machine("00:00:00:00:00:00", tftp_addr, **settings)  # check the settings now, not on a sim thread
+        Machine("00:00:00:00:00:00", tftp_addr, boot_order=self.boot_order, **settings)  # check the settings now, not on a sim thread
 
     def machine(self, mac: str) -> Machine:
         canonical = canonical_mac(mac)
         with self._lock:
             if canonical not in self.machines:
                 self.machines[canonical] = Machine(canonical, self.tftp_addr, failures=self.failures,
-                                                   firmware=self.firmware.get(canonical),
-                                                   stop_event=self.stop_event, **self.settings)
+                                                   firmware=self.firmware.get(canonical), stop_event=self.stop_event,
+                                                   boot_order=self.boot_orders.get(canonical, self.boot_order),
+                                                   **self.settings)
             return self.machines[canonical]
 
     def __call__(self, mac: str) -> dict | None:
@@ -376,6 +347,10 @@ class BootHandler:
             target = self.failures if mac is None else self.failures.setdefault(canonical_mac(mac), {})
             target.update(failures)
 
+    def boot_state(self, mac: str) -> BootOrder:
+        """The machine's firmware boot state: what its BMC (bmc_target.py) sets the override in."""
+        return self.machine(mac).bootorder
+
     def boots(self, mac: str) -> list[Boot]:
         return list(self.machine(mac).boots)
 
@@ -388,9 +363,11 @@ def make_boot_handler(tftp_addr: tuple[str, int], *, clock: Any = None, install_
                       loader: str = "pxelinux", http_base: str | None = None,
                       failures: Mapping[str, Any] | None = None, max_boots: int = 5,
                       external_command: str | list[str] | None = None, on_event: OnEvent | None = None,
-                      firmware: Mapping[str, str] | None = None) -> BootHandler:
+                      firmware: Mapping[str, str] | None = None, boot_order: str | BootOrder | None = None,
+                      boot_orders: Mapping[str, str | BootOrder] | None = None) -> BootHandler:
     """The boot hook for the XAPI simulator (see BootHandler). `firmware` maps MAC -> "bios"|"uefi" (what iPXE
-    reports as ${platform}); `failures` holds global FAILURES keys and/or {mac: {failure: value}}."""
+    reports as ${platform}); `failures` holds global FAILURES keys and/or {mac: {failure: value}}; `boot_order`
+    (None: bios-network-first) and `boot_orders` (per MAC) give the firmware boot states (bootorder.py)."""
     return BootHandler(tftp_addr, clock=clock, install_seconds=install_seconds, loader=loader, http_base=http_base,
                        failures=failures, max_boots=max_boots, external_command=external_command,
-                       on_event=on_event, firmware=firmware)
+                       on_event=on_event, firmware=firmware, boot_order=boot_order, boot_orders=boot_orders)

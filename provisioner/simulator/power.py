@@ -38,10 +38,11 @@ class HostPower:
         self.spawn(self._power_off, h, op == "reboot", name=f"sim-{op}-{h.name}")
 
     def _power_off(self, h: SimHost, reboot: bool) -> None:
-        if not self.sleep(self.delays["reboot_delay"]):
+        epoch = h.power_epoch  # a hard power cut (crash, BMC) ends this shutdown where it is
+        if not self.sleep(self.delays["reboot_delay"]) or h.power_epoch != epoch:
             return
         self.shutdown_now(h)
-        if not self.sleep(self.delays["shutdown"]):
+        if not self.sleep(self.delays["shutdown"]) or h.power_epoch != epoch:
             return
         h.pending_op = ""
         if reboot:
@@ -85,6 +86,7 @@ class HostPower:
         if h.never_returns:
             h.boot_error = "injected: never returns"
             return
+        epoch = h.power_epoch
         handler = self.boot_handler
         try:
             new_version = handler(h.mac) if handler else None
@@ -95,12 +97,12 @@ class HostPower:
             h.boot_error = repr(exc)
             log.warning("host %s (%s): boot hook failed: %r", h.name, h.mac, exc, extra={"mac": h.mac})
             return
-        if self.stopping or h.never_returns:
+        if self.stopping or h.never_returns or h.power_epoch != epoch:  # power cut meanwhile: a new cycle runs
             return
         if new_version and new_version.get("fresh"):  # the disk was wiped: a NEW standalone host (fresh.py)
             new_version = self.hooks.fresh_install(self, h, new_version)
         self._set_state(h, st.BOOT_LOCAL)
-        if not self.sleep(self.delays["boot_local"]):
+        if not self.sleep(self.delays["boot_local"]) or h.power_epoch != epoch:
             return
         self.xapi_start(h, new_version)
 
@@ -120,14 +122,15 @@ class HostPower:
             # A member starts in emergency mode until Pool.hello succeeds (xapi.ml:1195-1230).
             h.emergency = XapiError("HOST_STILL_BOOTING")
             self._set_state(h, st.XAPI_STARTING)
-            if not self.sleep(self.delays["hello"]):
+            epoch = h.power_epoch
+            if not self.sleep(self.delays["hello"]) or h.power_epoch != epoch:
                 return
             while not self.stopping:
                 err = self.pool_hello(h)
                 if err is None:
                     break
                 h.emergency = err
-                if not self.sleep(self.delays["emergency_retry"]):
+                if not self.sleep(self.delays["emergency_retry"]) or h.power_epoch != epoch:
                     return
             h.emergency = None
             self.dbsync(h)
@@ -172,8 +175,8 @@ class HostPower:
 
     def _startup_window(self, h: SimHost) -> None:
         """HOST_STILL_BOOTING until startup completes, then consider_enabling_host (xapi_host_helpers.ml:387-500)."""
-        extra = h.enable_refusals * self.delays["still_booting"]
-        if not self.sleep(self.delays["still_booting"] + extra):
+        extra, epoch = h.enable_refusals * self.delays["still_booting"], h.power_epoch
+        if not self.sleep(self.delays["still_booting"] + extra) or h.power_epoch != epoch:
             return
         db = h.pool.db
         with db.lock:

@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from . import states as st
+from .bmc_target import BmcTarget
 from .clock import Clock
 from .hosts import SimHost, SimPool
 from .inject import FailureInjection
@@ -53,6 +54,8 @@ class World(HostPower, FailureInjection):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ticker: threading.Thread | None = None
+        self._bmcs: dict[str, BmcTarget] = {}
+        self._bmc_lock = threading.Lock()
 
     # ---- plumbing -------------------------------------------------------------------------------
     def spawn(self, fn: Callable, *args, name: str = "sim") -> threading.Thread:
@@ -93,6 +96,12 @@ class World(HostPower, FailureInjection):
 
     def host(self, mac: str) -> SimHost:
         return self.hosts[mac.lower()]
+
+    def bmc(self, mac: str) -> BmcTarget:
+        """The machine's BMC face (bmc_target.py): what the Redfish and IPMI servers in front of it drive."""
+        h = self.host(mac)
+        with self._bmc_lock:
+            return self._bmcs.setdefault(h.mac, BmcTarget(self, h.mac))
 
     def _set_state(self, h: SimHost, new: str) -> None:
         st.check_transition(h.state, new)

@@ -1,0 +1,150 @@
+"""World.bmc(mac): the BMC face of a simulated machine (provisioner/simulator/bmc_target.py). Power goes through the
+world's power state machine; the boot override lands in the machine's firmware boot state and is consumed by its
+next boot, which is a real network boot against the runtime (TFTP + HTTP on loopback)."""
+
+import time
+
+import pytest
+
+from sim_helpers import BIOS, MEDIA, UEFI, Events, sim_server
+
+from provisioner import states
+from provisioner.boot import attempts
+from provisioner.simulator import machine
+from provisioner.simulator import states as st
+from provisioner.simulator.bmc_target import OverrideUnsupported
+from provisioner.simulator.builder import build_pool, new_world
+from provisioner.simulator.clock import Clock
+
+
+def wait_for(pred, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.005)
+    raise AssertionError("condition not reached")
+
+
+class Lab:
+    def __init__(self, tmp_path):
+        self.config, self.store, self.runtime = sim_server(tmp_path)
+        # shutdown: 4000 sim s (2 s of wall time) so a test can act while the host is still shutting down
+        self.world = new_world(Clock(2000.0), shutdown=4000.0)
+        self.pool = build_pool(self.world, "p", hosts=2, macs=[BIOS, UEFI], vms_per_host=0)
+        self.events = Events()
+        self.handler = machine.make_boot_handler(self.runtime.tftp.address, http_base=self.runtime.http.url,
+                                                 clock=self.world.clock, on_event=self.events,
+                                                 boot_orders={BIOS: "bios-disk-first", UEFI: "uefi-disk-first"})
+        self.world.boot_handler = self.handler
+        self.world.start()
+
+    def host(self, mac):
+        return self.world.host(mac)
+
+    def live(self, mac):
+        h, db = self.host(mac), self.host(mac).pool.db
+        with db.lock:
+            return db.get("host_metrics", db.get("host", h.ref)["metrics"])["live"]
+
+    def version(self, mac):
+        h = self.host(mac)
+        with h.pool.db.lock:
+            return h.pool.db.get("host", h.ref)["software_version"]["product_version"]
+
+    def close(self):
+        self.handler.stop()
+        self.world.stop()
+        self.runtime.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path)
+    yield lab
+    lab.close()
+
+
+def test_one_bmc_per_machine(lab):
+    assert lab.world.bmc(BIOS) is lab.world.bmc(BIOS.upper())
+    assert lab.world.bmc(BIOS) is not lab.world.bmc(UEFI)
+    assert lab.world.bmc(BIOS).power_state() == "On"
+
+
+def test_graceful_off_reads_off_while_shutting_down_and_drops_the_power_on_sent_then(lab):
+    bmc, h = lab.world.bmc(BIOS), lab.host(BIOS)
+    bmc.power_off(graceful=True)
+    wait_for(lambda: h.state == st.SHUTTING_DOWN)
+    assert bmc.power_state() == "Off" and lab.live(BIOS) is False  # xapi went down cleanly
+    bmc.power_on()
+    assert h.bmc_log[-1] == ("power_on", "dropped: still shutting down")
+    wait_for(lambda: h.state == st.OFF)
+    assert h.state == st.OFF and h.boot_count == 0  # the dropped power-on did nothing
+    bmc.power_on()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 1)
+    assert bmc.power_state() == "On"
+
+
+def test_injected_drop_and_hard_off(lab):
+    bmc, h = lab.world.bmc(BIOS), lab.host(BIOS)
+    bmc.power_off(graceful=False)
+    assert h.state == st.OFF and bmc.power_state() == "Off"
+    assert lab.live(BIOS) is True  # the host just died: live stays true until xapi notices
+    lab.world.drop_power_on(BIOS, count=2)
+    bmc.power_on()
+    bmc.power_on()
+    assert h.state == st.OFF and [e for e in h.bmc_log if e == ("power_on", "dropped (injected)")] == [
+        ("power_on", "dropped (injected)")] * 2
+    bmc.power_on()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 1)
+    assert lab.live(BIOS) is True
+
+
+def test_reset_with_a_once_override_network_boots_exactly_once(lab):
+    """A disk-first BIOS machine, armed: a plain reset boots the disk; a Once override to the network makes the
+    next power cycle network-boot (the installer runs, its reboot boots the disk), and the next reset does not."""
+    attempts.arm(lab.store, lab.config, BIOS, MEDIA)
+    bmc, h = lab.world.bmc(BIOS), lab.host(BIOS)
+    bmc.reset()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 1)
+    assert [b.outcome for b in lab.handler.boots(BIOS)] == [machine.DISK_FIRST]
+    assert lab.version(BIOS) == "8.2.1"
+
+    bmc.set_boot_override("network", once=True)
+    assert bmc.boot_override() == ("network", True)
+    bmc.reset()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 2)
+    assert [b.outcome for b in lab.handler.boots(BIOS)[1:]] == [machine.INSTALLED, machine.DISK_FIRST]
+    assert bmc.boot_override() == (None, True)  # consumed by that boot
+    assert lab.version(BIOS) == "8.4.0"
+    assert attempts.current_attempt(lab.store, BIOS).state == states.SUCCEEDED
+
+    bmc.reset()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 3)
+    assert [b.outcome for b in lab.handler.boots(BIOS)[3:]] == [machine.DISK_FIRST]
+    assert lab.handler.boots(BIOS)[3].fetches == []
+
+
+def test_continuous_override_stays_and_power_on_from_off_uses_it(lab):
+    bmc, h = lab.world.bmc(UEFI), lab.host(UEFI)
+    bmc.set_boot_override("network", once=False, uefi=True)
+    bmc.power_off(graceful=False)
+    bmc.power_on()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 1)
+    (boot,) = lab.handler.boots(UEFI)
+    assert boot.outcome == machine.LOCAL and boot.fetched("config") == 1  # not armed: local answer, then disk
+    assert bmc.boot_override() == ("network", False)
+    bmc.set_boot_override(None)
+    assert bmc.boot_override() == (None, True)
+
+
+def test_no_override_support_is_injectable(lab):
+    bmc = lab.world.bmc(UEFI)
+    assert bmc.supports_override() is True
+    lab.world.no_override(UEFI)
+    assert bmc.supports_override() is False
+    with pytest.raises(OverrideUnsupported):
+        bmc.set_boot_override("network")
+    assert bmc.boot_override() == (None, True)
+    assert lab.handler.boot_state(UEFI).pending_override() == (None, True)

@@ -1,0 +1,132 @@
+"""Simulated machines follow their firmware boot state (bootorder.py) against the real runtime (TFTP + HTTP on
+loopback): disk-first machines never reach us, a local-boot answer falls through to the next device, and on UEFI
+the installer's entry goes first after every install or upgrade (docs/firmware.md "The simulated firmware's boot
+state")."""
+
+import pytest
+
+from sim_helpers import BIOS, MEDIA, OTHER, UEFI, Events, RecordingClock, sim_server
+
+from provisioner import states
+from provisioner.boot import attempts
+from provisioner.simulator import machine
+from provisioner.simulator.bootorder import DISK, NETWORK, BootOrder
+
+VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
+           "platform_version": "3.4.0", "build_number": "12345"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    config, store, runtime = sim_server(tmp_path)
+    yield config, store, runtime
+    runtime.stop()
+    store.close()
+
+
+def _handler(runtime, events, **settings):
+    return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
+                                     clock=RecordingClock(), **settings)
+
+
+def _outcomes(handler, mac, since=0):
+    return [b.outcome for b in handler.boots(mac)[since:]]
+
+
+def test_default_is_bios_network_first(server):
+    _, _, runtime = server
+    handler = _handler(runtime, Events())
+    assert handler.boot_state(OTHER).describe() == {"mode": "bios", "devices": [NETWORK, DISK]}
+    assert handler.machine(OTHER).firmware is None  # iPXE's ${platform} stays unset, as before
+
+
+def test_disk_first_bios_machine_armed_on_our_server_boots_its_disk_with_no_fetch(server):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    events = Events()
+    handler = _handler(runtime, events, boot_orders={BIOS: "bios-disk-first"})
+    for _ in range(3):  # every power cycle: the same
+        assert handler(BIOS) is None
+    assert _outcomes(handler, BIOS) == [machine.DISK_FIRST] * 3
+    assert all(b.fetches == [] for b in handler.boots(BIOS)) and not events.kinds(machine.EV_FETCH, BIOS)
+    assert [e["devices"] for e in events.kinds(machine.EV_FIRMWARE, BIOS)] == [[DISK, NETWORK]] * 3
+    assert attempts.current_attempt(store, BIOS).state == states.ARMED  # armed, and never reached
+
+
+def test_network_first_local_answer_falls_through_to_the_next_device(server):
+    """The local-boot answer hands the boot back to the firmware, which goes on with ITS order."""
+    _, _, runtime = server
+    handler = _handler(runtime, Events(), boot_orders={OTHER: "bios-network-first", BIOS: BootOrder.bios([NETWORK])})
+    assert handler(OTHER) is None
+    (boot,) = handler.boots(OTHER)
+    assert boot.outcome == machine.LOCAL and [f.what for f in boot.fetches] == ["config"]
+    # A machine whose order holds the network only: the local answer leaves it no device to boot.
+    with pytest.raises(machine.NoBootableSystem):
+        handler(BIOS)
+    (boot,) = handler.boots(BIOS)
+    assert boot.outcome == machine.NO_SYSTEM and "no bootable device left" in boot.detail
+    assert boot.fetched("config") == 1
+
+
+def test_a_disk_first_machine_with_a_broken_disk_falls_through_to_the_network(server):
+    config, store, runtime = server
+    handler = _handler(runtime, Events(), boot_orders={BIOS: "bios-disk-first"})
+    handler.machine(BIOS).disk_broken = True  # what installer_breaks leaves
+    attempts.arm(store, config, BIOS, MEDIA)
+    with pytest.raises(machine.NoBootableSystem):  # the upgrade finds no installation; then nothing boots
+        handler(BIOS)
+    boots = handler.boots(BIOS)
+    assert boots[0].outcome == machine.INSTALL_BROKEN and boots[0].fetched("answerfile") == 1
+    assert boots[-1].outcome == machine.NO_SYSTEM
+
+
+def test_uefi_after_an_upgrade_boots_the_disk_then_boot_next_and_override_network_boot_once(server):
+    config, store, runtime = server
+    events = Events()
+    handler = _handler(runtime, events, loader="grub", boot_orders={UEFI: "uefi-network-first"})
+    assert handler.machine(UEFI).firmware == "uefi"
+    attempts.arm(store, config, UEFI, MEDIA)
+    # A PXE-first UEFI machine: installed once; the installer's reboot already boots the disk (its entry first).
+    assert handler(UEFI) == VERSION
+    assert _outcomes(handler, UEFI) == [machine.INSTALLED, machine.DISK_FIRST]
+    state = handler.boot_state(UEFI)
+    assert state.describe()["order"][0].endswith("XenServer (disk)")
+    assert attempts.current_attempt(store, UEFI).state == states.SUCCEEDED
+
+    # Armed again (a second upgrade): a plain reboot never reaches us.
+    attempts.arm(store, config, UEFI, MEDIA)
+    assert handler(UEFI) is None
+    assert _outcomes(handler, UEFI, 2) == [machine.DISK_FIRST]
+    assert handler.boots(UEFI)[2].fetches == []
+    assert attempts.current_attempt(store, UEFI).state == states.ARMED
+
+    # BootNext = the PXE entry: the network once, the installer runs, its reboot boots the disk.
+    state.set_boot_next(state.entry_number(NETWORK))
+    assert handler(UEFI) == VERSION
+    assert _outcomes(handler, UEFI, 3) == [machine.INSTALLED, machine.DISK_FIRST]
+    assert handler.machine(UEFI).installs() == 2
+
+    # A BMC's Once override to the network: one network boot (local answer: the server disarmed), then the disk.
+    state.set_override(NETWORK, once=True, uefi=True)
+    assert handler(UEFI) is None
+    boot = handler.boots(UEFI)[5]
+    assert boot.outcome == machine.LOCAL and boot.fetched("config") == 1
+    assert state.pending_override() == (None, True)
+    assert handler(UEFI) is None
+    assert handler.boots(UEFI)[6].outcome == machine.DISK_FIRST and handler.boots(UEFI)[6].fetches == []
+
+
+def test_no_pxe_still_skips_the_network_whatever_the_order(server):
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    handler = _handler(runtime, Events(), failures={BIOS: {"no_pxe": True}})
+    handler.boot_state(BIOS).set_override(NETWORK)
+    assert handler(BIOS) is None
+    assert _outcomes(handler, BIOS) == [machine.DISK_FIRST] and handler.boots(BIOS)[0].fetches == []
+
+
+def test_bad_boot_orders_are_refused_up_front():
+    with pytest.raises(ValueError):
+        machine.make_boot_handler(("127.0.0.1", 69), boot_order="pxe-always")
+    with pytest.raises(ValueError):
+        machine.make_boot_handler(("127.0.0.1", 69), boot_orders={BIOS: "uefi-sideways"})

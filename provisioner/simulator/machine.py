@@ -323,7 +323,8 @@ class BootHandler:
         self.stop_event = threading.Event()
         self.machines: dict[str, Machine] = {}
         self._lock = threading.Lock()
-        Machine("00:00:00:00:00:00", tftp_addr, boot_order=self.boot_order, **settings)  # check the settings now, not on a sim thread
+        # check the settings now, not on a sim thread
+        Machine("00:00:00:00:00:00", tftp_addr, boot_order=self.boot_order, **settings)
 
     def machine(self, mac: str) -> Machine:
         canonical = canonical_mac(mac)

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 # the MAC name (pxelinux, GRUB) or to pxelinux.cfg/default, which we answer with a local boot.
 _PASS = frozenset({filenames.PXE_UUID, filenames.PXE_IP, filenames.GRUB_UUID, filenames.GRUB_IP})
 _IPXE_UNSAFE = re.compile(r"[^A-Za-z0-9 .:,'()_-]")  # what may not reach an iPXE `echo` line from a URL
+SELF_CHECK_DIR = "provisioner-selfcheck"
+"""TFTP names SELF_CHECK_DIR/<per-MAC config name> are the boot server's check of itself before a reboot
+(coordinator/selfcheck.py): answered with what that per-MAC name gets now, but with no `attempt.fetch` event, so the
+check neither binds the attempt to the checker's address nor counts as the host's boot (docs/architecture.md
+"The boot server checks itself before a reboot")."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,12 @@ def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) ->
 
     Per-MAC pxelinux/GRUB names get the decision's config; pxelinux.cfg/default gets a local boot; any
     plain grub.cfg (EFI/xenserver/grub.cfg for the ISO's grubx64.efi) gets the $net_default_mac dispatcher.
+    A SELF_CHECK_DIR/<per-MAC name> gets that name's config, recorded nowhere.
     """
-    path = filenames.parse_tftp(filename)
+    checked = self_check_target(filename)
+    path = filenames.parse_tftp(checked if checked is not None else filename)
+    if checked is not None and (path is None or path.kind not in (filenames.PXE_MAC, filenames.GRUB_MAC)):
+        return None
     if path is None or path.kind in _PASS:
         return None
     if path.kind == filenames.BAD_MAC:
@@ -59,7 +68,20 @@ def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) ->
     # lpxelinux.0 can fetch http:// (much faster for install.img); plain pxelinux.0 cannot. The DHCP
     # server decides which one runs, so it is a site setting (config key `pxelinux_http`, default off).
     pxelinux_http = config.pxelinux_http
-    return _payload(store, config, decision, loader, client_ip, name=filename, pxelinux_http=pxelinux_http)
+    return _payload(store, config, decision, loader, client_ip, name=filename, pxelinux_http=pxelinux_http,
+                    record=checked is None)
+
+
+def self_check_name(name: str) -> str:
+    """The TFTP name of the read-only check of per-MAC config `name` (pxelinux.cfg/01-..., grub/grub.cfg-01-...)."""
+    return f"{SELF_CHECK_DIR}/{name}"
+
+
+def self_check_target(filename: Any) -> str | None:
+    """The per-MAC name a self-check TFTP name stands for (None: not a self-check name)."""
+    text = str(filename).replace("\\", "/").lstrip("/")
+    head, _, rest = text.partition("/")
+    return rest if head.lower() == SELF_CHECK_DIR and rest else None
 
 
 def tftp_media_file(store: Store, name: str) -> Path | None:
@@ -115,7 +137,9 @@ def ipxe_script(store: Store, config: Config, target: str, path: str, client_ip:
 
 
 def _payload(store: Store, config: Config, decision: BootDecision, loader: str, client_ip: Any, *, name: str,
-             platform: str | None = None, pxelinux_http: bool = False) -> bytes:
+             platform: str | None = None, pxelinux_http: bool = False, record: bool = True) -> bytes:
+    """The config for `decision`; with `record` (every request but a self-check) the fetch goes on the attempt's
+    timeline, and the first one binds the attempt to `client_ip` (attempts.record_fetch)."""
     attempt = decision.attempt
     what = "ipxe" if loader == configs.IPXE else "config"
     if decision.installer:
@@ -130,9 +154,10 @@ def _payload(store: Store, config: Config, decision: BootDecision, loader: str, 
                 "attempt": attempt.id, "loader": loader, "name": name[:200], "client": _str(client_ip),
                 "error": str(exc)[:500]})
             return configs.local_boot(loader, mac=decision.mac, reason="installer config could not be rendered")
-        attempts.record_fetch(store, attempt, what, client_ip, name=name, loader=loader, decision=decision.action)
+        if record:
+            attempts.record_fetch(store, attempt, what, client_ip, name=name, loader=loader, decision=decision.action)
         return body
-    if attempt is not None:
+    if attempt is not None and record:
         # Show the "reboot after the start script -> local boot" step on the attempt's timeline.
         attempts.record_fetch(store, attempt, what, client_ip, name=name, loader=loader, decision=decision.action,
                               reason=decision.reason)

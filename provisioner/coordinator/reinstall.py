@@ -23,7 +23,7 @@ from typing import Callable
 from provisioner import states
 from provisioner.boot import attempts
 from provisioner.config import Config
-from provisioner.coordinator import pools, wiring
+from provisioner.coordinator import pools, selfcheck, wiring
 from provisioner.coordinator.plan import at_target
 from provisioner.coordinator.reinstall_join import FIX_THEN_RERUN, join_hint
 from provisioner.coordinator.reinstall_plan import (Connect, ReinstallRefused, check_confirmation, describe_disk,
@@ -49,6 +49,11 @@ DESTROY_HINTS = {
 
 class ReinstallFailed(RuntimeError):
     """A step could not reach its effect; the message is the reason shown to the operator."""
+
+
+class BootServerNotReady(RuntimeError):
+    """Our boot server would not give the host its installer (selfcheck.py): it is not powered on, the flow stays
+    at INSTALLING, and the same command run again after the fix checks again and powers it on."""
 
 
 class JoinRefused(RuntimeError):
@@ -144,6 +149,12 @@ class Flow:
                 except JoinRefused as exc:  # a waiting state, not the end: nothing to undo, the host is standalone
                     self.say(f"{r.host_name}: WAITING at {states.RI_JOIN_REFUSED}: {exc}")
                     r = self.store.set_reinstall_step(self.id, states.RI_JOIN_REFUSED, reason=str(exc))
+                except BootServerNotReady as exc:  # nothing was powered on: stop here, resumable as it is
+                    self.say(f"{r.host_name}: NOT powered on, stopped at {r.step}: {exc}; fix it, then run the same "
+                             "command again")
+                    self.store.add_event("reinstall.not_powered_on", mac=r.mac, details={
+                        "reinstall": r.id, "why": str(exc)[:500]})
+                    break
                 except (ReinstallFailed, XapiError, XapiUnreachable, NotFoundError, ValueError) as exc:
                     reason = f"{r.step}: {exc}"
                     self.say(f"{r.host_name}: FAILED at {reason}")
@@ -194,7 +205,15 @@ class Flow:
         return self.record
 
     def _installing(self, r: Reinstall) -> Reinstall:
-        if self.power_on is not None and self.store.get_attempt(r.attempt_id).state == states.ARMED:
+        attempt = self.store.get_attempt(r.attempt_id)
+        if attempt.state == states.ARMED:
+            try:  # the operator powers it on when we do not: then a failed check is a warning for them
+                selfcheck.check_boot_server(self.config, self.store.get_host(r.mac), self.media, attempt)
+            except selfcheck.SelfCheckFailed as exc:
+                if self.power_on is not None:
+                    raise BootServerNotReady(f"the boot server would not give it the installer: {exc}") from None
+                self.say(f"{r.host_name}: WARNING: do not power it on yet: {exc}")
+        if self.power_on is not None and attempt.state == states.ARMED:
             self.power_on()
             self.power_on = None
 

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.coordinator import installing, journal, vms
+from provisioner.coordinator import installing, journal, selfcheck, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
@@ -96,6 +96,7 @@ def reboot(ctx: Context, rh: RunHost) -> str:
     if _rebooted(ctx, rh, info):
         ctx.event("step.skipped", rh, step=states.STEP_REBOOT, why="already rebooting or rebooted")
         return after
+    check_boot_server(ctx, rh)
     try:
         if cycle:
             xapi_call(ctx, rh, "host.shutdown", ctx.driver.shutdown, info.ref)
@@ -106,6 +107,19 @@ def reboot(ctx: Context, rh: RunHost) -> str:
             return after  # the one sent before a crash is still starting
         raise
     return after
+
+
+def check_boot_server(ctx: Context, rh: RunHost) -> None:
+    """Before anything reboots the host: our own TFTP and HTTP give it its installer (selfcheck.py), else the step
+    fails with nothing sent, a "nothing changed" failure the run undoes (remedies.NOTHING_CHANGED)."""
+    host = ctx.store.get_host(rh.mac)
+    attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
+    if host is None or attempt is None:
+        raise StepFailed("not rebooted: the host or its installer attempt is no longer recorded; re-run the upgrade")
+    try:
+        selfcheck.check_boot_server(ctx.config, host, ctx.media, attempt)
+    except selfcheck.SelfCheckFailed as exc:
+        raise StepFailed(f"not rebooted: the boot server would not give it the installer: {exc}") from None
 
 
 POWER_ON_TRIES = 3

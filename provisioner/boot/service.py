@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) ->
     A SELF_CHECK_DIR/<per-MAC name> gets that name's config, recorded nowhere.
     """
     checked = self_check_target(filename)
+    if checked is not None and not _ours(client_ip):
+        return None  # only this machine checks itself: to anyone else it is an ordinary (missing) file name
     path = filenames.parse_tftp(checked if checked is not None else filename)
     if checked is not None and (path is None or path.kind not in (filenames.PXE_MAC, filenames.GRUB_MAC)):
         return None
@@ -70,6 +73,16 @@ def tftp_payload(store: Store, config: Config, filename: str, client_ip: Any) ->
     pxelinux_http = config.pxelinux_http
     return _payload(store, config, decision, loader, client_ip, name=filename, pxelinux_http=pxelinux_http,
                     record=checked is None)
+
+
+def _ours(client_ip: Any) -> bool:
+    """Whether `client_ip` is an address of this machine (the kernel lets a socket bind only to its own)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(client_ip), 0))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def self_check_name(name: str) -> str:

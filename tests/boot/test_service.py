@@ -129,3 +129,13 @@ def test_media_removed_after_arming_gives_local_boot(world, config):
                              b'# "exit" hands control back to the UEFI firmware, which goes on to the next boot ',
                              b"entry (the disk).\nexit\n"])
     assert "attempt's media" in world.events(kind="boot.render_failed")[0]["details"]["error"]
+
+
+def test_the_self_check_name_answers_this_machine_only(world, config):
+    """provisioner-selfcheck/<per-MAC name> renders without recording (coordinator/selfcheck.py); to any other
+    address it is an ordinary missing file, so nobody else reads a host's installer config through it."""
+    attempts.arm(world, config, MAC, "xs84")
+    name = service.self_check_name(names(MAC)[0])
+    assert is_installer(service.tftp_payload(world, config, name, "127.0.0.1"))
+    assert service.tftp_payload(world, config, name, "192.0.2.7") is None  # TEST-NET-1: never ours
+    assert not world.events(mac=MAC, kind="attempt.fetch")

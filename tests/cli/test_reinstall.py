@@ -78,7 +78,9 @@ def test_plan_then_the_whole_flow(lab, tmp_path):
     assert lab.store.active_reinstall(mac) is None  # --plan changes nothing
 
     watcher = power_on_when_armed(lab, mac)
-    result = invoke(tmp_path, *args)
+    # the CLI's configuration names the lab's boot server, which the flow checks before the host boots (selfcheck.py)
+    served = {"PROVISIONER_PUBLIC_URL": lab.config.public_url, "PROVISIONER_TFTP_PORT": str(lab.config.tftp_port)}
+    result = invoke(tmp_path, *args, env=served)
     watcher.join(5)
     assert result.exit_code == 0, result.output
     for line in ("forgetting uuid", "fresh install armed", "waiting for the host to network-boot", f"{name}: join",

@@ -14,7 +14,7 @@ from helpers import FAST
 from labs import MEDIA, PASSWORD, POOL, host_info, macs, shut_down, upgrade
 
 from provisioner import cryptpw, registry, states
-from provisioner.boot import attempts, filenames
+from provisioner.boot import attempts, filenames, service
 from provisioner.coordinator import pools, reinstall, runner, selfcheck
 from provisioner.coordinator.context import ReinstallTimeouts
 from provisioner.simulator import states as sim_states
@@ -92,6 +92,17 @@ def test_the_check_passes_and_leaves_the_attempt_as_it_was(lab, firmware):
     _settled(lab)
     assert lab.store.get_attempt(attempt.id).boot_client == "127.0.0.1"
     assert [e["details"]["what"] for e in _fetches(lab, attempt)] == ["config"]
+
+
+def test_the_self_check_name_answers_only_for_per_mac_names_and_records_nothing(lab):
+    mac = lab.mac(1)
+    attempt = attempts.arm(lab.store, lab.config, mac, MEDIA)
+    for other in ("pxelinux.cfg/default", "grub/grub.cfg", "pxelinux.cfg/C0A80001", "", "xenserver/xs84/.treeinfo"):
+        assert service.tftp_payload(lab.store, lab.config, service.self_check_name(other), "127.0.0.1") is None
+    body = service.tftp_payload(lab.store, lab.config, "/" + service.self_check_name(filenames.format_pxelinux(mac)),
+                                "127.0.0.1")
+    assert attempt.token.encode() in body
+    assert lab.store.get_attempt(attempt.id).boot_client is None and _fetches(lab, attempt) == []
 
 
 def test_a_local_boot_answer_is_refused(lab):

@@ -147,6 +147,10 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # retention of the events table (issue 15): noise rows older than this many days are pruned (audit rows
     # 4x longer), and the oldest rows beyond this count, noise first; rows of active runs are always kept
     "events_max_age_days": (_int_in(1, 36_500), 90),
+    # the BMC power-state confirm loop (power/confirm.py; docs/power.md "The confirm loop"): poll, resend, give up
+    "bmc_poll_seconds": (_int_in(1, 600), 5),
+    "bmc_resend_seconds": (_int_in(1, 3600), 30),
+    "bmc_give_up_seconds": (_int_in(1, 86_400), 300),
     "events_max_rows": (_int_in(1_000, 1_000_000_000), 1_000_000),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
@@ -179,6 +183,9 @@ class Config:
     upgrade_poll_ms: int
     events_max_age_days: int
     events_max_rows: int
+    bmc_poll_seconds: int
+    bmc_resend_seconds: int
+    bmc_give_up_seconds: int
     log_level: str
     log_json: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

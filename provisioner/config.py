@@ -151,6 +151,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "bmc_poll_seconds": (_int_in(1, 600), 5),
     "bmc_resend_seconds": (_int_in(1, 3600), 30),
     "bmc_give_up_seconds": (_int_in(1, 86_400), 300),
+    # Redfish over https: check the BMC's certificate (a BMC's factory certificate is self-signed: turn this off
+    # only on a management network you trust, or reach the BMC over http:// where it allows it)
+    "bmc_verify_tls": (_bool, True),
     "events_max_rows": (_int_in(1_000, 1_000_000_000), 1_000_000),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
@@ -186,6 +189,7 @@ class Config:
     bmc_poll_seconds: int
     bmc_resend_seconds: int
     bmc_give_up_seconds: int
+    bmc_verify_tls: bool
     log_level: str
     log_json: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

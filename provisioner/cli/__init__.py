@@ -6,6 +6,7 @@ Each command group lives in its own module; importing them here registers them o
 from provisioner.cli import hosts, services, upgrade  # noqa: F401  (registers the commands)
 from provisioner.cli import reinstall  # noqa: F401,E402  (registers `provisioner reinstall`)
 from provisioner.cli import states  # noqa: F401,E402  (registers `provisioner states`)
+from provisioner.cli import bmc  # noqa: F401,E402  (registers `provisioner bmc`, `provisioner hosts netboot`)
 from provisioner.cli.base import main
 
 __all__ = ["main"]

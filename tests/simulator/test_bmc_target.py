@@ -27,11 +27,11 @@ def wait_for(pred, timeout=30.0):
 
 
 class Lab:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, macs=(BIOS, UEFI)):
         self.config, self.store, self.runtime = sim_server(tmp_path)
         # shutdown: 4000 sim s (2 s of wall time) so a test can act while the host is still shutting down
         self.world = new_world(Clock(2000.0), shutdown=4000.0)
-        self.pool = build_pool(self.world, "p", hosts=2, macs=[BIOS, UEFI], vms_per_host=0)
+        self.pool = build_pool(self.world, "p", hosts=len(macs), macs=list(macs), vms_per_host=0)
         self.events = Events()
         self.handler = machine.make_boot_handler(self.runtime.tftp.address, http_base=self.runtime.http.url,
                                                  clock=self.world.clock, on_event=self.events,
@@ -148,3 +148,49 @@ def test_no_override_support_is_injectable(lab):
         bmc.set_boot_override("network")
     assert bmc.boot_override() == (None, True)
     assert lab.handler.boot_state(UEFI).pending_override() == (None, True)
+
+
+@pytest.mark.parametrize("mac,spec", [(BIOS, "bios-disk-first"), (UEFI, "uefi-disk-first")])
+@pytest.mark.parametrize("graceful", [True, False], ids=["soft-off", "hard-off"])
+def test_off_once_override_on_network_boots_a_disk_first_machine_once(tmp_path, mac, spec, graceful):
+    """The BMC calls the product's one-time network boot makes (provisioner/power/netboot.py; the IPMI front
+    passes a soft-off, the Redfish front a hard one, and clears the override first): off, confirmed off, a Once
+    network override (UEFI flag on the UEFI machine), on. The armed machine network-boots once, installs, and its
+    reboot boots the disk; on UEFI the installer's entry is first in BootOrder, so the next reset boots the disk
+    too. No power cycle is left in FIRMWARE. The machine is its pool's master (a member upgraded before its master
+    stays in XAPI_STARTING: the simulator's rolling-upgrade rule, not a boot matter)."""
+    uefi = spec.startswith("uefi")
+    lab = Lab(tmp_path, macs=(mac,))
+    try:
+        _off_override_on(lab, mac, uefi, graceful)
+    finally:
+        lab.close()
+
+
+def _off_override_on(lab, mac, uefi, graceful):
+    attempts.arm(lab.store, lab.config, mac, MEDIA)
+    bmc, h = lab.world.bmc(mac), lab.host(mac)
+    bmc.power_off(graceful=graceful)
+    wait_for(lambda: h.state == st.OFF)
+    assert bmc.power_state() == "Off" and h.boot_count == 0
+    if not graceful:
+        bmc.set_boot_override(None)
+    bmc.set_boot_override("network", once=True, uefi=uefi)
+    bmc.power_on()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 1)
+    assert h.boot_error == ""
+    assert [b.outcome for b in lab.handler.boots(mac)] == [machine.INSTALLED, machine.DISK_FIRST]
+    assert [e["devices"] for e in lab.events.kinds(machine.EV_FIRMWARE, mac)] == [["network", "disk"],
+                                                                                   ["disk", "network"]]
+    assert bmc.boot_override() == (None, True)  # consumed by the first pass
+    assert lab.version(mac) == "8.4.0"
+    assert attempts.current_attempt(lab.store, mac).state == states.SUCCEEDED
+    view = lab.handler.boot_state(mac).describe()
+    if uefi:
+        assert view["order"] == ["Boot0000 XenServer (disk)", "Boot0001 UEFI PXEv4 (network)"]
+        assert view["boot_next"] is None
+    assert h.bmc_log[-1] == ("power_on", "firmware")
+
+    bmc.reset()
+    wait_for(lambda: h.state == st.XAPI_RUNNING and h.boot_count == 2)
+    assert lab.handler.boots(mac)[-1].outcome == machine.DISK_FIRST and lab.handler.boots(mac)[-1].fetches == []

@@ -79,8 +79,8 @@ def plan(found) -> str:
         "VMs migrate away (host.evacuate)" + (" and back after each upgrade" if found.migrate_back else ""))
     lines = [f"pool {found.pool} -> {found.media} ({found.target}): {'ready' if found.ok else 'BLOCKED'}"]
     lines += found.carried  # settings earlier runs left off come first: this run restores them
-    lines += [table(("order", "host", "mac", "version", "action"),
-                    ((i + 1, h.name, h.mac, h.version, h.action) for i, h in enumerate(found.hosts)))]
+    lines += [table(("order", "host", "mac", "version", "action", "boot method"),
+                    ((i + 1, h.name, h.mac, h.version, h.action, h.boot_method) for i, h in enumerate(found.hosts)))]
     if found.vms:
         lines += [f"VMs ({kind}):",
                   table(("host", "vm", "state", "action", "eject first", "afterwards"),

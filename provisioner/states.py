@@ -109,9 +109,10 @@ down its VMs."""
 STEP_ARM = "arm"
 """Records boot_time and version, then opens the host's installer attempt (once per run)."""
 STEP_REBOOT = "reboot"
-"""host.reboot; with --power-cycle, host.shutdown for a member (POWER_ON follows)."""
+"""host.reboot; host.shutdown for a redfish / ipmi host, and with --power-cycle for a member (POWER_ON follows)."""
 STEP_POWER_ON = "power_on"
-"""--power-cycle, a member: waits until it is off, host.power_on through the pool, watches it network-boot."""
+"""Waits until it is off, powers it on and watches it network-boot: a redfish / ipmi host through its BMC with a
+one-time network boot (retried once), else (--power-cycle, a member) host.power_on through the pool."""
 STEP_WAIT_DOWN = "wait_down"
 """Waits until the reboot happened: the host went down, or is back with a new boot_time (was "installing" until
 schema 8; the store's migration renames stored steps)."""
@@ -162,8 +163,8 @@ TRANSITIONS = TRANSITIONS + (
     Transition(HOST, STEP_EVACUATE, STEP_ARM, "evacuated"),
     Transition(HOST, STEP_ARM, STEP_REBOOT, "armed"),
     Transition(HOST, STEP_REBOOT, STEP_WAIT_DOWN, "reboot sent"),
-    Transition(HOST, STEP_REBOOT, STEP_POWER_ON, "shutdown sent (--power-cycle, a member)"),
-    Transition(HOST, STEP_POWER_ON, STEP_WAIT_DOWN, "powered on through the pool, network-booting"),
+    Transition(HOST, STEP_REBOOT, STEP_POWER_ON, "shutdown sent (a redfish / ipmi host; --power-cycle, a member)"),
+    Transition(HOST, STEP_POWER_ON, STEP_WAIT_DOWN, "powered on through the BMC or the pool, network-booting"),
     Transition(HOST, STEP_WAIT_DOWN, STEP_WAIT_UP, "went down"),
     Transition(HOST, STEP_WAIT_UP, STEP_VERIFY, "back up"),
     Transition(HOST, STEP_VERIFY, STEP_STORAGE, "at the target version"),

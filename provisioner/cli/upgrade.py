@@ -88,7 +88,8 @@ def _run_options(func):
 @friendly
 def upgrade_plan(ctx: Context, pool: str, media_name: str, as_json: bool, **options: bool) -> None:
     """Every precheck and the ordered host list, with the options `upgrade start` would get; changes nothing."""
-    found = coord_plan.make_plan(ctx.store, pool, media_name, coord_pools.connect(ctx.store, pool), **options)
+    found = coord_plan.make_plan(ctx.store, pool, media_name, coord_pools.connect(ctx.store, pool),
+                                 config=ctx.config, **options)
     emit(found.as_dict(), as_json, output.plan(found))
     if not found.ok:
         raise SystemExit(1)

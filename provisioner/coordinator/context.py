@@ -13,6 +13,7 @@ from typing import Callable
 
 from provisioner.config import Config
 from provisioner.model import Media
+from provisioner.power.confirm import ConfirmTimes
 from provisioner.store import RunHost, Store
 from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
@@ -71,6 +72,7 @@ class Context:
     say: Callable[[str], None] = lambda line: None
     migrate_back: bool = False  # RESTORE moves the VMs EVACUATE migrated away back to the upgraded host
     power_cycle: bool = False  # members: host.shutdown + host.power_on instead of host.reboot
+    bmc_times: ConfirmTimes | None = None  # the BMC confirm loop on `clock` (None: Config bmc_*_seconds)
 
     def event(self, kind: str, rh: RunHost | None, **details) -> None:
         """An events row, and the same as a log line naming the host's MAC, attempt and run (logs.py)."""

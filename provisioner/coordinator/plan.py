@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner.coordinator import carry
+from provisioner import registry
+from provisioner.config import Config
+from provisioner.coordinator import carry, wiring
 from provisioner.coordinator.vms import PlannedVm, plan_host
-from provisioner.model import Media, normalize_mac, version_tuple
+from provisioner.model import Host, Media, normalize_mac, version_tuple
+from provisioner.power import hosts as power_hosts
+from provisioner.power.base import PowerError
 from provisioner.store import Store
 from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
 
@@ -31,6 +35,7 @@ class PlannedHost:
     role: str  # "master" | "member"
     version: str
     action: str  # "upgrade" | "skip (at target)"
+    boot_method: str = "network-first"  # how REBOOT reaches the installer (registry.boot_method_of)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -76,9 +81,11 @@ def at_target(info: HostInfo, media: Media) -> bool:
 
 
 def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, disable_ha_wlb: bool = False,
-              migrate_back: bool = False, power_cycle: bool = False) -> Plan:
+              migrate_back: bool = False, power_cycle: bool = False, config: Config | None = None) -> Plan:
     """Run every precheck against the pool and the registry; never changes anything.
 
+    config: with it, the BMC of every redfish / ipmi host to upgrade is checked (reachable, credentials valid,
+    one-time network boot offered: power.hosts.check, read only); the Runner's PRECHECK always passes it.
     disable_ha_wlb: HA / WLB that are on are turned off for the run (and back on) instead of blocking it.
     migrate_back: the plan says the migrated VMs go back to their host after its upgrade.
     power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode)."""
@@ -152,8 +159,13 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
                     if not (plan.standalone and err and err[0] in _NO_ROOM):
                         plan.problems.append(f"{h.name}: VM {names.get(vm, vm)} prevents evacuation: {' '.join(err)}")
             plan.vms += plan_host(h.name, h.ref, vms, standalone=plan.standalone, migrate_back=migrate_back)
+        method = registry.boot_method_of(store, reg) if reg is not None else "network-first"
+        if not done and reg is not None:
+            problem = _boot_problem(store, config, reg, method)
+            if problem:
+                plan.problems.append(f"{h.name}: {problem}")
         plan.hosts.append(PlannedHost(mac or "", h.name, h.uuid, h.ref, role, h.product_version,
-                                      "skip (at target)" if done else "upgrade"))
+                                      "skip (at target)" if done else "upgrade", method))
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
     order = {h.name: i for i, h in enumerate(plan.hosts)}
     plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
@@ -162,6 +174,27 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     if media is not None and not plan.to_upgrade:
         plan.problems.append(f"every host is already at {media.product_version}: nothing to do")
     return plan
+
+
+def _boot_problem(store: Store, config: Config | None, host: Host, method: str) -> str | None:
+    """Why `host` could not be brought to the installer by its boot method (None: nothing found). Never names a
+    password: PowerError messages name the BMC and the problem only (power/base.py)."""
+    if method == "host-plugin":
+        return ("boot method host-plugin is not implemented yet: set network-first, redfish or ipmi "
+                "(`provisioner hosts boot-method MAC METHOD`)")
+    if method not in wiring.BMC_METHODS or config is None:
+        return None
+    if host.bmc_kind != method:
+        return f"boot method {method} but its BMC is {host.bmc_kind or 'not registered'} (`provisioner hosts bmc`)"
+    try:
+        control = wiring.boot_control(store, config, host)
+    except PowerError as exc:
+        return f"boot method {method}: {exc}"
+    try:
+        found = power_hosts.check(control)
+    finally:
+        power_hosts.close(control)
+    return None if found.usable else f"boot method {method}: BMC {found.bmc} is not usable: {found.problem}"
 
 
 def _left_off(plan: Plan, items: list[carry.LeftOff]) -> None:

@@ -31,6 +31,7 @@ from provisioner.coordinator.reinstall_plan import (Connect, ReinstallRefused, c
 from provisioner.coordinator.context import ReinstallTimeouts, poll_until
 from provisioner.coordinator.steps import RealClock
 from provisioner.model import normalize_mac
+from provisioner.power.base import PowerError
 from provisioner.store import NotFoundError, Store
 from provisioner.store.reinstalls import Reinstall
 from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
@@ -54,6 +55,10 @@ class ReinstallFailed(RuntimeError):
 class BootServerNotReady(RuntimeError):
     """Our boot server would not give the host its installer (selfcheck.py): it is not powered on, the flow stays
     at INSTALLING, and the same command run again after the fix checks again and powers it on."""
+
+
+class BmcPowerOnFailed(BootServerNotReady):
+    """The host's BMC did not network-boot it (power/base.py PowerError); the flow stays at INSTALLING, resumable."""
 
 
 class JoinRefused(RuntimeError):
@@ -120,6 +125,8 @@ class Flow:
         self.clock = clock or RealClock()
         self.timeouts = timeouts or wiring.reinstall_timeouts(config)
         self.power_on, self.on_commit = power_on, on_commit or (lambda r: None)
+        if power_on is None:  # a host with a BMC is network-booted once through it; else the operator powers it on
+            self.power_on = wiring.bmc_power_on(store, config, store.get_host(found.mac), clock=self.clock, say=say)
         self.media = store.get_media(found.media)
         self.username = pools.get_pool(store, found.pool).username
         self._password = pools.pool_password(store, found.pool)  # for the logins only; never shown
@@ -214,7 +221,10 @@ class Flow:
                     raise BootServerNotReady(f"the boot server would not give it the installer: {exc}") from None
                 self.say(f"{r.host_name}: WARNING: do not power it on yet: {exc}")
         if self.power_on is not None and attempt.state == states.ARMED:
-            self.power_on()
+            try:
+                self.power_on()
+            except PowerError as exc:
+                raise BmcPowerOnFailed(f"not powered on through its BMC: {exc}") from None
             self.power_on = None
 
         def probe() -> tuple[bool, str]:

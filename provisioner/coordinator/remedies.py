@@ -14,7 +14,7 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
-from provisioner import states
+from provisioner import registry, states
 from provisioner.boot import attempts
 from provisioner.coordinator import journal
 from provisioner.coordinator.context import Context, error_code, find
@@ -89,6 +89,7 @@ class Facts:
     now: Seen | None = None  # None: XAPI was not asked (run_report() fallback)
     blockers: Mapping[str, Sequence[str]] = field(default_factory=dict)  # VM name -> XAPI error (EVACUATE)
     error: Sequence[str] = ()  # the XAPI error (code, params) the step failed with, if any
+    boot: str = ""  # its boot method, and its BMC when it has one ("redfish (BMC redfish http://...)")
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,8 @@ def _text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
         how = ("it fetched its boot config but never the answer file: a boot file failed to load or the loader fell "
                "back to the disk" if seen["boot"] else "no boot config was fetched on its attempt: it booted its disk")
         return (f"{name} did not reach the installer: {how}; {_state_now(facts)}. Nothing on its disk changed. "
-                f"{stop}Check its boot order / boot method (network boot before the disk, the UEFI BootOrder, "
+                f"{stop}Its boot method is {facts.boot or 'unknown'}: check it and its boot order (network boot "
+                f"before the disk, a BMC's one-time network boot override, the UEFI BootOrder, "
                 f"the PXE / iPXE settings of its NIC), {_retry(facts)}. {_keep(facts)}")
     if cls == INSTALLER_FAILED_INTACT:
         if seen["code"] is not None:
@@ -353,8 +355,11 @@ def _run_events(store: Store, run_id: str, mac: str) -> list[dict[str, Any]]:
 
 
 def _facts(store: Store, run: Run, rh: RunHost, target: str, **kw: Any) -> Facts:
+    host = store.get_host(rh.mac)
+    bmc = f" (BMC {host.bmc_kind} {host.bmc_address})" if host is not None and host.bmc_kind else ""
+    boot = registry.boot_method_of(store, host) + bmc if host is not None else ""
     return Facts(rh.name, rh.mac, rh.uuid, rh.role, run.pool, run.media, failed_step(rh.reason), rh.reason or "",
-                 target, _run_events(store, run.id, rh.mac), rh.attempt_id, **kw)
+                 target, _run_events(store, run.id, rh.mac), rh.attempt_id, boot=boot, **kw)
 
 
 def _seen(info: HostInfo | None, ctx: Context) -> Seen:

@@ -17,6 +17,7 @@ from provisioner.config import Config
 from provisioner.coordinator import finalize, installing, journal, remedies, report, steps, wiring
 from provisioner.coordinator.plan import make_plan
 from provisioner.model import normalize_mac
+from provisioner.power.confirm import ConfirmTimes
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
 from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
 
@@ -88,7 +89,7 @@ class Runner:
 
     def __init__(self, store: Store, config: Config, run_id: str, driver: PoolDriver, *, clock: Any = None,
                  timeouts: steps.Timeouts | None = None, say: Callable[[str], None] = lambda line: None,
-                 on_commit: Callable[[RunHost], None] | None = None):
+                 on_commit: Callable[[RunHost], None] | None = None, bmc_times: ConfirmTimes | None = None):
         run = store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}")
@@ -102,7 +103,8 @@ class Runner:
         self.ctx = steps.Context(store, config, driver, media, run_id, clock or steps.RealClock(),
                                  timeouts or wiring.run_timeouts(config), say,
                                  migrate_back=self.options["migrate_back"],
-                                 power_cycle=self.options["power_cycle"])
+                                 power_cycle=self.options["power_cycle"],
+                                 bmc_times=bmc_times or wiring.confirm_times(config))
 
     @property
     def run_record(self) -> Run:
@@ -128,7 +130,8 @@ class Runner:
         if run.state == states.RUN_PRECHECK:
             if run.abort_requested:
                 return self._set(states.RUN_ABORTED, "abort requested before any change")
-            plan = make_plan(self.store, run.pool, run.media, self.ctx.driver, **self.options)
+            plan = make_plan(self.store, run.pool, run.media, self.ctx.driver, config=self.ctx.config,
+                             **self.options)
             if not plan.ok:
                 return self._set(states.RUN_BLOCKED, "; ".join(plan.problems))
             run = self._set(states.RUN_PREPARE)

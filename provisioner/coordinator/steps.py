@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.coordinator import installing, journal, selfcheck, vms
+from provisioner.coordinator import bmcboot, installing, journal, selfcheck, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
@@ -88,9 +88,10 @@ def _rebooted(ctx: Context, rh: RunHost, info: HostInfo | None) -> bool:
 
 
 def reboot(ctx: Context, rh: RunHost) -> str:
-    """host.reboot; with --power-cycle, host.shutdown for a member (POWER_ON follows). The master is always
-    rebooted: while it is down no host could run its host.power_on."""
-    cycle = ctx.power_cycle and rh.role != "master"
+    """host.reboot; with --power-cycle, host.shutdown for a member (POWER_ON follows). Without a BMC the master is
+    always rebooted: while it is down no host could run its host.power_on. A host whose boot method is redfish or
+    ipmi (master or member) is shut down, and POWER_ON powers it on through its BMC (bmcboot.py)."""
+    cycle = bmcboot.uses_bmc(ctx, rh) or (ctx.power_cycle and rh.role != "master")
     after = states.STEP_POWER_ON if cycle else states.STEP_WAIT_DOWN
     info = find(ctx, rh.uuid)
     if _rebooted(ctx, rh, info):
@@ -147,7 +148,10 @@ def _wait_host(ctx: Context, rh: RunHost, what: str, timeout: float,
 def power_on(ctx: Context, rh: RunHost) -> str:
     """--power-cycle, a member: wait until it is down and off, host.power_on through the master, and watch it
     network-boot (a boot-config fetch on its attempt); power it on again if it does not, POWER_ON_TRIES in all.
-    Idempotent: a host that booted already (before a crash) is not powered on again."""
+    Idempotent: a host that booted already (before a crash) is not powered on again. A redfish / ipmi host is
+    powered on through its BMC instead, with a one-time network boot (bmcboot.py)."""
+    if bmcboot.uses_bmc(ctx, rh):
+        return bmcboot.power_on(ctx, rh)
     _wait_host(ctx, rh, "shutting down", ctx.timeouts.down,
                lambda info: info is not None and (not info.live or _boot_seen(ctx, rh, info)))
     if _boot_seen(ctx, rh, find(ctx, rh.uuid)):

@@ -190,3 +190,72 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
 
 def stop_world(w: World2) -> None:
     w.stop()
+
+
+# --- one pool of disk-first machines behind BMCs: BmcLab ---
+
+BMC_USER, BMC_PASSWORD = "admin", "bmc-Pw-7q2x-secret"
+"""The BMC credentials of BmcLab's fronts (the wrong-password test registers another one)."""
+
+
+@dataclass
+class BmcLab(Lab):
+    """A Lab whose machines boot their disk first (bios-disk-first: a reboot never reaches the network) and each
+    has a BMC front over World.bmc: pyghmi's BMC server (ipmi) or the sushy-tools emulator (redfish)."""
+
+    fronts: list = field(default_factory=list)
+    addresses: dict = field(default_factory=dict)  # kind -> {mac: (address, system id or None)}
+
+    def register_bmcs(self, method: str, password: str = BMC_PASSWORD) -> None:
+        """Give every host its BMC of kind `method` (redfish or ipmi) and that boot method (registry)."""
+        from provisioner import registry
+        for mac, (address, system_id) in self.addresses[method].items():
+            registry.set_bmc(self.store, mac, kind=method, address=address, username=BMC_USER, password=password,
+                             system_id=system_id)
+            registry.set_boot_method(self.store, mac, method)
+
+    def stop(self) -> None:
+        for front in self.fronts:
+            front.stop()
+        super().stop()
+
+
+def free_udp_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redfish", "ipmi")) -> BmcLab:
+    """Like make_lab, but every machine is BIOS disk-first and has an IPMI and a Redfish front; hosts registered
+    (network-first until register_bmcs)."""
+    from provisioner.simulator.bmc_ipmi import IpmiFront
+    from provisioner.simulator.bmc_redfish import RedfishFront
+    config = demo_config(tmp_path)
+    store = Store(config.db_path)
+    media.import_media(store, config, MEDIA, synthetic_media_tree(tmp_path / "tree"))
+    runtime = Runtime(config, store).start()
+    world = new_world(Clock(speed))
+    build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
+    all_macs = [h.mac for h in world.pools[POOL].hosts]
+    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
+                                boot_orders={mac: "bios-disk-first" for mac in all_macs})
+    world.boot_handler = handler
+    sim = serve_world(world)
+    pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
+    driver = pools.connect(store, POOL, timeout=5)
+    lab = BmcLab(config, store, runtime, world, sim, handler, driver)
+    register_hosts(store, POOL, driver)
+    if "ipmi" in kinds:
+        lab.addresses["ipmi"] = {}
+        for mac in all_macs:
+            front = IpmiFront(world.bmc(mac), BMC_USER, BMC_PASSWORD, free_udp_port()).start()
+            lab.fronts.append(front)
+            lab.addresses["ipmi"][mac] = (front.address, None)
+    if "redfish" in kinds:
+        front = RedfishFront(BMC_USER, BMC_PASSWORD, state_dir=tmp_path / "redfish")
+        ids = {mac: front.add(world.bmc(mac), mac, boot_mode="Legacy") for mac in all_macs}
+        lab.fronts.append(front.start())
+        lab.addresses["redfish"] = {mac: (front.url, ids[mac]) for mac in all_macs}
+    return lab

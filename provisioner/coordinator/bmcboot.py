@@ -1,5 +1,5 @@
-"""POWER_ON through the host's BMC, for hosts whose boot method is redfish or ipmi (docs/architecture.md "Boot
-methods in a run"; docs/power.md).
+"""POWER_ON through the host's BMC, for hosts whose boot method is redfish or ipmi (docs/architecture.md "Rolling
+pool upgrade", its boot methods; docs/power.md).
 
 REBOOT shut the host down through XAPI (dom0 stops cleanly); this step then waits for it to go down, and powers it
 on through its BMC with a one-time network boot (power/netboot.py: confirmed off, the override, confirmed on; a

@@ -1,5 +1,5 @@
-"""A run reaches the installer by each host's boot method (coordinator/bmcboot.py, docs/architecture.md "Boot
-methods in a run"): a simulated pool whose machines all boot their disk first (bios-disk-first), each behind a
+"""A run reaches the installer by each host's boot method (coordinator/bmcboot.py, docs/architecture.md "Rolling
+pool upgrade"): a simulated pool whose machines all boot their disk first (bios-disk-first), each behind a
 real BMC server (the sushy-tools emulator, pyghmi's BMC server) over World.bmc.
 
 - network-first: the master reboots into its disk; the run stops there with "did not network-boot", no member

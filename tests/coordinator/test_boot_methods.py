@@ -15,11 +15,14 @@ real BMC server (the sushy-tools emulator, pyghmi's BMC server) over World.bmc.
 
 from __future__ import annotations
 
+import gc
+import warnings
+
 import pytest
 from helpers import FAST, Crash
 from labs import BMC_PASSWORD, MEDIA, PASSWORD, POOL, make_bmc_lab, shut_down
 
-from provisioner import cryptpw, states
+from provisioner import cryptpw, registry, states
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools, reinstall, remedies, runner
 from provisioner.coordinator.context import ReinstallTimeouts
@@ -38,6 +41,11 @@ def lab(tmp_path):
     yield found
     found.driver.close()
     found.stop()
+    # a failed pyghmi login (wrong password) drops its session with the socket open (tests/power/conftest.py says
+    # the same): collect it here rather than as a ResourceWarning in whichever test the collector runs in
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def _run(lab):
@@ -95,8 +103,12 @@ def test_a_dropped_power_on_is_resent_by_the_confirm_loop(lab):
     assert lab.handler.machine(master).installs() == 1
 
 
-def test_a_wrong_bmc_password_is_a_precheck_failure_and_nothing_reboots(lab):
-    lab.register_bmcs("redfish", password="not-the-" + BMC_PASSWORD)
+# pyghmi drops a failed login's session with its socket open (tests/power/conftest.py): the collector may close
+# those during this test, and their ResourceWarning is pyghmi's, not this test's subject
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.parametrize("method", ["redfish", "ipmi"])
+def test_a_wrong_bmc_password_is_a_precheck_failure_and_nothing_reboots(lab, method):
+    lab.register_bmcs(method, password="not-the-" + BMC_PASSWORD)
     found = coord_plan.make_plan(lab.store, POOL, MEDIA, lab.driver, config=lab.config)
     assert not found.ok
     assert all("wrong username or password" in p for p in found.problems), found.problems
@@ -106,6 +118,19 @@ def test_a_wrong_bmc_password_is_a_precheck_failure_and_nothing_reboots(lab):
     assert "wrong username or password" in final.reason and BMC_PASSWORD not in final.reason
     assert all(_power_calls(lab, mac) == [] for mac in _macs(lab))
     assert all(not lab.world.host(mac).bmc_log for mac in _macs(lab))
+
+
+def test_host_plugin_is_refused_by_the_plan_as_not_implemented_yet(lab):
+    master = _macs(lab)[0]
+    registry.set_boot_method(lab.store, master, "host-plugin")
+    found = coord_plan.make_plan(lab.store, POOL, MEDIA, lab.driver, config=lab.config)
+    assert [p for p in found.problems if "host-plugin" in p] == [
+        f"{lab.store.get_host(master).name}: boot method host-plugin is not implemented yet: set network-first, "
+        "redfish or ipmi (`provisioner hosts boot-method MAC METHOD`)"]
+    assert found.hosts[0].boot_method == "host-plugin"
+    final, _ = _run(lab)
+    assert final.state == states.RUN_BLOCKED and "not implemented yet" in final.reason
+    assert all(_power_calls(lab, mac) == [] for mac in _macs(lab))
 
 
 def test_a_bmc_host_that_never_network_boots_is_retried_once_then_not_network_booted(lab):

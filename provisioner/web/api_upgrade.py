@@ -15,7 +15,7 @@ from provisioner.coordinator import runner as coord_runner
 from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
 from provisioner.model import ValidationError
 from provisioner.web import api
-from provisioner.web.access import get_flows, get_store, json_error, running_run_ids
+from provisioner.web.access import get_config, get_flows, get_store, json_error, running_run_ids
 from provisioner.xapi import XapiError
 
 bp = Blueprint("api_upgrade", __name__, url_prefix="/api/v1")
@@ -105,7 +105,8 @@ def plan_pool(name: str):
     store = get_store()
     driver = coord_pools.connect(store, name)
     try:
-        return jsonify(plan=coord_plan.make_plan(store, name, media, driver, **options).as_dict())
+        plan = coord_plan.make_plan(store, name, media, driver, config=get_config(), **options)
+        return jsonify(plan=plan.as_dict())
     finally:
         driver.close()
 

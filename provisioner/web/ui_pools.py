@@ -10,7 +10,7 @@ from provisioner.coordinator.plan import make_plan
 from provisioner.model import ValidationError
 from provisioner.store import StoreError
 from provisioner.web import ui_view
-from provisioner.web.access import get_flows, get_store, json_error, running_run_ids
+from provisioner.web.access import get_config, get_flows, get_store, json_error, running_run_ids
 from provisioner.web.ui_base import bp, page
 from provisioner.xapi import XapiError, XapiUnreachable
 
@@ -44,7 +44,7 @@ def _plan_or_error(name: str, media: str):
     except _ACTION_ERRORS as exc:
         return None, ui_view.scrub(str(exc))
     try:
-        plan = make_plan(get_store(), name, media, driver)
+        plan = make_plan(get_store(), name, media, driver, config=get_config())
         return {"hosts": plan.hosts, "problems": [ui_view.scrub(p) for p in plan.problems]}, None
     except _ACTION_ERRORS as exc:
         return None, ui_view.scrub(f"could not read the pool: {exc}")

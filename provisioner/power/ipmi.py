@@ -84,7 +84,8 @@ class IpmiBootControl:
     def _login(self) -> ipmi_command.Command:
         """A session, or PowerError. The simple session's login to an address where nothing answers can wait far
         longer than its own retry limits suggest, so the login runs in a thread given `login_seconds`."""
-        if not _answers(self.host, self.port, min(self._login_seconds, 3.0)):
+        # the whole login budget: a busy BMC (or one sharing a loaded machine) may take seconds to its first answer
+        if not _answers(self.host, self.port, self._login_seconds):
             raise PowerError(self.name, "unreachable (no IPMI answer)")
         outcome: dict = {}
 

@@ -154,6 +154,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # Redfish over https: check the BMC's certificate (a BMC's factory certificate is self-signed: turn this off
     # only on a management network you trust, or reach the BMC over http:// where it allows it)
     "bmc_verify_tls": (_bool, True),
+    # before a reboot, the coordinator fetches the host's boot config and the media from its own TFTP and public_url
+    # (coordinator/selfcheck.py); off only where the coordinator cannot reach them although the hosts can
+    "boot_self_check": (_bool, True),
     "events_max_rows": (_int_in(1_000, 1_000_000_000), 1_000_000),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
@@ -190,6 +193,7 @@ class Config:
     bmc_resend_seconds: int
     bmc_give_up_seconds: int
     bmc_verify_tls: bool
+    boot_self_check: bool
     log_level: str
     log_json: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

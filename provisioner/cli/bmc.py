@@ -11,7 +11,6 @@ from provisioner import registry
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 from provisioner.cli.hosts import hosts
 from provisioner.credentials import SecretError
-from provisioner.model import normalize_mac
 from provisioner.power import hosts as power_hosts
 from provisioner.power.base import PowerError
 from provisioner.power.confirm import ConfirmTimes
@@ -19,9 +18,7 @@ from provisioner.power.netboot import network_boot_cycle
 
 
 def _control(ctx: Context, mac: str):
-    host = ctx.store.get_host(normalize_mac(mac))
-    if host is None:
-        raise click.ClickException(f"no host with MAC {mac}")
+    host = registry.get_host(ctx.store, mac)  # NotFoundError: a one-line message through @friendly
     try:
         password = registry.bmc_password(ctx.store, host.mac)
         return host, power_hosts.control_for(host, password, ctx.config)

@@ -5,23 +5,11 @@ import threading
 
 import pytest
 
-from sim_helpers import BIOS, MEDIA, OTHER, UEFI, Events, RecordingClock, sim_server
+from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingClock, sim_server
 
 from provisioner import cryptpw, states
 from provisioner.boot import attempts
 from provisioner.simulator import machine
-
-VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
-           "platform_version": "3.4.0", "build_number": "12345"}
-
-
-@pytest.fixture
-def server(tmp_path):
-    config, store, runtime = sim_server(tmp_path)
-    yield config, store, runtime
-    runtime.stop()
-    store.close()
-
 
 def _handler(runtime, events, **settings):
     settings.setdefault("clock", RecordingClock())

@@ -5,24 +5,12 @@ state")."""
 
 import pytest
 
-from sim_helpers import BIOS, MEDIA, OTHER, UEFI, Events, RecordingClock, sim_server
+from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingClock
 
 from provisioner import states
 from provisioner.boot import attempts
 from provisioner.simulator import machine
 from provisioner.simulator.bootorder import DISK, NETWORK, BootOrder
-
-VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
-           "platform_version": "3.4.0", "build_number": "12345"}
-
-
-@pytest.fixture
-def server(tmp_path):
-    config, store, runtime = sim_server(tmp_path)
-    yield config, store, runtime
-    runtime.stop()
-    store.close()
-
 
 def _handler(runtime, events, **settings):
     return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,

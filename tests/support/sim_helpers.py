@@ -47,3 +47,8 @@ def sim_server(tmp_path, *, pxelinux_http=True):
         registry.add_host(store, {"mac": mac, "name": name, "pool": "p", "disk": f"/dev/disk/by-id/{name}",
                                   "firmware": firmware})
     return config, store, Runtime(config, store).start()
+
+
+# The version a simulated install reports (the media of make_media_tree)
+VERSION = {"product_name": "XenServer", "product_version": "8.4.0", "platform_name": "XCP",
+           "platform_version": "3.4.0", "build_number": "12345"}

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "provisioner"
 # (provisioner/__init__.py: the lazy create_app) and __main__ sit on top.
 LAYERS: list[tuple[str, set[str]]] = [
     ("leaves", {"config", "model", "states", "logs", "metrics", "paths", "output", "progress", "cryptpw",
-                "credentials"}),
+                "credentials", "pollselect"}),
     ("store", {"store"}),
     ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "media", "registry",
                     "eventwriter"}),
@@ -38,6 +38,8 @@ SIMULATOR_MAY_IMPORT = {
     "provisioner.cryptpw": "the simulated installer stores and checks root's crypt(3) hash; cryptpw follows the "
                            "public SHA-crypt specification and is held to its test vectors (tests/test_cryptpw.py), "
                            "so agreeing with it is agreeing with the spec, not with our answer-file code",
+    "provisioner.pollselect": "select.select over poll(2) under pyghmi's BMC server loop: it waits for sockets "
+                              "and checks nothing",
 }
 SIMULATOR_USERS = {"demo", "cli"}
 """The only units that may start the simulator (`provisioner demo`, `provisioner simulator`); runtime never does."""

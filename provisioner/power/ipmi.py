@@ -10,7 +10,9 @@ import threading
 
 from pyghmi import exceptions as pyghmi_exceptions
 from pyghmi.ipmi import command as ipmi_command
+from pyghmi.ipmi.private import simplesession as ipmi_simplesession
 
+from .. import pollselect
 from .base import PowerError, PowerState
 
 DEFAULT_PORT = 623
@@ -19,6 +21,9 @@ DEFAULT_PORT = 623
 # loop shared with other sessions. The default session shares one process-wide loop and handler table with any
 # IPMI server in the same process (the simulator's BMC fronts) and then stops answering after one command.
 ipmi_command.select_simplesession()
+# its waits use select.select(), which raises for a socket numbered 1024 or more (a busy `serve` holds that many):
+# the same waits over poll(2) (docs/power.md "Descriptors above 1023")
+pollselect.patch_module_select(ipmi_simplesession)
 
 
 def parse_address(address: str) -> tuple[str, int]:

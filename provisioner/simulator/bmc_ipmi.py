@@ -18,9 +18,14 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.serversession as pyghmi_serversession
 import pyghmi.ipmi.private.session as pyghmi_session
 
+from .. import pollselect
+
 _PXE = 0b0001          # boot flags data 2, bits 5:2: force PXE
 _DISK = 0b0010         # force boot from default hard drive
 _CODE_NOT_SUPPORTED = 0x80  # "parameter not supported" for get/set system boot options
+# pyghmi's one packet loop per process selects on every server socket: with select(2) a socket numbered 1024 or
+# more (a long test run holds that many) ends the loop, and every BMC front of the process stops answering
+pollselect.patch_module_select(pyghmi_session)
 _loop_lock = threading.Lock()
 _loop: threading.Thread | None = None
 

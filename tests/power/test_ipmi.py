@@ -3,6 +3,9 @@ machine (provisioner/simulator/bmc_ipmi.py) on loopback UDP."""
 
 from __future__ import annotations
 
+import os
+import resource
+
 import pytest
 
 from provisioner.power.base import PowerError
@@ -95,3 +98,41 @@ def test_addresses():
     assert parse_address("10.0.0.5:6230") == ("10.0.0.5", 6230)
     assert parse_address("[fd00::5]:6230") == ("fd00::5", 6230)
     assert parse_address("[fd00::5]") == ("fd00::5", 623)
+
+
+@pytest.fixture
+def descriptors_above_1023():
+    """Hold 1100 descriptors open so every socket opened meanwhile is numbered above FD_SETSIZE (1024), as in a
+    busy `serve` process (docs/power.md "Descriptors above 1023"). Raises the soft limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    assert hard == resource.RLIM_INFINITY or hard >= wanted, f"the hard descriptor limit {hard} is below {wanted}"
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    yield held
+    for fd in held:
+        os.close(fd)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_ipmi_works_with_descriptors_above_1023(ipmi_bmc, machine_type, creds, descriptors_above_1023):
+    """Both pyghmi sides wait over poll(2): a BMC front started, and a client session opened, while the process
+    holds more than 1024 descriptors still answer; and a front started afterwards does too (pyghmi's one packet
+    loop of the process survived)."""
+    USER, PASSWORD = creds
+    assert max(descriptors_above_1023) > 1024
+    machine = machine_type()
+    control = IpmiBootControl(ipmi_bmc(machine), USER, PASSWORD)
+    try:
+        assert control._session().ipmi_session.socket.fileno() > 1023  # the client's own socket is past the line
+        control.power_on()
+        assert control.power_state() == "on" and machine.boots == ["disk"]
+    finally:
+        control.close()
+    later = IpmiBootControl(ipmi_bmc(machine_type()), USER, PASSWORD)
+    try:
+        assert later.power_state() == "off"
+    finally:
+        later.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 
 import pytest
 
@@ -136,3 +137,32 @@ def test_ipmi_works_with_descriptors_above_1023(ipmi_bmc, machine_type, creds, d
         assert later.power_state() == "off"
     finally:
         later.close()
+
+
+def test_a_target_call_that_blocks_silences_no_other_bmc(ipmi_bmc, machine_type, creds):
+    """pyghmi answers every BMC front of a process from one packet loop: a power-on the simulated machine takes
+    long over is acknowledged after ACT_SECONDS, and another front answers meanwhile (simulator/bmc_ipmi.py)."""
+    USER, PASSWORD = creds
+    release = threading.Event()
+
+    class Stuck(machine_type):
+        def power_on(self):
+            release.wait(60)
+            super().power_on()
+
+    stuck_machine, other = Stuck(), machine_type(on=True)
+    stuck = IpmiBootControl(ipmi_bmc(stuck_machine), USER, PASSWORD)
+    fine = IpmiBootControl(ipmi_bmc(other), USER, PASSWORD)
+    try:
+        stuck.power_on()  # acknowledged while the machine still works on it
+        assert fine.power_state() == "on"
+        release.set()
+        for _ in range(50):
+            if stuck_machine.state == "on":
+                break
+            threading.Event().wait(0.1)
+        assert stuck.power_state() == "on" and stuck_machine.boots == ["disk"]
+    finally:
+        release.set()
+        stuck.close()
+        fine.close()

@@ -227,9 +227,12 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redfish", "ipmi")) -> BmcLab:
-    """Like make_lab, but every machine is BIOS disk-first and has an IPMI and a Redfish front; hosts registered
-    (network-first until register_bmcs)."""
+def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redfish", "ipmi"),
+                 boot_order: str = "bios-disk-first") -> BmcLab:
+    """Like make_lab, but every machine boots by `boot_order` (a simulator bootorder.SPECS name: BIOS disk-first by
+    default; a uefi-* order boots GRUB and registers the hosts as UEFI) and has an IPMI and a Redfish front; hosts
+    registered (network-first until register_bmcs)."""
+    uefi = boot_order.startswith("uefi")
     from provisioner.simulator.bmc_ipmi import IpmiFront
     from provisioner.simulator.bmc_redfish import RedfishFront
     config = demo_config(tmp_path)
@@ -240,13 +243,16 @@ def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redf
     build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
     all_macs = [h.mac for h in world.pools[POOL].hosts]
     handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
-                                boot_orders={mac: "bios-disk-first" for mac in all_macs})
+                                boot_orders={mac: boot_order for mac in all_macs}, **({"loader": "grub"} if uefi else {}))
     world.boot_handler = handler
     sim = serve_world(world)
     pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
     driver = pools.connect(store, POOL, timeout=5)
     lab = BmcLab(config, store, runtime, world, sim, handler, driver)
     register_hosts(store, POOL, driver)
+    if uefi:
+        for mac in all_macs:
+            store.update_host(mac, {"firmware": "uefi"})
     if "ipmi" in kinds:
         lab.addresses["ipmi"] = {}
         for mac in all_macs:
@@ -255,7 +261,7 @@ def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redf
             lab.addresses["ipmi"][mac] = (front.address, None)
     if "redfish" in kinds:
         front = RedfishFront(BMC_USER, BMC_PASSWORD, state_dir=tmp_path / "redfish")
-        ids = {mac: front.add(world.bmc(mac), mac, boot_mode="Legacy") for mac in all_macs}
+        ids = {mac: front.add(world.bmc(mac), mac, boot_mode="UEFI" if uefi else "Legacy") for mac in all_macs}
         lab.fronts.append(front.start())
         lab.addresses["redfish"] = {mac: (front.url, ids[mac]) for mac in all_macs}
     return lab

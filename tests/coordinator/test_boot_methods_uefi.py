@@ -5,12 +5,8 @@ that tried the network first before their first upgrade boot their disk after it
 - first run (8.2.1 -> 8.4.0) with network-first: the pool upgrades;
 - second run (8.4.0 -> a newer synthetic media) with network-first: refused at the master, "did not network-boot",
   no member touched, nothing installed;
-- then through the master's BMC (redfish, ipmi: a one-time network boot with the UEFI flag): the master is
-  upgraded a second time.
-
-Not yet here: the whole second run through the BMCs. It upgrades the master and the first member, then fails to
-evacuate the last member (every VM "NO_HOSTS_AVAILABLE ... none enabled at this version or higher") whatever the
-boot method, in the simulator's version rule or in the run; found 2026-12-06, left for the next session.
+- the same second run through the BMCs (redfish, ipmi: a one-time network boot with the UEFI flag): the pool
+  upgrades, each host installed exactly twice in all.
 """
 
 from __future__ import annotations
@@ -35,8 +31,12 @@ NEWER, NEWER_VERSION = "xs-next", "8.4.1"
 @pytest.fixture
 def lab(tmp_path):
     found = make_bmc_lab(tmp_path, boot_order="uefi-network-first")
-    media.import_media(found.store, found.config, NEWER,
-                       synthetic_media_tree(tmp_path / "newer", version=NEWER_VERSION, build="next-1"))
+    newer = synthetic_media_tree(tmp_path / "newer", version=NEWER_VERSION, build="next-1")
+    # a newer platform too: the simulator ranks hosts by (platform_version, xapi) (simulator/states.py), and an
+    # unknown product version on the same platform would get a derived xapi below 8.4.0's
+    treeinfo = newer / ".treeinfo"
+    treeinfo.write_text(treeinfo.read_text().replace("platform_version = 3.4.0", "platform_version = 3.5.0"))
+    media.import_media(found.store, found.config, NEWER, newer)
     yield found
     found.driver.close()
     found.stop()
@@ -57,7 +57,7 @@ def _installs(lab):
 
 
 @pytest.mark.parametrize("method", ["redfish", "ipmi"])
-def test_a_second_uefi_upgrade_reaches_the_network_only_through_the_bmc(lab, method):
+def test_uefi_hosts_upgrade_twice_in_a_row_only_through_their_bmcs(lab, method):
     final, _ = _run(lab, MEDIA)
     assert final.state == states.RUN_DONE, final.reason
     assert _installs(lab) == [1, 1, 1]
@@ -75,6 +75,6 @@ def test_a_second_uefi_upgrade_reaches_the_network_only_through_the_bmc(lab, met
 
     lab.register_bmcs(method)
     final, report = _run(lab, NEWER)
-    master = report["hosts"][0]
-    assert master["role"] == "master" and master["step"] == states.STEP_DONE, master.get("remedy")
-    assert _installs(lab)[0] == 2
+    assert final.state == states.RUN_DONE, "\n".join(f'{h["name"]}: {h.get("remedy")}' for h in report["hosts"])
+    assert _installs(lab) == [2, 2, 2]
+    assert {h["step"] for h in report["hosts"]} == {states.STEP_DONE}

@@ -52,10 +52,8 @@ def software_version(version: dict | str, hostname: str) -> tuple[dict, str]:
     if isinstance(version, str):
         version = {"product_version": version}
     base = dict(VERSIONS.get(version["product_version"], {}))
-    if not base:  # unknown version: derive xapi from the platform version so mixed pools are still detected
-        pv = version.get("platform_version", version["product_version"])
-        base = {"xapi": ".".join(pv.split(".")[:2]), "xapi_build": pv, "xen": "4.17.4", "db_schema": "5.775",
-                "API_version_minor": "21", "build_number": "sim", "platform_version": pv}
+    if not base:
+        base = _derived(version.get("platform_version", version["product_version"]))
     base.update({k: v for k, v in version.items() if v})
     minor = base.pop("API_version_minor")
     pv = base["product_version"]
@@ -66,8 +64,26 @@ def software_version(version: dict | str, hostname: str) -> tuple[dict, str]:
     return sv, minor
 
 
+def _nums(s) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in str(s).split("."))
+
+
+def _derived(pv: str) -> dict[str, str]:
+    """The record of a version the table does not know (a synthetic newer media): xapi's version only grows with
+    the platform version, so it takes the xapi of the known version on the same platform (an 8.4.1 on platform
+    3.4.0 ranks with 8.4.0, not below it), or one above every known xapi on an older platform; mixed pools are
+    still detected (rolling_upgrade_in_progress compares platform_version and xapi)."""
+    known = sorted((v for v in VERSIONS.values() if _nums(v["platform_version"]) <= _nums(pv)),
+                   key=lambda v: _nums(v["platform_version"]))
+    base = dict(known[-1]) if known else {"xapi": "1.0", "xen": "4.17.4", "db_schema": "5.775",
+                                          "API_version_minor": "21"}
+    if base.get("platform_version") != pv:
+        major = _nums(base["xapi"])[0] + 1
+        base.update(xapi=f"{major}.0", xapi_build=f"{major}.0.0")
+    base.update(build_number="sim", platform_version=pv)
+    return base
+
+
 def version_key(sv: dict) -> tuple:
     """Order hosts by (platform_version, xapi): evacuation and the higher-version block compare these (2.4, 2.6)."""
-    def nums(s):
-        return tuple(int(p) if p.isdigit() else 0 for p in str(s).split("."))
-    return nums(sv.get("platform_version", "0")), nums(sv.get("xapi", "0"))
+    return _nums(sv.get("platform_version", "0")), _nums(sv.get("xapi", "0"))

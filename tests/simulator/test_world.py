@@ -70,7 +70,11 @@ def test_software_version_changes_together():
     assert (sv["product_version"], sv["build_number"], sv["platform_version"], sv["xapi"], minor) == \
         ("8.4.0", "x", "3.4.0", "24.19", "21")
     unknown, _ = st.software_version({"product_version": "9.0.0", "platform_version": "3.5.0"}, "h")
-    assert unknown["xapi"] == "3.5" and st.version_key(unknown) > st.version_key(sv)
+    assert unknown["xapi"] == "25.0" and st.version_key(unknown) > st.version_key(sv)
+    # an unknown version on a known platform takes that platform's xapi: it ranks with 8.4.0, not below it
+    same, _ = st.software_version({"product_version": "8.4.1", "platform_version": "3.4.0"}, "h")
+    assert (same["xapi"], same["product_version"], same["build_number"]) == ("24.19", "8.4.1", "sim")
+    assert st.version_key(same) == st.version_key(sv)
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def one_run(hosts: int, speed: float, vms_per_host: int, install_seconds: float)
         world = new_world(Clock(speed), world_class=TimedWorld)
         build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=vms_per_host)
         handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
-                                    install_seconds=install_seconds)
+                                    install_seconds=install_seconds, boot_order="bios-network-first")  # PXE-first
         world.boot_handler = handler
         sim = serve_world(world)
         stop, seen = threading.Event(), {}

@@ -41,6 +41,9 @@ LOADERS = ("pxelinux", "grub", "ipxe")
 # The URL path our embedded iPXE script chains to, with iPXE's ${net0/mac:hexhyp} (docs/firmware.md, docs/boot-urls.md).
 IPXE_SCRIPT_PATH = "/boot/ipxe/"
 
+# A machine built with no boot order (docs/simulator.md "Firmware boot order"); a PXE-first site says
+# boot_order="bios-network-first".
+DEFAULT_BOOT_ORDER = "bios-disk-first"
 WALL_SCALE = 0.001  # without a clock, "install for 600 s" sleeps 0.6 s of wall time
 HTTP_TIMEOUT = 10.0
 
@@ -65,9 +68,10 @@ class Machine:
         self.mac = canonical_mac(mac)
         self.tftp_addr = (tftp_addr[0], int(tftp_addr[1]))
         self.http_base = http_base.rstrip("/") if http_base else None
-        # The firmware's boot state (bootorder.py); the default is BIOS, network first. `firmware` is what iPXE
-        # reports as ${platform}: an explicit boot order gives it when it is not set.
-        self.bootorder = BootOrder.from_spec(boot_order or "bios-network-first")
+        # The firmware's boot state (bootorder.py); the default is BIOS, disk first: a real host reaches the
+        # network only by a site's PXE-first policy or a BMC override (docs/firmware.md "A reboot does not reach
+        # the network"). `firmware` is what iPXE reports as ${platform}: an explicit boot order gives it when unset.
+        self.bootorder = BootOrder.from_spec(boot_order or DEFAULT_BOOT_ORDER)
         self.loader, self.firmware = loader, firmware or (self.bootorder.mode if boot_order else None)
         self.sleep = clock.sleep if clock is not None else _wall_sleep
         self.install_seconds, self.max_boots = install_seconds, max_boots
@@ -318,7 +322,7 @@ class BootHandler:
         self.firmware: dict[str, str] = {canonical_mac(k): v for k, v in (settings.pop("firmware", None) or {}).items()}
         self.boot_orders = {canonical_mac(k): BootOrder.from_spec(v)
                             for k, v in (settings.pop("boot_orders", None) or {}).items()}
-        self.boot_order = settings.pop("boot_order", None)  # None: bios-network-first (Machine)
+        self.boot_order = settings.pop("boot_order", None)  # None: DEFAULT_BOOT_ORDER (Machine)
         self.settings = settings
         self.stop_event = threading.Event()
         self.machines: dict[str, Machine] = {}
@@ -368,7 +372,7 @@ def make_boot_handler(tftp_addr: tuple[str, int], *, clock: Any = None, install_
                       boot_orders: Mapping[str, str | BootOrder] | None = None) -> BootHandler:
     """The boot hook for the XAPI simulator (see BootHandler). `firmware` maps MAC -> "bios"|"uefi" (what iPXE
     reports as ${platform}); `failures` holds global FAILURES keys and/or {mac: {failure: value}}; `boot_order`
-    (None: bios-network-first) and `boot_orders` (per MAC) give the firmware boot states (bootorder.py)."""
+    (None: DEFAULT_BOOT_ORDER, BIOS disk first) and `boot_orders` (per MAC) give the firmware boot states (bootorder.py)."""
     return BootHandler(tftp_addr, clock=clock, install_seconds=install_seconds, loader=loader, http_base=http_base,
                        failures=failures, max_boots=max_boots, external_command=external_command,
                        on_event=on_event, firmware=firmware, boot_order=boot_order, boot_orders=boot_orders)

@@ -2,7 +2,10 @@
 
 It is set up from the same environment an external_command gets (machine.Machine._external, external.py) and
 answers the same way: the JSON version an install put on the disk on stdout (empty when unchanged), or exit
-EXIT_NO_SYSTEM when the disk holds no bootable system (installer_breaks).
+EXIT_NO_SYSTEM when the disk holds no bootable system (installer_breaks). Its firmware boot order is $BOOT_ORDER
+(a bootorder.SPECS name; unset: the Machine default, BIOS disk first, docs/simulator.md "Firmware boot order"),
+fresh in every process: what one power cycle changes in it (a Once override used, the UEFI installer's entry put
+first) is not carried to the next.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     machine = Machine(environ["MAC"], (host, int(port)), http_base=environ.get("HTTP_BASE") or None,
                       loader=environ.get("LOADER") or "pxelinux", firmware=environ.get("FIRMWARE") or None,
                       install_seconds=float(environ.get("INSTALL_SECONDS", "600")),
-                      failures=json.loads(environ.get("FAILURES") or "{}"))
+                      failures=json.loads(environ.get("FAILURES") or "{}"),
+                      boot_order=environ.get("BOOT_ORDER") or None)
     machine.disk_broken = bool(environ.get("DISK_BROKEN"))  # the parent's Machine remembers it between cycles
     try:
         version = machine.power_on()

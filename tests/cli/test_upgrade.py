@@ -25,8 +25,8 @@ def test_pools_and_rolling_upgrade_commands(tmp_path):
         return runner.invoke(main, list(args), env=env, catch_exceptions=False)
 
     runtime = Runtime(config).start()
-    sim = start_simulator(2, speed=600.0, boot_handler=make_boot_handler(runtime.tftp.address,
-                                                                          http_base=runtime.http.url))
+    sim = start_simulator(2, speed=600.0, boot_handler=make_boot_handler(  # a PXE-first site
+        runtime.tftp.address, http_base=runtime.http.url, boot_order="bios-network-first"))
     try:
         secret = tmp_path / "pw"
         secret.write_text("s3cret-pool-password\n")

@@ -52,6 +52,8 @@ def rolling(lab):
     build_pool(world, POOL, hosts=len(MACS), version="8.2.1", vms_per_host=1, macs=MACS)
     command = [sys.executable, str(Path(power_cycle.__file__).resolve()), "--netns", e2e_lab.NETNS,
                "--workdir", str(workdir), "--install-timeout", str(INSTALL_WALL), "--local-timeout", str(LOCAL_WALL)]
+    # The boot order here is the QEMU VM's own (power_cycle.py): an external command takes the whole power cycle
+    # and the simulated Machine's boot order is never consulted (machine.Machine._external).
     handler = make_boot_handler((e2e_lab.SERVER_IP, 69), external_command=command,
                                 firmware={mac: "bios" for mac in MACS})
     world.boot_handler = handler

@@ -141,7 +141,7 @@ def test_the_machine_installs_a_fresh_answer_file_and_reports_a_new_host(tmp_pat
         attempts.arm_fresh_install(store, found.id)
         events = Events()
         handler = machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
-                                            clock=RecordingClock())
+                                            clock=RecordingClock(), boot_order="bios-network-first")  # PXE-first lab
         version = handler(found.mac)
         assert version[FRESH]["hostname"] == "h-bios" and version[FRESH]["root_password_hash"] == NEW_HASH
         assert version["product_version"] == "8.4.0"

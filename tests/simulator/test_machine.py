@@ -12,7 +12,10 @@ from provisioner.boot import attempts
 from provisioner.simulator import machine
 
 def _handler(runtime, events, **settings):
+    """Machines of a PXE-first site (every reboot tries the network first): the boot paths these tests follow.
+    The default, disk first, is test_machine_firmware.py's."""
     settings.setdefault("clock", RecordingClock())
+    settings.setdefault("boot_order", "bios-network-first")
     return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events, **settings)
 
 
@@ -208,13 +211,15 @@ def test_missing_boot_file(server, tmp_path, loader):
     handler = _handler(runtime, events, loader=loader, max_boots=3)
     assert handler(BIOS) is None
     boots = handler.boots(BIOS)
-    assert boots[0].fetches[3].what == "install.img" and boots[0].fetches[3].status == "not-found"
+    # iPXE on BIOS: script, chain to pxelinux.0, pxelinux's config, then pxelinux's files (docs/firmware.md)
+    image = boots[0].fetches[5 if loader == "ipxe" else 3]
+    assert image.what == "install.img" and image.status == "not-found"
     assert all(b.fetched("answerfile") == 0 for b in boots)
-    if loader == "pxelinux":  # mboot.c32 cannot load it: boot fails, the firmware reboots, PXE again
+    if loader in ("pxelinux", "ipxe"):  # mboot.c32 cannot load it: boot fails, the firmware reboots, PXE again
         assert [b.outcome for b in boots] == [machine.BOOT_ERROR] * 3
         (loop,) = events.kinds(machine.EV_BOOT_LOOP, BIOS)
         assert loop["installs"] == 0 and not events.kinds(machine.EV_REINSTALL_LOOP)
-    else:  # our GRUB and iPXE configs fall back to `exit`: the disk boots
+    else:  # our GRUB config falls back to `exit`: the disk boots
         assert [b.outcome for b in boots] == [machine.LOCAL]
     assert attempts.current_attempt(store, BIOS).state == states.ARMED
 
@@ -254,11 +259,13 @@ def test_external_command(server, tmp_path):
 
 
 def test_machine_as_a_separate_process(server):
-    """`python -m provisioner.simulator.process` as the external command: a whole boot in another process."""
+    """`python -m provisioner.simulator.process` as the external command: a whole boot in another process, its
+    firmware PXE-first ($BOOT_ORDER; the parent's boot order stays in the parent)."""
     config, store, runtime = server
     attempts.arm(store, config, UEFI, MEDIA)
     handler = _handler(runtime, Events(), loader="grub", install_seconds=1,
-                       external_command=[sys.executable, "-m", "provisioner.simulator.process"])
+                       external_command=["env", "BOOT_ORDER=uefi-network-first", sys.executable, "-m",
+                                         "provisioner.simulator.process"])
     assert handler(UEFI) == VERSION
     assert attempts.current_attempt(store, UEFI).state == states.SUCCEEDED
     assert handler(UEFI) is None  # the next power cycle is a local boot

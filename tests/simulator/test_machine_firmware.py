@@ -3,6 +3,9 @@ loopback): disk-first machines never reach us, a local-boot answer falls through
 the installer's entry goes first after every install or upgrade (docs/firmware.md "The simulated firmware's boot
 state")."""
 
+import sys
+import time
+
 import pytest
 
 from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingClock
@@ -10,22 +13,67 @@ from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingCloc
 from provisioner import states
 from provisioner.boot import attempts
 from provisioner.simulator import machine
+from provisioner.simulator import states as st
 from provisioner.simulator.bootorder import DISK, NETWORK, BootOrder
+from provisioner.simulator.builder import build_pool, new_world
+from provisioner.simulator.clock import Clock
 
 def _handler(runtime, events, **settings):
     return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
                                      clock=RecordingClock(), **settings)
 
 
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)
+
+
 def _outcomes(handler, mac, since=0):
     return [b.outcome for b in handler.boots(mac)[since:]]
 
 
-def test_default_is_bios_network_first(server):
+def test_default_is_bios_disk_first(server):
+    """No boot order given: a BIOS host of a site with no PXE-first policy (docs/firmware.md "A reboot does not
+    reach the network"); a PXE-first site says bios-network-first."""
     _, _, runtime = server
     handler = _handler(runtime, Events())
-    assert handler.boot_state(OTHER).describe() == {"mode": "bios", "devices": [NETWORK, DISK]}
+    assert machine.DEFAULT_BOOT_ORDER == "bios-disk-first"
+    assert handler.boot_state(OTHER).describe() == {"mode": "bios", "devices": [DISK, NETWORK]}
     assert handler.machine(OTHER).firmware is None  # iPXE's ${platform} stays unset, as before
+
+
+def test_a_machine_with_no_boot_order_reboots_to_its_disk_and_no_tftp_request_reaches_us(server):
+    """host.reboot of an armed host whose machine was built with no boot order: the firmware boots the disk,
+    the server sees no TFTP request at all, the host comes back at its old version and the attempt stays armed.
+    The same world with the PXE-first order reaches us (the counter the check reads does count)."""
+    config, store, runtime = server
+    for order, reaches_us in ((None, False), ("bios-network-first", True)):
+        world = new_world(Clock(5000.0))
+        build_pool(world, "p", hosts=1, macs=[BIOS], vms_per_host=0)
+        handler = _handler(runtime, Events(), **({"boot_order": order} if order else {}))
+        world.boot_handler = handler
+        world.start()
+        try:
+            host = world.host(BIOS)
+            attempts.arm(store, config, BIOS, MEDIA)
+            sessions, refused = runtime.tftp.counters["sessions"], runtime.tftp.counters["refused"]
+            world.begin_power_off(host, "reboot")  # what host.reboot does (host_calls.py)
+            wait_for(lambda: host.state == st.XAPI_RUNNING and host.boot_count >= 1 and handler.boots(BIOS))
+            seen = runtime.tftp.counters["sessions"] + runtime.tftp.counters["refused"] - sessions - refused
+            if reaches_us:
+                assert seen > 0 and handler.boots(BIOS)[0].outcome == machine.INSTALLED
+                continue
+            assert seen == 0
+            assert _outcomes(handler, BIOS) == [machine.DISK_FIRST] and handler.boots(BIOS)[0].fetches == []
+            sv = host.pool.db.get("host", host.ref)["software_version"]
+            assert sv["product_version"] == "8.2.1" and host.new_version is None  # back at its old version
+            assert attempts.current_attempt(store, BIOS).state == states.ARMED
+        finally:
+            handler.stop()
+            world.stop()
 
 
 def test_disk_first_bios_machine_armed_on_our_server_boots_its_disk_with_no_fetch(server):
@@ -118,3 +166,14 @@ def test_bad_boot_orders_are_refused_up_front():
         machine.make_boot_handler(("127.0.0.1", 69), boot_order="pxe-always")
     with pytest.raises(ValueError):
         machine.make_boot_handler(("127.0.0.1", 69), boot_orders={BIOS: "uefi-sideways"})
+
+
+def test_a_separate_process_machine_with_no_boot_order_boots_its_disk(server):
+    """`python -m provisioner.simulator.process` without $BOOT_ORDER: the default order, the disk, nothing fetched."""
+    config, store, runtime = server
+    attempts.arm(store, config, BIOS, MEDIA)
+    sessions = runtime.tftp.counters["sessions"]
+    handler = _handler(runtime, Events(), external_command=[sys.executable, "-m", "provisioner.simulator.process"])
+    assert handler(BIOS) is None
+    assert runtime.tftp.counters["sessions"] == sessions
+    assert attempts.current_attempt(store, BIOS).state == states.ARMED

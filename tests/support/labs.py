@@ -55,7 +55,9 @@ class Served:
 
 def _serve(world: World, runtime: Runtime) -> tuple[object, object]:
     """Point the world's PXE machines at the runtime's TFTP/HTTP and serve its XAPI: (boot handler, simulator)."""
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
+    # A PXE-first site: every reboot tries the network first (the machine default is disk first).
+    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
+                                boot_order="bios-network-first")
     world.boot_handler = handler
     return handler, serve_world(world)
 

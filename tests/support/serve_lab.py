@@ -171,7 +171,8 @@ def make_serve_lab(tmp_path: Path, hosts: int = 3, speed: float = 100.0) -> Serv
     build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
     machines = Machines(world.clock)
     handler = make_boot_handler(("127.0.0.1", config.tftp_port), clock=machines,
-                                http_base=f"http://127.0.0.1:{config.http_port}", on_event=machines.on_event)
+                                http_base=f"http://127.0.0.1:{config.http_port}", on_event=machines.on_event,
+                                boot_order="bios-network-first")  # a PXE-first site
     world.boot_handler = machines.power_cycle(handler)
     sim = serve_world(world)
     pools.add_pool(store, POOL, sim.master_url(), "root", SERVE_PASSWORD)

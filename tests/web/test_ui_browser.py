@@ -50,7 +50,8 @@ def lab(tmp_path_factory):
     world = new_world(Clock(SPEED))
     build_pool(world, demo.DEMO_POOL, hosts=3, version=demo.SOURCE_VERSION, vms_per_host=1)
     runtime = Runtime(config, store, flows=FlowService(store, config, clock=world.clock)).start()
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
+    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
+                                boot_order="bios-network-first")  # a PXE-first site
     world.boot_handler = handler
     sim = serve_world(world)
     try:

@@ -40,6 +40,7 @@ GRUB_EFI = "grubx64.efi"  # the site's UEFI GRUB in tftp_root, which iPXE on UEF
 ISO_GRUB_EFI = "EFI/xenserver/grubx64.efi"  # the media's own GRUB (9 line: the only one with xen_hypervisor)
 
 _URL = re.compile(r"https?://[A-Za-z0-9._~:/=%,+@\[\]-]+")
+_TFTP_URL = re.compile(r"tftp://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/")
 _TFTP_PATH = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
 _COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 .,:()/_=+-]")
 _NETLOC = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
@@ -137,7 +138,17 @@ def config_for(decision: BootDecision, loader: str, config: Config, media: Media
         return _render(f"grub-installer-{generation}.cfg", context)
     if loader == PXELINUX:
         return _render("pxelinux-installer.cfg", {**context, **file_urls})
-    return _render("ipxe-installer-bios.ipxe", {**context, **file_urls})
+    return _render("ipxe-installer-bios.ipxe", {**context, "tftp_prefix": _tftp_prefix(config)})
+
+
+def _tftp_prefix(config: Config) -> str:
+    """tftp://<public_url's host>[:tftp_port]/: where iPXE on BIOS chains to pxelinux.0 and pxelinux's path
+    prefix (DHCP option 210) for its per-MAC config and the media (docs/firmware.md "iPXE on BIOS")."""
+    host = urllib.parse.urlsplit(config.base_url).hostname or config.bind_address
+    if ":" in host:
+        host = f"[{host}]"
+    port = "" if config.tftp_port == 69 else f":{config.tftp_port}"
+    return _check(f"tftp://{host}{port}/", _TFTP_URL, "TFTP prefix")
 
 
 def _grub_for_ipxe(config: Config, media: Media, generation: str) -> str:

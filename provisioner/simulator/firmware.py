@@ -61,7 +61,31 @@ def parse_config(loader: str, text: str) -> dict:
     if loader == "grub":
         return _parse_loader_lines(lines, {"multiboot2", "xen_hypervisor", "linux", "multiboot"},
                                    {"module2", "xen_module", "initrd", "module"}, _grub_file)
-    return _parse_loader_lines(lines, {"kernel"}, {"module", "initrd"}, lambda p: p)
+    return _parse_loader_lines(_ipxe_settings(lines), {"kernel"}, {"module", "initrd"}, lambda p: p)
+
+
+def _ipxe_settings(lines: list[str]) -> list[str]:
+    """iPXE's `set NAME VALUE` lines applied: ${NAME} expanded in the lines after them (iPXE expands settings in
+    every command line; `210:string` is DHCP option 210, pxelinux's path prefix). Unknown settings are empty."""
+    values: dict[str, str] = {}
+    out = []
+    for line in lines:
+        line = re.sub(r"\$\{([^}]*)\}", lambda m: values.get(m.group(1), ""), line)
+        words = line.split()
+        if words[0] == "set" and len(words) >= 2:
+            values[words[1]] = " ".join(words[2:])
+            continue
+        out.append(line)
+    return out
+
+
+def _chain(url: str) -> dict:
+    """iPXE `chain URL`: to pxelinux.0 over TFTP (BIOS, docs/firmware.md "iPXE on BIOS"): pxelinux then asks the
+    TFTP server for its per-MAC config; anything else is GRUB (UEFI), which does the same with its names."""
+    found = re.fullmatch(r"tftp://[^/]+/(.+)", url)
+    if found and found.group(1).rsplit("/", 1)[-1] == "pxelinux.0":
+        return {"action": "chain", "url": found.group(1), "loader": "pxelinux"}
+    return {"action": "chain", "url": url, "loader": "grub"}
 
 
 def _parse_pxelinux(lines: list[str]) -> dict:
@@ -100,7 +124,7 @@ def _parse_loader_lines(lines: list[str], first: set, modules: set, path: Callab
         if verb == "exit" and not files:
             return {"action": "local"}
         if verb == "chain" and len(words) > 1:
-            return {"action": "chain", "url": words[1]}
+            return _chain(words[1])
         if verb in first and len(words) > 1:
             files = [("hypervisor", path(words[1]))]
             args += words[2:]

@@ -167,10 +167,15 @@ class Machine:
             boot.outcome, boot.detail = NO_CONFIG, "no PXE answer: the firmware goes on to its next device"
             return
         loader, plan = self.loader, parse_config(self.loader, text)
-        if plan["action"] == "chain":  # iPXE on UEFI chains to GRUB, which asks the TFTP server for its config
-            self._get(boot, "chain", plan["url"])
-            text, loader = self._config(boot, loader="grub"), "grub"
-            plan = parse_config("grub", text) if text is not None else {"action": "local"}
+        if plan["action"] == "chain":  # iPXE chains to GRUB (UEFI) or pxelinux.0 (BIOS), which asks the TFTP
+            try:  # server for its per-MAC config (docs/firmware.md)
+                self._get(boot, "chain", plan["url"])
+            except BootFailure as exc:  # our scripts: `chain ... || goto local` (or `|| exit`): the disk boots
+                boot.outcome, boot.detail = LOCAL, f"{exc}; the iPXE script falls back to the local disk"
+                return
+            loader = plan["loader"]
+            text = self._config(boot, loader=loader)
+            plan = parse_config(loader, text) if text is not None else {"action": "local"}
         if plan["action"] == "local":
             boot.outcome, boot.detail = LOCAL, "local boot"
             return

@@ -106,7 +106,19 @@ def test_platform_overrides_registered_firmware_for_ipxe(config):
     efi = configs.config_for(installer(host=BIOS_HOST), IPXE, config, XS8, platform="efi").decode()
     assert "chain http://192.0.2.1:8080/tftp/grubx64.efi" in efi
     bios = configs.config_for(installer(), IPXE, config, XS8, platform="pcbios").decode()
-    assert bios.startswith("#!ipxe\n") and "\nkernel http://192.0.2.1:8080/media/xs84/boot/xen.gz " in bios
+    assert bios.startswith("#!ipxe\n") and "\nchain ${210:string}pxelinux.0 || goto local\n" in bios
+
+
+def test_ipxe_on_bios_chains_to_pxelinux_on_our_tftp_server(config):
+    """Debian's iPXE cannot load the gzip xen.gz (docs/firmware.md "iPXE on BIOS"): the script sets pxelinux's path
+    prefix (option 210) to our TFTP server, the host of public_url, and chains to pxelinux.0 there."""
+    body = configs.config_for(installer(host=BIOS_HOST), IPXE, config, XS8).decode()
+    assert "\nset 210:string tftp://192.0.2.1/\n" in body and "\nkernel " not in body and "answerfile=" not in body
+    other = config.replace(public_url="http://boot.example:8080", tftp_port=6969)
+    body = configs.config_for(installer(host=BIOS_HOST), IPXE, other, XS8).decode()
+    assert "\nset 210:string tftp://boot.example:6969/\n" in body
+    v6 = config.replace(public_url="http://[2001:db8::1]:8080")
+    assert "tftp://[2001:db8::1]/" in configs.config_for(installer(host=BIOS_HOST), IPXE, v6, XS8).decode()
 
 
 def test_ipxe_on_uefi_chains_to_the_grub_that_can_boot_the_media(config):

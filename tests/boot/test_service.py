@@ -30,7 +30,8 @@ def tftp(world, config, name):
 
 
 def is_installer(body):
-    return b"answerfile=" in body
+    """An installer config: its boot line (answerfile=), or iPXE on BIOS chaining to pxelinux.0 (docs/firmware.md)."""
+    return b"answerfile=" in body or b"chain ${210:string}pxelinux.0" in body
 
 
 def test_every_path_gives_the_same_answer_through_the_reinstall_loop(world, config):

@@ -150,3 +150,48 @@ def test_no_installer_without_armed_attempt(lab, mac, registered):
     assert "Booting from Hard Disk" in result["console"]
     assert [e["details"]["source"] for e in events if e["kind"] == "tftp.sent"
             and e["details"]["file"] == f"pxelinux.cfg/01-{_dashes(mac)}"] == ["dynamic"]
+
+
+
+IPXE_MAC = e2e_lab.IPXE_SCRIPT_MAC
+
+
+def test_bios_ipxe_script_install_then_local_boot(lab):
+    """DHCP hands this MAC's iPXE (the SeaBIOS e1000 ROM, Debian's ipxe-qemu) the URL of our iPXE script: on BIOS
+    it chains to pxelinux.0 (Debian's iPXE cannot load the gzip xen.gz: docs/firmware.md "iPXE on BIOS"), which
+    boots the installer; the same MAC again gets the script's `exit` and SeaBIOS goes on to the (absent) disk."""
+    lab.cli("hosts", "add", IPXE_MAC, "--name", "e2e-ipxe-bios", "--pool", "e2e", "--disk", "/dev/sda",
+            "--firmware", "bios")
+    lab.cli("hosts", "arm", IPXE_MAC, "--media", "xs84")
+
+    first = _install_boot(lab, "ipxe-bios-install", IPXE_MAC, "bios")
+    console, events = first["console"], first["events"]
+    ipxe = _fetches(events, IPXE_MAC, "ipxe")
+    assert [(e["details"]["decision"], e["details"]["loader"]) for e in ipxe] == [("installer", "ipxe")], events
+    assert "(XEN)" in console or "Xen version" in console, console[-3000:]
+    assert "STANDIN: installation-start exit 0" in console, console[-3000:]
+    assert "STANDIN: installation-complete exit 0" in console, console[-3000:]
+    assert len(_fetches(events, IPXE_MAC, "answerfile")) == 1
+    # The big files came over TFTP through pxelinux (never over HTTP through iPXE).
+    served = {e["details"].get("file", "").lstrip("/") for e in events if e["kind"] == "tftp.sent"}
+    assert {"pxelinux.0", f"pxelinux.cfg/01-{_dashes(IPXE_MAC)}", "mboot.c32", "xenserver/xs84/boot/xen.gz",
+            "xenserver/xs84/boot/vmlinuz", "xenserver/xs84/install.img"} <= served, served
+    assert not [e for e in events if e["kind"] == "attempt.fetch" and e["details"].get("what") == "hypervisor"
+                and "path" in e["details"]], events
+    assert [(e["kind"], e["details"].get("code")) for e in events
+            if e["kind"] in ("attempt.started", "attempt.succeeded")] == [
+        ("attempt.started", None), ("attempt.succeeded", "0")], events
+
+    # Same MAC again: the window closed; iPXE runs the local script's `exit`, SeaBIOS boots on (no disk here).
+    since = lab.last_event_id()
+    boot = lab.boot("ipxe-bios-again", IPXE_MAC, "bios")
+    try:
+        assert e2e_lab.wait_boot(boot, LOCAL_TIMEOUT) == "local", boot.process.text()[-3000:]
+    finally:
+        boot.process.stop()
+    second = _report(lab, boot, since, "ipxe-bios-again")
+    decisions = [(e["details"]["decision"], e["details"]["state"]) for e in _fetches(second["events"], IPXE_MAC, "ipxe")]
+    assert decisions == [("local_boot", "succeeded")], second["events"]
+    assert not [e for e in second["events"] if e["kind"] == "tftp.sent"], second["events"]
+    assert "Booting from Hard Disk" in boot.process.text()
+    assert "STANDIN" not in boot.process.text()

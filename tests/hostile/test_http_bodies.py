@@ -75,7 +75,7 @@ def test_bodies_are_judged_on_their_headers(config, store, tmp_path, what, path,
         assert got == status, head
         assert b"Connection: close" in head  # the unread rest can never be taken for a next request
         assert _spool_files() == before
-        assert boot(srv.port, ARMED, client_ip(2)) == BOOTED
+        assert boot(srv, ARMED, client_ip(2)) == BOOTED
 
 
 def test_dropped_bodies_still_count_as_failed_authentications(config, store, tmp_path):

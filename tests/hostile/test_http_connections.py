@@ -27,7 +27,7 @@ def test_one_address_holding_many_idle_connections_stops_nobody(config, store, t
                 # (each is answered at all: before, every request timed out; how fast is bench/boot_storm_bench.py's)
                 status, body = get(srv.port, "/boot/ipxe/52-54-00-aa-00-01", client_ip(n), timeout=10)
                 assert status == 200 and body.startswith(b"#!ipxe")
-            assert boot(srv.port, ARMED, client_ip(20)) == BOOTED
+            assert boot(srv, ARMED, client_ip(20)) == BOOTED
         finally:
             for sock in held:
                 sock.close()
@@ -63,7 +63,7 @@ def test_trickled_and_silent_connections_are_closed_after_the_header_timeout(con
             assert closed_by_server(sock, wait=5)
         assert srv.rt.http.counters()["header_timeouts"] >= 3
         assert until(lambda: srv.rt.http.open_connections(ATTACKER) == 0, 10)
-        assert boot(srv.port, ARMED, client_ip(1)) == BOOTED
+        assert boot(srv, ARMED, client_ip(1)) == BOOTED
         for sock in (headers, form, silent):
             sock.close()
 

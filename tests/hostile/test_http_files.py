@@ -39,7 +39,7 @@ def test_fifos_sockets_loops_and_long_names_are_404s_that_never_block(config, st
         paths = _plant(srv)
         fifos = [paths["tftp fifo"], paths["media fifo"]] * 20
         with ThreadPoolExecutor(max_workers=40) as pool:
-            during = pool.submit(boot, srv.port, ARMED, client_ip(99))
+            during = pool.submit(boot, srv, ARMED, client_ip(99))
             answers = list(pool.map(lambda i: get(srv.port, fifos[i], client_ip(i), timeout=15)[0],
                                     range(len(fifos))))
             assert during.result(timeout=60) == BOOTED

@@ -50,10 +50,10 @@ def tftp_get(server: tuple[str, int], name: str, source: str) -> bytes:
 
 def boot_config(srv, source: str, protocol: str) -> bytes:
     """The per-MAC boot config as `source` reads it: TFTP pxelinux or GRUB name, or the HTTP iPXE script."""
-    if protocol == "ipxe":
+    if protocol == "ipxe":  # on BIOS it chains to pxelinux.0, which reads its per-MAC config (docs/firmware.md)
         status, body = get(srv.port, f"/boot/ipxe/{DASHED}", source)
-        assert status == 200
-        return body
+        assert status == 200 and b"chain ${210:string}pxelinux.0" in body, body
+        protocol = "pxelinux"
     name = f"pxelinux.cfg/01-{DASHED}" if protocol == "pxelinux" else f"grub/grub.cfg-01-{DASHED}"
     return tftp_get(srv.rt.tftp.address, name, source)
 

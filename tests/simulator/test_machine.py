@@ -211,13 +211,15 @@ def test_missing_boot_file(server, tmp_path, loader):
     handler = _handler(runtime, events, loader=loader, max_boots=3)
     assert handler(BIOS) is None
     boots = handler.boots(BIOS)
-    assert boots[0].fetches[3].what == "install.img" and boots[0].fetches[3].status == "not-found"
+    # iPXE on BIOS: script, chain to pxelinux.0, pxelinux's config, then pxelinux's files (docs/firmware.md)
+    image = boots[0].fetches[5 if loader == "ipxe" else 3]
+    assert image.what == "install.img" and image.status == "not-found"
     assert all(b.fetched("answerfile") == 0 for b in boots)
-    if loader == "pxelinux":  # mboot.c32 cannot load it: boot fails, the firmware reboots, PXE again
+    if loader in ("pxelinux", "ipxe"):  # mboot.c32 cannot load it: boot fails, the firmware reboots, PXE again
         assert [b.outcome for b in boots] == [machine.BOOT_ERROR] * 3
         (loop,) = events.kinds(machine.EV_BOOT_LOOP, BIOS)
         assert loop["installs"] == 0 and not events.kinds(machine.EV_REINSTALL_LOOP)
-    else:  # our GRUB and iPXE configs fall back to `exit`: the disk boots
+    else:  # our GRUB config falls back to `exit`: the disk boots
         assert [b.outcome for b in boots] == [machine.LOCAL]
     assert attempts.current_attempt(store, BIOS).state == states.ARMED
 

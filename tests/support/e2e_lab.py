@@ -26,6 +26,10 @@ NETNS = f"provisioner-e2e-{os.getpid()}"
 TAP = "e2etap0"
 SERVER_IP = "10.77.0.1"
 HTTP_PORT = 80
+# The one MAC whose iPXE gets our iPXE script URL from DHCP instead of pxelinux.0 (test_bios_ipxe_script_*);
+# ${net0/mac:hexhyp} is iPXE's own setting syntax, expanded by iPXE before it fetches the DHCP filename.
+IPXE_SCRIPT_MAC = "52:54:00:e2:e0:05"
+IPXE_SCRIPT_URL = f"http://{SERVER_IP}/boot/ipxe/${{net0/mac:hexhyp}}"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 EFI_ROM = Path("/usr/lib/ipxe/qemu/efi-e1000.rom")
@@ -239,11 +243,15 @@ class Process:
 
 
 def start_dnsmasq(workdir: Path) -> Process:
-    """DHCP only (--port=0: no DNS, no TFTP); BIOS clients get pxelinux.0, x86-64 UEFI ones grubx64.efi."""
+    """DHCP only (--port=0: no DNS, no TFTP); BIOS clients get pxelinux.0, x86-64 UEFI ones grubx64.efi, and
+    iPXE at IPXE_SCRIPT_MAC (only that MAC: the other tests boot pxelinux.0 from the same iPXE ROM) the URL of
+    our per-MAC iPXE script, which iPXE expands (docs/lab.md "Network namespace")."""
     return Process(["dnsmasq", "--no-daemon", "--port=0", f"--interface={TAP}", "--bind-interfaces",
                     "--dhcp-range=10.77.0.100,10.77.0.200,1h", "--dhcp-match=set:efi64,option:client-arch,7",
+                    "--dhcp-userclass=set:ipxe,iPXE", f"--dhcp-host={IPXE_SCRIPT_MAC},set:ipxescript",
+                    f"--dhcp-boot=tag:ipxescript,tag:ipxe,{IPXE_SCRIPT_URL},,{SERVER_IP}",
                     f"--dhcp-boot=tag:efi64,grubx64.efi,,{SERVER_IP}",
-                    f"--dhcp-boot=tag:!efi64,pxelinux.0,,{SERVER_IP}", "--no-resolv", "--no-hosts",
+                    f"--dhcp-boot=tag:!efi64,tag:!ipxescript,pxelinux.0,,{SERVER_IP}", "--no-resolv", "--no-hosts",
                     f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}", f"--pid-file={workdir / 'dnsmasq.pid'}"],
                    workdir / "dnsmasq.log")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import struct
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,22 +71,51 @@ def get(port: int, path: str, source: str = "127.0.0.1", timeout: float = 20.0,
         conn.close()
 
 
-def boot(port: int, mac: str, source: str) -> dict[str, int]:
-    """What a real host does with our server: its iPXE script, every file it names (hypervisor, kernel,
-    install.img), the answer file on the kernel line, then the installer's start script. Path -> status."""
+def tftp_get(server: tuple[str, int], name: str, source: str) -> bytes:
+    """A plain RFC 1350 read (512-byte blocks, no options) from `source`, as PXE firmware asks for its config."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sock.settimeout(10)
+    try:
+        sock.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", server)
+        data, block = b"", 1
+        while True:
+            packet, peer = sock.recvfrom(70000)
+            opcode, number = struct.unpack("!HH", packet[:4])
+            assert opcode == 3, f"TFTP error for {name}: {packet!r}"
+            if number == block:
+                data += packet[4:]
+                sock.sendto(struct.pack("!HH", 4, number), peer)
+                if len(packet) - 4 < 512:
+                    return data
+                block += 1
+    finally:
+        sock.close()
+
+
+def boot(srv: "Served", mac: str, source: str) -> dict[str, int]:
+    """What a real BIOS host does with our server: its iPXE script, which chains to pxelinux.0 (docs/firmware.md
+    "iPXE on BIOS"); pxelinux's per-MAC config over TFTP; every file it names, read over HTTP from /media/ as
+    lpxelinux would (these tests are about the HTTP server); the answer file on the dom0 line, then the
+    installer's start script. Name -> status ("config": the TFTP read succeeded)."""
     dashed = mac.replace(":", "-")
-    status, script = get(port, f"/boot/ipxe/{dashed}", source)
+    status, script = get(srv.port, f"/boot/ipxe/{dashed}", source)
     seen = {"ipxe": status}
-    for url in re.findall(rb"http://\S+", script):
-        path = urlsplit(url.decode()).path
-        seen[path.rsplit("/", 1)[-1] if path.startswith("/media/") else "answerfile"] = get(port, path, source)[0]
-        if path.startswith("/boot/answerfile/"):
-            token = path.rsplit("/", 1)[-1]
-            seen["start"] = get(port, f"/boot/script/{token}/installation-start", source)[0]
+    if b"chain ${210:string}pxelinux.0" not in script:
+        return seen
+    config = tftp_get(srv.rt.tftp.address, f"pxelinux.cfg/01-{dashed}", source)
+    seen["config"] = 200
+    for name in re.findall(rb"xenserver/([A-Za-z0-9._-]+/\S+)", config):
+        path = "/media/" + name.decode()
+        seen[path.rsplit("/", 1)[-1]] = get(srv.port, path, source)[0]
+    for url in re.findall(rb"http://\S+/boot/answerfile/\S+", config):
+        token = url.decode().rsplit("/", 1)[-1]
+        seen["answerfile"] = get(srv.port, f"/boot/answerfile/{token}", source)[0]
+        seen["start"] = get(srv.port, f"/boot/script/{token}/installation-start", source)[0]
     return seen
 
 
-BOOTED = {"ipxe": 200, "xen.gz": 200, "vmlinuz": 200, "install.img": 200, "answerfile": 200, "start": 200}
+BOOTED = {"ipxe": 200, "config": 200, "xen.gz": 200, "vmlinuz": 200, "install.img": 200, "answerfile": 200, "start": 200}
 
 
 def raw_connection(port: int, source: str, timeout: float = 10.0) -> socket.socket:

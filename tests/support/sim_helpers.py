@@ -41,6 +41,7 @@ def sim_server(tmp_path, *, pxelinux_http=True):
     """A started Runtime with MEDIA imported and the three hosts registered: (config, store, runtime)."""
     config = demo.demo_config(tmp_path).replace(pxelinux_http=pxelinux_http)
     (config.tftp_root / "grubx64.efi").write_bytes(b"MZ site grub\n")  # what iPXE on UEFI chains to
+    (config.tftp_root / "pxelinux.0").write_bytes(b"site pxelinux\n")  # and iPXE on BIOS
     store = Store(config.db_path)
     media.import_media(store, config, MEDIA, make_media_tree(tmp_path / "tree"))
     for mac, name, firmware in ((BIOS, "h-bios", "bios"), (UEFI, "h-uefi", "uefi"), (OTHER, "h-other", "bios")):

@@ -23,12 +23,13 @@ MEDIA = "xs84"
 PXE_MAC, IPXE_MAC = "52:54:00:0a:00:01", "52:54:00:0a:00:02"
 # what the simulated machine fetched -> the kind our metrics must count it under
 KIND_OF = {"config": "config", "hypervisor": "kernel", "kernel": "kernel", "install.img": "install.img",
-           "answerfile": "answerfile", "treeinfo": "other", "script": "script"}
+           "answerfile": "answerfile", "treeinfo": "other", "script": "script", "chain": "loader"}
 
 
 @pytest.fixture
 def running(tmp_path):
     config = demo.demo_config(tmp_path).replace(api_token=TOKEN, pxelinux_http=False)
+    (config.tftp_root / "pxelinux.0").write_bytes(b"site pxelinux\n")  # iPXE on BIOS chains to it (docs/firmware.md)
     store = Store(config.db_path)
     media.import_media(store, config, MEDIA, demo.synthetic_media_tree(tmp_path / "tree"))
     for mac, name in ((PXE_MAC, "pxe1"), (IPXE_MAC, "ipxe1")):
@@ -77,8 +78,10 @@ def test_scrape_counts_every_fetch_of_two_installs(running):
     http["script"] += reports
     http["api"] += 2
     http["other"] += 1  # the scrape before the boots (this one is counted once it is answered)
-    assert set(tftp) == {"config", "kernel", "install.img"}  # pxelinux: everything over TFTP
-    assert {"config", "kernel", "install.img", "answerfile", "script", "other"} <= set(http)  # iPXE: all over HTTP
+    # pxelinux: everything over TFTP; iPXE on BIOS: its script over HTTP, then pxelinux.0 and pxelinux's files over
+    # TFTP (docs/firmware.md "iPXE on BIOS"); the installer's answer file, scripts and .treeinfo over HTTP.
+    assert set(tftp) == {"config", "kernel", "install.img", "loader"}
+    assert {"config", "answerfile", "script", "other"} <= set(http)
 
     for kind, count in tftp.items():
         assert total(samples, "provisioner_tftp_requests_total", kind=kind) == count, kind

@@ -14,7 +14,10 @@ OnEvent = Callable[[str, str, dict], None]
 # installer_breaks: fails AFTER its backup, while writing the new root: reports 1, and no system boots again.
 # no_pxe: the firmware boots without trying the network, whatever its boot order (bootorder.py; the same as a
 # disk-first order: docs/firmware.md "A reboot does not reach the network").
-FAILURES = ("installer_fails", "installer_breaks", "never_returns", "slow", "bad_answerfile", "no_pxe")
+# plugin_entry_ignored: the disk boot does not take the host plugin's "upgrade" entry (dom0boot.py): the old
+# system boots, the entry stays (docs/host-plugin.md).
+FAILURES = ("installer_fails", "installer_breaks", "never_returns", "slow", "bad_answerfile", "no_pxe",
+            "plugin_entry_ignored")
 
 # Boot outcomes (Boot.outcome)
 LOCAL = "local"  # the config said: boot locally (the firmware goes on to its next device)

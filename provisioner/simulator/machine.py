@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import requests
 
 from provisioner.simulator.bootorder import DISK, BootOrder
+from provisioner.simulator.dom0boot import ANSWERFILE_URL, PYTHON_SHEBANG, UPGRADE, Dom0Boot
 from provisioner.simulator.boots import (  # noqa: F401 (re-exported: machine.LOCAL etc. are the public names)
     ANSWERFILE_MISSING, ANSWERFILE_REJECTED, BOOT_ERROR, DISK_BOOTS, DISK_FIRST, EV_BOOT, EV_BOOT_LOOP, EV_EXTERNAL,
     EV_FETCH, EV_FIRMWARE, EV_HANG, EV_INSTALLING, EV_NO_SYSTEM, EV_POWER_ON, EV_REINSTALL_LOOP, EV_SCRIPT, EXTERNAL,
@@ -81,6 +82,7 @@ class Machine:
         self.boots: list[Boot] = []
         self.cycles = 0
         self.disk_broken = False  # installer_breaks happened: no bootable system until a fresh install
+        self.dom0 = Dom0Boot()  # the installed system's bootloader; the host plugin stages its entry here
         self._cycle = threading.Lock()  # one power cycle at a time (a BMC reset mid-boot waits for the pass to end)
 
     # --- observation ---
@@ -149,6 +151,10 @@ class Machine:
         missed: list[str] = []
         for device in devices:
             if device == DISK:
+                if not self.disk_broken and self.dom0.boot_label() == UPGRADE and not failures.get(
+                        "plugin_entry_ignored"):  # prepare_host_upgrade.py's entry: the installer, from the disk
+                    self._install(boot, ANSWERFILE_URL, failures)
+                    return
                 if not self.disk_broken:
                     if not missed:
                         boot.outcome, boot.detail = DISK_FIRST, "the firmware boots the disk first: no network boot"
@@ -216,11 +222,13 @@ class Machine:
 
     def _get(self, boot: Boot, what: str, name: str) -> bytes:
         """One fetch, TFTP or HTTP by its spelling; recorded and reported; BootFailure when it fails."""
-        http = name.startswith(("http://", "https://"))
-        fetch = Fetch("http" if http else "tftp", what, name)
+        http, local = name.startswith(("http://", "https://")), name.startswith("file://")
+        fetch = Fetch("file" if local else "http" if http else "tftp", what, name)
         boot.fetches.append(fetch)
         try:
-            if http:
+            if local:  # the installer booted from the plugin's upgrade.img reads its own initrd
+                data = self.dom0.read(name)
+            elif http:
                 response = requests.get(name, timeout=HTTP_TIMEOUT)
                 if response.status_code != 200:
                     fetch.status = "not-found" if response.status_code == 404 else "error"
@@ -283,12 +291,21 @@ class Machine:
         if code == "0":
             boot.outcome, boot.version = INSTALLED, fresh_version(answers, version) if answers.fresh else version
             self.bootorder.installer_wrote_boot_entry()  # UEFI: its entry first in BootOrder (writeBootEntries)
+            self.dom0.installer_wrote_config()  # and a new bootloader config: no plugin entry any more
             self.disk_broken = False  # only a fresh install gets here on a broken disk: it repartitions it
         else:
             boot.outcome = INSTALL_BROKEN if self.disk_broken else INSTALL_FAILED
         boot.detail = boot.detail or f"installer exited {code}; rebooting"
 
     def _run_script(self, boot: Boot, stage: str, body: bytes, *args: str) -> None:
+        if body.startswith(PYTHON_SHEBANG):  # the host plugin's revert-bootloader.py (dom0boot.py)
+            try:
+                self.dom0.run_revert_script(body)
+                code, err = 0, ""
+            except ValueError as exc:
+                code, err = 1, str(exc)
+            self._emit(EV_SCRIPT, stage=stage, args=list(args), exit=code, stderr=err)
+            return
         with tempfile.TemporaryDirectory(prefix="sim-installer-") as tmp:
             path = os.path.join(tmp, "script")
             with open(path, "wb") as handle:

@@ -10,7 +10,7 @@ import uuid as uuidlib
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-from . import event_calls, host_calls, join, vm_calls  # noqa: F401 - importing them registers their handlers
+from . import event_calls, host_calls, host_plugin, join, vm_calls  # noqa: F401 - importing them registers their handlers
 from .db import FIELDS, xapi_datetime
 from .errors import DropConnection, XapiError
 from .hosts import SimHost

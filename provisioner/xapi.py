@@ -90,6 +90,8 @@ class PoolDriver(Protocol):
     def join_pool(self, master_address: str, username: str, password: str) -> None: ...
     def local_disks(self, host_ref: str) -> list[LocalDisk]: ...
     def join_facts(self, host_ref: str) -> JoinFacts: ...
+    def test_upgrade_url(self, host_ref: str, url: str) -> str: ...
+    def prepare_upgrade(self, host_ref: str, url: str) -> str: ...
 
 
 class _Timeout:
@@ -113,7 +115,7 @@ class _SafeTimeoutTransport(_Timeout, xmlrpc.client.SafeTransport):
     pass
 
 
-class XenApiDriver:
+class XenApiDriver(xapi_reinstall.ReinstallCalls):
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
@@ -373,39 +375,18 @@ class XenApiDriver:
                 pass  # logging out of a host that went away is not an error
             self._session = None
 
-    # --- lab reinstall-and-join (coordinator/reinstall.py) ---
+    # --- XenCenter's host plugin (coordinator/hostplugin.py, docs/host-plugin.md) ---
 
-    def management_network(self, host_ref: str) -> dict:
-        """The host's management PIF IP setup, for the fresh install's admin-interface: {"mode": "static"|"dhcp",
-        "ip", "netmask", "gateway", "dns": [...]} (XAPI ip_configuration_mode Static / DHCP)."""
-        for pif in self.call("PIF.get_all_records").values():
-            if pif.get("host") == host_ref and pif.get("management"):
-                static = str(pif.get("ip_configuration_mode", "")).lower() == "static"
-                dns = [d.strip() for d in str(pif.get("DNS", "")).split(",") if d.strip()]
-                return {"mode": "static" if static else "dhcp", "ip": pif.get("IP", ""),
-                        "netmask": pif.get("netmask", ""), "gateway": pif.get("gateway", ""), "dns": dns}
-        return {"mode": "dhcp", "dns": []}
+    def call_plugin(self, host_ref: str, plugin: str, fn: str, args: dict[str, str]) -> str:
+        """host.call_plugin: runs /etc/xapi.d/plugins/<plugin> <fn> in the host's dom0; its failure is an
+        XapiError (XENAPI_PLUGIN_FAILURE [fn, class, message], XENAPI_MISSING_PLUGIN [plugin], ...)."""
+        return str(self.call("host.call_plugin", host_ref, plugin, fn, dict(args)))
 
-    def destroy_host(self, host_ref: str) -> None:
-        """host.destroy (xe host-forget): only for a dead member (HOST_IS_LIVE, HOST_HAS_RESIDENT_VMS otherwise)."""
-        self.call("host.destroy", host_ref)
+    def test_upgrade_url(self, host_ref: str, url: str) -> str:
+        """prepare_host_upgrade.py testUrl: the host reaches the media at `url` and it is not older than it."""
+        return self.call_plugin(host_ref, "prepare_host_upgrade.py", "testUrl", {"url": url})
 
-    def join_pool(self, master_address: str, username: str, password: str) -> None:
-        """pool.join, called on a STANDALONE host's own session: it becomes a member of the master's pool."""
-        self.call("pool.join", master_address, username, password)
-
-    def local_disks(self, host_ref: str) -> list[LocalDisk]:
-        """Every VDI on the host's local SRs and what it belongs to: read BEFORE host.destroy, which removes the
-        host's PBDs but leaves these VDI records pointing at nothing (xapi_host.ml destroy; docs/real-world.md
-        "host.destroy and local disks")."""
-        return xapi_reinstall.local_disks(
-            host_ref, pbds=self.call("PBD.get_all_records"), srs=self.call("SR.get_all_records"),
-            vdis=self.call("VDI.get_all_records"), vbds=self.call("VBD.get_all_records"),
-            vms=self.call("VM.get_all_records"))
-
-    def join_facts(self, host_ref: str) -> JoinFacts:
-        """What pool.join compares for this host (xapi_pool.ml pre_join_checks): versions, edition, updates,
-        management VLAN, network backend."""
-        return xapi_reinstall.join_facts(host_ref, self.call("host.get_record", host_ref),
-                                         pifs=self.call("PIF.get_all_records"),
-                                         updates=self.call("pool_update.get_all_records"))
+    def prepare_upgrade(self, host_ref: str, url: str) -> str:
+        """prepare_host_upgrade.py main: the host downloads the installer and makes its one-shot upgrade entry
+        (with its own answer file) the default of its bootloader; the next host.reboot enters the installer."""
+        return self.call_plugin(host_ref, "prepare_host_upgrade.py", "main", {"url": url})

@@ -62,3 +62,43 @@ def join_facts(host_ref: str, host: dict, *, pifs: dict, updates: dict) -> JoinF
                      api_version=f'{host.get("API_version_major", "")}.{host.get("API_version_minor", "")}',
                      db_schema=sv.get("db_schema", ""), edition=host.get("edition", ""), updates=tuple(names),
                      management_vlan=vlan, network_backend=sv.get("network_backend", "bridge"))
+
+
+class ReinstallCalls:
+    """XenApiDriver's calls for the lab reinstall-and-join (coordinator/reinstall.py): over its `call` only."""
+
+
+    def management_network(self, host_ref: str) -> dict:
+        """The host's management PIF IP setup, for the fresh install's admin-interface: {"mode": "static"|"dhcp",
+        "ip", "netmask", "gateway", "dns": [...]} (XAPI ip_configuration_mode Static / DHCP)."""
+        for pif in self.call("PIF.get_all_records").values():
+            if pif.get("host") == host_ref and pif.get("management"):
+                static = str(pif.get("ip_configuration_mode", "")).lower() == "static"
+                dns = [d.strip() for d in str(pif.get("DNS", "")).split(",") if d.strip()]
+                return {"mode": "static" if static else "dhcp", "ip": pif.get("IP", ""),
+                        "netmask": pif.get("netmask", ""), "gateway": pif.get("gateway", ""), "dns": dns}
+        return {"mode": "dhcp", "dns": []}
+
+    def destroy_host(self, host_ref: str) -> None:
+        """host.destroy (xe host-forget): only for a dead member (HOST_IS_LIVE, HOST_HAS_RESIDENT_VMS otherwise)."""
+        self.call("host.destroy", host_ref)
+
+    def join_pool(self, master_address: str, username: str, password: str) -> None:
+        """pool.join, called on a STANDALONE host's own session: it becomes a member of the master's pool."""
+        self.call("pool.join", master_address, username, password)
+
+    def local_disks(self, host_ref: str) -> list[LocalDisk]:
+        """Every VDI on the host's local SRs and what it belongs to: read BEFORE host.destroy, which removes the
+        host's PBDs but leaves these VDI records pointing at nothing (xapi_host.ml destroy; docs/real-world.md
+        "host.destroy and local disks")."""
+        return local_disks(
+            host_ref, pbds=self.call("PBD.get_all_records"), srs=self.call("SR.get_all_records"),
+            vdis=self.call("VDI.get_all_records"), vbds=self.call("VBD.get_all_records"),
+            vms=self.call("VM.get_all_records"))
+
+    def join_facts(self, host_ref: str) -> JoinFacts:
+        """What pool.join compares for this host (xapi_pool.ml pre_join_checks): versions, edition, updates,
+        management VLAN, network backend."""
+        return join_facts(host_ref, self.call("host.get_record", host_ref),
+                                         pifs=self.call("PIF.get_all_records"),
+                                         updates=self.call("pool_update.get_all_records"))

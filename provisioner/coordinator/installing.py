@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from provisioner import states
-from provisioner.coordinator import journal
+from provisioner.coordinator import hostplugin, journal
 from provisioner.coordinator.context import Context, StepFailed
 from provisioner.store import RunHost
 
@@ -36,6 +36,8 @@ class AbortedWhileInstalling(RuntimeError):
 def installer_running(ctx: Context, rh: RunHost) -> bool:
     """Its attempt is STARTED: the start script was seen and no complete report came (yet)."""
     attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
+    if attempt is None and rh.step == states.STEP_WAIT_UP and hostplugin.prepared(ctx, rh):
+        return True  # host-plugin: down after main + reboot, its installer may be running unseen (hostplugin.py)
     return attempt is not None and attempt.state == states.STARTED
 
 

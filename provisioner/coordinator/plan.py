@@ -13,7 +13,7 @@ from typing import Any
 
 from provisioner import registry
 from provisioner.config import Config
-from provisioner.coordinator import carry, wiring
+from provisioner.coordinator import carry, hostplugin, wiring
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Host, Media, normalize_mac, version_tuple
 from provisioner.power import hosts as power_hosts
@@ -36,6 +36,7 @@ class PlannedHost:
     version: str
     action: str  # "upgrade" | "skip (at target)"
     boot_method: str = "network-first"  # how REBOOT reaches the installer (registry.boot_method_of)
+    note: str = ""  # what its boot method means for it (host-plugin: hostplugin.PLAN_NOTE)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,6 +129,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
             plan.problems.append(f"{h.name}: disabled (enable it, or find out why it is)")
         mac = normalize_mac(h.mac) if h.mac else None
         reg = registered.get(mac) if mac else None
+        method = registry.boot_method_of(store, reg) if reg is not None else "network-first"
         if mac is None:
             plan.problems.append(f"{h.name}: XAPI shows no management PIF MAC")
         elif reg is None:
@@ -137,7 +139,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
                                  f"run `provisioner pools discover {pool}`")
         elif reg.name != h.name:
             plan.problems.append(f"{h.name}: MAC {mac} is registered under the name {reg.name}")
-        elif not reg.disk:
+        elif not reg.disk and method != hostplugin.METHOD:  # host-plugin: the host names its own PRIMARY_DISK
             plan.problems.append(f"{h.name}: no boot disk recorded (`provisioner hosts update {mac} --disk ...`)")
         if media is not None and version_tuple(h.product_version) > media.version_key:
             plan.problems.append(f"{h.name}: at {h.product_version}, newer than the media's {media.product_version}")
@@ -159,13 +161,13 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
                     if not (plan.standalone and err and err[0] in _NO_ROOM):
                         plan.problems.append(f"{h.name}: VM {names.get(vm, vm)} prevents evacuation: {' '.join(err)}")
             plan.vms += plan_host(h.name, h.ref, vms, standalone=plan.standalone, migrate_back=migrate_back)
-        method = registry.boot_method_of(store, reg) if reg is not None else "network-first"
         if not done and reg is not None:
-            problem = _boot_problem(store, config, reg, method)
+            problem = _boot_problem(store, config, reg, method, driver=driver, ref=h.ref, media=media_name)
             if problem:
                 plan.problems.append(f"{h.name}: {problem}")
         plan.hosts.append(PlannedHost(mac or "", h.name, h.uuid, h.ref, role, h.product_version,
-                                      "skip (at target)" if done else "upgrade", method))
+                                      "skip (at target)" if done else "upgrade", method,
+                                      hostplugin.PLAN_NOTE if method == hostplugin.METHOD and not done else ""))
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
     order = {h.name: i for i, h in enumerate(plan.hosts)}
     plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
@@ -176,12 +178,13 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     return plan
 
 
-def _boot_problem(store: Store, config: Config | None, host: Host, method: str) -> str | None:
+def _boot_problem(store: Store, config: Config | None, host: Host, method: str, *, driver: PoolDriver, ref: str,
+                  media: str) -> str | None:
     """Why `host` could not be brought to the installer by its boot method (None: nothing found). Never names a
-    password: PowerError messages name the BMC and the problem only (power/base.py)."""
-    if method == "host-plugin":
-        return ("boot method host-plugin is not implemented yet: set network-first, redfish or ipmi "
-                "(`provisioner hosts boot-method MAC METHOD`)")
+    password: PowerError messages name the BMC and the problem only (power/base.py). host-plugin: testUrl of the
+    media URL from the host's dom0 (hostplugin.py)."""
+    if method == hostplugin.METHOD:
+        return hostplugin.test(driver, ref, hostplugin.media_url(config, media)) if config is not None else None
     if method not in wiring.BMC_METHODS or config is None:
         return None
     if host.bmc_kind != method:

@@ -264,6 +264,11 @@ def _text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
     if cls == NOTHING_CHANGED:
         return (f"nothing was changed on {name}: it failed at {facts.step} before its reboot ({_blocker(facts)}); "
                 f"{_state_now(facts)}. {stop}Fix that, {_retry(facts)}. {_keep(facts)}")
+    if cls == NOT_NETWORK_BOOTED and facts.boot.startswith("host-plugin"):  # hostplugin.py: no attempt, no fetch
+        return (f"{name} did not enter the installer (host-plugin): its bootloader did not take the plugin's one-shot "
+                f"upgrade entry, or the installer stopped before writing anything; {_state_now(facts)}. Nothing on its "
+                f"disk changed. {stop}Look at its console on the next reboot and at /boot/installer and the bootloader "
+                f"default in its dom0, or use another boot method; {_retry(facts)}. {_keep(facts)}")
     if cls == NOT_NETWORK_BOOTED:
         how = ("it fetched its boot config but never the answer file: a boot file failed to load or the loader fell "
                "back to the disk" if seen["boot"] else "no boot config was fetched on its attempt: it booted its disk")

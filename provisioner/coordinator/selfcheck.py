@@ -60,6 +60,13 @@ def check_boot_server(config: Config, host: Host, media: Media, attempt: Attempt
     _check_http(config, media, timeout)
 
 
+def check_media(config: Config, media: Media, *, timeout: float = TIMEOUT) -> None:
+    """Only the HTTP half: a host-plugin host fetches the media from public_url and nothing over TFTP
+    (coordinator/hostplugin.py)."""
+    if config.boot_self_check:
+        _check_http(config, media, timeout)
+
+
 def _check_tftp(config: Config, host: Host, attempt: Attempt, timeout: float) -> None:
     address, port = tftp_address(config)
     name = config_name(host)

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.coordinator import bmcboot, installing, journal, selfcheck, vms
+from provisioner.coordinator import bmcboot, hostplugin, installing, journal, selfcheck, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
@@ -74,6 +74,8 @@ def arm(ctx: Context, rh: RunHost) -> str:
         return states.STEP_REBOOT
     ctx.store.set_host_step(ctx.run_id, rh.mac, None, before_boot_time=info.boot_time,
                             before_version=info.product_version)
+    if hostplugin.uses(ctx.store, rh.mac):  # the host boots its own answer file: nothing of ours to arm
+        return states.STEP_REBOOT
     attempt = attempts.arm(ctx.store, ctx.config, rh.mac, ctx.media.name, run_id=ctx.run_id)
     ctx.store.set_host_step(ctx.run_id, rh.mac, None, attempt_id=attempt.id)
     return states.STEP_REBOOT
@@ -97,7 +99,14 @@ def reboot(ctx: Context, rh: RunHost) -> str:
     if _rebooted(ctx, rh, info):
         ctx.event("step.skipped", rh, step=states.STEP_REBOOT, why="already rebooting or rebooted")
         return after
-    check_boot_server(ctx, rh)
+    if hostplugin.uses(ctx.store, rh.mac):
+        try:
+            selfcheck.check_media(ctx.config, ctx.media)
+        except selfcheck.SelfCheckFailed as exc:
+            raise StepFailed(f"not rebooted: the host could not fetch the installer: {exc}") from None
+        hostplugin.prepare(ctx, rh, info.ref)  # prepare_host_upgrade.py main, recorded first
+    else:
+        check_boot_server(ctx, rh)
     try:
         if cycle:
             xapi_call(ctx, rh, "host.shutdown", ctx.driver.shutdown, info.ref)
@@ -216,6 +225,10 @@ def verify(ctx: Context, rh: RunHost) -> str:
     info = live_info(ctx, rh)
     attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
     outcome = f"installer attempt {attempt.state}" if attempt else "no attempt"
+    if not at_target(info, ctx.media) and attempt is None and hostplugin.uses(ctx.store, rh.mac):
+        raise StepFailed(f"did not enter the installer (host-plugin): came back at {info.product_version} build "
+                         f"{info.build_number} with a new boot time; its bootloader did not take the plugin's "
+                         "upgrade entry, or the installer stopped before writing anything (it reports to nobody)")
     if not at_target(info, ctx.media):
         raise StepFailed(f"came back at {info.product_version} build {info.build_number}, not "
                          f"{ctx.media.product_version} build {ctx.media.build} ({outcome})")

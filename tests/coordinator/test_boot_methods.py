@@ -22,7 +22,7 @@ import pytest
 from helpers import FAST, Crash
 from labs import BMC_PASSWORD, MEDIA, PASSWORD, POOL, make_bmc_lab, shut_down
 
-from provisioner import cryptpw, registry, states
+from provisioner import cryptpw, states
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools, reinstall, remedies, runner
 from provisioner.coordinator.context import ReinstallTimeouts
@@ -118,19 +118,6 @@ def test_a_wrong_bmc_password_is_a_precheck_failure_and_nothing_reboots(lab, met
     assert "wrong username or password" in final.reason and BMC_PASSWORD not in final.reason
     assert all(_power_calls(lab, mac) == [] for mac in _macs(lab))
     assert all(not lab.world.host(mac).bmc_log for mac in _macs(lab))
-
-
-def test_host_plugin_is_refused_by_the_plan_as_not_implemented_yet(lab):
-    master = _macs(lab)[0]
-    registry.set_boot_method(lab.store, master, "host-plugin")
-    found = coord_plan.make_plan(lab.store, POOL, MEDIA, lab.driver, config=lab.config)
-    assert [p for p in found.problems if "host-plugin" in p] == [
-        f"{lab.store.get_host(master).name}: boot method host-plugin is not implemented yet: set network-first, "
-        "redfish or ipmi (`provisioner hosts boot-method MAC METHOD`)"]
-    assert found.hosts[0].boot_method == "host-plugin"
-    final, _ = _run(lab)
-    assert final.state == states.RUN_BLOCKED and "not implemented yet" in final.reason
-    assert all(_power_calls(lab, mac) == [] for mac in _macs(lab))
 
 
 def test_a_bmc_host_that_never_network_boots_is_retried_once_then_not_network_booted(lab):

@@ -197,6 +197,10 @@ def test_grub_and_ipxe_loaders(server, loader, mac):
     if loader == "ipxe" and mac == UEFI:  # stock iPXE cannot boot Xen on UEFI: it chains to GRUB
         assert whats[:3] == ["config", "chain", "config"]
         assert boots[0].fetches[2].protocol == "tftp" and boots[0].fetches[2].name.startswith("grub/grub.cfg-01-")
+    if loader == "ipxe" and mac == BIOS:  # Debian's iPXE cannot load xen.gz: it chains to pxelinux.0 over TFTP
+        assert whats[:3] == ["config", "chain", "config"]
+        assert [(f.protocol, f.name) for f in boots[0].fetches[1:3]] == [
+            ("tftp", "pxelinux.0"), ("tftp", f"pxelinux.cfg/01-{BIOS.replace(':', '-')}")]
     first = boots[0].fetches[0]
     assert first.protocol == ("http" if loader == "ipxe" else "tftp")
     assert attempts.current_attempt(store, mac).state == states.SUCCEEDED
@@ -311,6 +315,16 @@ def test_parse_config(loader, text, expected):
     if expected == "installer":
         assert plan["files"] == [("hypervisor", "http://h:1/x.gz"), ("kernel", "http://h:1/k"), ("install.img", "i")]
         assert plan["args"] == ["a", "answerfile=http://h/a"]
+
+
+def test_ipxe_settings_expand_and_a_chain_to_pxelinux_names_its_loader():
+    """Our BIOS script (docs/firmware.md "iPXE on BIOS"): `set 210:string` then `chain ${210:string}pxelinux.0`."""
+    text = "#!ipxe\nset 210:string tftp://192.0.2.1/\nchain ${210:string}pxelinux.0 || goto local\n:local\nexit\n"
+    assert machine.parse_config("ipxe", text) == {"action": "chain", "url": "pxelinux.0", "loader": "pxelinux"}
+    uefi = machine.parse_config("ipxe", "#!ipxe\nchain http://x/grubx64.efi || exit\n")
+    assert uefi == {"action": "chain", "url": "http://x/grubx64.efi", "loader": "grub"}
+    # an unset setting expands to nothing, as in iPXE: the chain names a relative pxelinux.0, not a TFTP URL
+    assert machine.parse_config("ipxe", "#!ipxe\nchain ${210:string}pxelinux.0\n")["loader"] == "grub"
 
 
 @pytest.mark.parametrize("text", ["default x\nlabel y\n localboot 0\n", "label x\n kernel vmlinuz\n", "boot\n"])

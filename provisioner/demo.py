@@ -2,9 +2,12 @@
 
 A throw-away data dir, a synthetic XenServer 8.4 media tree, the real `serve` runtime (TFTP + HTTP on
 127.0.0.1 high ports), and the XAPI simulator: a pool of N hosts at 8.2.1 with VMs, one XML-RPC endpoint per
-host, whose machines network-boot against our server like PXE firmware (simulator/machine.py). The hosts are
-registered from XAPI (management PIF MACs), planned (prechecks) and upgraded by the coordinator, master
-first; the demo then checks each host itself: version and build in XAPI, attempt succeeded, one answer file.
+host. The pool mixes machines (docs/simulator.md "Firmware boot order"): the master and every third host after
+it are network-first (a PXE-first site, boot method network-first); the others boot their disk first and sit
+behind a simulated BMC, Redfish (the sushy-tools emulator) or IPMI (pyghmi's BMC), registered with that boot
+method, so the coordinator network-boots them once through the BMC (docs/power.md). The hosts are registered
+from XAPI (management PIF MACs), planned (prechecks) and upgraded by the coordinator, master first; the demo then
+checks each host itself: version and build in XAPI, attempt succeeded, one answer file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from provisioner.coordinator.report import run_report as report
 from provisioner.coordinator.runner import Runner, start_run
 from provisioner.config import Config, load_config
 from provisioner.runtime import Runtime
+from provisioner.simulator.bmc_ipmi import IpmiFront
+from provisioner.simulator.bmc_redfish import RedfishFront
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
@@ -32,6 +37,9 @@ from provisioner.xapi import XenApiDriver
 DEMO_POOL = "demo-pool"
 DEMO_MEDIA = "xs-8.4-demo"
 SOURCE_VERSION, TARGET_VERSION, TARGET_BUILD = "8.2.1", "8.4.0", "demo-84"
+NETWORK_FIRST = "network-first"
+METHODS = (NETWORK_FIRST, "redfish", "ipmi")  # host i gets METHODS[i % 3]: the master is network-first
+BMC_USER, BMC_PASSWORD = "admin", "bmc-7r4k-Secret"  # the simulated BMCs' (never printed)
 
 
 class DemoFailure(RuntimeError):
@@ -48,6 +56,7 @@ class HostResult:
     attempt: str = ""
     answer_files: int = 0
     verified: bool = False
+    boot_method: str = NETWORK_FIRST
 
 
 def synthetic_media_tree(root: Path, version: str = TARGET_VERSION, build: str = TARGET_BUILD) -> Path:
@@ -79,6 +88,43 @@ def demo_config(workdir: Path) -> Config:
         "tftp_port": _free_port(socket.SOCK_DGRAM), "tftp_root": workdir / "tftp_root",
         "public_url": f"http://127.0.0.1:{http_port}", "pxelinux_http": True,
     })
+
+
+def boot_methods(macs: list[str]) -> dict[str, str]:
+    """MAC -> the demo host's boot method (METHODS in turn, the master first)."""
+    return {mac: METHODS[i % len(METHODS)] for i, mac in enumerate(macs)}
+
+
+def _free_udp_port() -> int:
+    return _free_port(socket.SOCK_DGRAM)
+
+
+def start_bmcs(world, store: Store, methods: dict[str, str], state_dir: Path) -> list:
+    """A BMC front for each redfish/ipmi host, registered with its credentials and boot method; the fronts
+    started (stop each at the end)."""
+    fronts: list = []
+    redfish = {mac: m for mac, m in methods.items() if m == "redfish"}
+    try:
+        for mac, method in methods.items():
+            if method == "ipmi":
+                front = IpmiFront(world.bmc(mac), BMC_USER, BMC_PASSWORD, _free_udp_port()).start()
+                fronts.append(front)
+                registry.set_bmc(store, mac, kind="ipmi", address=front.address, username=BMC_USER,
+                                 password=BMC_PASSWORD)
+        if redfish:
+            front = RedfishFront(BMC_USER, BMC_PASSWORD, state_dir=state_dir)
+            ids = {mac: front.add(world.bmc(mac), mac, boot_mode="Legacy") for mac in redfish}
+            fronts.append(front.start())
+            for mac, system_id in ids.items():
+                registry.set_bmc(store, mac, kind="redfish", address=front.url, username=BMC_USER,
+                                 password=BMC_PASSWORD, system_id=system_id)
+        for mac, method in methods.items():
+            registry.set_boot_method(store, mac, method)
+    except BaseException:
+        for front in fronts:
+            front.stop()
+        raise
+    return fronts
 
 
 def _verify(store: Store, driver: XenApiDriver, run_report: dict) -> list[HostResult]:
@@ -113,13 +159,17 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
     say(f"provisioner serving TFTP on udp 127.0.0.1:{config.tftp_port} and HTTP on {runtime.http.url}")
     world = new_world(Clock(speed))
     build_pool(world, DEMO_POOL, hosts=hosts, version=SOURCE_VERSION, vms_per_host=2)
-    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url)
+    methods = boot_methods([h.mac for h in world.pools[DEMO_POOL].hosts])
+    # network-first hosts: a PXE-first site; the others boot their disk unless their BMC overrides it once
+    handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
+                                boot_orders={mac: "bios-network-first" if m == NETWORK_FIRST else "bios-disk-first"
+                                             for mac, m in methods.items()})
     world.boot_handler = handler
     sim = serve_world(world)
     driver = wiring.driver(sim.master_url(), "root", "demo", timeout=5)
     say(f"simulated pool {DEMO_POOL}: {hosts} hosts at {SOURCE_VERSION}, master {sim.master_url()}, "
         f"clock x{speed:g}")
-    results = []
+    results, fronts = [], []
     try:
         coord_pools.add_pool(store, DEMO_POOL, sim.master_url(), "root", "demo")
         found = coord_pools.discover(store, DEMO_POOL, driver)
@@ -128,6 +178,10 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
             # a lab by-id path
             registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}"})
         say(f"registered {len(found.added)} hosts from XAPI by their management PIF MACs")
+        fronts = start_bmcs(world, store, methods, workdir / "redfish")
+        for name, mac in sorted((h.name, h.mac) for h in store.list_hosts(pool=DEMO_POOL)):
+            order = "network first" if methods[mac] == NETWORK_FIRST else f"disk first, {methods[mac]} BMC"
+            say(f"  {name} {mac}: boot method {methods[mac]} ({order})")
         plan = make_plan(store, DEMO_POOL, DEMO_MEDIA, driver)
         say(output.plan(plan))
         run = start_run(store, DEMO_POOL, DEMO_MEDIA, driver)
@@ -137,10 +191,14 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
         run_report = report(store, done.id)
         say(output.run_report(run_report))
         results = _verify(store, driver, run_report)
+        for result in results:
+            result.boot_method = methods.get(result.mac, NETWORK_FIRST)
         loops = [mac for mac, m in handler.machines.items() if m.installs() > 1]
         if loops:
             raise DemoFailure(f"reinstall loop on {', '.join(loops)}")
     finally:
+        for front in fronts:
+            front.stop()
         driver.close()
         handler.stop()
         sim.stop()

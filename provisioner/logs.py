@@ -1,7 +1,8 @@
 """Logging setup: plain text or one JSON object per line, with the host fields (mac, attempt, run) of a record.
 
 Code that logs about a host passes them as `extra` (or uses host_log()), so every such line names its MAC
-and attempt. Whatever the format, the API token and the per-attempt tokens in boot URLs (answer file,
+and attempt. A line from a library that has no mac field but names exactly one MAC (sushy's DEBUG dump of a
+Redfish system lists its NIC's MAC) gets that MAC as its field. Whatever the format, the API token and the per-attempt tokens in boot URLs (answer file,
 scripts, report) are masked before a line is written: a DEBUG log of an HTTP client must not leak them.
 """
 
@@ -21,6 +22,15 @@ MASK = "***"
 # /boot/answerfile/<token>, /boot/script/<token>/..., /boot/report/<token>/... (provisioner.boot.urls)
 _BOOT_TOKEN = re.compile(f"({TOKEN_PATHS})" + r"[A-Za-z0-9_%-]{6,}")
 _OURS = "_provisioner_handler"
+_MAC = re.compile(r"\b(?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}\b")
+
+
+def _named_mac(record: logging.LogRecord, message: str) -> None:
+    """A record with no mac field whose message names exactly one MAC: that MAC becomes its field."""
+    if getattr(record, "mac", None) is None:
+        named = {m.lower() for m in _MAC.findall(message)}
+        if len(named) == 1:
+            record.mac = named.pop()
 
 
 class _Redactor:
@@ -46,6 +56,7 @@ class JsonFormatter(logging.Formatter):
         data: dict[str, Any] = {
             "time": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        _named_mac(record, data["message"])
         for name in HOST_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
@@ -69,6 +80,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        _named_mac(record, record.getMessage())
         fields = [f"{name}={getattr(record, name)}" for name in HOST_FIELDS if getattr(record, name, None) is not None]
         if fields:
             first, sep, rest = text.partition("\n")  # after the message, before a traceback

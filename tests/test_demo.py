@@ -1,6 +1,9 @@
 """`provisioner demo`: a simulated pool upgraded through the real boot service, every host verified."""
 
+import multiprocessing
+
 import pytest
+import requests
 from click.testing import CliRunner
 
 from provisioner import demo, states
@@ -12,21 +15,36 @@ def test_run_demo_upgrades_every_host_once_master_first(tmp_path):
     lines = []
     results = demo.run_demo(tmp_path, hosts=3, speed=600, say=lines.append)
     assert [r.role for r in results] == ["master", "member", "member"]
+    # a mixed pool: the master network-first (PXE-first site), the members disk first behind a BMC
+    assert [r.boot_method for r in results] == ["network-first", "redfish", "ipmi"]
     for r in results:
         assert (r.before, r.after, r.attempt, r.answer_files, r.verified) == (
             demo.SOURCE_VERSION, demo.TARGET_VERSION, states.SUCCEEDED, 1, True)
     store = Store(tmp_path / "data" / "provisioner.db")
-    assert len(store.list_hosts(pool=demo.DEMO_POOL)) == 3  # registered from XAPI
+    hosts = {h.mac: h for h in store.list_hosts(pool=demo.DEMO_POOL)}
+    assert len(hosts) == 3  # registered from XAPI
     for r in results:
         fetched = [e["details"]["what"] for e in store.events(mac=r.mac, kind="attempt.fetch")]
-        assert fetched.count("answerfile") == 1 and fetched[-1] == "config"  # the reboot after: local boot
+        assert fetched.count("answerfile") == 1
+        if r.boot_method == "network-first":
+            assert fetched[-1] == "config"  # the reboot after: network first, a local-boot answer
+        else:
+            assert "config" not in fetched[fetched.index("answerfile"):]  # the reboot after: the disk, no fetch
+            assert hosts[r.mac].bmc_kind == r.boot_method
+    assert any("boot method redfish" in line for line in lines) and any("ipmi" in line for line in lines)
     assert any("sim min]" in line for line in lines)  # progress shown while waiting
+    # the BMC fronts are stopped: no IPMI process left, the Redfish emulator does not answer
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("sim-ipmi-")]
+    redfish = next(h for h in hosts.values() if h.bmc_kind == "redfish")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(redfish.bmc_address + "/redfish/v1/", timeout=5)
 
 
 def test_demo_command(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--hosts", "2", "--speed", "600", "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 0, result.output
     assert "every host verified at 8.4.0" in result.output
+    assert "network-first" in result.output and "redfish" in result.output  # 2 hosts: the master and a redfish one
 
 
 def test_demo_needs_two_hosts():

@@ -130,8 +130,23 @@ def test_a_demo_run_logs_json_naming_hosts_and_no_secret(tmp_path):
         assert not named or line.get("mac") in named, line
     stored = store.get_pool(demo.DEMO_POOL).password  # as the store keeps it (maybe encrypted)
     text = out.getvalue()
-    for secret in [API_TOKEN, stored] + [a.token for a in store.list_attempts()]:
+    for secret in [API_TOKEN, stored, demo.BMC_PASSWORD] + [a.token for a in store.list_attempts()]:
         assert secret not in text
     # the demo's pool password is the word "demo" (in many names): no line may pair it with a password
     assert not re.search(r"password\W+" + re.escape(DEMO_PASSWORD), text, re.IGNORECASE)
     store.close()
+
+
+def test_a_library_line_naming_one_mac_gets_it_as_its_field():
+    """sushy's DEBUG dump of a Redfish system names the host's NIC MAC and passes no extra (demo with redfish)."""
+    def formatted(formatter, message, **extra):
+        record = logging.LogRecord("sushy.resources.base", logging.DEBUG, __file__, 1, message, None, None)
+        record.__dict__.update(extra)
+        return formatter.format(record)
+    one = json.loads(formatted(logs.JsonFormatter(), "system {'mac': '52:54:00:AB:00:01'}"))
+    assert one["mac"] == "52:54:00:ab:00:01"
+    two = json.loads(formatted(logs.JsonFormatter(), "52:54:00:ab:00:01 and 52:54:00:ab:00:02"))
+    assert "mac" not in two  # which host it is about is not clear: no field
+    given = json.loads(formatted(logs.JsonFormatter(), "52:54:00:ab:00:01", mac="52:54:00:ab:00:09"))
+    assert given["mac"] == "52:54:00:ab:00:09"  # a field the caller gave wins
+    assert formatted(logs.TextFormatter(), "boot 52:54:00:ab:00:01").endswith("[mac=52:54:00:ab:00:01]")

@@ -10,13 +10,11 @@ is 127.0.0.9, the host 127.0.0.1 (every address in 127/8 is loopback on Linux; e
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
-import struct
 import threading
 
 import pytest
-from hostile_http import ARMED, get, serving
+from hostile_http import ARMED, get, serving, tftp_get
 
 from provisioner import states
 from provisioner.boot import attempts
@@ -24,28 +22,6 @@ from provisioner.boot import attempts
 HOST, THIEF, INSTALLER = "127.0.0.1", "127.0.0.9", "127.0.0.5"
 DASHED = ARMED.replace(":", "-")
 FRESH_HASH = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
-
-
-def tftp_get(server: tuple[str, int], name: str, source: str) -> bytes:
-    """A plain RFC 1350 read (512-byte blocks, no options) from `source`, as PXE firmware asks for its config."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((source, 0))
-    sock.settimeout(10)
-    try:
-        sock.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", server)
-        data, block = b"", 1
-        while True:
-            packet, peer = sock.recvfrom(70000)
-            opcode, number = struct.unpack("!HH", packet[:4])
-            assert opcode == 3, f"TFTP error for {name}: {packet!r}"
-            if number == block:
-                data += packet[4:]
-                sock.sendto(struct.pack("!HH", 4, number), peer)
-                if len(packet) - 4 < 512:
-                    return data
-                block += 1
-    finally:
-        sock.close()
 
 
 def boot_config(srv, source: str, protocol: str) -> bytes:

@@ -5,10 +5,9 @@ HTTP, and its next reset boots the disk (on UEFI: the installer's new boot entry
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from sim_helpers import BIOS, MEDIA, UEFI, sim_server
+from sim_helpers import BIOS, MEDIA, UEFI, sim_server, wait_for
 
 from provisioner.boot import attempts
 from provisioner.power.confirm import ConfirmTimes
@@ -21,14 +20,6 @@ from provisioner.simulator.builder import build_pool, new_world
 from provisioner.simulator.clock import Clock
 
 FAST = ConfirmTimes(poll=0.05, resend=2, give_up=60)  # real seconds: the world runs on its own fast clock
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 # (MAC, boot order, UEFI?): the registered BIOS and UEFI hosts of sim_helpers, each disk first

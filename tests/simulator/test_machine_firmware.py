@@ -4,11 +4,10 @@ the installer's entry goes first after every install or upgrade (docs/firmware.m
 state")."""
 
 import sys
-import time
 
 import pytest
 
-from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingClock
+from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingClock, wait_for
 
 from provisioner import states
 from provisioner.boot import attempts
@@ -21,14 +20,6 @@ from provisioner.simulator.clock import Clock
 def _handler(runtime, events, **settings):
     return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
                                      clock=RecordingClock(), **settings)
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
 
 
 def _outcomes(handler, mac, since=0):

@@ -4,6 +4,8 @@ event recorder for the machines' on_event hook, and a clock that only records it
 
 from __future__ import annotations
 
+import time
+
 from helpers import make_media_tree
 from provisioner import demo, media, registry
 from provisioner.runtime import Runtime
@@ -11,6 +13,15 @@ from provisioner.store import Store
 
 BIOS, UEFI, OTHER = "52:54:00:5a:00:01", "52:54:00:5a:00:02", "52:54:00:5a:00:03"
 MEDIA = "xs-8.4"
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    """Poll `predicate` (real time) until it holds; AssertionError after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        time.sleep(0.01)
 
 
 class RecordingClock:

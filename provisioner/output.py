@@ -81,7 +81,7 @@ def plan(found) -> str:
     lines += found.carried  # settings earlier runs left off come first: this run restores them
     lines += [table(("order", "host", "mac", "version", "action", "boot method"),
                     ((i + 1, h.name, h.mac, h.version, h.action, h.boot_method) for i, h in enumerate(found.hosts)))]
-    lines += [f"{h.name}: {h.note}" for h in found.hosts if getattr(h, "note", "")]
+    lines += [f"{h.name}: {h.note}" for h in found.hosts if h.note]
     if found.vms:
         lines += [f"VMs ({kind}):",
                   table(("host", "vm", "state", "action", "eject first", "afterwards"),

@@ -67,7 +67,6 @@ def join_facts(host_ref: str, host: dict, *, pifs: dict, updates: dict) -> JoinF
 class ReinstallCalls:
     """XenApiDriver's calls for the lab reinstall-and-join (coordinator/reinstall.py): over its `call` only."""
 
-
     def management_network(self, host_ref: str) -> dict:
         """The host's management PIF IP setup, for the fresh install's admin-interface: {"mode": "static"|"dhcp",
         "ip", "netmask", "gateway", "dns": [...]} (XAPI ip_configuration_mode Static / DHCP)."""
@@ -99,6 +98,5 @@ class ReinstallCalls:
     def join_facts(self, host_ref: str) -> JoinFacts:
         """What pool.join compares for this host (xapi_pool.ml pre_join_checks): versions, edition, updates,
         management VLAN, network backend."""
-        return join_facts(host_ref, self.call("host.get_record", host_ref),
-                                         pifs=self.call("PIF.get_all_records"),
-                                         updates=self.call("pool_update.get_all_records"))
+        return join_facts(host_ref, self.call("host.get_record", host_ref), pifs=self.call("PIF.get_all_records"),
+                          updates=self.call("pool_update.get_all_records"))

@@ -99,14 +99,9 @@ def reboot(ctx: Context, rh: RunHost) -> str:
     if _rebooted(ctx, rh, info):
         ctx.event("step.skipped", rh, step=states.STEP_REBOOT, why="already rebooting or rebooted")
         return after
+    check_boot_server(ctx, rh)
     if hostplugin.uses(ctx.store, rh.mac):
-        try:
-            selfcheck.check_media(ctx.config, ctx.media)
-        except selfcheck.SelfCheckFailed as exc:
-            raise StepFailed(f"not rebooted: the host could not fetch the installer: {exc}") from None
         hostplugin.prepare(ctx, rh, info.ref)  # prepare_host_upgrade.py main, recorded first
-    else:
-        check_boot_server(ctx, rh)
     try:
         if cycle:
             xapi_call(ctx, rh, "host.shutdown", ctx.driver.shutdown, info.ref)
@@ -121,7 +116,14 @@ def reboot(ctx: Context, rh: RunHost) -> str:
 
 def check_boot_server(ctx: Context, rh: RunHost) -> None:
     """Before anything reboots the host: our own TFTP and HTTP give it its installer (selfcheck.py), else the step
-    fails with nothing sent, a "nothing changed" failure the run undoes (remedies.NOTHING_CHANGED)."""
+    fails with nothing sent, a "nothing changed" failure the run undoes (remedies.NOTHING_CHANGED). A host-plugin
+    host fetches only the media, over HTTP, and has no attempt (hostplugin.py)."""
+    if hostplugin.uses(ctx.store, rh.mac):
+        try:
+            selfcheck.check_media(ctx.config, ctx.media)
+        except selfcheck.SelfCheckFailed as exc:
+            raise StepFailed(f"not rebooted: the host could not fetch the installer: {exc}") from None
+        return
     host = ctx.store.get_host(rh.mac)
     attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
     if host is None or attempt is None:

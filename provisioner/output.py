@@ -74,7 +74,8 @@ def discovery(found) -> str:
 
 
 def plan(found) -> str:
-    """The plan: hosts in order, what happens to each VM, what is turned off and back on, the problems."""
+    """The plan: hosts in order, what happens to each VM, what is turned off and back on, every precheck finding
+    (code, message, fix), the other problems."""
     kind = "a pool of one: its VMs are suspended or shut down, then resumed or started" if found.standalone else (
         "VMs migrate away (host.evacuate)" + (" and back after each upgrade" if found.migrate_back else ""))
     lines = [f"pool {found.pool} -> {found.media} ({found.target}): {'ready' if found.ok else 'BLOCKED'}"]
@@ -91,8 +92,20 @@ def plan(found) -> str:
         lines.append("members are shut down and powered on through the pool (host.power_on); the master is "
                      "rebooted (while it is down nobody could power it on)")
     lines += [f"turned off and back on: {c}" for c in found.changes]
-    lines += [f"problem: {p}" for p in found.problems]
+    lines += check_lines(found)
+    from_checks = {c.line() for c in found.checks}
+    lines += [f"problem: {p}" for p in found.problems if p not in from_checks]
     return "\n".join(lines)
+
+
+def check_lines(found) -> list[str]:
+    """Each precheck finding (coordinator/checks.py): '<LEVEL> <CODE> [host]: message', then its fix; a consent
+    check the operator consented to shows as 'consented'."""
+    lines = []
+    for c in found.checks:
+        level = "consented" if c.level == "consent" and not found.blocks(c) else c.level
+        lines += [f"{level} {c.code}{' (' + c.host + ')' if c.host else ''}: {c.message}", f"  fix: {c.fix}"]
+    return lines
 
 
 def remedy_lines(host: dict) -> list[str]:

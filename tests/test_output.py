@@ -18,6 +18,18 @@ def test_plan_shows_hosts_vms_changes_and_problems():
     assert "turned off and back on: VM web: auto_poweron" in text
     plan.problems.append("HA is enabled")
     assert output.plan(plan).endswith("problem: HA is enabled") and "BLOCKED" in output.plan(plan)
+    plan.problems.clear()
+    plan.consent = frozenset({"SAME_VERSION_OTHER_BUILD"})
+    plan.check("PV_GUEST", "VM old-pv is a PV guest", "convert it to HVM", "h1")
+    plan.check("SAME_VERSION_OTHER_BUILD", "at 8.4.0 build 2, the media is build 1", "--consent ...", "h1",
+               level="consent")
+    plan.check("LICENCE", "unlicensed", "license it", level="warning")
+    text = output.plan(plan)
+    assert text.splitlines()[-6:] == ["error PV_GUEST (h1): VM old-pv is a PV guest", "  fix: convert it to HVM",
+                                      "consented SAME_VERSION_OTHER_BUILD (h1): at 8.4.0 build 2, the media is build 1",
+                                      "  fix: --consent ...", "warning LICENCE: unlicensed", "  fix: license it"]
+    assert "problem:" not in text and "BLOCKED" in text  # the error's line is in problems, shown once
+    assert plan.problems == ["h1: VM old-pv is a PV guest [PV_GUEST] (fix: convert it to HVM)"]
     pool = Plan("p2", "xs84", "8.4.0", migrate_back=True)
     assert "VMs" not in output.plan(pool)  # no VMs, no VM table
 

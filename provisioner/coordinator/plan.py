@@ -9,11 +9,12 @@ and back on (HA and WLB when the operator allows it, each VM's auto_poweron), ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from provisioner import registry
 from provisioner.config import Config
 from provisioner.coordinator import carry, hostplugin, wiring
+from provisioner.coordinator.checks import CONSENT, ERROR, WARNING, Check
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Host, Media, normalize_mac, version_tuple
 from provisioner.power import hosts as power_hosts
@@ -44,7 +45,12 @@ class PlannedHost:
 
 @dataclass
 class Plan:
-    """The ordered hosts (master first) and every precheck problem; `ok` when the run may start."""
+    """The ordered hosts (master first) and every precheck finding; `ok` when the run may start.
+
+    checks: every finding (checks.py), in the order found; add them with add(). problems: one line per blocking
+    finding (Check.line()), plus any free-text problem a caller appends; `ok` is "no problems". consent: the codes
+    the operator consented to (`--consent CODE`): a consent-level check with such a code is kept in checks but
+    does not block (the run then does what its message says)."""
 
     pool: str
     media: str
@@ -58,10 +64,25 @@ class Plan:
     standalone: bool = False  # a pool of one: VMs are suspended / shut down, not migrated
     migrate_back: bool = False
     power_cycle: bool = False  # members are shut down and powered on through the pool, not rebooted
+    checks: list[Check] = field(default_factory=list)
+    consent: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def add(self, check: Check) -> Check:
+        """Record one finding; a blocking one (error, or consent not given) also becomes a problem line."""
+        self.checks.append(check)
+        if self.blocks(check):
+            self.problems.append(check.line())
+        return check
+
+    def blocks(self, check: Check) -> bool:
+        return check.level == ERROR or (check.level == CONSENT and check.code not in self.consent)
+
+    def check(self, code: str, message: str, fix: str, host: str = "", level: str = ERROR) -> Check:
+        return self.add(Check(code, message, fix, host, level))
 
     @property
     def to_upgrade(self) -> list[PlannedHost]:
@@ -72,7 +93,9 @@ class Plan:
                 "hosts": [h.as_dict() for h in self.hosts], "problems": list(self.problems),
                 "standalone": self.standalone, "migrate_back": self.migrate_back, "power_cycle": self.power_cycle,
                 "vms": [v.as_dict() for v in self.vms], "changes": list(self.changes),
-                "left_off": list(self.left_off), "carried": list(self.carried)}
+                "left_off": list(self.left_off), "carried": list(self.carried),
+                "checks": [dict(c.as_dict(), blocking=self.blocks(c)) for c in self.checks],
+                "consent": sorted(self.consent)}
 
 
 def at_target(info: HostInfo, media: Media) -> bool:
@@ -82,25 +105,29 @@ def at_target(info: HostInfo, media: Media) -> bool:
 
 
 def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, disable_ha_wlb: bool = False,
-              migrate_back: bool = False, power_cycle: bool = False, config: Config | None = None) -> Plan:
+              migrate_back: bool = False, power_cycle: bool = False, config: Config | None = None,
+              consent: Iterable[str] = ()) -> Plan:
     """Run every precheck against the pool and the registry; never changes anything.
 
     config: with it, the BMC of every redfish / ipmi host to upgrade is checked (reachable, credentials valid,
     one-time network boot offered: power.hosts.check, read only); the Runner's PRECHECK always passes it.
     disable_ha_wlb: HA / WLB that are on are turned off for the run (and back on) instead of blocking it.
     migrate_back: the plan says the migrated VMs go back to their host after its upgrade.
-    power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode)."""
+    power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode).
+    consent: codes of consent-level checks the operator agreed to (docs/prechecks.md)."""
     media = store.get_media(media_name)
     plan = Plan(pool, media_name, media.product_version if media else "", migrate_back=migrate_back,
-                power_cycle=power_cycle)
+                power_cycle=power_cycle, consent=frozenset(c.upper() for c in consent))
     if media is None:
-        plan.problems.append(f"no media named {media_name!r} (see `provisioner media list`)")
+        plan.check("MEDIA_UNKNOWN", f"no media named {media_name!r}",
+                   "`provisioner media list` shows the registered media; `provisioner media add` adds one")
     try:
         info = driver.pool_info()
         hosts = driver.hosts()
         vms = driver.vms()
     except (XapiUnreachable, XapiError) as exc:
-        plan.problems.append(f"pool {pool} not reachable: {exc}")
+        plan.check("POOL_UNREACHABLE", f"pool {pool} not reachable: {exc}",
+                   "check the master's address and credentials (`provisioner pools add` again to change them)")
         _left_off(plan, carry.left_off(store, pool))
         return plan
     _left_off(plan, carry.left_off(store, pool, pool_info=info, vms=vms))
@@ -109,62 +136,71 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
         plan.changes.append(f"HA: off during the run, back on in FINALIZE (failures to tolerate "
                             f"{info['ha_host_failures_to_tolerate']}, {len(info['ha_heartbeat_srs'])} heartbeat SR(s))")
     elif info["ha_enabled"]:
-        plan.problems.append("HA is enabled: disable it first (pool-ha-disable), or let the run turn it off and "
-                             "back on (disable_ha_wlb)")
+        plan.check("HA_ENABLED", "HA is enabled",
+                   "disable it first (pool-ha-disable), or let the run turn it off and back on (--disable-ha-wlb)")
     if info["wlb_enabled"] and disable_ha_wlb:
         plan.changes.append("WLB: off during the run, back on in FINALIZE")
     elif info["wlb_enabled"]:
-        plan.problems.append("WLB is enabled: disable it first (it would move VMs during the upgrade), or let the "
-                             "run turn it off and back on (disable_ha_wlb)")
+        plan.check("WLB_ENABLED", "WLB is enabled: it would move VMs during the upgrade",
+                   "disable it first, or let the run turn it off and back on (--disable-ha-wlb)")
     master = next((h for h in hosts if h.is_master), None)
     if master is None:
-        plan.problems.append("XAPI names no master")
+        plan.check("NO_MASTER", "XAPI names no master", "check the pool: `xe pool-list params=master`")
         return plan
     registered = {h.mac: h for h in store.list_hosts(pool=pool)}
     for h in hosts:
         role = "master" if h.is_master else "member"
         if not h.live:
-            plan.problems.append(f"{h.name}: not live")
+            plan.check("HOST_NOT_LIVE", "not live", "bring the host back (or eject it from the pool) first", h.name)
         if not h.enabled:
-            plan.problems.append(f"{h.name}: disabled (enable it, or find out why it is)")
+            plan.check("HOST_DISABLED", "disabled", f"find out why, then `xe host-enable host={h.name}`", h.name)
         mac = normalize_mac(h.mac) if h.mac else None
         reg = registered.get(mac) if mac else None
         method = registry.boot_method_of(store, reg) if reg is not None else "network-first"
         if mac is None:
-            plan.problems.append(f"{h.name}: XAPI shows no management PIF MAC")
+            plan.check("NO_MANAGEMENT_MAC", "XAPI shows no management PIF MAC",
+                       "check the host's management interface (`xe pif-list management=true`)", h.name)
         elif reg is None:
             other = store.get_host(mac)
             where = f" (registered as {other.name} in pool {other.pool})" if other else ""
-            plan.problems.append(f"{h.name}: management MAC {mac} is not registered in pool {pool}{where}; "
-                                 f"run `provisioner pools discover {pool}`")
+            plan.check("HOST_NOT_REGISTERED", f"management MAC {mac} is not registered in pool {pool}{where}",
+                       f"run `provisioner pools discover {pool}`", h.name)
         elif reg.name != h.name:
-            plan.problems.append(f"{h.name}: MAC {mac} is registered under the name {reg.name}")
+            plan.check("HOST_NAME_MISMATCH", f"MAC {mac} is registered under the name {reg.name}",
+                       f"`provisioner hosts update {mac} --name {h.name}`", h.name)
         elif not reg.disk and method != hostplugin.METHOD:  # host-plugin: the host names its own PRIMARY_DISK
-            plan.problems.append(f"{h.name}: no boot disk recorded (`provisioner hosts update {mac} --disk ...`)")
+            plan.check("NO_BOOT_DISK", "no boot disk recorded", f"`provisioner hosts update {mac} --disk ...`", h.name)
         if media is not None and version_tuple(h.product_version) > media.version_key:
-            plan.problems.append(f"{h.name}: at {h.product_version}, newer than the media's {media.product_version}")
+            plan.check("HOST_NEWER_THAN_MEDIA", f"at {h.product_version}, newer than the media's "
+                       f"{media.product_version}", "use media at least as new as the host (a downgrade is refused)",
+                       h.name)
         if power_cycle and not h.is_master and not h.power_on_mode:
-            plan.problems.append(f"{h.name}: no power_on_mode, so the pool cannot power it on after the shutdown "
-                                 f"(`xe host-set-power-on-mode host={h.name} power-on-mode=wake-on-lan`, or IPMI), "
-                                 "or upgrade without --power-cycle")
+            plan.check("NO_POWER_ON_MODE", "no power_on_mode, so the pool cannot power it on after the shutdown",
+                       f"`xe host-set-power-on-mode host={h.name} power-on-mode=wake-on-lan` (or IPMI), or upgrade "
+                       "without --power-cycle", h.name)
         if not h.is_master and version_tuple(h.product_version) > version_tuple(master.product_version):
-            plan.problems.append(f"{h.name}: at {h.product_version}, newer than the master ({master.product_version})")
+            plan.check("MEMBER_NEWER_THAN_MASTER", f"at {h.product_version}, newer than the master "
+                       f"({master.product_version})", "bring the master to the members' version first", h.name)
         done = media is not None and at_target(h, media)
         if not done and h.live:
             names = {v.ref: v.name for v in vms}
             try:
                 blockers = driver.evacuation_blockers(h.ref)
             except (XapiUnreachable, XapiError) as exc:
-                plan.problems.append(f"{h.name}: cannot check evacuation: {exc}")
+                plan.check("EVACUATION_UNCHECKED", f"cannot check evacuation: {exc}",
+                           "make the host answer XAPI, then plan again", h.name)
             else:
                 for vm, err in sorted(blockers.items()):
                     if not (plan.standalone and err and err[0] in _NO_ROOM):
-                        plan.problems.append(f"{h.name}: VM {names.get(vm, vm)} prevents evacuation: {' '.join(err)}")
+                        plan.check("EVACUATION_BLOCKED", f"VM {names.get(vm, vm)} prevents evacuation: "
+                                   f"{' '.join(err)}", "move, shut down or fix the VM (XenCenter's "
+                                   "`xe host-get-vms-which-prevent-evacuation` names the reason)", h.name)
             plan.vms += plan_host(h.name, h.ref, vms, standalone=plan.standalone, migrate_back=migrate_back)
         if not done and reg is not None:
             problem = _boot_problem(store, config, reg, method, driver=driver, ref=h.ref, media=media_name)
             if problem:
-                plan.problems.append(f"{h.name}: {problem}")
+                plan.check("BOOT_METHOD", problem, f"fix the host's boot method or its BMC (`provisioner hosts "
+                           f"boot-method {mac}`, `provisioner hosts bmc {mac}`), then plan again", h.name)
         plan.hosts.append(PlannedHost(mac or "", h.name, h.uuid, h.ref, role, h.product_version,
                                       "skip (at target)" if done else "upgrade", method,
                                       hostplugin.PLAN_NOTE if method == hostplugin.METHOD and not done else ""))
@@ -174,7 +210,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     plan.changes += [f"VM {v.name}: auto_poweron off during the run, back on in FINALIZE"
                      for v in plan.vms if v.auto_poweron]
     if media is not None and not plan.to_upgrade:
-        plan.problems.append(f"every host is already at {media.product_version}: nothing to do")
+        plan.check("NOTHING_TO_DO", f"every host is already at {media.product_version}", "nothing to do")
     return plan
 
 

@@ -103,7 +103,8 @@ def test_plan_power_cycle_needs_a_power_on_mode_on_every_member(lab):
     assert not plan.ok and plan.power_cycle
     assert [p for p in plan.problems if "power_on_mode" in p] == [
         f"{pool.hosts[2].name}: no power_on_mode, so the pool cannot power it on after the shutdown "
-        f"(`xe host-set-power-on-mode host={pool.hosts[2].name} power-on-mode=wake-on-lan`, or IPMI), "
-        "or upgrade without --power-cycle"]
+        f"[NO_POWER_ON_MODE] (fix: `xe host-set-power-on-mode host={pool.hosts[2].name} power-on-mode=wake-on-lan` "
+        "(or IPMI), or upgrade without --power-cycle)"]
+    assert [(c.code, c.host) for c in plan.checks] == [("NO_POWER_ON_MODE", pool.hosts[2].name)]
     from provisioner import output
     assert "members are shut down and powered on through the pool" in output.plan(plan)

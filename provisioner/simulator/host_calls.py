@@ -11,6 +11,7 @@ from . import vm_ops as vr
 from .db import NULL_REF, new_ref, xapi_datetime
 from .errors import XapiError
 from .fresh import password_ok
+from .reconnect import forward
 from .registry import Call, api, assert_live, sim_host
 
 
@@ -44,7 +45,7 @@ def get_this_host(c: Call, _self):
 @api("host.disable", 2, 3)
 def host_disable(c: Call, ref, auto_enable=True):
     h = sim_host(c, ref)
-    assert_live(c, ref)
+    forward(c, ref)  # message_forwarding.ml:3534-3545 (reconnect.py)
     h.user_disabled = True  # consider_enabling_host will not undo a user disable until xapi restarts
     h.auto_enable = auto_enable not in (False, "false")
     c.db.update("host", ref, enabled=False)
@@ -105,7 +106,9 @@ def host_power_on(c: Call, ref):
 @api("host.evacuate", 2, 4)
 def host_evacuate(c: Call, ref, network=NULL_REF, batch_size="0"):
     sim_host(c, ref)
-    assert_live(c, ref)
+    # runs on the coordinator (message_forwarding.ml:3668-3676), but each migration it starts is forwarded to
+    # the host the VM leaves (VM.pool_migrate, message_forwarding.ml:2602-): the same wait (reconnect.py)
+    forward(c, ref)
     vr.evacuate(c.world, c.pool, ref)
     return ""
 
@@ -129,6 +132,7 @@ def host_assert_can_evacuate(c: Call, ref):
 @api("host.get_servertime", 2)
 def host_servertime(c: Call, ref):
     c.db.get("host", ref)
+    forward(c, ref)  # message_forwarding.ml:3831-3836: a no-op that needs the host itself (reconnect.py)
     return xapi_datetime(c.world.clock.now())
 
 

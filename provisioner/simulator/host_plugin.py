@@ -24,7 +24,8 @@ import urllib.parse
 
 from .errors import XapiError
 from .hosts import SimHost
-from .registry import Call, api, assert_live, sim_host
+from .reconnect import forward
+from .registry import Call, api, sim_host
 from . import dom0boot
 
 PLUGIN = "prepare_host_upgrade.py"
@@ -46,7 +47,7 @@ def primary_disk(h: SimHost) -> str:
 @api("host.call_plugin", 5)
 def call_plugin(c: Call, ref, plugin, fn, args):
     h = sim_host(c, ref)
-    assert_live(c, ref)  # forwarded to the host (message_forwarding.ml): HOST_OFFLINE when it is down
+    forward(c, ref)  # forwarded to the host (message_forwarding.ml:3787-3795; reconnect.py)
     if plugin != PLUGIN:
         raise XapiError("XENAPI_MISSING_PLUGIN", plugin)
     if fn in UNSIMULATED:

@@ -10,6 +10,12 @@ from .db import NULL_REF, Db
 from .errors import XapiError
 
 
+def _set_event() -> threading.Event:
+    e = threading.Event()
+    e.set()
+    return e
+
+
 @dataclass(eq=False)
 class SimHost:
     """Runtime state of one simulated host that is not in the pool DB (power state, injections)."""
@@ -40,6 +46,14 @@ class SimHost:
     power_on_drops: int = 0              # injected: the BMC drops this many power-ons (bmc_target.py)
     override_supported: bool = True      # injected False: the BMC has no boot override (bmc_target.py)
     bmc_log: list = field(default_factory=list)  # what the BMC face did: ("power_on", "dropped: ..."), ...
+    # A member's database link to the coordinator's xapi (reconnect.py): down from the coordinator's stop until
+    # the member reconnects; forwarded calls wait on link_up meanwhile.
+    linked: bool = True
+    link_lost_at: float = 0.0
+    link_up: threading.Event = field(default_factory=_set_event)
+    reconnect_after: float | None = None  # injected: misses the startup kick, reconnects on backoff after this
+    reconnect_never: bool = False         # injected: never reconnects
+    reconnect_unreachable: bool = False   # injected: until it reconnects, forwarded calls get CANNOT_CONTACT_HOST
 
     @property
     def serving(self) -> bool:
@@ -61,6 +75,7 @@ class SimPool:
     master: SimHost | None = None
     sessions: dict[str, str] = field(default_factory=dict)  # session ref -> user name
     epoch: int = 0  # bumped when the coordinator goes down: waiting event.from calls get a reset
+    restarts: int = 0  # coordinator xapi starts (reconnect.py: timers of an older start stop)
 
     def host_by_ref(self, ref: str) -> SimHost:
         for h in self.hosts:

@@ -60,6 +60,7 @@ class FailureInjection:
         h.pending_op = ""
         if was_serving and self.endpoint_listener:
             self.endpoint_listener(h, False)
+        self.link_lost(h)  # reconnect.py
         if h.is_master:
             self.clear_sessions_and_tasks(h.pool)
         boot_count = h.boot_count
@@ -81,6 +82,15 @@ class FailureInjection:
     def no_override(self, mac: str, on: bool = True) -> None:
         """The machine's BMC has no boot-override support: set_boot_override raises OverrideUnsupported."""
         self.host(mac).override_supported = not on
+
+    def slow_reconnect(self, mac: str, after: float = 0.0, *, never: bool = False,
+                       unreachable: bool = False) -> None:
+        """After the coordinator's xapi restarts, this member misses its startup kick and reconnects on its own
+        backoff (2 s doubling to 256 s since its link died), at the first retry at least `after` sim seconds
+        after the coordinator's start; `never`: it does not reconnect; `unreachable`: until then forwarded
+        calls get CANNOT_CONTACT_HOST instead of waiting (reconnect.py, docs/simulator.md)."""
+        h = self.host(mac)
+        h.reconnect_after, h.reconnect_never, h.reconnect_unreachable = after, never, unreachable
 
     def never_returns(self, mac: str, on: bool = True) -> None:
         """The host stays in firmware on its next boots: live stays false, boot_time never changes."""

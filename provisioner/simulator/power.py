@@ -62,6 +62,7 @@ class HostPower:
                 for pbd in db.find("PBD", host=h.ref):
                     db.update("PBD", pbd, currently_attached=False)
         self._set_state(h, st.SHUTTING_DOWN)
+        self.link_lost(h)  # reconnect.py
         if h.is_master:
             self.clear_sessions_and_tasks(pool)
 
@@ -114,8 +115,11 @@ class HostPower:
         h.user_disabled = False
         h.new_version = new_version  # applied by dbsync
         if h.is_master:
+            h.linked = True  # the coordinator's database is its own (reconnect.py)
+            h.link_up.set()
             self._set_state(h, st.XAPI_STARTING)
             self.dbsync(h)
+            self.coordinator_restarted(h.pool)  # members live for 10 min, reconnecting (reconnect.py)
             self.detect_rolling_upgrade(h.pool)  # also on coordinator start (dbsync_master.ml:359)
             self._startup_window(h)
         else:
@@ -133,6 +137,8 @@ class HostPower:
                 if not self.sleep(self.delays["emergency_retry"]) or h.power_epoch != epoch:
                     return
             h.emergency = None
+            h.linked = True  # Pool.hello answered: its database link is up
+            h.link_up.set()
             self.dbsync(h)
             self._startup_window(h)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from . import vm_ops as vr
 from .db import NULL_REF
 from .errors import XapiError
-from .registry import Call, api, assert_live
+from .reconnect import forward
+from .registry import Call, api
 
 
 def _vm(c: Call, ref: str) -> dict:
@@ -34,7 +35,8 @@ def _pick_host(c: Call, vm: str) -> str:
 @api("VM.pool_migrate", 4)
 def vm_pool_migrate(c: Call, vm, host, options):
     vr.assert_rpu_allowed(c.world, c.pool, "pool_migrate")
-    assert_live(c, _vm(c, vm)["resident_on"]) if _vm(c, vm)["resident_on"] != NULL_REF else None
+    if _vm(c, vm)["resident_on"] != NULL_REF:  # forwarded to the host it leaves (reconnect.py)
+        forward(c, _vm(c, vm)["resident_on"])
     vr.migrate(c.world, c.pool, vm, host)
     return ""
 

@@ -17,6 +17,7 @@ from .clock import Clock
 from .hosts import SimHost, SimPool
 from .inject import FailureInjection
 from .power import HostPower, WorldHooks
+from .reconnect import MemberLinks
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,10 @@ DELAYS = {
 }
 
 
-class World(HostPower, FailureInjection):
-    """Every pool and host of a simulation, its clock, its timers, its host power/boot state machine (power.py)
-    and its failure injections (inject.py). Build one with builder.new_world (it passes the hooks)."""
+class World(HostPower, FailureInjection, MemberLinks):
+    """Every pool and host of a simulation, its clock, its timers, its host power/boot state machine (power.py),
+    its failure injections (inject.py) and its members' links to their coordinator (reconnect.py). Build one
+    with builder.new_world (it passes the hooks)."""
 
     def __init__(self, clock: Clock | None = None, *, hooks: WorldHooks, password: str | None = None,
                  **delays: float):
@@ -50,6 +52,7 @@ class World(HostPower, FailureInjection):
         self.endpoint_listener: Callable[[SimHost, bool], None] | None = None
         self.evacuation_blocks: dict[str, str] = {}   # vm ref -> plan error code
         self.migration_failures: dict[str, str] = {}  # vm ref -> task error code
+        self.pbd_plug_delays: dict[str, float] = {}  # SR ref -> sim seconds each PBD.plug takes (devices.py)
         self.call_log: list[tuple[str, str, tuple]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

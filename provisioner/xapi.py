@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import XenAPI
 
-from provisioner import xapi_reinstall
+from provisioner import xapi_prechecks, xapi_reinstall
 from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
 
 DEFAULT_TIMEOUT = 30.0
@@ -115,7 +115,7 @@ class _SafeTimeoutTransport(_Timeout, xmlrpc.client.SafeTransport):
     pass
 
 
-class XenApiDriver(xapi_reinstall.ReinstallCalls):
+class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_prechecks.PrecheckCalls):
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,

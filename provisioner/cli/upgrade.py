@@ -71,6 +71,9 @@ def upgrade() -> None:
 
 
 def _run_options(func):
+    func = click.option("--consent", multiple=True, metavar="CODE",
+                        help="Agree to a consent-level precheck by its code (repeatable; `upgrade plan` lists them "
+                             "and what the run then does).")(func)
     func = click.option("--power-cycle", is_flag=True,
                         help="Shut members down and power them on through the pool (host.power_on: wake-on-lan, "
                              "IPMI) instead of rebooting them; the master is rebooted.")(func)

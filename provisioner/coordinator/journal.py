@@ -26,6 +26,8 @@ VM_RESIDENT, VM_EVACUATED = "vm.resident", "vm.evacuated"
 VM_STOP, VM_STOPPED = "vm.stop", "vm.stopped"
 """{uuid, name, action: suspend|shutdown, was: Running|Paused, cds: [{vbd, iso}]}: a pool-of-one host's VM, before
 / after EVACUATE stops it (`how` on VM_STOPPED: suspended, clean shutdown, hard shutdown)."""
+VM_EJECT = "vm.eject"
+"""{uuid, name, vbd, iso}: a pool host's VM whose tools-ISO CD EVACUATE ejects before host.evacuate (vms.py)."""
 VM_RESTORED = "vm.restored"
 """{uuid, name, how, ok, error?}: RESTORE resumed / started it, or migrated it back (how = migrated back)."""
 WARNING = "run.warning"
@@ -67,10 +69,13 @@ def last(store: Store, run_id: str, kind: str, *, mac: str | None = None) -> dic
     return entries[-1] if entries else None
 
 
-def options(store: Store, run_id: str) -> dict[str, bool]:
-    """The run's options; a run started before options existed (or without the entry) gets the safe defaults."""
+def options(store: Store, run_id: str) -> dict[str, Any]:
+    """The run's options; a run started before options existed (or without the entry) gets the safe defaults.
+    consent: the precheck codes the operator consented to (coordinator/checks.py CONSENT; docs/prechecks.md)."""
     found = last(store, run_id, OPTIONS) or {}
-    return {name: bool(found.get(name)) for name in ("disable_ha_wlb", "migrate_back", "power_cycle")}
+    flags: dict[str, Any] = {name: bool(found.get(name)) for name in ("disable_ha_wlb", "migrate_back", "power_cycle")}
+    flags["consent"] = tuple(str(code) for code in found.get("consent") or ())
+    return flags
 
 
 def warn(store: Store, run_id: str, text: str, *, mac: str | None = None) -> None:

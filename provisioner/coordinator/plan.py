@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from provisioner import registry
 from provisioner.config import Config
-from provisioner.coordinator import carry, hostplugin, wiring
+from provisioner.coordinator import carry, hostplugin, prechecks, wiring
 from provisioner.coordinator.checks import CONSENT, ERROR, WARNING, Check
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Host, Media, normalize_mac, version_tuple
@@ -205,6 +205,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
                                       "skip (at target)" if done else "upgrade", method,
                                       hostplugin.PLAN_NOTE if method == hostplugin.METHOD and not done else ""))
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
+    prechecks.run(plan, driver, media, hosts, registered)  # pool / host / media prechecks (docs/prechecks.md)
     order = {h.name: i for i, h in enumerate(plan.hosts)}
     plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
     plan.changes += [f"VM {v.name}: auto_poweron off during the run, back on in FINALIZE"

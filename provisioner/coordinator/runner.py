@@ -25,22 +25,25 @@ _STEP_ERRORS = (steps.StepFailed, XapiError, XapiUnreachable, NotFoundError, Con
 
 
 def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
-              disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False) -> Run:
+              disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
+              consent: tuple[str, ...] = ()) -> Run:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
 
     disable_ha_wlb: HA / WLB that are on are turned off by PREPARE and back on by FINALIZE (default: the precheck
     refuses). migrate_back: RESTORE migrates each host's VMs back after its upgrade (XenCenter's RPU does not).
     power_cycle: members are shut down and powered on through the pool (host.power_on) instead of rebooted.
+    consent: codes of consent-level prechecks the operator agreed to (docs/prechecks.md); kept for PRECHECK.
     Run it with Runner(...).run(); the prechecks themselves run there, so a crash before they finish is resumable.
     """
+    consent = tuple(sorted({c.upper() for c in consent}))
     plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
-                     power_cycle=power_cycle)
+                     power_cycle=power_cycle, consent=consent)
     run_id = f"{pool}-{secrets.token_hex(4)}"
     run = store.create_run(run_id, pool, media, stop_on_failure=stop_on_failure,
                            hosts=[h.as_dict() for h in plan.to_upgrade])
     # Before the Runner can act; without this entry (a crash right here) the run keeps the safe defaults.
     journal.write(store, run_id, journal.OPTIONS, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
-                  power_cycle=power_cycle)
+                  power_cycle=power_cycle, consent=list(consent))
     return run
 
 

@@ -29,13 +29,15 @@ EPOCH = xmlrpc.client.DateTime("19700101T00:00:00Z")
 FIELDS: dict[str, dict] = {
     "pool": {"uuid": "", "name_label": "", "name_description": "", "master": NULL_REF, "default_SR": NULL_REF,
              "ha_enabled": False, "wlb_enabled": False, "other_config": {}, "ha_host_failures_to_tolerate": "0",
-             "ha_statefiles": []},
+             "ha_statefiles": [],
+             "vswitch_controller": ""},  # datamodel_pool.ml (deprecated; XenCenter's VSwitchControllerCheck)
     "host": {"uuid": "", "name_label": "", "name_description": "", "hostname": "", "address": "",
              "enabled": True, "software_version": {}, "API_version_major": "2", "API_version_minor": "15",
              "API_version_vendor": "XenSource", "metrics": NULL_REF, "resident_VMs": [], "PIFs": [], "PBDs": [],
              "other_config": {}, "power_on_mode": "", "power_on_config": {}, "allowed_operations": [],
              "current_operations": {}, "control_domain": NULL_REF, "memory_overhead": "0",
-             "edition": "", "license_params": {}, "updates": []},  # updates: Pool_update refs (xapi_pool.ml:346)
+             "edition": "", "license_params": {}, "updates": [],  # updates: Pool_update refs (xapi_pool.ml:346)
+             "ssl_legacy": False, "secure_boot": False},  # docs/prechecks.md LEGACY_SSL, SECURE_BOOT
     "host_metrics": {"uuid": "", "live": False, "memory_total": "0", "memory_free": "0",
                      "last_updated": EPOCH, "other_config": {}},
     "PIF": {"uuid": "", "device": "eth0", "MAC": "", "host": NULL_REF, "network": NULL_REF, "management": False,
@@ -47,7 +49,9 @@ FIELDS: dict[str, dict] = {
            "snapshot_of": NULL_REF, "is_control_domain": False, "VBDs": [], "guest_metrics": NULL_REF,
            "memory_static_max": "0", "memory_dynamic_max": "0", "memory_target": "0", "VCPUs_max": "1",
            "other_config": {}, "allowed_operations": [], "current_operations": {}, "domid": "-1",
-           "ha_restart_priority": "", "suspend_VDI": NULL_REF, "snapshots": []},
+           "ha_restart_priority": "", "suspend_VDI": NULL_REF, "snapshots": [],
+           # an HVM guest; a PV one has HVM_boot_policy "" (XenCenter VM.IsHVM) and domain_type "pv"
+           "HVM_boot_policy": "BIOS order", "domain_type": "hvm"},
     # datamodel.ml:7732 PV_drivers_detected defaults to false; PV_drivers_up_to_date follows it (xapi_xenops.ml:2426)
     "VM_guest_metrics": {"uuid": "", "PV_drivers_version": {}, "PV_drivers_up_to_date": False,
                          "PV_drivers_detected": False, "os_version": {}, "other": {}, "live": True},

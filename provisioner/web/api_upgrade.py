@@ -102,6 +102,7 @@ def plan_pool(name: str):
         if value not in ("true", "false", "1", "0"):
             raise ValidationError(f"{key} must be true or false", key)
         options[key] = value in ("true", "1")
+    options["consent"] = tuple(c for c in request.args.getlist("consent") if c)
     store = get_store()
     driver = coord_pools.connect(store, name)
     try:
@@ -116,7 +117,11 @@ def start_upgrade(name: str):
     body = _fields(api.json_body(), {"media"} | RUN_OPTIONS, ("media",))
     options = {k: v for k, v in body.items() if k in RUN_OPTIONS}
     for key, value in options.items():
-        if not isinstance(value, bool):
+        if key == "consent":
+            if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+                raise ValidationError("consent must be a list of precheck codes", key)
+            options[key] = tuple(value)
+        elif not isinstance(value, bool):
             raise ValidationError(f"{key} must be true or false", key)
     run = _runs().start(name, body["media"], **options)
     return jsonify(run=_report(run.id)), 202, {"Location": f"/api/v1/runs/{run.id}"}

@@ -71,7 +71,9 @@ OPERATIONS: tuple[Op, ...] = (
        ok=(200, {"plan": "object"}), errors=(400, 404, 500, 502),
        query=(("media", "string", "the media to upgrade to (required)"),
               *((name, "boolean", f"plan with the start option {name}")
-                for name in ("disable_ha_wlb", "migrate_back", "power_cycle")))),
+                for name in ("disable_ha_wlb", "migrate_back", "power_cycle")),
+              ("consent", "string", "a consent-level precheck code the operator agrees to (repeatable; "
+               "docs/prechecks.md)"))),
     Op("POST", "/pools/{name}/upgrade", "Start a rolling pool upgrade (master first); it goes on in the server",
        "UpgradeInput", (202, {"run": "Run"}), (400, 404, 409, 500, 502, 503)),
     Op("POST", "/pools/{name}/upgrade/resume", "Resume the pool's unfinished run", ok=(202, {"run": "Run"}),
@@ -155,7 +157,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                  "or wait_up"}}},
     "UpgradeInput": {"type": "object", "required": ["media"], "properties": {
         "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back",
-                                                           "power_cycle")}}},
+                                                           "power_cycle")},
+        "consent": {"type": "array", "items": _STR, "description": "consent-level precheck codes the operator "
+                    "agrees to (docs/prechecks.md)"}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
         "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/RunHost"}}}},

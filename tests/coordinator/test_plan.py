@@ -105,6 +105,6 @@ def test_plan_power_cycle_needs_a_power_on_mode_on_every_member(lab):
         f"{pool.hosts[2].name}: no power_on_mode, so the pool cannot power it on after the shutdown "
         f"[NO_POWER_ON_MODE] (fix: `xe host-set-power-on-mode host={pool.hosts[2].name} power-on-mode=wake-on-lan` "
         "(or IPMI), or upgrade without --power-cycle)"]
-    assert [(c.code, c.host) for c in plan.checks] == [("NO_POWER_ON_MODE", pool.hosts[2].name)]
+    assert [(c.code, c.host) for c in plan.checks if c.blocking] == [("NO_POWER_ON_MODE", pool.hosts[2].name)]
     from provisioner import output
     assert "members are shut down and powered on through the pool" in output.plan(plan)

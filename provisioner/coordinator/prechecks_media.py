@@ -1,0 +1,37 @@
+"""Which installed versions the media can upgrade (docs/prechecks.md MEDIA_SOURCE_VERSION,
+SAME_VERSION_OTHER_BUILD).
+
+The media carries no allow-list: `.treeinfo` names the product and platform version it installs (media.py), and
+the source versions an upgrade accepts are compiled into its installer (host-installer upgrade.py ThirdGenUpgrader
+`upgrades_versions = [(product.XENSERVER_MIN_VERSION, product.THIS_PLATFORM_VERSION)]`, product.py
+XENSERVER_MIN_VERSION = platform 2.1.0, XenServer 7.0): an installation whose platform version is outside that
+range is not offered for upgrade. That range, with the media's platform_version as its top, is what we check.
+"""
+
+from __future__ import annotations
+
+from provisioner.coordinator.checks import CONSENT, ERROR
+from provisioner.model import Media, version_tuple
+
+XENSERVER_MIN_PLATFORM = (2, 1, 0)  # host-installer product.py XENSERVER_7_0_0
+
+
+def run(plan, media: Media, hosts: dict, infos: dict) -> None:
+    """hosts: xapi_prechecks.HostFacts by ref; infos: xapi HostInfo by ref; only the hosts the plan upgrades."""
+    top = version_tuple(media.platform_version) if media.platform_version else None
+    for planned in plan.to_upgrade:
+        found, info = hosts.get(planned.ref), infos.get(planned.ref)
+        if found is None or info is None:
+            continue
+        platform = version_tuple(found.platform_version) if found.platform_version else None
+        if platform is not None and (platform < XENSERVER_MIN_PLATFORM or (top is not None and platform > top)):
+            plan.check("MEDIA_SOURCE_VERSION", f"platform version {found.platform_version} ({info.product_version}) "
+                       f"is outside what the media's installer upgrades (platform 2.1.0, XenServer 7.0, up to "
+                       f"{media.platform_version or '?'}): it would not offer this installation for upgrade",
+                       "upgrade the host in steps through a version in that range, or reinstall it", info.name, ERROR)
+        if (media.build and version_tuple(info.product_version) == media.version_key
+                and info.build_number != media.build):
+            plan.check("SAME_VERSION_OTHER_BUILD", f"at {info.product_version} build {info.build_number or '?'}, the "
+                       f"media is the same version, build {media.build}: the run would re-install the media's build "
+                       "over it (updates applied since are replaced)", "use media of the host's build, or "
+                       "re-apply it on purpose with --consent SAME_VERSION_OTHER_BUILD", info.name, CONSENT)

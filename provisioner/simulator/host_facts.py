@@ -1,0 +1,95 @@
+"""What a simulated host's dom0 knows that XAPI's database does not: its disk layout and the dom0 memory a new
+version would give it, and the two `prepare_host_upgrade.py` functions that read them (docs/prechecks.md,
+docs/host-plugin.md).
+
+- `testSafe2Upgrade`: the plugin's safe2upgrade() (plugin copy with testUrl/main/testSafe2Upgrade, code index id
+  3478992653): a host whose /var/log is its own partition (the GPT layout of XenServer 7 and later) answers "true";
+  on the older layout it looks at the local SR on PRIMARY_DISK: smaller than 38 GiB (min_upgrade_lvm_part_size)
+  answers "not_enough_space", VDIs on it answer the failure, an empty one "true". The newer plugin also answers
+  "vdi_present", "utility_part_present" and "legacy_partition_table" (the keys XenCenter's SafeToUpgradeCheck.cs
+  maps); which layout gives which of those is inferred from those names, the 3.x source was not read.
+- `getDom0DefaultMemory`: the dom0 memory (bytes, a decimal string; XenCenter's HostMemoryPostUpgradeCheck.cs
+  parses it with long.TryParse) the new version's installer will give the control domain.
+
+Facts are per SimHost, set by tests and the builder with set_facts(); defaults are a healthy host.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass, replace
+
+from .db import NULL_REF
+from .hosts import SimHost
+from .registry import Call
+
+GiB = 1024 ** 3
+MIN_UPGRADE_LVM_PART_SIZE = 38 * GiB  # prepare_host_upgrade.py min_upgrade_lvm_part_size
+# partition_layout -> what testSafe2Upgrade answers ("legacy": computed from the local SR, as safe2upgrade() does)
+LAYOUTS = {"gpt": "true", "legacy": None, "legacy-msdos": "legacy_partition_table",
+           "utility": "utility_part_present"}
+FUNCTIONS = ("testSafe2Upgrade", "getDom0DefaultMemory")
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    partition_layout: str = "gpt"  # one of LAYOUTS
+    dom0_memory_after_upgrade: int | None = None  # bytes; None: the dom0 keeps what it has now
+
+    def __post_init__(self):
+        if self.partition_layout not in LAYOUTS:
+            raise ValueError(f"partition_layout {self.partition_layout!r} is not one of {', '.join(LAYOUTS)}")
+
+
+_FACTS: "weakref.WeakKeyDictionary[SimHost, HostFacts]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def facts_of(h: SimHost) -> HostFacts:
+    with _LOCK:
+        return _FACTS.get(h) or HostFacts()
+
+
+def set_facts(h: SimHost, **changes) -> HostFacts:
+    """Change some of the host's facts (partition_layout=..., dom0_memory_after_upgrade=...)."""
+    with _LOCK:
+        found = _FACTS[h] = replace(_FACTS.get(h) or HostFacts(), **changes)
+        return found
+
+
+def call(c: Call, h: SimHost, fn: str) -> str:
+    """One of FUNCTIONS on host h (host_plugin.call_plugin dispatches here)."""
+    if fn == "testSafe2Upgrade":
+        return safe2upgrade(c, h)
+    return str(dom0_memory_after(c, h))
+
+
+def safe2upgrade(c: Call, h: SimHost) -> str:
+    answer = LAYOUTS[facts_of(h).partition_layout]
+    if answer is not None:
+        return answer
+    db = c.db
+    with db.lock:  # the attached PBD of this host whose SR is the local one on PRIMARY_DISK
+        local = next((p["SR"] for p in (db.get("PBD", r) for r in db.find("PBD", host=h.ref))
+                      if p["currently_attached"] and not db.get("SR", p["SR"])["shared"]
+                      and db.get("SR", p["SR"])["content_type"] == "user"), None)
+        if local is None:
+            return "true"
+        if int(db.get("SR", local)["physical_size"]) < MIN_UPGRADE_LVM_PART_SIZE:
+            return "not_enough_space"
+        return "vdi_present" if db.find("VDI", SR=local) else "true"
+
+
+def dom0_memory_now(c: Call, h: SimHost) -> int:
+    with c.db.lock:
+        dom0 = c.db.get("host", h.ref)["control_domain"]
+        if dom0 == NULL_REF:
+            dom0 = next((v for v in c.db.find("VM", resident_on=h.ref) if c.db.get("VM", v)["is_control_domain"]),
+                        NULL_REF)
+        return int(c.db.get("VM", dom0)["memory_static_max"]) if dom0 != NULL_REF else 0
+
+
+def dom0_memory_after(c: Call, h: SimHost) -> int:
+    found = facts_of(h).dom0_memory_after_upgrade
+    return dom0_memory_now(c, h) if found is None else found

@@ -4,9 +4,11 @@ its `call` only, no XenAPI import here. Field names are XAPI's (docs/xapi.md "Fi
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 
 NULL_REF = "OpaqueRef:NULL"
+RSA_OID = bytes.fromhex("2a864886f70d010101")  # rsaEncryption, 1.2.840.113549.1.1.1
 PLUGIN = "prepare_host_upgrade.py"
 
 
@@ -83,3 +85,48 @@ class PrecheckCalls:
         long.TryParse)."""
         answer = str(self.call("host.call_plugin", host_ref, PLUGIN, "getDom0DefaultMemory", {}))
         return int(answer) if answer.strip().isdigit() else None
+
+    def server_key_bits(self, host_ref: str) -> int | None:
+        """The RSA key length of the host's XAPI server certificate (host.get_server_certificate, as XenCenter's
+        CertificateKeyLengthCheck.cs reads it); None when it is no RSA key or cannot be read."""
+        return rsa_key_bits(str(self.call("host.get_server_certificate", host_ref)))
+
+
+def _tlv(der: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the DER element at `at`."""
+    tag, size, at = der[at], der[at + 1], at + 2
+    if size & 0x80:
+        count = size & 0x7F
+        size, at = int.from_bytes(der[at:at + count], "big"), at + count
+    return tag, at, at + size
+
+
+def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    found = []
+    while start < end:
+        tag, value, stop = _tlv(der, start)
+        found.append((tag, value, stop))
+        start = stop
+    return found
+
+
+def rsa_key_bits(pem: str) -> int | None:
+    """Bits of the RSA modulus in an X.509 certificate (PEM), read from its DER with no crypto library:
+    Certificate -> tbsCertificate -> subjectPublicKeyInfo (the element after subject) -> BIT STRING -> modulus."""
+    try:
+        der = ssl.PEM_cert_to_DER_cert(pem.strip())
+        _, cert_start, cert_end = _tlv(der, 0)
+        _, tbs_start, tbs_end = _tlv(der, cert_start)
+        fields = _children(der, tbs_start, tbs_end)
+        if fields and fields[0][0] == 0xA0:  # [0] version
+            fields = fields[1:]
+        _, spki_start, spki_end = fields[5]  # serial, signature, issuer, validity, subject, subjectPublicKeyInfo
+        (_, alg_start, alg_end), (_, bits_start, bits_end) = _children(der, spki_start, spki_end)[:2]
+        _, oid_start, oid_end = _tlv(der, alg_start)
+        if der[oid_start:oid_end] != RSA_OID:
+            return None
+        _, key_start, _ = _tlv(der, bits_start + 1)  # skip the BIT STRING's unused-bits byte
+        _, mod_start, mod_end = _tlv(der, key_start)
+        return int.from_bytes(der[mod_start:mod_end], "big").bit_length()
+    except (ValueError, IndexError):
+        return None

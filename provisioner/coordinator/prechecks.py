@@ -50,6 +50,7 @@ def run(plan, driver, media: Media | None, hosts: list[HostInfo], registered: di
         if found is None:
             continue
         _safe_to_upgrade(plan, driver, info, target)
+        _cert_key_length(plan, driver, info, target)
         _licence(plan, found, target, media)
         _management_vlan(plan, found, planned.boot_method)
         _xs9(plan, found, registered.get(planned.mac), target, media)
@@ -84,6 +85,24 @@ def _safe_to_upgrade(plan, driver, info: HostInfo, target: tuple) -> None:
     plan.check("SAFE_TO_UPGRADE", f"testSafe2Upgrade: not safe to upgrade: {why}",
                "back up and move what is on the local SR, then reinstall the host (a fresh install makes the new "
                "layout) instead of upgrading it", info.name, ERROR if target >= XS8 else WARNING)
+
+
+def _cert_key_length(plan, driver, info: HostInfo, target: tuple) -> None:
+    """XenCenter CertificateKeyLengthCheck: an RSA key under 2048 bits in the host's XAPI certificate is refused
+    by XenServer 8 (an error for its targets)."""
+    if target < XS8 or not info.live:
+        return
+    try:
+        bits = driver.server_key_bits(info.ref)
+    except (XapiUnreachable, XapiError) as exc:
+        plan.check("CERT_KEY_LENGTH", f"could not read the host's server certificate: {exc}",
+                   "check its key length by hand (`openssl x509 -noout -text -in /etc/xensource/xapi-ssl.pem`)",
+                   info.name, WARNING)
+        return
+    if bits is not None and bits < 2048:
+        plan.check("CERT_KEY_LENGTH", f"its XAPI server certificate has a {bits}-bit RSA key: XenServer 8 needs "
+                   "at least 2048 bits", "install a new certificate with a 2048-bit key or longer "
+                   "(`xe host-refresh-server-certificate`, or `xe host-install-server-certificate`)", info.name)
 
 
 def _licence(plan, found, target: tuple, media: Media) -> None:

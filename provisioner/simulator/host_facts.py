@@ -8,6 +8,10 @@ docs/host-plugin.md).
   answers "not_enough_space", VDIs on it answer the failure, an empty one "true". The newer plugin also answers
   "vdi_present", "utility_part_present" and "legacy_partition_table" (the keys XenCenter's SafeToUpgradeCheck.cs
   maps); which layout gives which of those is inferred from those names, the 3.x source was not read.
+- `host.get_server_certificate` (XenCenter's CertificateKeyLengthCheck.cs reads the key length from it): the
+  certificate the host serves (certs.py), or, when its fact `server_cert_key_bits` is set, a self-signed one with an
+  RSA key of that length (made once with the openssl command: certs.py is the one simulator module importing
+  `cryptography`), as a host whose xapi-ssl.pem predates the 2048-bit default would have.
 - `getDom0DefaultMemory`: the dom0 memory (bytes, a decimal string; XenCenter's HostMemoryPostUpgradeCheck.cs
   parses it with long.TryParse) the new version's installer will give the control domain.
 
@@ -16,13 +20,14 @@ Facts are per SimHost, set by tests and the builder with set_facts(); defaults a
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import weakref
 from dataclasses import dataclass, replace
 
 from .db import NULL_REF
 from .hosts import SimHost
-from .registry import Call
+from .registry import Call, api, sim_host
 
 GiB = 1024 ** 3
 MIN_UPGRADE_LVM_PART_SIZE = 38 * GiB  # prepare_host_upgrade.py min_upgrade_lvm_part_size
@@ -30,12 +35,14 @@ MIN_UPGRADE_LVM_PART_SIZE = 38 * GiB  # prepare_host_upgrade.py min_upgrade_lvm_
 LAYOUTS = {"gpt": "true", "legacy": None, "legacy-msdos": "legacy_partition_table",
            "utility": "utility_part_present"}
 FUNCTIONS = ("testSafe2Upgrade", "getDom0DefaultMemory")
+_SHORT: "weakref.WeakKeyDictionary[SimHost, tuple[int, str]]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
 class HostFacts:
     partition_layout: str = "gpt"  # one of LAYOUTS
     dom0_memory_after_upgrade: int | None = None  # bytes; None: the dom0 keeps what it has now
+    server_cert_key_bits: int | None = None  # xapi-ssl.pem's RSA key length; None: the certificate it serves
 
     def __post_init__(self):
         if self.partition_layout not in LAYOUTS:
@@ -93,3 +100,20 @@ def dom0_memory_now(c: Call, h: SimHost) -> int:
 def dom0_memory_after(c: Call, h: SimHost) -> int:
     found = facts_of(h).dom0_memory_after_upgrade
     return dom0_memory_now(c, h) if found is None else found
+
+
+@api("host.get_server_certificate", 2)
+def get_server_certificate(c: Call, ref):
+    h = sim_host(c, ref)
+    bits = facts_of(h).server_cert_key_bits
+    if bits is None:
+        from . import certs  # the certificate its xapi serves
+        return certs.cert_of(h).cert_pem.decode()
+    with _LOCK:
+        found = _SHORT.get(h)
+        if found is None or found[0] != bits:
+            pem = subprocess.run(["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout",
+                                  "/dev/null", "-subj", f"/CN={h.name}", "-days", "3650", "-sha256"],
+                                 capture_output=True, text=True, check=True).stdout
+            found = _SHORT[h] = (bits, pem)
+        return found[1]

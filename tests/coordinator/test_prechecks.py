@@ -271,3 +271,16 @@ def test_consent_is_kept_for_precheck(lab):
     assert again.options["consent"] == ("DEPRECATED_SR",)  # journaled: a resumed PRECHECK sees it too
     assert make_plan(lab.store, POOL, MEDIA, lab.driver, config=lab.config,
                      **{k: v for k, v in again.options.items() if k != "stop_on_failure"}).ok
+
+
+def short_key(lab):
+    host_facts.set_facts(sim(lab).hosts[1], server_cert_key_bits=1024)
+
+
+def test_cert_key_length(lab):
+    short_key(lab)
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    [check] = found(plan, "CERT_KEY_LENGTH")
+    assert check.host == sim(lab).hosts[1].name and "1024-bit RSA key" in check.message
+    assert "host-refresh-server-certificate" in check.fix
+    refused(lab, "CERT_KEY_LENGTH")

@@ -17,13 +17,13 @@ from __future__ import annotations
 from provisioner import registry
 from provisioner.boot import urls
 from provisioner.config import Config
-from provisioner.coordinator.context import Context, StepFailed, xapi_call
+from provisioner.coordinator.context import Context, StepFailed, find, xapi_call
 from provisioner.store import RunHost, Store
 from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
 
 METHOD = "host-plugin"
 MAIN_EVENT = "host_plugin.main"
-"""Recorded before `main` runs (commit then act): {url}."""
+"""Recorded before `main` runs (commit then act): {url, address} (address: the host's XAPI address, None if unknown)."""
 PLAN_NOTE = ("host-plugin: the host writes its own answer file (an upgrade of its inventory's PRIMARY_DISK from the "
              "media URL) and boots the installer from its own bootloader; no network boot, no scripts of ours")
 
@@ -78,7 +78,8 @@ def test(driver: PoolDriver, host_ref: str, url: str) -> str | None:
 def prepare(ctx: Context, rh: RunHost, host_ref: str) -> None:
     """Record, then run `main`: StepFailed (nothing rebooted) when the host could not prepare itself."""
     url = media_url(ctx.config, ctx.media.name)
-    ctx.event(MAIN_EVENT, rh, url=url)
+    info = find(ctx, rh.uuid)
+    ctx.event(MAIN_EVENT, rh, url=url, address=info.address if info is not None else None)
     try:
         answer = xapi_call(ctx, rh, "host.call_plugin", ctx.driver.prepare_upgrade, host_ref, url, plugin="main")
     except XapiError as exc:
@@ -90,3 +91,19 @@ def prepare(ctx: Context, rh: RunHost, host_ref: str) -> None:
 def prepared(ctx: Context, rh: RunHost) -> bool:
     """`main` was run for this host in this run."""
     return bool(ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind=MAIN_EVENT))
+
+
+def _clock(ts: str) -> str:
+    """An event's ISO time as HH:MM:SS (UTC, as stored)."""
+    return ts[11:19] if len(ts) >= 19 else ts
+
+
+def observed(ctx: Context, rh: RunHost) -> str:
+    """What the run has actually seen of a host-plugin host since its `main`: only XAPI (the plugin answered, the
+    host was rebooted and is not back) and our HTTP server's media downloads from its address; never a start
+    script or a report, which this mode does not have."""
+    mains = ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind=MAIN_EVENT)
+    if not mains:
+        return "host-plugin: prepare_host_upgrade.py main has not run for it"
+    return (f"host-plugin: prepare_host_upgrade.py main answered at {_clock(mains[-1]['ts'])} and it was rebooted; "
+            "it is not back in XAPI; no installer report comes in this mode")

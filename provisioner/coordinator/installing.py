@@ -18,7 +18,8 @@ from provisioner.coordinator.context import Context, StepFailed
 from provisioner.store import RunHost
 
 STILL_INSTALLING = "host.still_installing"
-"""Event {host, step, minutes, attempt}: the host's installer has been running that long; the run still waits."""
+"""Event {host, step, minutes, attempt, seen}: the host's installer has been running that long (host-plugin: may be;
+`seen` says what was observed); the run still waits."""
 LEFT_UNKNOWN = "host.left_unknown"
 """Event {host, step, minutes, why}: the run was aborted while the host's installer ran; its state is unknown."""
 MARKED_FAILED_REASON = "marked failed by the operator"
@@ -79,8 +80,10 @@ def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[
 
 def _note(ctx: Context, rh: RunHost, minutes: float) -> None:
     """The periodic "still installing" event and progress line, with what the operator can do."""
-    ctx.event(STILL_INSTALLING, rh, step=rh.step, minutes=round(minutes), attempt=rh.attempt_id)
+    plugin = rh.attempt_id is None  # host-plugin: no attempt, so no start script seen; say what was (hostplugin.py)
+    seen = hostplugin.observed(ctx, rh) if plugin else "installer started, no report yet"
+    ctx.event(STILL_INSTALLING, rh, step=rh.step, minutes=round(minutes), attempt=rh.attempt_id, seen=seen)
     pool = ctx.store.get_run(ctx.run_id).pool
-    ctx.say(f"{rh.name}: still installing after {minutes:.0f} min (installer started, no report yet); the run "
+    ctx.say(f"{rh.name}: {'not back' if plugin else 'still installing'} after {minutes:.0f} min ({seen}); the run "
             f"waits: look at its console, then `provisioner upgrade abort {pool}` or `provisioner upgrade "
             f"mark-failed {pool} {rh.name}`")

@@ -17,8 +17,9 @@ from labs import MEDIA, POOL, make_bmc_lab
 
 from provisioner import media, registry, states
 from provisioner.coordinator import plan as coord_plan
-from provisioner.coordinator import remedies, runner
+from provisioner.coordinator import installing, remedies, runner
 from provisioner.coordinator.report import run_report
+from provisioner.coordinator.steps import Timeouts
 from provisioner.demo import synthetic_media_tree
 
 POWER_CALLS = ("host.reboot", "host.shutdown", "host.power_on")
@@ -133,3 +134,29 @@ def test_uefi_hosts_upgrade_twice_through_the_plugin(tmp_path):
     finally:
         lab.driver.close()
         lab.stop()
+
+
+def test_a_host_plugin_host_that_stays_down_is_reported_with_what_was_seen(lab):
+    """No attempt, no start script in this mode: the "still waiting" note says what XAPI showed (main answered, the
+    host rebooted and is not back), never "installer started" (coordinator/installing.py _note)."""
+    member = _macs(lab)[1]
+    name = next(h.name for h in lab.world.pools[POOL].hosts if h.mac == member)
+    lab.handler.inject(member, never_returns=True)
+    notes = []
+
+    def say(line):
+        if line.startswith((f"{name}: not back after", f"{name}: still installing after")):
+            notes.append(line)
+            if len(notes) == 2:
+                runner.request_mark_failed(lab.store, POOL, name)
+
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    timeouts = Timeouts(down=600, up=1800, enable=1800, poll=5, installing_note=600)
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=timeouts,
+                          say=say).run()
+    assert final.state == states.RUN_ABORTED, final.reason
+    assert len(notes) == 2 and all("installer started" not in n for n in notes), notes
+    assert notes[0].startswith(f"{name}: not back after 10 min (host-plugin: prepare_host_upgrade.py main answered "
+                               "at "), notes
+    (event, *_) = lab.store.events(run_id=started.id, kind=installing.STILL_INSTALLING, mac=member)
+    assert event["details"]["attempt"] is None and "is not back in XAPI" in event["details"]["seen"]

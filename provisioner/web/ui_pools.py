@@ -45,7 +45,9 @@ def _plan_or_error(name: str, media: str):
         return None, ui_view.scrub(str(exc))
     try:
         plan = make_plan(get_store(), name, media, driver, config=get_config())
-        return {"hosts": plan.hosts, "problems": [ui_view.scrub(p) for p in plan.problems]}, None
+        checks = [dict(c.as_dict(), message=ui_view.scrub(c.message), fix=ui_view.scrub(c.fix), blocking=plan.blocks(c))
+                  for c in plan.checks]  # docs/prechecks.md
+        return {"hosts": plan.hosts, "problems": [ui_view.scrub(p) for p in plan.problems], "checks": checks}, None
     except _ACTION_ERRORS as exc:
         return None, ui_view.scrub(f"could not read the pool: {exc}")
     finally:

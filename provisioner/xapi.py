@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import XenAPI
 
-from provisioner import xapi_prechecks, xapi_reinstall
+from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall
 from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
 
 DEFAULT_TIMEOUT = 30.0
@@ -69,7 +69,7 @@ class PoolDriver(Protocol):
     def memory_needs(self, vm_ref: str, host_ref: str) -> tuple[int, int]: ...
     def vms(self) -> list[VmInfo]: ...
     def pbds(self) -> list[PbdInfo]: ...
-    def plug_pbd(self, pbd_ref: str) -> None: ...
+    def plug_pbd(self, pbd_ref: str, timeout: float | None = None) -> None: ...
     def eject_cd(self, vbd_ref: str) -> None: ...
     def suspend_vm(self, vm_ref: str) -> None: ...
     def clean_shutdown_vm(self, vm_ref: str) -> None: ...
@@ -115,7 +115,7 @@ class _SafeTimeoutTransport(_Timeout, xmlrpc.client.SafeTransport):
     pass
 
 
-class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_prechecks.PrecheckCalls):
+class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_prechecks.PrecheckCalls):
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
@@ -284,9 +284,6 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_prechecks.PrecheckCalls):
         srs = self.call("SR.get_all_records")
         return [PbdInfo(ref, rec["host"], srs.get(rec["SR"], {}).get("name_label", rec["SR"]),
                         bool(rec.get("currently_attached"))) for ref, rec in self.call("PBD.get_all_records").items()]
-
-    def plug_pbd(self, pbd_ref: str) -> None:
-        self.call("PBD.plug", pbd_ref)
 
     def eject_cd(self, vbd_ref: str) -> None:
         self.task("VBD.eject", vbd_ref)

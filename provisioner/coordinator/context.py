@@ -43,6 +43,7 @@ class Timeouts:
     enable: float = 1800.0    # HOST_STILL_BOOTING may last minutes after xapi starts
     poll: float = 10.0
     storage: float = 120.0    # PBDs attach by themselves during startup; XenCenter waits 120 s, then plugs
+    pbd_plug: float = 300.0   # one Async.PBD.plug (an iSCSI / FC attach takes minutes; xapi_checks.PBD_PLUG_TIMEOUT)
     finalize: float = 600.0   # rolling_upgrade_in_progress goes within one DB-GC pass (30 s) once versions match
     off: float = 60.0         # --power-cycle: XAPI says "not live" as a shutdown starts; the machine is off later
     boot: float = 600.0       # --power-cycle: host.power_on -> its first boot-config fetch (else power on again)

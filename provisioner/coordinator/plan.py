@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from provisioner import registry
 from provisioner.config import Config
-from provisioner.coordinator import carry, hostplugin, prechecks, wiring
+from provisioner.coordinator import carry, hostplugin, prechecks, prechecks_vms, wiring
 from provisioner.coordinator.checks import CONSENT, ERROR, WARNING, Check
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Host, Media, normalize_mac, version_tuple
@@ -148,6 +148,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
         plan.check("NO_MASTER", "XAPI names no master", "check the pool: `xe pool-list params=master`")
         return plan
     registered = {h.mac: h for h in store.list_hosts(pool=pool)}
+    evacuation: dict[str, dict[str, list[str]]] = {}  # host ref -> its blockers (prechecks_vms.py)
     for h in hosts:
         role = "master" if h.is_master else "member"
         if not h.live:
@@ -190,12 +191,16 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
                 plan.check("EVACUATION_UNCHECKED", f"cannot check evacuation: {exc}",
                            "make the host answer XAPI, then plan again", h.name)
             else:
+                evacuation[h.ref] = blockers
                 for vm, err in sorted(blockers.items()):
+                    if prechecks_vms.is_pinned(err):
+                        continue  # a PINNED_VM check of its own (prechecks_vms.pool_checks below)
                     if not (plan.standalone and err and err[0] in _NO_ROOM):
                         plan.check("EVACUATION_BLOCKED", f"VM {names.get(vm, vm)} prevents evacuation: "
                                    f"{' '.join(err)}", "move, shut down or fix the VM (XenCenter's "
                                    "`xe host-get-vms-which-prevent-evacuation` names the reason)", h.name)
-            plan.vms += plan_host(h.name, h.ref, vms, standalone=plan.standalone, migrate_back=migrate_back)
+            plan.vms += plan_host(h.name, h.ref, vms, standalone=plan.standalone, migrate_back=migrate_back,
+                                  pinned=prechecks_vms.stopped_pinned(evacuation.get(h.ref, {}), plan.consent))
         if not done and reg is not None:
             problem = _boot_problem(store, config, reg, method, driver=driver, ref=h.ref, media=media_name)
             if problem:
@@ -204,6 +209,8 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
         plan.hosts.append(PlannedHost(mac or "", h.name, h.uuid, h.ref, role, h.product_version,
                                       "skip (at target)" if done else "upgrade", method,
                                       hostplugin.PLAN_NOTE if method == hostplugin.METHOD and not done else ""))
+    for found in prechecks_vms.pool_checks(driver, hosts, vms, evacuation):  # pinned VMs, backups running
+        plan.add(found)
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
     prechecks.run(plan, driver, media, hosts, registered)  # pool / host / media prechecks (docs/prechecks.md)
     order = {h.name: i for i, h in enumerate(plan.hosts)}

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.coordinator import bmcboot, hostplugin, installing, journal, selfcheck, vms
+from provisioner.coordinator import bmcboot, hostplugin, installing, journal, pinned, selfcheck, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
@@ -31,6 +31,7 @@ def check(ctx: Context, rh: RunHost) -> str:
         return states.STEP_DONE
     if not info.live:
         raise StepFailed("host is not live")
+    pinned.recheck_evacuation(ctx, rh, info.ref)  # before anything destructive (pinned.py)
     return states.STEP_DISABLE
 
 
@@ -54,6 +55,8 @@ def evacuate(ctx: Context, rh: RunHost) -> str:
         for line in vms.stop_for_upgrade(ctx, rh, info.ref):
             ctx.say(f"{rh.name}: {line}")
         return states.STEP_ARM
+    for line in pinned.stop_pinned(ctx, rh, info.ref) + vms.eject_tools_cds(ctx, rh, info.ref):
+        ctx.say(f"{rh.name}: {line}")  # pinned VMs (consent) shut down, tools ISOs ejected: pinned.py, vms.py
     vms.note_resident(ctx, rh, info.ref)
     # host.evacuate on an empty host is a no-op, so calling it again after a crash is harmless.
     xapi_call(ctx, rh, "host.evacuate", ctx.driver.evacuate, info.ref)
@@ -267,7 +270,9 @@ def storage(ctx: Context, rh: RunHost) -> str:
         if pbd.attached or pbd.host not in live:
             continue
         try:
-            xapi_call(ctx, rh, "PBD.plug", ctx.driver.plug_pbd, pbd.ref, sr=pbd.sr, on=live[pbd.host])
+            # Async.PBD.plug, waited for up to timeouts.pbd_plug: slow iSCSI / FC attaches (xapi_checks.py)
+            xapi_call(ctx, rh, "PBD.plug", ctx.driver.plug_pbd, pbd.ref, ctx.timeouts.pbd_plug, sr=pbd.sr,
+                      on=live[pbd.host])
         except (XapiError, XapiUnreachable) as exc:
             journal.warn(ctx.store, ctx.run_id, f"SR {pbd.sr} not plugged on {live[pbd.host]}: {exc}", mac=rh.mac)
     return states.STEP_ENABLE

@@ -53,17 +53,19 @@ def resident(vms: list[VmInfo], host_ref: str) -> list[VmInfo]:
 
 
 def plan_host(host_name: str, host_ref: str, vms: list[VmInfo], *, standalone: bool,
-              migrate_back: bool) -> list[PlannedVm]:
+              migrate_back: bool, pinned: frozenset[str] = frozenset()) -> list[PlannedVm]:
+    """pinned: refs of the VMs pinned to this host that the run shuts down (consent PINNED_VM, pinned.py)."""
     planned = []
     for vm in resident(vms, host_ref):
-        action = action_for(vm, standalone)
+        action = SHUTDOWN if vm.ref in pinned and not standalone else action_for(vm, standalone)
         if action == MIGRATE:
             after = "migrated back" if migrate_back else "stays where host.evacuate moved it"
         elif action == SUSPEND:
             after = "resumed on this host"
         else:
             after = "started on this host" + (" (paused)" if vm.power_state == "Paused" else "")
-        eject = tuple(cd.iso for cd in vm.cds) if action == SUSPEND else ()
+        # suspend: every disc (it may not resume); migrate: the tools ISO, as XenCenter's ToolsCD fix does
+        eject = tuple(cd.iso for cd in vm.cds if action == SUSPEND or (action == MIGRATE and cd.tools))
         planned.append(PlannedVm(host_name, vm.name, vm.uuid, vm.power_state, action, eject, vm.auto_poweron, after))
     return planned
 
@@ -89,6 +91,11 @@ def stop_for_upgrade(ctx: Context, rh: RunHost, host_ref: str) -> list[str]:
                      "cds": [{"vbd": cd.vbd_uuid, "iso": cd.iso} for cd in vm.cds] if action == SUSPEND else []}
             journal.write(ctx.store, ctx.run_id, journal.VM_STOP, mac=rh.mac, **entry)
             planned[vm.uuid] = entry
+    return stop_planned(ctx, rh, vms, planned)
+
+
+def stop_planned(ctx: Context, rh: RunHost, vms: dict[str, VmInfo], planned: dict[str, dict]) -> list[str]:
+    """Stop each journaled VM_STOP entry not yet VM_STOPPED (uuid -> entry; `vms` by uuid, read now); what it did."""
     done = {e["uuid"] for e in journal.read(ctx.store, ctx.run_id, journal.VM_STOPPED, mac=rh.mac)}
     said = []
     for uuid, entry in planned.items():
@@ -131,6 +138,24 @@ def _stop(ctx: Context, rh: RunHost, vm: VmInfo, entry: dict) -> str:
         return "hard shutdown"
     except (XapiError, XapiUnreachable) as exc:
         raise StepFailed(f"could not {entry['action']} VM {vm.name}: {exc}") from None
+
+
+def eject_tools_cds(ctx: Context, rh: RunHost, host_ref: str) -> list[str]:
+    """Pool: before host.evacuate, eject the tools ISO from the CD drive of every VM on the host (XenCenter's
+    AssertCanEvacuateCheck raises ToolsCD and its fix ejects it: an upgrade replaces the tools ISO, and a VM holding
+    the old one may not migrate to or resume on an upgraded host). Journaled first (VM_EJECT), never reinserted."""
+    said = []
+    for vm in resident(ctx.driver.vms(), host_ref):
+        for cd in (c for c in vm.cds if c.tools):
+            journal.write(ctx.store, ctx.run_id, journal.VM_EJECT, mac=rh.mac, uuid=vm.uuid, name=vm.name,
+                          vbd=cd.vbd_uuid, iso=cd.iso)
+            try:
+                xapi_call(ctx, rh, "VBD.eject", ctx.driver.eject_cd, cd.vbd, iso=cd.iso, vm=vm.name)
+            except XapiError as exc:
+                if error_code(exc) != "VBD_IS_EMPTY":  # emptied meanwhile: nothing to do
+                    raise StepFailed(f"could not eject {cd.iso} from VM {vm.name}: {exc}") from None
+            said.append(f"{vm.name}: ejected {cd.iso} (tools ISO) before evacuation")
+    return said
 
 
 # --- RESTORE ---
@@ -201,6 +226,9 @@ def host_report(store: Store, run_id: str, mac: str) -> list[dict[str, Any]]:
                            "cds_ejected": [], "afterwards": None}
     for e in journal.read(store, run_id, journal.VM_STOPPED, mac=mac):
         rows[e["uuid"]].update(done=e["how"], cds_ejected=[c["iso"] for c in e["cds"]])
+    for e in journal.read(store, run_id, journal.VM_EJECT, mac=mac):
+        if e["uuid"] in rows and e["iso"] not in rows[e["uuid"]]["cds_ejected"]:
+            rows[e["uuid"]]["cds_ejected"].append(e["iso"])
     for e in journal.read(store, run_id, journal.VM_RESTORED, mac=mac):
         if e["uuid"] in rows:
             rows[e["uuid"]]["afterwards"] = e["how"] if e["ok"] else f"not {e['how']}: {e.get('error')}"

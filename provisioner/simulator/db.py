@@ -42,7 +42,8 @@ FIELDS: dict[str, dict] = {
                      "last_updated": EPOCH, "other_config": {}},
     "PIF": {"uuid": "", "device": "eth0", "MAC": "", "host": NULL_REF, "network": NULL_REF, "management": False,
             "physical": True, "IP": "", "netmask": "", "gateway": "", "DNS": "", "ip_configuration_mode": "None",
-            "VLAN": "-1", "currently_attached": True, "other_config": {}},
+            "VLAN": "-1", "currently_attached": True, "other_config": {},
+            "sriov_physical_PIF_of": [], "sriov_logical_PIF_of": []},  # network_sriov refs (devices.py)
     "network": {"uuid": "", "name_label": "", "bridge": "", "PIFs": [], "other_config": {}},
     "VM": {"uuid": "", "name_label": "", "name_description": "", "power_state": "Halted",
            "resident_on": NULL_REF, "affinity": NULL_REF, "is_a_template": False, "is_a_snapshot": False,
@@ -51,7 +52,8 @@ FIELDS: dict[str, dict] = {
            "other_config": {}, "allowed_operations": [], "current_operations": {}, "domid": "-1",
            "ha_restart_priority": "", "suspend_VDI": NULL_REF, "snapshots": [],
            # an HVM guest; a PV one has HVM_boot_policy "" (XenCenter VM.IsHVM) and domain_type "pv"
-           "HVM_boot_policy": "BIOS order", "domain_type": "hvm"},
+           "HVM_boot_policy": "BIOS order", "domain_type": "hvm",
+           "attached_PCIs": [], "VGPUs": [], "VIFs": []},  # VGPUs, VIFs derived (registry.DERIVED)
     # datamodel.ml:7732 PV_drivers_detected defaults to false; PV_drivers_up_to_date follows it (xapi_xenops.ml:2426)
     "VM_guest_metrics": {"uuid": "", "PV_drivers_version": {}, "PV_drivers_up_to_date": False,
                          "PV_drivers_detected": False, "os_version": {}, "other": {}, "live": True},
@@ -64,6 +66,15 @@ FIELDS: dict[str, dict] = {
            "is_tools_sr": False, "PBDs": [], "VDIs": [], "physical_size": "0", "other_config": {}},
     "PBD": {"uuid": "", "host": NULL_REF, "SR": NULL_REF, "currently_attached": True, "device_config": {},
             "other_config": {}},
+    # host-bound devices (devices.py, docs/xapi.md "Pinned VMs, running tasks, slow PBD.plug")
+    "PCI": {"uuid": "", "class_name": "", "vendor_name": "", "device_name": "", "host": NULL_REF, "pci_id": "",
+            "other_config": {}},
+    "VGPU": {"uuid": "", "VM": NULL_REF, "GPU_group": NULL_REF, "type": NULL_REF, "device": "0",
+             "currently_attached": False, "resident_on": NULL_REF, "other_config": {}},
+    "VIF": {"uuid": "", "VM": NULL_REF, "network": NULL_REF, "device": "0", "MAC": "", "currently_attached": True,
+            "other_config": {}},
+    "network_sriov": {"uuid": "", "physical_PIF": NULL_REF, "logical_PIF": NULL_REF, "requires_reboot": False,
+                      "configuration_mode": "unknown"},
     "pool_update": {"uuid": "", "name_label": "", "name_description": "", "version": "",
                     "enforce_homogeneity": True, "other_config": {}},  # datamodel_pool_update.ml
     "task": {"uuid": "", "name_label": "", "name_description": "", "status": "pending", "progress": 0.0,

@@ -233,7 +233,14 @@ def pool_eject(c: Call, ref):
 # ---- PBD, VBD (docs/xapi.md "VM and VBD calls") ---------------------------------------------------
 @api("PBD.plug", 2)
 def pbd_plug(c: Call, ref):
-    assert_live(c, c.db.get("PBD", ref)["host"])
+    """Returns when the SR is attached: an iSCSI / FC attach can take minutes (devices.slow_plug), so a synchronous
+    call outlives a short client timeout; clients run Async.PBD.plug and poll the task (docs/xapi.md
+    "Pinned VMs, running tasks, slow PBD.plug")."""
+    rec = c.db.get("PBD", ref)
+    assert_live(c, rec["host"])
+    delay = c.world.pbd_plug_delays.get(rec["SR"], 0.0)
+    if delay and not c.world.sleep(delay):
+        raise XapiError("INTERNAL_ERROR", "simulator stopping")
     c.db.update("PBD", ref, currently_attached=True)
     return ""
 

@@ -47,7 +47,8 @@ def api(name: str, nmin: int, nmax: int | None = None):
 
 # Derived reverse references, computed at read time so they never drift.
 DERIVED = {"host": {"resident_VMs": ("VM", "resident_on"), "PIFs": ("PIF", "host"), "PBDs": ("PBD", "host")},
-           "VM": {"VBDs": ("VBD", "VM"), "snapshots": ("VM", "snapshot_of")}, "VDI": {"VBDs": ("VBD", "VDI")},
+           "VM": {"VBDs": ("VBD", "VM"), "snapshots": ("VM", "snapshot_of"), "VGPUs": ("VGPU", "VM"),
+                  "VIFs": ("VIF", "VM")}, "VDI": {"VBDs": ("VBD", "VDI")},
            "SR": {"PBDs": ("PBD", "SR"), "VDIs": ("VDI", "SR")}, "network": {"PIFs": ("PIF", "network")}}
 
 
@@ -59,7 +60,7 @@ def view(world: World, pool: SimPool, cls: str, ref: str) -> dict:
         for fld, (other, key) in DERIVED.get(cls, {}).items():
             rec[fld] = db.find(other, **{key: ref})
         if cls == "VM":
-            rec["allowed_operations"] = vm_ops.allowed_operations(world, pool, rec)
+            rec["allowed_operations"] = vm_ops.allowed_operations(world, pool, rec, ref)
         if cls == "host" and world.rpu_in_progress(pool):
             rec["allowed_operations"] = ["evacuate", "provision"]  # xapi_host_helpers.ml:198-229 (Miami keys)
         elif cls == "host":

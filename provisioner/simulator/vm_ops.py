@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from . import states as st
 from .db import NULL_REF
+from .devices import pinned_error
 from .errors import XapiError
 
 if TYPE_CHECKING:
@@ -37,12 +38,15 @@ def is_real_vm(rec: dict) -> bool:
     return not (rec["is_a_template"] or rec["is_a_snapshot"] or rec["is_control_domain"])
 
 
-def allowed_operations(world: "World", pool: "SimPool", rec: dict) -> list[str]:
+def allowed_operations(world: "World", pool: "SimPool", rec: dict, ref: str = NULL_REF) -> list[str]:
     if rec["is_control_domain"] or rec["is_a_template"]:
         return []
     ops = list(OPS_BY_POWER_STATE.get(rec["power_state"], []))
     if rec["power_state"] == "Running" and not _has_pv(pool, rec):
         ops.remove("suspend")
+    if ref != NULL_REF and pinned_error(pool, ref):
+        # a host-bound device: no pool_migrate / suspend / checkpoint (xapi_vm_lifecycle.ml:653-672)
+        ops = [op for op in ops if op not in ("pool_migrate", "suspend", "checkpoint")]
     if world.rpu_in_progress(pool):  # xapi_vm_lifecycle.ml:726-735: RPU recomputes allowed ops
         ops = [op for op in ops if op in RPU_ALLOWED_VM_OPS]
     return ops
@@ -136,6 +140,10 @@ def evacuation_plan(world: "World", pool: "SimPool", host_ref: str) -> tuple[dic
         if not candidates:
             errors[vm] = ["NO_HOSTS_AVAILABLE", vm]
             continue
+        pinned = pinned_error(pool, vm)  # xapi_host.ml:377-389, after :327-335 (no targets)
+        if pinned:
+            errors[vm] = pinned
+            continue
         need = int(rec["memory_target"])
         fits = [r for r in candidates if free[r] >= need and not missing_sr(pool, vm, r)]
         if not fits:
@@ -172,6 +180,9 @@ def migrate(world: "World", pool: "SimPool", vm: str, dest: str) -> None:
             return
         if world.rpu_in_progress(pool) and host_version(pool, dest) < host_version(pool, src):
             raise XapiError("NOT_SUPPORTED_DURING_UPGRADE")  # no migration to a lower version during RPU (2.9)
+        pinned = pinned_error(pool, vm)
+        if pinned:
+            raise XapiError(*pinned)
         assert_can_boot_here(world, pool, vm, dest)
     world.sleep(world.delays["migrate"] / 2)
     code = world.migration_failures.get(vm)

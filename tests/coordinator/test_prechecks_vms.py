@@ -1,0 +1,206 @@
+"""Run-time prechecks (docs/prechecks.md): pinned VMs (refused, or with consent shut down and started again on the
+same host), backups running, evacuation re-checked right before each host, tools-ISO CDs ejected in pool mode, and
+a slow PBD.plug waited for. Against the simulator, the real boot service and simulated PXE machines."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import FAST
+from labs import MEDIA, POOL
+
+from provisioner import states
+from provisioner.coordinator import prechecks_vms, runner
+from provisioner.coordinator.checks import CONSENT, ERROR
+from provisioner.coordinator.plan import make_plan
+from provisioner.coordinator.report import run_report
+from provisioner.simulator import devices
+
+DESTRUCTIVE_CALLS = ("host.disable", "host.evacuate", "Async.host.evacuate", "host.reboot", "host.shutdown",
+                     "Async.VM.clean_shutdown", "Async.VM.hard_shutdown", "Async.VBD.eject")
+
+
+def user_vm(lab, i: int) -> str:
+    db, host = lab.world.pools[POOL].db, lab.world.pools[POOL].hosts[i].ref
+    return next(r for r in db.find("VM", resident_on=host) if not db.get("VM", r)["is_control_domain"])
+
+
+def name(lab, vm: str) -> str:
+    return lab.world.pools[POOL].db.get("VM", vm)["name_label"]
+
+
+def run(lab, *, on_commit=None, **options):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, **options)
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
+                          on_commit=on_commit).run()
+    return started.id, final
+
+
+def calls(lab, *methods: str, ref: str | None = None) -> list[int]:
+    """Indices in the simulator's call log of `methods` (on `ref` when given)."""
+    return [i for i, (_, m, params) in enumerate(lab.world.call_log)
+            if m in methods and (ref is None or ref in params)]
+
+
+def at_step(lab, i: int, step: str, act):
+    """on_commit hook: act(lab) once, when host i commits `step` (after the plan passed)."""
+    done = []
+
+    def hook(rh):
+        if not done and rh.mac == lab.mac(i) and rh.step == step:
+            done.append(step)
+            act(lab)
+    return hook
+
+
+# --- PINNED_VM ---
+
+def test_pinned_vm_is_a_consent_check_with_its_device_and_fix(lab):
+    vm = user_vm(lab, 1)
+    devices.pin_vm(lab.world.pools[POOL], vm, devices.PCI)
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    assert not plan.ok
+    found = [c for c in plan.checks if c.code == prechecks_vms.PINNED_VM]
+    assert len(found) == 1 and found[0].level == CONSENT and found[0].host == f"{POOL}-host1"
+    assert f"VM {name(lab, vm)} is pinned to this host by PCI 0000:3b:00.0 (NVIDIA Corporation GA102GL [A40])" \
+        in found[0].message and "VM_HAS_PCI_ATTACHED" in found[0].message
+    assert "--consent PINNED_VM" in found[0].fix and "starts it again on this host" in found[0].fix
+    assert not [c for c in plan.checks if c.code == "EVACUATION_BLOCKED"]  # one finding, not two
+    assert any("[PINNED_VM]" in p for p in plan.problems)
+
+    agreed = make_plan(lab.store, POOL, MEDIA, lab.driver, consent=["PINNED_VM"])
+    assert agreed.ok, agreed.problems
+    row = next(v for v in agreed.vms if v.name == name(lab, vm))
+    assert (row.action, row.afterwards) == ("shutdown", "started on this host")
+
+
+def test_pinned_vm_without_consent_refuses_the_run_before_any_host_is_touched(lab):
+    devices.pin_vm(lab.world.pools[POOL], user_vm(lab, 2), devices.SRIOV)
+    run_id, final = run(lab)
+    assert final.state == states.RUN_BLOCKED and "PINNED_VM" in final.reason and "SR-IOV VIF" in final.reason
+    assert calls(lab, *DESTRUCTIVE_CALLS) == []
+
+
+def test_pinned_vms_with_consent_are_shut_down_and_started_on_the_same_host(lab):
+    pool = lab.world.pools[POOL]
+    master_vm, member_vm = user_vm(lab, 0), user_vm(lab, 1)
+    devices.pin_vm(pool, master_vm, devices.VGPU)
+    devices.pin_vm(pool, member_vm, devices.PCI)
+    run_id, final = run(lab, consent=("PINNED_VM",))
+    assert final.state == states.RUN_DONE, final.reason
+    for i, vm in ((0, master_vm), (1, member_vm)):
+        host = pool.hosts[i].ref
+        assert pool.db.get("VM", vm)["power_state"] == "Running" and pool.db.get("VM", vm)["resident_on"] == host
+        stop, evacuate = calls(lab, "Async.VM.clean_shutdown", ref=vm), calls(lab, "Async.host.evacuate", ref=host)
+        reboot, start = calls(lab, "host.reboot", ref=host), calls(lab, "Async.VM.start_on", ref=vm)
+        assert len(stop) == 1 and len(start) == 1 and len(evacuate) == 1
+        assert stop[0] < evacuate[0] < reboot[0] < start[0]  # down before the evacuation, up after the upgrade
+        assert host in lab.world.call_log[start[0]][2]  # VM.start_on THIS host
+    rows = {v["name"]: v for h in run_report(lab.store, run_id)["hosts"] for v in h["vms"]}
+    assert rows[name(lab, member_vm)]["action"] == "shutdown"
+    assert rows[name(lab, member_vm)]["done"] == "clean shutdown"
+    assert rows[name(lab, member_vm)]["afterwards"] == "started"
+
+
+# --- BACKUP_RUNNING ---
+
+@pytest.mark.parametrize("label", ["VM.export", "Async.VM.snapshot", "VM export", "Exporting content of VDI disk0"])
+def test_backup_running_is_an_error_naming_the_task(lab, label):
+    devices.start_task(lab.world, lab.world.pools[POOL], label, description="nightly backup of web1")
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    found = [c for c in plan.checks if c.code == prechecks_vms.BACKUP_RUNNING]
+    assert len(found) == 1 and found[0].level == ERROR and not plan.ok
+    assert label in found[0].message and "nightly backup of web1" in found[0].message
+    assert "pause backup schedules" in found[0].fix and "xe task-cancel" in found[0].fix
+
+
+def test_other_running_tasks_are_not_backups(lab):
+    devices.start_task(lab.world, lab.world.pools[POOL], "Async.VM.start")
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    assert plan.ok, plan.problems
+
+
+def test_backup_running_refuses_the_run_before_any_host_is_touched(lab):
+    pool = lab.world.pools[POOL]
+    task = devices.start_task(lab.world, pool, "VM.export")
+    run_id, final = run(lab)
+    assert final.state == states.RUN_BLOCKED and "BACKUP_RUNNING" in final.reason and "VM.export" in final.reason
+    assert calls(lab, *DESTRUCTIVE_CALLS) == []
+    devices.finish_task(lab.world, pool, task)
+    assert make_plan(lab.store, POOL, MEDIA, lab.driver).ok  # over: the next plan passes
+
+
+# --- evacuation re-checked right before each host ---
+
+@pytest.mark.parametrize("block", ["HOST_NOT_ENOUGH_FREE_MEMORY", "pinned"])
+def test_a_blocker_that_appears_mid_run_stops_that_host_before_disable(lab, block):
+    pool = lab.world.pools[POOL]
+    vm, host = user_vm(lab, 2), pool.hosts[2].ref
+
+    def appear(lab):
+        if block == "pinned":
+            devices.pin_vm(pool, vm, devices.VGPU)
+        else:
+            lab.world.block_evacuation(vm, block)
+    run_id, final = run(lab, on_commit=at_step(lab, 2, states.STEP_CHECK, appear))
+    hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
+    failed = hosts[f"{POOL}-host2"]
+    assert failed["step"] == states.STEP_FAILED and failed["reason"].startswith(states.STEP_CHECK)
+    assert "evacuation re-checked before DISABLE and blocked" in failed["reason"]
+    assert f"VM {name(lab, vm)}" in failed["reason"]
+    assert ("VM_HAS_VGPU" if block == "pinned" else block) in failed["reason"]
+    assert ("--consent PINNED_VM" if block == "pinned" else "move, suspend or shut down") in failed["reason"]
+    assert failed["remedy_class"] == "nothing_changed"
+    assert calls(lab, "host.disable", "Async.host.evacuate", "host.reboot", ref=host) == []  # never touched
+    assert pool.db.get("host", host)["enabled"] and pool.db.get("VM", vm)["resident_on"] == host
+    assert hosts[f"{POOL}-host0"]["step"] == hosts[f"{POOL}-host1"]["step"] == states.STEP_DONE
+
+
+def test_a_consented_pinned_vm_that_appears_mid_run_is_shut_down_instead(lab):
+    pool = lab.world.pools[POOL]
+    vm, host = user_vm(lab, 2), pool.hosts[2].ref
+    hook = at_step(lab, 2, states.STEP_CHECK, lambda lab: devices.pin_vm(pool, vm, devices.SRIOV))
+    run_id, final = run(lab, on_commit=hook, consent=("PINNED_VM",))
+    assert final.state == states.RUN_DONE, final.reason
+    assert pool.db.get("VM", vm)["resident_on"] == host and pool.db.get("VM", vm)["power_state"] == "Running"
+    assert len(calls(lab, "Async.VM.start_on", ref=vm)) == 1
+
+
+# --- tools-ISO CDs in pool mode ---
+
+def test_tools_cds_are_ejected_before_the_host_is_evacuated(lab):
+    pool = lab.world.pools[POOL]
+    db, vm, host = pool.db, user_vm(lab, 1), pool.hosts[1].ref
+    cd = next(v for v in db.find("VBD", VM=vm) if db.get("VBD", v)["type"] == "CD")
+    db.update("VBD", cd, empty=False, VDI=db.find("VDI", name_label="guest-tools.iso")[0])
+    planned = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    assert next(v for v in planned.vms if v.name == name(lab, vm)).eject == ("guest-tools.iso",)
+    run_id, final = run(lab)
+    assert final.state == states.RUN_DONE, final.reason
+    eject, evacuate = calls(lab, "Async.VBD.eject", ref=cd), calls(lab, "Async.host.evacuate", ref=host)
+    assert len(eject) == 1 and eject[0] < evacuate[0]
+    assert db.get("VBD", cd)["empty"]
+    row = next(v for h in run_report(lab.store, run_id)["hosts"] for v in h["vms"] if v["name"] == name(lab, vm))
+    assert row["action"] == "migrate" and row["cds_ejected"] == ["guest-tools.iso"]
+
+
+# --- PBD.plug as a task ---
+
+def test_a_slow_pbd_plug_after_the_upgrade_succeeds(lab):
+    pool = lab.world.pools[POOL]
+    shared = pool.db.find("SR", name_label="NFS storage")[0]
+    devices.slow_plug(lab.world, shared, 2400.0)  # 40 sim minutes: 4 s real at x600
+    lab.world.keep_pbds_unplugged(lab.mac(2))
+    short = lab.driver.timeout
+    lab.driver.timeout = 1.0  # a sync PBD.plug would hit this socket timeout and say "not plugged"
+    try:
+        run_id, final = run(lab)
+    finally:
+        lab.driver.timeout = short
+    assert final.state == states.RUN_DONE, final.reason
+    assert all(pool.db.get("PBD", p)["currently_attached"] for p in pool.db.all("PBD"))
+    plugged = [e["details"] for e in lab.store.events(run_id=run_id, kind="xapi.call")
+               if e["details"]["method"] == "PBD.plug"]
+    assert {(p["sr"], p["ok"]) for p in plugged} >= {("NFS storage", True)}
+    assert not [e for e in lab.store.events(run_id=run_id, kind="run.warning") if "not plugged" in str(e)]
+    assert "Async.PBD.plug" in {m for _, m, _ in lab.world.call_log} and "PBD.plug" not in {
+        m for _, m, _ in lab.world.call_log}

@@ -212,7 +212,7 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     for found in prechecks_vms.pool_checks(driver, hosts, vms, evacuation):  # pinned VMs, backups running
         plan.add(found)
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
-    prechecks.run(plan, driver, media, hosts, registered)  # pool / host / media prechecks (docs/prechecks.md)
+    prechecks.run(plan, driver, media, hosts, registered, store)  # pool / host / media prechecks (docs/prechecks.md)
     order = {h.name: i for i, h in enumerate(plan.hosts)}
     plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
     plan.changes += [f"VM {v.name}: auto_poweron off during the run, back on in FINALIZE"

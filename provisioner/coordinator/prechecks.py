@@ -8,9 +8,10 @@ Versions (product_version): XenServer 8 is 8.4 ("Cloud" in XenCenter's Helpers.C
 
 from __future__ import annotations
 
-from provisioner.coordinator import hostplugin, prechecks_media
+from provisioner.coordinator import hostplugin, prechecks_firmware, prechecks_media
 from provisioner.coordinator.checks import CONSENT, ERROR, WARNING
 from provisioner.model import Host, Media, version_tuple
+from provisioner.store import Store
 from provisioner.xapi import HostInfo, XapiError, XapiUnreachable
 
 XS8 = (8, 4)
@@ -30,8 +31,10 @@ SAFE_REASONS = {
 }
 
 
-def run(plan, driver, media: Media | None, hosts: list[HostInfo], registered: dict[str, Host]) -> None:
-    """Every precheck of this module, added to `plan` (plan.check)."""
+def run(plan, driver, media: Media | None, hosts: list[HostInfo], registered: dict[str, Host],
+        store: Store | None = None) -> None:
+    """Every precheck of this module, added to `plan` (plan.check); `store`: the boot server's evidence of each
+    host's firmware (prechecks_firmware.py)."""
     if media is None or not plan.to_upgrade:
         return
     try:
@@ -54,6 +57,9 @@ def run(plan, driver, media: Media | None, hosts: list[HostInfo], registered: di
         _licence(plan, found, target, media)
         _management_vlan(plan, found, planned.boot_method)
         _xs9(plan, found, registered.get(planned.mac), target, media)
+        if store is not None and planned.mac in registered:
+            _firmware_seen(plan, prechecks_firmware.seen(store, planned.mac), registered[planned.mac], found.name,
+                           target, media)
     prechecks_media.run(plan, media, facts.hosts, infos)
     _pv_guests(plan, facts, target, media)
     if master_version < STOCKHOLM <= target:  # XenCenter: not run on 8.2 and later (the feature is gone there)
@@ -138,6 +144,21 @@ def _xs9(plan, found, reg: Host | None, target: tuple, media: Media) -> None:
         plan.check("SECURE_BOOT", "Secure Boot is on (host.secure_boot): the installer and its network boot "
                    "chain must be the signed ones from the media", "nothing to do if the media is unmodified; "
                    "otherwise turn Secure Boot off for the upgrade", found.name, WARNING)
+
+
+def _firmware_seen(plan, seen, reg: Host, name: str, target: tuple, media: Media) -> None:
+    """What our boot server saw of the host's firmware against its registration (prechecks_firmware.py)."""
+    if seen.latest and seen.latest != reg.firmware:
+        plan.check("FIRMWARE_MISMATCH", f"registered as {reg.firmware}, but its firmware last booted from us in "
+                   f"{seen.latest} mode: the installer must boot in the mode the installation was made in, or it "
+                   "does not find it", f"`provisioner hosts update {reg.mac} --firmware {seen.latest}` if the host "
+                   "really boots that way, else set its firmware back", name, ERROR if target >= XS9 else WARNING)
+    if target >= XS9 and seen.installed == "bios":
+        plan.check("BOOT_PARTITION_NOT_ESP", "its installation was made (or last upgraded) by an installer booted "
+                   "on BIOS, so its boot partition is a BIOS boot partition: the XenServer "
+                   f"{media.product_version} installer upgrades only an install with an EFI System Partition",
+                   "back up, switch the host to UEFI and reinstall it (`provisioner reinstall`), or keep it on "
+                   "XenServer 8", name)
 
 
 def _pv_guests(plan, facts, target: tuple, media: Media) -> None:

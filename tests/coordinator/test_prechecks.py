@@ -15,8 +15,7 @@ from provisioner.demo import synthetic_media_tree
 from provisioner.simulator import host_facts, states as sim_states
 
 GiB = 1024 ** 3
-TOUCHING = ("host.disable", "host.evacuate", "host.reboot", "Async.host.evacuate", "host.call_plugin main",
-            "Async.pool.disable_ha")
+TOUCHING = ("host.disable", "host.evacuate", "host.reboot", "Async.host.evacuate", "Async.pool.disable_ha")
 
 
 def found(plan, code):
@@ -38,11 +37,13 @@ def set_version(lab, version: str, build: str = "", platform: str = "") -> None:
 
 def refused(lab, code: str, media_name: str = MEDIA, **options) -> str:
     """start + PRECHECK: BLOCKED naming `code`, and no host touched."""
+    before = len(lab.world.call_log)
     started = runner.start_run(lab.store, POOL, media_name, lab.driver, **options)
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
                           timeouts=FAST).run()
     assert final.state == states.RUN_BLOCKED and f"[{code}]" in final.reason, final.reason
-    assert not [c for c in lab.world.call_log if c[1] in TOUCHING]
+    assert not [c for c in lab.world.call_log[before:] if c[1] in TOUCHING
+                or (c[1] == "host.call_plugin" and "main" in c[2])]
     return final.reason
 
 
@@ -284,3 +285,25 @@ def test_cert_key_length(lab):
     assert check.host == sim(lab).hosts[1].name and "1024-bit RSA key" in check.message
     assert "host-refresh-server-certificate" in check.fix
     refused(lab, "CERT_KEY_LENGTH")
+
+
+def test_firmware_as_the_boot_server_saw_it(lab, tmp_path):
+    """After a run whose hosts network-booted pxelinux (BIOS firmware), a XenServer 9 plan: registered as BIOS ->
+    UEFI_ONLY; re-registered as UEFI -> FIRMWARE_MISMATCH (they still boot BIOS) and BOOT_PARTITION_NOT_ESP (their
+    installs were made by an installer booted on BIOS)."""
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
+    assert final.state == states.RUN_DONE, final.reason
+    name = xs9_media(lab, tmp_path)
+    assert not found(make_plan(lab.store, POOL, MEDIA, lab.driver), "FIRMWARE_MISMATCH")  # registered as seen
+    plan = make_plan(lab.store, POOL, name, lab.driver)
+    assert len(found(plan, "UEFI_ONLY")) == 3 and len(found(plan, "BOOT_PARTITION_NOT_ESP")) == 3
+    registry.update_host(lab.store, lab.mac(1), {"firmware": "uefi"})
+    plan = make_plan(lab.store, POOL, name, lab.driver)
+    [mismatch] = found(plan, "FIRMWARE_MISMATCH")
+    host = sim(lab).hosts[1].name
+    assert mismatch.host == host and mismatch.level == "error" and "last booted from us in bios mode" in mismatch.message
+    assert "--firmware bios" in mismatch.fix
+    [esp] = [c for c in found(plan, "BOOT_PARTITION_NOT_ESP") if c.host == host]
+    assert "EFI System Partition" in esp.message and "reinstall" in esp.fix
+    refused(lab, "BOOT_PARTITION_NOT_ESP", name)

@@ -71,6 +71,10 @@ def upgrade() -> None:
 
 
 def _run_options(func):
+    func = click.option("--stop-pinned-vms", is_flag=True,
+                        help="Shut down the VMs pinned to their host (PCI passthrough, vGPU, SR-IOV) right before the "
+                             "host's evacuation and start them again on it after its upgrade (= --consent "
+                             "PINNED_VM).")(func)
     func = click.option("--consent", multiple=True, metavar="CODE",
                         help="Agree to a consent-level precheck by its code (repeatable; `upgrade plan` lists them "
                              "and what the run then does).")(func)

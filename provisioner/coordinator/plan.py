@@ -106,7 +106,7 @@ def at_target(info: HostInfo, media: Media) -> bool:
 
 def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, disable_ha_wlb: bool = False,
               migrate_back: bool = False, power_cycle: bool = False, config: Config | None = None,
-              consent: Iterable[str] = ()) -> Plan:
+              consent: Iterable[str] = (), stop_pinned_vms: bool = False) -> Plan:
     """Run every precheck against the pool and the registry; never changes anything.
 
     config: with it, the BMC of every redfish / ipmi host to upgrade is checked (reachable, credentials valid,
@@ -114,10 +114,12 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     disable_ha_wlb: HA / WLB that are on are turned off for the run (and back on) instead of blocking it.
     migrate_back: the plan says the migrated VMs go back to their host after its upgrade.
     power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode).
-    consent: codes of consent-level checks the operator agreed to (docs/prechecks.md)."""
+    consent: codes of consent-level checks the operator agreed to (docs/prechecks.md).
+    stop_pinned_vms: the same as consent PINNED_VM (prechecks_vms.py)."""
     media = store.get_media(media_name)
     plan = Plan(pool, media_name, media.product_version if media else "", migrate_back=migrate_back,
-                power_cycle=power_cycle, consent=frozenset(c.upper() for c in consent))
+                power_cycle=power_cycle, consent=frozenset(c.upper() for c in consent)
+                | (frozenset({prechecks_vms.PINNED_VM}) if stop_pinned_vms else frozenset()))
     if media is None:
         plan.check("MEDIA_UNKNOWN", f"no media named {media_name!r}",
                    "`provisioner media list` shows the registered media; `provisioner media add` adds one")

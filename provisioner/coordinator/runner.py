@@ -16,6 +16,7 @@ from provisioner import states
 from provisioner.config import Config
 from provisioner.coordinator import finalize, installing, journal, remedies, report, steps, wiring
 from provisioner.coordinator.plan import make_plan
+from provisioner.coordinator.prechecks_vms import PINNED_VM
 from provisioner.model import normalize_mac
 from provisioner.power.confirm import ConfirmTimes
 from provisioner.store import ConflictError, NotFoundError, Run, RunHost, Store
@@ -26,16 +27,17 @@ _STEP_ERRORS = (steps.StepFailed, XapiError, XapiUnreachable, NotFoundError, Con
 
 def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
               disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
-              consent: tuple[str, ...] = ()) -> Run:
+              consent: tuple[str, ...] = (), stop_pinned_vms: bool = False) -> Run:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
 
     disable_ha_wlb: HA / WLB that are on are turned off by PREPARE and back on by FINALIZE (default: the precheck
     refuses). migrate_back: RESTORE migrates each host's VMs back after its upgrade (XenCenter's RPU does not).
     power_cycle: members are shut down and powered on through the pool (host.power_on) instead of rebooted.
     consent: codes of consent-level prechecks the operator agreed to (docs/prechecks.md); kept for PRECHECK.
+    stop_pinned_vms: the same as consent PINNED_VM (`--stop-pinned-vms`, REST stop_pinned_vms; pinned.py).
     Run it with Runner(...).run(); the prechecks themselves run there, so a crash before they finish is resumable.
     """
-    consent = tuple(sorted({c.upper() for c in consent}))
+    consent = tuple(sorted({c.upper() for c in consent} | ({PINNED_VM} if stop_pinned_vms else set())))
     plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
                      power_cycle=power_cycle, consent=consent)
     run_id = f"{pool}-{secrets.token_hex(4)}"

@@ -97,7 +97,7 @@ def plan_pool(name: str):
     if not media:
         raise ValidationError("media is required (?media=NAME)", "media")
     options = {}
-    for key in ("disable_ha_wlb", "migrate_back", "power_cycle"):
+    for key in ("disable_ha_wlb", "migrate_back", "power_cycle", "stop_pinned_vms"):
         value = request.args.get(key, "false").lower()
         if value not in ("true", "false", "1", "0"):
             raise ValidationError(f"{key} must be true or false", key)

@@ -71,7 +71,7 @@ OPERATIONS: tuple[Op, ...] = (
        ok=(200, {"plan": "object"}), errors=(400, 404, 500, 502),
        query=(("media", "string", "the media to upgrade to (required)"),
               *((name, "boolean", f"plan with the start option {name}")
-                for name in ("disable_ha_wlb", "migrate_back", "power_cycle")),
+                for name in ("disable_ha_wlb", "migrate_back", "power_cycle", "stop_pinned_vms")),
               ("consent", "string", "a consent-level precheck code the operator agrees to (repeatable; "
                "docs/prechecks.md)"))),
     Op("POST", "/pools/{name}/upgrade", "Start a rolling pool upgrade (master first); it goes on in the server",
@@ -157,7 +157,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                  "or wait_up"}}},
     "UpgradeInput": {"type": "object", "required": ["media"], "properties": {
         "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back",
-                                                           "power_cycle")},
+                                                           "power_cycle", "stop_pinned_vms")},
         "consent": {"type": "array", "items": _STR, "description": "consent-level precheck codes the operator "
                     "agrees to (docs/prechecks.md)"}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.report)", "properties": {

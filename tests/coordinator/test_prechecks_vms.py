@@ -204,3 +204,32 @@ def test_a_slow_pbd_plug_after_the_upgrade_succeeds(lab):
     assert not [e for e in lab.store.events(run_id=run_id, kind="run.warning") if "not plugged" in str(e)]
     assert "Async.PBD.plug" in {m for _, m, _ in lab.world.call_log} and "PBD.plug" not in {
         m for _, m, _ in lab.world.call_log}
+
+
+# --- --stop-pinned-vms / REST stop_pinned_vms: the same consent ---
+
+def test_stop_pinned_vms_is_consent_pinned_vm(lab):
+    devices.pin_vm(lab.world.pools[POOL], user_vm(lab, 1), devices.VGPU)
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver, stop_pinned_vms=True)
+    assert plan.ok and "PINNED_VM" in plan.consent
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, stop_pinned_vms=True)
+    from provisioner.coordinator import journal
+    assert journal.options(lab.store, started.id)["consent"] == ("PINNED_VM",)
+
+
+def test_rest_plan_takes_stop_pinned_vms(two_pools):
+    import requests
+    from helpers import API_TOKEN
+    devices.pin_vm(two_pools.world.pools["red"], user_vm_in(two_pools.world.pools["red"], 1), devices.PCI)
+    url = two_pools.runtime.http.url + "/api/v1/pools/red/plan"
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    refused = requests.get(url, params={"media": MEDIA}, headers=headers, timeout=30).json()["plan"]
+    assert not refused["ok"] and [c["code"] for c in refused["checks"] if c["blocking"]] == ["PINNED_VM"]
+    agreed = requests.get(url, params={"media": MEDIA, "stop_pinned_vms": "true"}, headers=headers,
+                          timeout=30).json()["plan"]
+    assert agreed["ok"] and agreed["consent"] == ["PINNED_VM"]
+
+
+def user_vm_in(pool, i: int) -> str:
+    db, host = pool.db, pool.hosts[i].ref
+    return next(r for r in db.find("VM", resident_on=host) if not db.get("VM", r)["is_control_domain"])

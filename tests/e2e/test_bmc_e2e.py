@@ -2,11 +2,12 @@
 BMC: the UEFI one through sushy-tools' Redfish emulator (libvirt driver), the BIOS one through virtualbmc (IPMI),
 each driven by the product's `provisioner hosts netboot`; the next power-on boots the disk.
 
-The emulators keep the override (docs/lab.md "BMC boots over libvirt"): sushy-tools' libvirt driver always sets
-the boot device "continuous" and ignores BootSourceOverrideEnabled (sushy_tools/emulator/main.py, the NOTE at
+Both emulators keep the product's one-time network boot for ever (docs/lab.md "BMC boots over libvirt"):
+sushy-tools' libvirt driver treats every override as Continuous (sushy_tools/emulator/main.py, the NOTE at
 set_boot_device), virtualbmc rewrites <os><boot dev='network'/> whatever the persistence bit says
-(virtualbmc/vbmc.py set_boot_device). So after the install the firmware still tries the network first; what the
-test holds is that our server answers that boot "local boot" (window closed) and the disk boots.
+(virtualbmc/vbmc.py set_boot_device). A real BMC clears a one-time override on the boot that used it. So after the
+stand-in the test does that part of the BMC's job through the same emulator (Redfish Hdd, IPMI bootdev disk) and
+then holds that the power-on boots the disk without touching the network.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import e2e_lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     not os.environ.get("PROVISIONER_E2E_BMC"),
-    reason="work in progress (set PROVISIONER_E2E_BMC=1): the first run booted the UEFI domain's disk first, then "
-           "`provisioner bmc check` timed out: sushy-emulator's libvirt driver hung in defineXML inside get_bios "
-           "(the system GET)")]
+    reason="work in progress (set PROVISIONER_E2E_BMC=1): the UEFI/Redfish test passes; the BIOS/vbmc one fails at "
+           "`provisioner bmc check`: pyghmi's client proposes SHA-256, vbmc's pyghmi server answers SHA-1 and the "
+           "client dies on the RAKP2 length (struct.error)")]
 
 UEFI_MAC = "52:54:00:e2:b0:01"
 BIOS_MAC = "52:54:00:e2:b0:02"
@@ -56,12 +57,7 @@ def _events(lab, since, mac):
     return [e for e in lab.events(since_id=since) if e.get("mac") == mac]
 
 
-def _decisions(events):
-    return [e["details"].get("decision") for e in events if e["kind"] == "attempt.fetch"
-            and e["details"].get("what") == "config"]
-
-
-def _boot_cycle(lab, dom: bmc_lab.Domain, label: str) -> None:
+def _boot_cycle(lab, dom: bmc_lab.Domain, label: str, consume_once) -> None:
     """Disk first, then the BMC's one-time network boot to the stand-in, then the disk again."""
     mac = dom.mac
     # 1. An armed host whose disk boots first never reaches us on a plain power-on.
@@ -92,21 +88,21 @@ def _boot_cycle(lab, dom: bmc_lab.Domain, label: str) -> None:
     answer = e2e_lab.fetches(events, mac, "answerfile")[0]
     to_answer = round(e2e_lab.event_ts(answer) - t0, 1)
 
-    # 3. The installer's reboot (here: the power button): the disk boots, no installer again.
+    # 3. The one-time override is spent (what a real BMC does by itself, here through the emulator), then the
+    # installer's reboot (here: the power button): the disk boots and the network is not tried.
+    boot = consume_once()
+    print(f"[e2e] {label}: override after the install, as a real BMC leaves it: {boot}")
     since, mark, t0 = lab.last_event_id(), dom.mark(), time.time()
     bmc_lab.virsh("start", dom.name)
-    assert dom.wait_console(bmc_lab.LOCAL_DISK, mark, DISK_TIMEOUT + 60), \
+    assert dom.wait_console(bmc_lab.LOCAL_DISK, mark, DISK_TIMEOUT), \
         f"{label}: no local boot after the install; console:\n{dom.console(mark)[-3000:]}"
     local = round(time.time() - t0, 1)
     if not dom.wait_off(30):
         bmc_lab.virsh("destroy", dom.name, check=False)
-    events = _events(lab, since, mac)
-    assert not e2e_lab.fetches(events, mac, "answerfile"), events
-    assert set(_decisions(events)) <= {"local_boot"}, events
+    assert not _events(lab, since, mac), _events(lab, since, mac)
     assert "STANDIN" not in dom.console(mark)
     print(f"[e2e] {label}: disk boot {first_disk} s; netboot through the BMC to the answer-file GET {to_answer} s, "
-          f"stand-in done and powered off {installed} s; next power-on to the disk {local} s "
-          f"(network tried first again: {bool(_decisions(events))}, answered {_decisions(events)})")
+          f"stand-in done and powered off {installed} s; next power-on to the disk {local} s")
 
 
 def test_uefi_redfish_libvirt(bmc):
@@ -120,11 +116,12 @@ def test_uefi_redfish_libvirt(bmc):
         emulator, url = bmc_lab.start_sushy(lab.workdir, [dom.uuid], USER, PASSWORD)
         lab.cli("hosts", "bmc", UEFI_MAC, "--kind", "redfish", "--address", url, "--username", USER,
                 "--password-file", str(lab.workdir / "bmc.password"))
-        _boot_cycle(lab, dom, "uefi/redfish")
+        _boot_cycle(lab, dom, "uefi/redfish",
+                    lambda: bmc_lab.redfish_disk_first(url, dom.uuid, USER, PASSWORD))
     finally:
         if emulator is not None:
             emulator.stop()
-        dom.remove()
+        dom.remove(lab.workdir)
 
 
 def test_bios_vbmc_libvirt(bmc):
@@ -138,8 +135,8 @@ def test_bios_vbmc_libvirt(bmc):
         daemon, address, _ = bmc_lab.start_vbmc(lab.workdir, dom.name, USER, PASSWORD)
         lab.cli("hosts", "bmc", BIOS_MAC, "--kind", "ipmi", "--address", address, "--username", USER,
                 "--password-file", str(lab.workdir / "bmc.password"))
-        _boot_cycle(lab, dom, "bios/ipmi")
+        _boot_cycle(lab, dom, "bios/ipmi", lambda: bmc_lab.ipmi_disk_first(address, USER, PASSWORD))
     finally:
         if daemon is not None:
             daemon.stop()
-        dom.remove()
+        dom.remove(lab.workdir)

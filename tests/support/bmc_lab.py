@@ -59,18 +59,29 @@ def missing() -> str | None:
     return None
 
 
+def _users_and_kvm() -> None:
+    """What the package scripts and udev would have done: the libvirt-qemu user in group kvm, /dev/kvm root:kvm
+    0660. Without it libvirtd hangs: QEMU's capability probe runs with accel=kvm:tcg and reports KVM enabled, but
+    the cache check tests /dev/kvm as libvirt-qemu, finds it unusable, throws the capabilities away and probes
+    again, for ever; any defineXML waits on it (docs/lab.md "BMC boots over libvirt")."""
+    for group in ("libvirt-qemu", "kvm", "libvirt"):
+        if run("getent", "group", group, check=False).returncode:
+            run("groupadd", "-r", group)
+    if run("id", "libvirt-qemu", check=False).returncode:
+        run("useradd", "-r", "-g", "libvirt-qemu", "-d", "/var/lib/libvirt", "-s", "/usr/sbin/nologin", "libvirt-qemu")
+    if "kvm" not in run("id", "-nG", "libvirt-qemu").stdout.split():
+        run("usermod", "-a", "-G", "kvm", "libvirt-qemu")
+    if os.path.exists("/dev/kvm"):
+        run("chgrp", "kvm", "/dev/kvm")
+        os.chmod("/dev/kvm", 0o660)
+
+
 def ensure_libvirtd() -> None:
     """Start virtlogd and libvirtd when `virsh version` does not answer. No systemd here: create what the package
     scripts would (docs/lab.md "BMC boots over libvirt")."""
+    _users_and_kvm()
     if run("virsh", "-c", URI, "version", check=False).returncode == 0:
         return
-    if run("getent", "group", "libvirt-qemu", check=False).returncode:
-        run("groupadd", "-r", "libvirt-qemu")
-    if run("id", "libvirt-qemu", check=False).returncode:
-        run("useradd", "-r", "-g", "libvirt-qemu", "-d", "/var/lib/libvirt", "-s", "/usr/sbin/nologin", "libvirt-qemu")
-    for group in ("kvm", "libvirt"):
-        if run("getent", "group", group, check=False).returncode:
-            run("groupadd", "-r", group)
     for d in ("/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt/images"):
         os.makedirs(d, exist_ok=True)
     if run("pgrep", "-x", "virtlogd", check=False).returncode:
@@ -246,9 +257,16 @@ class Domain:
             time.sleep(0.5)
         return True
 
-    def remove(self) -> None:
+    def remove(self, keep_log: Path) -> None:
+        """Destroy and undefine (with its NVRAM), keep the serial log in keep_log, delete the disk."""
         virsh("destroy", self.name, check=False)
         virsh("undefine", "--nvram", self.name, check=False)
+        if self.serial.exists():
+            shutil.copy(self.serial, keep_log / self.serial.name)
+        for path in (self.serial, IMAGES / f"{self.name}.img"):
+            path.unlink(missing_ok=True)
+        if IMAGES.exists() and not any(IMAGES.iterdir()):
+            IMAGES.rmdir()
 
 
 # --- the emulators ---
@@ -308,7 +326,7 @@ def start_vbmc(workdir: Path, domain: str, username: str, password: str) -> tupl
     """vbmcd in the foreground with its own config (its own ZeroMQ port and config dir), then `vbmc add` and
     `vbmc start` for the domain on a free UDP port of 127.0.0.1."""
     vdir = workdir / "vbmc"
-    vdir.mkdir(exist_ok=True)
+    (vdir / "bmcs").mkdir(parents=True, exist_ok=True)  # vbmcd only logs ENOENT and never answers without it
     conf = vdir / "virtualbmc.conf"
     conf.write_text(f"[default]\nconfig_dir = {vdir / 'bmcs'}\npid_file = {vdir / 'master.pid'}\n"
                     f"server_port = {free_port()}\n[log]\nlogfile = {vdir / 'vbmc.log'}\ndebug = true\n")
@@ -328,3 +346,37 @@ def start_vbmc(workdir: Path, domain: str, username: str, password: str) -> tupl
     r = subprocess.run([vbmc, "start", domain], env=env, capture_output=True, text=True)
     assert r.returncode == 0, f"vbmc start failed: {r.stdout}{r.stderr}"
     return daemon, f"127.0.0.1:{port}", env
+
+
+# --- what a real BMC does by itself: the one-time override is consumed by the boot that used it ---
+
+def redfish_disk_first(url: str, system: str, username: str, password: str) -> dict:
+    """PATCH BootSourceOverrideTarget=Hdd through sushy-tools, which keeps every override as Continuous (its NOTE at
+    set_boot_device in sushy_tools/emulator/main.py): the libvirt driver puts the disk back at boot order 1. A real
+    BMC needs no such call: BootSourceOverrideEnabled=Once is cleared by the boot that used it (docs/lab.md "BMC
+    boots over libvirt"). Returns the system's Boot object read back."""
+    import base64
+    import json
+    auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    path = f"{url}/redfish/v1/Systems/{system}"
+    body = json.dumps({"Boot": {"BootSourceOverrideTarget": "Hdd", "BootSourceOverrideEnabled": "Continuous"}})
+    urllib.request.urlopen(urllib.request.Request(path, data=body.encode(), method="PATCH", headers=headers),
+                           timeout=60).close()
+    with urllib.request.urlopen(urllib.request.Request(path, headers=headers), timeout=60) as r:
+        return json.loads(r.read())["Boot"]
+
+
+def ipmi_disk_first(address: str, username: str, password: str) -> dict:
+    """`chassis bootdev disk persistent` through vbmc (pyghmi's client, run by the e2e venv's python so this module
+    imports no IPMI library): vbmc rewrites <os><boot dev='hd'/>. vbmc applies every boot device as persistent
+    (virtualbmc/vbmc.py set_boot_device ignores the persist bit), so after the product's one-time PXE it stays
+    network-only; a real BMC clears the one-time flag on the next boot (IPMI v2.0 28.12, docs/lab.md)."""
+    import json
+    host, port = address.rsplit(":", 1)
+    code = ("import json, sys; from pyghmi.ipmi import command\n"
+            "c = command.Command(bmc=sys.argv[1], port=int(sys.argv[2]), userid=sys.argv[3], password=sys.argv[4])\n"
+            "c.set_bootdev('hd', persist=True)\n"
+            "print(json.dumps(c.get_bootdev()))\n")
+    r = run(str(VENV / "bin" / "python"), "-c", code, host, port, username, password)
+    return json.loads(r.stdout.strip().splitlines()[-1])

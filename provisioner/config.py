@@ -144,6 +144,8 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "pxelinux_http": (_bool, False),
     # how often the coordinator polls XAPI while it waits for a host (down, back up, enabled)
     "upgrade_poll_ms": (_int_in(10, 600_000), 10_000),
+    # how long one Async.PBD.plug after an upgrade may take (an iSCSI / FC attach takes minutes; docs/prechecks.md)
+    "pbd_plug_timeout_s": (_int_in(10, 3600), 300),
     # retention of the events table (issue 15): noise rows older than this many days are pruned (audit rows
     # 4x longer), and the oldest rows beyond this count, noise first; rows of active runs are always kept
     "events_max_age_days": (_int_in(1, 36_500), 90),
@@ -187,6 +189,7 @@ class Config:
     attempt_client_binding: bool
     pxelinux_http: bool
     upgrade_poll_ms: int
+    pbd_plug_timeout_s: int
     events_max_age_days: int
     events_max_rows: int
     bmc_poll_seconds: int

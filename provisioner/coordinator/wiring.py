@@ -35,8 +35,9 @@ def host_driver(url: str, username: str, password: str) -> XenApiDriver:
 
 
 def run_timeouts(config: Config) -> Timeouts:
-    """An upgrade run's waits: the defaults, polled every `upgrade_poll_ms`."""
-    return Timeouts(poll=config.upgrade_poll_ms / 1000.0)
+    """An upgrade run's waits: the defaults, polled every `upgrade_poll_ms`; a PBD.plug task waited for
+    `pbd_plug_timeout_s`."""
+    return Timeouts(poll=config.upgrade_poll_ms / 1000.0, pbd_plug=float(config.pbd_plug_timeout_s))
 
 
 def reinstall_timeouts(config: Config) -> ReinstallTimeouts:

@@ -233,3 +233,11 @@ def test_rest_plan_takes_stop_pinned_vms(two_pools):
 def user_vm_in(pool, i: int) -> str:
     db, host = pool.db, pool.hosts[i].ref
     return next(r for r in db.find("VM", resident_on=host) if not db.get("VM", r)["is_control_domain"])
+
+
+def test_the_pbd_plug_timeout_is_a_config_key(tmp_path):
+    from provisioner.config import load_config
+    from provisioner.coordinator import wiring
+    assert wiring.run_timeouts(load_config(environ={}, overrides={"data_dir": tmp_path})).pbd_plug == 300.0
+    config = load_config(environ={"PROVISIONER_PBD_PLUG_TIMEOUT_S": "900"}, overrides={"data_dir": tmp_path})
+    assert wiring.run_timeouts(config).pbd_plug == 900.0

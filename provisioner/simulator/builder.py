@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import fresh, vm_ops
+from . import fresh, host_facts, vm_ops
 from . import states as st
 from .clock import Clock
 from .db import NULL_REF, xapi_datetime
@@ -39,10 +39,12 @@ def _mac(pool_index: int, i: int) -> str:
 def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8.2.1", vms_per_host: int = 2,
                *, memory_gib: int = 64, vm_memory_gib: int = 4, dom0_memory_gib: int = 4,
                macs: list[str] | None = None, address: str | list[str] = "127.0.0.1",
-               power_on_mode: str = "wake-on-lan", edition: str = ISO_EDITION) -> SimPool:
+               power_on_mode: str = "wake-on-lan", edition: str = ISO_EDITION,
+               facts: dict[int, dict] | None = None) -> SimPool:
     """A pool: hosts with MACs, management PIFs, memory, a local SR each (PBD on that host only) + shared SRs,
     dom0 and user VMs with guest metrics, a disk (on the shared SR) and an empty CD VBD each. Host 0 is the
-    coordinator; every host has `edition` (host.edition, what pool.join's licence check compares)."""
+    coordinator; every host has `edition` (host.edition, what pool.join's licence check compares). `facts`: per host
+    index, precheck facts and XAPI host fields (host_facts.apply, docs/prechecks.md)."""
     pool = SimPool(name)
     db = pool.db
     idx = len(world.pools) + 1
@@ -83,6 +85,8 @@ def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8
         world.hosts[mac] = h
     pool.master = pool.hosts[0]
     db.update("pool", pool.ref, master=pool.master.ref)
+    for i, found in (facts or {}).items():
+        host_facts.apply(pool, pool.hosts[i], found)
     world.pools[name] = pool
     world.update_memory(pool)
     return pool

@@ -15,7 +15,8 @@ docs/host-plugin.md).
 - `getDom0DefaultMemory`: the dom0 memory (bytes, a decimal string; XenCenter's HostMemoryPostUpgradeCheck.cs
   parses it with long.TryParse) the new version's installer will give the control domain.
 
-Facts are per SimHost, set by tests and the builder with set_facts(); defaults are a healthy host.
+Facts are per SimHost, set by tests with set_facts() and by the builder (build_pool(facts={index: {...}}),
+apply()); defaults are a healthy host.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ def set_facts(h: SimHost, **changes) -> HostFacts:
     with _LOCK:
         found = _FACTS[h] = replace(_FACTS.get(h) or HostFacts(), **changes)
         return found
+
+
+def apply(pool, h: SimHost, found: dict) -> None:
+    """The builder's per-host facts: HostFacts fields go to set_facts, the others are XAPI host fields
+    (ssl_legacy, secure_boot, edition, ...) written to the pool's DB."""
+    mine = {k: v for k, v in found.items() if k in HostFacts.__dataclass_fields__}
+    if mine:
+        set_facts(h, **mine)
+    rest = {k: v for k, v in found.items() if k not in mine}
+    if rest:
+        pool.db.update("host", h.ref, **rest)
 
 
 def call(c: Call, h: SimHost, fn: str) -> str:

@@ -65,7 +65,8 @@ def grown_dom0(lab):
 
 def pv_guest(lab):
     pool = sim(lab)
-    vm = next(v for v in pool.db.find("VM", is_control_domain=False) if pool.db.get("VM", v)["name_label"].endswith("vm0"))
+    vm = next(v for v in pool.db.find("VM", is_control_domain=False)
+              if pool.db.get("VM", v)["name_label"].endswith("vm0"))
     pool.db.update("VM", vm, HVM_boot_policy="", domain_type="pv")
 
 
@@ -302,8 +303,21 @@ def test_firmware_as_the_boot_server_saw_it(lab, tmp_path):
     plan = make_plan(lab.store, POOL, name, lab.driver)
     [mismatch] = found(plan, "FIRMWARE_MISMATCH")
     host = sim(lab).hosts[1].name
-    assert mismatch.host == host and mismatch.level == "error" and "last booted from us in bios mode" in mismatch.message
+    assert mismatch.host == host and mismatch.level == "error"
+    assert "last booted from us in bios mode" in mismatch.message
     assert "--firmware bios" in mismatch.fix
     [esp] = [c for c in found(plan, "BOOT_PARTITION_NOT_ESP") if c.host == host]
     assert "EFI System Partition" in esp.message and "reinstall" in esp.fix
     refused(lab, "BOOT_PARTITION_NOT_ESP", name)
+
+
+def test_builder_sets_facts():
+    from provisioner.simulator.builder import build_pool, new_world
+
+    world = new_world()
+    pool = build_pool(world, "p", hosts=2, facts={1: {"partition_layout": "utility", "ssl_legacy": True,
+                                                      "dom0_memory_after_upgrade": 8 * GiB}})
+    assert host_facts.facts_of(pool.hosts[1]).partition_layout == "utility"
+    assert host_facts.facts_of(pool.hosts[0]) == host_facts.HostFacts()
+    legacy = [pool.db.get("host", h.ref)["ssl_legacy"] for h in pool.hosts]
+    assert legacy == [False, True]

@@ -117,7 +117,7 @@ def one_run(hosts: int, speed: float, vms_per_host: int, install_seconds: float)
         MIGRATIONS["count"] = 0
         watcher = threading.Thread(target=watch_rpu, args=(world, stop, seen), daemon=True)
         try:
-            pools.add_pool(store, POOL, sim.master_url(), "root", "bench")
+            pools.add_pool(store, POOL, sim.master_url(), "root", "bench", fingerprint=sim.master_fingerprint())
             driver = pools.connect(store, POOL, timeout=5)
             pools.discover(store, POOL, driver)
             for h in store.list_hosts(pool=POOL):

@@ -1,8 +1,9 @@
 """Secrets at rest (pool and BMC passwords): Fernet (AES-128-CBC + HMAC-SHA256) with a key file next to the database.
 
 The key is made on first use in <data_dir>/secret.key (mode 0600, created atomically); the database only holds
-`fernet:v1:<token>`, so a copy of provisioner.db without the key file reveals nothing. The only module that
-imports `cryptography` (pyca/cryptography: maintained, audited, and Fernet is made for exactly this).
+`fernet:v1:<token>`, so a copy of provisioner.db without the key file reveals nothing. The only product module that
+imports `cryptography` (pyca/cryptography: maintained, audited, and Fernet is made for exactly this); it also
+reads the subject of a certificate an operator is asked to trust (describe_certificate, docs/xapi.md "TLS").
 Never log or echo the values handled here.
 """
 
@@ -13,6 +14,7 @@ import os
 import stat
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.fernet import Fernet, InvalidToken
 
 log = logging.getLogger(__name__)
@@ -86,3 +88,19 @@ def decrypt(data_dir: str | Path, stored: str, *, what: tuple[str, str] = POOL) 
         raise SecretError(f"the stored {what[0]} does not decrypt with {key_path(data_dir)} (another "
                           f"server's key?): restore the right key file or enter the password again "
                           f"({what[1]})") from None
+
+
+def describe_certificate(der: bytes) -> dict[str, str]:
+    """Subject, issuer, validity end and SubjectAltName of a DER certificate, for the operator deciding whether to
+    trust it (trust-on-first-use); values are what the certificate claims, nothing here is verified."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return {"subject": "(unreadable certificate)"}
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n.value) for n in alt]
+    except x509.ExtensionNotFound:
+        names = []
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat(), "alt_names": ", ".join(names)}

@@ -166,12 +166,14 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
                                              for mac, m in methods.items()})
     world.boot_handler = handler
     sim = serve_world(world)
-    driver = wiring.driver(sim.master_url(), "root", "demo", timeout=5)
-    say(f"simulated pool {DEMO_POOL}: {hosts} hosts at {SOURCE_VERSION}, master {sim.master_url()}, "
-        f"clock x{speed:g}")
+    pin = sim.master_fingerprint()  # the demo made the pool: it knows its certificate (docs/xapi.md "TLS")
+    driver = wiring.driver(sim.master_url(), "root", "demo", timeout=5, trust=coord_pools.check_trust(
+        sim.master_url(), pin, None))
+    say(f"simulated pool {DEMO_POOL}: {hosts} hosts at {SOURCE_VERSION}, master {sim.master_url()} (certificate "
+        f"SHA-256 {pin}), clock x{speed:g}")
     results, fronts = [], []
     try:
-        coord_pools.add_pool(store, DEMO_POOL, sim.master_url(), "root", "demo")
+        coord_pools.add_pool(store, DEMO_POOL, sim.master_url(), "root", "demo", fingerprint=pin)
         found = coord_pools.discover(store, DEMO_POOL, driver)
         for h in driver.hosts():
             # XAPI has no field for PRIMARY_DISK (docs/installer.md "The boot disk is not in XAPI"): the demo registers

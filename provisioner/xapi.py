@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.parse
 import xmlrpc.client
 from typing import Callable, Protocol
 
 import XenAPI
 
-from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall
+from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall, xapi_tls
+from provisioner.xapi_tls import Trust
 from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
 
 DEFAULT_TIMEOUT = 30.0
@@ -43,6 +43,15 @@ class XapiError(Exception):
 
 class XapiUnreachable(ConnectionError):
     """The host did not answer (refused, reset, timed out): during an upgrade that is expected for a while."""
+
+
+class CertificateRefused(XapiUnreachable):
+    """The host's certificate is not the trusted one (xapi_tls.py): nothing was sent; the message names the fix."""
+
+
+def _unreachable(exc: BaseException, where: str) -> XapiUnreachable:
+    why = xapi_tls.explain(exc, where)
+    return CertificateRefused(why) if why else XapiUnreachable(f"{where}: {exc}")
 
 
 class MasterNotBack(XapiUnreachable):
@@ -94,33 +103,13 @@ class PoolDriver(Protocol):
     def prepare_upgrade(self, host_ref: str, url: str) -> str: ...
 
 
-class _Timeout:
-    """The SDK has no timeout: a hung master would block a step forever (docs/xapi.md "The XenAPI Python package")."""
-
-    def __init__(self, timeout: float):
-        super().__init__()
-        self.timeout = timeout
-
-    def make_connection(self, host):
-        conn = super().make_connection(host)
-        conn.timeout = self.timeout
-        return conn
-
-
-class _TimeoutTransport(_Timeout, xmlrpc.client.Transport):
-    pass
-
-
-class _SafeTimeoutTransport(_Timeout, xmlrpc.client.SafeTransport):
-    pass
-
-
 class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_prechecks.PrecheckCalls):
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
-                 task_timeout: float = TASK_TIMEOUT):
+                 task_timeout: float = TASK_TIMEOUT, trust: Trust | None = None):
         self.url, self._username, self._password, self.timeout = url, username, password, timeout
+        self.trust = trust or Trust()  # how its HTTPS certificate is checked (xapi_tls.py, docs/xapi.md "TLS")
         self.task_timeout = task_timeout
         self._session = None
 
@@ -128,15 +117,13 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_p
         return f"XenApiDriver({self.url!r}, user={self._username!r})"
 
     def _login(self):
-        transport = (_SafeTimeoutTransport if urllib.parse.urlsplit(self.url).scheme == "https"
-                     else _TimeoutTransport)(self.timeout)
-        session = XenAPI.Session(self.url, transport=transport)
+        session = XenAPI.Session(self.url, transport=xapi_tls.transport(self.url, self.timeout, self.trust))
         try:
             session.xenapi.login_with_password(self._username, self._password, "1.0", "provisioner")
         except XenAPI.Failure as exc:
             raise XapiError(exc.details) from None
         except (OSError, socket.timeout, xmlrpc.client.ProtocolError) as exc:
-            raise XapiUnreachable(f"{self.url}: {exc}") from None
+            raise _unreachable(exc, self.url) from None
         self._session = session
         return session
 
@@ -157,7 +144,7 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_p
                 raise XapiError(exc.details) from None
             except (OSError, socket.timeout, xmlrpc.client.ProtocolError) as exc:
                 self._session = None
-                raise XapiUnreachable(f"{self.url}: {method}: {exc}") from None
+                raise _unreachable(exc, f"{self.url}: {method}") from None
         raise AssertionError("unreachable")
 
     def hosts(self) -> list[HostInfo]:
@@ -332,6 +319,8 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_p
         self._session = None  # sessions die with the master's xapi (docs/xapi.md "Sessions"): never reuse the old one
         try:
             self.call("pool.get_all")
+        except CertificateRefused:
+            raise  # not "not back yet": a new certificate is the operator's decision (docs/xapi.md "TLS")
         except XapiUnreachable as exc:
             return f"not answering ({exc})"
         except XapiError as exc:

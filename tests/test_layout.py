@@ -22,8 +22,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("leaves", {"config", "model", "states", "logs", "metrics", "paths", "output", "progress", "cryptpw",
                 "credentials", "pollselect"}),
     ("store", {"store"}),
-    ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_checks", "xapi_prechecks",
-                    "media", "registry", "eventwriter"}),
+    ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_tls", "xapi_checks",
+                    "xapi_prechecks", "media", "registry", "eventwriter"}),
     ("coordinator", {"coordinator"}),
     ("web", {"web"}),
     ("top", {"cli", "runtime", "demo", "", "__main__"}),
@@ -53,7 +53,8 @@ LIBRARIES = {  # third-party top-level name -> its one home (a module, or a pack
     "tftpy": "provisioner.tftp",
     "jinja2": "provisioner.boot.render",
     "click": "provisioner.cli",
-    "cryptography": "provisioner.credentials",
+    "cryptography": ("provisioner.credentials",
+                     "provisioner.simulator.certs"),  # the simulated hosts' self-signed XAPI certificates
     "prometheus_client": "provisioner.metrics",
     "pycdlib": "provisioner.media",
     "requests": "provisioner.simulator.machine",  # the simulated firmware's HTTP client (iPXE/GRUB fetches)

@@ -3,7 +3,7 @@
 import pytest
 
 from provisioner.simulator.builder import start_simulator
-from provisioner.xapi import MasterNotBack, XapiError, XapiUnreachable, XenApiDriver
+from provisioner.xapi import MasterNotBack, Trust, XapiError, XapiUnreachable, XenApiDriver
 
 
 @pytest.fixture
@@ -15,7 +15,8 @@ def sim():
 
 @pytest.fixture
 def driver(sim):
-    d = XenApiDriver(sim.master_url(), "root", "secret-password", timeout=2)
+    d = XenApiDriver(sim.master_url(), "root", "secret-password", timeout=2,
+                     trust=Trust(fingerprint=sim.master_fingerprint()))
     yield d
     d.close()
 
@@ -114,7 +115,7 @@ class SteppedClock:
 
 def test_relogin_never_follows_host_is_slave(sim):
     member = sim.world.pools["pool0"].hosts[1]
-    d = XenApiDriver(sim.url(member.mac), "root", "pw", timeout=2)
+    d = XenApiDriver(sim.url(member.mac), "root", "pw", timeout=2, trust=Trust(fingerprint=sim.fingerprint(member.mac)))
     seen = []
     start = len(sim.world.call_log)
     with pytest.raises(MasterNotBack, match="HOST_IS_SLAVE") as err:  # a clock that moves only when slept on:

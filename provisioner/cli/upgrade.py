@@ -9,7 +9,6 @@ from typing import Callable
 import click
 
 from provisioner import output, progress, states
-from provisioner.config import secret_from_env
 from provisioner.model import BOOT_METHODS
 from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
@@ -24,22 +23,6 @@ from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
 @main.group()
 def pools() -> None:
     """XenServer pools the coordinator upgrades (credentials are stored, never printed)."""
-
-
-@pools.command("add")
-@click.argument("name")
-@click.option("--url", required=True, help="The pool master's XAPI URL, e.g. https://10.0.0.10")
-@click.option("--username", default="root", show_default=True)
-@click.option("--password-file", type=click.File("r"), help="File holding the password (else $PROVISIONER_POOL_PASSWORD).")
-@pass_ctx
-@friendly
-def pools_add(ctx: Context, name: str, url: str, username: str, password_file) -> None:
-    """Register a pool by its master's URL."""
-    password = password_file.read().strip() if password_file else secret_from_env("PROVISIONER_POOL_PASSWORD")
-    if not password:
-        raise click.UsageError("give --password-file FILE or set PROVISIONER_POOL_PASSWORD")
-    record = coord_pools.add_pool(ctx.store, name, url, username, password)
-    click.echo(f"added pool {record.name} ({url})")
 
 
 @pools.command("set")

@@ -26,6 +26,7 @@ from provisioner.config import Config
 from provisioner.coordinator import pools, selfcheck, wiring
 from provisioner.coordinator.plan import at_target
 from provisioner.coordinator.reinstall_join import FIX_THEN_RERUN, join_hint
+from provisioner.coordinator.reinstall_trust import new_host_trust
 from provisioner.coordinator.reinstall_plan import (Connect, ReinstallRefused, check_confirmation, describe_disk,
                                                     make_reinstall_plan)
 from provisioner.coordinator.context import ReinstallTimeouts, poll_until
@@ -34,9 +35,9 @@ from provisioner.model import normalize_mac
 from provisioner.power.base import PowerError
 from provisioner.store import NotFoundError, Store
 from provisioner.store.reinstalls import Reinstall
-from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
+from provisioner.xapi import CertificateRefused, HostInfo, PoolDriver, Trust, XapiError, XapiUnreachable
 
-ConnectHost = Callable[[str, str, str], PoolDriver]  # (url, username, password) -> a driver on that one host
+ConnectHost = Callable[[str, str, str, Trust], PoolDriver]  # (url, username, password, trust) -> one host's driver
 _NOT_YET = ("HOST_STILL_BOOTING", "SESSION_INVALID")
 # What a refused host.destroy means, and the vendor's way out (docs/xapi.md "Host lifecycle calls").
 DESTROY_HINTS = {
@@ -241,9 +242,14 @@ class Flow:
 
     def _standalone(self, r: Reinstall) -> tuple[HostInfo | None, str]:
         """The new host as its own XAPI shows it (None while it is not answering) and what was seen."""
-        driver = self.connect_host(r.host_url, self.username, self._password)
+        trust = new_host_trust(self.store, r, self.say)  # pinned before the first password is sent
+        if trust is None:
+            return None, "not answering (no TLS handshake yet)"
+        driver = self.connect_host(r.host_url, self.username, self._password, trust)
         try:
             found = driver.hosts()
+        except CertificateRefused as exc:  # not "not answering": another certificate than the pinned one
+            raise ReinstallFailed(str(exc)) from None
         except XapiUnreachable as exc:
             return None, f"not answering ({exc})"
         except XapiError as exc:
@@ -266,7 +272,7 @@ class Flow:
         seen: list[HostInfo] = []
 
         def probe() -> tuple[bool, str]:
-            info, what = self._standalone(r)
+            info, what = self._standalone(self.record)  # the record: its pin, once taken, is used from then on
             if info is not None:
                 if info.uuid == r.old_uuid:
                     raise ReinstallFailed(f"{r.host_url} still answers as the old host {info.uuid}: no fresh install")
@@ -289,9 +295,14 @@ class Flow:
             raise ReinstallFailed(f"pool {r.pool} names no master")
 
         def probe() -> tuple[bool, str]:
-            driver = self.connect_host(r.host_url, self.username, self._password)
+            trust = new_host_trust(self.store, self.record, self.say)
+            if trust is None:
+                return False, "not answering (no TLS handshake yet)"
+            driver = self.connect_host(r.host_url, self.username, self._password, trust)
             try:
                 driver.join_pool(master.address, self.username, self._password)
+            except CertificateRefused as exc:
+                raise ReinstallFailed(str(exc)) from None
             except XapiUnreachable as exc:
                 return False, f"not answering ({exc})"
             except XapiError as exc:

@@ -20,18 +20,22 @@ from provisioner.power.base import BootControl
 from provisioner.power.confirm import ConfirmTimes
 from provisioner.store import Store
 from provisioner.xapi import DEFAULT_TIMEOUT, XenApiDriver
+from provisioner.xapi_tls import Trust
 
 HOST_TIMEOUT = 30.0  # a reinstalled host's own XAPI, logged in to while it boots
 
 
-def driver(url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT) -> XenApiDriver:
-    """A driver on the XAPI at `url`, logging in lazily with these credentials."""
-    return XenApiDriver(url, username, password, timeout=timeout)
+def driver(url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
+           trust: Trust | None = None) -> XenApiDriver:
+    """A driver on the XAPI at `url`, logging in lazily with these credentials; its HTTPS certificate checked as
+    `trust` says (xapi_tls.py)."""
+    return XenApiDriver(url, username, password, timeout=timeout, trust=trust)
 
 
-def host_driver(url: str, username: str, password: str) -> XenApiDriver:
-    """A driver on one standalone host (the reinstall's new host, before it joins a pool)."""
-    return driver(url, username, password, timeout=HOST_TIMEOUT)
+def host_driver(url: str, username: str, password: str, trust: Trust | None = None) -> XenApiDriver:
+    """A driver on one standalone host (the reinstall's new host, before it joins a pool), its certificate pinned
+    by the reinstall flow (coordinator/reinstall_trust.py)."""
+    return driver(url, username, password, timeout=HOST_TIMEOUT, trust=trust)
 
 
 def run_timeouts(config: Config) -> Timeouts:

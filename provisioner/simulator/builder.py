@@ -163,8 +163,21 @@ class SimulatorHandle:
         return {e.host.name: e.url for e in self.endpoints.values()}
 
     def master_url(self, pool: str | None = None) -> str:
-        p = self.world.pools[pool] if pool else next(iter(self.world.pools.values()))
-        return self.url(p.master.mac)
+        return self.url(self._master(pool).mac)
+
+    def _master(self, pool: str | None) -> SimHost:
+        return (self.world.pools[pool] if pool else next(iter(self.world.pools.values()))).master
+
+    def fingerprint(self, mac: str) -> str:
+        """SHA-256 of the certificate the host serves now (lower-case hex): what `pools add --fingerprint` pins."""
+        return self.endpoints[mac.lower()].cert.fingerprint
+
+    def master_fingerprint(self, pool: str | None = None) -> str:
+        return self.fingerprint(self._master(pool).mac)
+
+    def cert_pem(self, mac: str) -> bytes:
+        """The host's self-signed certificate in PEM: what `pools add --ca-file` reads."""
+        return self.endpoints[mac.lower()].cert.cert_pem
 
     def stop(self) -> None:
         self.world.stop()
@@ -175,14 +188,15 @@ class SimulatorHandle:
             e.set_up(False)
 
 
-def serve_world(world: World, bind: str | None = None) -> SimulatorHandle:
+def serve_world(world: World, bind: str | None = None, *, tls: bool = True) -> SimulatorHandle:
     """Open an endpoint for every host of the world (those whose xapi is up) and start the DB-GC tick.
 
     Each endpoint listens on `bind` or, by default, on the host's own address (give build_pool distinct
-    loopback addresses, 127.0.0.2..., to make HOST_IS_SLAVE [address] a usable redirect)."""
+    loopback addresses, 127.0.0.2..., to make HOST_IS_SLAVE [address] a usable redirect); over HTTPS with the
+    host's own self-signed certificate unless `tls=False` (docs/xapi.md "TLS")."""
     handle = SimulatorHandle(world)
     for mac, h in world.hosts.items():
-        handle.endpoints[mac] = Endpoint(world, h, bind)
+        handle.endpoints[mac] = Endpoint(world, h, bind, tls=tls)
     world.endpoint_listener = lambda h, up: handle.endpoints[h.mac].set_up(up)
     for mac, h in world.hosts.items():
         if h.serving:
@@ -210,7 +224,8 @@ def serve_simulator(hosts: int = 4, speed: float = 60.0, version: str = "8.2.1",
     try:
         for h in handle.world.pools["pool0"].hosts:
             role = "coordinator" if h.is_master else "member"
-            announce(f"{h.name} ({role}, MAC {h.mac}): {handle.url(h.mac)}")
+            announce(f"{h.name} ({role}, MAC {h.mac}): {handle.url(h.mac)} "
+                     f"(certificate SHA-256 {handle.fingerprint(h.mac)})")
         announce(f"login: user {USER}, password {'(any)' if password is None else '(configured)'}; "
                  f"speed x{speed}, version {version}")
         done.wait()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from provisioner import cryptpw
 
+from . import certs
 from . import states as st
 from .db import NULL_REF, xapi_datetime
 from .hosts import SimHost, SimPool
@@ -112,6 +113,7 @@ def become_new_host(world: "World", h: SimHost, new_version: dict) -> dict:
     h.root_password_hash = info.get("root_password_hash")
     h.auto_enable, h.user_disabled, h.emergency = True, False, None
     h.local_sessions.clear()
+    certs.renew(h)  # a new system makes its own xapi-ssl.pem at first boot; an upgrade keeps it (certs.py)
     pool.hosts.append(h)
     pool.master = h
     world.pools[pool.name] = pool

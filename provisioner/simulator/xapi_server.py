@@ -4,12 +4,15 @@ docs/simulator.md "Shape")."""
 from __future__ import annotations
 
 import logging
+import socket
 import socketserver
+import ssl
 import threading
 import uuid as uuidlib
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
+from . import certs
 from . import event_calls, host_calls, host_plugin, join, vm_calls  # noqa: F401 - importing them registers their handlers
 from .db import FIELDS, xapi_datetime
 from .errors import DropConnection, XapiError
@@ -19,6 +22,7 @@ from .world import World
 
 log = logging.getLogger(__name__)
 
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to finish the TLS handshake
 NO_ASYNC = {"session", "task", "event"}  # Async.* exists for every call except these and field accessors (2.1)
 RW_FIELDS = {"name_label", "name_description", "other_config"}
 
@@ -187,9 +191,30 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, addr, world: World, host: SimHost):
-        self.world, self.sim_host = world, host
+    def __init__(self, addr, world: World, host: SimHost, tls: ssl.SSLContext | None = None):
+        self.world, self.sim_host, self.tls = world, host, tls
         super().__init__(addr, _Handler, logRequests=False, allow_none=False)
+
+    def finish_request(self, request, client_address):
+        """HTTPS as xapi serves it (docs/xapi.md "TLS"): the handshake runs in the request's own thread, so a client
+        that refuses the certificate (or never speaks) holds up no one else."""
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:  # e.g. the client did not trust the certificate: alert, close
+            log.debug("%s: TLS handshake from %s failed: %s", self.sim_host.name, client_address, exc)
+            return None
+        try:
+            wrapped.settimeout(None)
+            super().finish_request(wrapped, client_address)
+        finally:
+            try:
+                wrapped.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            wrapped.close()
 
     def _marshaled_dispatch(self, data, dispatch_method=None, path=None):
         params, method = xmlrpc.client.loads(data)  # malformed -> exception -> HTTP 500, as xapi
@@ -198,21 +223,30 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
 
 
 class Endpoint:
-    """The listening socket of one host: open while xapi runs, closed (connection refused) otherwise (4.3)."""
+    """The listening socket of one host: open while xapi runs, closed (connection refused) otherwise (4.3).
 
-    def __init__(self, world: World, host: SimHost, bind: str | None = None):
-        self.world, self.host, self.bind = world, host, bind or host.address
+    HTTPS with the host's own certificate (certs.py) unless `tls=False`; the certificate is read each time xapi
+    starts, so a fresh install's new one is served from its first boot on."""
+
+    def __init__(self, world: World, host: SimHost, bind: str | None = None, *, tls: bool = True):
+        self.world, self.host, self.bind, self.tls = world, host, bind or host.address, tls
         self._server: _Server | None = None
         self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        return f"http://{self.bind}:{self.host.port}/"
+        return f"{'https' if self.tls else 'http'}://{self.bind}:{self.host.port}/"
+
+    @property
+    def cert(self) -> certs.HostCert:
+        """The certificate the host serves now (its fingerprint is what a client pins)."""
+        return certs.cert_of(self.host)
 
     def set_up(self, up: bool) -> None:
         with self._lock:
             if up and self._server is None:
-                self._server = _Server((self.bind, self.host.port), self.world, self.host)
+                tls = certs.cert_of(self.host).server_context() if self.tls else None
+                self._server = _Server((self.bind, self.host.port), self.world, self.host, tls)
                 self.host.port = self._server.server_address[1]  # the same port again after a reboot
                 threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
                                  name=f"sim-xapi-{self.host.name}").start()

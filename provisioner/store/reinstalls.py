@@ -19,7 +19,7 @@ from provisioner import states
 from provisioner.model import Attempt
 from provisioner.store.base import ConflictError, NotFoundError, now
 
-_UPDATABLE = ("new_uuid", "reason", "old_uuid")
+_UPDATABLE = ("new_uuid", "reason", "old_uuid", "host_fingerprint")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Reinstall:
     reason: str | None
     created_at: str
     updated_at: str
+    host_fingerprint: str | None = None  # SHA-256 of the new host's certificate, pinned before its first login
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the root-password hash (what the CLI, the API and the events may show)."""

@@ -24,11 +24,14 @@ class PoolRecord:
     created_at: str = ""
     updated_at: str = ""
     boot_method: str = "network-first"  # its hosts' default (model.BOOT_METHODS)
+    tls_fingerprint: str | None = None  # pinned SHA-256 of its master's certificate (xapi_tls.py) ...
+    tls_ca: str | None = field(default=None, repr=False)  # ... or the PEM of the CA that signs it
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the password (what the CLI, the API and the events may show)."""
         data = asdict(self)
         data.pop("password")
+        data["trust"] = "fingerprint" if self.tls_fingerprint else "ca" if self.tls_ca else "system"
         return data
 
 
@@ -67,6 +70,11 @@ class RunHost:
         return asdict(self)
 
 
+def _trust_details(fingerprint: str | None, ca: str | None, source: str | None) -> dict[str, Any]:
+    kind = "fingerprint" if fingerprint else "ca" if ca else "system"
+    return {"trust": kind, "fingerprint": fingerprint, **({"trust_source": source} if source else {})}
+
+
 def _pool(row: sqlite3.Row) -> PoolRecord:
     return PoolRecord(**{k: row[k] for k in row.keys()})
 
@@ -89,16 +97,33 @@ class RunsMixin:
 
     # --- pools ---
 
-    def add_pool(self, name: str, url: str, username: str, password: str) -> PoolRecord:
-        """Add or replace a pool's connection details (event without the password)."""
+    def add_pool(self, name: str, url: str, username: str, password: str, *, tls_fingerprint: str | None = None,
+                 tls_ca: str | None = None, trust_source: str | None = None) -> PoolRecord:
+        """Add or replace a pool's connection details and certificate trust (event without the password)."""
         with self._tx() as conn:
             stamp = now()
             conn.execute(
-                "INSERT INTO pools (name, url, username, password, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "INSERT INTO pools (name, url, username, password, created_at, updated_at, tls_fingerprint, tls_ca) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET url = excluded.url, username = excluded.username, "
-                "password = excluded.password, updated_at = excluded.updated_at",
-                (name, url, username, password, stamp, stamp))
-            self._event(conn, "pool.added", details={"pool": name, "url": url, "username": username})
+                "password = excluded.password, updated_at = excluded.updated_at, "
+                "tls_fingerprint = excluded.tls_fingerprint, tls_ca = excluded.tls_ca",
+                (name, url, username, password, stamp, stamp, tls_fingerprint, tls_ca))
+            self._event(conn, "pool.added", details={"pool": name, "url": url, "username": username,
+                                                     **_trust_details(tls_fingerprint, tls_ca, trust_source)})
+            return _pool(conn.execute("SELECT * FROM pools WHERE name = ?", (name,)).fetchone())
+
+    def set_pool_trust(self, name: str, *, tls_fingerprint: str | None, tls_ca: str | None,
+                       trust_source: str) -> PoolRecord:
+        """Change how the pool's certificate is trusted (`pools trust`); the event keeps old and new fingerprint."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT tls_fingerprint FROM pools WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no pool named {name!r} (see `provisioner pools add`)")
+            conn.execute("UPDATE pools SET tls_fingerprint = ?, tls_ca = ?, updated_at = ? WHERE name = ?",
+                         (tls_fingerprint, tls_ca, now(), name))
+            self._event(conn, "pool.trust", details={"pool": name, "old_fingerprint": row["tls_fingerprint"],
+                                                     **_trust_details(tls_fingerprint, tls_ca, trust_source)})
             return _pool(conn.execute("SELECT * FROM pools WHERE name = ?", (name,)).fetchone())
 
     def set_pool_boot_method(self, name: str, method: str) -> PoolRecord:

@@ -145,5 +145,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE UNIQUE INDEX hosts_boot_mac ON hosts (boot_mac) WHERE boot_mac IS NOT NULL",
         "ALTER TABLE pools ADD COLUMN boot_method VARCHAR(16) NOT NULL DEFAULT 'network-first'",
     ),
+    (  # 10: how a pool's HTTPS certificate is trusted (provisioner/xapi_tls.py, docs/xapi.md "TLS"): a pinned
+        #     SHA-256 fingerprint (lower-case hex) or a CA's PEM text (the file's content, not its path); neither:
+        #     the system CA store, as before this migration
+        "ALTER TABLE pools ADD COLUMN tls_fingerprint VARCHAR(64)",
+        "ALTER TABLE pools ADD COLUMN tls_ca TEXT",
+        # the certificate a reinstall pinned on the freshly installed host before it sent it a password
+        # (coordinator/reinstall_trust.py)
+        "ALTER TABLE reinstalls ADD COLUMN host_fingerprint VARCHAR(64)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

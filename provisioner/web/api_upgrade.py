@@ -66,10 +66,38 @@ def list_pools():
 
 @bp.post("/pools")
 def add_pool():
-    body = _fields(api.json_body(), {"name", "url", "username", "password"}, ("name", "url", "password"))
+    """An https pool needs "fingerprint" (a pinned SHA-256, e.g. from POST /pools/certificate after the operator
+    compared it) or "ca_pem" (a CA's PEM text), docs/xapi.md "TLS"."""
+    body = _fields(api.json_body(), {"name", "url", "username", "password", "fingerprint", "ca_pem"},
+                   ("name", "url", "password"))
     record = coord_pools.add_pool(get_store(), body["name"], body["url"], body.get("username") or "root",
-                                  body["password"])
+                                  body["password"], fingerprint=_opt(body, "fingerprint"), ca_pem=_opt(body, "ca_pem"))
     return jsonify(pool=record.as_dict()), 201, {"Location": f"/api/v1/pools/{record.name}"}
+
+
+def _opt(body: dict, name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string", name)
+    return value or None
+
+
+@bp.post("/pools/certificate")
+def peek_certificate():
+    """Trust-on-first-use over REST: the certificate an https URL presents (SHA-256 fingerprint, subject, names),
+    read without sending anything; the client shows it, and on confirmation sends the fingerprint with POST /pools
+    or POST /pools/<name>/trust."""
+    body = _fields(api.json_body(), {"url"}, ("url",))
+    coord_pools.check_url(body["url"])
+    return jsonify(certificate=coord_pools.peek_certificate(body["url"]))
+
+
+@bp.post("/pools/<name>/trust")
+def trust_pool(name: str):
+    """Change how the pool's certificate is trusted: exactly one of "fingerprint" or "ca_pem"."""
+    body = _fields(api.json_body(), {"fingerprint", "ca_pem"})
+    return jsonify(pool=coord_pools.set_trust(get_store(), name, fingerprint=_opt(body, "fingerprint"),
+                                              ca_pem=_opt(body, "ca_pem")).as_dict())
 
 
 @bp.patch("/pools/<name>")

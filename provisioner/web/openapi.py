@@ -65,6 +65,10 @@ OPERATIONS: tuple[Op, ...] = (
        (400, 409)),
     Op("PATCH", "/pools/{name}", "Change the pool's default boot method", "PoolPatch", (200, {"pool": "Pool"}),
        (400, 404)),
+    Op("POST", "/pools/certificate", "The certificate an https URL presents (trust-on-first-use: show it, then "
+       "send its fingerprint)", "CertificateInput", (200, {"certificate": "object"}), (400,)),
+    Op("POST", "/pools/{name}/trust", "Change how the pool's certificate is trusted (fingerprint or CA)",
+       "TrustInput", (200, {"pool": "Pool"}), (400, 404)),
     Op("POST", "/pools/{name}/discover", "Register the pool's hosts by their management PIF MACs",
        "DiscoverInput", (200, {"discovery": "Discovery"}), (400, 404, 500, 502)),
     Op("GET", "/pools/{name}/plan", "Every precheck and the upgrade order, with no side effect",
@@ -99,6 +103,9 @@ OPERATIONS: tuple[Op, ...] = (
 )
 
 _STR, _INT, _OPT_STR = {"type": "string"}, {"type": "integer"}, {"type": ["string", "null"]}
+_TRUST = {"fingerprint": {"type": "string", "description": "SHA-256 of the master's certificate, hex, colons optional "
+                          "(https needs this or ca_pem)"},
+          "ca_pem": {"type": "string", "description": "PEM text of the CA that signs the certificate"}}
 _HOST_FIELDS = {
     "mac": {"type": "string", "example": "aa:bb:cc:dd:ee:01", "description": "any spelling in, canonical out"},
     "name": _STR, "pool": _STR,
@@ -142,13 +149,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},
     "Pool": {"type": "object", "properties": {"name": _STR, "url": _STR, "username": _STR, "created_at": _STR,
                                               "updated_at": _STR, "boot_method": {"type": "string",
-                                                                                  "enum": list(BOOT_METHODS)}}},
+                                                                                  "enum": list(BOOT_METHODS)},
+                                              "trust": {"type": "string", "enum": ["fingerprint", "ca", "system"]},
+                                              "tls_fingerprint": _STR, "tls_ca": _STR}},
+    "CertificateInput": {"type": "object", "required": ["url"], "properties": {"url": _STR}},
+    "TrustInput": {"type": "object", "properties": _TRUST},
     "PoolPatch": {"type": "object", "required": ["boot_method"], "properties": {
         "boot_method": {"type": "string", "enum": list(BOOT_METHODS),
                         "description": "default of the pool's hosts whose own boot_method is null"}}},
     "PoolInput": {"type": "object", "required": ["name", "url", "password"], "properties": {
         "name": _STR, "url": {"type": "string", "example": "https://10.0.0.10"},
-        "username": {"type": "string", "default": "root"}, "password": {"type": "string", "writeOnly": True}}},
+        "username": {"type": "string", "default": "root"}, "password": {"type": "string", "writeOnly": True},
+        **_TRUST}},
     "DiscoverInput": {"type": "object", "properties": {"firmware": {"type": "string", "enum": ["bios", "uefi"]}}},
     "Discovery": {"type": "object", "properties": {k: {"type": "array", "items": {}}
                                                    for k in ("added", "unchanged", "conflicts")}},

@@ -102,7 +102,8 @@ def test_boot_mac_and_multipath_on_add_and_update(run):
 
 def test_pools_set_boot_method(run, tmp_path):
     pw = _password_file(tmp_path, "poolpw\n", "pool.pw")
-    assert run("pools", "add", "p1", "--url", "https://10.0.0.10", "--password-file", pw).exit_code == 0
+    assert run("pools", "add", "p1", "--url", "https://127.0.0.1:9", "--password-file", pw,
+               "--fingerprint", "ab" * 32).exit_code == 0
     r = run("pools", "set", "p1", "--boot-method", "redfish")
     assert r.exit_code == 0 and "pool p1: default boot method redfish" in r.output
     assert "no pool named 'zz'" in run("pools", "set", "zz", "--boot-method", "ipmi").output

@@ -44,20 +44,25 @@ def test_tftp_root_prepare(tmp_path):
 
 def test_simulator_serve_runs_until_sigterm(tmp_path):
     import os
+    import re
     import signal
     import subprocess
     import sys
 
+    import sim_tls
     import XenAPI
+
+    from provisioner import xapi_tls
 
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "simulator", "serve", "--hosts", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PROVISIONER_CONFIG": ""})
     try:
         first = proc.stdout.readline()
-        assert "coordinator" in first and "http://" in first
-        url = first.split(": ", 1)[1].strip()
-        session = XenAPI.Session(url)
+        assert "coordinator" in first and "https://" in first
+        url, pin = re.fullmatch(r".*: (https://\S+) \(certificate SHA-256 ([0-9a-f]{64})\)", first.strip()).groups()
+        session = XenAPI.Session(url, transport=sim_tls.transport(url))  # verified against the host's certificate
+        assert xapi_tls.fetch_certificate(url, 10).fingerprint == pin  # what it printed is what it serves
         session.xenapi.login_with_password("root", "any", "1.0", "test")
         assert len(session.xenapi.host.get_all()) == 2
         proc.send_signal(signal.SIGTERM)

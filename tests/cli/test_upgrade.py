@@ -30,7 +30,8 @@ def test_pools_and_rolling_upgrade_commands(tmp_path):
     try:
         secret = tmp_path / "pw"
         secret.write_text("s3cret-pool-password\n")
-        assert cli("pools", "add", "lab", "--url", sim.master_url(), "--password-file", str(secret)).exit_code == 0
+        assert cli("pools", "add", "lab", "--url", sim.master_url(), "--password-file", str(secret),
+                   "--fingerprint", sim.master_fingerprint()).exit_code == 0
         r = cli("pools", "add", "lab2", "--url", sim.master_url())
         assert r.exit_code == 2 and "PROVISIONER_POOL_PASSWORD" in r.output
         found = json.loads(cli("pools", "discover", "lab", "--json").output)

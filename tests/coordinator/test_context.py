@@ -9,13 +9,13 @@ import pytest
 from provisioner.coordinator import context
 from provisioner.simulator.builder import start_simulator
 from provisioner.store import RunHost
-from provisioner.xapi import XapiError, XenApiDriver
+from provisioner.xapi import Trust, XapiError, XenApiDriver
 
 
 @pytest.fixture
 def ctx(store):
     sim = start_simulator(2, speed=600.0)
-    driver = XenApiDriver(sim.master_url(), "root", "pw", timeout=2)
+    driver = XenApiDriver(sim.master_url(), "root", "pw", timeout=2, trust=Trust(fingerprint=sim.master_fingerprint()))
     yield context.Context(store, None, driver, None, "run-1", sim.world.clock, context.Timeouts(poll=5)), sim
     driver.close()
     sim.stop()

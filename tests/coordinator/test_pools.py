@@ -14,6 +14,7 @@ from provisioner.simulator.builder import start_simulator
 from provisioner.store import NotFoundError, Store
 
 PASSWORD = "Tr0ub4dor-and-3"
+PIN = "ab" * 32  # a fingerprint for pools that are never connected to
 
 
 @pytest.fixture
@@ -29,7 +30,8 @@ def db_bytes(store: Store) -> bytes:
 
 def test_password_encrypted_in_db_and_logs_in_with_it(store, sim, caplog):
     with caplog.at_level(logging.DEBUG):
-        record = pools.add_pool(store, "lab", sim.master_url(), "root", PASSWORD)
+        record = pools.add_pool(store, "lab", sim.master_url(), "root", PASSWORD,
+                                fingerprint=sim.master_fingerprint())
         driver = pools.connect(store, "lab", timeout=5)
         found = pools.discover(store, "lab", driver)
         driver.close()
@@ -44,7 +46,7 @@ def test_password_encrypted_in_db_and_logs_in_with_it(store, sim, caplog):
 
 
 def test_db_copied_without_the_key_file_reveals_nothing(store, tmp_path):
-    pools.add_pool(store, "lab", "https://10.0.0.10", "root", PASSWORD)
+    pools.add_pool(store, "lab", "https://10.0.0.10", "root", PASSWORD, fingerprint=PIN)
     store.close()
     elsewhere = tmp_path / "copy"
     elsewhere.mkdir()
@@ -61,7 +63,7 @@ def test_db_copied_without_the_key_file_reveals_nothing(store, tmp_path):
 
 
 def test_plain_text_row_of_an_older_version_is_read_then_encrypted(store, sim):
-    store.add_pool("lab", sim.master_url(), "root", PASSWORD)  # what the store held before encryption at rest
+    store.add_pool("lab", sim.master_url(), "root", PASSWORD, tls_fingerprint=sim.master_fingerprint())  # what the store held before encryption at rest
     assert pools.pool_password(store, "lab") == PASSWORD
     stored = store.get_pool("lab").password
     assert credentials.is_encrypted(stored) and PASSWORD not in stored
@@ -74,7 +76,7 @@ def test_plain_text_row_of_an_older_version_is_read_then_encrypted(store, sim):
 
 def test_api_answers_never_carry_the_password(client, auth, store):
     added = client.post("/api/v1/pools", json={"name": "lab", "url": "https://10.0.0.10", "username": "root",
-                                               "password": PASSWORD}, headers=auth)
+                                               "password": PASSWORD, "fingerprint": PIN}, headers=auth)
     assert added.status_code == 201
     for answer in (added, client.get("/api/v1/pools", headers=auth), client.get("/api/v1/events", headers=auth)):
         assert PASSWORD not in answer.get_data(as_text=True)
@@ -85,6 +87,6 @@ def test_add_pool_checks(store):
     with pytest.raises(ValidationError, match="http"):
         pools.add_pool(store, "lab", "10.0.0.10", "root", PASSWORD)
     with pytest.raises(ValidationError, match="required"):
-        pools.add_pool(store, "lab", "https://10.0.0.10", "root", "")
+        pools.add_pool(store, "lab", "https://10.0.0.10", "root", "", fingerprint=PIN)
     with pytest.raises(NotFoundError, match="pools add"):
         pools.connect(store, "nope")

@@ -60,7 +60,7 @@ def rolling(lab):
     sim = serve_world(world)
     store, driver = lab.store(), None
     try:
-        pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
+        pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD, fingerprint=sim.master_fingerprint())
         driver = pools.connect(store, POOL, timeout=10)
         found = pools.discover(store, POOL, driver)
         assert sorted(found.added) == [f"{POOL}-host{i}" for i in range(len(MACS))], found

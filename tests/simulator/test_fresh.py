@@ -15,7 +15,8 @@ from provisioner.simulator import states as st
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.fresh import FRESH, new_host_uuid
-from provisioner.xapi import XapiError, XenApiDriver
+from provisioner.xapi import CertificateRefused, Trust, XapiError, XenApiDriver
+from provisioner.xapi_tls import colons
 
 PASSWORD, NEW_PASSWORD = "pool-pw", "new-root-pw"
 NEW_HASH = cryptpw.hash_password(NEW_PASSWORD, rounds=1000)
@@ -42,7 +43,9 @@ class Sim:
                                "admin": {"mode": "DHCP"}}}
 
     def driver(self, url, password):
-        return XenApiDriver(url, "root", password, timeout=5)
+        """A driver pinned to the certificate the host at `url` serves now (docs/xapi.md "TLS")."""
+        pin = next(e.cert.fingerprint for e in self.handle.endpoints.values() if e.url == url)
+        return XenApiDriver(url, "root", password, timeout=5, trust=Trust(fingerprint=pin))
 
     def wait(self, done, what):
         for _ in range(2000):
@@ -95,6 +98,28 @@ def test_fresh_install_comes_back_as_a_new_standalone_host(sim):
     assert len(left) == 1 and left[0].is_master and old_uuid not in {h.uuid for h in left}  # forgotten
     new.close()
     old_master.close()
+
+
+def test_a_fresh_install_serves_a_new_certificate_and_a_reboot_keeps_it(sim):
+    """gencert makes xapi-ssl.pem at a new system's first boot; an upgrade restores it (simulator/certs.py)."""
+    before = sim.handle.fingerprint(sim.mac)
+    pinned_before = sim.driver(sim.handle.url(sim.mac), PASSWORD)
+    sim.power_off_member(forget=True)
+    sim.reinstall()
+    after = sim.handle.fingerprint(sim.mac)
+    assert after != before
+    with pytest.raises(CertificateRefused) as refused:  # the pin made before the install no longer matches
+        pinned_before.hosts()
+    text = str(refused.value)
+    assert before.upper()[:2] in text and colons(before) in text and colons(after) in text
+    assert "pools trust" in text and "nothing was sent" in text
+    new = sim.driver(sim.handle.url(sim.mac), NEW_PASSWORD)
+    host = new.hosts()[0]
+    new.disable(host.ref)
+    new.reboot(host.ref)
+    sim.wait(lambda: sim.world.host(sim.mac).boot_count >= 2 and sim.world.host(sim.mac).serving, "reboot")
+    assert sim.handle.fingerprint(sim.mac) == after  # a reboot (or an upgrade) keeps the certificate
+    new.close()
 
 
 def test_pool_join_needs_the_masters_version_then_works(sim):

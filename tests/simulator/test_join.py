@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import sim_tls
 import XenAPI
 
 from provisioner.simulator.builder import add_local_vm, build_pool, local_sr, new_world, serve_world
@@ -27,7 +28,7 @@ def two():
 
 
 def session(url):
-    s = XenAPI.Session(url)
+    s = sim_tls.session(url)
     s.xenapi.login_with_password("root", "any", "1.0", "test")
     return s
 

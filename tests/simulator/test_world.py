@@ -179,7 +179,7 @@ def test_start_simulator_urls_and_stop():
     handle = start_simulator(2, speed=1000.0)
     try:
         assert len(handle.urls) == 2
-        assert handle.master_url().startswith("http://127.0.0.1:")
+        assert handle.master_url().startswith("https://127.0.0.1:")
         assert handle.master_url() != handle.url(handle.world.pools["pool0"].hosts[1].mac)
     finally:
         handle.stop()
@@ -197,5 +197,5 @@ def test_serve_simulator_announces_and_stops_on_sigterm():
         if line.startswith("login:"):
             os.kill(os.getpid(), signal.SIGTERM)  # handled by serve_simulator: it returns cleanly
     assert serve_simulator(hosts=2, speed=1000.0, announce=announce) == 0
-    assert lines[0].startswith("pool0-host0 (coordinator, MAC ") and "http://127.0.0.1:" in lines[0]
+    assert lines[0].startswith("pool0-host0 (coordinator, MAC ") and "https://127.0.0.1:" in lines[0] and "certificate SHA-256" in lines[0]
     assert lines[-1].startswith("login: user root")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-import xmlrpc.client
 
 import pytest
+import sim_tls
 import XenAPI
 
 from provisioner.simulator import states as st
@@ -51,7 +51,7 @@ def slow_sim():
 
 
 def login(url):
-    s = XenAPI.Session(url)
+    s = sim_tls.session(url)
     s.xenapi.login_with_password("root", "pw")
     return s
 
@@ -87,7 +87,7 @@ def test_wire_format_int64_as_strings_and_opaque_refs(sim, x):
 
 
 def test_raw_wire_struct_is_failure_not_fault(sim):
-    raw = xmlrpc.client.ServerProxy(sim.master_url())
+    raw = sim_tls.proxy(sim.master_url())
     assert raw.session.login_with_password("root", "pw")["Status"] == "Success"
     assert raw.host.get_all("OpaqueRef:bogus") == {"Status": "Failure",
                                                    "ErrorDescription": ["SESSION_INVALID", "OpaqueRef:bogus"]}
@@ -103,7 +103,7 @@ def test_handle_invalid(sim, x):
 
 
 def test_session_invalid_and_sdk_relogin(sim, x):
-    raw = xmlrpc.client.ServerProxy(sim.master_url())
+    raw = sim_tls.proxy(sim.master_url())
     ref = raw.session.login_with_password("root", "pw")["Value"]
     sim.world.lose_sessions()
     assert raw.pool.get_all(ref)["ErrorDescription"] == ["SESSION_INVALID", ref]
@@ -112,14 +112,14 @@ def test_session_invalid_and_sdk_relogin(sim, x):
 
 def test_login_on_member_is_host_is_slave(sim):
     member = pool0(sim).hosts[1]
-    s = XenAPI.Session(sim.url(member.mac))
+    s = sim_tls.session(sim.url(member.mac))
     assert failure(s.xenapi.login_with_password, "root", "pw") == ["HOST_IS_SLAVE", "127.0.0.1"]
 
 
 def test_bad_password_when_configured():
     handle = start_simulator(1, speed=SPEED, password="secret")
     try:
-        s = XenAPI.Session(handle.master_url())
+        s = sim_tls.session(handle.master_url())
         assert failure(s.xenapi.login_with_password, "root", "wrong") == \
             ["SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure"]
         s.xenapi.login_with_password("root", "secret", "2.21", "test")
@@ -308,7 +308,7 @@ def test_host_still_booting_then_auto_enable(slow_sim):
 def test_master_reboot_clears_sessions_and_refuses_connections(sim, x):
     p = pool0(sim)
     master = p.master
-    raw = xmlrpc.client.ServerProxy(sim.master_url())
+    raw = sim_tls.proxy(sim.master_url())
     ref = raw.session.login_with_password("root", "pw")["Value"]
     x.host.disable(master.ref)
     x.host.evacuate(master.ref)
@@ -316,11 +316,11 @@ def test_master_reboot_clears_sessions_and_refuses_connections(sim, x):
     assert task.startswith("OpaqueRef:")
     wait_for(lambda: master.state not in st.SERVING)
     with pytest.raises(ConnectionRefusedError):
-        xmlrpc.client.ServerProxy(sim.master_url()).pool.get_all(ref)
-    member = XenAPI.Session(sim.url(p.hosts[1].mac))
+        raw.pool.get_all(ref)  # the certificate was read while it was up
+    member = sim_tls.session(sim.url(p.hosts[1].mac))
     assert failure(member.xenapi.login_with_password, "root", "pw") == ["HOST_IS_SLAVE", master.address]
     wait_for(lambda: master.boot_count == 1 and master.state == st.XAPI_RUNNING)
-    raw = xmlrpc.client.ServerProxy(sim.master_url())
+    raw = sim_tls.proxy(sim.master_url())
     assert raw.pool.get_all(ref)["ErrorDescription"] == ["SESSION_INVALID", ref]
     assert len(x.pool.get_all()) == 1  # same port, fresh login works
     assert task not in x.task.get_all()
@@ -341,7 +341,7 @@ def test_member_newer_than_master_is_blocked_in_emergency(sim, x):
     wait_for(lambda: p.master.state == st.FIRMWARE)
     sim.world.begin_power_off(m, "reboot")  # the member reboots (upgraded) while the coordinator is down
     wait_for(lambda: m.emergency is not None and m.emergency.code == "INTERNAL_ERROR")
-    s = XenAPI.Session(sim.url(m.mac))
+    s = sim_tls.session(sim.url(m.mac))
     assert failure(s.xenapi.login_with_password, "root", "pw")[0] == "INTERNAL_ERROR"
     sim.world.never_returns(p.master.mac, False)
     sim.world.boot_handler = None
@@ -458,24 +458,17 @@ def test_event_from_token_and_blocking(sim, x):
     assert failure(ev_from, ["host"], "junk", 1.0) == ["EVENT_FROM_TOKEN_PARSE_FAILURE", "junk"]
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
-    def make_connection(self, host):
-        conn = super().make_connection(host)
-        conn.timeout = 0.3
-        return conn
-
-
 def test_network_hang(sim):
     master = pool0(sim).master
     sim.world.hang(master.mac)
-    s = XenAPI.Session(sim.master_url(), transport=_TimeoutTransport())
+    s = sim_tls.session(sim.master_url(), timeout=0.3)
     with pytest.raises(TimeoutError):
         s.xenapi.login_with_password("root", "pw")
     sim.world.hang(master.mac, False)
 
 
 def test_member_calls_are_host_is_slave(sim):
-    raw = xmlrpc.client.ServerProxy(sim.url(pool0(sim).hosts[2].mac))
+    raw = sim_tls.proxy(sim.url(pool0(sim).hosts[2].mac))
     assert raw.host.get_all("OpaqueRef:x")["ErrorDescription"] == ["HOST_IS_SLAVE", "127.0.0.1"]
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, OSError)):
         sim.world.hang(pool0(sim).hosts[2].mac)
@@ -486,7 +479,7 @@ def test_member_calls_are_host_is_slave(sim):
 def test_logout_and_get_this_host(sim):
     s = login(sim.master_url())
     assert s.xenapi.session.get_this_host(s.handle) == pool0(sim).master.ref
-    raw = xmlrpc.client.ServerProxy(sim.master_url())
+    raw = sim_tls.proxy(sim.master_url())
     handle = s.handle
     s.xenapi.session.logout()
     assert raw.pool.get_all(handle)["ErrorDescription"] == ["SESSION_INVALID", handle]
@@ -498,7 +491,7 @@ def test_crash_keeps_live_until_assumed_dead(slow_sim):
     m = pool0(sim).hosts[2]
     sim.world.crash(m.mac)
     with pytest.raises(ConnectionRefusedError):
-        xmlrpc.client.ServerProxy(sim.url(m.mac)).session.login_with_password("root", "pw")
+        sim_tls.proxy(sim.url(m.mac)).session.login_with_password("root", "pw")
     assert x.host_metrics.get_live(x.host.get_metrics(m.ref)) is True  # no shutting-down heartbeat
     wait_for(lambda: not x.host_metrics.get_live(x.host.get_metrics(m.ref)))  # after 10 sim minutes
     sim.world.power_on(m.mac)
@@ -520,10 +513,10 @@ def test_distinct_addresses_and_emergency_calls():
     handle = serve_world(world)
     try:
         master, member = world.pools["p"].hosts
-        assert handle.url(member.mac).startswith("http://127.0.0.3:")
-        s = XenAPI.Session(handle.url(member.mac))
+        assert handle.url(member.mac).startswith("https://127.0.0.3:")
+        s = sim_tls.session(handle.url(member.mac))
         assert failure(s.xenapi.login_with_password, "root", "pw") == ["HOST_IS_SLAVE", "127.0.0.2"]
-        raw = xmlrpc.client.ServerProxy(handle.url(member.mac))
+        raw = sim_tls.proxy(handle.url(member.mac))
         local = raw.session.slave_local_login_with_password("root", "pw")["Value"]
         assert raw.host.is_in_emergency_mode(local) == {"Status": "Success", "Value": False}
         assert login(handle.master_url()).xenapi.host.get_address(member.ref) == "127.0.0.3"
@@ -544,7 +537,7 @@ def test_pool_join_success():
         wait_for(lambda: len(x.host.get_all()) == 3)
         ref = x.host.get_by_uuid(uuid)
         assert x.host.get_address(ref) == "127.0.0.2"
-        s = XenAPI.Session(handle.url(lone.mac))
+        s = sim_tls.session(handle.url(lone.mac))
         assert failure(s.xenapi.login_with_password, "root", "pw") == ["HOST_IS_SLAVE", "127.0.0.1"]
     finally:
         handle.stop()

@@ -106,10 +106,10 @@ def test_boot_mac_is_unique_across_both_columns_and_found_by_host_for_boot(store
 
 
 def test_pool_default_boot_method(store):
-    pools.add_pool(store, "p1", "https://master", "root", "pw")
+    pools.add_pool(store, "p1", "https://master", "root", "pw", fingerprint="ab" * 32)
     assert store.get_pool("p1").boot_method == "network-first"
     assert pools.set_boot_method(store, "p1", "host-plugin").boot_method == "host-plugin"
-    pools.add_pool(store, "p1", "https://master2", "root", "pw")  # re-adding keeps it
+    pools.add_pool(store, "p1", "https://master2", "root", "pw", fingerprint="ab" * 32)  # re-adding keeps it
     assert store.get_pool("p1").boot_method == "host-plugin"
     with pytest.raises(ValidationError, match="'pxe' is not one of network-first, redfish, ipmi, host-plugin"):
         pools.set_boot_method(store, "p1", "pxe")
@@ -119,7 +119,7 @@ def test_pool_default_boot_method(store):
 def test_the_boot_method_that_applies_is_the_hosts_else_its_pools(store):
     host = registry.add_host(store, {"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "pool": "p1"})
     assert registry.boot_method_of(store, host) == "network-first"  # pool not registered
-    pools.add_pool(store, "p1", "https://master", "root", "pw")
+    pools.add_pool(store, "p1", "https://master", "root", "pw", fingerprint="ab" * 32)
     pools.set_boot_method(store, "p1", "host-plugin")
     assert registry.boot_method_of(store, host) == "host-plugin"
     assert registry.boot_method_of(store, registry.set_boot_method(store, host.mac, "network-first")) == "network-first"

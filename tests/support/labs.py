@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from helpers import FAST, register_hosts
+from sim_tls import trust
 from provisioner import media
 from provisioner.coordinator import pools, runner
 from provisioner.coordinator.service import FlowService
@@ -85,7 +86,7 @@ def make_lab(tmp_path, hosts: int = 3, *, register: bool = True, speed: float = 
     world = new_world(Clock(speed))
     build_pool(world, POOL, hosts=hosts, version="8.2.1", vms_per_host=1)
     handler, sim = _serve(world, runtime)
-    pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
+    pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD, **trust(sim))
     driver = pools.connect(store, POOL, timeout=5)
     lab = Lab(config, store, runtime, world, sim, handler, driver)
     if register:
@@ -183,7 +184,7 @@ def make_world(tmp_path, names=("red", "blue"), hosts: int = 3, speed: float = 6
     runtime = Runtime(config, store, flows=FlowService(store, config, clock=world.clock, timeouts=FAST)).start()
     handler, sim = _serve(world, runtime)
     for name in names:
-        pools.add_pool(store, name, sim.master_url(name), "root", PASSWORD)
+        pools.add_pool(store, name, sim.master_url(name), "root", PASSWORD, **trust(sim, name))
         driver = pools.connect(store, name, timeout=5)
         register_hosts(store, name, driver)
         driver.close()
@@ -248,7 +249,7 @@ def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redf
                                 boot_orders={mac: boot_order for mac in all_macs}, **({"loader": "grub"} if uefi else {}))
     world.boot_handler = handler
     sim = serve_world(world)
-    pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD)
+    pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD, **trust(sim))
     driver = pools.connect(store, POOL, timeout=5)
     lab = BmcLab(config, store, runtime, world, sim, handler, driver)
     register_hosts(store, POOL, driver)

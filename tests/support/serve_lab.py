@@ -20,6 +20,7 @@ import requests
 
 from helpers import API_TOKEN
 from labs import MEDIA, POOL
+import sim_tls
 from provisioner import media, registry
 from provisioner.coordinator import pools
 from provisioner.demo import demo_config, synthetic_media_tree
@@ -175,7 +176,7 @@ def make_serve_lab(tmp_path: Path, hosts: int = 3, speed: float = 100.0) -> Serv
                                 boot_order="bios-network-first")  # a PXE-first site
     world.boot_handler = machines.power_cycle(handler)
     sim = serve_world(world)
-    pools.add_pool(store, POOL, sim.master_url(), "root", SERVE_PASSWORD)
+    pools.add_pool(store, POOL, sim.master_url(), "root", SERVE_PASSWORD, **sim_tls.trust(sim))
     driver = pools.connect(store, POOL, timeout=5)
     pools.discover(store, POOL, driver)
     driver.close()

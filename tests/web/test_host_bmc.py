@@ -80,7 +80,7 @@ def test_rest_csv_import_refuses_password_files(client, auth, store, tmp_path):
 
 
 def test_rest_pool_default_boot_method(client, auth, store):
-    pools.add_pool(store, "p1", "https://master", "root", "pw")
+    pools.add_pool(store, "p1", "https://master", "root", "pw", fingerprint="ab" * 32)
     r = client.patch("/api/v1/pools/p1", json={"boot_method": "ipmi"}, headers=auth)
     assert r.status_code == 200 and r.get_json()["pool"]["boot_method"] == "ipmi"
     assert client.get("/api/v1/pools", headers=auth).get_json()["pools"][0]["boot_method"] == "ipmi"

@@ -23,7 +23,6 @@ from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
 from provisioner.store import Store
-from provisioner.xapi import XenApiDriver
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (Makefile DEBIAN_PACKAGES)
 TOKEN = "browser-test-token-0123456789"
@@ -55,8 +54,9 @@ def lab(tmp_path_factory):
     world.boot_handler = handler
     sim = serve_world(world)
     try:
-        coord_pools.add_pool(store, demo.DEMO_POOL, sim.master_url(), "root", "demo")
-        driver = XenApiDriver(sim.master_url(), "root", "demo", timeout=5)
+        coord_pools.add_pool(store, demo.DEMO_POOL, sim.master_url(), "root", "demo",
+                             fingerprint=sim.master_fingerprint())
+        driver = coord_pools.connect(store, demo.DEMO_POOL, timeout=5)
         coord_pools.discover(store, demo.DEMO_POOL, driver)
         for h in driver.hosts():  # XAPI has no PRIMARY_DISK: a lab by-id path, as the demo does
             registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}"})

@@ -1,0 +1,206 @@
+"""How the XenAPI driver trusts a pool's HTTPS certificate, and its XML-RPC transports (docs/xapi.md "TLS").
+
+XenServer hosts serve XAPI with a self-signed certificate (xen-api ocaml/gencert), so the system CA store never
+trusts one. A pool is trusted in one of two ways, stored with it:
+- a CA (PEM text): normal verification, the chain and the URL's host name or IP against the certificate's SAN;
+- a pinned SHA-256 fingerprint of the DER certificate: the chain is not verified (it is self-signed), but the
+  certificate the peer presents must be exactly that one, checked right after the handshake of EVERY connection,
+  before the first byte of a request (so before a password is sent).
+With neither (a pool stored before trust existed), https is verified against the system CA store as before, and a
+self-signed certificate fails with a message naming the fix. Verification is never silently off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import re
+import socket
+import ssl
+import urllib.parse
+import xmlrpc.client
+from dataclasses import dataclass
+
+FINGERPRINT_HEX = 64  # SHA-256
+
+TRUST_FIX = ("trust it with `provisioner pools trust NAME --fingerprint SHA256` (or --ca-file FILE, or "
+             "--trust-on-first-use), or re-add the pool with one of these")
+
+
+class TrustFailure(ssl.SSLError):
+    """The peer's certificate is not the one trusted (a pin mismatch, or a chain the CA does not sign)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class FingerprintMismatch(TrustFailure):
+    def __init__(self, host: str, expected: str, got: str):
+        super().__init__(f"{host} presented another certificate than the trusted one: expected SHA-256 "
+                         f"{colons(expected)}, got {colons(got)} (a wrong fingerprint, or the host was reinstalled "
+                         f"or its certificate replaced, or someone is in between); nothing was sent. If the new "
+                         f"certificate is expected, {TRUST_FIX}")
+        self.expected, self.got = expected, got
+
+
+def normalize_fingerprint(text: str) -> str:
+    """'AB:CD:...' or 'abcd...' (64 hex digits, colons and spaces optional, any case) -> lower-case hex; ValueError
+    saying what is wrong otherwise."""
+    cleaned = re.sub(r"[\s:]", "", str(text or "")).lower()
+    if cleaned.startswith("sha256="):  # as `openssl x509 -fingerprint -sha256` prints it
+        cleaned = cleaned[len("sha256="):]
+    if not re.fullmatch(r"[0-9a-f]*", cleaned):
+        raise ValueError("a SHA-256 fingerprint is 64 hex digits (colons optional); this one has other characters")
+    if len(cleaned) != FINGERPRINT_HEX:
+        raise ValueError(f"a SHA-256 fingerprint is 64 hex digits (colons optional); this one has {len(cleaned)}")
+    return cleaned
+
+
+def colons(fingerprint: str) -> str:
+    """aabb... -> AA:BB:... (how openssl and XenCenter show it)."""
+    return ":".join(fingerprint[i:i + 2] for i in range(0, len(fingerprint), 2)).upper()
+
+
+def fingerprint_of(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a pool's (or a new host's) certificate is checked against: a pin, a CA, or (both None) the system CAs."""
+
+    fingerprint: str | None = None
+    ca_pem: str | None = None
+
+    def __post_init__(self):
+        if self.fingerprint and self.ca_pem:
+            raise ValueError("trust a pool by a CA file or by a fingerprint, not both")
+
+    @property
+    def kind(self) -> str:
+        return "fingerprint" if self.fingerprint else "ca" if self.ca_pem else "system"
+
+    def describe(self) -> str:
+        if self.fingerprint:
+            return f"certificate pinned (SHA-256 {colons(self.fingerprint)})"
+        return "certificate checked against the stored CA" if self.ca_pem else "system CA store"
+
+    def context(self) -> ssl.SSLContext:
+        """The client context: CA -> full verification with the host name; pin -> chain unchecked (the pin is
+        checked after the handshake, _PinnedConnection); system -> the default context."""
+        if self.fingerprint:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # self-signed: the pin replaces the chain (module docstring)
+            return ctx
+        if self.ca_pem:
+            try:
+                return ssl.create_default_context(cadata=self.ca_pem)
+            except ssl.SSLError as exc:
+                raise ValueError(f"the CA file holds no usable PEM certificate ({exc.reason or exc})") from None
+        return ssl.create_default_context()
+
+
+def check_ca_pem(text: str) -> str:
+    """The CA file's content if it holds at least one PEM certificate ssl can load; ValueError otherwise."""
+    if "-----BEGIN CERTIFICATE-----" not in (text or ""):
+        raise ValueError("the CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    Trust(ca_pem=text).context()
+    return text
+
+
+class _PinnedConnection(http.client.HTTPSConnection):
+    """HTTPSConnection that compares the peer's certificate with the pin as soon as it is connected."""
+
+    pin: str = ""
+
+    def connect(self):
+        super().connect()
+        got = fingerprint_of(self.sock.getpeercert(binary_form=True) or b"")
+        if got != self.pin:
+            self.sock.close()
+            self.sock = None
+            raise FingerprintMismatch(f"{self.host}:{self.port}", self.pin, got)
+
+
+class _TimeoutTransport(xmlrpc.client.Transport):
+    """The SDK has no timeout: a hung master would block a step forever (docs/xapi.md "The XenAPI Python
+    package")."""
+
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self.timeout
+        return conn
+
+
+class _TlsTransport(xmlrpc.client.SafeTransport):
+    def __init__(self, timeout: float, trust: Trust):
+        super().__init__(context=trust.context())
+        self.timeout, self.trust = timeout, trust
+
+    def make_connection(self, host):
+        if self._connection and host == self._connection[0]:
+            return self._connection[1]
+        chost, self._extra_headers, x509 = self.get_host_info(host)
+        if self.trust.fingerprint:
+            conn = _PinnedConnection(chost, None, timeout=self.timeout, context=self.context)
+            conn.pin = self.trust.fingerprint
+        else:
+            conn = http.client.HTTPSConnection(chost, None, timeout=self.timeout, context=self.context)
+        self._connection = host, conn
+        return conn
+
+
+def transport(url: str, timeout: float, trust: Trust | None) -> xmlrpc.client.Transport:
+    """The XML-RPC transport for `url`: plain HTTP, or HTTPS checked as `trust` says."""
+    if urllib.parse.urlsplit(url).scheme == "https":
+        return _TlsTransport(timeout, trust or Trust())
+    return _TimeoutTransport(timeout)
+
+
+def explain(exc: BaseException, url: str) -> str | None:
+    """A clear message when `exc` is a certificate refusal (None otherwise): what failed and how to fix it."""
+    if isinstance(exc, TrustFailure):
+        return str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"{url}: the certificate is not trusted ({exc.verify_message or exc.reason}); XenServer hosts "
+                f"serve a self-signed certificate: {TRUST_FIX}")
+    return None
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    fingerprint: str
+    der: bytes
+
+
+def fetch_certificate(url: str, timeout: float) -> PeerCertificate:
+    """The certificate the server at `url` presents, unverified (for trust-on-first-use: its fingerprint is shown
+    to the operator, or pinned by the reinstall flow, before anything is sent). OSError when it does not answer."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{url[:200]!r} is not an https URL: there is no certificate to trust")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # we only read the certificate; nothing is sent over this connection
+    with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls:
+            der = tls.getpeercert(binary_form=True) or b""
+    return PeerCertificate(fingerprint_of(der), der)
+
+
+def handshake(url: str, trust: Trust, timeout: float) -> str:
+    """One TLS handshake with `url` checked as `trust` says, nothing sent: the fingerprint of the certificate it
+    presented. TrustFailure / ssl.SSLCertVerificationError when refused (explain() words it), OSError when the
+    server does not answer."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw:
+        with trust.context().wrap_socket(raw, server_hostname=parts.hostname) as tls:
+            got = fingerprint_of(tls.getpeercert(binary_form=True) or b"")
+    if trust.fingerprint and got != trust.fingerprint:
+        raise FingerprintMismatch(f"{parts.hostname}:{parts.port or 443}", trust.fingerprint, got)
+    return got

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import sim_tls
 import XenAPI
 
 from provisioner.simulator import states as st
@@ -33,7 +34,7 @@ def sim():
 
 
 def login(sim):
-    s = XenAPI.Session(sim.master_url())
+    s = sim_tls.session(sim.master_url())  # its self-signed certificate, trusted (tests/support/sim_tls.py)
     s.xenapi.login_with_password("root", "pw")
     return s.xenapi
 

@@ -47,8 +47,8 @@ def normalize_fingerprint(text: str) -> str:
     """'AB:CD:...' or 'abcd...' (64 hex digits, colons and spaces optional, any case) -> lower-case hex; ValueError
     saying what is wrong otherwise."""
     cleaned = re.sub(r"[\s:]", "", str(text or "")).lower()
-    if cleaned.startswith("sha256="):  # as `openssl x509 -fingerprint -sha256` prints it
-        cleaned = cleaned[len("sha256="):]
+    if cleaned.startswith("sha256") and "=" in cleaned:  # `openssl x509 -fingerprint -sha256`: sha256 Fingerprint=
+        cleaned = cleaned.split("=", 1)[1]
     if not re.fullmatch(r"[0-9a-f]*", cleaned):
         raise ValueError("a SHA-256 fingerprint is 64 hex digits (colons optional); this one has other characters")
     if len(cleaned) != FINGERPRINT_HEX:

@@ -14,7 +14,7 @@ from provisioner import credentials
 from provisioner.model import ValidationError, normalize_mac
 from provisioner.store import ConflictError, NotFoundError
 from provisioner.web.access import get_config, get_store, get_throttle, json_error
-from provisioner.xapi import XapiUnreachable
+from provisioner.xapi import CertificateRefused, XapiUnreachable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_JSON_DEPTH = 16  # our deepest body is 2 levels (a host record); this bounds the checker, not the decoder
@@ -78,6 +78,8 @@ def _rejected(exc: registry.ImportRejected):
 
 
 def _unreachable(exc: XapiUnreachable):
+    if isinstance(exc, CertificateRefused):  # it answered, with a certificate that is not trusted
+        return json_error(502, f"the pool's certificate was refused: {exc}")
     return json_error(502, f"a pool did not answer: {exc}")
 
 

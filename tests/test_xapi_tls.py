@@ -1,0 +1,113 @@
+"""The XenAPI driver's certificate trust (xapi_tls.py, docs/xapi.md "TLS") against the simulator's real
+self-signed certificates (made with `cryptography`, served by Python's ssl): a CA, a pinned fingerprint, or
+nothing (the system CA store, which refuses them with a message naming the fix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioner.simulator import certs
+from provisioner.simulator.builder import start_simulator
+from provisioner.xapi import CertificateRefused, Trust, XenApiDriver
+from provisioner.xapi_tls import colons, fetch_certificate, normalize_fingerprint
+
+FP = "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="module")
+def sim():
+    handle = start_simulator(2, speed=600.0)
+    yield handle
+    handle.stop()
+
+
+def master(sim):
+    return sim.world.pools["pool0"].master
+
+
+def driver(url, **trust):
+    return XenApiDriver(url, "root", "pw", timeout=5, trust=Trust(**trust))
+
+
+def calls_to(sim, h, since):
+    return [c for c in sim.world.call_log[since:] if c[0] == h.name]
+
+
+@pytest.mark.parametrize("spelling", [FP, FP.upper(), colons(FP), colons(FP).lower(), f" {colons(FP)} ",
+                                      f"sha256 Fingerprint={colons(FP)}"])
+def test_fingerprint_spellings(spelling):
+    assert normalize_fingerprint(spelling) == FP
+
+
+@pytest.mark.parametrize("bad, words", [(FP[:-2], "has 62"), (FP + "00", "has 66"), ("", "has 0"),
+                                        (FP[:-1] + "g", "other characters"), ("ab-cd", "other characters")])
+def test_bad_fingerprints_say_what_is_wrong(bad, words):
+    with pytest.raises(ValueError, match=words):
+        normalize_fingerprint(bad)
+
+
+def test_the_simulated_certificate_is_what_gencert_makes(sim):
+    h = master(sim)
+    from cryptography import x509  # the test reads the certificate with another parser than the product's
+    cert = x509.load_pem_x509_certificate(sim.cert_pem(h.mac))
+    assert cert.public_key().key_size == 2048 and cert.subject == cert.issuer
+    assert cert.subject.rfc4514_string() == f"CN={h.name}"
+    alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert h.name in alt.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in alt.get_values_for_type(x509.IPAddress)}
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days >= 3650
+    assert fetch_certificate(sim.master_url(), 5).fingerprint == sim.master_fingerprint()
+    member = sim.world.pools["pool0"].hosts[1]
+    assert sim.fingerprint(member.mac) != sim.master_fingerprint()  # one certificate per host
+
+
+def test_no_trust_is_refused_with_the_fix_named(sim):
+    since = len(sim.world.call_log)
+    with pytest.raises(CertificateRefused) as err:
+        driver(sim.master_url()).hosts()
+    text = str(err.value)
+    assert "not trusted" in text and "self-signed" in text and "pools trust NAME --fingerprint" in text
+    assert not calls_to(sim, master(sim), since)  # the login never left the client
+
+
+def test_a_ca_file_verifies_the_chain_and_the_host_name(sim):
+    ca = sim.cert_pem(master(sim).mac).decode()
+    assert len(driver(sim.master_url(), ca_pem=ca).hosts()) == 2
+    by_name = sim.master_url().replace("127.0.0.1", "localhost")  # not in the certificate's SAN
+    with pytest.raises(CertificateRefused, match="not trusted"):
+        driver(by_name, ca_pem=ca).hosts()
+    other = sim.cert_pem(sim.world.pools["pool0"].hosts[1].mac).decode()  # another host's certificate
+    with pytest.raises(CertificateRefused, match="not trusted"):
+        driver(sim.master_url(), ca_pem=other).hosts()
+
+
+def test_a_pinned_fingerprint_is_checked_before_anything_is_sent(sim):
+    h = master(sim)
+    assert len(driver(sim.master_url(), fingerprint=sim.master_fingerprint()).hosts()) == 2
+    since = len(sim.world.call_log)
+    with pytest.raises(CertificateRefused) as err:
+        driver(sim.master_url(), fingerprint=FP).hosts()
+    text = str(err.value)
+    assert f"expected SHA-256 {colons(FP)}, got {colons(sim.master_fingerprint())}" in text
+    assert "nothing was sent" in text and "pools trust" in text
+    assert not calls_to(sim, h, since)
+
+
+def test_a_swapped_certificate_is_refused_on_the_next_connection(sim):
+    h = master(sim)
+    pinned = sim.master_fingerprint()
+    d = driver(sim.master_url(), fingerprint=pinned)
+    assert d.hosts()
+    endpoint = sim.endpoints[h.mac]
+    endpoint.set_up(False)
+    certs.replace(h, certs.make_cert(h.name, certs.addresses_of(h)))  # e.g. someone else now answers there
+    endpoint.set_up(True)
+    swapped = sim.master_fingerprint()
+    since = len(sim.world.call_log)
+    with pytest.raises(CertificateRefused) as err:
+        d.hosts()
+    assert colons(pinned) in str(err.value) and colons(swapped) in str(err.value)
+    assert not calls_to(sim, h, since)
+    with pytest.raises(CertificateRefused):  # a refused certificate is not "the master is not back yet"
+        d.probe_master()
+    assert driver(sim.master_url(), fingerprint=swapped).hosts()  # trusting the new one works

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from types import SimpleNamespace
 
 from pyghmi import exceptions as pyghmi_exceptions
 from pyghmi.ipmi import command as ipmi_command
@@ -24,6 +25,28 @@ ipmi_command.select_simplesession()
 # its waits use select.select(), which raises for a socket numbered 1024 or more (a busy `serve` holds that many):
 # the same waits over poll(2) (docs/power.md "Descriptors above 1023")
 pollselect.patch_module_select(ipmi_simplesession)
+
+_SHA1_LEN, _RAKP2_FIXED = 20, 40  # RAKP message 2: tag, status, reserved, ids, random, GUID (40 bytes), then the HMAC
+
+
+class _Session(ipmi_simplesession.Session):
+    """pyghmi's simple session, retrying with SHA-1 when a BMC ignores the SHA-256 proposal (docs/power.md "IPMI").
+    pyghmi's client proposes RAKP-HMAC-SHA256 first and takes the BMC's acceptance for granted (its TODO in
+    _got_rmcp_response); a BMC built on pyghmi's own server, virtualbmc, answers every proposal with cipher suite 3
+    (serversession.py create_open_session_response): the RAKP2 then carries a 20-byte SHA-1 HMAC and pyghmi dies
+    on struct.error in _got_rakp2. Such a RAKP2 restarts the open session with SHA-1, as pyghmi itself does when a
+    BMC refuses SHA-256 with a status code."""
+
+    def _got_rakp2(self, data):
+        if self.attemptedhash == 256 and len(data) == _RAKP2_FIXED + _SHA1_LEN and data[0] == self.rmcptag \
+                and data[1] == 0:
+            self.attemptedhash = 1
+            self._open_rmcpplus_request()
+            return None
+        return super()._got_rakp2(data)
+
+
+ipmi_command.session = SimpleNamespace(Session=_Session)  # what Command builds its sessions from
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -99,6 +122,8 @@ class IpmiBootControl:
                 outcome["command"] = ipmi_command.Command(bmc=self.host, userid=self._username,
                                                           password=self._password, port=self.port, keepalive=False)
             except (pyghmi_exceptions.IpmiException, OSError) as exc:
+                outcome["error"] = exc
+            except Exception as exc:  # noqa: BLE001 - a pyghmi crash on a BMC's odd answer, not "unreachable"
                 outcome["error"] = exc
 
         worker = threading.Thread(target=login, name=f"ipmi-login-{self.host}", daemon=True)

@@ -53,14 +53,16 @@ class _Sha1Session(pyghmi_serversession.ServerSession):
 class SimulatedIpmiBmc(pyghmi_bmc.Bmc):
     """pyghmi's BMC server answering for one target."""
 
-    def __init__(self, target: Any, username: str, password: str, port: int, address: str = "127.0.0.1"):
+    def __init__(self, target: Any, username: str, password: str, port: int, address: str = "127.0.0.1",
+                 like_virtualbmc: bool = False):
         super().__init__({username: password}, port=port, address=address)
         self.target = target
         self.address = f"{address}:{port}"
+        self.like_virtualbmc = like_virtualbmc  # pyghmi's server session as is: suite 3 whatever was proposed
 
     def sessionless_data(self, data, sockaddr) -> None:
         raw = bytearray(data)
-        if len(raw) >= 22 and raw[0] == 6 and raw[2:4] == b"\xff\x07" and raw[4] == 6 and raw[5] == 16:
+        if not self.like_virtualbmc and len(raw) >= 22 and raw[0] == 6 and raw[2:4] == b"\xff\x07" and raw[4] == 6 and raw[5] == 16:
             _Sha1Session(self.authdata, self.kg, sockaddr, self.serversocket, raw[16:], self.uuid, bmc=self)
             return
         super().sessionless_data(data, sockaddr)
@@ -149,12 +151,12 @@ class _TargetChannel:
             raise RuntimeError(value)
 
 
-def _bmc_process(conn: Any, username: str, password: str, port: int, address: str) -> None:
+def _bmc_process(conn: Any, username: str, password: str, port: int, address: str, like_virtualbmc: bool) -> None:
     """The BMC process: pyghmi's BMC server, with select over poll, answering until the parent goes away."""
     pollselect.patch_module_select(pyghmi_session)
     parent = os.getppid()
     try:
-        bmc = SimulatedIpmiBmc(_TargetChannel(conn), username, password, port, address)
+        bmc = SimulatedIpmiBmc(_TargetChannel(conn), username, password, port, address, like_virtualbmc)
     except OSError as exc:
         conn.send(("failed", f"{address}:{port}: {exc}"))
         return
@@ -177,11 +179,14 @@ class IpmiFront:
     """Serve `target` over IPMI on (address, port); start() then stop(). Like virtualbmc, each BMC is a process
     of its own: pyghmi keeps one packet loop and one handler table per process (session.py), so BMCs sharing a
     process share their stalls (docs/power.md "The simulator's BMC fronts"). The target stays here; a thread
-    answers the BMC process's calls (one thread per call, so a call the target takes long over delays no other)."""
+    answers the BMC process's calls (one thread per call, so a call the target takes long over delays no other).
+    like_virtualbmc: answer every open-session request with suite 3 as virtualbmc does (pyghmi's server session
+    unchanged), instead of refusing a SHA-256 proposal as a conformant suite-3-only BMC does."""
 
-    def __init__(self, target: Any, username: str, password: str, port: int, address: str = "127.0.0.1"):
+    def __init__(self, target: Any, username: str, password: str, port: int, address: str = "127.0.0.1",
+                 like_virtualbmc: bool = False):
         self.target, self.address = target, f"{address}:{port}"
-        self._args = (username, password, port, address)
+        self._args = (username, password, port, address, like_virtualbmc)
         self._conn: Any = None
         self._process: Any = None
         self._send_lock = threading.Lock()

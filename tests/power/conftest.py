@@ -117,8 +117,8 @@ def ipmi_bmc():
     """ipmi_bmc(machine) -> the address ("127.0.0.1:port") of a pyghmi BMC server in front of it."""
     fronts = []
 
-    def start(machine) -> str:
-        front = IpmiFront(machine, USER, PASSWORD, free_udp_port()).start()
+    def start(machine, like_virtualbmc: bool = False) -> str:
+        front = IpmiFront(machine, USER, PASSWORD, free_udp_port(), like_virtualbmc=like_virtualbmc).start()
         fronts.append(front)
         return front.address
 

@@ -31,6 +31,17 @@ def test_power_on_off_and_reset(ipmi_bmc, machine_type, creds):
     assert ("power_off", False) in machine.log and control.power_state() == "off"
 
 
+def test_a_bmc_that_answers_sha1_to_the_sha256_proposal(ipmi_bmc, machine_type, creds):
+    """virtualbmc (pyghmi's server session) answers every open-session request with suite 3: pyghmi's client,
+    which proposed SHA-256, died on the RAKP2's SHA-1 length; ours restarts the session with SHA-1."""
+    USER, PASSWORD = creds
+    machine = machine_type()
+    control = IpmiBootControl(ipmi_bmc(machine, like_virtualbmc=True), USER, PASSWORD, login_seconds=5)
+    assert control.power_state() == "off"
+    control.power_on()
+    assert control.power_state() == "on" and machine.boots == ["disk"]
+
+
 def test_one_time_network_boot_is_consumed_once(ipmi_bmc, machine_type, creds, clock):
     USER, PASSWORD = creds
     machine = machine_type(clock, on=True, down_seconds=3)

@@ -241,3 +241,20 @@ def test_the_pbd_plug_timeout_is_a_config_key(tmp_path):
     assert wiring.run_timeouts(load_config(environ={}, overrides={"data_dir": tmp_path})).pbd_plug == 300.0
     config = load_config(environ={"PROVISIONER_PBD_PLUG_TIMEOUT_S": "900"}, overrides={"data_dir": tmp_path})
     assert wiring.run_timeouts(config).pbd_plug == 900.0
+
+
+def test_a_pinned_vm_of_a_member_that_fails_in_a_mixed_pool_stays_halted_and_reported(lab):
+    """make_safe starts it again on its host, but XAPI refuses VM.start_on below the highest version during a
+    rolling upgrade (docs/prechecks.md "Pinned VMs and running backups", the limit): reported, not lost."""
+    pool = lab.world.pools[POOL]
+    vm = user_vm(lab, 1)
+    devices.pin_vm(pool, vm, devices.PCI)
+    lab.handler.inject(lab.mac(1), installer_fails=True)
+    run_id, final = run(lab, consent=("PINNED_VM",))
+    hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
+    assert hosts[f"{POOL}-host1"]["step"] == states.STEP_FAILED
+    assert final.state == states.RUN_DONE_WITH_FAILURES
+    assert len(calls(lab, "Async.VM.start_on", ref=vm)) == 1  # tried once, on its own host
+    assert pool.db.get("VM", vm)["power_state"] == "Halted"
+    warnings = [e["details"]["text"] for e in lab.store.events(run_id=run_id, kind="run.warning")]
+    assert f"VM {name(lab, vm)} not restored: ['NOT_SUPPORTED_DURING_UPGRADE']" in warnings

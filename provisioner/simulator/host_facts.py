@@ -77,6 +77,16 @@ def apply(pool, h: SimHost, found: dict) -> None:
         pool.db.update("host", h.ref, **rest)
 
 
+def installed(db, h: SimHost) -> None:
+    """A new version was installed (dbsync): its dom0 gets the memory getDom0DefaultMemory announced (the
+    installer sizes dom0 from the host's memory; docs/prechecks.md DOM0_MEMORY). Call with db.lock held."""
+    found = facts_of(h).dom0_memory_after_upgrade
+    dom0 = db.get("host", h.ref)["control_domain"]
+    if found is not None and dom0 != NULL_REF:
+        db.update("VM", dom0, memory_static_max=str(found), memory_target=str(found))
+        set_facts(h, dom0_memory_after_upgrade=None)  # now the memory it has
+
+
 def call(c: Call, h: SimHost, fn: str) -> str:
     """One of FUNCTIONS on host h (host_plugin.call_plugin dispatches here)."""
     if fn == "testSafe2Upgrade":

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from . import host_facts
 from . import states as st
 from .db import xapi_datetime
 from .errors import NoBootableSystem, XapiError
@@ -175,9 +176,12 @@ class HostPower:
             if nv:
                 sv, minor = st.software_version(nv, rec["software_version"].get("hostname", h.name))
                 fields.update(software_version=sv, API_version_minor=minor)
+                host_facts.installed(db, h)  # the new version's dom0 memory
             db.update("host", h.ref, **fields)
             db.update("host_metrics", rec["metrics"], live=True, last_updated=xapi_datetime(now))
         h.new_version = None
+        if nv:
+            self.update_memory(h.pool)
 
     def _startup_window(self, h: SimHost) -> None:
         """HOST_STILL_BOOTING until startup completes, then consider_enabling_host (xapi_host_helpers.ml:387-500)."""

@@ -292,9 +292,14 @@ def test_firmware_as_the_boot_server_saw_it(lab, tmp_path):
     """After a run whose hosts network-booted pxelinux (BIOS firmware), a XenServer 9 plan: registered as BIOS ->
     UEFI_ONLY; re-registered as UEFI -> FIRMWARE_MISMATCH (they still boot BIOS) and BOOT_PARTITION_NOT_ESP (their
     installs were made by an installer booted on BIOS)."""
+    pool = sim(lab)
+    host_facts.set_facts(pool.hosts[1], dom0_memory_after_upgrade=5 * GiB)  # fits: a warning only
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
     assert final.state == states.RUN_DONE, final.reason
+    dom0 = pool.db.get("VM", pool.db.get("host", pool.hosts[1].ref)["control_domain"])
+    assert dom0["memory_static_max"] == str(5 * GiB)  # the new version's dom0, as the plugin announced
+    assert host_facts.facts_of(pool.hosts[1]).dom0_memory_after_upgrade is None
     name = xs9_media(lab, tmp_path)
     assert not found(make_plan(lab.store, POOL, MEDIA, lab.driver), "FIRMWARE_MISMATCH")  # registered as seen
     plan = make_plan(lab.store, POOL, name, lab.driver)

@@ -15,14 +15,14 @@ twice"), so a REBOOT resumed after a crash runs `main` again unless the host is 
 from __future__ import annotations
 
 from provisioner import registry
-from provisioner.boot import urls
+from provisioner.boot import downloads, urls
 from provisioner.config import Config
 from provisioner.coordinator.context import Context, StepFailed, find, xapi_call
 from provisioner.store import RunHost, Store
 from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
 
 METHOD = "host-plugin"
-MAIN_EVENT = "host_plugin.main"
+MAIN_EVENT = downloads.PLUGIN_MAIN  # "host_plugin.main"
 """Recorded before `main` runs (commit then act): {url, address} (address: the host's XAPI address, None if unknown)."""
 PLAN_NOTE = ("host-plugin: the host writes its own answer file (an upgrade of its inventory's PRIMARY_DISK from the "
              "media URL) and boots the installer from its own bootloader; no network boot, no scripts of ours")
@@ -100,10 +100,42 @@ def _clock(ts: str) -> str:
 
 def observed(ctx: Context, rh: RunHost) -> str:
     """What the run has actually seen of a host-plugin host since its `main`: only XAPI (the plugin answered, the
-    host was rebooted and is not back) and our HTTP server's media downloads from its address; never a start
-    script or a report, which this mode does not have."""
+    host was rebooted and is not back) and our HTTP server's media downloads from its address (the
+    host_plugin.download events boot/downloads.py writes); never a start script or a report, which this mode
+    does not have."""
     mains = ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind=MAIN_EVENT)
     if not mains:
         return "host-plugin: prepare_host_upgrade.py main has not run for it"
-    return (f"host-plugin: prepare_host_upgrade.py main answered at {_clock(mains[-1]['ts'])} and it was rebooted; "
-            "it is not back in XAPI; no installer report comes in this mode")
+    return (f"host-plugin: prepare_host_upgrade.py main ran at {_clock(mains[-1]['ts'])} and it was rebooted; "
+            f"{fetched(ctx, rh, mains[-1]['id'])}; it is not back in XAPI; no installer report comes in this mode")
+
+
+def _phase(details: dict) -> str:
+    return "after its reboot" if details.get("phase") == downloads.INSTALLER else "during main"
+
+
+def fetched(ctx: Context, rh: RunHost, main: int) -> str:
+    """The host's downloads from our media URL since that `main`, in words."""
+    seen = [e for e in ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind=downloads.EVENT, since_id=main)
+            if e["details"].get("main") == main]
+    if not seen:
+        return "no download of our media from its address seen"
+    return "from our HTTP server it fetched " + ", ".join(
+        f"{e['details'].get('what')} at {_clock(e['ts'])} ({_phase(e['details'])})" for e in seen)
+
+
+_SAID: dict[tuple[str, str], int] = {}
+"""(run id, MAC) -> the last host_plugin.download event said as a progress line (by this process)."""
+
+
+def say_downloads(ctx: Context, rh: RunHost) -> None:
+    """While the run waits on a host-plugin host: one progress line per new download event of it (boot/downloads.py
+    writes one per kind of file per `main`: install.img, vmlinuz, xen.gz, repository)."""
+    key = (ctx.run_id, rh.mac)
+    new = ctx.store.events(mac=rh.mac, run_id=ctx.run_id, kind=downloads.EVENT, since_id=_SAID.get(key, 0))
+    for e in new:
+        d = e["details"]
+        ctx.say(f"{rh.name}: fetched {d.get('what')} ({d.get('path')}) from our HTTP server at {_clock(e['ts'])} "
+                f"{_phase(d)} (host-plugin, from {d.get('client')})")
+    if new:
+        _SAID[key] = new[-1]["id"]

@@ -54,6 +54,8 @@ def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[
     deadline = start + timeout
     while True:
         done, seen = probe()
+        if rh.attempt_id is None:  # host-plugin: its media downloads are what can be seen of it (hostplugin.py)
+            hostplugin.say_downloads(ctx, rh)
         if done:
             return
         now = ctx.clock.now()

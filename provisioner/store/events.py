@@ -209,6 +209,11 @@ class EventsMixin:
         rows = self._connect().execute(sql, args).fetchall()  # type: ignore[attr-defined]
         return [{**dict(row), "details": json.loads(row["details"])} for row in rows]
 
+    def last_event_id(self) -> int:
+        """The highest event id so far (0 for none): a reader scans only what came after it (boot/downloads.py)."""
+        row = self._connect().execute("SELECT MAX(id) FROM events").fetchone()  # type: ignore[attr-defined]
+        return int(row[0] or 0)
+
     def prune_events(self, *, max_age_days: int, max_rows: int, now: _dt.datetime | None = None) -> int:
         """Delete old noise (> max_age_days), old audit rows (> AUDIT_AGE_FACTOR x that), then the oldest rows,
         noise first, until at most max_rows remain; never rows of an active run / reinstall / live attempt.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from provisioner.boot import attempts
+from provisioner.boot import attempts, downloads
 from provisioner.config import Config, load_config
 from provisioner.store import Store
 from provisioner.web import access
@@ -20,9 +20,15 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
 
     from provisioner.web import api, api_upgrade, boot, files
 
+    watch = downloads.Downloads(store)
+
     def on_fetch(*, kind: str, name: str, path: str, client_ip, bytes: int) -> None:
-        if kind == "media":  # kernel / install.img fetches join their attempt's timeline
-            attempts.record_file_fetch(store, path=path, client_ip=client_ip, media=name, bytes=bytes)
+        if kind != "media":
+            return
+        # kernel / install.img fetches join their attempt's timeline; a host-plugin host has no attempt: its
+        # downloads are recorded per host and kind of file (boot/downloads.py)
+        if attempts.record_file_fetch(store, path=path, client_ip=client_ip, media=name, bytes=bytes) is None:
+            watch.record(path=path, client_ip=client_ip, media=name, bytes=bytes)
 
     access.set_on_fetch(app, on_fetch)
 

@@ -118,6 +118,9 @@ def _summary(kind: str, d: Mapping[str, Any]) -> str:
     if kind == "attempt.fetch":
         extra = f" ({d['file']})" if d.get("file") else ""
         return f"fetched {d.get('what', '?')}{extra}" + (f", {d['bytes']} bytes" if d.get("bytes") else "")
+    if kind == "host_plugin.download":  # boot/downloads.py: the first of its kind since prepare_host_upgrade main
+        when = "after its reboot" if d.get("phase") == "installer" else "during prepare_host_upgrade.py main"
+        return f"fetched {d.get('what', '?')} ({d.get('path', '')}) from our HTTP server {when} (host-plugin)"
     if kind == "xapi.call":
         return f"XAPI {d.get('method', '?')}: " + ("ok" if d.get("ok") else f"failed: {d.get('error', '')}")
     if kind.startswith("step."):

@@ -16,6 +16,7 @@ from helpers import FAST
 from labs import MEDIA, POOL, make_bmc_lab
 
 from provisioner import media, registry, states
+from provisioner.boot import downloads
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import installing, remedies, runner
 from provisioner.coordinator.report import run_report
@@ -40,10 +41,10 @@ def lab(tmp_path):
     found.stop()
 
 
-def _run(lab, media_name=MEDIA):
+def _run(lab, media_name=MEDIA, say=None):
     started = runner.start_run(lab.store, POOL, media_name, lab.driver)
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
-                          timeouts=FAST).run()
+                          timeouts=FAST, **({"say": say} if say else {})).run()
     return final, run_report(lab.store, started.id)
 
 
@@ -64,9 +65,27 @@ def test_host_plugin_upgrades_a_disk_first_pool(lab):
     found = coord_plan.make_plan(lab.store, POOL, MEDIA, lab.driver, config=lab.config)
     assert found.ok, found.problems
     assert all(h.boot_method == "host-plugin" and "writes its own answer file" in h.note for h in found.hosts)
-    final, report = _run(lab)
+    lines = []
+    final, report = _run(lab, say=lines.append)
     assert final.state == states.RUN_DONE, final.reason
     for mac in _macs(lab):
+        # our HTTP server saw its downloads: one event per kind of file since `main` (boot/downloads.py), and the
+        # run said each while it waited on the host
+        fetched = lab.store.events(mac=mac, run_id=report["id"], kind=downloads.EVENT)
+        kinds = [(e["details"]["phase"], e["details"]["what"]) for e in fetched]
+        # main's test_repo and downloads, then the installer booted from its entry reads .treeinfo
+        assert sorted(kinds) == [("installer", "repository"), ("main", "install.img"), ("main", "repository"),
+                                 ("main", "vmlinuz"), ("main", "xen.gz")], kinds
+        (main,) = lab.store.events(mac=mac, run_id=report["id"], kind=downloads.PLUGIN_MAIN)
+        assert all(e["details"]["main"] == main["id"] and e["id"] > main["id"] for e in fetched)
+        assert {e["details"]["client"] for e in fetched} == {main["details"]["address"]}
+        reboot = next(e["id"] for e in lab.store.events(mac=mac, run_id=report["id"], kind="xapi.call")
+                      if e["details"].get("method") == "host.reboot")
+        assert all((e["id"] > reboot) == (e["details"]["phase"] == "installer") for e in fetched)
+        name = next(h.name for h in lab.world.pools[POOL].hosts if h.mac == mac)
+        said = [ln for ln in lines if ln.startswith(f"{name}: fetched ") and "from our HTTP server" in ln]
+        assert len(said) == 5 and f"{name}: fetched repository (.treeinfo) from our HTTP server at " in said[-1], said
+        assert said[-1].split(" at ")[1].split(" ", 1)[1].startswith("after its reboot (host-plugin, from "), said
         machine = lab.handler.machine(mac)
         assert machine.installs() == 1, lab.handler.boots(mac)
         assert _config_fetches(lab, mac) == []  # never network-booted: nothing asked for our per-MAC config
@@ -157,7 +176,7 @@ def test_a_host_plugin_host_that_stays_down_is_reported_with_what_was_seen(lab):
                           say=say).run()
     assert final.state == states.RUN_ABORTED, final.reason
     assert len(notes) == 2 and all("installer started" not in n for n in notes), notes
-    assert notes[0].startswith(f"{name}: not back after 10 min (host-plugin: prepare_host_upgrade.py main answered "
+    assert notes[0].startswith(f"{name}: not back after 10 min (host-plugin: prepare_host_upgrade.py main ran "
                                "at "), notes
     (event, *_) = lab.store.events(run_id=started.id, kind=installing.STILL_INSTALLING, mac=member)
     assert event["details"]["attempt"] is None and "is not back in XAPI" in event["details"]["seen"]

@@ -188,7 +188,7 @@ def test_tools_cds_are_ejected_before_the_host_is_evacuated(lab):
 def test_a_slow_pbd_plug_after_the_upgrade_succeeds(lab):
     pool = lab.world.pools[POOL]
     shared = pool.db.find("SR", name_label="NFS storage")[0]
-    devices.slow_plug(lab.world, shared, 2400.0)  # 40 sim minutes: 4 s real at x600
+    devices.slow_plug(lab.world, shared, 3600.0)  # an hour on the sim clock: 6 s real at x600, over 1 s and 5 s
     lab.world.keep_pbds_unplugged(lab.mac(2))
     short = lab.driver.timeout
     lab.driver.timeout = 1.0  # a sync PBD.plug would hit this socket timeout and say "not plugged"

@@ -1,6 +1,7 @@
 """Redfish boot control through sushy (the only sushy importer; docs/power.md "Redfish").
 
-The service root URL (https://bmc or http://bmc:8000) with session-or-basic authentication; the system found by
+The service root URL (https://bmc or http://bmc:8000) with session authentication when the service root links a
+Sessions collection, else basic authentication from the start (_AuthByServiceRoot); the system found by
 its Id or by the host's MAC among its EthernetInterfaces; power through ComputerSystem.Reset (On, ForceOff,
 GracefulShutdown, ForceRestart); the one-time boot override BootSourceOverrideTarget=Pxe (UefiHttp when asked for
 and advertised), BootSourceOverrideEnabled=Once, BootSourceOverrideMode=UEFI or Legacy. `verify` is True, False
@@ -10,6 +11,7 @@ and advertised), BootSourceOverrideEnabled=Once, BootSourceOverrideMode=UEFI or 
 from __future__ import annotations
 
 import sushy
+import sushy.auth
 from sushy import exceptions as sushy_exceptions
 
 from .base import PowerError, PowerState
@@ -31,6 +33,24 @@ def _problem(exc: Exception) -> str:
     if isinstance(exc, sushy_exceptions.HTTPError):
         return f"the Redfish service answered HTTP {getattr(exc, 'status_code', '?')}"
     return f"Redfish error ({type(exc).__name__})"
+
+
+class _AuthByServiceRoot(sushy.auth.SessionOrBasicAuth):
+    """sushy's SessionOrBasicAuth, except that a service root without `Links/Sessions` (DSP0266's way to find the
+    session service, what sushy's get_sessions_path reads) gets basic authentication at once. sushy would first POST
+    to a guessed SessionService/Sessions, log a WARNING ("Could not discover the Session service path"), an ERROR
+    from its connector ("Authentication to the session service failed") and another WARNING, then fall back to
+    basic: three alarming lines per connection for a BMC that simply has no sessions (the sushy-tools emulator,
+    docs/power.md "Redfish"). The service root is read before authentication (sushy/main.py Sushy.__init__), so
+    its links are known here."""
+
+    def _do_authenticate(self):
+        root = self._root_resource.json if self._root_resource is not None else None
+        links = (root or {}).get("Links") or {}
+        if not isinstance(links, dict) or not (links.get("Sessions") or {}).get("@odata.id"):
+            self._fallback_to_basic_authentication()
+            return
+        super()._do_authenticate()
 
 
 def _mac(text: str) -> str:
@@ -64,7 +84,7 @@ class RedfishBootControl:
     def _connect(self):
         if self._system is None:
             self._root = self._call("connecting", lambda: sushy.Sushy(
-                self.address, username=self._username, password=self._password, verify=self._verify,
+                self.address, auth=_AuthByServiceRoot(self._username, self._password), verify=self._verify,
                 server_side_retries=0, connect_timeout=self._timeout, read_timeout=self._timeout))
             self._system = self._call("finding the system", self._find_system)
         return self._system

@@ -4,6 +4,7 @@ external notifier applies power and boot changes to the machine, the machine's o
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -102,3 +103,20 @@ def test_an_override_the_bmc_does_not_keep_is_an_error(redfish_bmc, machine_type
         network_boot_cycle(control, uefi=True, times=FAST)
     assert control.name in str(caught.value) and "did not keep the one-time network boot" in str(caught.value)
     assert machine.boots == []
+
+
+def test_a_service_root_without_sessions_gets_basic_auth_and_nothing_alarming_logged(redfish_bmc, machine_type,
+                                                                                      creds, caplog):
+    """The emulator's service root links no Sessions: basic authentication at once, no session POST, and none of
+    sushy's WARNING/ERROR lines about a failed session service (power/redfish.py _AuthByServiceRoot)."""
+    caplog.set_level(logging.DEBUG, logger="sushy")
+    machine = machine_type()
+    url, system_id = redfish_bmc(machine, MAC)
+    control = RedfishBootControl(url, *creds, system_id=system_id)
+    assert control.power_state() == "off" and control.supports_network_override()
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records
+            if r.name.startswith("sushy") and r.levelno >= logging.WARNING] == []
+    assert "basic authentication" in caplog.text.lower()  # sushy's debug line: it set basic auth
+    wrong = RedfishBootControl(url, creds[0], "not-the-password", system_id=system_id)
+    with pytest.raises(PowerError, match="wrong username or password"):
+        wrong.power_state()

@@ -20,11 +20,7 @@ import pytest
 import bmc_lab
 import e2e_lab
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
-    not os.environ.get("PROVISIONER_E2E_BMC"),
-    reason="work in progress (set PROVISIONER_E2E_BMC=1): the UEFI/Redfish test passes; the BIOS/vbmc one fails at "
-           "`provisioner bmc check`: pyghmi's client proposes SHA-256, vbmc's pyghmi server answers SHA-1 and the "
-           "client dies on the RAKP2 length (struct.error)")]
+pytestmark = pytest.mark.e2e
 
 UEFI_MAC = "52:54:00:e2:b0:01"
 BIOS_MAC = "52:54:00:e2:b0:02"
@@ -40,10 +36,10 @@ def bmc(lab):
         pytest.fail(f"PROVISIONER_E2E_REQUIRED is set (make e2e, CI) but {why}")
     if why:
         pytest.skip(why)
-    bmc_lab.ensure_libvirtd()
-    bmc_lab.network_up()
+    started = bmc_lab.ensure_libvirtd()
     dnsmasq = None
     try:
+        bmc_lab.network_up()
         dnsmasq = bmc_lab.start_dnsmasq(lab.workdir)
         (lab.workdir / "bmc.password").write_text(PASSWORD + "\n")
         yield lab
@@ -51,6 +47,7 @@ def bmc(lab):
         if dnsmasq is not None:
             dnsmasq.stop()
         bmc_lab.network_down()
+        bmc_lab.stop_daemons(started)
 
 
 def _events(lab, since, mac):

@@ -52,7 +52,8 @@ def virsh(*args: str, check: bool = True) -> str:
 
 def missing() -> str | None:
     """Why the BMC lab cannot run here, or None."""
-    tools = [t for t in ("virsh", "libvirtd", "virtlogd", "mformat", "mcopy", "grub-mkimage") if not shutil.which(t)]
+    tools = [t for t in ("virsh", "libvirtd", "virtlogd", "mformat", "mcopy", "grub-mkimage", "ipmitool")
+             if not shutil.which(t)]
     bins = [str(VENV / "bin" / b) for b in ("sushy-emulator", "vbmc", "vbmcd") if not (VENV / "bin" / b).exists()]
     if tools or bins:
         return f"BMC e2e lab missing {', '.join(tools + bins)}: run `make e2e-deps e2e-bmc-venv`"
@@ -76,22 +77,40 @@ def _users_and_kvm() -> None:
         os.chmod("/dev/kvm", 0o660)
 
 
-def ensure_libvirtd() -> None:
-    """Start virtlogd and libvirtd when `virsh version` does not answer. No systemd here: create what the package
-    scripts would (docs/lab.md "BMC boots over libvirt")."""
+def ensure_libvirtd() -> list[str]:
+    """Start virtlogd and libvirtd when `virsh version` does not answer (no systemd here: docs/lab.md "BMC boots
+    over libvirt"); the names of the daemons started, for stop_daemons."""
     _users_and_kvm()
     if run("virsh", "-c", URI, "version", check=False).returncode == 0:
-        return
+        return []
     for d in ("/var/log/libvirt", "/var/run/libvirt", "/var/lib/libvirt/images"):
         os.makedirs(d, exist_ok=True)
-    if run("pgrep", "-x", "virtlogd", check=False).returncode:
-        run("virtlogd", "-d")
-    if run("pgrep", "-x", "libvirtd", check=False).returncode:
-        run("libvirtd", "-d")
+    started = []
+    for daemon in ("virtlogd", "libvirtd"):
+        if run("pgrep", "-x", daemon, check=False).returncode:
+            run(daemon, "-d")
+            started.append(daemon)
     deadline = time.time() + 30
     while run("virsh", "-c", URI, "version", check=False).returncode:
         assert time.time() < deadline, "libvirtd did not answer `virsh version` within 30 s"
         time.sleep(0.5)
+    return started
+
+
+def stop_daemons(started: list[str]) -> None:
+    """SIGTERM the daemons ensure_libvirtd started, by the pid in their pid file, and wait for them to go."""
+    for daemon in reversed(started):
+        pidfile = Path(f"/var/run/{daemon}.pid")
+        if not pidfile.exists():
+            continue
+        pid = int(pidfile.read_text().split()[0])
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            continue
+        deadline = time.time() + 20
+        while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+            time.sleep(0.2)
 
 
 # --- network ---
@@ -367,16 +386,13 @@ def redfish_disk_first(url: str, system: str, username: str, password: str) -> d
         return json.loads(r.read())["Boot"]
 
 
-def ipmi_disk_first(address: str, username: str, password: str) -> dict:
-    """`chassis bootdev disk persistent` through vbmc (pyghmi's client, run by the e2e venv's python so this module
-    imports no IPMI library): vbmc rewrites <os><boot dev='hd'/>. vbmc applies every boot device as persistent
-    (virtualbmc/vbmc.py set_boot_device ignores the persist bit), so after the product's one-time PXE it stays
-    network-only; a real BMC clears the one-time flag on the next boot (IPMI v2.0 28.12, docs/lab.md)."""
-    import json
+def ipmi_disk_first(address: str, username: str, password: str) -> str:
+    """`ipmitool chassis bootdev disk options=persistent` through vbmc, which rewrites <os><boot dev='hd'/>. vbmc
+    applies every boot device as persistent (virtualbmc/vbmc.py set_boot_device ignores the persist bit), so after
+    the product's one-time PXE the domain stays network-only; a real BMC clears the one-time flag on the next boot
+    (IPMI v2.0 Set System Boot Options, boot flags; docs/lab.md). `-C 3`: vbmc's pyghmi server speaks cipher
+    suite 3 only and ipmitool 1.8.19 proposes 17 by default. Returns `chassis bootparam get 5` read back."""
     host, port = address.rsplit(":", 1)
-    code = ("import json, sys; from pyghmi.ipmi import command\n"
-            "c = command.Command(bmc=sys.argv[1], port=int(sys.argv[2]), userid=sys.argv[3], password=sys.argv[4])\n"
-            "c.set_bootdev('hd', persist=True)\n"
-            "print(json.dumps(c.get_bootdev()))\n")
-    r = run(str(VENV / "bin" / "python"), "-c", code, host, port, username, password)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    base = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", host, "-p", port, "-U", username, "-P", password]
+    run(*base, "chassis", "bootdev", "disk", "options=persistent")
+    return " ".join(run(*base, "chassis", "bootparam", "get", "5").stdout.split())

@@ -258,3 +258,22 @@ def test_a_pinned_vm_of_a_member_that_fails_in_a_mixed_pool_stays_halted_and_rep
     assert pool.db.get("VM", vm)["power_state"] == "Halted"
     warnings = [e["details"]["text"] for e in lab.store.events(run_id=run_id, kind="run.warning")]
     assert f"VM {name(lab, vm)} not restored: ['NOT_SUPPORTED_DURING_UPGRADE']" in warnings
+
+
+@pytest.mark.parametrize("crash_at", [states.STEP_EVACUATE, states.STEP_ARM, states.STEP_RESTORE, states.STEP_DONE])
+def test_pinned_vms_resume_after_a_crash_stopped_once_and_started_once(lab, crash_at):
+    """kill -9 at a step boundary of the pinned VM's host, then resume: the journal (vm.stop / vm.stopped /
+    vm.restored) makes the shutdown and the start happen exactly once, on the same host."""
+    from helpers import crash_once
+    pool = lab.world.pools[POOL]
+    vm, host = user_vm(lab, 1), pool.hosts[1].ref
+    devices.pin_vm(pool, vm, devices.PCI)
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, consent=("PINNED_VM",))
+    assert crash_once(lambda on_commit: runner.Runner(lab.store, lab.config, started.id, lab.driver,
+                                                      clock=lab.world.clock, timeouts=FAST, on_commit=on_commit),
+                      lambda rh: rh.mac == lab.mac(1) and rh.step == crash_at) == crash_at
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST).run()
+    assert final.state == states.RUN_DONE, final.reason
+    assert len(calls(lab, "Async.VM.clean_shutdown", ref=vm)) == 1
+    assert len(calls(lab, "Async.VM.start_on", ref=vm)) == 1
+    assert pool.db.get("VM", vm)["resident_on"] == host and pool.db.get("VM", vm)["power_state"] == "Running"

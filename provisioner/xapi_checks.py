@@ -36,10 +36,11 @@ class CheckCalls:
     pbd_plug_timeout = PBD_PLUG_TIMEOUT
 
     def running_tasks(self) -> list[TaskInfo]:
-        """Every task still pending (task.get_all_records: XAPI keeps each client's tasks until it destroys them)."""
+        """Every task still running: pending, or cancelling (it has not stopped yet); task.get_all_records: XAPI
+        keeps each client's tasks until it destroys them."""
         found = []
         for ref, rec in self.call("task.get_all_records").items():
-            if rec.get("status") != "pending":
+            if rec.get("status") not in ("pending", "cancelling"):
                 continue
             found.append(TaskInfo(ref, str(rec.get("name_label", "")), str(rec.get("name_description", "")),
                                   float(rec.get("progress") or 0.0), str(rec.get("created", ""))))

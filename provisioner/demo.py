@@ -2,12 +2,14 @@
 
 A throw-away data dir, a synthetic XenServer 8.4 media tree, the real `serve` runtime (TFTP + HTTP on
 127.0.0.1 high ports), and the XAPI simulator: a pool of N hosts at 8.2.1 with VMs, one XML-RPC endpoint per
-host. The pool mixes machines (docs/simulator.md "Firmware boot order"): the master and every third host after
-it are network-first (a PXE-first site, boot method network-first); the others boot their disk first and sit
-behind a simulated BMC, Redfish (the sushy-tools emulator) or IPMI (pyghmi's BMC), registered with that boot
-method, so the coordinator network-boots them once through the BMC (docs/power.md). The hosts are registered
-from XAPI (management PIF MACs), planned (prechecks) and upgraded by the coordinator, master first; the demo then
-checks each host itself: version and build in XAPI, attempt succeeded, one answer file.
+host. The pool mixes machines (docs/simulator.md "Firmware boot order"), host i as PROFILES[i % 4]: the master is
+network-first (a PXE-first site, boot method network-first); the next three boot their disk first and sit behind
+a simulated BMC, registered with that boot method, so the coordinator network-boots them once through the BMC
+(docs/power.md): a BIOS host behind Redfish (the sushy-tools emulator), a BIOS host behind IPMI (pyghmi's BMC) and
+a UEFI host behind Redfish, whose BootOrder the installer rewrites (its entry first, docs/firmware.md) and whose
+one-time UEFI Pxe override the run sets; the demo shows that host's BootOrder before and after. The hosts are
+registered from XAPI (management PIF MACs), planned (prechecks) and upgraded by the coordinator, master first; the
+demo then checks each host itself: version and build in XAPI, attempt succeeded, one answer file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from provisioner.config import Config, load_config
 from provisioner.runtime import Runtime
 from provisioner.simulator.bmc_ipmi import IpmiFront
 from provisioner.simulator.bmc_redfish import RedfishFront
+from provisioner.simulator.boots import EV_FIRMWARE
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
 from provisioner.simulator.machine import make_boot_handler
@@ -38,7 +41,9 @@ DEMO_POOL = "demo-pool"
 DEMO_MEDIA = "xs-8.4-demo"
 SOURCE_VERSION, TARGET_VERSION, TARGET_BUILD = "8.2.1", "8.4.0", "demo-84"
 NETWORK_FIRST = "network-first"
-METHODS = (NETWORK_FIRST, "redfish", "ipmi")  # host i gets METHODS[i % 3]: the master is network-first
+BIOS, UEFI = "bios", "uefi"
+PROFILES = ((NETWORK_FIRST, BIOS), ("redfish", BIOS), ("ipmi", BIOS), ("redfish", UEFI))
+"""(boot method, firmware) of host i: PROFILES[i % 4]; the master is network-first."""
 BMC_USER, BMC_PASSWORD = "admin", "bmc-7r4k-Secret"  # the simulated BMCs' (never printed)
 
 
@@ -57,6 +62,7 @@ class HostResult:
     answer_files: int = 0
     verified: bool = False
     boot_method: str = NETWORK_FIRST
+    firmware: str = BIOS
 
 
 def synthetic_media_tree(root: Path, version: str = TARGET_VERSION, build: str = TARGET_BUILD) -> Path:
@@ -91,15 +97,38 @@ def demo_config(workdir: Path) -> Config:
 
 
 def boot_methods(macs: list[str]) -> dict[str, str]:
-    """MAC -> the demo host's boot method (METHODS in turn, the master first)."""
-    return {mac: METHODS[i % len(METHODS)] for i, mac in enumerate(macs)}
+    """MAC -> the demo host's boot method (PROFILES in turn, the master first)."""
+    return {mac: PROFILES[i % len(PROFILES)][0] for i, mac in enumerate(macs)}
+
+
+def firmwares(macs: list[str]) -> dict[str, str]:
+    """MAC -> the demo host's firmware mode (PROFILES in turn)."""
+    return {mac: PROFILES[i % len(PROFILES)][1] for i, mac in enumerate(macs)}
+
+
+def _boot_order(method: str, firmware: str) -> str:
+    """The simulator's boot state (bootorder.SPECS): a PXE-first site, else the disk first."""
+    return f"{firmware}-{'network' if method == NETWORK_FIRST else 'disk'}-first"
+
+
+def _uefi_order(machine) -> str:
+    """A UEFI machine's boot state in a line: BootOrder, BootNext, a pending BMC override."""
+    view = machine.bootorder.describe()
+    text = "BootOrder " + ", ".join(view.get("order", []))
+    if view.get("boot_next") is not None:
+        text += f", BootNext {view['boot_next']:04X}"
+    override = view.get("override")
+    if override is None:
+        return text + "; no BMC override pending"
+    return text + f"; BMC override {override['device']} ({'once' if override['once'] else 'continuous'})"
 
 
 def _free_udp_port() -> int:
     return _free_port(socket.SOCK_DGRAM)
 
 
-def start_bmcs(world, store: Store, methods: dict[str, str], state_dir: Path) -> list:
+def start_bmcs(world, store: Store, methods: dict[str, str], state_dir: Path,
+               firmware: dict[str, str] | None = None) -> list:
     """A BMC front for each redfish/ipmi host, registered with its credentials and boot method; the fronts
     started (stop each at the end)."""
     fronts: list = []
@@ -113,7 +142,8 @@ def start_bmcs(world, store: Store, methods: dict[str, str], state_dir: Path) ->
                                  password=BMC_PASSWORD)
         if redfish:
             front = RedfishFront(BMC_USER, BMC_PASSWORD, state_dir=state_dir)
-            ids = {mac: front.add(world.bmc(mac), mac, boot_mode="Legacy") for mac in redfish}
+            ids = {mac: front.add(world.bmc(mac), mac, boot_mode="UEFI" if (firmware or {}).get(mac) == UEFI
+                                  else "Legacy") for mac in redfish}
             fronts.append(front.start())
             for mac, system_id in ids.items():
                 registry.set_bmc(store, mac, kind="redfish", address=front.url, username=BMC_USER,
@@ -159,11 +189,21 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
     say(f"provisioner serving TFTP on udp 127.0.0.1:{config.tftp_port} and HTTP on {runtime.http.url}")
     world = new_world(Clock(speed))
     build_pool(world, DEMO_POOL, hosts=hosts, version=SOURCE_VERSION, vms_per_host=2)
-    methods = boot_methods([h.mac for h in world.pools[DEMO_POOL].hosts])
-    # network-first hosts: a PXE-first site; the others boot their disk unless their BMC overrides it once
+    macs = [h.mac for h in world.pools[DEMO_POOL].hosts]
+    methods, firmware = boot_methods(macs), firmwares(macs)
+    # network-first hosts: a PXE-first site; the others boot their disk unless their BMC overrides it once; a
+    # UEFI machine's network boot loads GRUB (what DHCP hands client-arch 7, docs/lab.md), the others pxelinux
+    names = {h.mac.lower(): h.name for h in world.pools[DEMO_POOL].hosts if firmware[h.mac] == UEFI}
+
+    def firmware_pass(kind: str, mac: str, details: dict) -> None:  # what a UEFI host's firmware tries, each boot
+        if kind == EV_FIRMWARE and mac.lower() in names:
+            say(f"  {names[mac.lower()]} (UEFI firmware) power cycle {details['cycle']}, boot {details['boot']}: "
+                f"tries {' -> '.join(details['devices'])}")
+
     handler = make_boot_handler(runtime.tftp.address, clock=world.clock, http_base=runtime.http.url,
-                                boot_orders={mac: "bios-network-first" if m == NETWORK_FIRST else "bios-disk-first"
-                                             for mac, m in methods.items()})
+                                boot_orders={mac: _boot_order(m, firmware[mac]) for mac, m in methods.items()},
+                                loaders={mac: "grub" for mac in macs if firmware[mac] == UEFI},
+                                on_event=firmware_pass)
     world.boot_handler = handler
     sim = serve_world(world)
     pin = sim.master_fingerprint()  # the demo made the pool: it knows its certificate (docs/xapi.md "TLS")
@@ -178,12 +218,16 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
         for h in driver.hosts():
             # XAPI has no field for PRIMARY_DISK (docs/installer.md "The boot disk is not in XAPI"): the demo registers
             # a lab by-id path
-            registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}"})
+            registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-sim-{h.uuid[:8]}",
+                                                "firmware": firmware.get(h.mac, BIOS)})
         say(f"registered {len(found.added)} hosts from XAPI by their management PIF MACs")
-        fronts = start_bmcs(world, store, methods, workdir / "redfish")
+        fronts = start_bmcs(world, store, methods, workdir / "redfish", firmware)
+        uefi = sorted((h.name, h.mac) for h in store.list_hosts(pool=DEMO_POOL) if firmware.get(h.mac) == UEFI)
         for name, mac in sorted((h.name, h.mac) for h in store.list_hosts(pool=DEMO_POOL)):
             order = "network first" if methods[mac] == NETWORK_FIRST else f"disk first, {methods[mac]} BMC"
-            say(f"  {name} {mac}: boot method {methods[mac]} ({order})")
+            say(f"  {name} {mac}: boot method {methods[mac]} ({firmware[mac].upper()}, {order})")
+        for name, mac in uefi:
+            say(f"  {name} (UEFI) before: {_uefi_order(handler.machine(mac))}")
         plan = make_plan(store, DEMO_POOL, DEMO_MEDIA, driver)
         say(output.plan(plan))
         run = start_run(store, DEMO_POOL, DEMO_MEDIA, driver)
@@ -192,9 +236,12 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
             f"  [{(world.clock.now() - started) / 60:6.1f} sim min] {line}")).run()
         run_report = report(store, done.id)
         say(output.run_report(run_report))
+        for name, mac in uefi:  # the installer put its entry first; the one-time override was used up
+            say(f"  {name} (UEFI) after: {_uefi_order(handler.machine(mac))}")
         results = _verify(store, driver, run_report)
         for result in results:
             result.boot_method = methods.get(result.mac, NETWORK_FIRST)
+            result.firmware = firmware.get(result.mac, BIOS)
         loops = [mac for mac, m in handler.machines.items() if m.installs() > 1]
         if loops:
             raise DemoFailure(f"reinstall loop on {', '.join(loops)}")

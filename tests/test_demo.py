@@ -13,16 +13,17 @@ from provisioner.store import Store
 
 def test_run_demo_upgrades_every_host_once_master_first(tmp_path):
     lines = []
-    results = demo.run_demo(tmp_path, hosts=3, speed=600, say=lines.append)
-    assert [r.role for r in results] == ["master", "member", "member"]
-    # a mixed pool: the master network-first (PXE-first site), the members disk first behind a BMC
-    assert [r.boot_method for r in results] == ["network-first", "redfish", "ipmi"]
+    results = demo.run_demo(tmp_path, hosts=4, speed=600, say=lines.append)
+    assert [r.role for r in results] == ["master", "member", "member", "member"]
+    # a mixed pool: the master network-first (PXE-first site), the members disk first behind a BMC, one UEFI
+    assert [(r.boot_method, r.firmware) for r in results] == [("network-first", "bios"), ("redfish", "bios"),
+                                                              ("ipmi", "bios"), ("redfish", "uefi")]
     for r in results:
         assert (r.before, r.after, r.attempt, r.answer_files, r.verified) == (
             demo.SOURCE_VERSION, demo.TARGET_VERSION, states.SUCCEEDED, 1, True)
     store = Store(tmp_path / "data" / "provisioner.db")
     hosts = {h.mac: h for h in store.list_hosts(pool=demo.DEMO_POOL)}
-    assert len(hosts) == 3  # registered from XAPI
+    assert len(hosts) == 4  # registered from XAPI
     for r in results:
         fetched = [e["details"]["what"] for e in store.events(mac=r.mac, kind="attempt.fetch")]
         assert fetched.count("answerfile") == 1
@@ -33,6 +34,16 @@ def test_run_demo_upgrades_every_host_once_master_first(tmp_path):
             assert hosts[r.mac].bmc_kind == r.boot_method
     assert any("boot method redfish" in line for line in lines) and any("ipmi" in line for line in lines)
     assert any("sim min]" in line for line in lines)  # progress shown while waiting
+    # the UEFI host: disk first before; after, the installer's entry first and the one-time override used up
+    uefi = results[3]
+    assert hosts[uefi.mac].firmware == "uefi"
+    (before,) = [line for line in lines if line.startswith(f"  {uefi.name} (UEFI) before: BootOrder ")]
+    (after,) = [line for line in lines if line.startswith(f"  {uefi.name} (UEFI) after: BootOrder ")]
+    assert "(disk)" in before.split(",")[0] and before.endswith("no BMC override pending"), before
+    assert after.split("BootOrder ")[1].startswith("Boot") and "XenServer (disk)" in after.split(",")[0], after
+    assert after.endswith("no BMC override pending"), after
+    fetched = [e["details"]["what"] for e in store.events(mac=uefi.mac, kind="attempt.fetch")]
+    assert "config" in fetched  # it network-booted (GRUB asked for its per-MAC config)
     # the BMC fronts are stopped: no IPMI process left, the Redfish emulator does not answer
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("sim-ipmi-")]
     redfish = next(h for h in hosts.values() if h.bmc_kind == "redfish")

@@ -88,8 +88,8 @@ def demo_cmd(hosts: int, speed: float, workdir: str | None) -> None:
     except demo.DemoFailure as exc:
         raise click.ClickException(f"demo failed: {exc}") from None
     click.echo(output.table(
-        ("host", "role", "mac", "boot method", "before", "after", "attempt", "answer files", "verified"),
-        ((r.name, r.role, r.mac, r.boot_method, r.before, r.after, r.attempt, r.answer_files,
+        ("host", "role", "mac", "boot method", "firmware", "before", "after", "attempt", "answer files", "verified"),
+        ((r.name, r.role, r.mac, r.boot_method, r.firmware.upper(), r.before, r.after, r.attempt, r.answer_files,
           "yes" if r.verified else "NO")
          for r in results)))
     click.echo(f"every host verified at {demo.TARGET_VERSION}, master first, one installer run each")

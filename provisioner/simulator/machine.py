@@ -345,12 +345,16 @@ class BootHandler:
         self.boot_orders = {canonical_mac(k): BootOrder.from_spec(v)
                             for k, v in (settings.pop("boot_orders", None) or {}).items()}
         self.boot_order = settings.pop("boot_order", None)  # None: DEFAULT_BOOT_ORDER (Machine)
+        # MAC -> its loader where not `loader`: DHCP hands one per client-arch (docs/lab.md: 7 gets grubx64.efi)
+        self.loaders = {canonical_mac(k): v for k, v in (settings.pop("loaders", None) or {}).items()}
         self.settings = settings
         self.stop_event = threading.Event()
         self.machines: dict[str, Machine] = {}
         self._lock = threading.Lock()
         # check the settings now, not on a sim thread
         Machine("00:00:00:00:00:00", tftp_addr, boot_order=self.boot_order, **settings)
+        for loader in set(self.loaders.values()):
+            Machine("00:00:00:00:00:00", tftp_addr, boot_order=self.boot_order, **{**settings, "loader": loader})
 
     def machine(self, mac: str) -> Machine:
         canonical = canonical_mac(mac)
@@ -359,7 +363,8 @@ class BootHandler:
                 self.machines[canonical] = Machine(canonical, self.tftp_addr, failures=self.failures,
                                                    firmware=self.firmware.get(canonical), stop_event=self.stop_event,
                                                    boot_order=self.boot_orders.get(canonical, self.boot_order),
-                                                   **self.settings)
+                                                   **{**self.settings, **({"loader": self.loaders[canonical]}
+                                                                          if canonical in self.loaders else {})})
             return self.machines[canonical]
 
     def __call__(self, mac: str) -> dict | None:
@@ -391,10 +396,13 @@ def make_boot_handler(tftp_addr: tuple[str, int], *, clock: Any = None, install_
                       failures: Mapping[str, Any] | None = None, max_boots: int = 5,
                       external_command: str | list[str] | None = None, on_event: OnEvent | None = None,
                       firmware: Mapping[str, str] | None = None, boot_order: str | BootOrder | None = None,
-                      boot_orders: Mapping[str, str | BootOrder] | None = None) -> BootHandler:
+                      boot_orders: Mapping[str, str | BootOrder] | None = None,
+                      loaders: Mapping[str, str] | None = None) -> BootHandler:
     """The boot hook for the XAPI simulator (see BootHandler). `firmware` maps MAC -> "bios"|"uefi" (what iPXE
     reports as ${platform}); `failures` holds global FAILURES keys and/or {mac: {failure: value}}; `boot_order`
-    (None: DEFAULT_BOOT_ORDER, BIOS disk first) and `boot_orders` (per MAC) give the firmware boot states (bootorder.py)."""
+    (None: DEFAULT_BOOT_ORDER, BIOS disk first) and `boot_orders` (per MAC) give the firmware boot states
+    (bootorder.py); `loaders` (per MAC) the loader of a machine that does not use `loader` (a UEFI one's GRUB)."""
     return BootHandler(tftp_addr, clock=clock, install_seconds=install_seconds, loader=loader, http_base=http_base,
                        failures=failures, max_boots=max_boots, external_command=external_command,
-                       on_event=on_event, firmware=firmware, boot_order=boot_order, boot_orders=boot_orders)
+                       on_event=on_event, firmware=firmware, boot_order=boot_order, boot_orders=boot_orders,
+                       loaders=loaders)

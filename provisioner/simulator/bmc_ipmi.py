@@ -62,7 +62,8 @@ class SimulatedIpmiBmc(pyghmi_bmc.Bmc):
 
     def sessionless_data(self, data, sockaddr) -> None:
         raw = bytearray(data)
-        if not self.like_virtualbmc and len(raw) >= 22 and raw[0] == 6 and raw[2:4] == b"\xff\x07" and raw[4] == 6 and raw[5] == 16:
+        open_session = len(raw) >= 22 and raw[0] == 6 and raw[2:4] == b"\xff\x07" and raw[4] == 6 and raw[5] == 16
+        if open_session and not self.like_virtualbmc:
             _Sha1Session(self.authdata, self.kg, sockaddr, self.serversocket, raw[16:], self.uuid, bmc=self)
             return
         super().sessionless_data(data, sockaddr)

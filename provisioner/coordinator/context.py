@@ -47,6 +47,9 @@ class Timeouts:
     finalize: float = 600.0   # rolling_upgrade_in_progress goes within one DB-GC pass (30 s) once versions match
     off: float = 60.0         # --power-cycle: XAPI says "not live" as a shutdown starts; the machine is off later
     boot: float = 600.0       # --power-cycle: host.power_on -> its first boot-config fetch (else power on again)
+    members: float = 600.0    # before each host, every member answers a forwarded call; CANNOT_CONTACT_HOST /
+                              # HOST_OFFLINE at CHECK/DISABLE retried this long (members.py: backoff up to 256 s)
+    host_up: float = 1200.0   # the installer reported -> the host back (XO waits 20 min; `--host-up-timeout`)
     installing_note: float = 1200.0  # a running installer is never timed out: "still installing" this often
                                      # (XenCenter prompts after 20 min; installing.py, docs/remedies.md)
 

@@ -22,6 +22,8 @@ STILL_INSTALLING = "host.still_installing"
 `seen` says what was observed); the run still waits."""
 LEFT_UNKNOWN = "host.left_unknown"
 """Event {host, step, minutes, why}: the run was aborted while the host's installer ran; its state is unknown."""
+HOST_UP_WAIT = "host.up_wait"
+"""Event {host, step, attempt, outcome, minutes}: its installer reported; the host has timeouts.host_up to be back."""
 MARKED_FAILED_REASON = "marked failed by the operator"
 """How the reason of a host the operator marked failed starts (after its step); remedies.py reads it."""
 
@@ -42,6 +44,12 @@ def installer_running(ctx: Context, rh: RunHost) -> bool:
     return attempt is not None and attempt.state == states.STARTED
 
 
+def installer_reported(ctx: Context, rh: RunHost) -> str:
+    """At WAIT_UP, its attempt's reported outcome (succeeded / failed); '' before a report (or elsewhere)."""
+    attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id and rh.step == states.STEP_WAIT_UP else None
+    return attempt.state if attempt is not None and attempt.state in (states.SUCCEEDED, states.FAILED) else ""
+
+
 def marked_failed(ctx: Context, rh: RunHost) -> bool:
     return journal.last(ctx.store, ctx.run_id, journal.MARKED_FAILED, mac=rh.mac) is not None
 
@@ -49,8 +57,9 @@ def marked_failed(ctx: Context, rh: RunHost) -> bool:
 def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[], tuple[bool, str]]) -> None:
     """Call probe() -> (done, what it saw) every timeouts.poll until done. StepFailed after `timeout`, but only
     while the host's installer is not running; a running installer keeps the wait going (and gives the host
-    timeouts.down more to reboot once it reports). The operator's mark-failed ends the wait at any time."""
-    start, shown, notes = ctx.clock.now(), None, 0
+    timeouts.down more to reboot once it reports). Once its installer has reported, the host has timeouts.host_up
+    (the host-up timeout) to be back. The operator's mark-failed ends the wait at any time."""
+    start, shown, notes, reported = ctx.clock.now(), None, 0, None
     deadline = start + timeout
     while True:
         done, seen = probe()
@@ -75,8 +84,18 @@ def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[
                 raise AbortedWhileInstalling(
                     f"the run was aborted while {rh.name}'s installer was still running after {minutes:.0f} min: "
                     "its state is unknown (watch its console: it may still finish, or be broken)")
-        elif now > deadline:
-            raise StepFailed(f"{what}: not done after {(now - start) / 60:.0f} min (last seen: {seen})")
+        else:
+            outcome = installer_reported(ctx, rh)
+            if outcome and reported is None:
+                reported, deadline = now, now + ctx.timeouts.host_up
+                ctx.event(HOST_UP_WAIT, rh, step=rh.step, attempt=rh.attempt_id, outcome=outcome,
+                          minutes=round(ctx.timeouts.host_up / 60))
+                ctx.say(f"{rh.name}: its installer reported {outcome}: waiting up to "
+                        f"{ctx.timeouts.host_up / 60:.0f} min for it to come back (host-up timeout)")
+            if now > deadline:
+                late = (f"; not back {ctx.timeouts.host_up / 60:.0f} min after its installer reported {outcome} "
+                        "(host-up timeout: `upgrade start --host-up-timeout`)" if reported is not None else "")
+                raise StepFailed(f"{what}: not done after {(now - start) / 60:.0f} min{late} (last seen: {seen})")
         ctx.clock.sleep(ctx.timeouts.poll)
 
 

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.coordinator import bmcboot, hostplugin, installing, journal, pinned, selfcheck, vms
+from provisioner.coordinator import bmcboot, hostplugin, installing, journal, members, pinned, selfcheck, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.plan import at_target
@@ -29,6 +29,8 @@ def check(ctx: Context, rh: RunHost) -> str:
     info = live_info(ctx, rh)
     if at_target(info, ctx.media) and info.enabled:
         return states.STEP_DONE
+    members.wait_all(ctx, rh)  # every member answers the master before this host is touched (members.py)
+    info = live_info(ctx, rh)
     if not info.live:
         raise StepFailed("host is not live")
     pinned.recheck_evacuation(ctx, rh, info.ref)  # before anything destructive (pinned.py)
@@ -37,8 +39,9 @@ def check(ctx: Context, rh: RunHost) -> str:
 
 def disable(ctx: Context, rh: RunHost) -> str:
     info = live_info(ctx, rh)
-    if info.enabled:
-        xapi_call(ctx, rh, "host.disable", ctx.driver.disable, info.ref)
+    if info.enabled:  # a member not reconnected yet: CANNOT_CONTACT_HOST / HOST_OFFLINE retried (members.py)
+        members.retry(ctx, rh, "host.disable",
+                      lambda: xapi_call(ctx, rh, "host.disable", ctx.driver.disable, info.ref))
     return states.STEP_EVACUATE
 
 

@@ -85,12 +85,24 @@ def pool_names(store: Store) -> list[str]:
     return sorted({p.name for p in store.list_pools()} | {h.pool for h in store.list_hosts()})
 
 
+def _trust(record) -> str:
+    """How the pool's certificate is trusted, for the pool page (docs/xapi.md "TLS")."""
+    if record.tls_fingerprint:
+        fp = record.tls_fingerprint
+        return "certificate pinned, SHA-256 " + ":".join(fp[i:i + 2] for i in range(0, len(fp), 2)).upper()
+    if record.tls_ca:
+        return "certificate checked against its stored CA"
+    return "plain http: the password crosses the network in clear" if record.url.startswith("http:") else \
+        "system CA store (a self-signed certificate is refused: `provisioner pools trust`)"
+
+
 def pool_view(store: Store, name: str, running_ids: Iterable[str], *, history: int = 1) -> dict[str, Any]:
     """One pool: where it connects (no credentials), its registered hosts, and its newest `history` runs."""
     record = store.get_pool(name)
     runs = store.list_runs(name)[:history]
     return {"name": name, "registered": record is not None,
             "url": safe_url(record.url) if record else None, "username": record.username if record else None,
+            "trust": _trust(record) if record else None,
             "hosts": len(store.list_hosts(pool=name)),
             "runs": [run_view(run_report(store, r.id), running_ids) for r in runs]}
 

@@ -50,3 +50,13 @@ def test_trust_changes_and_bad_input(client, auth, store, sim):
     assert client.post("/api/v1/pools/nope/trust", json={"fingerprint": "ab" * 32}, headers=auth).status_code == 404
     assert client.post("/api/v1/pools/certificate", json={"url": "http://127.0.0.1:9"},
                        headers=auth).status_code == 400
+
+
+def test_the_pool_page_says_how_its_certificate_is_trusted(store):
+    from provisioner.web import ui_view
+    pools.add_pool(store, "pinned", "https://10.0.0.1", "root", PASSWORD, fingerprint="ab" * 32)
+    pools.add_pool(store, "clear", "http://10.0.0.2", "root", PASSWORD)
+    store.add_pool("old", "https://10.0.0.3", "root", PASSWORD)  # stored before trust existed
+    assert ui_view.pool_view(store, "pinned", [])["trust"] == f"certificate pinned, SHA-256 {colons('ab' * 32)}"
+    assert "in clear" in ui_view.pool_view(store, "clear", [])["trust"]
+    assert "pools trust" in ui_view.pool_view(store, "old", [])["trust"]

@@ -146,6 +146,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "upgrade_poll_ms": (_int_in(10, 600_000), 10_000),
     # how long one Async.PBD.plug after an upgrade may take (an iSCSI / FC attach takes minutes; docs/prechecks.md)
     "pbd_plug_timeout_s": (_int_in(10, 3600), 300),
+    # how long a host may take to come back once its installer reported (Xen Orchestra waits 20 min; a run's own
+    # `upgrade start --host-up-timeout` / REST host_up_timeout wins; coordinator/installing.py)
+    "host_up_timeout_s": (_int_in(60, 86_400), 1200),
     # retention of the events table (issue 15): noise rows older than this many days are pruned (audit rows
     # 4x longer), and the oldest rows beyond this count, noise first; rows of active runs are always kept
     "events_max_age_days": (_int_in(1, 36_500), 90),
@@ -190,6 +193,7 @@ class Config:
     pxelinux_http: bool
     upgrade_poll_ms: int
     pbd_plug_timeout_s: int
+    host_up_timeout_s: int
     events_max_age_days: int
     events_max_rows: int
     bmc_poll_seconds: int

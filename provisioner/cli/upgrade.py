@@ -150,12 +150,17 @@ def _follow_options(func):
 @click.argument("pool")
 @click.option("--media", "media_name", required=True)
 @click.option("--stop-on-failure", is_flag=True, help="Stop at the first failed member (default: go on).")
+@click.option("--host-up-timeout", type=click.IntRange(60, 86_400), metavar="SECONDS",
+              help="How long a host may take to come back once its installer reported its result; kept with the "
+                   "run (default: the configuration's host_up_timeout_s, 1200 = Xen Orchestra's 20 min).")
 @_run_options
 @_follow_options
 @pass_ctx
 @friendly
-def upgrade_start(ctx: Context, pool: str, media_name: str, stop_on_failure: bool, follow: bool, as_json: bool,
-                  interval: float, **options: bool) -> None:
+def upgrade_start(ctx: Context, pool: str, media_name: str, stop_on_failure: bool, host_up_timeout: int | None,
+                  follow: bool, as_json: bool, interval: float, **options: bool) -> None:
+    if host_up_timeout is not None:
+        options["host_up_timeout"] = float(host_up_timeout)
     _drive(ctx, lambda svc, say: svc.start(pool, media_name, stop_on_failure=stop_on_failure, say=say, **options),
            follow, as_json, interval)
 

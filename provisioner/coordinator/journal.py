@@ -78,5 +78,12 @@ def options(store: Store, run_id: str) -> dict[str, Any]:
     return flags
 
 
+def host_up_timeout(store: Store, run_id: str) -> float | None:
+    """The run's own host-up timeout in seconds (`upgrade start --host-up-timeout`, REST host_up_timeout), kept in
+    its OPTIONS entry; None: the configuration's host_up_timeout_s (installing.py)."""
+    found = last(store, run_id, OPTIONS) or {}
+    return float(found["host_up_timeout"]) if found.get("host_up_timeout") else None
+
+
 def warn(store: Store, run_id: str, text: str, *, mac: str | None = None) -> None:
     write(store, run_id, WARNING, mac=mac, text=text)

@@ -9,6 +9,7 @@ so nothing destructive is repeated.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from typing import Any, Callable
 
@@ -27,7 +28,8 @@ _STEP_ERRORS = (steps.StepFailed, XapiError, XapiUnreachable, NotFoundError, Con
 
 def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
               disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
-              consent: tuple[str, ...] = (), stop_pinned_vms: bool = False) -> Run:
+              consent: tuple[str, ...] = (), stop_pinned_vms: bool = False,
+              host_up_timeout: float | None = None) -> Run:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
 
     disable_ha_wlb: HA / WLB that are on are turned off by PREPARE and back on by FINALIZE (default: the precheck
@@ -35,9 +37,13 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     power_cycle: members are shut down and powered on through the pool (host.power_on) instead of rebooted.
     consent: codes of consent-level prechecks the operator agreed to (docs/prechecks.md); kept for PRECHECK.
     stop_pinned_vms: the same as consent PINNED_VM (`--stop-pinned-vms`, REST stop_pinned_vms; pinned.py).
+    host_up_timeout: seconds a host has to come back once its installer reported (None: the configuration's
+    host_up_timeout_s); kept with the run, so a resume keeps it (installing.py).
     Run it with Runner(...).run(); the prechecks themselves run there, so a crash before they finish is resumable.
     """
     consent = tuple(sorted({c.upper() for c in consent} | ({PINNED_VM} if stop_pinned_vms else set())))
+    if host_up_timeout is not None and not 60 <= float(host_up_timeout) <= 86_400:
+        raise ValueError("host_up_timeout must be between 60 and 86400 seconds")
     plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
                      power_cycle=power_cycle, consent=consent)
     run_id = f"{pool}-{secrets.token_hex(4)}"
@@ -45,7 +51,8 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
                            hosts=[h.as_dict() for h in plan.to_upgrade])
     # Before the Runner can act; without this entry (a crash right here) the run keeps the safe defaults.
     journal.write(store, run_id, journal.OPTIONS, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
-                  power_cycle=power_cycle, consent=list(consent))
+                  power_cycle=power_cycle, consent=list(consent),
+                  host_up_timeout=float(host_up_timeout) if host_up_timeout is not None else None)
     return run
 
 
@@ -105,8 +112,11 @@ class Runner:
         self.stopped_why: str | None = None  # why _host() stopped the run, when it was not a plain abort
         self.on_commit = on_commit or (lambda rh: None)
         self.options = journal.options(store, run_id)
-        self.ctx = steps.Context(store, config, driver, media, run_id, clock or steps.RealClock(),
-                                 timeouts or wiring.run_timeouts(config), say,
+        timeouts = timeouts or wiring.run_timeouts(config)
+        host_up = journal.host_up_timeout(store, run_id)
+        if host_up:  # the run's own, kept with it (start_run)
+            timeouts = dataclasses.replace(timeouts, host_up=host_up)
+        self.ctx = steps.Context(store, config, driver, media, run_id, clock or steps.RealClock(), timeouts, say,
                                  migrate_back=self.options["migrate_back"],
                                  power_cycle=self.options["power_cycle"],
                                  bmc_times=bmc_times or wiring.confirm_times(config))

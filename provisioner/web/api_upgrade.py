@@ -149,6 +149,10 @@ def start_upgrade(name: str):
             if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
                 raise ValidationError("consent must be a list of precheck codes", key)
             options[key] = tuple(value)
+        elif key == "host_up_timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 60 <= value <= 86_400:
+                raise ValidationError("host_up_timeout must be a number of seconds from 60 to 86400", key)
+            options[key] = float(value)
         elif not isinstance(value, bool):
             raise ValidationError(f"{key} must be true or false", key)
     run = _runs().start(name, body["media"], **options)

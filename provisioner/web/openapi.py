@@ -171,7 +171,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "media": _STR, **{k: {"type": "boolean"} for k in ("stop_on_failure", "disable_ha_wlb", "migrate_back",
                                                            "power_cycle", "stop_pinned_vms")},
         "consent": {"type": "array", "items": _STR, "description": "consent-level precheck codes the operator "
-                    "agrees to (docs/prechecks.md)"}}},
+                    "agrees to (docs/prechecks.md)"},
+        "host_up_timeout": {"type": "number", "minimum": 60, "maximum": 86400, "description": "seconds a host "
+                            "may take to come back once its installer reported (default: the configuration's "
+                            "host_up_timeout_s, 1200); kept with the run"}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
         "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/RunHost"}}}},

@@ -46,10 +46,18 @@ def test_pools_and_rolling_upgrade_commands(tmp_path):
         cycled = cli("upgrade", "plan", "lab", "--media", "xs84", "--power-cycle", "--migrate-back")
         assert cycled.exit_code == 0 and "members are shut down and powered on through the pool" in cycled.output
         assert "and back after each upgrade" in cycled.output
-        started = cli("upgrade", "start", "lab", "--media", "xs84")
+        assert cli("upgrade", "start", "lab", "--media", "xs84", "--host-up-timeout", "30").exit_code == 2
+        started = cli("upgrade", "start", "lab", "--media", "xs84", "--host-up-timeout", "900")
         assert started.exit_code == 0, started.output
         runs = json.loads(cli("upgrade", "status", "lab", "--json").output)
         assert runs[0]["state"] == "done" and [h["step"] for h in runs[0]["hosts"]] == ["done", "done"]
+        from provisioner.coordinator import journal
+        from provisioner.store import Store
+        store = Store(config.db_path)
+        try:  # kept with the run: a resume gets it (coordinator/runner.py)
+            assert journal.host_up_timeout(store, runs[0]["id"]) == 900.0
+        finally:
+            store.close()
         assert "s3cret" not in started.output + json.dumps(runs)
     finally:
         sim.stop()

@@ -9,7 +9,7 @@ from helpers import API_TOKEN, FAST
 from labs import MEDIA, PASSWORD, WAIT
 
 from provisioner import states
-from provisioner.coordinator import installing, runner
+from provisioner.coordinator import installing, journal, runner
 
 
 class Api:
@@ -78,9 +78,13 @@ def test_discover_and_plan(two_pools):
 
 def test_upgrade_runs_in_the_server_and_a_second_start_is_refused(two_pools):
     api = Api(two_pools)
-    started = api("POST", "/pools/red/upgrade", json={"media": MEDIA})
+    for bad in (30, "900", True):
+        refused = api("POST", "/pools/red/upgrade", json={"media": MEDIA, "host_up_timeout": bad})
+        assert refused.status_code == 400 and "host_up_timeout" in refused.text
+    started = api("POST", "/pools/red/upgrade", json={"media": MEDIA, "host_up_timeout": 900})
     assert started.status_code == 202, started.text
     run_id = started.json()["run"]["id"]
+    assert journal.host_up_timeout(two_pools.store, run_id) == 900.0  # kept with the run
     assert started.headers["Location"] == f"/api/v1/runs/{run_id}"
     again = api("POST", "/pools/red/upgrade", json={"media": MEDIA})
     assert again.status_code == 409 and "red" in again.json()["error"]

@@ -22,7 +22,7 @@ from provisioner.xapi import XapiError, XapiUnreachable
 T = TypeVar("T")
 
 NOT_BACK_CODES = frozenset({"CANNOT_CONTACT_HOST", "HOST_OFFLINE"})
-"""Errors a forwarded call meets while the member has not reconnected (message_forwarding.ml:127-196)."""
+"""Errors a forwarded call meets while the member has not reconnected (message_forwarding.ml:129-172)."""
 MEMBERS_WAITING = "pool.members_waiting"
 """Event {host, waiting: {member: why}, minutes}: the run waits for these members before touching `host`."""
 MEMBERS_BACK = "pool.members_back"

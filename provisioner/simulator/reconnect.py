@@ -8,11 +8,11 @@ What the real xapi does (xapi-project/xen-api, docs/xapi.md "The pool after its 
 - The restarted coordinator asks every host Pool.is_slave at startup (xapi.ml:191-229 check_no_other_masters),
   which interrupts the member's backoff sleep (xapi_pool.ml:2710-2721 signals Master_connection.delay): a member
   that gets it reconnects at once, one that misses it waits for its next backoff retry (up to 256 s later).
-- A member that reconnects sends a heartbeat at once (xapi.ml:230-245 on_master_restart).
+- A member that reconnects sends a heartbeat at once (xapi.ml:233-252 on_master_restart).
 - The restarted coordinator has no heartbeat from anyone: db_gc.ml:80-112 check_host_liveness starts a fresh
   host_assumed_dead_interval (600 s) timer per host and sets live=true meanwhile, whatever the host's state
   (the in-memory shutting-down list is empty after a restart); live=false once the timer expires unheard.
-- A forwarded call (message_forwarding.ml:127-196 do_op_on) checks live (HOST_OFFLINE [host]), then opens a
+- A forwarded call (message_forwarding.ml:129-172 do_op_on) checks live (HOST_OFFLINE [host]), then opens a
   connection to the member: refused -> CANNOT_CONTACT_HOST [host]; a member in emergency mode answers its
   emergency error (api_server.ml:15-25); a member whose database link is down blocks in its own database calls
   until it reconnects (master_connection.ml:263-: the request loops until write_ok).
@@ -51,7 +51,7 @@ class MemberLinks:
                 m.link_up.clear()
 
     def link(self, m: SimHost) -> None:
-        """The member's database link is up again; it sends a heartbeat at once (xapi.ml:230-245)."""
+        """The member's database link is up again; it sends a heartbeat at once (xapi.ml:233-252)."""
         m.linked = True
         m.link_up.set()
         db = m.pool.db
@@ -100,7 +100,7 @@ class MemberLinks:
 
 
 def forward(c, ref: str) -> None:
-    """`c` is the handler's registry.Call (not imported: registry is above this module). What a call forwarded to the host `ref` meets before it runs there (message_forwarding.ml:127-196): nothing
+    """`c` is the handler's registry.Call (not imported: registry is above this module). What a call forwarded to the host `ref` meets before it runs there (message_forwarding.ml:129-172): nothing
     for the coordinator itself; HOST_OFFLINE when not live; CANNOT_CONTACT_HOST when its xapi does not listen (or
     is injected unreachable); its emergency error; and, while its database link is down, a wait until it is up."""
     h = c.pool.host_by_ref(ref)

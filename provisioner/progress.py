@@ -123,6 +123,7 @@ def render(view: Mapping[str, Any]) -> str:
             + (f" [typical host {format_seconds(view['typical_host_seconds'])} from {view['samples']} "
                "upgrade(s) with this media]" if view["samples"] else " [no ETA yet: no host finished with this media]"))
     rows = [(h["name"], h["role"], bar(h["step"]), h["step"], format_seconds(h["step_seconds"]), format_seconds(h["elapsed_seconds"]),
-             format_seconds(h["eta_seconds"]) if h["step"] not in TERMINAL else "-", h.get("reason") or "")
+             format_seconds(h["eta_seconds"]) if h["step"] not in TERMINAL else "-",
+             h.get("reason") or h.get("waiting") or "")
             for h in view["hosts"]]
     return "\n".join([head, table(("host", "role", "progress", "step", "in step", "elapsed", "eta", "reason"), rows)])

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from provisioner import xapi_members
+from provisioner import states, xapi_members
+from provisioner.coordinator import installing
 from provisioner.coordinator.context import Context, StepFailed, error_code
-from provisioner.store import RunHost
+from provisioner.store import RunHost, Store
 from provisioner.xapi import XapiError, XapiUnreachable
 
 T = TypeVar("T")
@@ -111,3 +112,27 @@ def retry(ctx: Context, rh: RunHost, method: str, fn: Callable[[], T]) -> T:
                     f"retrying [{waited / 60:.1f} min]")
         ctx.clock.sleep(ctx.timeouts.poll)
 
+
+
+def waiting(store: Store, run_id: str, rh: RunHost) -> str | None:
+    """What the run waits for at this host right now, for `upgrade status`, REST and the dashboard (report.py):
+    members reconnecting, a forwarded call being retried, or the host-up timeout after its installer reported;
+    None when none of these happened since its current step began (or it is not in a step)."""
+    if rh.step in states.HOST_TERMINAL or rh.step == states.STEP_PENDING:
+        return None
+    began = store.events(run_id=run_id, mac=rh.mac, kind=f"step.{rh.step}")
+    since = began[-1]["id"] if began else 0
+    found = [e for kind in (MEMBERS_WAITING, MEMBERS_BACK, CALL_RETRY, installing.HOST_UP_WAIT)
+             for e in store.events(run_id=run_id, mac=rh.mac, kind=kind, since_id=since)]
+    if not found:
+        return None
+    last = max(found, key=lambda e: e["id"])
+    d = last["details"]
+    if last["kind"] == MEMBERS_WAITING:
+        listed = ", ".join(f"{name} ({why})" for name, why in sorted(d.get("waiting", {}).items()))
+        return f"waiting for members to reconnect to the master: {listed}"
+    if last["kind"] == CALL_RETRY:
+        return f"retrying {d.get('method')}: a member has not reconnected to the master ({d.get('error')})"
+    if last["kind"] == installing.HOST_UP_WAIT:
+        return f"installer reported {d.get('outcome')}: back within {d.get('minutes')} min (host-up timeout)"
+    return None

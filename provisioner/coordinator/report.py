@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import states
-from provisioner.coordinator import finalize, journal, remedies, vms
+from provisioner.coordinator import finalize, journal, members, remedies, vms
 from provisioner.store import NotFoundError, Run, RunHost, Store
 
 
@@ -29,7 +29,8 @@ def run_report(store: Store, run_id: str) -> dict[str, Any]:
     """The run, each host's step, reason, remedy (+ remedy_class, evidence, host_down), VMs and warnings; what
     PREPARE changed; the guest-tools report.
 
-    Read from the store only (no XAPI): each host adds "vms" (vms.host_report) and "warnings"; the run adds
+    Read from the store only (no XAPI): each host adds "vms" (vms.host_report), "warnings" and "waiting" (what
+    the run waits for at it: members reconnecting, the host-up timeout; members.waiting); the run adds
     "options", "prepare" (finalize.prepare_report), "vms_not_restored", "guest_tools" (None before FINALIZE),
     "rpu_cleared_after" (seconds, or None) and "warnings" (those of no host)."""
     run = store.get_run(run_id)
@@ -37,7 +38,8 @@ def run_report(store: Store, run_id: str) -> dict[str, Any]:
         raise NotFoundError(f"no run {run_id}")
     warnings = journal.read(store, run_id, journal.WARNING)
     hosts = [{**rh.as_dict(), **host_remedy(store, run, rh), "vms": vms.host_report(store, run_id, rh.mac),
-              "warnings": [w["text"] for w in warnings if w["mac"] == rh.mac]} for rh in store.run_hosts(run_id)]
+              "warnings": [w["text"] for w in warnings if w["mac"] == rh.mac],
+              "waiting": members.waiting(store, run_id, rh)} for rh in store.run_hosts(run_id)]
     tools = journal.last(store, run_id, journal.TOOLS)
     cleared = journal.last(store, run_id, journal.RPU_CLEARED)
     return {**run.as_dict(), "hosts": hosts, "options": journal.options(store, run_id),

@@ -9,7 +9,7 @@ What the real xapi does (xapi-project/xen-api, docs/xapi.md "The pool after its 
   which interrupts the member's backoff sleep (xapi_pool.ml:2710-2721 signals Master_connection.delay): a member
   that gets it reconnects at once, one that misses it waits for its next backoff retry (up to 256 s later).
 - A member that reconnects sends a heartbeat at once (xapi.ml:233-252 on_master_restart).
-- The restarted coordinator has no heartbeat from anyone: db_gc.ml:80-112 check_host_liveness starts a fresh
+- The restarted coordinator has no heartbeat from anyone: db_gc.ml:80-141 check_host_liveness starts a fresh
   host_assumed_dead_interval (600 s) timer per host and sets live=true meanwhile, whatever the host's state
   (the in-memory shutting-down list is empty after a restart); live=false once the timer expires unheard.
 - A forwarded call (message_forwarding.ml:129-172 do_op_on) checks live (HOST_OFFLINE [host]), then opens a
@@ -61,7 +61,7 @@ class MemberLinks:
                           last_updated=xapi_datetime(self.clock.now()))
 
     def coordinator_restarted(self, pool: SimPool) -> None:
-        """The coordinator's xapi started: every other host live for a fresh 600 s (db_gc.ml:80-112), the startup
+        """The coordinator's xapi started: every other host live for a fresh 600 s (db_gc.ml:80-141), the startup
         Pool.is_slave kick to each member (xapi.ml:191-229), and the members that miss it on their backoff."""
         pool.restarts += 1
         db, started = pool.db, self.clock.now()

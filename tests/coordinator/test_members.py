@@ -8,8 +8,9 @@ import pytest
 from helpers import FAST
 from labs import MEDIA, POOL
 
-from provisioner import states
+from provisioner import progress, states
 from provisioner.coordinator import members, runner, steps
+from provisioner.coordinator.service import ProgressReader
 from provisioner.coordinator.report import run_report
 from provisioner.simulator import states as sim_states
 from sim_helpers import wait_for
@@ -29,10 +30,16 @@ def test_four_hosts_whose_members_take_up_to_5_minutes_to_reconnect_all_upgrade(
     lab.world.slow_reconnect(lab.mac(1), after=0.0)                      # forwarded calls wait for it
     lab.world.slow_reconnect(lab.mac(2), after=150.0, unreachable=True)  # CANNOT_CONTACT_HOST until then
     lab.world.slow_reconnect(lab.mac(3), after=280.0, unreachable=True)
-    lines = []
+    lines, shown = [], []
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+
+    def say(line):
+        lines.append(line)
+        if "waiting for pool members" in line and not shown:  # what `upgrade status` / REST show meanwhile
+            shown.append(ProgressReader(lab.store).view(started.id))
+
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
-                          say=lines.append).run()
+                          say=say).run()
     assert final.state == states.RUN_DONE
     hosts = run_report(lab.store, started.id)["hosts"]
     assert [h["step"] for h in hosts] == [states.STEP_DONE] * 4  # no member failed
@@ -46,6 +53,12 @@ def test_four_hosts_whose_members_take_up_to_5_minutes_to_reconnect_all_upgrade(
                and host3 in line for line in lines)
     for i in range(4):
         assert lab.reboots(i) == 1
+    (view,) = shown
+    assert view["hosts"][1]["step"] == states.STEP_CHECK
+    assert view["hosts"][1]["waiting"].startswith("waiting for members to reconnect to the master: ")
+    assert f"{host3} (CANNOT_CONTACT_HOST)" in view["hosts"][1]["waiting"]
+    assert "waiting for members to reconnect" in progress.render(view)
+    assert run_report(lab.store, started.id)["hosts"][1]["waiting"] is None  # done: nothing waited for
 
 
 def crash_master_and_wait_back(lab):

@@ -42,6 +42,9 @@ def _summary(event: Mapping[str, Any]) -> str:
             f" (exit code {d['code']})" if d.get("code") not in (None, "") else "")
     if kind == "xapi.call":
         return f"XAPI {d.get('method')}: " + ("ok" if d.get("ok") else f"failed: {d.get('error', '')}")
+    if kind == "host_plugin.download":
+        when = "after its reboot" if d.get("phase") == "installer" else "during prepare_host_upgrade.py main"
+        return f"fetched {d.get('what')} ({d.get('path')}) from our HTTP server {when}, from {d.get('client')}"
     if kind.startswith("step."):
         return f"step {d.get('from')} -> {d.get('to')}" + (f": {d['reason']}" if d.get("reason") else "")
     return ", ".join(f"{k}={v}" for k, v in d.items() if k not in ("host", "client") and v not in (None, ""))
@@ -55,7 +58,7 @@ def _proves(event: Mapping[str, Any]) -> bool:
         return d.get("ok") is False or d.get("method") in ("host.enable", "host.reboot", "host.shutdown",
                                                            "host.power_on")
     return kind in ("step.failed", "step.reboot", "host.power_on_unseen") or kind.startswith(
-        ("attempt.", "host.still_installing", "host.marked_failed"))
+        ("attempt.", "host.still_installing", "host.marked_failed", "host_plugin."))
 
 
 def _evidence(facts: Facts) -> list[dict[str, Any]]:
@@ -75,20 +78,23 @@ def classify(facts: Facts) -> Remedy:
     seen = installer_seen(facts)
     now = facts.now
     live = now is not None and now.answered and now.live
-    ran = seen["answerfile"] or seen["started"] or seen["code"] is not None
+    entered = seen["entered"] is not None  # host-plugin: the installer read the repository after the reboot
+    ran = seen["answerfile"] or seen["started"] or seen["code"] is not None or entered
     refused_reboot = facts.step == states.STEP_REBOOT and not sent(facts, "host.reboot", "host.shutdown")
     if facts.step in AFTER_TARGET or (live and now.at_target):
         cls = AT_TARGET
     elif facts.step in PRE_REBOOT or refused_reboot:
         cls = NOTHING_CHANGED
     elif now is None:  # XAPI not asked: only the attempt speaks (started, no report: it may still be installing)
-        cls = STILL_INSTALLING if seen["started"] and seen["code"] is None else UNKNOWN
+        cls = STILL_INSTALLING if (seen["started"] or entered) and seen["code"] is None else UNKNOWN
     elif live:  # back at its old version and healthy: never forget, reinstall or restore (the property test)
         cls = INSTALLER_FAILED_INTACT if ran else NOT_NETWORK_BOOTED
     elif seen["code"] is not None and seen["started"]:
         cls = BROKEN_AFTER_INSTALL
     elif seen["started"]:
         cls = BROKEN_AFTER_INSTALL if OPERATOR_MARKED in facts.reason else STILL_INSTALLING
+    elif entered:  # host-plugin: in its installer, and nothing says whether it wrote the disk (no start script seen)
+        cls = UNKNOWN if OPERATOR_MARKED in facts.reason else STILL_INSTALLING
     elif not now.answered and facts.role == "master" and not ran:
         cls = NOT_NETWORK_BOOTED if facts.attempt_id is not None else UNKNOWN
     else:  # down, and no installer got past its start: the disk is untouched

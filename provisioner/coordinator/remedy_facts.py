@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from provisioner import states
-from provisioner.boot import attempts
+from provisioner.boot import attempts, downloads
 
 NOTHING_CHANGED = "nothing_changed"
 """Failed before its reboot (CHECK, DISABLE, EVACUATE, ARM, or a refused host.reboot): the host still runs its old
@@ -104,15 +104,23 @@ def attempt_events(facts: Facts) -> list[Mapping[str, Any]]:
 
 
 def installer_seen(facts: Facts) -> dict[str, Any]:
-    """What the attempt's events prove: boot config / answer file fetched, start script seen, exit code."""
+    """What the attempt's events prove: boot config / answer file fetched, start script seen, exit code; for a
+    host-plugin host, when it entered the installer (its first media download after the reboot) and what its dom0
+    downloaded during `main`."""
     found = attempt_events(facts)
     fetched = [e["details"].get("what") for e in found if e["kind"] == "attempt.fetch"]
     done = [e for e in found if e["kind"] in ("attempt.succeeded", "attempt.failed")]
     code = str(done[-1]["details"].get("code", "")) if done else None
     started = any(e["kind"] == "attempt.started" for e in found) or any(
         d["details"].get("start_seen") for d in done)
+    # host-plugin (no attempt): our HTTP server's record of its media downloads (boot/downloads.py); a fetch after
+    # the reboot was sent is the installer booted from the plugin's entry reading the repository
+    plugin = [e for e in facts.events if e["kind"] == downloads.EVENT]
+    entered = [e for e in plugin if e["details"].get("phase") == downloads.INSTALLER]
     return {"boot": any(w in attempts.BOOT_CONFIG_KINDS for w in fetched), "answerfile": "answerfile" in fetched,
-            "started": started, "code": code, "fetched": fetched}
+            "started": started, "code": code, "fetched": fetched,
+            "entered": entered[0]["ts"] if entered else None,
+            "main_downloads": [e["details"].get("what") for e in plugin if e not in entered]}
 
 
 def sent(facts: Facts, *methods: str) -> bool:

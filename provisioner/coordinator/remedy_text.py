@@ -8,8 +8,13 @@ from typing import Any, Mapping, Sequence
 
 from provisioner import states
 from provisioner.coordinator.remedy_facts import (AT_TARGET, INSTALLER_FAILED_INTACT, NOT_NETWORK_BOOTED,
-                                                  NOTHING_CHANGED, STILL_INSTALLING, UNKNOWN, Facts, Seen,
-                                                  reenabled)
+                                                  NOTHING_CHANGED, OPERATOR_MARKED, STILL_INSTALLING, UNKNOWN,
+                                                  Facts, Seen, reenabled)
+
+def _clock(ts: str) -> str:
+    """An event's ISO time as HH:MM:SS (UTC, as stored)."""
+    return ts[11:19] if len(ts) >= 19 else ts
+
 
 def _mib(value: Any) -> str:
     mib = int(value) / 2 ** 20
@@ -100,9 +105,17 @@ def text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
     if cls == NOTHING_CHANGED:
         return (f"nothing was changed on {name}: it failed at {facts.step} before its reboot ({_blocker(facts)}); "
                 f"{_state_now(facts)}. {stop}Fix that, {_retry(facts)}. {_keep(facts)}")
-    if cls == NOT_NETWORK_BOOTED and facts.boot.startswith("host-plugin"):  # hostplugin.py: no attempt, no fetch
-        return (f"{name} did not enter the installer (host-plugin): its bootloader did not take the plugin's one-shot "
-                f"upgrade entry, or the installer stopped before writing anything; {_state_now(facts)}. Nothing on its "
+    plugin = facts.boot.startswith("host-plugin")  # hostplugin.py: no attempt; our HTTP server saw its downloads
+    entered = (f"it entered the installer (host-plugin: after its reboot it read the repository from our HTTP "
+               f"server at {_clock(seen['entered'])}; this mode has no start script and no report)"
+               if plugin and seen.get("entered") else "")
+    if cls == NOT_NETWORK_BOOTED and plugin:
+        staged = (f"its dom0 downloaded {', '.join(seen['main_downloads'])} during main, but after the reboot it read "
+                  "nothing from our HTTP server" if seen.get("main_downloads") else
+                  "no download of our media from its address was seen")
+        return (f"{name} did not enter the installer (host-plugin; {staged}): its bootloader did not take the "
+                f"plugin's one-shot upgrade entry, or the installer stopped before writing anything; "
+                f"{_state_now(facts)}. Nothing on its "
                 f"disk changed. {stop}Look at its console on the next reboot and at /boot/installer and the bootloader "
                 f"default in its dom0, or use another boot method; {_retry(facts)}. {_keep(facts)}")
     if cls == NOT_NETWORK_BOOTED:
@@ -113,7 +126,9 @@ def text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
                 f"before the disk, a BMC's one-time network boot override, the UEFI BootOrder, "
                 f"the PXE / iPXE settings of its NIC), {_retry(facts)}. {_keep(facts)}")
     if cls == INSTALLER_FAILED_INTACT:
-        if seen["code"] is not None:
+        if entered and seen["code"] is None and not seen["started"]:
+            how = f"{entered}, and it came back at its old version"
+        elif seen["code"] is not None:
             how = f"its installer reported exit code {seen['code']}"
         elif seen["started"]:
             how = "its installer started (start script seen) and did not report"
@@ -123,11 +138,19 @@ def text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
         return (f"the installer ran on {name} and failed ({how}); {_state_now(facts)}: the old system is intact. "
                 f"{stop}Find the cause (installer log, answer file, media), {_retry(facts)}. {_keep(facts)}")
     if cls == STILL_INSTALLING:
-        return (f"{name}'s installer started and has not reported; the host is not back (it may still be installing: "
+        head = (f"{name}: {entered}" if entered and not seen["started"]
+                else f"{name}'s installer started and has not reported")
+        return (f"{head}; the host is not back (it may still be installing: "
                 f"watch its console). Start no other host meanwhile. While the run waits on it: `provisioner upgrade "
                 f"mark-failed {facts.pool} {name}` if it is dead (a remedy follows from the evidence), or `provisioner "
                 f"upgrade abort {facts.pool}`. If it comes back at its old version, its old system is intact: start "
                 "again. Do NOT forget, reinstall or restore it while it may still be installing.")
+    if cls == UNKNOWN and entered and OPERATOR_MARKED in facts.reason:
+        return (f"{name}: {entered}, did not come back and was marked failed: whether its installer wrote the disk "
+                f"is unknown. {stop}Look at the host (console, `xe host-list`) before doing anything: back at its "
+                f"old version, it is intact ({_retry(facts)}); stuck or broken in the installer, it needs the failed-"
+                "upgrade remedy (member: forget and reinstall; master: restore from its backup partition). Do NOT "
+                "forget, reinstall or restore it on this report alone.")
     if cls == UNKNOWN:
         return (f"{name} failed at {facts.step} and what it is now is unknown (XAPI was not asked or did not answer). "
                 f"{stop}Look at the host (console, `xe host-list`) before doing anything; `provisioner upgrade status "

@@ -130,6 +130,9 @@ def test_a_master_whose_bootloader_ignores_the_entry_did_not_enter_the_installer
     first, *members = report["hosts"]
     assert first["step"] == states.STEP_FAILED and "did not enter the installer (host-plugin)" in first["reason"]
     assert first["remedy_class"] == remedies.NOT_NETWORK_BOOTED and "host-plugin" in first["remedy"]
+    # what our HTTP server saw: main's downloads, and nothing after the reboot
+    assert ("its dom0 downloaded install.img, vmlinuz, xen.gz, repository during main, but after the reboot it "
+            "read nothing from our HTTP server") in first["remedy"], first["remedy"]
     assert "failed upgrade" not in first["remedy"] and "forget" not in first["remedy"].split("Do NOT")[0]
     assert all(m["step"] == states.STEP_PENDING for m in members)
     for m in members:
@@ -180,3 +183,11 @@ def test_a_host_plugin_host_that_stays_down_is_reported_with_what_was_seen(lab):
                                "at "), notes
     (event, *_) = lab.store.events(run_id=started.id, kind=installing.STILL_INSTALLING, mac=member)
     assert event["details"]["attempt"] is None and "is not back in XAPI" in event["details"]["seen"]
+    # its installer read the repository after the reboot (our HTTP server saw it): marked failed, it is not "did
+    # not enter the installer" with "nothing on its disk changed", but unknown: look before doing anything
+    assert "after its reboot" in notes[0] and "repository at " in notes[0], notes
+    host = next(h for h in run_report(lab.store, started.id)["hosts"] if h["mac"] == member)
+    assert host["remedy_class"] == remedies.UNKNOWN and host["host_down"], host["remedy"]
+    assert "entered the installer (host-plugin: after its reboot it read the repository" in host["remedy"]
+    assert "Do NOT forget, reinstall or restore it on this report alone" in host["remedy"]
+    assert any(e["kind"] == "host_plugin.download" for e in host["evidence"])

@@ -31,8 +31,9 @@ def check(ctx: Context, rh: RunHost) -> str:
         return states.STEP_DONE
     members.wait_all(ctx, rh)  # every member answers the master before this host is touched (members.py)
     info = live_info(ctx, rh)
-    if not info.live:
-        raise StepFailed("host is not live")
+    if not info.live:  # shut down, or unheard for 10 min (a member that never reconnected: members.py)
+        raise StepFailed("host is not live (the master has not heard from it: shut down, or not reconnected to "
+                         "the master)")
     pinned.recheck_evacuation(ctx, rh, info.ref)  # before anything destructive (pinned.py)
     return states.STEP_DISABLE
 

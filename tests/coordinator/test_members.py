@@ -117,3 +117,18 @@ def test_a_member_that_never_reconnects_fails_the_next_host_at_check_with_nothin
     assert final.state != states.RUN_DONE or final.reason
     for i in (1, 2, 3):
         assert lab.reboots(i) == 0
+
+
+def test_with_the_default_bound_a_member_that_never_reconnects_goes_offline_and_fails_at_its_own_check(lab):
+    """Timeouts.members (600 s) outlasts the master's 10 live minutes: the member turns live=false, the wait
+    stops waiting for it (down, not reconnecting), and its own CHECK fails it with nothing done."""
+    lab.world.slow_reconnect(lab.mac(2), never=True, unreachable=True)
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                          timeouts=FAST).run()
+    hosts = run_report(lab.store, started.id)["hosts"]
+    assert [h["step"] for h in hosts[:2]] == [states.STEP_DONE] * 2
+    lost = hosts[2]
+    assert lost["step"] == states.STEP_FAILED and "not reconnected to the master" in lost["reason"]
+    assert lost["remedy_class"] == "nothing_changed" and lab.reboots(2) == 0
+    assert final.state in (states.RUN_ABORTED, states.RUN_DONE_WITH_FAILURES)

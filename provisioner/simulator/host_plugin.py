@@ -5,7 +5,8 @@
   boot/vmlinuz and boot/xen.gz (plugin 3.0.2 dropped boot/isolinux/isolinux.cfg, CA-403628) and a yum repository
   (.treeinfo + repodata/repomd.xml, xcp.repository YumRepository.isRepo) whose product_version is >= the host's
   PRODUCT_VERSION; answers "true".
-- `testSafe2Upgrade`, `getDom0DefaultMemory`: from the host's disk layout and dom0 facts (host_facts.py).
+- `testSafe2Upgrade`, `getDom0DefaultMemory`: from the host's disk layout and dom0 facts (host_facts.py,
+  host_fact_calls.py).
 - `main {url}`: the same test, then downloads the three files, writes its own answer file (upgrade of the
   inventory's PRIMARY_DISK from `url`, installation-start script file:///revert-bootloader.py) and the revert
   script, and makes a one-shot "upgrade" entry the default of dom0's bootloader (dom0boot.py); answers "true".
@@ -27,7 +28,7 @@ from .errors import XapiError
 from .hosts import SimHost
 from .reconnect import forward
 from .registry import Call, api, sim_host
-from . import dom0boot, host_facts
+from . import dom0boot, host_fact_calls
 
 PLUGIN = "prepare_host_upgrade.py"
 BOOT_FILES = ("install.img", "boot/vmlinuz", "boot/xen.gz")
@@ -53,8 +54,8 @@ def call_plugin(c: Call, ref, plugin, fn, args):
         raise XapiError("XENAPI_MISSING_PLUGIN", plugin)
     if fn in UNSIMULATED:
         raise XapiError("NOT_IMPLEMENTED", f"{PLUGIN} {fn} is not simulated")
-    if fn in host_facts.FUNCTIONS:  # testSafe2Upgrade, getDom0DefaultMemory: from the host's facts
-        return host_facts.call(c, h, fn)
+    if fn in host_fact_calls.FUNCTIONS:  # testSafe2Upgrade, getDom0DefaultMemory: from the host's facts
+        return host_fact_calls.call(c, h, fn)
     if fn not in ("testUrl", "main"):
         raise XapiError("UNKNOWN_XENAPI_PLUGIN_FUNCTION", fn)
     args = dict(args or {})

@@ -36,7 +36,7 @@ def pool(name: str):
                 service=get_flows() is not None)
 
 
-def _plan_or_error(name: str, media: str):
+def _plan_or_error(name: str, media: str, consent: tuple[str, ...] = ()):
     """The prechecks a start would run (no side effect), or the reason they could not be read."""
     service = get_flows()
     try:
@@ -44,7 +44,7 @@ def _plan_or_error(name: str, media: str):
     except _ACTION_ERRORS as exc:
         return None, ui_view.scrub(str(exc))
     try:
-        plan = make_plan(get_store(), name, media, driver, config=get_config())
+        plan = make_plan(get_store(), name, media, driver, config=get_config(), consent=consent)
         checks = [dict(c.as_dict(), message=ui_view.scrub(c.message), fix=ui_view.scrub(c.fix), blocking=plan.blocks(c))
                   for c in plan.checks]  # docs/prechecks.md
         return {"hosts": plan.hosts, "problems": [ui_view.scrub(p) for p in plan.problems], "checks": checks}, None
@@ -67,11 +67,12 @@ def confirm(name: str):
                     message="This web process does not run upgrades: start and resume need `provisioner serve`.")
     media_name = request.args.get("media", "")
     context = {"pool": name, "action": action, "media": media_name, "plan": None, "error": None,
-               "stop_on_failure": request.args.get("stop_on_failure") == "1"}
+               "stop_on_failure": request.args.get("stop_on_failure") == "1",
+               "consent": sorted({c.upper() for c in request.args.getlist("consent") if c})}  # docs/prechecks.md
     if action == "start":
         if get_store().get_media(media_name) is None:
             return page("message.html", 400, title="Pick the media", message=f"no media named {media_name!r}")
-        context["plan"], context["error"] = _plan_or_error(name, media_name)
+        context["plan"], context["error"] = _plan_or_error(name, media_name, tuple(context["consent"]))
     else:
         active = get_store().list_runs(name, active_only=True)
         if not active:
@@ -97,7 +98,8 @@ def act(name: str, action: str):
             flash("This web process does not run upgrades: start and resume need `provisioner serve`.", "error")
         elif action == "start":
             run = service.start(name, request.form.get("media", ""),
-                                stop_on_failure=request.form.get("stop_on_failure") == "1")
+                                stop_on_failure=request.form.get("stop_on_failure") == "1",
+                                consent=tuple(c for c in request.form.getlist("consent") if c))
             flash(f"Run {run.id} started.", "info")
         else:
             run = service.resume(name)

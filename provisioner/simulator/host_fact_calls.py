@@ -9,6 +9,7 @@ import subprocess
 import threading
 import weakref
 
+from . import certs
 from .db import NULL_REF
 from .host_facts import LAYOUTS, facts_of
 from .hosts import SimHost
@@ -63,8 +64,7 @@ def get_server_certificate(c: Call, ref):
     h = sim_host(c, ref)
     bits = facts_of(h).server_cert_key_bits
     if bits is None:
-        from . import certs  # the certificate its xapi serves
-        return certs.cert_of(h).cert_pem.decode()
+        return certs.cert_of(h).cert_pem.decode()  # the certificate its xapi serves
     with _SHORT_LOCK:
         found = _SHORT.get(h)
         if found is None or found[0] != bits:

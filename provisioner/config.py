@@ -149,6 +149,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # how long a host may take to come back once its installer reported (Xen Orchestra waits 20 min; a run's own
     # `upgrade start --host-up-timeout` / REST host_up_timeout wins; coordinator/installing.py)
     "host_up_timeout_s": (_int_in(60, 86_400), 1200),
+    # before each host, how long the run waits for members to answer a call the master forwards to them (after
+    # the master's restart they reconnect on a backoff of up to 256 s; coordinator/members.py, docs/xapi.md)
+    "members_timeout_s": (_int_in(30, 86_400), 600),
     # retention of the events table (issue 15): noise rows older than this many days are pruned (audit rows
     # 4x longer), and the oldest rows beyond this count, noise first; rows of active runs are always kept
     "events_max_age_days": (_int_in(1, 36_500), 90),
@@ -194,6 +197,7 @@ class Config:
     upgrade_poll_ms: int
     pbd_plug_timeout_s: int
     host_up_timeout_s: int
+    members_timeout_s: int
     events_max_age_days: int
     events_max_rows: int
     bmc_poll_seconds: int

@@ -42,7 +42,7 @@ def run_timeouts(config: Config) -> Timeouts:
     """An upgrade run's waits: the defaults, polled every `upgrade_poll_ms`; a PBD.plug task waited for
     `pbd_plug_timeout_s`."""
     return Timeouts(poll=config.upgrade_poll_ms / 1000.0, pbd_plug=float(config.pbd_plug_timeout_s),
-                    host_up=float(config.host_up_timeout_s))
+                    host_up=float(config.host_up_timeout_s), members=float(config.members_timeout_s))
 
 
 def reinstall_timeouts(config: Config) -> ReinstallTimeouts:

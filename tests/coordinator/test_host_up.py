@@ -44,3 +44,7 @@ def test_a_member_not_back_after_its_installer_reported_fails_after_the_runs_hos
 def test_start_run_refuses_a_host_up_timeout_out_of_range(lab):
     with pytest.raises(ValueError, match="host_up_timeout"):
         runner.start_run(lab.store, POOL, MEDIA, lab.driver, host_up_timeout=5)
+
+
+def test_the_members_bound_comes_from_the_configuration_too(lab):
+    assert lab.config.members_timeout_s == 600 and wiring.run_timeouts(lab.config).members == 600.0

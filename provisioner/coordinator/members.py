@@ -29,7 +29,8 @@ MEMBERS_WAITING = "pool.members_waiting"
 MEMBERS_BACK = "pool.members_back"
 """Event {host, minutes}: every member answered after the run waited for them."""
 MEMBER_SLOW = "pool.member_slow"
-"""Event {host, member, seconds, answered}: the master held the call to `member` that long (it was reconnecting)."""
+"""Event {host, member, seconds}: the master held the call to `member` that long before it answered (it was
+reconnecting)."""
 CALL_RETRY = "host.call_retry"
 """Event {host, method, error, minutes}: a forwarded call met a not-reconnected member; the run retries it."""
 
@@ -61,10 +62,10 @@ def silent_members(ctx: Context, rh: RunHost) -> dict[str, str]:
         except (XapiError, XapiUnreachable) as exc:
             silent[h.name] = _why(exc)
         took = ctx.clock.now() - start
-        if took > ctx.timeouts.poll:
-            ctx.event(MEMBER_SLOW, rh, member=h.name, seconds=round(took), answered=h.name not in silent)
-            ctx.say(f"{rh.name}: the master's call to member {h.name} waited {took / 60:.1f} min "
-                    f"({silent.get(h.name, 'answered')}): it was reconnecting to the master")
+        if took > ctx.timeouts.poll and h.name not in silent:  # (one that failed is in `silent` with why)
+            ctx.event(MEMBER_SLOW, rh, member=h.name, seconds=round(took))
+            ctx.say(f"{rh.name}: the master's call to member {h.name} waited {took / 60:.1f} min: it was "
+                    "reconnecting to the master")
     return silent
 
 

@@ -15,6 +15,14 @@ def _vm(c: Call, ref: str) -> dict:
     return c.db.get("VM", ref)
 
 
+def _forward_to_resident(c: Call, vm: str) -> None:
+    """A VM operation runs on the VM's host (message_forwarding.ml VM.* forward_vm_op): the wait / errors of a
+    member that has not reconnected (reconnect.py); before the DB lock, as it may wait."""
+    resident = _vm(c, vm)["resident_on"]
+    if resident != NULL_REF:
+        forward(c, resident)
+
+
 def _pick_host(c: Call, vm: str) -> str:
     """VM.start without a host: the most free memory among hosts where it can boot; during RPU the highest version."""
     db = c.db
@@ -44,6 +52,7 @@ def vm_pool_migrate(c: Call, vm, host, options):
 @api("VM.suspend", 2)
 def vm_suspend(c: Call, vm):
     """datamodel_vm.ml:1342-1356: Running, and PV drivers are needed (VM_MISSING_PV_DRIVERS [vm])."""
+    _forward_to_resident(c, vm)
     with c.db.lock:
         rec = _vm(c, vm)
         vr.assert_power_state(vm, rec, "Running")
@@ -80,6 +89,8 @@ def vm_resume(c: Call, vm, start_paused, force):
 
 @api("VM.resume_on", 5)
 def vm_resume_on(c: Call, vm, host, start_paused, force):
+    c.db.get("host", host)
+    forward(c, host)  # runs on that host (reconnect.py)
     return _resume(c, vm, host)
 
 
@@ -100,11 +111,14 @@ def vm_start(c: Call, vm, start_paused, force):
 
 @api("VM.start_on", 5)
 def vm_start_on(c: Call, vm, host, start_paused, force):
+    c.db.get("host", host)
+    forward(c, host)  # runs on that host (reconnect.py)
     return _start(c, vm, host, start_paused)
 
 
 @api("VM.clean_shutdown", 2)
 def vm_clean_shutdown(c: Call, vm):
+    _forward_to_resident(c, vm)
     with c.db.lock:
         vr.assert_power_state(vm, _vm(c, vm), "Running")  # xapi_vm_lifecycle.ml:32-92
         vr.set_power(c.world, c.pool, vm, "Halted")

@@ -123,7 +123,19 @@ class _PinnedConnection(http.client.HTTPSConnection):
             raise FingerprintMismatch(f"{self.host}:{self.port}", self.pin, got)
 
 
-class _TimeoutTransport(xmlrpc.client.Transport):
+class _Closing:
+    """xapi closes the connection after each answer (HTTP/1.0), so http.client hands the socket to the response; when
+    reading that response fails half-way (a host going down mid-answer, a timeout), xmlrpc's Transport.close() no
+    longer reaches it: close the response here so that the socket is closed, not left to the garbage collector."""
+
+    def parse_response(self, response):
+        try:
+            return super().parse_response(response)
+        finally:
+            response.close()
+
+
+class _TimeoutTransport(_Closing, xmlrpc.client.Transport):
     """The SDK has no timeout: a hung master would block a step forever (docs/xapi.md "The XenAPI Python
     package")."""
 
@@ -137,7 +149,7 @@ class _TimeoutTransport(xmlrpc.client.Transport):
         return conn
 
 
-class _TlsTransport(xmlrpc.client.SafeTransport):
+class _TlsTransport(_Closing, xmlrpc.client.SafeTransport):
     def __init__(self, timeout: float, trust: Trust):
         super().__init__(context=trust.context())
         self.timeout, self.trust = timeout, trust

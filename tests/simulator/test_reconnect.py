@@ -120,6 +120,13 @@ def test_an_unreachable_member_gets_cannot_contact_host_then_answers(sim):
         with pytest.raises(XenAPI.Failure) as ei:
             call(slow.ref)
         assert ei.value.details == ["CANNOT_CONTACT_HOST", slow.ref]
+    vm = next(v for v in x.VM.get_all() if x.VM.get_resident_on(v) == slow.ref and x.VM.get_power_state(v) ==
+              "Running")
+    for call, args in ((x.VM.clean_shutdown, (vm,)), (x.VM.suspend, (vm,)),
+                       (x.VM.pool_migrate, (vm, p.hosts[1].ref, {"live": "true"}))):
+        with pytest.raises(XenAPI.Failure) as ei:
+            call(*args)  # a VM operation runs on the VM's host (message_forwarding.ml)
+        assert ei.value.details == ["CANNOT_CONTACT_HOST", slow.ref]
     wait_for(lambda: slow.linked)
     assert x.host.get_servertime(slow.ref)
     x.host.disable(slow.ref)

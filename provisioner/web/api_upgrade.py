@@ -70,9 +70,13 @@ def add_pool():
     compared it) or "ca_pem" (a CA's PEM text), docs/xapi.md "TLS"."""
     body = _fields(api.json_body(), {"name", "url", "username", "password", "fingerprint", "ca_pem"},
                    ("name", "url", "password"))
+    trust = {"fingerprint": _opt(body, "fingerprint"), "ca_pem": _opt(body, "ca_pem")}
+    coord_pools.check_url(body["url"])
+    warnings = [w for w in (coord_pools.plain_http_warning(body["url"]),
+                            coord_pools.check_certificate(body["url"], **trust)) if w]  # a refused one: 400
     record = coord_pools.add_pool(get_store(), body["name"], body["url"], body.get("username") or "root",
-                                  body["password"], fingerprint=_opt(body, "fingerprint"), ca_pem=_opt(body, "ca_pem"))
-    return jsonify(pool=record.as_dict()), 201, {"Location": f"/api/v1/pools/{record.name}"}
+                                  body["password"], **trust)
+    return jsonify(pool=record.as_dict(), warnings=warnings), 201, {"Location": f"/api/v1/pools/{record.name}"}
 
 
 def _opt(body: dict, name: str) -> str | None:
@@ -96,8 +100,10 @@ def peek_certificate():
 def trust_pool(name: str):
     """Change how the pool's certificate is trusted: exactly one of "fingerprint" or "ca_pem"."""
     body = _fields(api.json_body(), {"fingerprint", "ca_pem"})
-    return jsonify(pool=coord_pools.set_trust(get_store(), name, fingerprint=_opt(body, "fingerprint"),
-                                              ca_pem=_opt(body, "ca_pem")).as_dict())
+    trust = {"fingerprint": _opt(body, "fingerprint"), "ca_pem": _opt(body, "ca_pem")}
+    warnings = [w for w in (coord_pools.check_certificate(coord_pools.get_pool(get_store(), name).url, **trust),)
+                if w]  # a certificate the new trust refuses: 400
+    return jsonify(pool=coord_pools.set_trust(get_store(), name, **trust).as_dict(), warnings=warnings)
 
 
 @bp.patch("/pools/<name>")

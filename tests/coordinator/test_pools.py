@@ -75,7 +75,7 @@ def test_plain_text_row_of_an_older_version_is_read_then_encrypted(store, sim):
 
 
 def test_api_answers_never_carry_the_password(client, auth, store):
-    added = client.post("/api/v1/pools", json={"name": "lab", "url": "https://10.0.0.10", "username": "root",
+    added = client.post("/api/v1/pools", json={"name": "lab", "url": "https://127.0.0.1:9", "username": "root",
                                                "password": PASSWORD, "fingerprint": PIN}, headers=auth)
     assert added.status_code == 201
     for answer in (added, client.get("/api/v1/pools", headers=auth), client.get("/api/v1/events", headers=auth)):

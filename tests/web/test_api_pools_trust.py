@@ -60,3 +60,12 @@ def test_the_pool_page_says_how_its_certificate_is_trusted(store):
     assert ui_view.pool_view(store, "pinned", [])["trust"] == f"certificate pinned, SHA-256 {colons('ab' * 32)}"
     assert "in clear" in ui_view.pool_view(store, "clear", [])["trust"]
     assert "pools trust" in ui_view.pool_view(store, "old", [])["trust"]
+
+
+def test_rest_add_checks_the_certificate_and_warns_about_http(client, auth, sim):
+    wrong = client.post("/api/v1/pools", json={"name": "lab", "url": sim.master_url(), "password": PASSWORD,
+                                               "fingerprint": "ab" * 32}, headers=auth)
+    assert wrong.status_code == 400 and colons(sim.master_fingerprint()) in wrong.get_json()["error"]
+    clear = client.post("/api/v1/pools", json={"name": "lab", "url": "http://127.0.0.1:9", "password": PASSWORD},
+                        headers=auth)
+    assert clear.status_code == 201 and "in clear text" in clear.get_json()["warnings"][0]

@@ -181,6 +181,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "RunHost": {"type": "object", "description": "one host of a run; a FAILED host has a remedy classified from "
                 "evidence (docs/remedies.md)", "properties": {
         "mac": _STR, "name": _STR, "role": _STR, "step": _STR, "reason": _OPT_STR, "remedy": _OPT_STR,
+        "waiting": {"type": ["string", "null"], "description": "what the run waits for at this host now: members "
+                    "reconnecting to a restarted master, a retried call, the host-up timeout"},
         "remedy_class": {"type": ["string", "null"], "enum": [*remedies.CLASSES, None]},
         "evidence": {"type": "array", "items": {"type": "object", "properties": {
             "kind": _STR, "when": _STR, "what": _STR}}},

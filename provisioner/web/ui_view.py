@@ -67,6 +67,7 @@ def run_view(report: Mapping[str, Any], running_ids: Iterable[str]) -> dict[str,
     active = report["state"] not in states.RUN_TERMINAL
     hosts = [{"mac": h["mac"], "name": h["name"], "role": h["role"], "step": h["step"],
               "reason": scrub(h["reason"] or "") or None, "remedy": h.get("remedy"),
+              "waiting": scrub(h.get("waiting") or "") or None,  # what the run waits for at it (members.py)
               "remedy_class": h.get("remedy_class"), "evidence": [redact(e) for e in h.get("evidence") or []],
               "attempt_id": h["attempt_id"], "percent": step_percent(h["step"]),
               "failed": h["step"] == states.STEP_FAILED, "done": h["step"] == states.STEP_DONE}

@@ -13,6 +13,7 @@ from provisioner.coordinator import members, runner, steps
 from provisioner.coordinator.service import ProgressReader
 from provisioner.coordinator.report import run_report
 from provisioner.simulator import states as sim_states
+from provisioner.web import ui_view
 from sim_helpers import wait_for
 
 
@@ -37,6 +38,7 @@ def test_four_hosts_whose_members_take_up_to_5_minutes_to_reconnect_all_upgrade(
         lines.append(line)
         if "waiting for pool members" in line and not shown:  # what `upgrade status` / REST show meanwhile
             shown.append(ProgressReader(lab.store).view(started.id))
+            shown.append(ui_view.run_view(run_report(lab.store, started.id), []))  # the dashboard's
 
     final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock, timeouts=FAST,
                           say=say).run()
@@ -53,11 +55,12 @@ def test_four_hosts_whose_members_take_up_to_5_minutes_to_reconnect_all_upgrade(
                and host3 in line for line in lines)
     for i in range(4):
         assert lab.reboots(i) == 1
-    (view,) = shown
+    view, dashboard = shown
     assert view["hosts"][1]["step"] == states.STEP_CHECK
     assert view["hosts"][1]["waiting"].startswith("waiting for members to reconnect to the master: ")
     assert f"{host3} (CANNOT_CONTACT_HOST)" in view["hosts"][1]["waiting"]
     assert "waiting for members to reconnect" in progress.render(view)
+    assert dashboard["hosts"][1]["waiting"] == view["hosts"][1]["waiting"]
     assert run_report(lab.store, started.id)["hosts"][1]["waiting"] is None  # done: nothing waited for
 
 

@@ -56,7 +56,8 @@
         row.classList.toggle("done", h.done);
         row.classList.toggle("failed", h.failed);
         var reason = row.querySelector('[data-field="reason"]');
-        if (reason && !h.remedy && reason.textContent !== (h.reason || "")) { reason.textContent = h.reason || ""; }
+        const said = h.reason || h.waiting || "";  // waiting: members reconnecting, the host-up timeout
+        if (reason && !h.remedy && reason.textContent !== said) { reason.textContent = said; }
       });
     }
   }

@@ -17,6 +17,7 @@ import http.client
 import re
 import socket
 import ssl
+import threading
 import urllib.parse
 import xmlrpc.client
 from dataclasses import dataclass
@@ -109,69 +110,83 @@ def check_ca_pem(text: str) -> str:
     return text
 
 
-class _PinnedConnection(http.client.HTTPSConnection):
-    """HTTPSConnection that compares the peer's certificate with the pin as soon as it is connected."""
+class _Tracked:
+    """A connection that remembers its socket and its last response, so the transport can close both after every
+    request (xapi closes the connection after each answer, HTTP/1.0): http.client hands the socket to the
+    response, and when a host goes down mid-answer neither xmlrpc's Transport.close() nor the garbage collector
+    closes it in time (a ResourceWarning; an fd left open)."""
 
-    pin: str = ""
+    _opened = None
+    _response = None
 
     def connect(self):
         super().connect()
+        self._opened = self.sock
+
+    def getresponse(self):
+        self._response = super().getresponse()
+        return self._response
+
+    def release(self):
+        for thing in (self._response, self._opened):
+            if thing is not None:
+                thing.close()
+        self._response = self._opened = None
+        self.close()
+
+
+class _HttpConnection(_Tracked, http.client.HTTPConnection):
+    pass
+
+
+class _HttpsConnection(_Tracked, http.client.HTTPSConnection):
+    pin: str | None = None
+
+    def connect(self):
+        super().connect()
+        if self.pin is None:
+            return
         got = fingerprint_of(self.sock.getpeercert(binary_form=True) or b"")
-        if got != self.pin:
-            self.sock.close()
-            self.sock = None
+        if got != self.pin:  # checked before the first request byte: nothing is sent to this peer
+            self.release()
             raise FingerprintMismatch(f"{self.host}:{self.port}", self.pin, got)
 
 
-class _Closing:
-    """xapi closes the connection after each answer (HTTP/1.0), so http.client hands the socket to the response; when
-    reading that response fails half-way (a host going down mid-answer, a timeout), xmlrpc's Transport.close() no
-    longer reaches it: close the response here so that the socket is closed, not left to the garbage collector."""
+class _Transport(xmlrpc.client.Transport):
+    """One new connection per request, closed with its response whatever happens; every connection has a timeout
+    (the SDK has none: a hung master would block a step forever, docs/xapi.md "The XenAPI Python package")."""
 
-    def parse_response(self, response):
-        try:
-            return super().parse_response(response)
-        finally:
-            response.close()
-
-
-class _TimeoutTransport(_Closing, xmlrpc.client.Transport):
-    """The SDK has no timeout: a hung master would block a step forever (docs/xapi.md "The XenAPI Python
-    package")."""
-
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, trust: Trust | None = None):
         super().__init__()
-        self.timeout = timeout
-
-    def make_connection(self, host):
-        conn = super().make_connection(host)
-        conn.timeout = self.timeout
-        return conn
-
-
-class _TlsTransport(_Closing, xmlrpc.client.SafeTransport):
-    def __init__(self, timeout: float, trust: Trust):
-        super().__init__(context=trust.context())
         self.timeout, self.trust = timeout, trust
+        self.context = trust.context() if trust is not None else None
+        self._mine = threading.local()  # the request's connection, per thread: a driver may be shared
 
     def make_connection(self, host):
-        if self._connection and host == self._connection[0]:
-            return self._connection[1]
-        chost, self._extra_headers, x509 = self.get_host_info(host)
-        if self.trust.fingerprint:
-            conn = _PinnedConnection(chost, None, timeout=self.timeout, context=self.context)
-            conn.pin = self.trust.fingerprint
+        chost, self._extra_headers, _ = self.get_host_info(host)
+        if self.trust is None:
+            conn = _HttpConnection(chost, timeout=self.timeout)
         else:
-            conn = http.client.HTTPSConnection(chost, None, timeout=self.timeout, context=self.context)
-        self._connection = host, conn
+            conn = _HttpsConnection(chost, timeout=self.timeout, context=self.context)
+            conn.pin = self.trust.fingerprint
+        self._mine.conn = conn  # not self._connection: no connection is kept between requests
         return conn
+
+    def single_request(self, host, handler, request_body, verbose=False):
+        self._mine.conn = None
+        try:
+            return super().single_request(host, handler, request_body, verbose)
+        finally:
+            conn, self._mine.conn = self._mine.conn, None
+            if conn is not None:
+                conn.release()
 
 
 def transport(url: str, timeout: float, trust: Trust | None) -> xmlrpc.client.Transport:
     """The XML-RPC transport for `url`: plain HTTP, or HTTPS checked as `trust` says."""
     if urllib.parse.urlsplit(url).scheme == "https":
-        return _TlsTransport(timeout, trust or Trust())
-    return _TimeoutTransport(timeout)
+        return _Transport(timeout, trust or Trust())
+    return _Transport(timeout)
 
 
 def explain(exc: BaseException, url: str) -> str | None:

@@ -98,10 +98,10 @@ def test_counters_match_the_events_table_after_a_demo_run(demo_store):
     assert sent, "the demo's machines fetched their configs over TFTP"
     by_kind = Counter(file_kind(e["details"]["file"], e["details"]["source"]) for e in sent)
     # installer config, then (a network-first host) the local boot after the install, while a disk-first host
-    # behind a BMC boots its disk with no fetch (demo.METHODS); and the boot server's own check of each host's
+    # behind a BMC boots its disk with no fetch (demo.PROFILES); and the boot server's own check of each host's
     # config before its reboot (coordinator/selfcheck.py: a TFTP transfer too, recorded on no attempt)
     checks = [e for e in sent if str(e["details"]["file"]).startswith("provisioner-selfcheck/")]
-    configs = sum(2 if demo.METHODS[i % len(demo.METHODS)] == "network-first" else 1 for i in range(HOSTS))
+    configs = sum(2 if demo.PROFILES[i % len(demo.PROFILES)][0] == "network-first" else 1 for i in range(HOSTS))
     assert len(checks) == HOSTS and by_kind["config"] == configs + len(checks)
     for kind, count in by_kind.items():
         assert total(samples, "provisioner_tftp_requests_total", kind=kind, outcome="sent") == count

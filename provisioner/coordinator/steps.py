@@ -330,7 +330,7 @@ TABLE: tuple[Step, ...] = (
     Step(states.STEP_WAIT_DOWN, wait_down, False, ("down",)),
     Step(states.STEP_WAIT_UP, wait_up, False, ("up", "down")),
     Step(states.STEP_VERIFY, verify, False, ()),
-    Step(states.STEP_STORAGE, storage, False, ("storage",)),
+    Step(states.STEP_STORAGE, storage, False, ("storage", "pbd_plug")),
     Step(states.STEP_ENABLE, enable, False, ("enable",)),
     Step(states.STEP_RESTORE, restore, False, ()),  # after an abort too: VMs are put back
 )

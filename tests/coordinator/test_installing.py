@@ -3,6 +3,8 @@ by a timer, the operator ends the wait (mark-failed, abort), and a failed member
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from labs import MEDIA, POOL
 
@@ -74,7 +76,8 @@ def test_installing_past_every_timeout_waits_until_the_operator_marks_it_failed(
     assert decision["host"] == name and decision["step"] == states.STEP_WAIT_UP
     hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
     assert hosts[name]["step"] == states.STEP_FAILED
-    assert hosts[name]["reason"].startswith(f"wait_up: {installing.MARKED_FAILED_REASON} after 40 min")
+    # marked at the 40-minute note; the simulated clock may pass one more minute before the step reads the mark
+    assert re.match(rf"wait_up: {installing.MARKED_FAILED_REASON} after 4[01] min", hosts[name]["reason"])
     # Down after its installer started: the run stops, no other host is started.
     assert final.state == states.RUN_ABORTED and name in final.reason
     assert hosts[f"{POOL}-host2"]["step"] == states.STEP_PENDING and touched(lab, 2, seen["since"]) == []

@@ -93,13 +93,43 @@ class Trust:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE  # self-signed: the pin replaces the chain (module docstring)
-            return ctx
-        if self.ca_pem:
+        elif self.ca_pem:
             try:
-                return ssl.create_default_context(cadata=self.ca_pem)
+                ctx = ssl.create_default_context(cadata=self.ca_pem)
             except ssl.SSLError as exc:
                 raise ValueError(f"the CA file holds no usable PEM certificate ({exc.reason or exc})") from None
-        return ssl.create_default_context()
+        else:
+            ctx = ssl.create_default_context()
+        ctx.sslsocket_class = _ClosingSSLSocket
+        return ctx
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSLSocket that closes its descriptor when wrapping fails. CPython 3.11's SSLSocket._create takes the
+    descriptor over from the TCP socket, then re-raises an ECONNRESET from its 'are we connected' probe without
+    closing it (a master whose xapi stops while we connect resets the connection there): the descriptor stayed
+    open until the garbage collector found it (a ResourceWarning). docs/xapi.md "TLS"."""
+
+    @classmethod
+    def _create(cls, *args, **kwargs):
+        _made.sock = None
+        try:
+            return super()._create(*args, **kwargs)
+        except BaseException:
+            half = getattr(_made, "sock", None)
+            if half is not None and half.fileno() != -1:
+                half.close()
+            raise
+        finally:
+            _made.sock = None
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        _made.sock = self  # the socket _create is building on this thread (closed by _create if it fails)
+        return self
+
+
+_made = threading.local()
 
 
 def check_ca_pem(text: str) -> str:
@@ -214,6 +244,7 @@ def fetch_certificate(url: str, timeout: float) -> PeerCertificate:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # we only read the certificate; nothing is sent over this connection
+    ctx.sslsocket_class = _ClosingSSLSocket
     with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls:
             der = tls.getpeercert(binary_form=True) or b""

@@ -40,7 +40,9 @@ SPEED = 60.0  # sim seconds per wall second: XAPI's own delays (reboot, xapi sta
 INSTALL_WALL, LOCAL_WALL = 300, 120  # wall seconds an install boot / a local boot may take (loaded CI runner)
 CYCLE_WALL = INSTALL_WALL + 2 * LOCAL_WALL + 60  # a power cycle: install boot, local boot (a reinstall: 3 boots)
 # On the simulator's clock: a real boot lasts about a minute of wall time, i.e. an hour of sim time.
-TIMEOUTS = Timeouts(down=900, up=SPEED * CYCLE_WALL, enable=1800, poll=30)
+# host_up: after its installer reports, a QEMU host still runs its local boot (up to LOCAL_WALL wall seconds on a
+# loaded runner), far more than the field's 20 minutes at SPEED
+TIMEOUTS = Timeouts(down=900, up=SPEED * CYCLE_WALL, enable=1800, poll=30, host_up=SPEED * (2 * LOCAL_WALL + 60))
 
 
 @pytest.fixture

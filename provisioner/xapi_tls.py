@@ -100,11 +100,11 @@ class Trust:
                 raise ValueError(f"the CA file holds no usable PEM certificate ({exc.reason or exc})") from None
         else:
             ctx = ssl.create_default_context()
-        ctx.sslsocket_class = _ClosingSSLSocket
+        ctx.sslsocket_class = ClosingSSLSocket
         return ctx
 
 
-class _ClosingSSLSocket(ssl.SSLSocket):
+class ClosingSSLSocket(ssl.SSLSocket):
     """An SSLSocket that closes its descriptor when wrapping fails. CPython 3.11's SSLSocket._create takes the
     descriptor over from the TCP socket, then re-raises an ECONNRESET from its 'are we connected' probe without
     closing it (a master whose xapi stops while we connect resets the connection there): the descriptor stayed
@@ -244,7 +244,7 @@ def fetch_certificate(url: str, timeout: float) -> PeerCertificate:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # we only read the certificate; nothing is sent over this connection
-    ctx.sslsocket_class = _ClosingSSLSocket
+    ctx.sslsocket_class = ClosingSSLSocket
     with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls:
             der = tls.getpeercert(binary_form=True) or b""

@@ -118,7 +118,17 @@ def reboot(ctx: Context, rh: RunHost) -> str:
         if error_code(exc) == "OTHER_OPERATION_IN_PROGRESS":
             return after  # the one sent before a crash is still starting
         raise
+    except XapiUnreachable:
+        if rh.role == "master" and _reboot_sent(ctx, rh):
+            return after  # the master this run rebooted stopped answering between our read and the call
+        raise
     return after
+
+
+def _reboot_sent(ctx: Context, rh: RunHost) -> bool:
+    """This run already had a host.reboot / host.shutdown of this host accepted (its xapi.call event)."""
+    return any(e["details"].get("method") in ("host.reboot", "host.shutdown") and e["details"].get("ok")
+               for e in ctx.store.events(run_id=ctx.run_id, mac=rh.mac, kind="xapi.call"))
 
 
 def check_boot_server(ctx: Context, rh: RunHost) -> None:

@@ -14,6 +14,8 @@ import xmlrpc.client
 
 import XenAPI
 
+from provisioner.xapi_tls import ClosingSSLSocket
+
 
 def trust(sim, pool: str | None = None) -> dict:
     """add_pool's trust arguments for the simulated pool's master: its pinned fingerprint."""
@@ -26,7 +28,9 @@ def context(url: str) -> ssl.SSLContext | None:
     if parts.scheme != "https":
         return None
     pem = ssl.get_server_certificate((parts.hostname, parts.port), timeout=10)
-    return ssl.create_default_context(cadata=pem)
+    ctx = ssl.create_default_context(cadata=pem)
+    ctx.sslsocket_class = ClosingSSLSocket  # a reset handshake leaves no descriptor behind (xapi_tls.py)
+    return ctx
 
 
 class _Transport(xmlrpc.client.SafeTransport):

@@ -5,7 +5,7 @@ a slow PBD.plug waited for. Against the simulator, the real boot service and sim
 from __future__ import annotations
 
 import pytest
-from helpers import FAST
+from helpers import FAST, at_step
 from labs import MEDIA, POOL
 
 from provisioner import states
@@ -39,17 +39,6 @@ def calls(lab, *methods: str, ref: str | None = None) -> list[int]:
     """Indices in the simulator's call log of `methods` (on `ref` when given)."""
     return [i for i, (_, m, params) in enumerate(lab.world.call_log)
             if m in methods and (ref is None or ref in params)]
-
-
-def at_step(lab, i: int, step: str, act):
-    """on_commit hook: act(lab) once, when host i commits `step` (after the plan passed)."""
-    done = []
-
-    def hook(rh):
-        if not done and rh.mac == lab.mac(i) and rh.step == step:
-            done.append(step)
-            act(lab)
-    return hook
 
 
 # --- PINNED_VM ---

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
-from helpers import FAST
+from helpers import FAST, at_step
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from labs import MEDIA, POOL, make_lab, shut_down, stop_lab
@@ -33,17 +33,6 @@ def vm_on(lab, i):
     host = pool.hosts[i].ref
     return next(r for r in pool.db.all("VM") if pool.db.get("VM", r)["resident_on"] == host
                 and not pool.db.get("VM", r)["is_control_domain"])
-
-
-def at_step(lab, i, step, act):
-    """An on_commit hook that does `act(lab)` once, when host i commits `step` (after the precheck passed)."""
-    done = []
-
-    def hook(rh):
-        if not done and rh.mac == lab.mac(i) and rh.step == step:
-            done.append(step)
-            act(lab)
-    return hook
 
 
 @dataclass

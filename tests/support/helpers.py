@@ -241,3 +241,14 @@ def serve_process(tmp_path: Path, **env: str) -> Iterator[subprocess.Popen]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def at_step(lab, i: int, step: str, act):
+    """An on_commit hook that does `act(lab)` once, when host i commits `step` (after the plan passed)."""
+    done = []
+
+    def hook(rh):
+        if not done and rh.mac == lab.mac(i) and rh.step == step:
+            done.append(step)
+            act(lab)
+    return hook

@@ -154,5 +154,25 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # (coordinator/reinstall_trust.py)
         "ALTER TABLE reinstalls ADD COLUMN host_fingerprint VARCHAR(64)",
     ),
+    (  # 11: update repositories (issue 20, provisioner/updates.py, docs/updates.md): an imported offline bundle
+        #     (kind 'bundle': the .xsbundle file and its unpacked yum tree under path) or a registered mirror (kind
+        #     'mirror': url, nothing downloaded). details is the JSON of what the repository's updateinfo says
+        #     (update ids, guidances, update level); unsigned is 1 only when the operator passed --allow-unsigned.
+        """CREATE TABLE updates (
+            name VARCHAR(64) PRIMARY KEY,
+            kind VARCHAR(8) NOT NULL,
+            source TEXT NOT NULL,
+            path TEXT,
+            url TEXT,
+            bundle_file VARCHAR(255),
+            sha256 VARCHAR(64),
+            size INTEGER,
+            product_version VARCHAR(32),
+            signed INTEGER NOT NULL,
+            unsigned INTEGER NOT NULL,
+            checked INTEGER NOT NULL,
+            details TEXT NOT NULL,
+            added_at VARCHAR(32) NOT NULL)""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

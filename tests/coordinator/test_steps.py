@@ -112,10 +112,23 @@ def test_power_cycle_shuts_a_member_down_and_powers_it_on_once(lab):
     assert steps.wait_down(ctx, rh) == states.STEP_WAIT_UP
 
 
-def test_a_power_on_sent_while_the_machine_still_shuts_down_is_sent_again(lab):
+def test_a_power_on_sent_while_the_machine_still_shuts_down_is_sent_again(lab, monkeypatch):
     """XAPI says "not live" as the shutdown starts; a power-on then is lost (the simulator's machine ignores it,
     as a real BMC or a wake-on-lan packet would): no boot is seen, so it is powered on again."""
     ctx, rh = power_cycle_context(lab, off=0, boot=120)
+    # Held in its shutdown until the first power-on has reached it (else, on a loaded machine, the 20 simulated
+    # seconds of shutdown could end before the first power-on is sent, and that one would boot it); its power goes
+    # off right after that first one.
+    lab.world.delays["shutdown"] = 10 ** 6
+    real_power_on, sent = lab.driver.power_on, []
+
+    def power_on(ref):
+        real_power_on(ref)
+        if not sent:
+            lab.world.crash(rh.mac)  # the end of a shutdown as the machine sees it: power off, no heartbeat
+        sent.append(ref)
+
+    monkeypatch.setattr(lab.driver, "power_on", power_on)
     steps.reboot(ctx, rh)
     assert steps.power_on(ctx, rh) == states.STEP_WAIT_DOWN
     assert len(ok_calls(lab, "host.power_on")) == 2

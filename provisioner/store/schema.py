@@ -174,5 +174,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
             details TEXT NOT NULL,
             added_at VARCHAR(32) NOT NULL)""",
     ),
+    (  # 12: supplemental packs and driver disks a media carries (provisioner/packs.py, docs/packs.md): a repository
+        #     tree under path, read from its update.xml and repodata (kind 'driver': its comps has the installer's
+        #     'drivers' group; 'pack': a supplemental pack). hosts/pools: JSON lists of MACs / pool names it applies
+        #     to (both empty: every host upgraded or installed with that media). details: JSON of what was read.
+        """CREATE TABLE packs (
+            media VARCHAR(64) NOT NULL,
+            name VARCHAR(64) NOT NULL,
+            kind VARCHAR(8) NOT NULL,
+            path TEXT NOT NULL,
+            label VARCHAR(255) NOT NULL,
+            version VARCHAR(64),
+            hosts TEXT NOT NULL,
+            pools TEXT NOT NULL,
+            details TEXT NOT NULL,
+            added_at VARCHAR(32) NOT NULL,
+            PRIMARY KEY (media, name))""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

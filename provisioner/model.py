@@ -365,3 +365,34 @@ class BootDecision:
     def as_dict(self) -> dict[str, Any]:
         return {"action": self.action, "mac": self.mac, "reason": self.reason,
                 "attempt": self.attempt.id if self.attempt else None}
+
+
+PACK_KINDS = ("driver", "pack")  # a driver disk (<driver-source>) or a supplemental pack (an extra <source>)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A supplemental pack or driver disk a media carries (docs/packs.md): a repository tree served next to the
+    media, named in the answer files of the hosts it applies to (`hosts` MACs, `pools` names; both empty: all)."""
+
+    media: str
+    name: str
+    kind: str                       # PACK_KINDS
+    path: str
+    label: str                      # update.xml name-label: the installer's identifier for the repository
+    version: str | None
+    hosts: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # uuid, control, requires, drivers, ...
+    added_at: str = ""
+
+    def applies_to(self, host: "Host") -> bool:
+        """Whether `host`'s answer files carry this pack: named by MAC or pool, or no scope at all."""
+        if not self.hosts and not self.pools:
+            return True
+        return host.mac in self.hosts or host.pool in self.pools
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"media": self.media, "name": self.name, "kind": self.kind, "path": self.path, "label": self.label,
+                "version": self.version, "hosts": list(self.hosts), "pools": list(self.pools),
+                "details": dict(self.details), "added_at": self.added_at}

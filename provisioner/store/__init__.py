@@ -13,11 +13,12 @@ from provisioner.store.base import ConflictError, NotFoundError, StoreBase, Stor
 from provisioner.store.events import EventsMixin
 from provisioner.store.hosts import HostsMixin
 from provisioner.store.media import MediaMixin
+from provisioner.store.packs import PacksMixin
 from provisioner.store.runs import PoolRecord, Run, RunHost, RunsMixin
 from provisioner.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
-class Store(HostsMixin, MediaMixin, AttemptsMixin, RunsMixin, EventsMixin, StoreBase):
+class Store(HostsMixin, MediaMixin, PacksMixin, AttemptsMixin, RunsMixin, EventsMixin, StoreBase):
     """A handle on one database file; safe to share between threads (each thread gets its own connection)."""
 
 

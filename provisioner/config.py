@@ -166,6 +166,11 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # (coordinator/selfcheck.py); off only where the coordinator cannot reach them although the hosts can
     "boot_self_check": (_bool, True),
     "events_max_rows": (_int_in(1_000, 1_000_000_000), 1_000_000),
+    # offline update bundles (provisioner/updates.py, docs/updates.md): the OpenPGP public key(s) a bundle's
+    # repodata/repomd.xml.asc must verify against (armored or binary; unset: only --allow-unsigned imports), and
+    # the most a bundle may unpack to (XAPI's own limit is 1 GiB: xapi_globs.ml bundle_max_size_limit)
+    "updates_keyring": (_optional_path, None),
+    "updates_max_bytes": (_int_in(1 << 20, 1 << 40), 1 << 30),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
 }
@@ -200,6 +205,8 @@ class Config:
     members_timeout_s: int
     events_max_age_days: int
     events_max_rows: int
+    updates_keyring: Path | None
+    updates_max_bytes: int
     bmc_poll_seconds: int
     bmc_resend_seconds: int
     bmc_give_up_seconds: int

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.parse
 import xmlrpc.client
 from typing import Callable, Protocol
 
 import XenAPI
 
-from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall, xapi_tls
+from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall, xapi_tls, xapi_updates
 from provisioner.xapi_tls import Trust
 from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
 
@@ -106,9 +107,25 @@ class PoolDriver(Protocol):
     def safe_to_upgrade(self, host_ref: str) -> str: ...
     def dom0_memory_after_upgrade(self, host_ref: str) -> int | None: ...
     def server_key_bits(self, host_ref: str) -> int | None: ...
+    # update level (coordinator/converge.py, xapi_updates.py, docs/converge.md)
+    def repositories(self) -> list[xapi_updates.RepositoryInfo]: ...
+    def introduce_bundle_repository(self, name: str, description: str) -> str: ...
+    def introduce_mirror_repository(self, name: str, description: str, binary_url: str, source_url: str = "",
+                                    gpgkey_path: str = "") -> str: ...
+    def introduce_remote_pool_repository(self, name: str, description: str, binary_url: str,
+                                         certificate: str) -> str: ...
+    def pool_repositories(self) -> list[str]: ...
+    def set_pool_repositories(self, refs: list[str]) -> None: ...
+    def sync_updates(self, *, force: bool = False, username: str = "", password: str = "") -> str: ...
+    def upload_bundle(self, path: str, timeout: float | None = None) -> None: ...
+    def update_level(self, host_ref: str) -> xapi_updates.UpdateLevel: ...
+    def apply_updates(self, host_ref: str, hash_: str) -> list[list[str]]: ...
+    def restart_toolstack(self, host_ref: str) -> None: ...
+    def server_certificate(self, host_ref: str) -> str: ...
 
 
-class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_prechecks.PrecheckCalls):
+class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_prechecks.PrecheckCalls,
+                   xapi_updates.UpdateCalls):
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
@@ -226,24 +243,45 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_p
         "XenCenter's plan for each host"); the task's error comes back as the same XapiError the synchronous call
         would raise; the result is returned."""
         ref = self.call(f"Async.{method}", *args)
+        try:
+            return self.wait_task(ref, method, timeout=timeout)
+        finally:
+            self.destroy_task(ref)
+
+    def wait_task(self, ref: str, method: str, *, timeout: float | None = None):
+        """Poll task `ref` to its end: its result, or its error as an XapiError; cancelled after the timeout."""
         limit = self.task_timeout if timeout is None else timeout
         deadline, pause = time.monotonic() + limit, 0.05
+        while (status := self.call("task.get_status", ref)) in ("pending", "cancelling"):
+            if time.monotonic() > deadline:
+                self.call("task.cancel", ref)
+                raise XapiUnreachable(f"{self.url}: {method} still running after {limit / 60:.0f} min "
+                                      "(asked to cancel)")
+            time.sleep(pause)
+            pause = min(pause * 1.5, 2.0)
+        if status != "success":
+            raise XapiError(list(self.call("task.get_error_info", ref)) or [f"TASK_{status.upper()}"])
+        return self.call("task.get_result", ref)
+
+    def destroy_task(self, ref: str) -> None:
         try:
-            while (status := self.call("task.get_status", ref)) in ("pending", "cancelling"):
-                if time.monotonic() > deadline:
-                    self.call("task.cancel", ref)
-                    raise XapiUnreachable(f"{self.url}: {method} still running after {limit / 60:.0f} min "
-                                          "(asked to cancel)")
-                time.sleep(pause)
-                pause = min(pause * 1.5, 2.0)
-            if status != "success":
-                raise XapiError(list(self.call("task.get_error_info", ref)) or [f"TASK_{status.upper()}"])
-            return self.call("task.get_result", ref)
-        finally:
-            try:
-                self.call("task.destroy", ref)
-            except (XapiError, XapiUnreachable):
-                pass  # tasks vanish with a master restart anyway (docs/xapi.md "Tasks and events")
+            self.call("task.destroy", ref)
+        except (XapiError, XapiUnreachable):
+            pass  # tasks vanish with a master restart anyway (docs/xapi.md "Tasks and events")
+
+    def put(self, uri: str, path: str, *, task: str, timeout: float | None = None) -> None:
+        """HTTP PUT of the file at `path` to `uri` on this host, with this session and `task` as query parameters
+        (how xe and XenCenter upload to XAPI's HTTP handlers), over the same TLS trust as the XML-RPC calls. A
+        refusal before the task took it (400, 403, ...) is an XapiError naming the status."""
+        session = self._session or self._login()
+        query = urllib.parse.urlencode({"session_id": session._session, "task_id": task})
+        try:
+            status, body = xapi_tls.put_file(f"{self.url.rstrip('/')}{uri}?{query}", path, self.trust,
+                                             timeout if timeout is not None else self.task_timeout)
+        except (OSError, socket.timeout) as exc:
+            raise _unreachable(exc, f"{self.url}: PUT {uri}") from None
+        if status >= 300:
+            raise XapiError([f"HTTP_{status}", f"PUT {uri}", body[:200]])
 
     def vms(self) -> list[VmInfo]:
         """Every real VM with its CDs, auto_poweron and guest tools state (five get_all_records calls)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import re
 import socket
 import ssl
@@ -217,6 +218,27 @@ def transport(url: str, timeout: float, trust: Trust | None) -> xmlrpc.client.Tr
     if urllib.parse.urlsplit(url).scheme == "https":
         return _Transport(timeout, trust or Trust())
     return _Transport(timeout)
+
+
+def put_file(url: str, path: str, trust: Trust | None, timeout: float) -> tuple[int, str]:
+    """HTTP PUT of the file at `path` to `url` (http, or https checked as `trust` says, the pin before any byte is
+    sent), streamed with its Content-Length: (status, the first 4 KiB of the body). OSError when it fails."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        trust = trust or Trust()
+        conn = _HttpsConnection(parts.netloc, timeout=timeout, context=trust.context())
+        conn.pin = trust.fingerprint
+    else:
+        conn = _HttpConnection(parts.netloc, timeout=timeout)
+    try:
+        with open(path, "rb") as body:
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            conn.request("PUT", target, body=body, headers={"Content-Length": str(os.path.getsize(path)),
+                                                            "Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            return response.status, response.read(4096).decode("utf-8", "replace")
+    finally:
+        conn.release()
 
 
 def explain(exc: BaseException, url: str) -> str | None:

@@ -3,7 +3,8 @@
 SQLite in WAL mode, one connection per thread, every read-modify-write inside BEGIN IMMEDIATE, and every
 state change writes an `events` row in the same transaction. Split into mixins by responsibility: base
 (connections, migrations, file checks), events (the bounded event log), hosts, media, attempts, runs (pools,
-runs, host steps); lock (one serve per data dir). All SQL stays inside this package.
+runs, host steps), updates (update repositories: bundles and mirrors); lock (one serve per data dir). All SQL
+stays inside this package.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from provisioner.store.media import MediaMixin
 from provisioner.store.packs import PacksMixin
 from provisioner.store.runs import PoolRecord, Run, RunHost, RunsMixin
 from provisioner.store.schema import MIGRATIONS, SCHEMA_VERSION
+from provisioner.store.updates import UpdateRepo, UpdatesMixin
 
 
-class Store(HostsMixin, MediaMixin, PacksMixin, AttemptsMixin, RunsMixin, EventsMixin, StoreBase):
+class Store(HostsMixin, MediaMixin, PacksMixin, AttemptsMixin, RunsMixin, UpdatesMixin, EventsMixin, StoreBase):
     """A handle on one database file; safe to share between threads (each thread gets its own connection)."""
 
 
 __all__ = [
     "MIGRATIONS", "SCHEMA_VERSION", "AttemptChange", "ConflictError", "NotFoundError", "PoolRecord", "Run", "RunHost",
-    "Store", "StoreError", "now",
+    "Store", "StoreError", "UpdateRepo", "now",
 ]

@@ -30,14 +30,16 @@ FIELDS: dict[str, dict] = {
     "pool": {"uuid": "", "name_label": "", "name_description": "", "master": NULL_REF, "default_SR": NULL_REF,
              "ha_enabled": False, "wlb_enabled": False, "other_config": {}, "ha_host_failures_to_tolerate": "0",
              "ha_statefiles": [],
-             "vswitch_controller": ""},  # datamodel_pool.ml (deprecated; XenCenter's VSwitchControllerCheck)
+             "vswitch_controller": "",  # datamodel_pool.ml (deprecated; XenCenter's VSwitchControllerCheck)
+             # update repositories (datamodel_pool.ml; simulator/updates.py)
+             "repositories": [], "last_update_sync": EPOCH, "update_sync_enabled": False},
     "host": {"uuid": "", "name_label": "", "name_description": "", "hostname": "", "address": "",
              "enabled": True, "software_version": {}, "API_version_major": "2", "API_version_minor": "15",
              "API_version_vendor": "XenSource", "metrics": NULL_REF, "resident_VMs": [], "PIFs": [], "PBDs": [],
              "other_config": {}, "power_on_mode": "", "power_on_config": {}, "allowed_operations": [],
              "current_operations": {}, "control_domain": NULL_REF, "memory_overhead": "0",
              "edition": "", "license_params": {}, "updates": [],  # updates: Pool_update refs (xapi_pool.ml:346)
-             "ssl_legacy": False, "secure_boot": False},  # docs/prechecks.md LEGACY_SSL, SECURE_BOOT
+             "ssl_legacy": False, "secure_boot": False, "tags": []},  # docs/prechecks.md LEGACY_SSL, SECURE_BOOT
     "host_metrics": {"uuid": "", "live": False, "memory_total": "0", "memory_free": "0",
                      "last_updated": EPOCH, "other_config": {}},
     "PIF": {"uuid": "", "device": "eth0", "MAC": "", "host": NULL_REF, "network": NULL_REF, "management": False,
@@ -46,7 +48,7 @@ FIELDS: dict[str, dict] = {
             "sriov_physical_PIF_of": [], "sriov_logical_PIF_of": []},  # network_sriov refs (devices.py)
     "network": {"uuid": "", "name_label": "", "bridge": "", "PIFs": [], "other_config": {}},
     "VM": {"uuid": "", "name_label": "", "name_description": "", "power_state": "Halted",
-           "resident_on": NULL_REF, "affinity": NULL_REF, "is_a_template": False, "is_a_snapshot": False,
+           "resident_on": NULL_REF, "scheduled_to_be_resident_on": NULL_REF, "affinity": NULL_REF, "is_a_template": False, "is_a_snapshot": False,
            "snapshot_of": NULL_REF, "is_control_domain": False, "VBDs": [], "guest_metrics": NULL_REF,
            "memory_static_max": "0", "memory_dynamic_max": "0", "memory_target": "0", "VCPUs_max": "1",
            "other_config": {}, "allowed_operations": [], "current_operations": {}, "domid": "-1",
@@ -77,6 +79,9 @@ FIELDS: dict[str, dict] = {
                       "configuration_mode": "unknown"},
     "pool_update": {"uuid": "", "name_label": "", "name_description": "", "version": "",
                     "enforce_homogeneity": True, "other_config": {}},  # datamodel_pool_update.ml
+    # datamodel_repository.ml:190-260 (origin: remote | bundle | remote_pool)
+    "repository": {"uuid": "", "name_label": "", "name_description": "", "binary_url": "", "source_url": "",
+                   "update": False, "hash": "", "gpgkey_path": "", "origin": "remote", "certificate": ""},
     "task": {"uuid": "", "name_label": "", "name_description": "", "status": "pending", "progress": 0.0,
              "result": "", "error_info": [], "created": EPOCH, "finished": EPOCH, "resident_on": NULL_REF,
              "type": "", "other_config": {}, "allowed_operations": []},

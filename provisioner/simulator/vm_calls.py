@@ -49,6 +49,17 @@ def vm_pool_migrate(c: Call, vm, host, options):
     return ""
 
 
+@api("VM.assert_can_boot_here", 3)
+def vm_assert_can_boot_here(c: Call, vm, host):
+    """xapi_vm.ml assert_can_boot_here -> xapi_vm_helpers.ml:682-705 with the memory check: what a migration or a
+    start onto `host` would meet first (HOST_NOT_ENOUGH_FREE_MEMORY, HOST_DISABLED, VM_REQUIRES_SR, ...)."""
+    with c.db.lock:
+        _vm(c, vm)
+        c.db.get("host", host)
+        vr.assert_can_boot_here(c.world, c.pool, vm, host)
+    return ""
+
+
 @api("VM.suspend", 2)
 def vm_suspend(c: Call, vm):
     """datamodel_vm.ml:1342-1356: Running, and PV drivers are needed (VM_MISSING_PV_DRIVERS [vm])."""

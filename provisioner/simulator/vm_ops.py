@@ -83,8 +83,17 @@ def assert_highest_version(world: "World", pool: "SimPool", host_ref: str) -> No
 
 
 def free_memory(pool: "SimPool", host_ref: str) -> int:
-    world_free = pool.db.get("host_metrics", pool.db.get("host", host_ref)["metrics"])["memory_free"]
-    return int(world_free)
+    """What the memory check sees free (memory_check.ml:134-200 host_compute_free_memory_with_maximum_compression):
+    memory_total - the host's memory_overhead - every VM resident_on OR scheduled_to_be_resident_on it (dom0
+    included), never the reported host_metrics.memory_free. A migration in flight has reserved its memory on the
+    destination (message_forwarding.ml:1555-1580 allocate_vm_to_host), so two concurrent migrations cannot both
+    take the same room."""
+    db = pool.db
+    with db.lock:
+        host = db.get("host", host_ref)
+        total = int(db.get("host_metrics", host["metrics"])["memory_total"]) - int(host["memory_overhead"] or 0)
+        vms = set(db.find("VM", resident_on=host_ref)) | set(db.find("VM", scheduled_to_be_resident_on=host_ref))
+        return max(0, total - sum(int(db.get("VM", v)["memory_target"]) for v in vms))
 
 
 def assert_can_boot_here(world: "World", pool: "SimPool", vm: str, host_ref: str) -> None:
@@ -184,17 +193,24 @@ def migrate(world: "World", pool: "SimPool", vm: str, dest: str) -> None:
         if pinned:
             raise XapiError(*pinned)
         assert_can_boot_here(world, pool, vm, dest)
-    world.sleep(world.delays["migrate"] / 2)
-    code = world.migration_failures.get(vm)
-    if code:
-        if code == "VM_MIGRATE_FAILED":
-            raise XapiError(code, vm, src, dest, "injected failure: migration aborted")
-        raise XapiError(code, vm)
-    world.sleep(world.delays["migrate"] / 2)
-    with db.lock:
-        if db.get("VM", vm)["power_state"] not in ("Running", "Paused"):
-            raise XapiError("VM_BAD_POWER_STATE", vm, "running, paused", db.get("VM", vm)["power_state"].lower())
-        db.update("VM", vm, resident_on=dest)
+        # message_forwarding.ml:2602-2636 pool_migrate -> reserve_memory_for_vm: checked and reserved under the
+        # same lock, the reservation cleared when the call ends, whatever its outcome
+        db.update("VM", vm, scheduled_to_be_resident_on=dest)
+    try:
+        world.sleep(world.delays["migrate"] / 2)
+        code = world.migration_failures.get(vm)
+        if code:
+            if code == "VM_MIGRATE_FAILED":
+                raise XapiError(code, vm, src, dest, "injected failure: migration aborted")
+            raise XapiError(code, vm)
+        world.sleep(world.delays["migrate"] / 2)
+        with db.lock:
+            if db.get("VM", vm)["power_state"] not in ("Running", "Paused"):
+                raise XapiError("VM_BAD_POWER_STATE", vm, "running, paused", db.get("VM", vm)["power_state"].lower())
+            db.update("VM", vm, resident_on=dest, scheduled_to_be_resident_on=NULL_REF)
+    finally:
+        if db.exists("VM", vm) and db.get("VM", vm)["scheduled_to_be_resident_on"] != NULL_REF:
+            db.update("VM", vm, scheduled_to_be_resident_on=NULL_REF)
     world.update_memory(pool)
 
 

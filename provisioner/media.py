@@ -178,6 +178,12 @@ def _boot_files(tree: Path) -> tuple[str, ...]:
 # --- ISO extraction ---
 
 
+def extract_iso(iso_path: Path, dest: Path) -> None:
+    """Copy every file of the ISO at ISO_PATH into the existing directory DEST (packs.py imports pack ISOs with it);
+    MediaError if it is not a complete, readable ISO."""
+    _extract_iso(iso_path, dest)
+
+
 def _extract_iso(iso_path: Path, dest: Path) -> None:
     """Copy every file of the ISO into DEST using its Rock Ridge (else Joliet) names."""
     iso = pycdlib.PyCdlib()

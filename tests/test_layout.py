@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "credentials", "pollselect"}),
     ("store", {"store"}),
     ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_tls", "xapi_checks",
-                    "xapi_prechecks", "xapi_members", "xapi_updates", "media", "registry", "eventwriter"}),
+                    "xapi_prechecks", "xapi_members", "xapi_updates", "media", "packs", "registry", "eventwriter"}),
     ("coordinator", {"coordinator"}),
     ("web", {"web"}),
     ("top", {"cli", "runtime", "demo", "", "__main__"}),

@@ -221,7 +221,9 @@ def preview(config: Config, store: "Store", mac: str, media_name: str | None = N
         if not all_media:
             raise AnswerfileError("no media imported yet (add one with `provisioner media add`)")
         media = max(all_media, key=lambda m: (m.version_key, m.added_at, m.name))
-    return render_upgrade(config, host, media, PREVIEW_TOKEN)
+    from provisioner import packs  # noqa: PLC0415 (packs imports media, which answerfile's importers load first)
+    extra, drivers = urls.pack_sources(config.base_url, packs.packs_for(store, media.name, host))
+    return render_upgrade(config, host, media, PREVIEW_TOKEN, extra, drivers)
 
 
 # --- validation (the same code the tests use) ---

@@ -30,11 +30,12 @@ from provisioner.boot.render import TemplateError, render
 FRESH_TEMPLATE = "fresh-install.xml"  # a constant: the upgrade path has its own (answerfile.UPGRADE_TEMPLATE)
 DEFAULT_TIMEZONE = "Etc/UTC"
 ALLOWED_ELEMENTS = frozenset({"primary-disk", "admin-interface", "ipaddr", "subnet", "gateway", "hostname",
-                              "timezone", "ntp", "ntp-server", "name-server", "root-password", "source", "script"})
+                              "timezone", "ntp", "ntp-server", "name-server", "root-password", "source", "driver-source",
+                              "script"})
 _IN_ADMIN = frozenset({"ipaddr", "subnet", "gateway"})
 _ONCE = ("primary-disk", "admin-interface", "hostname", "root-password", "timezone", "ntp")
 _ATTRIBUTES = {"admin-interface": {"hwaddr", "proto"}, "ntp": {"source"}, "root-password": {"type"},
-               "source": {"type"}, "script": {"stage", "type"}}
+               "source": {"type"}, "driver-source": {"type"}, "script": {"stage", "type"}}
 # Known elements we never emit, and why each one would hurt (installer answerfile.py; docs/installer.md
 # "Fresh-install answer files", "Upgrade answer files").
 FORBIDDEN_ELEMENTS: dict[str, str] = {
@@ -43,7 +44,6 @@ FORBIDDEN_ELEMENTS: dict[str, str] = {
     "guest-disks": "would wipe other disks into the local SR: a fresh install may touch only the registered disk",
     "ui-confirmation-prompt": "blocks the unattended run waiting for a key press (any text, even 'false')",
     "backup-disk": "belongs to a restore",
-    "driver-source": "is not part of our fresh installs",
     "post-install-script": "is a legacy script form; only installation-start and installation-complete are used",
     "install-failed-script": "is a legacy script form; use <script stage=\"installation-complete\">",
     "bootloader": "changes boot-loader handling; not part of our fresh installs",
@@ -80,6 +80,7 @@ class FreshAnswerfile:
     name_servers: tuple[str, ...]
     root_password_hash: str = field(repr=False)
     sources: tuple[str, ...] = ()
+    driver_sources: tuple[str, ...] = ()  # driver disks (docs/packs.md), loaded before the installer looks at disks
     scripts: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -112,8 +113,10 @@ def network_context(network: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def fresh_context(config: Config, host: Host, media: Media, token: str, *, root_password_hash: str,
                   network: Mapping[str, Any] | None = None, timezone: str = DEFAULT_TIMEZONE,
-                  ntp_servers: Sequence[str] = (), name_servers: Sequence[str] | None = None) -> dict[str, Any]:
-    """The values `fresh-install.xml` needs, built and checked in plain Python (the hash is never echoed)."""
+                  ntp_servers: Sequence[str] = (), name_servers: Sequence[str] | None = None,
+                  extra_sources: Sequence[str] = (), driver_sources: Sequence[str] = ()) -> dict[str, Any]:
+    """The values `fresh-install.xml` needs, built and checked in plain Python (the hash is never echoed).
+    `extra_sources` (supplemental packs) follow the media tree; `driver_sources` are driver disks (docs/packs.md)."""
     try:
         disk = validate_disk(host.disk)
         media_name = Media.check_name(media.name)
@@ -137,32 +140,38 @@ def fresh_context(config: Config, host: Host, media: Media, token: str, *, root_
     base = config.base_url
     start, complete = urls.script(base, token, STAGE_START), urls.script(base, token, STAGE_COMPLETE)
     source = urls.media_tree(base, media_name)
-    for what, url in (("source", source), ("script", start), ("script", complete)):
+    checked = (("source", source), *(("source", u) for u in extra_sources),
+               *(("driver-source", u) for u in driver_sources), ("script", start), ("script", complete))
+    for what, url in checked:
         if url_problem(url):
             raise AnswerfileError(f"{what} URL {url!r} {url_problem(url)}")
     return {"disk": disk, "mac": mac, **network_context(network), "hostname": host.name, "timezone": timezone,
             "ntp_servers": [_server(s, "NTP server") for s in ntp_servers],
             "name_servers": [_server(s, "name server") for s in name_servers],
-            "root_password_hash": root_password_hash, "source": source, "start_script": start,
+            "root_password_hash": root_password_hash, "source": source, "sources": (source, *extra_sources),
+            "driver_sources": tuple(driver_sources), "start_script": start,
             "complete_script": complete}
 
 
 def render_fresh(config: Config, host: Host, media: Media, token: str, *, root_password_hash: str,
                  network: Mapping[str, Any] | None = None, timezone: str = DEFAULT_TIMEZONE,
-                 ntp_servers: Sequence[str] = (), name_servers: Sequence[str] | None = None) -> str:
+                 ntp_servers: Sequence[str] = (), name_servers: Sequence[str] | None = None,
+                 extra_sources: Sequence[str] = (), driver_sources: Sequence[str] = ()) -> str:
     """The validated fresh-install answer file for one REINSTALL attempt; raises, never returns a doubtful file.
 
     Callers: only the boot endpoint, for an attempt the store links to a reinstall (never the upgrade path).
     """
     context = fresh_context(config, host, media, token, root_password_hash=root_password_hash, network=network,
-                            timezone=timezone, ntp_servers=ntp_servers, name_servers=name_servers)
+                            timezone=timezone, ntp_servers=ntp_servers, name_servers=name_servers,
+                            extra_sources=extra_sources, driver_sources=driver_sources)
     try:
         text = render(template_dirs(config), FRESH_TEMPLATE, context)
     except TemplateError as exc:
         raise AnswerfileError(str(exc)) from exc
     found = parse_fresh(text, expected_disk=context["disk"], expected_mac=context["mac"])
     expected = {"hostname": context["hostname"], "proto": context["admin_proto"], "ip": context["ip"],
-                "netmask": context["netmask"], "gateway": context["gateway"], "sources": (context["source"],),
+                "netmask": context["netmask"], "gateway": context["gateway"], "sources": context["sources"],
+                "driver_sources": context["driver_sources"],
                 "scripts": {STAGE_START: context["start_script"], STAGE_COMPLETE: context["complete_script"]},
                 "timezone": context["timezone"], "name_servers": tuple(context["name_servers"]),
                 "ntp_servers": tuple(context["ntp_servers"])}
@@ -175,7 +184,8 @@ def render_fresh(config: Config, host: Host, media: Media, token: str, *, root_p
     return text
 
 
-def render_for_reinstall(config: Config, host: Host, media: Media, attempt: Any, reinstall: Any) -> str:
+def render_for_reinstall(config: Config, host: Host, media: Media, attempt: Any, reinstall: Any,
+                         extra_sources: Sequence[str] = (), driver_sources: Sequence[str] = ()) -> str:
     """The fresh-install file of the attempt that `reinstall` armed (store.reinstall_for_attempt); anything
     else is refused: another attempt, another host or media, or a hash already used (served once)."""
     if reinstall is None or attempt is None or reinstall.attempt_id != attempt.id:
@@ -186,7 +196,8 @@ def render_for_reinstall(config: Config, host: Host, media: Media, attempt: Any,
         raise AnswerfileError(f"reinstall {reinstall.id}: its root-password hash was already used (the fresh-install "
                               "answer file is served once) or the flow ended")
     return render_fresh(config, host, media, attempt.token, root_password_hash=reinstall.root_password_hash,
-                        network=reinstall.network)
+                        network=reinstall.network, extra_sources=extra_sources,
+                        driver_sources=driver_sources)
 
 
 # --- validation ---
@@ -371,10 +382,13 @@ def _contents(root: Node, expected_disk: str | None, expected_mac: str | None) -
     sources = tuple(_url(e) for e in root.getElementsByTagName("source") if e.getAttribute("type") == "url")
     if not sources or len(sources) != root.getElementsByTagName("source").length:
         raise UnsafeFreshAnswerfile("<source type=\"url\"> is required, and only type=\"url\"")
+    drivers = root.getElementsByTagName("driver-source")
+    if any(e.getAttribute("type") != "url" for e in drivers):
+        raise UnsafeFreshAnswerfile("<driver-source>: only type=\"url\" is allowed")
     return FreshAnswerfile(disk=disk, mac=mac, proto=proto, ip=ip, netmask=netmask, gateway=gateway,
                            hostname=hostname, timezone=timezone, ntp_servers=_ntp(root, proto),
                            name_servers=_servers(root, "name-server"), root_password_hash=hashed, sources=sources,
-                           scripts=_scripts(root))
+                           driver_sources=tuple(_url(e) for e in drivers), scripts=_scripts(root))
 
 
 def is_fresh_install(text: str) -> bool:

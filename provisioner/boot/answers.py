@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from provisioner import packs
 from provisioner.boot import answerfile, answerfile_fresh, attempts, urls
 from provisioner.boot.service import Reply
 from provisioner.config import Config
@@ -104,10 +105,13 @@ def answer_file(store: Store, config: Config, token: str, client: str | None, qu
     try:
         if host is None or media is None:
             raise answerfile.AnswerfileError("the host or the media of this attempt is no longer registered")
+        # the media's supplemental packs and driver disks that apply to this host (docs/packs.md)
+        extra, drivers = urls.pack_sources(config.base_url, packs.packs_for(store, media.name, host))
         if reinstall is None:
-            body = answerfile.render_upgrade(config, host, media, token).encode("utf-8")
+            body = answerfile.render_upgrade(config, host, media, token, extra, drivers).encode("utf-8")
         else:
-            body = answerfile_fresh.render_for_reinstall(config, host, media, attempt, reinstall).encode("utf-8")
+            body = answerfile_fresh.render_for_reinstall(config, host, media, attempt, reinstall, extra,
+                                                         drivers).encode("utf-8")
     except answerfile.AnswerfileError as exc:
         # Refuse rather than serve anything doubtful; the run is not counted, the operator sees the event.
         store.add_event("answerfile.refused", mac=attempt.mac, run_id=attempt.run_id,

@@ -30,6 +30,22 @@ def media_file(base_url: str, media_name: str, relpath: str) -> str:
     return media_tree(base_url, media_name) + urllib.parse.quote(relpath.lstrip("/"))
 
 
+PACKS_PART = "packs"  # /media/<media>/packs/<pack>/: a pack of that media (packs.py refuses a name the tree has)
+
+
+def pack_tree(base_url: str, media_name: str, pack_name: str) -> str:
+    """The directory holding a pack's update.xml: an extra <source> or a <driver-source> (docs/packs.md)."""
+    return f"{media_tree(base_url, media_name)}{PACKS_PART}/{urllib.parse.quote(pack_name, safe='')}/"
+
+
+def pack_sources(base_url: str, packs) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(extra <source> URLs of the supplemental packs, <driver-source> URLs of the driver disks) among `packs`
+    (model.Pack records), in their order."""
+    extra = tuple(pack_tree(base_url, p.media, p.name) for p in packs if p.kind == "pack")
+    drivers = tuple(pack_tree(base_url, p.media, p.name) for p in packs if p.kind == "driver")
+    return extra, drivers
+
+
 def answerfile(base_url: str, token: str) -> str:
     """The per-attempt answer file (served once; 404 once the attempt's window is closed)."""
     return f"{base_url.rstrip('/')}{BOOT_PREFIX}/answerfile/{urllib.parse.quote(token, safe='')}"

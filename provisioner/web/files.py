@@ -247,6 +247,16 @@ def media_file(name: str, relpath: str) -> Response:
     return serve_file(media.path, relpath, kind="media", name=name)
 
 
+@bp.route(f"{urls.MEDIA_PREFIX}/<name>/{urls.PACKS_PART}/<pack>/", defaults={"relpath": ""}, methods=_METHODS)
+@bp.route(f"{urls.MEDIA_PREFIX}/<name>/{urls.PACKS_PART}/<pack>/<path:relpath>", methods=_METHODS)
+def pack_file(name: str, pack: str, relpath: str) -> Response:
+    """A file of a media's supplemental pack or driver disk (packs.py); the media's own tree when no such pack."""
+    found = get_store().get_pack(name, pack)
+    if found is None:
+        return media_file(name, f"{urls.PACKS_PART}/{pack}/{relpath}")
+    return serve_file(found.path, relpath, kind="pack", name=f"{name}/{pack}")
+
+
 @bp.route(f"{urls.TFTP_FILES_PREFIX}/<path:relpath>", methods=_METHODS)
 def tftp_file(relpath: str) -> Response:
     return serve_file(get_config().tftp_root, relpath, kind="tftp_http")

@@ -277,11 +277,12 @@ def test_entities_are_decoded_like_the_installer_does():
 FRESH_CONTEXTS = [
     dict(disk=DISK, mac=HOST.mac, admin_proto="dhcp", hostname="xs1", timezone="Europe/Paris", ntp_servers=[],
          name_servers=[], root_password_hash="$6$salt$hash", source=f"{BASE}/media/xs-8.4.0/",
-         start_script=START, complete_script=COMPLETE),
+         sources=(f"{BASE}/media/xs-8.4.0/",), driver_sources=(), start_script=START, complete_script=COMPLETE),
     dict(disk=DISK, mac=HOST.mac, admin_proto="static", ip="10.0.0.21", netmask="255.255.255.0",
          gateway="10.0.0.1", hostname="xs1", timezone="Etc/UTC", ntp_servers=["10.0.0.1"],
          name_servers=["10.0.0.2", "10.0.0.3"], root_password_hash="$6$salt$hash",
-         source=f"{BASE}/media/xs-8.4.0/", start_script=START, complete_script=COMPLETE),
+         source=f"{BASE}/media/xs-8.4.0/", sources=(f"{BASE}/media/xs-8.4.0/",), driver_sources=(),
+         start_script=START, complete_script=COMPLETE),
 ]
 
 

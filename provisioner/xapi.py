@@ -87,6 +87,8 @@ class PoolDriver(Protocol):
     def resume_vm_on(self, vm_ref: str, host_ref: str) -> None: ...
     def start_vm_on(self, vm_ref: str, host_ref: str, paused: bool = False) -> None: ...
     def migrate_vm(self, vm_ref: str, host_ref: str) -> None: ...
+    def assert_can_boot_here(self, vm_ref: str, host_ref: str) -> None: ...
+    def fork(self) -> "PoolDriver": ...
     def set_auto_poweron(self, vm_ref: str, on: bool) -> None: ...
     def disable_ha(self) -> None: ...
     def enable_ha(self, heartbeat_srs: list[str], failures_to_tolerate: int) -> None: ...
@@ -335,6 +337,17 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_p
 
     def migrate_vm(self, vm_ref: str, host_ref: str) -> None:
         self.task("VM.pool_migrate", vm_ref, host_ref, {"live": "true"})
+
+    def assert_can_boot_here(self, vm_ref: str, host_ref: str) -> None:
+        """XAPI's own check that the VM could run there now (memory with the reservations of migrations in flight,
+        enabled, SRs): XapiError HOST_NOT_ENOUGH_FREE_MEMORY / HOST_DISABLED / VM_REQUIRES_SR ... (docs/waves.md)."""
+        self.call("VM.assert_can_boot_here", vm_ref, host_ref)
+
+    def fork(self) -> "XenApiDriver":
+        """The same pool and credentials with a session of its own: one per thread of a wave (the XenAPI session
+        object is not meant to be shared between threads)."""
+        return XenApiDriver(self.url, self._username, self._password, timeout=self.timeout,
+                            task_timeout=self.task_timeout, trust=self.trust)
 
     def set_auto_poweron(self, vm_ref: str, on: bool) -> None:
         """other_config:auto_poweron, as XenCenter's AutoStartEnabled fix and its unwind set it (docs/xapi.md

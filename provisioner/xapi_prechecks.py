@@ -27,6 +27,7 @@ class HostFacts:
     memory_free: int  # host_metrics.memory_free, bytes
     live: bool
     enabled: bool
+    tags: tuple[str, ...] = ()  # host.tags: the operator's labels (a group tag of --group-tag-prefix: waves.py)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class PrecheckCalls:
                 bool(rec.get("secure_boot")), str((rec.get("software_version") or {}).get("network_backend", "")),
                 str((rec.get("software_version") or {}).get("platform_version", "")),
                 vlan.get(ref, -1), int(dom0.get("memory_static_max") or 0), int(m.get("memory_free") or 0),
-                bool(m.get("live")), bool(rec.get("enabled")))
+                bool(m.get("live")), bool(rec.get("enabled")), tuple(str(t) for t in rec.get("tags") or ()))
         real = [VmFacts(ref, rec["name_label"], rec["power_state"], rec.get("resident_on", NULL_REF),
                         int(rec.get("memory_target") or 0) + int(rec.get("memory_overhead") or 0),
                         rec.get("HVM_boot_policy", "") == "" and "pvcheckpass" not in (rec.get("other_config") or {}))

@@ -59,6 +59,27 @@ def media_table(media: Sequence[Media]) -> str:
                    ",".join(m.boot_files), m.path) for m in media))
 
 
+def packs_table(found: Sequence) -> str:
+    """Supplemental packs and driver disks of a media (model.Pack)."""
+    if not found:
+        return "no packs (add one with `provisioner media add-pack MEDIA PATH`)"
+    return table(("name", "kind", "label", "version", "requires", "applies to", "drivers"),
+                 ((p.name, "driver disk" if p.kind == "driver" else "supplemental pack", p.label, p.version,
+                   _requirement(p.details.get("requires")), pack_scope(p), ",".join(p.details.get("drivers") or ()))
+                  for p in found))
+
+
+def pack_scope(pack) -> str:
+    """Which hosts a pack goes to, in words: 'all hosts' or its MACs and pools."""
+    if not pack.hosts and not pack.pools:
+        return "all hosts"
+    return ", ".join([*pack.hosts, *(f"pool {p}" for p in pack.pools)])
+
+
+def _requirement(req) -> str:
+    return f"{req['name']} {req['op']} {req['version']}" if req else "-"
+
+
 def attempts_table(found: Sequence) -> str:
     if not found:
         return "no attempts"

@@ -207,7 +207,12 @@ def import_pack(store: Store, config: Config, media_name: str, path: str | Path,
             shutil.rmtree(work)
             shutil.copytree(source, work, symlinks=True)  # symlinks kept as links: resolve_media_file confines them
         else:
-            extract_iso(source, work)
+            try:
+                extract_iso(source, work)
+            except PackError:
+                raise
+            except MediaError as exc:  # the same ISO checks as media: not an ISO, truncated, unsafe names
+                raise PackError(str(exc)) from None
         info = read_pack_tree(work)
         if driver and info["kind"] != "driver":
             raise PackError(f"{source}: --driver given, but its repodata has no comps group '{DRIVERS_GROUP}': "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from provisioner import demo, output, runtime
+from provisioner import demo, output, packs, runtime
 from provisioner.boot import answerfile, loaders
 from provisioner import media as media_mod
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
@@ -49,6 +49,51 @@ def media_list(ctx: Context, as_json: bool) -> None:
     found = ctx.store.list_media()
     emit([{**m.as_dict(), "generation": media_mod.media_generation(m)} for m in found], as_json,
          output.media_table(found))
+
+
+@media.command("add-pack")
+@click.argument("media_name", metavar="MEDIA")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--name", help="The pack's name under MEDIA (default: PATH's file or directory name).")
+@click.option("--driver", is_flag=True,
+              help="Require it to be a driver disk (its repodata's comps has the 'drivers' group); refused if not.")
+@click.option("--host", "hosts", multiple=True, metavar="MAC", help="Only this host (repeatable).")
+@click.option("--pool", "pools", multiple=True, metavar="NAME", help="Only hosts of this pool (repeatable).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_add_pack(ctx: Context, media_name: str, path: str, name: str | None, driver: bool, hosts: tuple[str, ...],
+                   pools: tuple[str, ...], as_json: bool) -> None:
+    """Add a supplemental pack or driver disk (ISO or tree at PATH) to MEDIA: the answer files of the hosts it
+    applies to (--host/--pool; none: every host) name it as an extra <source> or a <driver-source>."""
+    added = packs.import_pack(ctx.store, ctx.config, media_name, path, name=name, driver=driver, hosts=hosts,
+                              pools=pools)
+    emit(added.as_dict(), as_json, output.packs_table([added]))
+
+
+@media.command("packs")
+@click.argument("media_name", metavar="MEDIA")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_packs(ctx: Context, media_name: str, as_json: bool) -> None:
+    """List MEDIA's supplemental packs and driver disks."""
+    if ctx.store.get_media(media_name) is None:
+        raise click.ClickException(f"no media named {media_name!r}")
+    found = ctx.store.list_packs(media_name)
+    emit([p.as_dict() for p in found], as_json, output.packs_table(found))
+
+
+@media.command("remove-pack")
+@click.argument("media_name", metavar="MEDIA")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@friendly
+def media_remove_pack(ctx: Context, media_name: str, name: str, as_json: bool) -> None:
+    """Remove pack NAME from MEDIA (and its imported files): answer files no longer name it."""
+    removed = packs.remove_pack(ctx.store, ctx.config, media_name, name)
+    emit(removed.as_dict(), as_json, f"removed pack {removed.name} from media {removed.media}")
 
 
 @main.group("tftp-root")

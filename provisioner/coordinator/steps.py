@@ -16,6 +16,7 @@ from provisioner.boot import attempts
 from provisioner.coordinator import bmcboot, hostplugin, installing, journal, members, pinned, selfcheck, vms
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
+from provisioner.coordinator.evacuation import evacuate as evacuate_wave
 from provisioner.coordinator.plan import at_target
 from provisioner.store import RunHost
 from provisioner.xapi import HostInfo, MasterNotBack, XapiError, XapiUnreachable
@@ -62,6 +63,10 @@ def evacuate(ctx: Context, rh: RunHost) -> str:
     for line in pinned.stop_pinned(ctx, rh, info.ref) + vms.eject_tools_cds(ctx, rh, info.ref):
         ctx.say(f"{rh.name}: {line}")  # pinned VMs (consent) shut down, tools ISOs ejected: pinned.py, vms.py
     vms.note_resident(ctx, rh, info.ref)
+    if ctx.wave is not None and rh.role != "master":  # a --parallel wave: per-VM migrations to chosen targets
+        for line in evacuate_wave(ctx, rh, info.ref, ctx.wave):
+            ctx.say(f"{rh.name}: {line}")
+        return states.STEP_ARM
     # host.evacuate on an empty host is a no-op, so calling it again after a crash is harmless.
     xapi_call(ctx, rh, "host.evacuate", ctx.driver.evacuate, info.ref)
     journal.write(ctx.store, ctx.run_id, journal.VM_EVACUATED, mac=rh.mac)

@@ -77,6 +77,7 @@ class Context:
     migrate_back: bool = False  # RESTORE moves the VMs EVACUATE migrated away back to the upgraded host
     power_cycle: bool = False  # members: host.shutdown + host.power_on instead of host.reboot
     bmc_times: ConfirmTimes | None = None  # the BMC confirm loop on `clock` (None: Config bmc_*_seconds)
+    wave: object = None  # a member of a --parallel wave: its evacuation.WaveTargets (EVACUATE migrates per VM)
 
     def event(self, kind: str, rh: RunHost | None, **details) -> None:
         """An events row, and the same as a log line naming the host's MAC, attempt and run (logs.py)."""

@@ -46,6 +46,9 @@ RPU_CLEARED = "finalize.rpu_cleared"
 SETTLED = "prepare.settled"
 """{what, uuid?, name?, how: carried|restored|found back on|VM gone, by: run id|restore-settings}: on a run that left a
 PREPARE change off, how it was settled later, so it is neither carried nor restored again (carry.py)."""
+WAVES = "run.waves"
+"""{parallel: auto|N, max_failures, notes, waves: [{number, hosts, macs, why}]}: the waves of a run started with
+`--parallel` (wave 0: the master alone), recorded by start_run; a run without it goes one host at a time."""
 
 
 def write(store: Store, run_id: str, kind: str, *, mac: str | None = None, **details: Any) -> None:

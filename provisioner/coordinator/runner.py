@@ -16,6 +16,7 @@ from typing import Any, Callable
 from provisioner import states
 from provisioner.config import Config
 from provisioner.coordinator import finalize, installing, journal, remedies, report, steps, wiring
+from provisioner.coordinator import wave_facts, wave_runner, waves
 from provisioner.coordinator.plan import make_plan
 from provisioner.coordinator.prechecks_vms import PINNED_VM
 from provisioner.model import normalize_mac
@@ -28,7 +29,8 @@ _STEP_ERRORS = (steps.StepFailed, XapiError, XapiUnreachable, NotFoundError, Con
 
 def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
               disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
-              consent: tuple[str, ...] = (), stop_pinned_vms: bool = False,
+              consent: tuple[str, ...] = (), stop_pinned_vms: bool = False, parallel: str | int | None = None,
+              max_failures: str | int | None = None, group_tag_prefix: str | None = None,
               host_up_timeout: float | None = None) -> Run:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
 
@@ -39,13 +41,22 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     stop_pinned_vms: the same as consent PINNED_VM (`--stop-pinned-vms`, REST stop_pinned_vms; pinned.py).
     host_up_timeout: seconds a host has to come back once its installer reported (None: the configuration's
     host_up_timeout_s); kept with the run, so a resume keeps it (installing.py).
+    parallel: "auto" or N: members in waves (docs/waves.md; wave_facts.py plans them now and journals them);
+    max_failures: K or "P%": no new wave once that many members failed (given alone: waves of 1);
+    group_tag_prefix: host tags with this prefix are groups (rack, power feed) never two in one wave.
     Run it with Runner(...).run(); the prechecks themselves run there, so a crash before they finish is resumable.
     """
+    parallel = waves.parse_parallel(parallel) or ("1" if max_failures not in (None, "") else None)
     consent = tuple(sorted({c.upper() for c in consent} | ({PINNED_VM} if stop_pinned_vms else set())))
     if host_up_timeout is not None and not 60 <= float(host_up_timeout) <= 86_400:
         raise ValueError("host_up_timeout must be between 60 and 86400 seconds")
     plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
                      power_cycle=power_cycle, consent=consent)
+    wave_plan = limit = None
+    if parallel:
+        limit = waves.parse_max_failures(max_failures, sum(1 for h in plan.to_upgrade if h.role != "master"))
+        wave_plan = wave_facts.plan_for(driver, plan.to_upgrade, parallel, group_prefix=group_tag_prefix or None,
+                                        disable_ha_wlb=disable_ha_wlb)
     run_id = f"{pool}-{secrets.token_hex(4)}"
     run = store.create_run(run_id, pool, media, stop_on_failure=stop_on_failure,
                            hosts=[h.as_dict() for h in plan.to_upgrade])
@@ -53,6 +64,8 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     journal.write(store, run_id, journal.OPTIONS, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
                   power_cycle=power_cycle, consent=list(consent),
                   host_up_timeout=float(host_up_timeout) if host_up_timeout is not None else None)
+    if wave_plan is not None:
+        wave_facts.record(store, run_id, wave_plan, {h.name: h.mac for h in plan.to_upgrade}, limit)
     return run
 
 
@@ -173,6 +186,12 @@ class Runner:
                 return self._set(states.RUN_ABORTED, f"master {rh.name} failed ({remedy['remedy_class']}): "
                                  f"{rh.reason}; {remedy['remedy']}")
             run = self._set(states.RUN_MEMBERS)
+        recorded = wave_facts.recorded(self.store, self.run_id)
+        if run.state == states.RUN_MEMBERS and recorded:  # --parallel: wave by wave (wave_runner.py)
+            stopped = wave_runner.run_waves(self, members, recorded)
+            if stopped is not None:
+                return stopped
+            run = self._set(states.RUN_FINALIZE)
         if run.state == states.RUN_MEMBERS:
             for member in members:
                 rh = self._host(member)
@@ -195,36 +214,43 @@ class Runner:
             return self._set(states.RUN_DONE)
         return run
 
-    def _journal_remedy(self, rh: RunHost, error: BaseException | None = None) -> remedies.Remedy:
+    def _journal_remedy(self, rh: RunHost, error: BaseException | None = None,
+                        ctx: steps.Context | None = None) -> remedies.Remedy:
         """Classify the host that just failed from evidence (remedies.assess, with XAPI) and journal it."""
-        remedy = remedies.assess(self.ctx, rh, error)
+        remedy = remedies.assess(ctx or self.ctx, rh, error)
         journal.write(self.store, self.run_id, journal.REMEDY, mac=rh.mac, **remedy.as_dict())
         self.say(f"{rh.name}: {remedy.cls}: {remedy.text}")
         return remedy
 
-    def _host(self, rh: RunHost) -> RunHost | None:
-        """Walk one host to DONE or FAILED; None when an abort stopped it before a destructive step."""
+    def _host(self, rh: RunHost, ctx: steps.Context | None = None, until: str | None = None) -> RunHost | None:
+        """Walk one host to DONE or FAILED; None when an abort stopped it before a destructive step.
+        ctx: a wave thread's own (its driver, the wave's targets); until: stop (returning the host) once its
+        committed step is that one or a later one of steps.TABLE (wave_runner.py walks CHECK and DISABLE first)."""
+        ctx = ctx or self.ctx
+        order = [s.name for s in steps.TABLE]
         rh = self.store.get_run_host(self.run_id, rh.mac)
         if rh.step == states.STEP_PENDING:
             if self.run_record.abort_requested:
                 return None
             rh = self._commit(rh, states.STEP_CHECK)
         while rh.step not in states.HOST_TERMINAL:
+            if until is not None and rh.step in order and order.index(rh.step) >= order.index(until):
+                return rh
             try:
-                nxt = steps.STEPS[rh.step](self.ctx, rh)
+                nxt = steps.STEPS[rh.step](ctx, rh)
             except installing.AbortedWhileInstalling as exc:  # left as it is: no disarm, nothing re-enabled
                 self.stopped_why = str(exc)
                 self.store.set_host_step(self.run_id, rh.mac, None, reason=f"{rh.step}: state unknown: {exc}")
                 return None
             except _STEP_ERRORS as exc:
                 reason = f"{rh.step}: {exc}"
-                safe = steps.make_safe(self.ctx, rh)
+                safe = steps.make_safe(ctx, rh)
                 self.say(f"{rh.name}: FAILED at {reason}")
                 rh = self._commit(rh, states.STEP_FAILED, reason=reason + (f" ({', '.join(safe)})" if safe else ""))
-                self._journal_remedy(rh, exc)
+                self._journal_remedy(rh, exc, ctx)
                 return rh
             if nxt in steps.DESTRUCTIVE_STEPS and self.run_record.abort_requested:
-                safe = steps.make_safe(self.ctx, rh)
+                safe = steps.make_safe(ctx, rh)
                 self.store.set_host_step(self.run_id, rh.mac, None,
                                          reason=f"aborted before {nxt}" + (f" ({', '.join(safe)})" if safe else ""))
                 return None

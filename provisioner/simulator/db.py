@@ -39,7 +39,10 @@ FIELDS: dict[str, dict] = {
              "other_config": {}, "power_on_mode": "", "power_on_config": {}, "allowed_operations": [],
              "current_operations": {}, "control_domain": NULL_REF, "memory_overhead": "0",
              "edition": "", "license_params": {}, "updates": [],  # updates: Pool_update refs (xapi_pool.ml:346)
-             "ssl_legacy": False, "secure_boot": False, "tags": []},  # docs/prechecks.md LEGACY_SSL, SECURE_BOOT
+             "ssl_legacy": False, "secure_boot": False, "tags": [],  # docs/prechecks.md LEGACY_SSL, SECURE_BOOT
+             # repository updates (datamodel_host.ml; simulator/updates.py)
+             "pending_guidances": [], "pending_guidances_recommended": [], "pending_guidances_full": [],
+             "last_software_update": EPOCH, "latest_synced_updates_applied": "unknown", "last_update_hash": ""},
     "host_metrics": {"uuid": "", "live": False, "memory_total": "0", "memory_free": "0",
                      "last_updated": EPOCH, "other_config": {}},
     "PIF": {"uuid": "", "device": "eth0", "MAC": "", "host": NULL_REF, "network": NULL_REF, "management": False,
@@ -80,7 +83,7 @@ FIELDS: dict[str, dict] = {
     "pool_update": {"uuid": "", "name_label": "", "name_description": "", "version": "",
                     "enforce_homogeneity": True, "other_config": {}},  # datamodel_pool_update.ml
     # datamodel_repository.ml:190-260 (origin: remote | bundle | remote_pool)
-    "repository": {"uuid": "", "name_label": "", "name_description": "", "binary_url": "", "source_url": "",
+    "Repository": {"uuid": "", "name_label": "", "name_description": "", "binary_url": "", "source_url": "",
                    "update": False, "hash": "", "gpgkey_path": "", "origin": "remote", "certificate": ""},
     "task": {"uuid": "", "name_label": "", "name_description": "", "status": "pending", "progress": 0.0,
              "result": "", "error_info": [], "created": EPOCH, "finished": EPOCH, "resident_on": NULL_REF,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import fresh, host_facts, vm_ops
+from . import updates as up
 from . import states as st
 from .clock import Clock
 from .db import NULL_REF, xapi_datetime
@@ -40,11 +41,13 @@ def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8
                *, memory_gib: int = 64, vm_memory_gib: int = 4, dom0_memory_gib: int = 4,
                macs: list[str] | None = None, address: str | list[str] = "127.0.0.1",
                power_on_mode: str = "wake-on-lan", edition: str = ISO_EDITION,
-               facts: dict[int, dict] | None = None) -> SimPool:
+               facts: dict[int, dict] | None = None, updates=None) -> SimPool:
     """A pool: hosts with MACs, management PIFs, memory, a local SR each (PBD on that host only) + shared SRs,
     dom0 and user VMs with guest metrics, a disk (on the shared SR) and an empty CD VBD each. Host 0 is the
     coordinator; every host has `edition` (host.edition, what pool.join's licence check compares). `facts`: per host
-    index, precheck facts and XAPI host fields (host_facts.apply, docs/prechecks.md)."""
+    index, precheck facts and XAPI host fields (host_facts.apply, docs/prechecks.md). `updates`: every host at that
+    update level (a bundle or repository directory path: all its updates; or repo_format.Update objects), nothing
+    pending (simulator/updates.py)."""
     pool = SimPool(name)
     db = pool.db
     idx = len(world.pools) + 1
@@ -87,6 +90,9 @@ def build_pool(world: World, name: str, hosts: int = 4, version: str | dict = "8
     db.update("pool", pool.ref, master=pool.master.ref)
     for i, found in (facts or {}).items():
         host_facts.apply(pool, pool.hosts[i], found)
+    level = up.updates_from(updates) if updates is not None else []
+    for h in pool.hosts:
+        up.apply_now(world, pool, h, level)
     world.pools[name] = pool
     world.update_memory(pool)
     return pool

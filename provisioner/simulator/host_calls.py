@@ -7,6 +7,7 @@ join.py, VM calls are vm_calls.py, event.from is event_calls.py."""
 from __future__ import annotations
 
 from . import states as st
+from . import updates
 from . import vm_ops as vr
 from .db import NULL_REF, new_ref, xapi_datetime
 from .errors import XapiError
@@ -61,6 +62,7 @@ def host_enable(c: Call, ref):
     if h.state == st.XAPI_STARTING or h.enable_refusals > 0:  # xapi_host.ml:77-110 assert_safe_to_reenable
         h.enable_refusals = max(0, h.enable_refusals - 1)
         raise XapiError("HOST_STILL_BOOTING")
+    updates.assert_no_pending_mandatory(c.db, ref)  # xapi_host.ml:77-80, after assert_startup_complete
     h.user_disabled = False
     h.auto_enable = True
     c.db.update("host", ref, enabled=True)

@@ -54,6 +54,7 @@ class SimHost:
     reconnect_after: float | None = None  # injected: misses the startup kick, reconnects on backoff after this
     reconnect_never: bool = False         # injected: never reconnects
     reconnect_unreachable: bool = False   # injected: until it reconnects, forwarded calls get CANNOT_CONTACT_HOST
+    applied_updates: dict = field(default_factory=dict)  # update id -> repo_format.Update since its ISO (updates.py)
 
     @property
     def serving(self) -> bool:
@@ -76,6 +77,9 @@ class SimPool:
     sessions: dict[str, str] = field(default_factory=dict)  # session ref -> user name
     epoch: int = 0  # bumped when the coordinator goes down: waiting event.from calls get a reset
     restarts: int = 0  # coordinator xapi starts (reconnect.py: timers of an older start stop)
+    update_conf: object = None  # updates.UpdateConf of this pool's xapi.conf; None: the world's
+    synced: dict = field(default_factory=dict)  # repository ref -> repo_format.Repo synced on the coordinator
+    update_ops: set = field(default_factory=set)  # pool operations of the update calls under way (update_calls.py)
 
     def host_by_ref(self, ref: str) -> SimHost:
         for h in self.hosts:

@@ -16,6 +16,7 @@ from .errors import XapiError
 from .fresh import password_ok
 from .hosts import SimHost, SimPool
 from .registry import Call, api
+from .updates import assert_no_pending_mandatory
 
 if TYPE_CHECKING:
     from .world import World
@@ -49,6 +50,10 @@ def pre_join_checks(c: Call, target: SimPool, force: bool) -> None:
         raise XapiError("POOL_JOINING_HOST_CANNOT_HAVE_RUNNING_VMS")  # :435-458
     mine = db.get("host", me.ref)
     theirs = theirs_db.get("host", target.master.ref)
+    # :963-990 assert_no_host_pending_mandatory_guidance: on the joiner, then on the remote coordinator
+    assert_no_pending_mandatory(db, me.ref)
+    if theirs["pending_guidances"]:
+        raise XapiError("HOST_PENDING_MANDATORY_GUIDANCES_NOT_EMPTY", target.master.ref)
     my_sv, their_sv = mine["software_version"], theirs["software_version"]
     if _compatibility(my_sv) != _compatibility(their_sv):  # :571-603 assert_hosts_compatible
         raise XapiError("POOL_HOSTS_NOT_COMPATIBLE")

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from . import host_facts
+from . import host_facts, updates
 from . import states as st
 from .db import xapi_datetime
 from .errors import NoBootableSystem, XapiError
@@ -178,6 +178,8 @@ class HostPower:
                 fields.update(software_version=sv, API_version_minor=minor)
                 host_facts.installed(db, h)  # the new version's dom0 memory
             db.update("host", h.ref, **fields)
+            # a system boot: guidances done, an ISO install at its base level (updates.py)
+            updates.on_xapi_start(db, h, system_boot=True, installed=bool(nv))
             db.update("host_metrics", rec["metrics"], live=True, last_updated=xapi_datetime(now))
         h.new_version = None
         if nv:
@@ -196,7 +198,8 @@ class HostPower:
             self._set_state(h, st.XAPI_RUNNING)
             h.enable_refusals = 0
             ha = db.get("pool", h.pool.ref)["ha_enabled"]
-            if not h.user_disabled and h.auto_enable and not ha:
+            # consider_enabling_host: not while a mandatory update guidance is pending (xapi_host_helpers.ml:415-420)
+            if not h.user_disabled and h.auto_enable and not ha and not db.get("host", h.ref)["pending_guidances"]:
                 db.update("host", h.ref, enabled=True)
         if h.is_master:
             self.detect_rolling_upgrade(h.pool)

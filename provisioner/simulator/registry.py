@@ -45,6 +45,36 @@ def api(name: str, nmin: int, nmax: int | None = None):
     return deco
 
 
+@dataclass
+class HttpRequest:
+    """One plain HTTP request to a host's xapi (PUT /bundle, GET /updates, GET /repository/...: the handlers
+    xapi registers besides XML-RPC, xapi.ml; docs/xapi.md "Update repositories")."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    cookies: dict[str, str]
+    body: bytes
+
+
+# (method, path prefix) -> handler(world, host, HttpRequest) -> (status, content type, body bytes)
+HTTP_ROUTES: dict[tuple[str, str], Callable] = {}
+
+
+def http_route(method: str, prefix: str):
+    def deco(fn):
+        HTTP_ROUTES[(method, prefix)] = fn
+        return fn
+    return deco
+
+
+def find_http_route(method: str, path: str) -> Callable | None:
+    for (m, prefix), fn in sorted(HTTP_ROUTES.items(), key=lambda kv: -len(kv[0][1])):
+        if m == method and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+            return fn
+    return None
+
+
 # Derived reverse references, computed at read time so they never drift.
 DERIVED = {"host": {"resident_VMs": ("VM", "resident_on"), "PIFs": ("PIF", "host"), "PBDs": ("PBD", "host")},
            "VM": {"VBDs": ("VBD", "VM"), "snapshots": ("VM", "snapshot_of"), "VGPUs": ("VGPU", "VM"),

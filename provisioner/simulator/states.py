@@ -27,6 +27,7 @@ TRANSITIONS = frozenset({
     (FIRMWARE, BOOT_LOCAL),
     (BOOT_LOCAL, XAPI_STARTING),
     (XAPI_STARTING, XAPI_RUNNING),
+    (XAPI_RUNNING, XAPI_STARTING),  # a toolstack restart (host.restart_agent, simulator/update_calls.py)
 })
 
 

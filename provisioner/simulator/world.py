@@ -18,6 +18,7 @@ from .hosts import SimHost, SimPool
 from .inject import FailureInjection
 from .power import HostPower, WorldHooks
 from .reconnect import MemberLinks
+from .updates import UpdateConf
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class World(HostPower, FailureInjection, MemberLinks):
         self.migration_failures: dict[str, str] = {}  # vm ref -> task error code
         self.pbd_plug_delays: dict[str, float] = {}  # SR ref -> sim seconds each PBD.plug takes (devices.py)
         self.call_log: list[tuple[str, str, tuple]] = []
+        self.update_conf = UpdateConf()  # xapi.conf repository settings every ISO ships (updates.py)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ticker: threading.Thread | None = None

@@ -8,16 +8,17 @@ import socket
 import socketserver
 import ssl
 import threading
+import urllib.parse
 import uuid as uuidlib
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from . import certs
-from . import event_calls, host_calls, host_plugin, join, vm_calls  # noqa: F401 - importing them registers their handlers
+from . import event_calls, host_calls, host_plugin, join, update_calls, update_http, vm_calls  # noqa: F401 - registers
 from .db import FIELDS, xapi_datetime
 from .errors import DropConnection, XapiError
 from .hosts import SimHost
-from .registry import HANDLERS, Call, view
+from .registry import HANDLERS, Call, HttpRequest, find_http_route, view
 from .world import World
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,36 @@ class _Handler(SimpleXMLRPCRequestHandler):
             super().do_POST()
         except DropConnection:
             self.close_connection = True
+
+    def do_GET(self):
+        self._plain_http("GET")
+
+    def do_PUT(self):
+        self._plain_http("PUT")
+
+    def _plain_http(self, method: str) -> None:
+        """xapi's plain HTTP handlers (registry.HTTP_ROUTES: PUT /bundle, GET /updates, ...): 404 for others."""
+        world, h = self.server.world, self.server.sim_host
+        if world.stopping or not h.serving:
+            self.close_connection = True
+            return
+        url = urllib.parse.urlsplit(self.path)
+        route = find_http_route(method, url.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        if route is None:
+            status, ctype, answer = 404, "text/plain", b"Not found"
+        else:
+            cookies = dict(p.strip().split("=", 1) for p in (self.headers.get("Cookie") or "").split(";") if "=" in p)
+            query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+            status, ctype, answer = route(world, h, HttpRequest(method, url.path, query, cookies, body))
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(answer)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(answer)
+        self.close_connection = True
 
     def log_message(self, fmt, *args):
         log.debug("%s " + fmt, self.address_string(), *args)

@@ -29,6 +29,7 @@ class Answers:
     fresh: bool                      # a fresh install (the disk is wiped) rather than an upgrade
     disk: str                        # existing-installation (upgrade) or primary-disk (fresh), /dev/ prefixed
     sources: tuple[str, ...]         # <source type="url"> addresses, in order
+    driver_sources: tuple[str, ...] = ()  # <driver-source type="url"> addresses, in order (docs/packs.md)
     scripts: dict[str, list[str]] = field(default_factory=dict)  # stage -> script URLs, in order
     hostname: str | None = None
     root_password: tuple[str, str] | None = None  # ("hash" | "plaintext", value); None: none given
@@ -85,6 +86,20 @@ def _sources(root) -> tuple[str, ...]:
     return tuple(sources)
 
 
+def _driver_sources(root) -> tuple[str, ...]:
+    """host-installer answerfile.py parseDriverSource (267-288): type mandatory, local/url/nfs; optional."""
+    sources = []
+    for node in _elements(root, "driver-source"):
+        kind = _attribute(node, "type", mandatory=True)
+        if kind not in ("local", "url", "nfs"):
+            raise AnswerfileRejected("Invalid type for <driver-source> media specified.")
+        address = _text(node)
+        if kind != "url" or address.startswith("nfs://"):
+            raise AnswerfileRejected(f"<driver-source type={kind!r}>: only url driver sources are simulated")
+        sources.append(address)
+    return tuple(sources)
+
+
 def _scripts(root) -> dict[str, list[str]]:
     scripts: dict[str, list[str]] = {}
     for node in _elements(root, "script"):
@@ -130,6 +145,7 @@ def read_answerfile(text: str) -> Answers:
         raise AnswerfileRejected("restore answer files are not simulated")
     if root.tagName not in ("installation", "upgrade"):
         raise AnswerfileRejected("Unexpected top level element")
+    drivers = _driver_sources(root)  # processAnswerfileSetup, before the mode is read (install.py 176-187)
     mode = _attribute(root, "mode") or "fresh"  # missing or empty: a fresh install
     if mode not in ("fresh", "reinstall", "upgrade"):
         raise AnswerfileRejected(f"Unknown mode, {mode}")
@@ -137,4 +153,4 @@ def read_answerfile(text: str) -> Answers:
         answers = _fresh(root)
     else:
         answers = Answers(False, _disk(_text(_mandatory(root, "existing-installation"))), ())
-    return replace(answers, sources=_sources(root), scripts=_scripts(root))  # the installer's order: mode first
+    return replace(answers, sources=_sources(root), driver_sources=drivers, scripts=_scripts(root))  # the installer's order: mode first

@@ -36,6 +36,7 @@ from provisioner.simulator.errors import BootFailure, NoBootableSystem
 from provisioner.simulator.firmware import canonical_mac, config_names, parse_config, read_treeinfo
 from provisioner.simulator.fresh import FRESH, fresh_version
 from provisioner.simulator.installer import STAGE_COMPLETE, STAGE_START, AnswerfileRejected, read_answerfile
+from provisioner.simulator import repos
 from provisioner.tftp import client  # moves bytes only; it checks nothing
 
 LOADERS = ("pxelinux", "grub", "ipxe")
@@ -61,7 +62,8 @@ class Machine:
                  loader: str = "pxelinux", firmware: str | None = None, clock: Any = None,
                  install_seconds: float = 600.0, failures: Mapping[str, Any] | None = None, max_boots: int = 5,
                  external_command: str | list[str] | None = None, on_event: OnEvent | None = None,
-                 stop_event: threading.Event | None = None, boot_order: str | BootOrder | None = None):
+                 stop_event: threading.Event | None = None, boot_order: str | BootOrder | None = None,
+                 needs_driver: str | None = None):
         if loader not in LOADERS:
             raise ValueError(f"unknown loader {loader!r} (one of {', '.join(LOADERS)})")
         if loader == "ipxe" and not http_base and external_command is None:
@@ -83,6 +85,10 @@ class Machine:
         self.cycles = 0
         self.disk_broken = False  # installer_breaks happened: no bootable system until a fresh install
         self.dom0 = Dom0Boot()  # the installed system's bootloader; the host plugin stages its entry here
+        # The driver its disk controller needs that the installer does not carry (None: none): without a driver
+        # disk providing it the installer sees no disk (simulator/repos.py, docs/packs.md).
+        self.needs_driver = needs_driver
+        self.installed_packs: dict[str, str] = {}  # name-label -> version of the packs the last install put on
         self._cycle = threading.Lock()  # one power cycle at a time (a BMC reset mid-boot waits for the pass to end)
 
     # --- observation ---
@@ -261,6 +267,10 @@ class Machine:
         except AnswerfileRejected as exc:
             boot.outcome, boot.detail = ANSWERFILE_REJECTED, f"installer error, rebooting: {exc}"
             return
+        # Driver disks are loaded before the installer looks at the disks (docs/packs.md "Driver disks").
+        fetch = lambda what, url: self._get(boot, what, url)  # noqa: E731
+        driver_repos, loaded = repos.load_drivers(fetch, answers.driver_sources)
+        no_disk = self.needs_driver is not None and not repos.provides(loaded, self.needs_driver)
         version = read_treeinfo(self._get(boot, "treeinfo", answers.sources[0].rstrip("/") + "/.treeinfo").decode())
         code = "0"
         try:
@@ -268,6 +278,11 @@ class Machine:
                 self._run_script(boot, STAGE_START, self._get(boot, "script", start))
         except BootFailure as exc:  # a failed GET of the start script aborts the install before any disk write
             code, boot.detail = "1", f"installation aborted: {exc}"
+        if code == "0" and no_disk:  # its controller has no driver: the disk is not there (docs/packs.md)
+            code, boot.detail = "1", (
+                f"{answers.disk} not found: no driver for its disk controller ({self.needs_driver}); "
+                + ("Could not locate the installation specified to be reinstalled." if not answers.fresh else
+                   "the primary disk does not exist"))
         if code == "0" and self.disk_broken and not answers.fresh:  # "Failed to get existing installation settings"
             code, boot.detail = "1", "no existing installation to upgrade"  # (docs/installer.md "Upgrade answer files")
         if code == "0":
@@ -293,6 +308,8 @@ class Machine:
             self.bootorder.installer_wrote_boot_entry()  # UEFI: its entry first in BootOrder (writeBootEntries)
             self.dom0.installer_wrote_config()  # and a new bootloader config: no plugin entry any more
             self.disk_broken = False  # only a fresh install gets here on a broken disk: it repartitions it
+            # a new root file system holds only the packs this answer file named (upgrades do not carry them)
+            self.installed_packs = repos.installed_packs(fetch, answers.sources[1:], driver_repos)
         else:
             boot.outcome = INSTALL_BROKEN if self.disk_broken else INSTALL_FAILED
         boot.detail = boot.detail or f"installer exited {code}; rebooting"

@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # Debian packages: boot loaders copied into tftp_root (pxelinux, syslinux-common, grub-efi-amd64-bin), real TFTP
 # clients and servers used by tests and benches (tftp-hpa, tftpd-hpa, curl), nginx for the HTTP bench, chromium for
 # the dashboard's browser tests (driven by Playwright's Python package through executable_path).
-DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium
+# gpgv: verifies update bundles' repomd.xml.asc (provisioner/updates/signature.py); gnupg: the tests' signing key
+DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium gpgv gnupg
 
 .PHONY: demo test deps-debian venv bench clean
 

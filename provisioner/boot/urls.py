@@ -7,6 +7,9 @@ import urllib.parse
 MEDIA_PREFIX = "/media"
 BOOT_PREFIX = "/boot"
 TFTP_FILES_PREFIX = "/tftp"
+UPDATES_PREFIX = "/updates"
+UPDATES_REPO_DIR = "repo"  # /updates/NAME/repo/...: the unpacked yum tree of a bundle
+UPDATES_BUNDLE_FILE = "bundle.xsbundle"  # /updates/NAME/bundle.xsbundle: the bundle file itself
 
 # Every URL of an installer boot line (answer file, scripts, media files) is fetched by firmware, a loader or the
 # installer, none of which can be relied on to trust our certificate (docs/boot-urls.md): plain http:// only.
@@ -59,3 +62,13 @@ def script(base_url: str, token: str, stage: str) -> str:
 def report(base_url: str, token: str) -> str:
     """Where the installation-complete script reports its exit code (appended as the last path part)."""
     return f"{base_url.rstrip('/')}{BOOT_PREFIX}/report/{urllib.parse.quote(token, safe='')}/"
+
+
+def updates_repo(base_url: str, name: str) -> str:
+    """An imported update bundle's yum repository (a pool's remote repository binary_url; ends with "/")."""
+    return f"{base_url.rstrip('/')}{UPDATES_PREFIX}/{urllib.parse.quote(name, safe='')}/{UPDATES_REPO_DIR}/"
+
+
+def updates_bundle(base_url: str, name: str) -> str:
+    """An imported update bundle's .xsbundle file (what is uploaded to a pool master's PUT /bundle)."""
+    return f"{base_url.rstrip('/')}{UPDATES_PREFIX}/{urllib.parse.quote(name, safe='')}/{UPDATES_BUNDLE_FILE}"

@@ -8,6 +8,7 @@ from provisioner.cli import reinstall  # noqa: F401,E402  (registers `provisione
 from provisioner.cli import states  # noqa: F401,E402  (registers `provisioner states`)
 from provisioner.cli import bmc  # noqa: F401,E402  (registers `provisioner bmc`, `provisioner hosts netboot`)
 from provisioner.cli import pools  # noqa: F401,E402  (registers `provisioner pools add` and `pools trust`)
+from provisioner.cli import updates  # noqa: F401,E402  (registers `provisioner updates`)
 from provisioner.cli.base import main
 
 __all__ = ["main"]

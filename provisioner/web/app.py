@@ -38,6 +38,9 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     api_reinstall.init_app(app)
     boot.init_app(app)
     files.init_app(app)
+    from provisioner.web import api_updates, updates_files  # update repositories: REST, and their files
+    api_updates.init_app(app)
+    updates_files.init_app(app)
     from provisioner.web import metrics, openapi  # /metrics (and request counting), /api/v1/openapi.json
     metrics.init_app(app)
     openapi.init_app(app)

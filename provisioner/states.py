@@ -121,6 +121,10 @@ STEP_WAIT_UP = "wait_up"
 new boot_time, the master logged in to again first."""
 STEP_VERIFY = "verify"
 """product_version and build_number at the target, and the installer did not report failure."""
+STEP_CONVERGE = "converge"
+"""Only with --updates: the pool's update repository enabled and synced, the run's updates applied to the host and
+its pending guidances carried out (reboot, toolstack restart) while it is still disabled and empty; its update level
+verified (coordinator/converge.py)."""
 STEP_STORAGE = "storage"
 """Plugs the PBDs left unplugged on every live host (what stays unplugged is a warning, not a failure)."""
 STEP_ENABLE = "enable"
@@ -132,8 +136,8 @@ STEP_DONE = "done"
 STEP_FAILED = "failed"
 """Final: a step failed; the reason is "<step>: <why>" and the remedy is chosen from evidence."""
 HOST_STEPS = (STEP_PENDING, STEP_CHECK, STEP_DISABLE, STEP_EVACUATE, STEP_ARM, STEP_REBOOT, STEP_POWER_ON,
-              STEP_WAIT_DOWN, STEP_WAIT_UP, STEP_VERIFY, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE, STEP_DONE,
-              STEP_FAILED)
+              STEP_WAIT_DOWN, STEP_WAIT_UP, STEP_VERIFY, STEP_CONVERGE, STEP_STORAGE, STEP_ENABLE, STEP_RESTORE,
+              STEP_DONE, STEP_FAILED)
 """In the order a host walks them (FAILED last)."""
 HOST_TERMINAL = frozenset({STEP_DONE, STEP_FAILED})
 HOST_ACTIVE = tuple(step for step in HOST_STEPS if step not in (STEP_PENDING, *HOST_TERMINAL))
@@ -168,6 +172,8 @@ TRANSITIONS = TRANSITIONS + (
     Transition(HOST, STEP_WAIT_DOWN, STEP_WAIT_UP, "went down"),
     Transition(HOST, STEP_WAIT_UP, STEP_VERIFY, "back up"),
     Transition(HOST, STEP_VERIFY, STEP_STORAGE, "at the target version"),
+    Transition(HOST, STEP_VERIFY, STEP_CONVERGE, "at the target version, the run has --updates"),
+    Transition(HOST, STEP_CONVERGE, STEP_STORAGE, "at the run's update level, no pending guidance"),
     Transition(HOST, STEP_STORAGE, STEP_ENABLE, "storage plugged (or reported)"),
     Transition(HOST, STEP_ENABLE, STEP_RESTORE, "enabled"),
     Transition(HOST, STEP_RESTORE, STEP_DONE, "VMs restored (or reported)"),
@@ -180,11 +186,15 @@ REINSTALL = "reinstall"
 
 RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI = "forget", "arm", "installing", "wait_xapi"
 RI_JOIN, RI_WAIT_JOINED, RI_DONE, RI_FAILED = "join", "wait_joined", "done", "failed"
+RI_CONVERGE = "converge"
+"""The new standalone host takes the pool's coordinator as its update source (Repository.introduce_remote_pool),
+syncs, applies the updates and carries out their guidances until its update level is the master's
+(coordinator/reinstall_converge.py); nothing to do when the pool has no update level."""
 RI_JOIN_REFUSED = "join_refused"
 """pool.join refused the fresh host (updates, edition, version...): it stays standalone and the flow waits for the
 operator to fix it and run the same reinstall command again, which retries JOIN. Not final, nothing is undone."""
-REINSTALL_STEPS = (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_JOIN, RI_JOIN_REFUSED, RI_WAIT_JOINED, RI_DONE,
-                   RI_FAILED)
+REINSTALL_STEPS = (RI_FORGET, RI_ARM, RI_INSTALLING, RI_WAIT_XAPI, RI_CONVERGE, RI_JOIN, RI_JOIN_REFUSED,
+                   RI_WAIT_JOINED, RI_DONE, RI_FAILED)
 """FORGET host.destroy's the dead member's record; ARM opens ONE fresh-install window; INSTALLING waits for the
 installer's report; WAIT_XAPI logs in to the new standalone host; JOIN sends pool.join; WAIT_JOINED waits for the
 new uuid to be live and enabled in the pool, then the registry follows it."""
@@ -199,6 +209,9 @@ TRANSITIONS = TRANSITIONS + (
     Transition(REINSTALL, RI_ARM, RI_INSTALLING, "fresh-install attempt armed"),
     Transition(REINSTALL, RI_INSTALLING, RI_WAIT_XAPI, "installer reported success"),
     Transition(REINSTALL, RI_WAIT_XAPI, RI_JOIN, "new standalone host answers"),
+    Transition(REINSTALL, RI_WAIT_XAPI, RI_CONVERGE, "new standalone host answers: bring it to the pool's level"),
+    Transition(REINSTALL, RI_CONVERGE, RI_JOIN, "at the master's update level (or the pool has none)"),
+    Transition(REINSTALL, RI_JOIN_REFUSED, RI_CONVERGE, "the operator ran the command again: converge, then join"),
     Transition(REINSTALL, RI_JOIN, RI_WAIT_JOINED, "pool.join sent"),
     Transition(REINSTALL, RI_JOIN, RI_JOIN_REFUSED, "pool.join refused: the new host stays standalone, waiting"),
     Transition(REINSTALL, RI_JOIN_REFUSED, RI_JOIN, "the operator ran the command again: retry pool.join"),

@@ -10,6 +10,7 @@ No XenAPI here: the mixin calls through XenApiDriver's `call`, `wait_task` and `
 
 from __future__ import annotations
 
+import re
 import xmlrpc.client
 from dataclasses import dataclass
 
@@ -52,14 +53,20 @@ class RepositoryInfo:
     hash: str  # the updateinfo hash of its last sync ("" until synced)
 
 
+def guidance_name(value: str) -> str:
+    """XAPI's enum name of a guidance (reboot_host); updateinfo.xml spells it RebootHost (updateinfo.ml)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", str(value)).lower()
+
+
 def level_of(rec: dict) -> UpdateLevel:
     """An UpdateLevel from a host record (host.get_record)."""
     sv = rec.get("software_version", {}) or {}
     return UpdateLevel(last_update_hash=str(rec.get("last_update_hash") or ""),
                        latest_synced=str(rec.get("latest_synced_updates_applied") or "unknown"),
                        last_software_update=str(rec.get("last_software_update") or ""),
-                       pending=tuple(sorted(str(g) for g in rec.get("pending_guidances") or ())),
-                       recommended=tuple(sorted(str(g) for g in rec.get("pending_guidances_recommended") or ())),
+                       pending=tuple(sorted(guidance_name(g) for g in rec.get("pending_guidances") or ())),
+                       recommended=tuple(sorted(guidance_name(g)
+                                                for g in rec.get("pending_guidances_recommended") or ())),
                        product_version=str(sv.get("product_version", "")), build_number=str(sv.get("build_number", "")))
 
 

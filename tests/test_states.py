@@ -100,12 +100,16 @@ def test_host_steps_form_one_chain_in_host_steps_order_and_each_can_fail():
             nxt.remove(states.STEP_DONE)  # the shortcut for a host already at the target
         if chain[-1] == states.STEP_REBOOT:
             nxt.remove(states.STEP_WAIT_DOWN)  # a plain reboot; the chain follows --power-cycle's POWER_ON
+        if chain[-1] == states.STEP_VERIFY:
+            nxt.remove(states.STEP_STORAGE)  # a run without --updates; the chain follows CONVERGE
         if not nxt:
             break
         (step,) = nxt
         chain.append(step)
     assert tuple(chain) + (states.STEP_FAILED,) == states.HOST_STEPS
-    assert chain.index(states.STEP_STORAGE) == chain.index(states.STEP_VERIFY) + 1
+    assert chain.index(states.STEP_CONVERGE) == chain.index(states.STEP_VERIFY) + 1  # before STORAGE / ENABLE:
+    assert chain.index(states.STEP_STORAGE) == chain.index(states.STEP_CONVERGE) + 1  # a guidance reboot while empty
+    assert states.STEP_CONVERGE not in steps.DESTRUCTIVE_STEPS  # runs to its end: no host left with a pending reboot
     assert chain.index(states.STEP_RESTORE) == chain.index(states.STEP_ENABLE) + 1
     assert chain.index(states.STEP_WAIT_DOWN) == chain.index(states.STEP_POWER_ON) + 1
     assert states.STEP_POWER_ON not in steps.DESTRUCTIVE_STEPS  # an abort must not leave a host shut down

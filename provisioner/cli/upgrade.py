@@ -54,6 +54,10 @@ def upgrade() -> None:
 
 
 def _run_options(func):
+    func = click.option("--updates", metavar="NAME", default=None,
+                        help="Bring each upgraded host, then the pool, to the update level of update repository NAME "
+                             "(`provisioner updates list`): the CONVERGE step applies its updates and their "
+                             "guidances before the host's VMs come back.")(func)
     func = click.option("--stop-pinned-vms", is_flag=True,
                         help="Shut down the VMs pinned to their host (PCI passthrough, vGPU, SR-IOV) right before the "
                              "host's evacuation and start them again on it after its upgrade (= --consent "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.coordinator import carry, journal
+from provisioner.coordinator import carry, converge, journal
 from provisioner.coordinator.carry import AUTO_POWERON, HA, WLB
 from provisioner.coordinator.context import Context, StepFailed, xapi_call
 from provisioner.coordinator.plan import at_target
@@ -161,7 +161,8 @@ def tools_report(ctx: Context) -> dict[str, Any]:
 
 
 def finalize(ctx: Context, *, failed_hosts: list[str]) -> list[str]:
-    """FINALIZE: wait for rolling_upgrade_in_progress to go, undo PREPARE, report guest tools; problems left."""
+    """FINALIZE: wait for rolling_upgrade_in_progress to go, bring the pool to the run's update level (--updates) and
+    record each host's level (converge.py), undo PREPARE, report guest tools; problems left."""
     problems: list[str] = []
     mixed = bool(failed_hosts) and _mixed(ctx)
     if mixed:
@@ -173,6 +174,8 @@ def finalize(ctx: Context, *, failed_hosts: list[str]) -> list[str]:
             problems.append(str(exc))
             journal.warn(ctx.store, ctx.run_id, str(exc))
             mixed = True
+    # before undo: host.apply_updates refuses while HA is on (xapi_host.ml apply_updates)
+    problems += converge.finalize_pool(ctx, mixed=mixed)
     problems += undo(ctx, pool_mixed=mixed)
     tools_report(ctx)
     return problems

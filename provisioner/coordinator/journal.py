@@ -14,7 +14,8 @@ from typing import Any
 from provisioner.store import Store
 
 OPTIONS = "run.options"
-"""{disable_ha_wlb, migrate_back, power_cycle}: the operator's choices, recorded by start_run."""
+"""{disable_ha_wlb, migrate_back, power_cycle, consent, host_up_timeout, updates}: the operator's choices, recorded
+by start_run."""
 PREPARE_INTENT = "prepare.intent"
 """{what: ha|wlb|auto_poweron, ...what undoing it needs, carried_from?}: written before PREPARE changes it, or when
 PREPARE takes over what an earlier run (carried_from) left off (carry.py)."""
@@ -74,10 +75,12 @@ def last(store: Store, run_id: str, kind: str, *, mac: str | None = None) -> dic
 
 def options(store: Store, run_id: str) -> dict[str, Any]:
     """The run's options; a run started before options existed (or without the entry) gets the safe defaults.
-    consent: the precheck codes the operator consented to (coordinator/checks.py CONSENT; docs/prechecks.md)."""
+    consent: the precheck codes the operator consented to (coordinator/checks.py CONSENT; docs/prechecks.md).
+    updates: the update repository CONVERGE brings each host to (`--updates NAME`), or None (converge.py)."""
     found = last(store, run_id, OPTIONS) or {}
     flags: dict[str, Any] = {name: bool(found.get(name)) for name in ("disable_ha_wlb", "migrate_back", "power_cycle")}
     flags["consent"] = tuple(str(code) for code in found.get("consent") or ())
+    flags["updates"] = str(found["updates"]) if found.get("updates") else None
     return flags
 
 

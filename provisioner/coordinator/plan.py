@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from provisioner import registry
 from provisioner.config import Config
-from provisioner.coordinator import carry, hostplugin, prechecks, prechecks_vms, wiring
+from provisioner.coordinator import carry, converge_plan, hostplugin, prechecks, prechecks_vms, wiring
 from provisioner.coordinator.checks import CONSENT, ERROR, WARNING, Check
 from provisioner.coordinator.vms import PlannedVm, plan_host
 from provisioner.model import Host, Media, normalize_mac, version_tuple
@@ -66,6 +66,7 @@ class Plan:
     power_cycle: bool = False  # members are shut down and powered on through the pool, not rebooted
     checks: list[Check] = field(default_factory=list)
     consent: frozenset[str] = frozenset()
+    updates: dict[str, Any] | None = None  # --updates NAME: the repository and the updates per host (converge_plan.py)
 
     @property
     def ok(self) -> bool:
@@ -95,7 +96,7 @@ class Plan:
                 "vms": [v.as_dict() for v in self.vms], "changes": list(self.changes),
                 "left_off": list(self.left_off), "carried": list(self.carried),
                 "checks": [dict(c.as_dict(), blocking=self.blocks(c)) for c in self.checks],
-                "consent": sorted(self.consent)}
+                "consent": sorted(self.consent), "updates": self.updates}
 
 
 def at_target(info: HostInfo, media: Media) -> bool:
@@ -106,7 +107,7 @@ def at_target(info: HostInfo, media: Media) -> bool:
 
 def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, disable_ha_wlb: bool = False,
               migrate_back: bool = False, power_cycle: bool = False, config: Config | None = None,
-              consent: Iterable[str] = (), stop_pinned_vms: bool = False) -> Plan:
+              consent: Iterable[str] = (), stop_pinned_vms: bool = False, updates: str | None = None) -> Plan:
     """Run every precheck against the pool and the registry; never changes anything.
 
     config: with it, the BMC of every redfish / ipmi host to upgrade is checked (reachable, credentials valid,
@@ -115,7 +116,8 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     migrate_back: the plan says the migrated VMs go back to their host after its upgrade.
     power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode).
     consent: codes of consent-level checks the operator agreed to (docs/prechecks.md).
-    stop_pinned_vms: the same as consent PINNED_VM (prechecks_vms.py)."""
+    stop_pinned_vms: the same as consent PINNED_VM (prechecks_vms.py).
+    updates: the update repository CONVERGE brings each upgraded host to; the plan lists what each host gets."""
     media = store.get_media(media_name)
     plan = Plan(pool, media_name, media.product_version if media else "", migrate_back=migrate_back,
                 power_cycle=power_cycle, consent=frozenset(c.upper() for c in consent)
@@ -215,6 +217,10 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
         plan.add(found)
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)
     prechecks.run(plan, driver, media, hosts, registered, store)  # pool / host / media prechecks (docs/prechecks.md)
+    if updates:
+        plan.updates, found = converge_plan.plan_updates(store, driver, media, hosts, updates)
+        for check in found:
+            plan.add(check)
     order = {h.name: i for i, h in enumerate(plan.hosts)}
     plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
     plan.changes += [f"VM {v.name}: auto_poweron off during the run, back on in FINALIZE"

@@ -23,7 +23,7 @@ from typing import Callable
 from provisioner import states
 from provisioner.boot import attempts
 from provisioner.config import Config
-from provisioner.coordinator import pools, selfcheck, wiring
+from provisioner.coordinator import pools, reinstall_converge, selfcheck, wiring
 from provisioner.coordinator.plan import at_target
 from provisioner.coordinator.reinstall_join import FIX_THEN_RERUN, join_hint
 from provisioner.coordinator.reinstall_trust import new_host_trust
@@ -145,11 +145,11 @@ class Flow:
 
     def run(self) -> Reinstall:
         steps = {states.RI_FORGET: self._forget, states.RI_ARM: self._arm, states.RI_INSTALLING: self._installing,
-                 states.RI_WAIT_XAPI: self._wait_xapi, states.RI_JOIN: self._join,
+                 states.RI_WAIT_XAPI: self._wait_xapi, states.RI_CONVERGE: self._converge, states.RI_JOIN: self._join,
                  states.RI_WAIT_JOINED: self._wait_joined}
         r = self.record
-        if r.step in states.REINSTALL_WAITING:  # the operator ran the command again: retry pool.join
-            r = self._next(r, states.RI_JOIN)
+        if r.step in states.REINSTALL_WAITING:  # the operator ran the command again: converge (a no-op at the
+            r = self._next(r, states.RI_CONVERGE)  # pool's level), then retry pool.join
         try:
             while r.step not in states.REINSTALL_TERMINAL and r.step not in states.REINSTALL_WAITING:
                 try:
@@ -285,7 +285,27 @@ class Flow:
                     return False, f"{what}, starting (not enabled yet)"
             return info is not None, what
         self._wait("new host's XAPI", self.timeouts.xapi, probe)
-        return self._next(r, states.RI_JOIN, new_uuid=seen[-1].uuid)
+        return self._next(r, states.RI_CONVERGE, new_uuid=seen[-1].uuid)
+
+    def _converge(self, r: Reinstall) -> Reinstall:
+        """CONVERGE: the new host at the master's update level before pool.join (reinstall_converge.py)."""
+        if self._pool_host(r.new_uuid) is not None:  # joined before a crash
+            return self._next(r, states.RI_JOIN)
+
+        def host() -> PoolDriver:
+            trust = new_host_trust(self.store, self.record, self.say)
+            if trust is None:
+                raise XapiUnreachable(f"{r.host_url}: no TLS handshake yet")
+            return self.connect_host(r.host_url, self.username, self._password, trust)
+        pool = pools.get_pool(self.store, r.pool)
+        try:
+            reinstall_converge.Converger(
+                self.store, r, self._pool(r.pool), host, username=self.username, password=self._password,
+                pinned=pool.tls_fingerprint, clock=self.clock, poll=self.timeouts.poll, timeout=self.timeouts.xapi,
+                say=self.say).run()
+        except reinstall_converge.ConvergeFailed as exc:
+            raise ReinstallFailed(f"not at the pool's update level: {exc}") from None
+        return self._next(r, states.RI_JOIN)
 
     def _join(self, r: Reinstall) -> Reinstall:
         if self._pool_host(r.new_uuid) is not None:  # joined before a crash

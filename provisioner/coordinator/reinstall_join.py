@@ -51,6 +51,24 @@ def join_hint(code: str, params: list[str]) -> str:
     return hint.format(params=", ".join(params) or "no details")
 
 
+CONVERGE_SINCE = (8, 4)
+"""XenServer 8 (8.4): updates come from a Repository, and a standalone host can take a pool's coordinator as its
+source (Repository.introduce_remote_pool): the reinstall flow converges the new host before it joins."""
+
+
+def converges(media: Media) -> bool:
+    """The reinstall flow brings a fresh install of `media` to the pool's update level before pool.join."""
+    return tuple(media.version_key[:2]) >= CONVERGE_SINCE
+
+
+def _update_level(driver: PoolDriver, master: HostInfo) -> str:
+    """The master's last_update_hash ('' when it has none, or its XAPI has no such field: before XenServer 8)."""
+    try:
+        return driver.update_level(master.ref).last_update_hash
+    except (XapiUnreachable, XapiError):
+        return ""
+
+
 def iso_facts(media: Media) -> dict:
     """What a fresh install of `media` has, for the pool.join checks (versions from its .treeinfo)."""
     major_minor = tuple(media.version_key[:2])
@@ -89,7 +107,13 @@ def check_join(pool: str, driver: PoolDriver, master: HostInfo, media: Media, *,
                     "untagged: pool.join would refuse with POOL_JOINING_HOST_MANAGEMENT_VLAN_DOES_NOT_MATCH "
                     f"[-1, {facts.management_vlan}]; this flow installs untagged only: install the host by hand with "
                     f"its management interface on VLAN {facts.management_vlan}, then `xe pool-join`")
-    if facts.updates:
+    level = _update_level(driver, master)
+    if converges(media) and (facts.updates or level):
+        plan.notes.append(f"the pool has updates a fresh install of {media.name} lacks (update level "
+                          f"{level[:12] or ', '.join(facts.updates)}): the new host will converge before pool.join "
+                          "(it takes the pool's coordinator as its update source, Repository.introduce_remote_pool, "
+                          "syncs, applies the updates and their guidances until its level is the master's)")
+    elif facts.updates:
         fixable.append(f"the pool has updates this ISO lacks: {', '.join(facts.updates)}; pool.join would refuse "
                        "with POOL_HOSTS_NOT_HOMOGENEOUS (\"Updates ... differ\"): bring the new host to the pool's "
                        f"update level first: {SYNC_UPDATES}")

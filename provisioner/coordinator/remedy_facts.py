@@ -42,7 +42,7 @@ DOWN_OR_UNKNOWN = frozenset({BROKEN_AFTER_INSTALL, STILL_INSTALLING, UNKNOWN})
 class that is not live now): the run must not start another host while one is."""
 
 PRE_REBOOT = frozenset({states.STEP_CHECK, states.STEP_DISABLE, states.STEP_EVACUATE, states.STEP_ARM})
-AFTER_TARGET = frozenset({states.STEP_STORAGE, states.STEP_ENABLE, states.STEP_RESTORE})
+AFTER_TARGET = frozenset({states.STEP_CONVERGE, states.STEP_STORAGE, states.STEP_ENABLE, states.STEP_RESTORE})
 OPERATOR_MARKED = "marked failed by the operator"
 """The reason prefix of a host the operator marked failed while its installer was running (mark-failed)."""
 EVIDENCE_LIMIT = 24

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import states
-from provisioner.coordinator import finalize, journal, members, remedies, vms
+from provisioner.coordinator import converge, finalize, journal, members, remedies, vms
 from provisioner.store import NotFoundError, Run, RunHost, Store
 
 
@@ -32,7 +32,8 @@ def run_report(store: Store, run_id: str) -> dict[str, Any]:
     Read from the store only (no XAPI): each host adds "vms" (vms.host_report), "warnings" and "waiting" (what
     the run waits for at it: members reconnecting, the host-up timeout; members.waiting); the run adds
     "options", "prepare" (finalize.prepare_report), "vms_not_restored", "guest_tools" (None before FINALIZE),
-    "rpu_cleared_after" (seconds, or None) and "warnings" (those of no host)."""
+    "rpu_cleared_after" (seconds, or None), "levels" (FINALIZE's record of each host's product version, build and
+    update level, and the hosts left behind: converge.record_levels; None before) and "warnings" (those of no host)."""
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}")
@@ -42,11 +43,13 @@ def run_report(store: Store, run_id: str) -> dict[str, Any]:
               "waiting": members.waiting(store, run_id, rh)} for rh in store.run_hosts(run_id)]
     tools = journal.last(store, run_id, journal.TOOLS)
     cleared = journal.last(store, run_id, journal.RPU_CLEARED)
+    levels = journal.last(store, run_id, converge.POOL)
     return {**run.as_dict(), "hosts": hosts, "options": journal.options(store, run_id),
             "prepare": finalize.prepare_report(store, run_id),
             "vms_not_restored": [{k: v for k, v in e.items() if k != "mac"} for e in vms.not_restored(store, run_id)],
             "guest_tools": {k: v for k, v in tools.items() if k != "mac"} if tools else None,
             "rpu_cleared_after": cleared["seconds"] if cleared else None,
+            "levels": {k: v for k, v in levels.items() if k != "mac"} if levels else None,
             "warnings": [w["text"] for w in warnings if w["mac"] is None]}
 
 

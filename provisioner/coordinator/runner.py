@@ -31,7 +31,7 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
               disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
               consent: tuple[str, ...] = (), stop_pinned_vms: bool = False, parallel: str | int | None = None,
               max_failures: str | int | None = None, group_tag_prefix: str | None = None,
-              host_up_timeout: float | None = None) -> Run:
+              host_up_timeout: float | None = None, updates: str | None = None) -> Run:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
 
     disable_ha_wlb: HA / WLB that are on are turned off by PREPARE and back on by FINALIZE (default: the precheck
@@ -41,6 +41,8 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     stop_pinned_vms: the same as consent PINNED_VM (`--stop-pinned-vms`, REST stop_pinned_vms; pinned.py).
     host_up_timeout: seconds a host has to come back once its installer reported (None: the configuration's
     host_up_timeout_s); kept with the run, so a resume keeps it (installing.py).
+    updates: the update repository (`--updates NAME`) CONVERGE brings each upgraded host to, and FINALIZE the
+    pool (converge.py); kept with the run. None: no CONVERGE step.
     parallel: "auto" or N: members in waves (docs/waves.md; wave_facts.py plans them now and journals them);
     max_failures: K or "P%": no new wave once that many members failed (given alone: waves of 1);
     group_tag_prefix: host tags with this prefix are groups (rack, power feed) never two in one wave.
@@ -51,7 +53,9 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     if host_up_timeout is not None and not 60 <= float(host_up_timeout) <= 86_400:
         raise ValueError("host_up_timeout must be between 60 and 86400 seconds")
     plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
-                     power_cycle=power_cycle, consent=consent)
+                     power_cycle=power_cycle, consent=consent, updates=updates)
+    if updates and plan.updates is None:
+        raise NotFoundError(f"no update repository named {updates!r}: `provisioner updates list` shows those known")
     wave_plan = limit = None
     if parallel:
         limit = waves.parse_max_failures(max_failures, sum(1 for h in plan.to_upgrade if h.role != "master"))
@@ -63,7 +67,8 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     # Before the Runner can act; without this entry (a crash right here) the run keeps the safe defaults.
     journal.write(store, run_id, journal.OPTIONS, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
                   power_cycle=power_cycle, consent=list(consent),
-                  host_up_timeout=float(host_up_timeout) if host_up_timeout is not None else None)
+                  host_up_timeout=float(host_up_timeout) if host_up_timeout is not None else None,
+                  updates=updates or None)
     if wave_plan is not None:
         wave_facts.record(store, run_id, wave_plan, {h.name: h.mac for h in plan.to_upgrade}, limit)
     return run

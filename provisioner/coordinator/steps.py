@@ -13,7 +13,8 @@ from typing import Callable, NamedTuple
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.coordinator import bmcboot, hostplugin, installing, journal, members, pinned, selfcheck, vms
+from provisioner.coordinator import (bmcboot, converge, hostplugin, installing, journal, members, pinned, selfcheck,
+                                     vms)
 from provisioner.coordinator.context import (Context, RealClock, StepFailed, Timeouts, error_code, find, host_probe,
                                              live_info, wait_for, xapi_call)
 from provisioner.coordinator.evacuation import evacuate as evacuate_wave
@@ -258,7 +259,7 @@ def verify(ctx: Context, rh: RunHost) -> str:
                          f"{ctx.media.product_version} build {ctx.media.build} ({outcome})")
     if attempt is not None and attempt.state == states.FAILED:
         raise StepFailed(f"at the target version but the installer reported failure ({outcome})")
-    return states.STEP_STORAGE
+    return states.STEP_CONVERGE if journal.options(ctx.store, ctx.run_id)["updates"] else states.STEP_STORAGE
 
 
 def storage(ctx: Context, rh: RunHost) -> str:
@@ -345,6 +346,9 @@ TABLE: tuple[Step, ...] = (
     Step(states.STEP_WAIT_DOWN, wait_down, False, ("down",)),
     Step(states.STEP_WAIT_UP, wait_up, False, ("up", "down")),
     Step(states.STEP_VERIFY, verify, False, ()),
+    # Changes the host (apply, reboot for a guidance) but runs to its end after an abort: a host left with a pending
+    # reboot guidance could not be enabled (converge.py)
+    Step(states.STEP_CONVERGE, converge.converge, False, ("down", "up", "enable")),
     Step(states.STEP_STORAGE, storage, False, ("storage", "pbd_plug")),
     Step(states.STEP_ENABLE, enable, False, ("enable",)),
     Step(states.STEP_RESTORE, restore, False, ()),  # after an abort too: VMs are put back

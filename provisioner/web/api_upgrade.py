@@ -137,6 +137,7 @@ def plan_pool(name: str):
             raise ValidationError(f"{key} must be true or false", key)
         options[key] = value in ("true", "1")
     options["consent"] = tuple(c for c in request.args.getlist("consent") if c)
+    options["updates"] = request.args.get("updates") or None
     store = get_store()
     driver = coord_pools.connect(store, name)
     try:
@@ -159,6 +160,9 @@ def start_upgrade(name: str):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 60 <= value <= 86_400:
                 raise ValidationError("host_up_timeout must be a number of seconds from 60 to 86400", key)
             options[key] = float(value)
+        elif key == "updates":
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValidationError("updates must be the name of an update repository (`updates list`)", key)
         elif not isinstance(value, bool):
             raise ValidationError(f"{key} must be true or false", key)
     run = _runs().start(name, body["media"], **options)

@@ -57,15 +57,6 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/hosts/{mac}/reinstall", "The host's reinstalls (newest first) and the progress of the newest",
        ok=(200, {"reinstalls": ["object"], "progress": ["string"]}), errors=(400, 404)),
     Op("GET", "/media", "List imported media", ok=(200, {"media": ["Media"]})),
-    Op("GET", "/updates", "List update repositories (offline bundles and mirrors)",
-       ok=(200, {"updates": ["UpdateRepo"]})),
-    Op("POST", "/updates", "Import an update bundle (a path on the server) or register a mirror URL, checked first: "
-       "422 names the problem and nothing is kept", "UpdatesInput", (201, {"updates": "UpdateRepo"}),
-       (400, 409, 422)),
-    Op("GET", "/updates/{name}", "One update repository with its updates and guidances",
-       ok=(200, {"updates": "UpdateRepo"}), errors=(404,)),
-    Op("DELETE", "/updates/{name}", "Remove an update repository (refused while a run uses it)",
-       ok=(200, {"removed": "UpdateRepo"}), errors=(404, 409)),
     Op("GET", "/events", "The event log, oldest first, 1000 at most per call", ok=(200, {"events": ["Event"]}),
        errors=(400,), query=(("mac", "string", "only the events of this host"),
                              ("since", "integer", "only the events with a larger id (paging)"))),
@@ -86,7 +77,8 @@ OPERATIONS: tuple[Op, ...] = (
               *((name, "boolean", f"plan with the start option {name}")
                 for name in ("disable_ha_wlb", "migrate_back", "power_cycle", "stop_pinned_vms")),
               ("consent", "string", "a consent-level precheck code the operator agrees to (repeatable; "
-               "docs/prechecks.md)"))),
+               "docs/prechecks.md)"),
+              ("updates", "string", "an update repository (`updates list`): the plan lists the updates per host"))),
     Op("POST", "/pools/{name}/upgrade", "Start a rolling pool upgrade (master first); it goes on in the server",
        "UpgradeInput", (202, {"run": "Run"}), (400, 404, 409, 500, 502, 503)),
     Op("POST", "/pools/{name}/upgrade/resume", "Resume the pool's unfinished run", ok=(202, {"run": "Run"}),
@@ -156,19 +148,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Media": {"type": "object", "properties": {
         "name": _STR, "path": _STR, "product_name": _STR, "product_version": _STR, "platform_version": _STR,
         "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},
-    "UpdatesInput": {"type": "object", "required": ["name", "source"], "properties": {
-        "name": _STR, "source": {"type": "string", "description": "an .xsbundle's path on the server, or a mirror's "
-                                 "http(s) URL"},
-        "product_version": {"type": "string", "description": "the XenServer version it must be for (default: an "
-                            "imported media's)"},
-        "allow_unsigned": {"type": "boolean", "description": "accept it without a verified signature (recorded)"},
-        "check": {"type": "boolean", "default": True, "description": "false: register a mirror without reading it"}}},
-    "UpdateRepo": {"type": "object", "description": "an update repository (docs/updates.md)", "properties": {
-        "name": _STR, "kind": {"type": "string", "enum": ["bundle", "mirror"]}, "source": _STR,
-        "product_version": _OPT_STR, "signed": {"type": "boolean"}, "unsigned": {"type": "boolean"},
-        "checked": {"type": "boolean"}, "update_ids": {"type": "array", "items": _STR}, "update_level": _STR,
-        "repo_url": _OPT_STR, "bundle_url": _OPT_STR, "sha256": _OPT_STR, "size": {"type": ["integer", "null"]},
-        "details": {"type": "object"}, "added_at": _STR}},
     "Pool": {"type": "object", "properties": {"name": _STR, "url": _STR, "username": _STR, "created_at": _STR,
                                               "updated_at": _STR, "boot_method": {"type": "string",
                                                                                   "enum": list(BOOT_METHODS)},
@@ -196,7 +175,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "agrees to (docs/prechecks.md)"},
         "host_up_timeout": {"type": "number", "minimum": 60, "maximum": 86400, "description": "seconds a host "
                             "may take to come back once its installer reported (default: the configuration's "
-                            "host_up_timeout_s, 1200); kept with the run"}}},
+                            "host_up_timeout_s, 1200); kept with the run"},
+        "updates": {"type": "string", "description": "an update repository (`updates list`): CONVERGE brings each "
+                    "upgraded host, then the pool, to its update level (docs/converge.md); kept with the run"}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
         "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/RunHost"}}}},

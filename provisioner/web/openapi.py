@@ -57,6 +57,15 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/hosts/{mac}/reinstall", "The host's reinstalls (newest first) and the progress of the newest",
        ok=(200, {"reinstalls": ["object"], "progress": ["string"]}), errors=(400, 404)),
     Op("GET", "/media", "List imported media", ok=(200, {"media": ["Media"]})),
+    Op("GET", "/updates", "List update repositories (offline bundles and mirrors)",
+       ok=(200, {"updates": ["UpdateRepo"]})),
+    Op("POST", "/updates", "Import an update bundle (a path on the server) or register a mirror URL, checked first: "
+       "422 names the problem and nothing is kept", "UpdatesInput", (201, {"updates": "UpdateRepo"}),
+       (400, 409, 422)),
+    Op("GET", "/updates/{name}", "One update repository with its updates and guidances",
+       ok=(200, {"updates": "UpdateRepo"}), errors=(404,)),
+    Op("DELETE", "/updates/{name}", "Remove an update repository (refused while a run uses it)",
+       ok=(200, {"removed": "UpdateRepo"}), errors=(404, 409)),
     Op("GET", "/events", "The event log, oldest first, 1000 at most per call", ok=(200, {"events": ["Event"]}),
        errors=(400,), query=(("mac", "string", "only the events of this host"),
                              ("since", "integer", "only the events with a larger id (paging)"))),
@@ -148,6 +157,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Media": {"type": "object", "properties": {
         "name": _STR, "path": _STR, "product_name": _STR, "product_version": _STR, "platform_version": _STR,
         "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},
+    "UpdatesInput": {"type": "object", "required": ["name", "source"], "properties": {
+        "name": _STR, "source": {"type": "string", "description": "an .xsbundle's path on the server, or a mirror's "
+                                 "http(s) URL"},
+        "product_version": {"type": "string", "description": "the XenServer version it must be for (default: an "
+                            "imported media's)"},
+        "allow_unsigned": {"type": "boolean", "description": "accept it without a verified signature (recorded)"},
+        "check": {"type": "boolean", "default": True, "description": "false: register a mirror without reading it"}}},
+    "UpdateRepo": {"type": "object", "description": "an update repository (docs/updates.md)", "properties": {
+        "name": _STR, "kind": {"type": "string", "enum": ["bundle", "mirror"]}, "source": _STR,
+        "product_version": _OPT_STR, "signed": {"type": "boolean"}, "unsigned": {"type": "boolean"},
+        "checked": {"type": "boolean"}, "update_ids": {"type": "array", "items": _STR}, "update_level": _STR,
+        "repo_url": _OPT_STR, "bundle_url": _OPT_STR, "sha256": _OPT_STR, "size": {"type": ["integer", "null"]},
+        "details": {"type": "object"}, "added_at": _STR}},
     "Pool": {"type": "object", "properties": {"name": _STR, "url": _STR, "username": _STR, "created_at": _STR,
                                               "updated_at": _STR, "boot_method": {"type": "string",
                                                                                   "enum": list(BOOT_METHODS)},

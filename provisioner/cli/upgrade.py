@@ -15,6 +15,7 @@ from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import report as coord_report
 from provisioner.coordinator import runner as coord_runner
+from provisioner.coordinator import wave_facts as coord_wave_facts
 from provisioner.coordinator.locks import lock_holder
 from provisioner.coordinator.service import FlowService, ProgressReader
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
@@ -50,7 +51,7 @@ def pools_discover(ctx: Context, name: str, as_json: bool) -> None:
 
 @main.group()
 def upgrade() -> None:
-    """Rolling pool upgrade: master first, then each member, one at a time."""
+    """Rolling pool upgrade: master first, then each member, one at a time (or in waves: --parallel)."""
 
 
 def _run_options(func):
@@ -73,18 +74,35 @@ def _run_options(func):
                         "(default: the precheck refuses).")(func)
 
 
+def _wave_options(func):
+    func = click.option("--group-tag-prefix", metavar="PREFIX", default=None,
+                        help="Host tags starting with PREFIX (e.g. 'rack:') name groups (rack, power feed): no two "
+                             "hosts of a group are upgraded in the same wave.")(func)
+    func = click.option("--max-failures", metavar="K|P%", default=None,
+                        help="Start no new wave once K members (or P% of them) have failed; the wave in flight "
+                             "finishes (given alone: waves of one host).")(func)
+    return click.option("--parallel", metavar="N|auto", default=None,
+                        help="After the master, upgrade the members in waves of at most N hosts, or 'auto': the "
+                             "largest waves the pool's free memory, HA and group tags allow (docs/waves.md).")(func)
+
+
 @upgrade.command("plan")
 @click.argument("pool")
 @click.option("--media", "media_name", required=True)
 @_run_options
+@_wave_options
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 @friendly
-def upgrade_plan(ctx: Context, pool: str, media_name: str, as_json: bool, **options: bool) -> None:
+def upgrade_plan(ctx: Context, pool: str, media_name: str, as_json: bool, parallel: str | None,
+                 max_failures: str | None, group_tag_prefix: str | None, **options: bool) -> None:
     """Every precheck and the ordered host list, with the options `upgrade start` would get; changes nothing."""
-    found = coord_plan.make_plan(ctx.store, pool, media_name, coord_pools.connect(ctx.store, pool),
-                                 config=ctx.config, **options)
-    emit(found.as_dict(), as_json, output.plan(found))
+    driver = coord_pools.connect(ctx.store, pool)
+    found = coord_plan.make_plan(ctx.store, pool, media_name, driver, config=ctx.config, **options)
+    waves = coord_wave_facts.plan_of(found, driver, parallel, max_failures, group_tag_prefix,
+                                     disable_ha_wlb=bool(options.get("disable_ha_wlb")))
+    emit({**found.as_dict(), **({"waves": waves.as_dict()} if waves else {})}, as_json,
+         output.plan(found) + ("\nWaves:\n" + "\n".join(f"  {line}" for line in waves.lines()) if waves else ""))
     if not found.ok:
         raise SystemExit(1)
 
@@ -158,6 +176,7 @@ def _follow_options(func):
               help="How long a host may take to come back once its installer reported its result; kept with the "
                    "run (default: the configuration's host_up_timeout_s, 1200 = Xen Orchestra's 20 min).")
 @_run_options
+@_wave_options
 @_follow_options
 @pass_ctx
 @friendly

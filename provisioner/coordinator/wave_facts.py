@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner.coordinator import journal
-from provisioner.coordinator.waves import AUTO, HostCap, WavePlan, plan_waves
+from provisioner.coordinator.waves import AUTO, HostCap, WavePlan, parse_max_failures, parse_parallel, plan_waves
 from provisioner.store import Store
 from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
 
@@ -57,6 +57,20 @@ def plan_for(driver: PoolDriver, hosts: list[Any], parallel: str, *, group_prefi
     return plan_waves(master_cap, caps, parallel, ha_tolerate=tolerate, notes=tuple(notes), upgraded=upgraded)
 
 
+def plan_of(plan: Any, driver: PoolDriver, parallel: str | None, max_failures: str | None,
+            group_prefix: str | None, *, disable_ha_wlb: bool = False) -> WavePlan | None:
+    """What `upgrade plan --parallel` shows: the waves start_run would journal (None without --parallel or
+    --max-failures); ValueError for a bad value, as start_run."""
+    parallel = parse_parallel(parallel) or ("1" if max_failures not in (None, "") else None)
+    if not parallel:
+        return None
+    limit = parse_max_failures(max_failures, sum(1 for h in plan.to_upgrade if h.role != "master"))
+    found = plan_for(driver, plan.to_upgrade, parallel, group_prefix=group_prefix, disable_ha_wlb=disable_ha_wlb)
+    if limit is not None:
+        found.notes.append(f"--max-failures: no new wave once {limit} member(s) failed")
+    return found
+
+
 def record(store: Store, run_id: str, plan: WavePlan, macs: dict[str, str], max_failures: int | None) -> None:
     """Journal the run's waves (by host name and MAC) and its failure limit, before the Runner acts."""
     journal.write(store, run_id, journal.WAVES, parallel=plan.parallel, max_failures=max_failures,
@@ -74,4 +88,4 @@ def wave_of(store: Store, run_id: str) -> dict[str, int]:
     return {mac: w["number"] for w in (found or {}).get("waves", []) for mac in w["macs"]}
 
 
-__all__ = ["AUTO", "plan_for", "record", "recorded", "wave_of"]
+__all__ = ["AUTO", "plan_for", "plan_of", "record", "recorded", "wave_of"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner import states
-from provisioner.coordinator import converge, finalize, journal, members, remedies, vms
+from provisioner.coordinator import converge, finalize, journal, members, remedies, vms, wave_facts
 from provisioner.store import NotFoundError, Run, RunHost, Store
 
 
@@ -32,15 +32,19 @@ def run_report(store: Store, run_id: str) -> dict[str, Any]:
     Read from the store only (no XAPI): each host adds "vms" (vms.host_report), "warnings" and "waiting" (what
     the run waits for at it: members reconnecting, the host-up timeout; members.waiting); the run adds
     "options", "prepare" (finalize.prepare_report), "vms_not_restored", "guest_tools" (None before FINALIZE),
-    "rpu_cleared_after" (seconds, or None), "levels" (FINALIZE's record of each host's product version, build and
+    "rpu_cleared_after" (seconds, or None), "waves" (a --parallel run's journaled waves, else None; each host its
+    "wave" number), "levels" (FINALIZE's record of each host's product version, build and
     update level, and the hosts left behind: converge.record_levels; None before) and "warnings" (those of no host)."""
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}")
     warnings = journal.read(store, run_id, journal.WARNING)
+    waves = wave_facts.recorded(store, run_id)
+    wave_of = wave_facts.wave_of(store, run_id)
     hosts = [{**rh.as_dict(), **host_remedy(store, run, rh), "vms": vms.host_report(store, run_id, rh.mac),
               "warnings": [w["text"] for w in warnings if w["mac"] == rh.mac],
-              "waiting": members.waiting(store, run_id, rh)} for rh in store.run_hosts(run_id)]
+              "waiting": members.waiting(store, run_id, rh), "wave": wave_of.get(rh.mac)}
+             for rh in store.run_hosts(run_id)]
     tools = journal.last(store, run_id, journal.TOOLS)
     cleared = journal.last(store, run_id, journal.RPU_CLEARED)
     levels = journal.last(store, run_id, converge.POOL)
@@ -50,7 +54,8 @@ def run_report(store: Store, run_id: str) -> dict[str, Any]:
             "guest_tools": {k: v for k, v in tools.items() if k != "mac"} if tools else None,
             "rpu_cleared_after": cleared["seconds"] if cleared else None,
             "levels": {k: v for k, v in levels.items() if k != "mac"} if levels else None,
-            "warnings": [w["text"] for w in warnings if w["mac"] is None]}
+            "warnings": [w["text"] for w in warnings if w["mac"] is None],
+            "waves": {k: v for k, v in waves.items() if k != "mac"} if waves else None}
 
 
 def status(store: Store, pool: str | None = None) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ from provisioner.coordinator import carry as coord_carry
 from provisioner.coordinator import plan as coord_plan
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import runner as coord_runner
+from provisioner.coordinator import wave_facts as coord_wave_facts
+from provisioner.coordinator import waves as coord_waves
 from provisioner.coordinator.service import RUN_OPTIONS, ProgressReader
 from provisioner.model import ValidationError
 from provisioner.web import api
@@ -138,13 +140,35 @@ def plan_pool(name: str):
         options[key] = value in ("true", "1")
     options["consent"] = tuple(c for c in request.args.getlist("consent") if c)
     options["updates"] = request.args.get("updates") or None
+    waves = {key: request.args.get(key) or None for key in ("parallel", "max_failures", "group_tag_prefix")}
+    _check_waves(waves)
     store = get_store()
     driver = coord_pools.connect(store, name)
     try:
         plan = coord_plan.make_plan(store, name, media, driver, config=get_config(), **options)
-        return jsonify(plan=plan.as_dict())
+        found = coord_wave_facts.plan_of(plan, driver, waves["parallel"], waves["max_failures"],
+                                         waves["group_tag_prefix"], disable_ha_wlb=options["disable_ha_wlb"])
+        return jsonify(plan={**plan.as_dict(), **({"waves": found.as_dict()} if found else {})})
     finally:
         driver.close()
+
+
+def _check_waves(options: dict) -> None:
+    """parallel: N or "auto"; max_failures: K or "P%"; group_tag_prefix: a string (docs/waves.md)."""
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError(f"{key} must be a string or a number", key)
+        try:
+            if key == "parallel":
+                coord_waves.parse_parallel(value)
+            elif key == "max_failures":
+                coord_waves.parse_max_failures(value, 1)
+            elif not isinstance(value, str) or not value:
+                raise ValueError("group_tag_prefix must be a non-empty tag prefix such as 'rack:'")
+        except ValueError as exc:
+            raise ValidationError(str(exc), key) from None
 
 
 @bp.post("/pools/<name>/upgrade")
@@ -160,6 +184,8 @@ def start_upgrade(name: str):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 60 <= value <= 86_400:
                 raise ValidationError("host_up_timeout must be a number of seconds from 60 to 86400", key)
             options[key] = float(value)
+        elif key in ("parallel", "max_failures", "group_tag_prefix"):
+            _check_waves({key: value})
         elif key == "updates":
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValidationError("updates must be the name of an update repository (`updates list`)", key)

@@ -87,7 +87,10 @@ OPERATIONS: tuple[Op, ...] = (
                 for name in ("disable_ha_wlb", "migrate_back", "power_cycle", "stop_pinned_vms")),
               ("consent", "string", "a consent-level precheck code the operator agrees to (repeatable; "
                "docs/prechecks.md)"),
-              ("updates", "string", "an update repository (`updates list`): the plan lists the updates per host"))),
+              ("updates", "string", "an update repository (`updates list`): the plan lists the updates per host"),
+              ("parallel", "string", "N or auto: the plan shows the members' waves and why each size (docs/waves.md)"),
+              ("max_failures", "string", "K or P%: no new wave once that many members failed"),
+              ("group_tag_prefix", "string", "host tags with this prefix are groups: never two in one wave"))),
     Op("POST", "/pools/{name}/upgrade", "Start a rolling pool upgrade (master first); it goes on in the server",
        "UpgradeInput", (202, {"run": "Run"}), (400, 404, 409, 500, 502, 503)),
     Op("POST", "/pools/{name}/upgrade/resume", "Resume the pool's unfinished run", ok=(202, {"run": "Run"}),
@@ -199,7 +202,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "may take to come back once its installer reported (default: the configuration's "
                             "host_up_timeout_s, 1200); kept with the run"},
         "updates": {"type": "string", "description": "an update repository (`updates list`): CONVERGE brings each "
-                    "upgraded host, then the pool, to its update level (docs/converge.md); kept with the run"}}},
+                    "upgraded host, then the pool, to its update level (docs/converge.md); kept with the run"},
+        "parallel": {"type": ["string", "integer"], "description": "N or \"auto\": after the master, the members in "
+                     "waves of at most N hosts, or the largest safe ones (docs/waves.md)"},
+        "max_failures": {"type": ["string", "integer"], "description": "K or \"P%\": no new wave starts once that "
+                         "many members failed; the wave in flight finishes"},
+        "group_tag_prefix": {"type": "string", "description": "host tags starting with it are groups (rack:, "
+                             "feed:): never two hosts of one group in a wave"}}},
     "Run": {"type": "object", "description": "the run report (provisioner.coordinator.report)", "properties": {
         "id": _STR, "pool": _STR, "media": _STR, "state": _STR, "reason": _OPT_STR, "running_here": {"type": "boolean"},
         "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/RunHost"}}}},

@@ -1,5 +1,5 @@
 """Verify a repository's repomd.xml.asc against the trusted key(s) in `updates_keyring` with gpgv (Debian's
-OpenPGP verifier, a subprocess: docs/updates.md "Signature").
+OpenPGP verifier, a subprocess: docs/updates.md "What is checked").
 
 XAPI configures its repositories with repo_gpgcheck=1 and the vendor key (repository_helpers.ml
 write_yum_config), so an update repository is only usable with a valid detached signature of repodata/repomd.xml;

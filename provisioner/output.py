@@ -104,6 +104,9 @@ def plan(found) -> str:
     lines += [table(("order", "host", "mac", "version", "action", "boot method"),
                     ((i + 1, h.name, h.mac, h.version, h.action, h.boot_method) for i, h in enumerate(found.hosts)))]
     lines += [f"{h.name}: {h.note}" for h in found.hosts if h.note]
+    lines += [f"{h.name}: gets " + ", ".join(f"{'driver disk' if p['kind'] == 'driver' else 'supplemental pack'} "
+                                           f"{p['name']} ({p['label']}{' ' + p['version'] if p['version'] else ''})"
+                                           for p in h.packs) for h in found.hosts if h.packs]
     if found.vms:
         lines += [f"VMs ({kind}):",
                   table(("host", "vm", "state", "action", "eject first", "afterwards"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from provisioner import registry
+from provisioner import packs, registry
 from provisioner.config import Config
 from provisioner.coordinator import carry, converge_plan, hostplugin, prechecks, prechecks_vms, wiring
 from provisioner.coordinator.checks import CONSENT, ERROR, WARNING, Check
@@ -38,9 +38,11 @@ class PlannedHost:
     action: str  # "upgrade" | "skip (at target)"
     boot_method: str = "network-first"  # how REBOOT reaches the installer (registry.boot_method_of)
     note: str = ""  # what its boot method means for it (host-plugin: hostplugin.PLAN_NOTE)
+    # the media's driver disks and supplemental packs its answer file will name (packs.packs_for; docs/packs.md)
+    packs: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "packs": [dict(p) for p in self.packs]}
 
 
 @dataclass
@@ -210,9 +212,12 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
             if problem:
                 plan.check("BOOT_METHOD", problem, f"fix the host's boot method or its BMC (`provisioner hosts "
                            f"boot-method {mac}`, `provisioner hosts bmc {mac}`), then plan again", h.name)
+        chosen = packs.packs_for(store, media_name, reg) if reg is not None and media is not None and not done else []
         plan.hosts.append(PlannedHost(mac or "", h.name, h.uuid, h.ref, role, h.product_version,
                                       "skip (at target)" if done else "upgrade", method,
-                                      hostplugin.PLAN_NOTE if method == hostplugin.METHOD and not done else ""))
+                                      hostplugin.PLAN_NOTE if method == hostplugin.METHOD and not done else "",
+                                      tuple({"name": p.name, "kind": p.kind, "label": p.label, "version": p.version}
+                                            for p in chosen)))
     for found in prechecks_vms.pool_checks(driver, hosts, vms, evacuation):  # pinned VMs, backups running
         plan.add(found)
     plan.hosts.sort(key=lambda p: (p.role != "master", p.name))  # master first (vendor rule)

@@ -120,6 +120,12 @@ def unpack(bundle: Path, dest: Path, max_bytes: int, label: str | None = None) -
     dest.mkdir(mode=0o755)
     total = 0
     why = f"{label or bundle}: not an update bundle"
+    with open(bundle, "rb") as f:
+        magic = f.read(6)
+    for prefix, kind in ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ", "xz"), (b"BZh", "bzip2")):
+        if magic.startswith(prefix):
+            raise BundleError(f"{why}: it is {kind}-compressed, and XAPI takes a plain tar (PUT /bundle reads the "
+                              "raw tar stream); decompress it first")
     try:
         with tarfile.open(bundle, mode="r:") as tar:  # plain tar only: XAPI reads the raw tar stream
             if tar.pax_headers:

@@ -91,6 +91,7 @@ BAD = {
     "hard link": (dict(extra_members=[_member("x", tarfile.LNKTYPE, link="repodata/repomd.xml")]), "is a hard link"),
     "duplicate": (dict(extra_members=[_member("repodata/repomd.xml")]), "appears twice"),
     "no xenserver-release": (dict(product_version=None), "no xenserver-release package"),
+    "./ names (tar -C dir -cf x .)": (dict(extra_members=[_member("./repodata/x")]), "illegal path './repodata/x'"),
 }
 
 
@@ -332,3 +333,15 @@ def test_rest_add_show_list_remove(client, auth, store, config, key, tmp_path):
     assert client.get("/api/v1/updates", headers={}).status_code == 401
     assert client.delete("/api/v1/updates/xs84", headers=auth).json["removed"]["name"] == "xs84"
     assert client.get("/api/v1/updates/xs84", headers=auth).status_code == 404
+
+
+def test_a_compressed_tar_is_not_a_bundle(store, config, key, tmp_path):
+    """XAPI reads the PUT body as a plain tar stream: a gzipped tar is refused here too."""
+    import gzip
+
+    built = build_bundle(tmp_path / "b.xsbundle", key=key)
+    zipped = tmp_path / "b.xsbundle.gz"
+    zipped.write_bytes(gzip.compress(built.path.read_bytes()))
+    with pytest.raises(ValueError, match="it is gzip-compressed, and XAPI takes a plain tar"):
+        updates.add(store, config, "gz", str(zipped), product_version="8.4.0")
+    _nothing_kept(store, config)

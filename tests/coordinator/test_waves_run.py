@@ -1,0 +1,124 @@
+"""Runs in waves (`--parallel`, issue 21) through the XAPI simulator, the real boot service and PXE machines: a
+4-member wave, kill -9 in the middle of it then resume, --max-failures, abort mid-wave."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from helpers import FAST, Crash
+from labs import MEDIA, POOL
+
+from provisioner import states
+from provisioner.coordinator import runner, wave_runner
+from provisioner.coordinator.report import run_report
+
+
+@pytest.fixture
+def lab_hosts():
+    return 5  # the master and a wave of 4
+
+
+def drive(lab, run_id, **kw):
+    return runner.Runner(lab.store, lab.config, run_id, lab.driver, clock=lab.world.clock, timeouts=FAST,
+                         **kw).run()
+
+
+def events(lab, run_id, prefix):
+    return [e for e in lab.store.events(run_id=run_id, limit=100_000) if e["kind"].startswith(prefix)]
+
+
+def members(lab):
+    return [lab.world.pools[POOL].hosts[i] for i in range(1, 5)]
+
+
+def test_a_wave_of_four_after_the_master(lab):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, parallel=4)
+    final = drive(lab, started.id)
+    assert final.state == states.RUN_DONE, final.reason
+    report = run_report(lab.store, started.id)
+    assert [h["wave"] for h in report["hosts"]] == [0, 1, 1, 1, 1]
+    assert report["waves"]["parallel"] == "4"
+    for i in range(5):
+        assert lab.handler.machine(lab.mac(i)).installs() == 1 and lab.reboots(i) == 1, i
+    steps = [(e["details"]["host"], e["kind"]) for e in events(lab, started.id, "step.")]
+    # the wave really ran at once: every member rebooted before any of them came back
+    first_verify = min(i for i, (h, k) in enumerate(steps) if k == "step.verify" and h != "lab-host0")
+    rebooted = {h for h, k in steps[:first_verify] if k == "step.wait_down" and h != "lab-host0"}
+    assert rebooted == {h.name for h in members(lab)}
+    waves = events(lab, started.id, "wave.")
+    assert [(e["kind"], e["details"]["wave"]) for e in waves] == [("wave.start", 1), ("wave.done", 1)]
+    # coordinated evacuation: per-VM migrations, never onto a host of the same wave, no host.evacuate for members
+    wave = {h.name for h in members(lab)}
+    moves = [e["details"] for e in events(lab, started.id, "xapi.call") if e["details"]["method"] == "VM.pool_migrate"]
+    assert moves and all(m["ok"] and m["to"] not in wave for m in moves)
+    assert {m["to"] for m in moves} == {"lab-host0"}  # the upgraded master first (no second move)
+    evacuated = [e["details"]["host"] for e in events(lab, started.id, "xapi.call")
+                 if e["details"]["method"] == "host.evacuate"]
+    assert evacuated == ["lab-host0"]
+    vms = lab.world.pools[POOL].db
+    running = [r for r in vms.tables["VM"].values() if not r["is_control_domain"] and r["power_state"] == "Running"]
+    assert len(running) == 5  # nothing stopped
+
+
+def test_kill_9_in_the_middle_of_the_wave_then_resume(lab):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, parallel="auto")
+    assert [len(w["hosts"]) for w in run_report(lab.store, started.id)["waves"]["waves"]] == [1, 4]
+    dead = threading.Event()
+
+    def kill(rh):  # kill -9 once lab-host2 committed WAIT_UP: no thread of the process acts after its next commit
+        if rh.name == "lab-host2" and rh.step == states.STEP_WAIT_UP:
+            dead.set()
+        if dead.is_set():
+            raise Crash(rh.step)
+    with pytest.raises(Crash):
+        drive(lab, started.id, on_commit=kill)
+    at = {h.name: h.step for h in lab.store.run_hosts(started.id)}
+    assert at["lab-host0"] == states.STEP_DONE
+    in_wave = [at[h.name] for h in members(lab)]
+    assert states.STEP_WAIT_UP in in_wave and not set(in_wave) & {states.STEP_DONE, states.STEP_PENDING}, at
+    final = drive(lab, started.id)  # a new process: each host of the wave resumes at its own step
+    assert final.state == states.RUN_DONE, final.reason
+    for i in range(5):
+        assert lab.handler.machine(lab.mac(i)).installs() == 1, i
+        assert lab.reboots(i) == 1, i
+    starts = [e["details"]["steps"] for e in events(lab, started.id, wave_runner.WAVE_START)]
+    assert len(starts) == 2 and set(starts[0].values()) == {states.STEP_PENDING}
+    assert {starts[1][h.name] for h in members(lab)} == set(in_wave)
+
+
+def test_max_failures_stops_new_waves_and_the_wave_in_flight_finishes(lab):
+    lab.handler.inject(lab.mac(1), installer_fails=True)
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, parallel=2, max_failures=1)
+    final = drive(lab, started.id)
+    assert final.state == states.RUN_ABORTED
+    assert "1 member(s) failed (lab-host1), --max-failures is 1: no new wave is started" in final.reason
+    steps = {h["name"]: (h["wave"], h["step"]) for h in run_report(lab.store, started.id)["hosts"]}
+    assert steps == {"lab-host0": (0, states.STEP_DONE), "lab-host1": (1, states.STEP_FAILED),
+                     "lab-host2": (1, states.STEP_DONE), "lab-host3": (2, states.STEP_PENDING),
+                     "lab-host4": (2, states.STEP_PENDING)}
+    assert lab.reboots(3) == 0 and lab.reboots(4) == 0
+
+
+def test_max_failures_as_a_share_and_alone(lab):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, max_failures="50%")
+    shown = run_report(lab.store, started.id)["waves"]
+    assert shown["parallel"] == "1" and shown["max_failures"] == 2
+    assert [len(w["hosts"]) for w in shown["waves"]] == [1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="--max-failures takes"):
+        runner.start_run(lab.store, "other", MEDIA, lab.driver, parallel=2, max_failures="none")
+
+
+def test_abort_in_the_middle_of_a_wave_stops_every_host_before_its_next_destructive_step(lab):
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, parallel=4)
+
+    def abort(rh):
+        if rh.role != "master" and rh.step == states.STEP_ARM:
+            lab.store.request_abort(started.id)
+    final = drive(lab, started.id, on_commit=abort)
+    assert final.state == states.RUN_ABORTED
+    for h in members(lab):
+        assert lab.reboots(lab.world.pools[POOL].hosts.index(h)) == 0, h.name
+    assert all(h.enabled for h in lab.driver.hosts())  # each stopped host re-enabled (make_safe)
+    reasons = [h.reason for h in lab.store.run_hosts(started.id) if h.role != "master"]
+    assert all(r and r.startswith("aborted before") for r in reasons), reasons

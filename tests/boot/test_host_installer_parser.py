@@ -103,23 +103,19 @@ def packed(store, config, tmp_path):
 
 
 def _served(store, config, fresh: bool) -> str:
+    """The answer file the boot service serves the host: an upgrade, or (lab reinstall) a fresh install."""
     from provisioner.boot import attempts
 
-    attempt = attempts.arm(store, config, MAC, "xs84")
-    if fresh:  # what the lab reinstall flow does: a reinstall record owns the attempt
-        from provisioner.boot import answerfile_fresh
-        host, media = store.get_host(MAC), store.get_media("xs84")
-        extra, drivers = packs_urls(store, config, host)
-        return answerfile_fresh.render_fresh(config, host, media, attempt.token, root_password_hash=cryptpw.hash_password("lab-secret"),
-                                             extra_sources=extra, driver_sources=drivers)
+    if fresh:  # what the lab reinstall flow does: a reinstall record armed once owns the attempt
+        found = store.create_reinstall(MAC, "alpha", "xs84", host_name="h1", forget_first=False, old_uuid=None,
+                                       old_pool="alpha", host_url="http://10.0.0.7/", network={"mode": "dhcp"},
+                                       root_password_hash=cryptpw.hash_password("lab-secret"))
+        attempt = attempts.arm_fresh_install(store, found.id)
+    else:
+        attempt = attempts.arm(store, config, MAC, "xs84")
     reply = answers.answer_file(store, config, attempt.token, "10.0.0.7", None)  # the host itself
     assert reply.status == 200, reply.body
     return reply.body.decode()
-
-
-def packs_urls(store, config, host):
-    from provisioner.boot import urls
-    return urls.pack_sources(config.base_url, packs.packs_for(store, "xs84", host))
 
 
 def test_installer_parses_our_upgrade_file_with_packs(installer, packed, store, config):

@@ -24,7 +24,7 @@ from provisioner.config import Config
 from provisioner.media import MediaError, extract_iso
 from provisioner.model import Media, Pack, ValidationError, normalize_mac, version_tuple
 from provisioner.paths import real_path_under
-from provisioner.store import ConflictError, NotFoundError, Store
+from provisioner.store import ConflictError, Store
 
 log = logging.getLogger(__name__)
 
@@ -252,4 +252,4 @@ def packs_for(store: Store, media_name: str, host) -> list[Pack]:
     return [p for p in store.list_packs(media_name) if p.applies_to(host)]
 
 
-__all__ = ["PackError", "NotFoundError", "import_pack", "packs_for", "read_pack_tree", "remove_pack"]
+__all__ = ["PackError", "import_pack", "packs_for", "read_pack_tree", "remove_pack"]

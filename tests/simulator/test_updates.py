@@ -11,6 +11,7 @@ import json
 import tarfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from functools import partial
 
@@ -363,3 +364,26 @@ def test_an_iso_upgrade_lands_on_the_isos_base_level(sim, key, tmp_path):
     rec = big.db.get("host", member.ref)
     assert not member.applied_updates and rec["latest_synced_updates_applied"] == "unknown"
     assert rec["software_version"]["xapi_build"] == "24.19.2"  # the ISO's own xapi again
+
+
+def test_restart_agent_on_the_coordinator_drops_its_sessions_and_members_reconnect(sim):
+    world, big, handle = sim
+    url = handle.master_url()
+    s = login(url)
+    old = s._session
+    s.xenapi.host.restart_agent(big.master.ref)
+    wait(lambda: old not in big.sessions)  # xapi stopped: sessions live in its memory
+    wait(lambda: big.master.state == "XAPI_RUNNING" and big.hosts[1].linked)
+    s = login(url)
+    assert s.xenapi.host.get_enabled(big.master.ref) and big.master.boot_count == 0
+
+
+def test_get_updates_without_an_enabled_repository_is_404_and_needs_a_session(sim):
+    world, big, handle = sim
+    url = handle.master_url().rstrip("/")
+    s = login(handle.master_url())
+    for query, code in ((f"session_id={s._session}", 404), ("session_id=OpaqueRef:nobody", 403)):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/updates?{query}", context=sim_tls.context(url + "/"), timeout=30)
+        assert err.value.code == code
+        err.value.close()

@@ -90,3 +90,32 @@ def test_simulated_installer_applies_the_driver_source_rules(body, problem):
             '<source type="url">http://x/m/</source></installation>')
     with pytest.raises(AnswerfileRejected, match=problem):
         read_answerfile(text)
+
+
+def test_fresh_install_needs_the_driver_disk_too(server, tmp_path):
+    from provisioner import cryptpw
+
+    config, store, runtime = server
+    host = _machine(runtime, BIOS, "qla2xxx", Events())
+
+    def reinstall():
+        found = store.create_reinstall(BIOS, "p", MEDIA, host_name="h-bios", forget_first=False, old_uuid=None,
+                                       old_pool="p", host_url="http://127.0.0.1/", network={"mode": "dhcp"},
+                                       root_password_hash=cryptpw.hash_password("lab-secret"))
+        attempts.arm_fresh_install(store, found.id)
+        return found
+
+    first = reinstall()
+    cycle = host.cycles + 1
+    assert host.power_on() is None
+    boot = [b for b in host.boots if b.cycle == cycle][0]
+    assert boot.outcome == machine.INSTALL_FAILED and "the primary disk does not exist" in boot.detail
+    store.set_reinstall_step(first.id, states.RI_FAILED, reason="test: installer failed")
+    packs.import_pack(store, config, MEDIA, make_pack_tree(tmp_path / "hba", "qlogic", drivers=["qla2xxx-module"]),
+                      hosts=[BIOS])
+    reinstall()
+    cycle = host.cycles + 1
+    version = host.power_on()
+    assert version is not None and version["product_version"] == "8.4.0"  # a fresh install of the media
+    assert [b.outcome for b in host.boots if b.cycle == cycle][0] == machine.INSTALLED
+    assert host.installed_packs == {"qlogic": "1.2.0"}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from xml.dom import Node, minidom
 from xml.parsers.expat import ExpatError
 
+from provisioner import packs
 from provisioner.boot import urls
 from provisioner.config import Config
 # disk_problem is THE disk rule; it lives in model (registration validates with it) and is used here as is
@@ -221,7 +222,6 @@ def preview(config: Config, store: "Store", mac: str, media_name: str | None = N
         if not all_media:
             raise AnswerfileError("no media imported yet (add one with `provisioner media add`)")
         media = max(all_media, key=lambda m: (m.version_key, m.added_at, m.name))
-    from provisioner import packs  # noqa: PLC0415 (packs imports media, which answerfile's importers load first)
     extra, drivers = urls.pack_sources(config.base_url, packs.packs_for(store, media.name, host))
     return render_upgrade(config, host, media, PREVIEW_TOKEN, extra, drivers)
 

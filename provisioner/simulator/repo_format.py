@@ -145,7 +145,8 @@ def repomd_entries(repomd: bytes) -> dict[str, dict]:
     return entries
 
 
-def _open(files: dict[str, bytes], location: str) -> bytes:
+def open_metadata(files: dict[str, bytes], location: str) -> bytes:
+    """A metadata file by its repomd location, gunzipped when it is .gz."""
     body = files[location]
     return gzip.decompress(body) if location.endswith(".gz") else body
 
@@ -240,14 +241,14 @@ def read_repo(files: dict[str, bytes], key: bytes | None, *, gpgcheck: bool = Tr
         if hashlib.sha256(body).hexdigest() != e["checksum"]:
             raise RepoError(f"{e['location']} ({kind}): checksum does not match repomd.xml")
     if "primary" in entries:
-        for location, digest in primary_packages(_open(files, entries["primary"]["location"])):
+        for location, digest in primary_packages(open_metadata(files, entries["primary"]["location"])):
             body = files.get(location)
             if body is None or hashlib.sha256(body).hexdigest() != digest:
                 raise RepoError(f"package {location} missing or damaged")
     info = entries.get("updateinfo")
     if info is None or not info["checksum"] or not info["location"]:
         raise RepoError("invalid repomd.xml: no updateinfo")  # RepoMetaData.of_xml_file UpdateInfo
-    api, updates = parse_updateinfo(_open(files, info["location"]))
+    api, updates = parse_updateinfo(open_metadata(files, info["location"]))
     return Repo(info["checksum"], updates, files, api)
 
 

@@ -42,7 +42,7 @@ def fetch_tree(get: Callable[[str], bytes | None]) -> dict[str, bytes]:
         if body is not None:
             files[e["location"]] = body
     if "primary" in entries and entries["primary"]["location"] in files:
-        for location, _ in rf.primary_packages(rf._open(files, entries["primary"]["location"])):
+        for location, _ in rf.primary_packages(rf.open_metadata(files, entries["primary"]["location"])):
             body = get(location)
             if body is not None:
                 files[location] = body

@@ -387,3 +387,24 @@ def test_get_updates_without_an_enabled_repository_is_404_and_needs_a_session(si
             urllib.request.urlopen(f"{url}/updates?{query}", context=sim_tls.context(url + "/"), timeout=30)
         assert err.value.code == code
         err.value.close()
+
+
+def test_add_and_remove_repository(sim):
+    world, big, handle = sim
+    s = login(handle.master_url())
+    pool = s.xenapi.pool.get_all()[0]
+    a = s.xenapi.Repository.introduce("a", "", "https://a.example.com/", "https://a.example.com/src/", True, "")
+    b = s.xenapi.Repository.introduce("b", "", "https://b.example.com/", "https://b.example.com/src/", False, "")
+    bundle = s.xenapi.Repository.introduce_bundle("bundle", "")
+    s.xenapi.pool.add_repository(pool, a)
+    s.xenapi.pool.add_repository(pool, b)
+    s.xenapi.pool.add_repository(pool, a)  # already there: nothing changes
+    assert s.xenapi.pool.get_repositories(pool) == [a, b]
+    with pytest.raises(XenAPI.Failure) as err:
+        s.xenapi.pool.add_repository(pool, bundle)
+    assert err.value.details == ["REPO_SHOULD_BE_SINGLE_ONE_ENABLED"]
+    s.xenapi.pool.remove_repository(pool, b)
+    assert s.xenapi.pool.get_repositories(pool) == [a]
+    with pytest.raises(XenAPI.Failure) as err:
+        s.xenapi.Repository.forget(a)
+    assert err.value.details == ["REPOSITORY_IS_IN_USE"]

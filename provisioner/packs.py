@@ -189,7 +189,10 @@ def import_pack(store: Store, config: Config, media_name: str, path: str | Path,
     source = Path(path).expanduser()
     if not source.exists():
         raise PackError(f"{source} does not exist: expected a supplemental pack / driver disk ISO or its tree")
-    name = Media.check_name(name or source.name.removesuffix(".iso"))
+    try:
+        name = Media.check_name(name or source.name.removesuffix(".iso"))
+    except ValidationError as exc:
+        raise PackError(f"pack name {name or source.name!r}: {exc}; pass --name (letters, digits, . _ -)") from None
     if store.get_pack(media.name, name) is not None:
         raise ConflictError(f"media {media.name!r} already has a pack named {name!r} (remove it first or pass --name)")
     if os.path.lexists(os.path.join(media.path, PACKS_DIR, name)):

@@ -170,3 +170,10 @@ def test_read_pack_tree_reports_what_the_installer_reads(tmp_path):
     info = read_pack_tree(make_pack_tree(tmp_path / "d", "hba", version="2.0", drivers=["qla2xxx-module", "qla-fw"]))
     assert info["kind"] == "driver" and info["label"] == "hba" and info["version"] == "2.0"
     assert info["details"]["drivers"] == ["qla2xxx-module", "qla-fw"]
+
+
+def test_a_file_name_that_cannot_be_a_pack_name_asks_for_name(store, config, tmp_path, media):
+    tree = make_pack_tree(tmp_path / "megaraid sas 7.7")
+    with pytest.raises(PackError, match="pass --name"):
+        import_pack(store, config, "xs84", tree)
+    assert import_pack(store, config, "xs84", tree, name="megaraid").name == "megaraid"

@@ -5,9 +5,9 @@ one being evacuated by the same wave alike, by most free memory).
 Targets: live, enabled hosts outside the wave; those at the target version first (the VM never moves again), then
 the hosts of the latest waves first (the VM moves again, but as late as possible, when most hosts are upgraded).
 The biggest VM first, each on the first target with room: the placement the planner simulated (waves.py). Room is
-XAPI's host_metrics.memory_free less what this wave's migrations in flight take (this process's reservations,
-as xapi's own allocate_vm_to_host), and XAPI has the last word: VM.assert_can_boot_here before each migration, and
-a migration refused for memory (another client took the room) tries the next target.
+XAPI's host_metrics.memory_free read once per wave less what this wave's migrations took or have in flight (this
+process's reservations, as xapi's own allocate_vm_to_host), and XAPI has the last word: VM.assert_can_boot_here
+before each migration, and a migration refused for memory (another client took the room) tries the next target.
 """
 
 from __future__ import annotations
@@ -28,52 +28,64 @@ REFUSED = "vm.migrate_refused"
 
 
 class WaveTargets:
-    """Shared by the threads of one wave: which hosts are in it and in which wave the others go, and the memory
-    its migrations in flight take on each target."""
+    """Shared by the threads of one wave: where its VMs may go, in order, and the memory left on each.
+
+    Read once when the wave's first VM moves (its hosts are all disabled by then: wave_runner.py), then kept up to
+    date by this wave's own moves: a migration reserves its memory on the target before it starts and keeps it when
+    it succeeds (gives it back when it fails). XAPI's own check before each migration, and the migration's memory
+    check itself, catch anything else that took the room meanwhile; then the targets are read again."""
 
     def __init__(self, wave: int, wave_of: dict[str, int]):
         self.wave, self.wave_of = wave, wave_of  # MAC -> wave number
         self.lock = threading.Lock()
-        self.reserved: dict[str, int] = {}  # host ref -> bytes of migrations in flight
+        self.free: dict[str, int] | None = None  # host ref -> bytes left for this wave's VMs
+        self.order: list[str] = []  # host refs, in the order to try them
+        self.names: dict[str, str] = {}
 
-    def order(self, ctx: Context, leaving: str) -> list[str]:
-        """Host refs a VM of `leaving` may go to, in the order to try them."""
+    def _read(self, ctx: Context) -> None:
+        """Targets: live, enabled, outside the wave; at the target version (or of an earlier wave) first, then the
+        latest waves first; free memory as XAPI reports it."""
         upgraded, later = [], []
         for h in ctx.driver.hosts():
             number = self.wave_of.get(h.mac or "", -1)
-            if h.ref == leaving or number == self.wave or not (h.live and h.enabled):
+            if number == self.wave or not (h.live and h.enabled):
                 continue
+            self.names[h.ref] = h.name
             if at_target(h, ctx.media) or 0 <= number < self.wave:
                 upgraded.append((number, h.name, h.ref))
             else:
                 later.append((-number, h.name, h.ref))
-        return [ref for *_, ref in sorted(upgraded)] + [ref for *_, ref in sorted(later)]
+        self.order = [ref for *_, ref in sorted(upgraded)] + [ref for *_, ref in sorted(later)]
+        facts = ctx.driver.precheck_facts()
+        self.free = {ref: facts.hosts[ref].memory_free for ref in self.order if ref in facts.hosts}
 
-    def reserve(self, ctx: Context, rh: RunHost, vm: str, need: int, leaving: str, tried: set[str]) -> str | None:
+    def reserve(self, ctx: Context, rh: RunHost, vm: str, need: int, tried: set[str]) -> str | None:
         """The first target with room for `need` bytes, reserved (XAPI agreed); None when no target has room."""
         with self.lock:
-            facts = ctx.driver.precheck_facts()
-            for target in self.order(ctx, leaving):
-                if target in tried or target not in facts.hosts:
-                    continue
-                if facts.hosts[target].memory_free - self.reserved.get(target, 0) < need:
+            if self.free is None:
+                self._read(ctx)
+            for target in self.order:
+                if target in tried or self.free.get(target, 0) < need:
                     continue
                 try:
                     ctx.driver.assert_can_boot_here(vm, target)
                 except XapiError as exc:
                     tried.add(target)
-                    ctx.event(REFUSED, rh, vm=vm, target=facts.hosts[target].name, code=error_code(exc),
+                    ctx.event(REFUSED, rh, vm=vm, target=self.names.get(target, target), code=error_code(exc),
                               check="VM.assert_can_boot_here")
                     if error_code(exc) in ROOM_CODES:
+                        self.free = None  # someone else took room: read again for the next VM
                         continue
                     raise
-                self.reserved[target] = self.reserved.get(target, 0) + need
+                self.free[target] -= need
                 return target
         return None
 
     def release(self, target: str, need: int) -> None:
+        """The migration to `target` did not happen: its memory is free again."""
         with self.lock:
-            self.reserved[target] = self.reserved.get(target, 0) - need
+            if self.free is not None:
+                self.free[target] = self.free.get(target, 0) + need
 
 
 def evacuate(ctx: Context, rh: RunHost, host_ref: str, targets: WaveTargets) -> list[str]:
@@ -89,18 +101,19 @@ def evacuate(ctx: Context, rh: RunHost, host_ref: str, targets: WaveTargets) -> 
     for vm in vms:
         tried: set[str] = set()
         while True:
-            target = targets.reserve(ctx, rh, vm.ref, vm.memory, host_ref, tried)
+            target = targets.reserve(ctx, rh, vm.ref, vm.memory, tried)
             if target is None:
                 raise StepFailed(f"VM {vm.name} ({vm.memory / 1024 ** 3:.1f} GiB) fits on no host that stays "
                                  f"enabled during wave {targets.wave} (tried {len(tried)} refused by XAPI); the "
                                  f"host is disabled with its remaining VMs: free memory or shut the VM down, then "
                                  f"resume")
-            name = facts.hosts[target].name if target in facts.hosts else target
+            name = targets.names.get(target, target)
             try:
                 xapi_call(ctx, rh, "VM.pool_migrate", ctx.driver.migrate_vm, vm.ref, target, vm=vm.name, to=name)
                 said.append(f"{vm.name}: migrated to {name}")
                 break
-            except XapiError as exc:
+            except (XapiError, XapiUnreachable) as exc:
+                targets.release(target, vm.memory)
                 code = error_code(exc)
                 if code == "VM_BAD_POWER_STATE":  # stopped meanwhile: nothing to move (as host.evacuate)
                     break
@@ -108,7 +121,5 @@ def evacuate(ctx: Context, rh: RunHost, host_ref: str, targets: WaveTargets) -> 
                     raise StepFailed(f"could not migrate VM {vm.name} to {name}: {exc}") from None
                 tried.add(target)
                 ctx.event(REFUSED, rh, vm=vm.name, target=name, code=code, check="VM.pool_migrate")
-            finally:
-                targets.release(target, vm.memory)
     journal.write(ctx.store, ctx.run_id, journal.VM_EVACUATED, mac=rh.mac)
     return said

@@ -82,8 +82,14 @@ def run_view(report: Mapping[str, Any], step_events: Iterable[Mapping[str, Any]]
     etas = [h["eta_seconds"] for h in hosts]
     if report["state"] in states.RUN_TERMINAL:
         run_eta: float | None = 0.0
-    else:
-        run_eta = None if any(e is None for e in etas) else sum(etas)
+    elif any(e is None for e in etas):
+        run_eta = None
+    else:  # the hosts of one wave (--parallel, docs/waves.md) go at the same time: the longest of each wave counts
+        waves: dict[Any, float] = {}
+        for h, eta in zip(hosts, etas):
+            key = h.get("wave") if report.get("waves") else h["mac"]
+            waves[key] = max(waves.get(key, 0.0), eta)
+        run_eta = sum(waves.values())
     return {**report, "hosts": hosts, "eta_seconds": run_eta, "typical_host_seconds": expected,
             "samples": len(samples)}
 
@@ -126,4 +132,7 @@ def render(view: Mapping[str, Any]) -> str:
              format_seconds(h["eta_seconds"]) if h["step"] not in TERMINAL else "-",
              h.get("reason") or h.get("waiting") or "")
             for h in view["hosts"]]
-    return "\n".join([head, table(("host", "role", "progress", "step", "in step", "elapsed", "eta", "reason"), rows)])
+    heads = ("host", "role", "progress", "step", "in step", "elapsed", "eta", "reason")
+    if view.get("waves"):  # a --parallel run: each host's wave (docs/waves.md)
+        heads, rows = ("wave",) + heads, [(str(h.get("wave")),) + row for h, row in zip(view["hosts"], rows)]
+    return "\n".join([head, table(heads, rows)])

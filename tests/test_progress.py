@@ -90,3 +90,18 @@ def test_bar_shows_the_step_position_and_failure():
     middle = progress.bar(states.STEP_WAIT_UP)
     assert 0 < middle.count("#") < 12 and middle.endswith(f"{progress.step_percent(states.STEP_WAIT_UP):3d}%")
 
+
+
+def test_a_wave_run_counts_the_longest_host_of_each_wave_and_shows_the_wave():
+    now = T0 + 120
+    plain = report("r", "members", ["done", "pending", "pending", "pending"])
+    serial = progress.run_view(plain, commits("r", "m0", T0), [1000.0], now)
+    waved = {**plain, "waves": {"parallel": "auto", "waves": []},
+             "hosts": [{**h, "wave": w} for h, w in zip(plain["hosts"], (0, 1, 1, 2))]}
+    view = progress.run_view(waved, commits("r", "m0", T0), [1000.0], now)
+    typical = serial["typical_host_seconds"]
+    assert serial["eta_seconds"] == 3 * typical and view["eta_seconds"] == 2 * typical  # waves 1 and 2, not 3 hosts
+    text = progress.render(view)
+    assert text.splitlines()[1].split()[:2] == ["WAVE", "HOST"]
+    assert [line.split()[0] for line in text.splitlines()[2:]] == ["0", "1", "1", "2"]
+    assert "WAVE" not in progress.render(serial).splitlines()[1]

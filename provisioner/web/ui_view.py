@@ -70,7 +70,8 @@ def run_view(report: Mapping[str, Any], running_ids: Iterable[str]) -> dict[str,
               "waiting": scrub(h.get("waiting") or "") or None,  # what the run waits for at it (members.py)
               "remedy_class": h.get("remedy_class"), "evidence": [redact(e) for e in h.get("evidence") or []],
               "attempt_id": h["attempt_id"], "percent": step_percent(h["step"]),
-              "failed": h["step"] == states.STEP_FAILED, "done": h["step"] == states.STEP_DONE}
+              "failed": h["step"] == states.STEP_FAILED, "done": h["step"] == states.STEP_DONE,
+              "wave": h.get("wave")}  # a --parallel run's wave (docs/waves.md), else None
              for h in report["hosts"]]
     percent = round(sum(h["percent"] for h in hosts) / len(hosts)) if hosts else (0 if active else 100)
     return {"id": report["id"], "pool": report["pool"], "media": report["media"], "state": report["state"],
@@ -78,7 +79,7 @@ def run_view(report: Mapping[str, Any], running_ids: Iterable[str]) -> dict[str,
             "stop_on_failure": report["stop_on_failure"], "created_at": report["created_at"],
             "updated_at": report["updated_at"], "active": active, "driven_here": report["id"] in set(running_ids),
             "percent": percent, "done_hosts": sum(h["done"] for h in hosts),
-            "failed_hosts": sum(h["failed"] for h in hosts), "hosts": hosts}
+            "failed_hosts": sum(h["failed"] for h in hosts), "hosts": hosts, "waves": bool(report.get("waves"))}
 
 
 def pool_names(store: Store) -> list[str]:

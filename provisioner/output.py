@@ -107,6 +107,7 @@ def plan(found) -> str:
     lines += [f"{h.name}: gets " + ", ".join(f"{'driver disk' if p['kind'] == 'driver' else 'supplemental pack'} "
                                            f"{p['name']} ({p['label']}{' ' + p['version'] if p['version'] else ''})"
                                            for p in h.packs) for h in found.hosts if h.packs]
+    lines += update_plan_lines(found.updates)
     if found.vms:
         lines += [f"VMs ({kind}):",
                   table(("host", "vm", "state", "action", "eject first", "afterwards"),
@@ -160,9 +161,33 @@ def run_report(run: dict) -> str:
     tools = run.get("guest_tools")
     if tools:
         lines += guest_tools_lines(tools)
+    lines += level_lines(run.get("levels"))
     lines += [f"warning ({h['name']}): {w}" for h in run["hosts"] for w in h.get("warnings", [])]
     lines += [f"warning: {w}" for w in run.get("warnings", [])]
     return "\n".join(lines)
+
+
+def update_plan_lines(updates: dict | None) -> list[str]:
+    """`--updates NAME` in the plan: the repository, then what CONVERGE applies to each host (coordinator/
+    converge_plan.py)."""
+    if not updates:
+        return []
+    lines = [f"updates {updates['name']} ({updates['kind']}, {updates['product_version'] or 'product not checked'}): "
+             f"{len(updates['updates'])} update(s), applied by CONVERGE after each host's upgrade, then in FINALIZE"]
+    lines += [f"  {h['host']}: " + ("at the level already" if h["at_level"] else ", ".join(h["to_apply"]) or "nothing")
+              for h in updates["hosts"]]
+    return lines
+
+
+def level_lines(levels: dict | None) -> list[str]:
+    """FINALIZE's record of each host's version, build and update level, and the hosts left behind (converge.py)."""
+    if not levels:
+        return []
+    lines = ["hosts at the end:", table(("host", "version", "build", "update level", "pending guidances"), (
+        (h["name"], h["product_version"], h["build_number"], h["last_update_hash"][:12] or "base",
+         ", ".join(h["pending"]) or "-") for h in levels["hosts"]))]
+    lines += [f"LEFT BEHIND: {x['name']}: {x['why']}" for x in levels["left_behind"]]
+    return lines
 
 
 def guest_tools_lines(tools: dict) -> list[str]:

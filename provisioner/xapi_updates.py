@@ -95,8 +95,10 @@ class UpdateCalls:
     def introduce_mirror_repository(self, name: str, description: str, binary_url: str, source_url: str = "",
                                     gpgkey_path: str = "") -> str:
         """Repository.introduce(name, description, binary_url, source_url, update=true, gpgkey_path): a yum
-        mirror of updates (binary_url must be in the pool's repository-domain-name-allowlist)."""
-        return self.call("Repository.introduce", name, description, binary_url, source_url, True, gpgkey_path)
+        mirror of updates (binary_url must be in the pool's repository-domain-name-allowlist). XAPI checks
+        source_url like binary_url (repository.ml assert_url_is_valid): none given, the binary URL is passed."""
+        return self.call("Repository.introduce", name, description, binary_url, source_url or binary_url, True,
+                         gpgkey_path)
 
     def introduce_remote_pool_repository(self, name: str, description: str, binary_url: str,
                                          certificate: str) -> str:
@@ -145,6 +147,11 @@ class UpdateCalls:
     def restart_toolstack(self, host_ref: str) -> None:
         """host.restart_agent: restarts xapi on that host (clears a pending restart_toolstack guidance)."""
         self.call("host.restart_agent", host_ref)
+
+    def host_operations(self, host_ref: str) -> list[str]:
+        """host.current_operations values: "shutdown" while an accepted host.reboot / host.shutdown is under way
+        (xapi_host.ml shutdown_and_reboot_common: kept after the call returned, until the host goes down)."""
+        return sorted(str(v) for v in (self.call("host.get_current_operations", host_ref) or {}).values())
 
     def server_certificate(self, host_ref: str) -> str:
         """host.get_server_certificate: the PEM certificate the host serves (for introduce_remote_pool)."""

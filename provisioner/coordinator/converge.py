@@ -175,16 +175,24 @@ def _reboot_sent(ctx: Context, rh: RunHost, boot_time: str) -> bool:
 
 
 def _reboot_for_guidance(ctx: Context, rh: RunHost, level: UpdateLevel, timeout: float) -> None:
+    """host.reboot once per journaled boot_time. A host back from the journaled reboot is rebooted again only if the
+    level read AFTER seeing it back still asks for it (xapi clears reboot_host as it starts, before live)."""
     entry = journal.last(ctx.store, ctx.run_id, GUIDANCE_REBOOT, mac=rh.mac)
     info = find(ctx, rh.uuid)
-    if entry is None or (info is not None and info.live and info.boot_time != entry["boot_time"]
-                         and set(level.pending) & REBOOT_GUIDANCES):
-        info = live_info(ctx, rh)  # a new guidance reboot (or a second one asked after the first)
+    if entry is not None and info is not None and info.live and info.boot_time != entry["boot_time"]:
+        level = ctx.driver.update_level(info.ref)
+        if not set(level.pending) & REBOOT_GUIDANCES:
+            ctx.event("step.skipped", rh, step=states.STEP_CONVERGE, why="guidance reboot already done")
+            return
+        entry = None  # back from the last one and asking again: a new one
+    if entry is None:
+        info = live_info(ctx, rh)
         entry = {"boot_time": info.boot_time}
         journal.write(ctx.store, ctx.run_id, GUIDANCE_REBOOT, mac=rh.mac, boot_time=info.boot_time,
                       guidances=sorted(set(level.pending) & REBOOT_GUIDANCES))
     before = entry["boot_time"]
-    if not _reboot_sent(ctx, rh, before) and info is not None and info.live and info.boot_time == before:
+    if not _reboot_sent(ctx, rh, before) and info is not None and info.live and info.boot_time == before \
+            and "shutdown" not in ctx.driver.host_operations(info.ref):  # an accepted reboot whose event was lost
         ctx.say(f"{rh.name}: converge: rebooting (guidance {', '.join(sorted(set(level.pending) & REBOOT_GUIDANCES))})")
         try:
             xapi_call(ctx, rh, "host.reboot", ctx.driver.reboot, info.ref, guidance="reboot_host", before=before)
@@ -192,7 +200,7 @@ def _reboot_for_guidance(ctx: Context, rh: RunHost, level: UpdateLevel, timeout:
             if not (exc.details and exc.details[0] == "OTHER_OPERATION_IN_PROGRESS"):
                 raise
     else:
-        ctx.event("step.skipped", rh, step=states.STEP_CONVERGE, why="guidance reboot already sent or done")
+        ctx.event("step.skipped", rh, step=states.STEP_CONVERGE, why="guidance reboot already sent")
     _wait_back(ctx, rh, lambda info: info is not None and info.live and info.boot_time != before,
                "reboot for guidance", timeout)
 

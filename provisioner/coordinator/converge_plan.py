@@ -10,9 +10,9 @@ upgraded host takes them all; docs/converge.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from provisioner import updates as update_repos
 from provisioner.coordinator.checks import Check
 from provisioner.model import Media, version_tuple
 from provisioner.store import Store
@@ -44,8 +44,8 @@ def source(store: Store, name: str) -> Source:
     if found is None:
         raise ValueError(f"no update repository named {name!r}: add it with `provisioner updates add {name} "
                          "PATH|URL` (`provisioner updates list` shows those known)")
-    bundle = str(Path(found.path) / found.bundle_file) if found.path and found.bundle_file else ""
-    return Source(name=found.name, kind=found.kind, bundle_file=bundle, url=found.url or "",
+    bundle = update_repos.bundle_file(found)
+    return Source(name=found.name, kind=found.kind, bundle_file=str(bundle) if bundle else "", url=found.url or "",
                   product_version=found.product_version or "", updates=tuple(found.update_ids),
                   level=found.update_level)
 

@@ -108,12 +108,15 @@ def check_join(pool: str, driver: PoolDriver, master: HostInfo, media: Media, *,
                     f"[-1, {facts.management_vlan}]; this flow installs untagged only: install the host by hand with "
                     f"its management interface on VLAN {facts.management_vlan}, then `xe pool-join`")
     level = _update_level(driver, master)
-    if converges(media) and (facts.updates or level):
-        plan.notes.append(f"the pool has updates a fresh install of {media.name} lacks (update level "
-                          f"{level[:12] or ', '.join(facts.updates)}): the new host will converge before pool.join "
-                          "(it takes the pool's coordinator as its update source, Repository.introduce_remote_pool, "
-                          "syncs, applies the updates and their guidances until its level is the master's)")
-    elif facts.updates:
+    if level and converges(media):
+        plan.notes.append(f"the pool's master is at update level {level[:12]}, a fresh install of {media.name} at "
+                          "its base: the new host will converge before pool.join (it takes the pool's coordinator "
+                          "as its update source, Repository.introduce_remote_pool, syncs, applies the updates and "
+                          "carries out their guidances until its level is the master's)")
+    elif level:
+        fixable.append(f"the pool's master is at update level {level[:12]}: pool.join would refuse a fresh install "
+                       f"at its base; bring the new host to the pool's level first: {SYNC_UPDATES}")
+    if facts.updates:  # legacy Pool_update records (xe update-apply): not brought by a repository
         fixable.append(f"the pool has updates this ISO lacks: {', '.join(facts.updates)}; pool.join would refuse "
                        "with POOL_HOSTS_NOT_HOMOGENEOUS (\"Updates ... differ\"): bring the new host to the pool's "
                        f"update level first: {SYNC_UPDATES}")

@@ -237,12 +237,12 @@ def test_refused_join_waits_for_the_operator_and_the_same_command_retries_it(lab
     assert host_info(lab, mac).uuid == waiting.new_uuid and len(lab.driver.hosts()) == 3
     assert lab.handler.machine(mac).installs() == 2  # the upgrade, then ONE fresh install: only JOIN was retried
     assert [e["details"]["to"] for e in lab.store.events(mac=mac) if e["kind"].startswith("reinstall.")
-            and "to" in e["details"]][-4:] == ["join_refused", "join", "wait_joined", "done"]
+            and "to" in e["details"]][-5:] == ["join_refused", "converge", "join", "wait_joined", "done"]
     assert done.root_password_hash is None
 
 
-@pytest.mark.parametrize("crash_at", [states.RI_ARM, states.RI_INSTALLING, states.RI_WAIT_XAPI, states.RI_JOIN,
-                                      states.RI_WAIT_JOINED])
+@pytest.mark.parametrize("crash_at", [states.RI_ARM, states.RI_INSTALLING, states.RI_WAIT_XAPI, states.RI_CONVERGE,
+                                      states.RI_JOIN, states.RI_WAIT_JOINED])
 def test_crash_and_resume_never_reinstalls_or_joins_twice(lab, crash_at):
     assert upgrade(lab).state == states.RUN_DONE
     mac = macs(lab)[1]

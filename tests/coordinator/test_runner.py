@@ -111,7 +111,8 @@ def test_abort_during_master_stops_before_members(lab):
 
 
 @pytest.mark.parametrize("crash_at", [s for s in states.HOST_STEPS if s not in (
-    states.STEP_PENDING, states.STEP_FAILED, states.STEP_POWER_ON)])  # POWER_ON: with --power-cycle only (below)
+    states.STEP_PENDING, states.STEP_FAILED, states.STEP_POWER_ON, states.STEP_CONVERGE)])
+# POWER_ON: with --power-cycle only (below); CONVERGE: with --updates only (test_converge.py)
 @pytest.mark.parametrize("host", [0, 1])
 def test_resume_after_crash_never_reboots_twice(lab, crash_at, host):
     started = runner.start_run(lab.store, POOL, MEDIA, lab.driver)

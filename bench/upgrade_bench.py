@@ -38,7 +38,7 @@ from provisioner.simulator import states as sim_states  # noqa: E402
 from provisioner.simulator import vm_ops  # noqa: E402
 from provisioner.simulator.builder import build_pool, new_world, serve_world  # noqa: E402
 from provisioner.simulator.clock import Clock  # noqa: E402
-from provisioner.simulator.machine import make_boot_handler  # noqa: E402
+from provisioner.simulator.boot_handler import make_boot_handler  # noqa: E402
 from provisioner.simulator.world import World  # noqa: E402
 from provisioner.store import Store  # noqa: E402
 

@@ -33,7 +33,7 @@ from provisioner.simulator.bmc_redfish import RedfishFront
 from provisioner.simulator.boots import EV_FIRMWARE
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import make_boot_handler
+from provisioner.simulator.boot_handler import make_boot_handler
 from provisioner.store import Store
 from provisioner.xapi import XenApiDriver
 

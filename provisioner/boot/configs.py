@@ -70,12 +70,18 @@ def grub_http_path(url: str) -> str:
     return f"(http,{parts.netloc}){parts.path}"
 
 
-def local_boot(loader: str, *, mac: str | None = None, action: str = "local_boot", reason: str = "") -> bytes:
-    """The explicit local-disk boot config for `loader` (pxelinux localboot 0, GRUB exit, iPXE exit)."""
+def local_boot(loader: str, *, mac: str | None = None, action: str = "local_boot", reason: str = "",
+               efi_grub_url: str | None = None) -> bytes:
+    """The explicit local-disk boot config for `loader`: pxelinux `localboot 0`; GRUB chains to the disk's EFI
+    loader (then `exit`); iPXE `exit`, or on UEFI (`efi_grub_url`: the site's GRUB) a chain to that GRUB, since an
+    `exit` there stops the firmware at its boot menu (docs/firmware.md "Local boot on UEFI")."""
     names = {PXELINUX: "pxelinux-local.cfg", GRUB: "grub-local.cfg", IPXE: "ipxe-local.ipxe"}
     if loader not in names:
         raise BootConfigError(f"unknown loader {loader!r} (one of {', '.join(LOADERS)})")
     context = {"mac": _comment(mac or "unknown MAC"), "action": _comment(action), "reason": _comment(reason)}
+    if loader == IPXE and efi_grub_url is not None:
+        return render([TEMPLATE_DIR], "ipxe-local-efi.ipxe",
+                      {**context, "grub_url": _check(efi_grub_url, _URL, "GRUB URL")}).encode()
     return render([TEMPLATE_DIR], names[loader], context).encode()
 
 
@@ -95,7 +101,10 @@ def config_for(decision: BootDecision, loader: str, config: Config, media: Media
     if loader not in LOADERS:
         raise BootConfigError(f"unknown loader {loader!r} (one of {', '.join(LOADERS)})")
     if not decision.installer:
-        return local_boot(loader, mac=decision.mac, action=decision.action, reason=decision.reason)
+        efi = loader == IPXE and (platform or ("efi" if decision.host and decision.host.firmware == "uefi"
+                                               else "pcbios")) == "efi"
+        return local_boot(loader, mac=decision.mac, action=decision.action, reason=decision.reason,
+                          efi_grub_url=site_grub_url(config) if efi else None)
     attempt, host = decision.attempt, decision.host
     if attempt is None or host is None or media is None or media.name != attempt.media:
         raise BootConfigError("an installer decision needs its host, attempt and the attempt's media")
@@ -160,8 +169,13 @@ def _grub_for_ipxe(config: Config, media: Media, generation: str) -> str:
             raise BootConfigError(f"media {media.name} has no {ISO_GRUB_EFI}: XenServer 9 needs its own GRUB")
         url = urls.media_file(config.base_url, media.name, ISO_GRUB_EFI)
     else:
-        url = f"{config.base_url.rstrip('/')}{urls.TFTP_FILES_PREFIX}/{GRUB_EFI}"
+        url = site_grub_url(config)
     return _check(url, _URL, "GRUB URL")
+
+
+def site_grub_url(config: Config) -> str:
+    """The site's upstream GRUB in tftp_root over HTTP (prefix /grub: it asks the TFTP server for per-MAC names)."""
+    return _check(f"{config.base_url.rstrip('/')}{urls.TFTP_FILES_PREFIX}/{GRUB_EFI}", _URL, "GRUB URL")
 
 
 def _render(name: str, context: Mapping[str, Any]) -> bytes:

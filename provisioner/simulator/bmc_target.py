@@ -3,7 +3,7 @@ the machine drives. Power goes through the world's power state machine (power.py
 the boot override lands in the machine's firmware boot state (bootorder.py), consumed by its next boot.
 
 It imports nothing of world.py or machine.py: it gets the world at construction (World.bmc) and the machine's boot
-state from the world's boot handler (machine.BootHandler.boot_state) when it has one.
+state from the world's boot handler (boot_handler.BootHandler.boot_state) when it has one.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ INSTALLED = "installed"  # the installer ran and reported 0
 INSTALL_FAILED = "install-failed"  # the installer ran and reported 1 (the disk keeps the old version)
 INSTALL_BROKEN = "install-broken"  # installer_breaks: reported 1 after its backup; the disk has no bootable system
 DISK_FIRST = "disk-first"  # the firmware booted the disk, no network boot was tried (disk-first order, no_pxe)
+CHAINLOADED = "chainloaded"  # our GRUB's local answer started the disk's own EFI loader (docs/firmware.md)
 NO_SYSTEM = "no-system"  # a disk boot found no bootable system: the host stays at the firmware
 ANSWERFILE_MISSING = "answerfile-missing"  # 404 or unreachable: the installer shows an error and reboots
 ANSWERFILE_REJECTED = "answerfile-rejected"  # the installer refused it: error, reboot, no callback
@@ -33,11 +34,15 @@ BOOT_ERROR = "boot-error"  # a boot file could not be loaded: the loader falls b
 HUNG = "hung"  # never_returns: the host stays down until stop()
 EXTERNAL = "external"  # handed to external_command
 
+# What XenServer's installer leaves on a UEFI host's EFI system partition (host-installer backend.py
+# addEfiBootEntry: EFI/xenserver/shimx64.efi where the release ships shim, else EFI/xenserver/grubx64.efi).
+ESP_LOADERS = ("/EFI/xenserver/grubx64.efi",)
+
 # on_event kinds
 EV_POWER_ON, EV_FETCH, EV_BOOT, EV_SCRIPT, EV_INSTALLING = "power_on", "fetch", "boot", "script", "installing"
 EV_REINSTALL_LOOP, EV_BOOT_LOOP, EV_HANG, EV_EXTERNAL = "reinstall_loop", "boot_loop", "hang", "external"
 EV_NO_SYSTEM, EV_FIRMWARE = "no_system", "firmware"
-DISK_BOOTS = (LOCAL, NO_CONFIG, DISK_FIRST)  # outcomes that hand the boot to whatever is on the disk
+DISK_BOOTS = (LOCAL, NO_CONFIG, DISK_FIRST, CHAINLOADED)  # outcomes that hand the boot to whatever is on the disk
 
 
 @dataclass

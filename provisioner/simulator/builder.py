@@ -187,7 +187,7 @@ class SimulatorHandle:
 
     def stop(self) -> None:
         self.world.stop()
-        release = getattr(self.world.boot_handler, "stop", None)  # machine.BootHandler: free hung machines
+        release = getattr(self.world.boot_handler, "stop", None)  # boot_handler.BootHandler: free hung machines
         if callable(release):
             release()
         for e in self.endpoints.values():

@@ -59,9 +59,41 @@ def parse_config(loader: str, text: str) -> dict:
     if loader == "pxelinux":
         return _parse_pxelinux(lines)
     if loader == "grub":
-        return _parse_loader_lines(lines, {"multiboot2", "xen_hypervisor", "linux", "multiboot"},
+        lines, chainloads = _grub_chainloads(lines)
+        plan = _parse_loader_lines(lines, {"multiboot2", "xen_hypervisor", "linux", "multiboot"},
                                    {"module2", "xen_module", "initrd", "module"}, _grub_file)
+        return {**plan, "chainload": chainloads} if plan["action"] == "local" else plan
     return _parse_loader_lines(_ipxe_settings(lines), {"kernel"}, {"module", "initrd"}, lambda p: p)
+
+
+_GRUB_SEARCH = re.compile(r"if search(?: --no-floppy)? --file --set=(\w+) (/\S+); then")
+
+
+def _grub_chainloads(lines: list[str]) -> tuple[list[str], list[str]]:
+    """GRUB's `if search --file --set=VAR PATH; then chainloader ($VAR)PATH; boot; fi` blocks, in order: the EFI
+    loaders it would start from a local disk that holds PATH (the machine decides; docs/firmware.md "Local boot on
+    UEFI"). Returns the other lines and the paths. Raises BootFailure for a block this model does not know."""
+    rest: list[str] = []
+    paths: list[str] = []
+    it = iter(lines)
+    for line in it:
+        found = _GRUB_SEARCH.fullmatch(line)
+        if found is None:
+            rest.append(line)
+            continue
+        var, path = found.groups()
+        body = []
+        for inner in it:
+            if inner == "fi":
+                break
+            body.append(inner)
+        else:
+            raise BootFailure(f"grub: 'if search ... {path}' has no fi")
+        if body != [f"chainloader (${var}){path}", "boot"]:
+            raise BootFailure(f"grub: the block after 'search --file {path}' is not 'chainloader (${var}){path}; "
+                              f"boot': {body}")
+        paths.append(path)
+    return rest, paths
 
 
 def _ipxe_settings(lines: list[str]) -> list[str]:

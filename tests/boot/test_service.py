@@ -3,7 +3,7 @@
 import pytest
 from helpers import make_media_tree
 
-from provisioner.boot import attempts, filenames, service
+from provisioner.boot import attempts, configs, filenames, service
 from provisioner.media import import_media
 from provisioner.model import Host, ValidationError
 
@@ -125,10 +125,9 @@ def test_media_removed_after_arming_gives_local_boot(world, config):
     attempts.arm(world, config, MAC, "xs84")
     world.remove_media("xs84")
     body = tftp(world, config, filenames.format_grub(MAC))
-    assert body == b"".join([b"# local_boot for 52:54:00:12:34:56: boot from the local disk ",
-                             b"(installer config could not be rendered).\n",
-                             b'# "exit" hands control back to the UEFI firmware, which goes on to the next boot ',
-                             b"entry (the disk).\nexit\n"])
+    assert body == configs.local_boot(configs.GRUB, mac=MAC, reason="installer config could not be rendered")
+    assert body.startswith(b"# local_boot for 52:54:00:12:34:56: boot from the local disk (installer config could "
+                           b"not be rendered).\n") and b"chainloader ($esp)/EFI/xenserver/grubx64.efi" in body
     assert "attempt's media" in world.events(kind="boot.render_failed")[0]["details"]["error"]
 
 

@@ -12,7 +12,7 @@ def test_pools_and_rolling_upgrade_commands(tmp_path):
     from provisioner.demo import demo_config, synthetic_media_tree
     from provisioner.runtime import Runtime
     from provisioner.simulator.builder import start_simulator
-    from provisioner.simulator.machine import make_boot_handler
+    from provisioner.simulator.boot_handler import make_boot_handler
 
     config = demo_config(tmp_path)
     env = {"PROVISIONER_CONFIG": "", **{f"PROVISIONER_{k.upper()}": str(v) for k, v in config.as_dict().items()

@@ -72,8 +72,8 @@ class Lab:
         events = self.events()
         return events[-1]["id"] if events else 0
 
-    def boot(self, name: str, mac: str, firmware: str) -> e2e_lab.Boot:
-        return e2e_lab.start_vm(name, mac, firmware, self.workdir)
+    def boot(self, name: str, mac: str, firmware: str, disk=None) -> e2e_lab.Boot:
+        return e2e_lab.start_vm(name, mac, firmware, self.workdir, disk)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import e2e_disks
 import e2e_lab
 
 pytestmark = pytest.mark.e2e
@@ -17,6 +18,7 @@ BIOS_MAC = "52:54:00:e2:e0:01"
 UEFI_MAC = "52:54:00:e2:e0:02"
 UNKNOWN_MAC = "52:54:00:e2:e0:03"
 UNARMED_MAC = "52:54:00:e2:e0:04"
+UEFI_LOCAL_MAC = "52:54:00:e2:e0:05"
 INSTALL_TIMEOUT = 300  # software emulation: ~30-40 s per boot; generous for a loaded CI runner
 LOCAL_TIMEOUT = 120
 LOCAL_BOOT_DONE = e2e_lab.LOCAL_BOOT_DONE
@@ -134,6 +136,30 @@ def test_uefi_install(lab):
     assert "STANDIN: installation-start exit 0" in console, console[-4000:]
     assert "STANDIN: installation-complete exit 0" in console, console[-4000:]
     assert len(_fetches(events, UEFI_MAC, "answerfile")) == 1
+
+
+def test_uefi_local_boot_starts_the_disks_efi_loader(lab):
+    """A network-first UEFI host that is not armed: our GRUB's local answer finds the EFI loader on the disk's ESP and
+    starts it (docs/firmware.md "Local boot on UEFI"); GRUB's plain `exit` made OVMF stop at its setup page."""
+    lab.cli("hosts", "add", UEFI_LOCAL_MAC, "--name", "e2e-uefi-local", "--pool", "e2e", "--disk", "/dev/sda",
+            "--firmware", "uefi")
+    disk = e2e_disks.uefi_disk(lab.workdir / "uefi-local.img", lab.workdir)
+    since = lab.last_event_id()
+    boot = lab.boot("uefi-local", UEFI_LOCAL_MAC, "uefi", disk=disk)
+    try:
+        events = _wait(lab, boot, since, lambda ev: _config_fetched(ev, UEFI_LOCAL_MAC), LOCAL_TIMEOUT)
+        assert _config_fetched(events, UEFI_LOCAL_MAC), f"no per-MAC config fetched:\n{boot.process.text()[-3000:]}"
+        deadline = time.time() + LOCAL_TIMEOUT
+        while e2e_disks.LOCAL_DISK not in boot.process.text():
+            assert time.time() < deadline and boot.process.proc.poll() is None, \
+                f"the disk's loader did not run; console:\n{boot.process.text()[-3000:]}"
+            time.sleep(0.5)
+        print(f"\nuefi-local: config to disk loader {time.time() - boot.started:.1f} s after power-on")
+    finally:
+        boot.process.stop()
+    events = lab.events(since_id=since)
+    assert not _fetches(events, UEFI_LOCAL_MAC, "answerfile")
+    assert not [e for e in events if e["kind"] == "attempt.fetch"]
 
 
 @pytest.mark.parametrize("mac,registered", [(UNKNOWN_MAC, False), (UNARMED_MAC, True)],

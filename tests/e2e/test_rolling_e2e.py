@@ -30,7 +30,7 @@ from provisioner.coordinator.steps import Timeouts
 from provisioner.model import BOOT_INSTALLER, BOOT_LOCAL
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import make_boot_handler
+from provisioner.simulator.boot_handler import make_boot_handler
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from provisioner.power.confirm import ConfirmTimes
 from provisioner.power.ipmi import IpmiBootControl
 from provisioner.power.netboot import network_boot_cycle
 from provisioner.power.redfish import RedfishBootControl
-from provisioner.simulator import machine
+from provisioner.simulator import boot_handler, machine
 from provisioner.simulator import states as st
 from provisioner.simulator.builder import build_pool, new_world
 from provisioner.simulator.clock import Clock
@@ -32,8 +32,8 @@ def lab(request, tmp_path):
     config, store, runtime = sim_server(tmp_path)
     world = new_world(Clock(2000.0))
     build_pool(world, "p", hosts=1, macs=[mac], vms_per_host=0)
-    handler = machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, clock=world.clock,
-                                        boot_orders={mac: order})
+    handler = boot_handler.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, clock=world.clock,
+                                             boot_orders={mac: order})
     world.boot_handler = handler
     world.start()
     yield config, store, world, handler, mac, MACHINES[request.param][2]

@@ -10,7 +10,7 @@ from sim_helpers import Events, RecordingClock, sim_server
 
 from provisioner import cryptpw
 from provisioner.boot import attempts
-from provisioner.simulator import machine
+from provisioner.simulator import boot_handler, machine
 from provisioner.simulator import states as st
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
@@ -165,8 +165,8 @@ def test_the_machine_installs_a_fresh_answer_file_and_reports_a_new_host(tmp_pat
                                        network={"mode": "dhcp"}, root_password_hash=NEW_HASH)
         attempts.arm_fresh_install(store, found.id)
         events = Events()
-        handler = machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
-                                            clock=RecordingClock(), boot_order="bios-network-first")  # PXE-first lab
+        handler = boot_handler.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
+                                                 clock=RecordingClock(), boot_order="bios-network-first")  # PXE-first lab
         version = handler(found.mac)
         assert version[FRESH]["hostname"] == "h-bios" and version[FRESH]["root_password_hash"] == NEW_HASH
         assert version["product_version"] == "8.4.0"

@@ -11,15 +11,15 @@ from sim_helpers import BIOS, MEDIA, OTHER, UEFI, VERSION, Events, RecordingCloc
 
 from provisioner import states
 from provisioner.boot import attempts
-from provisioner.simulator import machine
+from provisioner.simulator import boot_handler, machine
 from provisioner.simulator import states as st
 from provisioner.simulator.bootorder import DISK, NETWORK, BootOrder
 from provisioner.simulator.builder import build_pool, new_world
 from provisioner.simulator.clock import Clock
 
 def _handler(runtime, events, **settings):
-    return machine.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
-                                     clock=RecordingClock(), **settings)
+    return boot_handler.make_boot_handler(runtime.tftp.address, http_base=runtime.http.url, on_event=events,
+                                          clock=RecordingClock(), **settings)
 
 
 def _outcomes(handler, mac, since=0):
@@ -133,11 +133,12 @@ def test_uefi_after_an_upgrade_boots_the_disk_then_boot_next_and_override_networ
     assert _outcomes(handler, UEFI, 3) == [machine.INSTALLED, machine.DISK_FIRST]
     assert handler.machine(UEFI).installs() == 2
 
-    # A BMC's Once override to the network: one network boot (local answer: the server disarmed), then the disk.
+    # A BMC's Once override to the network: one network boot (local answer: the server disarmed, and GRUB starts
+    # the disk's EFI loader), then the disk.
     state.set_override(NETWORK, once=True, uefi=True)
     assert handler(UEFI) is None
     boot = handler.boots(UEFI)[5]
-    assert boot.outcome == machine.LOCAL and boot.fetched("config") == 1
+    assert boot.outcome == machine.CHAINLOADED and boot.fetched("config") == 1
     assert state.pending_override() == (None, True)
     assert handler(UEFI) is None
     assert handler.boots(UEFI)[6].outcome == machine.DISK_FIRST and handler.boots(UEFI)[6].fetches == []
@@ -154,9 +155,9 @@ def test_no_pxe_still_skips_the_network_whatever_the_order(server):
 
 def test_bad_boot_orders_are_refused_up_front():
     with pytest.raises(ValueError):
-        machine.make_boot_handler(("127.0.0.1", 69), boot_order="pxe-always")
+        boot_handler.make_boot_handler(("127.0.0.1", 69), boot_order="pxe-always")
     with pytest.raises(ValueError):
-        machine.make_boot_handler(("127.0.0.1", 69), boot_orders={BIOS: "uefi-sideways"})
+        boot_handler.make_boot_handler(("127.0.0.1", 69), boot_orders={BIOS: "uefi-sideways"})
 
 
 def test_a_separate_process_machine_with_no_boot_order_boots_its_disk(server):
@@ -168,3 +169,26 @@ def test_a_separate_process_machine_with_no_boot_order_boots_its_disk(server):
     assert handler(BIOS) is None
     assert runtime.tftp.counters["sessions"] == sessions
     assert attempts.current_attempt(store, BIOS).state == states.ARMED
+
+
+def test_uefi_local_answer_starts_the_disks_loader_and_a_plain_exit_stops_at_the_boot_menu(server):
+    """docs/firmware.md "Local boot on UEFI": the simulated GRUB follows our local answer's `search --file` /
+    `chainloader` blocks to the loader XenServer put on the ESP; with none there (a disk whose install broke) the
+    config's `exit` returns EFI_SUCCESS and the machine stays at its boot menu, down."""
+    _, _, runtime = server
+    handler = _handler(runtime, Events(), loaders={UEFI: "grub"}, boot_orders={UEFI: "uefi-network-first"})
+    assert handler(UEFI) is None  # not armed: the local answer
+    assert _outcomes(handler, UEFI) == [machine.CHAINLOADED]
+    assert "/EFI/xenserver/grubx64.efi" in handler.boots(UEFI)[0].detail
+    handler.machine(UEFI).disk_broken = True
+    with pytest.raises(machine.NoBootableSystem, match="stopped at its menu"):
+        handler(UEFI)
+
+
+def test_the_simulated_grub_reads_chainload_blocks_with_its_own_parser():
+    config = "\n".join(["# local", "if search --no-floppy --file --set=esp /EFI/a.efi; then",
+                        "  chainloader ($esp)/EFI/a.efi", "  boot", "fi", "exit"])
+    assert machine.parse_config("grub", config) == {"action": "local", "chainload": ["/EFI/a.efi"]}
+    assert machine.parse_config("grub", "exit") == {"action": "local", "chainload": []}
+    with pytest.raises(machine.BootFailure, match="not 'chainloader"):
+        machine.parse_config("grub", config.replace("chainloader ($esp)/EFI/a.efi", "chainloader ($esp)/EFI/b.efi"))

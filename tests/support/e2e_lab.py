@@ -277,10 +277,13 @@ def vm_pids_file(workdir: Path) -> Path:
     return workdir / "qemu.pids"
 
 
-def start_vm(name: str, mac: str, firmware: str, workdir: Path) -> Boot:
-    """QEMU with an e1000 on the tap: SeaBIOS + iPXE ROM (bios) or OVMF + iPXE EFI ROM (uefi)."""
+def start_vm(name: str, mac: str, firmware: str, workdir: Path, disk: Path | None = None) -> Boot:
+    """QEMU with an e1000 on the tap: SeaBIOS + iPXE ROM (bios) or OVMF + iPXE EFI ROM (uefi); the network boots
+    first (`-boot n`), then `disk` (a raw image, e.g. e2e_disks.uefi_disk) when given."""
     argv = ["qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot", "-boot", "n",
             "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no"]
+    if disk is not None:
+        argv += ["-drive", f"file={disk},format=raw,if=ide"]  # q35: the ICH9 AHCI controller
     if firmware == "uefi":
         vars_copy = workdir / f"{name}-OVMF_VARS.fd"
         shutil.copy2(OVMF_VARS, vars_copy)

@@ -25,7 +25,7 @@ from provisioner.runtime import Runtime
 from provisioner.simulator import states as sim_states
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import make_boot_handler
+from provisioner.simulator.boot_handler import make_boot_handler
 from provisioner.simulator.world import World
 from provisioner.store import Store
 from provisioner.xapi import XenApiDriver

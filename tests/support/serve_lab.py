@@ -26,7 +26,8 @@ from provisioner.coordinator import pools
 from provisioner.demo import demo_config, synthetic_media_tree
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import EV_INSTALLING, make_boot_handler
+from provisioner.simulator.boot_handler import make_boot_handler
+from provisioner.simulator.machine import EV_INSTALLING
 from provisioner.simulator.world import World
 from provisioner.store import Store
 

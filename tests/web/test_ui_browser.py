@@ -21,7 +21,7 @@ from provisioner.coordinator.service import FlowService
 from provisioner.runtime import Runtime
 from provisioner.simulator.builder import build_pool, new_world, serve_world
 from provisioner.simulator.clock import Clock
-from provisioner.simulator.machine import make_boot_handler
+from provisioner.simulator.boot_handler import make_boot_handler
 from provisioner.store import Store
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (Makefile DEBIAN_PACKAGES)

@@ -70,9 +70,11 @@ _GRUB_SEARCH = re.compile(r"if search(?: --no-floppy)? --file --set=(\w+) (/\S+)
 
 
 def _grub_chainloads(lines: list[str]) -> tuple[list[str], list[str]]:
-    """GRUB's `if search --file --set=VAR PATH; then chainloader ($VAR)PATH; boot; fi` blocks, in order: the EFI
-    loaders it would start from a local disk that holds PATH (the machine decides; docs/firmware.md "Local boot on
-    UEFI"). Returns the other lines and the paths. Raises BootFailure for a block this model does not know."""
+    """GRUB's `if search --file --set=root PATH; then chainloader PATH; boot; fi` blocks, in order: the EFI loaders
+    it would start from a local disk that holds PATH (the machine decides; docs/firmware.md "Local boot on UEFI").
+    Upstream GRUB's chainloader hands the started image the device of $root whatever the path names, so a search
+    that sets another variable leaves the image believing it came from the network: refused here. Returns the
+    other lines and the paths. Raises BootFailure for a block this model does not know."""
     rest: list[str] = []
     paths: list[str] = []
     it = iter(lines)
@@ -89,9 +91,12 @@ def _grub_chainloads(lines: list[str]) -> tuple[list[str], list[str]]:
             body.append(inner)
         else:
             raise BootFailure(f"grub: 'if search ... {path}' has no fi")
-        if body != [f"chainloader (${var}){path}", "boot"]:
-            raise BootFailure(f"grub: the block after 'search --file {path}' is not 'chainloader (${var}){path}; "
-                              f"boot': {body}")
+        if var != "root":
+            raise BootFailure(f"grub: search --set={var} {path}: chainloader would start the loader with $root's "
+                              "device (the network), not the disk it was found on")
+        if body not in ([f"chainloader {path}", "boot"], [f"chainloader ($root){path}", "boot"]):
+            raise BootFailure(f"grub: the block after 'search --file {path}' is not 'chainloader {path}; boot': "
+                              f"{body}")
         paths.append(path)
     return rest, paths
 

@@ -219,7 +219,7 @@ def test_local_boot_comments_stay_on_one_line():
     assert body.splitlines()[0].startswith("# local_boot for x?boot: boot from the local disk (a?exit 0? ?")
     commands = [line.strip() for line in body.splitlines() if not line.startswith("#")]
     assert commands[-1] == "exit"  # after the chainloader blocks: the injected text stayed in the comment
-    assert "if search --no-floppy --file --set=esp /EFI/xenserver/grubx64.efi; then" in commands
+    assert "if search --no-floppy --file --set=root /EFI/xenserver/grubx64.efi; then" in commands
     with pytest.raises(BootConfigError, match="unknown loader"):
         configs.local_boot("syslinux")
 

@@ -42,12 +42,14 @@ def bios_disk(path: Path) -> Path:
 
 def uefi_disk(path: Path, workdir: Path) -> Path:
     """An MBR disk with one EFI system partition (type 0xEF, LBA 2048, FAT by mtools) holding GRUB as the
-    removable-media path \\EFI\\BOOT\\BOOTX64.EFI."""
+    removable-media path \\EFI\\BOOT\\BOOTX64.EFI, whose grub.cfg lies next to it on the ESP (not built in): GRUB
+    reads it from the device it was started from, so LOCAL_DISK shows only when that device is this disk (a loader
+    chained with the network as its device finds no grub.cfg: docs/firmware.md "Local boot on UEFI")."""
     cfg = workdir / "disk-grub.cfg"
     cfg.write_text(f'echo "{LOCAL_DISK} (UEFI ESP)"\nsleep 1\nhalt\n')
     efi = workdir / "BOOTX64.EFI"
-    _run("grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-c", str(cfg), "-o", str(efi),
-         "echo", "sleep", "halt", "normal")
+    _run("grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o", str(efi),
+         "echo", "sleep", "halt", "normal", "fat", "part_msdos")
     size_mb, start = 16, 2048
     sectors = size_mb * 2048 - start
     mbr = bytearray(512)
@@ -62,4 +64,5 @@ def uefi_disk(path: Path, workdir: Path) -> Path:
     _run("mformat", "-i", img, "-T", str(sectors), "-h", "64", "-s", "32", "-v", "ESP", "::")
     _run("mmd", "-i", img, "::/EFI", "::/EFI/BOOT")
     _run("mcopy", "-i", img, str(efi), "::/EFI/BOOT/BOOTX64.EFI")
+    _run("mcopy", "-i", img, str(cfg), "::/EFI/BOOT/grub.cfg")
     return path

@@ -282,17 +282,19 @@ def start_vm(name: str, mac: str, firmware: str, workdir: Path, disk: Path | Non
     first (`-boot n`), then `disk` (a raw image, e.g. e2e_disks.uefi_disk) when given."""
     argv = ["qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot", "-boot", "n",
             "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no"]
-    if disk is not None:
-        argv += ["-drive", f"file={disk},format=raw,if=ide"]  # q35: the ICH9 AHCI controller
+    nic_boot = ""
+    if disk is not None:  # OVMF follows bootindex, not -boot: the NIC first, then the disk (a PXE-first host)
+        argv += ["-drive", f"file={disk},format=raw,if=none,id=d0", "-device", "ide-hd,drive=d0,bus=ide.0,bootindex=2"]
+        nic_boot = ",bootindex=1"
     if firmware == "uefi":
         vars_copy = workdir / f"{name}-OVMF_VARS.fd"
         shutil.copy2(OVMF_VARS, vars_copy)
         argv += ["-machine", "q35",
                  "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                  "-drive", f"if=pflash,format=raw,file={vars_copy}",
-                 "-device", f"e1000,netdev=n0,mac={mac},romfile={EFI_ROM}"]
+                 "-device", f"e1000,netdev=n0,mac={mac},romfile={EFI_ROM}{nic_boot}"]
     else:
-        argv += ["-device", f"e1000,netdev=n0,mac={mac}"]
+        argv += ["-device", f"e1000,netdev=n0,mac={mac}{nic_boot}"]
     boot = Boot(name=name, mac=mac, firmware=firmware, process=Process(argv, workdir / f"{name}.console.log"))
     with open(vm_pids_file(workdir), "a") as pids:
         pids.write(f"{boot.process.proc.pid}\n")

@@ -12,6 +12,7 @@ before each migration, and a migration refused for memory (another client took t
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from provisioner.coordinator import journal
@@ -41,6 +42,7 @@ class WaveTargets:
         self.free: dict[str, int] | None = None  # host ref -> bytes left for this wave's VMs
         self.order: list[str] = []  # host refs, in the order to try them
         self.names: dict[str, str] = {}
+        self.vms: list = []  # the running VMs (xapi_prechecks.VmFacts) as read for the wave
 
     def _read(self, ctx: Context) -> None:
         """Targets: live, enabled, outside the wave; at the target version (or of an earlier wave) first, then the
@@ -58,6 +60,15 @@ class WaveTargets:
         self.order = [ref for *_, ref in sorted(upgraded)] + [ref for *_, ref in sorted(later)]
         facts = ctx.driver.precheck_facts()
         self.free = {ref: facts.hosts[ref].memory_free for ref in self.order if ref in facts.hosts}
+        self.vms = [v for v in facts.vms if v.power_state in RUNNING]
+
+    def vms_on(self, ctx: Context, host_ref: str) -> list:
+        """The VMs running on a host of the wave, biggest first, as read for the wave (its hosts are disabled, so
+        none arrives; the ones this wave moved are not counted twice: a re-read is fresh)."""
+        with self.lock:
+            if self.free is None:
+                self._read(ctx)
+            return sorted((v for v in self.vms if v.resident_on == host_ref), key=lambda v: (-v.memory, v.name))
 
     def reserve(self, ctx: Context, rh: RunHost, vm: str, need: int, tried: set[str]) -> str | None:
         """The first target with room for `need` bytes, reserved (XAPI agreed); None when no target has room."""
@@ -88,38 +99,68 @@ class WaveTargets:
                 self.free[target] = self.free.get(target, 0) + need
 
 
+BATCH = 10
+"""A host's VMs migrate this many at a time, each on its own XAPI session: xapi's host.evacuate migrates in parallel
+batches of evacuation_batch_size, 10 by default (xapi_host.ml:749-764, xapi_globs.ml:1025)."""
+
+
 def evacuate(ctx: Context, rh: RunHost, host_ref: str, targets: WaveTargets) -> list[str]:
-    """Move every running VM off the host to the wave's targets (journaled by the caller first: VM_RESIDENT);
-    idempotent: a VM that left already is not touched. StepFailed names a VM that fits nowhere."""
+    """Move every running VM off the host to the wave's targets (journaled by the caller first: VM_RESIDENT), up to
+    BATCH at once; idempotent: a VM that left already is not touched. StepFailed names a VM that fits nowhere."""
     try:
-        facts = ctx.driver.precheck_facts()
+        queue = targets.vms_on(ctx, host_ref)
     except (XapiError, XapiUnreachable) as exc:
         raise StepFailed(f"the pool master does not answer: {exc}") from None
-    vms = sorted((v for v in facts.vms if v.resident_on == host_ref and v.power_state in RUNNING),
-                 key=lambda v: (-v.memory, v.name))
-    said = []
-    for vm in vms:
-        tried: set[str] = set()
-        while True:
-            target = targets.reserve(ctx, rh, vm.ref, vm.memory, tried)
-            if target is None:
-                raise StepFailed(f"VM {vm.name} ({vm.memory / 1024 ** 3:.1f} GiB) fits on no host that stays "
-                                 f"enabled during wave {targets.wave} (tried {len(tried)} refused by XAPI); the "
-                                 f"host is disabled with its remaining VMs: free memory or shut the VM down, then "
-                                 f"resume")
-            name = targets.names.get(target, target)
-            try:
-                xapi_call(ctx, rh, "VM.pool_migrate", ctx.driver.migrate_vm, vm.ref, target, vm=vm.name, to=name)
-                said.append(f"{vm.name}: migrated to {name}")
-                break
-            except (XapiError, XapiUnreachable) as exc:
-                targets.release(target, vm.memory)
-                code = error_code(exc)
-                if code == "VM_BAD_POWER_STATE":  # stopped meanwhile: nothing to move (as host.evacuate)
-                    break
-                if code not in ROOM_CODES:
-                    raise StepFailed(f"could not migrate VM {vm.name} to {name}: {exc}") from None
-                tried.add(target)
-                ctx.event(REFUSED, rh, vm=vm.name, target=name, code=code, check="VM.pool_migrate")
+    lock, said, errors = threading.Lock(), [], []
+
+    def work(own: Context) -> None:
+        try:
+            while True:
+                with lock:
+                    if not queue or errors:
+                        return
+                    vm = queue.pop(0)  # the biggest left first
+                line = _move(own, rh, vm, targets)
+                with lock:
+                    said.append(line)
+        except BaseException as exc:  # the first error fails the host once every worker stopped
+            errors.append(exc)
+        finally:
+            if own is not ctx:
+                own.driver.close()
+    workers = [threading.Thread(target=work, args=(dataclasses.replace(ctx, driver=ctx.driver.fork()),))
+               for _ in range(min(BATCH, len(queue)) if len(queue) > 1 else 0)]
+    if len(queue) == 1:
+        work(ctx)
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        raise errors[0]
     journal.write(ctx.store, ctx.run_id, journal.VM_EVACUATED, mac=rh.mac)
-    return said
+    return sorted(line for line in said if line)
+
+
+def _move(ctx: Context, rh: RunHost, vm, targets: WaveTargets) -> str:
+    """One VM to the first target that has room and that XAPI accepts; what happened."""
+    tried: set[str] = set()
+    while True:
+        target = targets.reserve(ctx, rh, vm.ref, vm.memory, tried)
+        if target is None:
+            raise StepFailed(f"VM {vm.name} ({vm.memory / 1024 ** 3:.1f} GiB) fits on no host that stays enabled "
+                             f"during wave {targets.wave} ({len(tried)} refused by XAPI); the host is disabled with "
+                             f"its remaining VMs: free memory or shut the VM down, then resume")
+        name = targets.names.get(target, target)
+        try:
+            xapi_call(ctx, rh, "VM.pool_migrate", ctx.driver.migrate_vm, vm.ref, target, vm=vm.name, to=name)
+            return f"{vm.name}: migrated to {name}"
+        except (XapiError, XapiUnreachable) as exc:
+            targets.release(target, vm.memory)
+            code = error_code(exc)
+            if code == "VM_BAD_POWER_STATE":  # stopped meanwhile: nothing to move (as host.evacuate)
+                return f"{vm.name}: stopped meanwhile, not moved"
+            if code not in ROOM_CODES:
+                raise StepFailed(f"could not migrate VM {vm.name} to {name}: {exc}") from None
+            tried.add(target)
+            ctx.event(REFUSED, rh, vm=vm.name, target=name, code=code, check="VM.pool_migrate")

@@ -1,8 +1,8 @@
 """The MEMBERS state of a run with `--parallel N|auto`: the journaled waves one after the other (docs/waves.md).
 
-Each wave: every host walks CHECK and DISABLE in turn (CHECK waits for every member to answer the master, so no
-host of the wave may be rebooting yet), then each host walks its remaining steps on a thread of its own with its
-own XAPI session (driver.fork()), its VMs moved by the coordinated evacuation (evacuation.py). Every step is still
+Each wave: every host walks CHECK and DISABLE (CHECK waits for every member to answer the master, so no host of the
+wave may be rebooting yet) and waits for the others there, then walks its remaining steps; each host on a thread of
+its own with its own XAPI session (driver.fork()), its VMs moved by the coordinated evacuation (evacuation.py). Every step is still
 committed before it acts, and the Runner's abort check runs before every destructive step of every host. After a
 crash each host of the wave resumes at its own committed step. Before a new wave starts: a member that failed and
 is down or in an unknown state (remedy host_down) stops the run, as does stop-on-failure, and `--max-failures K`
@@ -47,15 +47,17 @@ def _stop_reason(runner: Runner, run: Run, hosts: list[RunHost], max_failures: i
     return None
 
 
-def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets) -> dict[str, RunHost | None]:
-    """Each host from its committed step to DONE / FAILED (or None: stopped by an abort) on its own thread."""
+def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets,
+                  until: str | None = None) -> dict[str, RunHost | None]:
+    """Each host from its committed step to DONE / FAILED, or to `until` (None: stopped by an abort), on its own
+    thread with its own XAPI session; returns when every thread has."""
     results: dict[str, RunHost | None] = {}
     errors: list[BaseException] = []
 
     def walk(rh: RunHost) -> None:
         ctx = dataclasses.replace(runner.ctx, driver=runner.ctx.driver.fork(), wave=targets)
         try:
-            results[rh.mac] = runner._host(rh, ctx)
+            results[rh.mac] = runner._host(rh, ctx, until)
         except BaseException as exc:  # a crash of one thread (a test's kill, the service stopping) ends the wave
             errors.append(exc)
         finally:
@@ -91,14 +93,12 @@ def run_waves(runner: Runner, members: list[RunHost], recorded: dict[str, Any]) 
                          steps={h.name: h.step for h in hosts})
         runner.say(f"wave {number}: {', '.join(h.name for h in hosts)} ({wave['why']})")
         targets = WaveTargets(number, wave_of)
-        ready, stopped = [], False
-        for rh in hosts:  # CHECK and DISABLE one host at a time: nothing of the wave is rebooting yet
-            rh = runner._host(rh, dataclasses.replace(runner.ctx, wave=targets), until=states.STEP_EVACUATE)
-            if rh is None:
-                stopped = True
-            elif rh.step not in states.HOST_TERMINAL:
-                ready.append(rh)
-        results = _walk_threads(runner, ready, targets) if ready else {}
+        # every host CHECK and DISABLE first, all at once; none goes on before all are there: nothing of the wave
+        # is down while another host's CHECK asks every member to answer, and none is evacuated onto another
+        checked = _walk_threads(runner, hosts, targets, until=states.STEP_EVACUATE)
+        stopped = any(r is None for r in checked.values())
+        ready = [r for r in checked.values() if r is not None and r.step not in states.HOST_TERMINAL]
+        results = _walk_threads(runner, ready, targets) if ready else {}  # an abort stops each before ARM
         stopped = stopped or any(r is None for r in results.values())
         final = [runner.store.get_run_host(runner.run_id, h.mac) for h in hosts]
         runner.ctx.event(WAVE_DONE, None, wave=number, done=[h.name for h in final if h.step == states.STEP_DONE],

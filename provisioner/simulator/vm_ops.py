@@ -4,6 +4,7 @@ power-state changes, and halting a host's VMs when it goes down (docs/xapi.md "H
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from . import states as st
@@ -214,6 +215,10 @@ def migrate(world: "World", pool: "SimPool", vm: str, dest: str) -> None:
     world.update_memory(pool)
 
 
+EVACUATION_BATCH = 10
+"""xapi's evacuation_batch_size default (xapi_globs.ml:1025): how many VMs host.evacuate migrates at once."""
+
+
 def evacuate(world: "World", pool: "SimPool", host_ref: str) -> None:
     """host.evacuate (xapi_host.ml:623-776): fail with the first plan error before moving anything, migrate
     each VM, ignore VM_BAD_POWER_STATE (the VM stopped meanwhile), re-raise other errors. It does NOT
@@ -222,12 +227,24 @@ def evacuate(world: "World", pool: "SimPool", host_ref: str) -> None:
         targets, errors = evacuation_plan(world, pool, host_ref)
     if errors:
         raise XapiError(*next(iter(errors.values())))
-    for vm, dest in targets.items():
+    # xapi_host.ml:749-764: the VMs migrate in parallel batches of evacuation_batch_size (10, xapi_globs.ml:1025)
+    failed: list[XapiError] = []
+
+    def move(vm: str, dest: str) -> None:
         try:
             migrate(world, pool, vm, dest)
         except XapiError as exc:
             if exc.code != "VM_BAD_POWER_STATE":
-                raise
+                failed.append(exc)
+    moves = list(targets.items())
+    for start in range(0, len(moves), EVACUATION_BATCH):
+        batch = [threading.Thread(target=move, args=m) for m in moves[start:start + EVACUATION_BATCH]]
+        for t in batch:
+            t.start()
+        for t in batch:
+            t.join()
+        if failed:
+            raise failed[0]
     with pool.db.lock:
         left = [v for v in pool.db.find("VM", resident_on=host_ref) if is_real_vm(pool.db.get("VM", v))
                 and pool.db.get("VM", v)["power_state"] in ("Running", "Paused")]

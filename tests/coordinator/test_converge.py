@@ -287,28 +287,3 @@ def test_cli_plan_lists_the_updates_per_host_and_refuses_an_unknown_name(ulab):
     assert data["updates"]["name"] == UPDATES and len(data["updates"]["hosts"]) == 3
     unknown = cli("upgrade", "plan", POOL, "--media", MEDIA, "--updates", "nope")
     assert unknown.exit_code == 1 and "UPDATES_UNKNOWN" in unknown.output
-
-
-def test_finalize_converges_a_host_skipped_at_check_with_its_vms_back(ulab):
-    """The master already at the target version is skipped at CHECK; FINALIZE disables and evacuates it, brings it
-    to the run's level (its RebootHost guidance too: a master reboot), enables it and migrates its VMs back."""
-    from provisioner.simulator import states as sim_states
-    lab = ulab
-    pool = lab.world.pools[POOL]
-    skipped = pool.hosts[0]
-    sv = sim_states.software_version({"product_version": TARGET_VERSION, "build_number": TARGET_BUILD},
-                                     skipped.name)[0]
-    pool.db.update("host", skipped.ref, software_version=sv)
-    vms_on_it = {v.uuid for v in lab.driver.vms() if v.resident_on == skipped.ref}
-    assert vms_on_it
-    run = start(lab)
-    assert [rh.name for rh in lab.store.run_hosts(run.id)] == [pool.hosts[1].name, pool.hosts[2].name]
-    final = drive(lab, run.id)
-    assert final.state == states.RUN_DONE, why(lab, final)
-    found = levels(lab)
-    assert len({h for h, _ in found.values()}) == 1 and all(p == () for _, p in found.values()), found
-    assert lab.reboots(0) == 1  # no upgrade: the one reboot its RebootHost guidance asked for
-    # its own VMs migrated back (members' VMs the upgrades moved onto it may be there too)
-    assert vms_on_it <= {v.uuid for v in lab.driver.vms() if v.resident_on == skipped.ref}
-    assert all(h.enabled for h in lab.driver.hosts())
-    assert run_report(lab.store, run.id)["levels"]["left_behind"] == []

@@ -191,5 +191,53 @@ MIGRATIONS: list[tuple[str, ...]] = [
             added_at VARCHAR(32) NOT NULL,
             PRIMARY KEY (media, name))""",
     ),
+    (  # 13: the audit trail, named API tokens and webhooks (issue 23; provisioner/audit.py, provisioner/tokens.py,
+        #     provisioner/webhooks/, docs/audit.md). audit is append-only: hash = sha256 over the canonical row and
+        #     prev_hash (the previous row's hash), so an edited or deleted row breaks the chain. api_tokens keeps only
+        #     the sha256 of each secret. webhook_outbox holds each delivery until the receiver took it (survives a
+        #     receiver that is down and a restart); webhook_cursor is the last events.id turned into deliveries.
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            ts VARCHAR(32) NOT NULL,
+            actor VARCHAR(128) NOT NULL,
+            actor_kind VARCHAR(16) NOT NULL,
+            source VARCHAR(128) NOT NULL,
+            action VARCHAR(128) NOT NULL,
+            target TEXT NOT NULL,
+            outcome VARCHAR(32) NOT NULL,
+            details TEXT NOT NULL,
+            prev_hash VARCHAR(64) NOT NULL,
+            hash VARCHAR(64) NOT NULL UNIQUE)""",
+        """CREATE TABLE api_tokens (
+            name VARCHAR(64) PRIMARY KEY,
+            role VARCHAR(16) NOT NULL,
+            secret_sha256 VARCHAR(64) NOT NULL UNIQUE,
+            created_at VARCHAR(32) NOT NULL,
+            last_used VARCHAR(32))""",
+        """CREATE TABLE webhooks (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            pool VARCHAR(63),
+            events TEXT NOT NULL,
+            created_at VARCHAR(32) NOT NULL)""",
+        """CREATE TABLE webhook_outbox (
+            id INTEGER PRIMARY KEY,
+            webhook_id INTEGER NOT NULL,
+            event_id INTEGER NOT NULL,
+            event VARCHAR(64) NOT NULL,
+            payload TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_at VARCHAR(32) NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            last_error TEXT,
+            created_at VARCHAR(32) NOT NULL,
+            delivered_at VARCHAR(32),
+            UNIQUE (webhook_id, event_id))""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_at)",
+        """CREATE TABLE webhook_cursor (
+            id INTEGER PRIMARY KEY,
+            last_event_id INTEGER NOT NULL)""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # clients and servers used by tests and benches (tftp-hpa, tftpd-hpa, curl), nginx for the HTTP bench, chromium for
 # the dashboard's browser tests (driven by Playwright's Python package through executable_path).
 # gpgv: verifies update bundles' repomd.xml.asc (provisioner/updates/signature.py); gnupg: the tests' signing key
-DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium gpgv gnupg
+# systemd: `systemd-analyze verify` of deploy/provisioner.service (make install-service, tests/test_deploy.py)
+DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium gpgv gnupg systemd
 
-.PHONY: demo test deps-debian venv bench clean
+.PHONY: demo test deps-debian venv bench clean service-unit install-service
 
 venv: $(BIN)/provisioner
 
@@ -35,6 +36,27 @@ test: venv deps-debian
 bench: venv deps-debian
 	$(BIN)/python bench/tftp_bench.py
 	$(BIN)/python bench/http_bench.py
+
+# The systemd unit (deploy/provisioner.service, docs/deploy.md) with ExecStart pointing at this venv's entry point.
+UNIT_DIR ?= /etc/systemd/system
+UNIT_OUT ?= $(UNIT_DIR)/provisioner.service
+service-unit:
+	sed 's#^ExecStart=/opt/provisioner/.venv/bin/provisioner #ExecStart=$(abspath $(BIN))/provisioner #' \
+	  deploy/provisioner.service > $(UNIT_OUT).tmp && mv $(UNIT_OUT).tmp $(UNIT_OUT)
+
+# As root: the `provisioner` system user, /etc/provisioner/provisioner.toml (kept if present), the unit; then
+# `systemctl enable --now provisioner` and `provisioner doctor` (as that user) say whether a host can boot.
+install-service: venv
+	@test "$$(id -u)" = 0 || { echo "install-service: run as root (sudo make install-service)"; exit 1; }
+	getent passwd provisioner >/dev/null || useradd --system --user-group --home-dir /var/lib/provisioner \
+	  --no-create-home --shell /usr/sbin/nologin provisioner
+	install -d -m 0755 /etc/provisioner
+	test -e /etc/provisioner/provisioner.toml || install -m 0640 -g provisioner deploy/provisioner.toml \
+	  /etc/provisioner/provisioner.toml
+	$(MAKE) --no-print-directory service-unit UNIT_OUT=$(UNIT_OUT)
+	systemd-analyze verify $(UNIT_OUT)
+	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed $(UNIT_OUT); set public_url in /etc/provisioner/provisioner.toml, then: systemctl enable --now provisioner"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

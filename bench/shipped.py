@@ -52,7 +52,10 @@ class Serve:
         env = {**os.environ, "PYTHONPATH": str(self.tree)}
         env.pop("PROVISIONER_CONFIG", None)
         errors = open(self.errors_path, "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--config", str(self.config_file), "serve"],
+        # the bench runs as root; trees older than `serve --allow-root` did not refuse it (nor know the flag)
+        allow = ["--allow-root"] if "allow_root" in (self.tree / "provisioner" / "config.py").read_text() else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "provisioner", "--config", str(self.config_file), "serve",
+                                      *allow],
                                      env=env, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=self.work,
                                      start_new_session=self.new_session)
         line = self.proc.stdout.readline()

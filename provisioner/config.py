@@ -173,6 +173,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "updates_max_bytes": (_int_in(1 << 20, 1 << 40), 1 << 30),
     "log_level": (_log_level, "WARNING"),
     "log_json": (_bool, False),
+    # `serve` refuses to run as root (uid 0) unless this is set (or `serve --allow-root`): run it as an
+    # unprivileged user with CAP_NET_BIND_SERVICE instead (deploy/provisioner.service, docs/deploy.md)
+    "allow_root": (_bool, False),
 }
 
 
@@ -214,6 +217,7 @@ class Config:
     boot_self_check: bool
     log_level: str
     log_json: bool
+    allow_root: bool
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property

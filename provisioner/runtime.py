@@ -8,6 +8,7 @@ stop, the flows are interrupted at their next wait or step boundary and stay res
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Callable
@@ -86,8 +87,21 @@ class Runtime:
         return interrupted
 
 
-def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
-    """Run until SIGTERM or SIGINT, then stop every service cleanly."""
+ROOT_FIX = ("run it as an unprivileged user that holds only CAP_NET_BIND_SERVICE (the systemd unit "
+            "deploy/provisioner.service, installed by `make install-service`; docs/deploy.md), or, if you really "
+            "mean it, pass `serve --allow-root` or set allow_root = true (PROVISIONER_ALLOW_ROOT=1)")
+
+
+def refuse_root(config: Config, *, allow_root: bool = False, uid: int | None = None) -> None:
+    """StartupError when running as root without being told to: a bug in the TFTP or HTTP code reachable by any
+    host on the segment would otherwise own the machine, and ports 69/80 need only CAP_NET_BIND_SERVICE."""
+    if (os.geteuid() if uid is None else uid) == 0 and not (allow_root or config.allow_root):
+        raise StartupError(f"refusing to run as root: {ROOT_FIX}")
+
+
+def serve(config: Config, *, announce: Callable[[str], None] = print, allow_root: bool = False) -> None:
+    """Run until SIGTERM or SIGINT, then stop every service cleanly (refused as root unless allowed)."""
+    refuse_root(config, allow_root=allow_root)
     lock = DataDirLock(config.data_dir).acquire()  # held for this process's life: one serve per data dir
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -111,12 +111,14 @@ def tftp_root_prepare(ctx: Context) -> None:
 
 
 @main.command("serve")
+@click.option("--allow-root", is_flag=True,
+              help="Run even as root (refused by default: use an unprivileged user with CAP_NET_BIND_SERVICE).")
 @pass_ctx
 @friendly
-def serve_cmd(ctx: Context) -> None:
+def serve_cmd(ctx: Context, allow_root: bool) -> None:
     """Run the TFTP and HTTP servers until SIGTERM or Ctrl-C."""
     try:
-        runtime.serve(ctx.config, announce=click.echo)
+        runtime.serve(ctx.config, announce=click.echo, allow_root=allow_root)
     except runtime.StartupError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
 

@@ -97,7 +97,7 @@ def test_a_read_only_database_is_one_line(tmp_path):
 def _serve(data: Path, root: Path) -> subprocess.Popen:
     env = {**os.environ, "PROVISIONER_DATA_DIR": str(data), "PROVISIONER_TFTP_ROOT": str(root),
            "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0",
-           "PROVISIONER_CONFIG": ""}
+           "PROVISIONER_CONFIG": "", "PROVISIONER_ALLOW_ROOT": "1"}  # the tests run as root
     return subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -258,7 +258,8 @@ def start_dnsmasq(workdir: Path) -> Process:
 
 def start_server(env: dict[str, str], workdir: Path) -> Process:
     """`provisioner serve` in the namespace, with the lab's PROVISIONER_* environment."""
-    return Process([sys.executable, "-m", "provisioner", "serve"], workdir / "serve.log", env=env)
+    # the lab runs as root (serve refuses that unless told)
+    return Process([sys.executable, "-m", "provisioner", "serve", "--allow-root"], workdir / "serve.log", env=env)
 
 
 @dataclass

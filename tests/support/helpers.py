@@ -232,7 +232,8 @@ def serve_process(tmp_path: Path, **env: str) -> Iterator[subprocess.Popen]:
     (tmp_path / "root").mkdir(exist_ok=True)
     environ = {**os.environ, "PROVISIONER_DATA_DIR": str(tmp_path / "d"),
                "PROVISIONER_TFTP_ROOT": str(tmp_path / "root"), "PROVISIONER_BIND_ADDRESS": "127.0.0.1",
-               "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0", "PROVISIONER_CONFIG": "", **env}
+               "PROVISIONER_HTTP_PORT": "0", "PROVISIONER_TFTP_PORT": "0", "PROVISIONER_CONFIG": "",
+               "PROVISIONER_ALLOW_ROOT": "1", **env}  # the tests run as root (serve refuses it by default)
     proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve"], env=environ, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

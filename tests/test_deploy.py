@@ -1,0 +1,185 @@
+"""The systemd unit (deploy/provisioner.service) and `serve` as an unprivileged user with only CAP_NET_BIND_SERVICE.
+
+systemd is not PID 1 here, so the unit is checked with `systemd-analyze verify` and the way it runs serve is
+reproduced with setpriv (util-linux): the same user switch and the same single ambient capability.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from provisioner.tftp.client import fetch
+
+REPO = Path(__file__).resolve().parents[1]
+NOBODY = 65534  # an unprivileged uid/gid every Debian system has
+CAP_NET_BIND_SERVICE = 1 << 10  # linux/capability.h
+
+
+def _render_unit(out: Path) -> str:
+    subprocess.run(["make", "-s", "-C", str(REPO), "service-unit", f"UNIT_OUT={out}"], check=True)
+    return out.read_text()
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path):
+    unit = _render_unit(tmp_path / "provisioner.service")
+    assert f"ExecStart={REPO / '.venv' / 'bin' / 'provisioner'} serve\n" in unit  # this venv's entry point
+    proc = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "provisioner.service")],
+                          capture_output=True, text=True)
+    # verify warns about unknown keys on stderr but still exits 0: a clean unit says nothing at all
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    for line in ("User=provisioner", "StateDirectory=provisioner", "Environment=PROVISIONER_DATA_DIR=%S/provisioner",
+                 "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+                 "NoNewPrivileges=yes", "Restart=on-failure"):
+        assert f"\n{line}\n" in unit, line
+
+
+def test_verify_catches_a_unit_whose_entry_point_is_missing():
+    """The repository's own file names /opt/provisioner: verify refuses it until install-service rewrites it."""
+    proc = subprocess.run(["systemd-analyze", "verify", str(REPO / "deploy" / "provisioner.service")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "/opt/provisioner/.venv/bin/provisioner is not executable" in proc.stderr
+
+
+def _free_privileged_port_pair() -> tuple[int, int]:
+    """A TFTP (udp) and an HTTP (tcp) port below 1024 free on loopback: binding them needs the capability."""
+    for port in range(900, 1000):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+                u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port + 1))
+            return port, port + 1
+        except OSError:
+            continue
+    pytest.skip("no free privileged port pair on loopback")
+
+
+@pytest.fixture
+def unprivileged_setup():
+    """A data dir and tftp_root the unprivileged user owns/reads, outside root's 0700 pytest temp dir."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    top = Path(tempfile.mkdtemp(prefix="provisioner-deploy-"))
+    os.chmod(top, 0o755)
+    (top / "root").mkdir()
+    (top / "root" / "hello.bin").write_bytes(b"served to a booting host\n" * 100)
+    os.chmod(top / "root" / "hello.bin", 0o644)
+    (top / "data").mkdir()
+    os.chown(top / "data", NOBODY, NOBODY)
+    tftp_port, http_port = _free_privileged_port_pair()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")},
+           "PROVISIONER_CONFIG": "", "PROVISIONER_DATA_DIR": str(top / "data"),
+           "PROVISIONER_TFTP_ROOT": str(top / "root"), "PROVISIONER_BIND_ADDRESS": "127.0.0.1",
+           "PROVISIONER_TFTP_PORT": str(tftp_port), "PROVISIONER_HTTP_PORT": str(http_port),
+           "PYTHONUNBUFFERED": "1", "HOME": str(top)}
+    yield top, env, tftp_port, http_port
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _python_for_nobody(env: dict[str, str]) -> str:
+    """An interpreter the unprivileged user can execute. This machine's venv links into /root/.pyenv (/root is
+    0700), so serve's own re-executions of sys.executable (its TFTP worker processes) are refused there; a real
+    deployment builds its venv from a Python the service user can run (docs/deploy.md). Here the system Python of
+    the same minor version runs the same code and the same installed packages (PYTHONPATH)."""
+    probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "test", "-x",
+                            os.path.realpath(sys.executable)])
+    if probe.returncode == 0:
+        return sys.executable
+    system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin")
+    assert system, f"no /usr/bin python{sys.version_info.major}.{sys.version_info.minor} for the unprivileged user"
+    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), site])
+    return system
+
+
+def _setpriv(env: dict[str, str], *caps: str) -> list[str]:
+    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    if caps:
+        argv += [f"--inh-caps=+{','.join(caps)}", f"--ambient-caps=+{','.join(caps)}"]
+    return argv + [_python_for_nobody(env), "-m", "provisioner", "serve"]
+
+
+def _caps(pid: int) -> dict[str, int]:
+    fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    return {"uid": int(fields["Uid"].split()[1]), "CapEff": int(fields["CapEff"], 16),
+            "CapPrm": int(fields["CapPrm"], 16)}
+
+
+def test_serve_runs_as_an_unprivileged_user_with_only_net_bind_service(unprivileged_setup):
+    top, env, tftp_port, http_port = unprivileged_setup
+    proc = subprocess.Popen(_setpriv(env, "net_bind_service"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stdout.readline()
+        if proc.poll() is not None:
+            first += proc.stderr.read()
+        assert f"TFTP on udp 127.0.0.1:{tftp_port}, HTTP on http://127.0.0.1:{http_port}" in first, first
+        assert _caps(proc.pid) == {"uid": NOBODY, "CapEff": CAP_NET_BIND_SERVICE, "CapPrm": CAP_NET_BIND_SERVICE}
+        body = (top / "root" / "hello.bin").read_bytes()
+        assert fetch("127.0.0.1", tftp_port, "hello.bin") == body
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/tftp/hello.bin", timeout=10) as answer:
+            assert answer.read() == body
+        assert (top / "data" / "provisioner.db").stat().st_uid == NOBODY  # its store, in the data dir it owns
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopping" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_without_the_capability_the_privileged_ports_are_refused_clearly(unprivileged_setup):
+    """The control: the same user without CAP_NET_BIND_SERVICE cannot bind them, and says so."""
+    _, env, _, _ = unprivileged_setup
+    proc = subprocess.run(_setpriv(env), env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "cannot start" in proc.stderr and "Permission denied" in proc.stderr, proc.stderr
+
+
+def test_serve_refuses_root_and_names_the_fix(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("checks the refusal as root")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}, "PROVISIONER_CONFIG": "",
+           "PROVISIONER_DATA_DIR": str(tmp_path / "d"), "PROVISIONER_TFTP_ROOT": str(tmp_path),
+           "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_TFTP_PORT": "0", "PROVISIONER_HTTP_PORT": "0"}
+    proc = subprocess.run([sys.executable, "-m", "provisioner", "serve"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "refusing to run as root" in proc.stderr
+    for fix in ("CAP_NET_BIND_SERVICE", "deploy/provisioner.service", "--allow-root", "allow_root"):
+        assert fix in proc.stderr, fix
+    assert not (tmp_path / "d" / "provisioner.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize("how", [["--allow-root"], "env"])
+def test_serve_runs_as_root_when_told(tmp_path, how):
+    if os.geteuid() != 0:
+        pytest.skip("checks the override as root")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}, "PROVISIONER_CONFIG": "",
+           "PROVISIONER_DATA_DIR": str(tmp_path / "d"), "PROVISIONER_TFTP_ROOT": str(tmp_path),
+           "PROVISIONER_BIND_ADDRESS": "127.0.0.1", "PROVISIONER_TFTP_PORT": "0", "PROVISIONER_HTTP_PORT": "0"}
+    if how == "env":
+        env["PROVISIONER_ALLOW_ROOT"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner", "serve", *(how if how != "env" else [])], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "HTTP on" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -20,11 +20,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "provisioner"
 # (provisioner/__init__.py: the lazy create_app) and __main__ sit on top.
 LAYERS: list[tuple[str, set[str]]] = [
     ("leaves", {"config", "model", "states", "logs", "metrics", "paths", "output", "progress", "cryptpw",
-                "credentials", "pollselect"}),
+                "credentials", "pollselect", "auditchain"}),
     ("store", {"store"}),
     ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_tls", "xapi_checks",
                     "xapi_prechecks", "xapi_members", "xapi_updates", "media", "packs", "updates", "registry",
-                    "eventwriter"}),
+                    "eventwriter", "audit", "tokens", "webhooks"}),
     ("coordinator", {"coordinator"}),
     ("web", {"web"}),
     ("top", {"cli", "runtime", "demo", "", "__main__"}),

@@ -9,6 +9,7 @@ import click
 
 from provisioner import registry
 from provisioner.boot import loaders
+from provisioner.cli.audited import AuditedGroup
 from provisioner.config import ConfigError, load_config
 from provisioner.logs import setup_logging
 from provisioner.model import ValidationError
@@ -59,7 +60,7 @@ def emit(data, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False) if as_json else text)
 
 
-@click.group()
+@click.group(cls=AuditedGroup)  # one audit row per operator command (cli/audited.py)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PROVISIONER_CONFIG",
               help="provisioner.toml to read (default: $PROVISIONER_CONFIG, else ./provisioner.toml if present).")
 @click.version_option(package_name="provisioner")

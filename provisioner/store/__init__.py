@@ -3,13 +3,15 @@
 SQLite in WAL mode, one connection per thread, every read-modify-write inside BEGIN IMMEDIATE, and every
 state change writes an `events` row in the same transaction. Split into mixins by responsibility: base
 (connections, migrations, file checks), events (the bounded event log), hosts, media, attempts, runs (pools,
-runs, host steps), updates (update repositories: bundles and mirrors); lock (one serve per data dir). All SQL
+runs, host steps), updates (update repositories: bundles and mirrors), audit (the hash-chained audit trail),
+tokens (named API tokens), webhooks (webhooks and their delivery outbox); lock (one serve per data dir). All SQL
 stays inside this package.
 """
 
 from __future__ import annotations
 
 from provisioner.store.attempts import AttemptChange, AttemptsMixin
+from provisioner.store.audit import AuditMixin
 from provisioner.store.base import ConflictError, NotFoundError, StoreBase, StoreError, now
 from provisioner.store.events import EventsMixin
 from provisioner.store.hosts import HostsMixin
@@ -17,10 +19,13 @@ from provisioner.store.media import MediaMixin
 from provisioner.store.packs import PacksMixin
 from provisioner.store.runs import PoolRecord, Run, RunHost, RunsMixin
 from provisioner.store.schema import MIGRATIONS, SCHEMA_VERSION
+from provisioner.store.tokens import TokensMixin
 from provisioner.store.updates import UpdateRepo, UpdatesMixin
+from provisioner.store.webhooks import WebhooksMixin
 
 
-class Store(HostsMixin, MediaMixin, PacksMixin, AttemptsMixin, RunsMixin, UpdatesMixin, EventsMixin, StoreBase):
+class Store(HostsMixin, MediaMixin, PacksMixin, AttemptsMixin, RunsMixin, UpdatesMixin, AuditMixin, TokensMixin,
+            WebhooksMixin, EventsMixin, StoreBase):
     """A handle on one database file; safe to share between threads (each thread gets its own connection)."""
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, g, jsonify, request
 
-from provisioner import registry
+from provisioner import registry, tokens
 from provisioner.boot import attempts
 from provisioner import credentials
 from provisioner.model import ValidationError, normalize_mac
@@ -23,11 +22,14 @@ MAX_WINDOW_SECONDS = 30 * 24 * 3600  # an arming window longer than a month is a
 
 @bp.before_request
 def _require_token():
-    """Every API call needs `Authorization: Bearer <api_token>`; boot endpoints use per-attempt tokens instead.
-    Too many wrong tokens from one address: 429 for a while (throttle.py)."""
-    expected = get_config().api_token
-    if not expected:
-        return json_error(401, "the REST API is disabled: set api_token in the server configuration")
+    """Every API call needs `Authorization: Bearer <token>`: the configured api_token (admin "config") or a named
+    token (provisioner/tokens.py), whose role must allow the request (403 otherwise); boot endpoints use
+    per-attempt tokens instead. Too many wrong tokens from one address: 429 for a while (throttle.py). The
+    principal is left in flask.g.principal for the audit hook (web/audit_hook.py)."""
+    config, store = get_config(), get_store()
+    if not tokens.enabled(store, config.api_token):
+        return json_error(401, "the REST API is disabled: set api_token in the server configuration or add a "
+                               "token (provisioner tokens add NAME --role ROLE)")
     guard, client = get_throttle(), request.remote_addr or "?"
     wait = guard.retry_after(client)
     if wait:
@@ -35,13 +37,18 @@ def _require_token():
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    principal = tokens.authenticate(store, config.api_token, given) if scheme.lower() == "bearer" else None
+    if principal is None:
         if guard.failed(client):
-            get_store().add_event("auth.throttled", details={"client": client, "via": "api"})
+            store.add_event("auth.throttled", details={"client": client, "via": "api"})
         response = json_error(401, "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="provisioner"'
         return response
     guard.succeeded(client)
+    g.principal = principal
+    why = tokens.refusal(principal, request.method, request.path)
+    if why:
+        return json_error(403, why, role=principal.role)
     return None
 
 

@@ -46,6 +46,9 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     openapi.init_app(app)
     from provisioner.web import ui  # the dashboard under /ui/
     ui.init_app(app)
+    from provisioner.web import api_audit, audit_hook  # GET /api/v1/audit; one audit row per action
+    api_audit.init_app(app)
+    audit_hook.init_app(app)
 
     @app.errorhandler(404)
     def _not_found(_exc):

@@ -15,8 +15,6 @@ The size cap (http_max_body_bytes) is applied by the server to every admitted bo
 
 from __future__ import annotations
 
-import hmac
-import time
 from typing import Callable, Mapping
 
 from flask import Flask
@@ -24,7 +22,8 @@ from itsdangerous import BadSignature
 from werkzeug.http import parse_cookie
 
 from provisioner.web import ui_base
-from provisioner.web.access import get_config
+from provisioner import tokens
+from provisioner.web.access import get_config, get_store
 from provisioner.web.httpguard import DROP_BODY, Limits, Verdict
 
 API_PREFIX = "/api/"
@@ -35,15 +34,17 @@ UI_SMALL_BODY = 64 * 1024
 def body_gate(app: Flask) -> Callable[[str, str, Mapping[str, str], "int | None"], Verdict]:
     """The gate for `app`: gate(method, path, headers, length or None if chunked) -> None | DROP_BODY | (status,
     message). `headers` as waitress parses them (upper case, '-' as '_')."""
-    token = get_config(app).api_token.encode()
+    token = get_config(app).api_token
+    store = get_store(app)
 
     def bearer_ok(headers: Mapping[str, str]) -> bool:
+        """The configured api_token or any named token (tokens.py); the role is checked by the API itself."""
         scheme, _, given = headers.get("AUTHORIZATION", "").partition(" ")
-        return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+        return scheme.lower() == "bearer" and tokens.authenticate(store, token, given) is not None
 
     def session_ok(headers: Mapping[str, str]) -> bool:
         cookie = parse_cookie(headers.get("COOKIE", "")).get(app.config.get("SESSION_COOKIE_NAME", ""), "")
-        if not cookie or not token:
+        if not cookie:
             return False
         with app.app_context():  # the session key and the login fingerprint are the app's
             serializer = app.session_interface.get_signing_serializer(app)
@@ -51,9 +52,7 @@ def body_gate(app: Flask) -> Callable[[str, str, Mapping[str, str], "int | None"
                 data = serializer.loads(cookie, max_age=ui_base.SESSION_SECONDS)
             except BadSignature:
                 return False
-            given = data.get("auth") if isinstance(data, dict) else None
-            return (isinstance(given, str) and time.time() < data.get("until", 0)
-                    and hmac.compare_digest(given, ui_base.login_fingerprint(token.decode())))
+            return ui_base.session_principal(data, store, token) is not None
 
     def gate(method: str, path: str, headers: Mapping[str, str], length: int | None) -> Verdict:
         if path.startswith(API_PREFIX):

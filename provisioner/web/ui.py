@@ -12,6 +12,7 @@ from flask import Flask, redirect
 
 def init_app(app: Flask) -> None:
     from provisioner.web import ui_hosts, ui_pools  # noqa: F401  (their views attach to the blueprint)
+    from provisioner.web import ui_audit  # noqa: F401  (the audit trail page)
     from provisioner.web.ui_base import bp, init_session
 
     init_session(app)

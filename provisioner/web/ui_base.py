@@ -1,8 +1,11 @@
-"""The dashboard's blueprint and its guards: login with the API token, a signed session cookie, CSRF, headers.
+"""The dashboard's blueprint and its guards: login with an API token, a signed session cookie, CSRF, headers.
 
-The session is Flask's signed cookie. It holds no secret: only an HMAC of the API token (so changing the token
-logs everyone out), the CSRF token and flash messages. Its key is app.secret_key when one is configured, else a
-random key generated on first use into <data_dir>/ui-secret-key (mode 0600) and kept across restarts.
+Login is per token name (provisioner/tokens.py): the configured api_token logs in as "config" (admin), a named
+token as its name with its role; a viewer session may look but every form it posts is refused (403, audited).
+The session is Flask's signed cookie. It holds no secret: only the token's name and an HMAC of the token's digest
+(so changing or removing the token logs its sessions out), the CSRF token and flash messages. Its key is
+app.secret_key when one is configured, else a random key generated on first use into <data_dir>/ui-secret-key
+(mode 0600) and kept across restarts.
 
 CSRF: every POST under /ui must carry the session's random token in the form field `csrf_token` (or the
 X-CSRF-Token header), compared in constant time. That is the synchronizer-token pattern Flask-WTF implements;
@@ -21,10 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Request, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (Blueprint, Flask, Request, current_app, flash, g, redirect, render_template, request, session,
+                   url_for)
 from flask.sessions import SecureCookieSessionInterface
 
-from provisioner.store import NotFoundError
+from provisioner import tokens
+from provisioner.store import NotFoundError, Store
 from provisioner.web import ui_view
 from provisioner.web.access import get_config, get_store, get_throttle, json_error
 
@@ -97,18 +102,45 @@ def csrf_token() -> str:
     return session["csrf"]
 
 
-def login_fingerprint(token: str) -> str:
-    """What a logged-in session holds: an HMAC of the API token under the session key (also checked by gate.py)."""
+def login_fingerprint(name: str, secret_digest: str) -> str:
+    """What a logged-in session holds: an HMAC of the token's name and digest under the session key."""
     key = current_app.secret_key
     key = key.encode() if isinstance(key, str) else key
-    return hmac.new(key, b"ui-login\0" + token.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, b"ui-login\0" + name.encode() + b"\0" + secret_digest.encode(), hashlib.sha256).hexdigest()
+
+
+def _token_digest(store: Store, config_token: str, name: str) -> str | None:
+    if name == tokens.CONFIG_TOKEN:
+        return tokens.digest(config_token) if config_token else None
+    return store.api_token_digest(name)
+
+
+def session_principal(data: Any, store: Store, config_token: str) -> tokens.Principal | None:
+    """Who a session's data (a dict) is logged in as, or None: expired, or its token changed or removed.
+    Needs the app context (the session key); gate.py asks it too, at header time."""
+    if not isinstance(data, dict) or not time.time() < data.get("until", 0):
+        return None
+    name, given = data.get("who"), data.get("auth")
+    if not isinstance(name, str) or not isinstance(given, str):
+        return None
+    secret_digest = _token_digest(store, config_token, name)
+    if not secret_digest or not hmac.compare_digest(given, login_fingerprint(name, secret_digest)):
+        return None
+    if name == tokens.CONFIG_TOKEN:
+        return tokens.Principal(name, tokens.ADMIN)
+    row = next((r for r in store.list_api_tokens() if r["name"] == name), None)
+    return tokens.Principal(name, row["role"]) if row else None
+
+
+def current_user() -> tokens.Principal | None:
+    """The logged-in principal of this request (cached in flask.g), or None."""
+    if "ui_user" not in g:
+        g.ui_user = session_principal(dict(session), get_store(), get_config().api_token)
+    return g.ui_user
 
 
 def logged_in() -> bool:
-    expected = get_config().api_token
-    given = session.get("auth")
-    return bool(expected and isinstance(given, str) and time.time() < session.get("until", 0)
-                and hmac.compare_digest(given, login_fingerprint(expected)))
+    return current_user() is not None
 
 
 def _safe_next(target: str | None) -> str:
@@ -130,6 +162,9 @@ def _guard():
         if _wants_json():
             return json_error(401, "log in first")
         return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+    user = current_user()
+    if user is not None:
+        g.principal = user  # for the audit hook (web/audit_hook.py)
     if request.method not in SAFE_METHODS:
         given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
         expected = session.get("csrf")
@@ -137,6 +172,10 @@ def _guard():
             return page("message.html", 400, title="Form refused",
                         message="This form did not carry this dashboard's security token (it may be from an "
                                 "old page, another site, or a session that ended). Reload the page and try again.")
+        why = tokens.refusal(user, request.method, request.path) if user and request.endpoint not in (
+            "ui.login", "ui.logout") else None
+        if why:
+            return page("message.html", 403, title="Not allowed", message=why + ".")
     return None
 
 
@@ -153,7 +192,7 @@ def _headers(response):
 
 @bp.context_processor
 def _template_helpers() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "logged_in": logged_in, "when": ui_view.when}
+    return {"csrf_token": csrf_token, "logged_in": logged_in, "current_user": current_user, "when": ui_view.when}
 
 
 @bp.errorhandler(NotFoundError)
@@ -166,9 +205,9 @@ def _missing(exc: NotFoundError):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    config = get_config()
+    config, store = get_config(), get_store()
     target = _safe_next(request.values.get("next"))
-    if not config.api_token:
+    if not tokens.enabled(store, config.api_token):
         return page("login.html", 503, disabled=True, next=target)
     if request.method == "GET":
         return page("login.html", next=target)
@@ -181,17 +220,20 @@ def login():
         body, status = page("login.html", 429, error=f"Too many failed logins from {client}: try again in {when}.",
                             next=target)
         return body, status, {"Retry-After": str(int(wait) + 1)}
-    if not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
-        get_store().add_event("ui.login_failed", details={"client": client})
+    user = tokens.authenticate(store, config.api_token, given)
+    if user is None:
+        store.add_event("ui.login_failed", details={"client": client})
         if guard.failed(client):
-            get_store().add_event("auth.throttled", details={"client": client, "via": "ui"})
-        return page("login.html", 401, error="That is not the API token of this server.", next=target)
+            store.add_event("auth.throttled", details={"client": client, "via": "ui"})
+        return page("login.html", 401, error="That is not the API token of this server, nor one of its named tokens.", next=target)
     guard.succeeded(client)
+    g.principal = user  # the audit row of this login names who logged in
     session.clear()  # a new session on login: nothing from before it (session fixation) survives
-    session["auth"] = login_fingerprint(config.api_token)
+    session["who"] = user.name
+    session["auth"] = login_fingerprint(user.name, _token_digest(store, config.api_token, user.name) or "")
     session["until"] = int(time.time()) + SESSION_SECONDS
     session["csrf"] = secrets.token_urlsafe(32)
-    get_store().add_event("ui.login", details={"client": client})
+    store.add_event("ui.login", details={"client": client, "token": user.name})
     return redirect(target, 303)
 
 

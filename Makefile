@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 # the dashboard's browser tests (driven by Playwright's Python package through executable_path).
 # gpgv: verifies update bundles' repomd.xml.asc (provisioner/updates/signature.py); gnupg: the tests' signing key
 # systemd: `systemd-analyze verify` of deploy/provisioner.service (make install-service, tests/test_deploy.py)
-DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium gpgv gnupg systemd
+# libpq5: the C client library psycopg (store/postgres.py) loads; postgresql: initdb/pg_ctl for the real server the
+# store tests and bench/config_latency.py --backend postgresql start in a temporary directory
+DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium gpgv gnupg \
+	libpq5 postgresql systemd
 
 .PHONY: demo test deps-debian venv bench clean service-unit install-service
 

@@ -181,7 +181,7 @@ def run_demo(workdir: Path | None = None, *, hosts: int = 4, speed: float = 120.
     """Run the demo; raises DemoFailure unless every host is verified at the target version."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="provisioner-demo-"))
     config = demo_config(workdir)
-    store = Store(config.db_path)
+    store = Store.from_config(config)
     say(f"demo data in {workdir}")
     added = media.import_media(store, config, DEMO_MEDIA, synthetic_media_tree(workdir / "media-tree"))
     say(f"media {added.name}: {added.product_name} {added.product_version} build {added.build}")

@@ -45,7 +45,7 @@ def get_host(store: Store, mac: str) -> Host:
 
 
 def _data_dir(store: Store) -> Path:
-    return Path(store.path).parent  # the key file lives with the database it protects (as for pools)
+    return Path(store.data_dir)  # the key file lives with the database it protects (as for pools)
 
 
 def _password(value: Any) -> str | None:

@@ -39,7 +39,7 @@ class Runtime:
 
     def __init__(self, config: Config, store: Store | None = None, *, flows: FlowService | None = None):
         self.config = config
-        self.store = store or Store(config.db_path)
+        self.store = store or Store.from_config(config)
         self.flows = flows or FlowService(self.store, config)  # timeouts from the config (coordinator/wiring.py)
         self.http: ServerHandle | None = None
         self.tftp: TftpService | None = None

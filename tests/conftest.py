@@ -10,6 +10,7 @@ from provisioner.config import load_config
 from provisioner.store import Store
 
 from helpers import API_TOKEN
+from pg_server import PgServer
 
 
 
@@ -27,6 +28,20 @@ def store(config):
     s = Store(config.db_path)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL cluster for the session (tests/support/pg_server.py): initdb + pg_ctl in a temp dir."""
+    server = PgServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh empty PostgreSQL database for this test; its postgresql:// URL."""
+    return pg_server.create_database()
 
 
 @pytest.fixture

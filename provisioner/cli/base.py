@@ -33,7 +33,7 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.config.db_path)
+            self._store = Store.from_config(self.config)
         return self._store
 
 

@@ -18,7 +18,7 @@ class FlowLock:
     """An exclusive flock on <db dir>/locks/<name>.lock; ConflictError naming the holder's pid when taken."""
 
     def __init__(self, store: Store, name: str, busy: str):
-        self.path = Path(store.path).parent / "locks" / f"{name}.lock"
+        self.path = Path(store.data_dir) / "locks" / f"{name}.lock"
         self.busy = busy  # the ConflictError's message; "{pid}" is the holder
         self._fd: int | None = None
 

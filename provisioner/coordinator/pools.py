@@ -141,7 +141,7 @@ def get_pool(store: Store, name: str) -> PoolRecord:
 
 
 def _data_dir(store: Store) -> Path:
-    return Path(store.path).parent  # the key file lives with the database it protects
+    return Path(store.data_dir)  # the key file lives with the database it protects
 
 
 def pool_password(store: Store, name: str) -> str:

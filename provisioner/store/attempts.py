@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from provisioner import states
 from provisioner.model import Attempt
 from provisioner.store.base import ConflictError, NotFoundError, StoreError, now
+from provisioner.store.errors import BUSY_ERRORS
 from provisioner.store.reinstalls import ReinstallsMixin
 
 _UPDATABLE = ("runs", "exit_code")
@@ -126,7 +127,7 @@ class AttemptsMixin(ReinstallsMixin):
                     conn.execute("UPDATE attempts SET boot_client = ? WHERE id = ? AND boot_client IS NULL",
                                  (boot_client, attempt.id))
                 self._event(conn, "attempt.fetch", mac=attempt.mac, run_id=attempt.run_id, details=details)
-        except (sqlite3.OperationalError, OSError) as err:
+        except (*BUSY_ERRORS, OSError) as err:
             if not best_effort:
                 raise
             self._dropped("attempt.fetch", err)  # type: ignore[attr-defined]
@@ -143,7 +144,8 @@ class AttemptsMixin(ReinstallsMixin):
         """How many `kind` events name this attempt, counted no further than `cap` (a per-attempt event budget)."""
         row = self._connect().execute(
             "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE mac = ? AND kind = ? "
-            "AND json_extract(details, '$.attempt') = ? LIMIT ?)", (attempt.mac, kind, attempt.id, cap)).fetchone()
+            "AND CAST(json_extract(details, '$.attempt') AS TEXT) = ? LIMIT ?) AS capped",
+            (attempt.mac, kind, str(attempt.id), cap)).fetchone()
         return int(row[0])
 
     def change_attempt(self, *, decide: Callable[[Attempt], AttemptChange | None], token: str | None = None,

@@ -1,9 +1,11 @@
 """The store core: connections, transactions, migrations and the events table (mixins add the records).
 
-SQLite in WAL mode, one connection per thread, every read-modify-write inside BEGIN IMMEDIATE so that the
-TFTP thread, the HTTP workers and the coordinator can write at once without lost updates. Every state
-change writes an `events` row in the same transaction. The SQL is kept portable (a PostgreSQL backend will
-follow); the SQLite-only bits (PRAGMAs, BEGIN IMMEDIATE) are confined to _connect() and _tx().
+SQLite in WAL mode (the default: a file) or PostgreSQL (a `postgresql://` URL: store/postgres.py), one
+connection per thread, every read-modify-write inside a write transaction that holds the database's one write
+lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory transaction lock), so that the TFTP thread, the HTTP
+workers, the coordinator and other servers on the same database can write at once without lost updates. Every
+state change writes an `events` row in the same transaction. The SQL is written once (portable, `?` placeholders);
+the backend-specific bits are confined to _connect(), _tx(), schema_version() and store/postgres.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from provisioner.store import postgres
+from provisioner.store.errors import BUSY_ERRORS, DB_ERRORS, INTEGRITY_ERRORS  # noqa: F401 (re-exported)
 from provisioner.store.events import NoiseBudget
 from provisioner.store.schema import SCHEMA_VERSION, MIGRATIONS
 
@@ -54,22 +58,47 @@ def now() -> str:
 
 
 class StoreBase:
-    """A handle on one database file; safe to share between threads (each thread gets its own connection)."""
+    """A handle on one database (a SQLite file path or a postgresql:// URL); safe to share between threads (each
+    thread gets its own connection). `data_dir`: where the files that go with the database live (the credentials
+    key, flow locks); default: a SQLite file's directory (a PostgreSQL store needs it given)."""
 
-    def __init__(self, path: str | Path, *, migrate: bool = True):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: str | Path, *, migrate: bool = True, data_dir: str | Path | None = None):
+        self.url = str(target) if postgres.is_url(target) else None
+        self.backend = "postgresql" if self.url else "sqlite"
+        if self.url:
+            self.path = None
+            self.where = postgres.redact(self.url)
+            self.data_dir = Path(data_dir) if data_dir is not None else Path.cwd()
+        else:
+            self.path = Path(target)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.where = str(self.path)
+            self.data_dir = Path(data_dir) if data_dir is not None else self.path.parent
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[Any] = []
         self._lock = threading.Lock()
         self.noise = NoiseBudget()  # sampling of unauthenticated events (store.events)
         if migrate:
-            self._check_file()
+            if not self.url:
+                self._check_file()
             try:
                 self.migrate()
-            except sqlite3.Error as err:
+            except DB_ERRORS as err:
                 self.close()
-                raise StoreError(_fault(self.path, err)) from None
+                raise StoreError(self._fault(err)) from None
+            except BaseException:
+                self.close()
+                raise
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> Any:
+        """The store a Config names: its database_url (PostgreSQL) or data_dir/provisioner.db (SQLite)."""
+        return cls(config.database_url or config.db_path, data_dir=config.data_dir, **kwargs)
+
+    def _fault(self, err: BaseException) -> str:
+        if self.url:
+            return postgres.fault(self.where, err)
+        return _fault(self.path, err)
 
     def _check_file(self) -> None:
         """Refuse a 0-byte file, a file that is not SQLite, and a database that is not ours, before any write:
@@ -96,9 +125,17 @@ class StoreBase:
 
     # --- connections and transactions ---
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None and self.url:
+            try:
+                conn = postgres.Connection(self.url)
+            except postgres.Error as err:
+                raise StoreError(self._fault(err)) from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        elif conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             try:
@@ -115,9 +152,13 @@ class StoreBase:
         return conn
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
         """A write transaction: takes the write lock up front, so read-then-write cannot lose an update."""
         conn = self._connect()
+        if self.url:
+            with conn.write_transaction(wait=not getattr(self._local, "impatient", False)) as pg:
+                yield pg
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -141,8 +182,27 @@ class StoreBase:
 
     # --- schema ---
 
+    def tables(self) -> list[str]:
+        """The database's tables, sorted (db copy walks them)."""
+        conn = self._connect()
+        if self.url:
+            return conn.tables()
+        return [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+    def columns(self, table: str) -> list[str]:
+        """A table's columns in their defined order."""
+        conn = self._connect()
+        if self.url:
+            return conn.columns(table)
+        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
     def schema_version(self) -> int:
         conn = self._connect()
+        if self.url:
+            if not conn.table_exists("schema_version"):
+                return 0
+            return conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
         exists = conn.execute(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
         ).fetchone()[0]
@@ -152,26 +212,33 @@ class StoreBase:
         return row[0] or 0
 
     def migrate(self, target: int = SCHEMA_VERSION) -> int:
-        """Apply forward migrations up to `target`; refuse a database newer than this code."""
+        """Apply forward migrations up to `target`; refuse a database newer than this code. All in one
+        transaction (PostgreSQL DDL is transactional too): a failed migration leaves the database as it was."""
+        self.applied = self._migrate(target)
+        return target
+
+    def _migrate(self, target: int) -> list[int]:
+        applied = []
         with self._tx() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at VARCHAR(32))")
             current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
-                    f"database {self.path} has schema version {current}, newer than this program's "
+                    f"database {self.where} has schema version {current}, newer than this program's "
                     f"{SCHEMA_VERSION}: upgrade the provisioner package"
                 )
             for version in range(current + 1, target + 1):
                 for statement in MIGRATIONS[version - 1]:
-                    conn.execute(statement)
+                    conn.execute(postgres.ddl(statement) if self.url else statement)
                 conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, now()))
                 self._event(conn, "schema.migrated", details={"version": version})
-        return target
+                applied.append(version)
+        return applied
 
     # --- events ---
 
     @staticmethod
-    def _event(conn: sqlite3.Connection, kind: str, *, mac: str | None = None, run_id: str | None = None,
+    def _event(conn: Any, kind: str, *, mac: str | None = None, run_id: str | None = None,
                details: Mapping[str, Any] | None = None) -> None:
         conn.execute(
             "INSERT INTO events (ts, mac, run_id, kind, details) VALUES (?, ?, ?, ?, ?)",

@@ -17,13 +17,13 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
 from typing import Any, Callable, Iterator, Mapping
 
 from provisioner import states
+from provisioner.store.errors import BUSY_ERRORS, DB_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class EventsMixin:
         try:
             with self._tx() as conn:  # type: ignore[attr-defined]
                 self._event(conn, kind, mac=mac, run_id=run_id, details=details)  # type: ignore[attr-defined]
-        except (sqlite3.Error, OSError) as err:
+        except (*DB_ERRORS, OSError) as err:
             if not noise:
                 raise
             self._dropped(kind, err)
@@ -148,7 +148,16 @@ class EventsMixin:
     @contextlib.contextmanager
     def impatient(self) -> Iterator[None]:
         """Writes on this thread fail at once ("database is locked") instead of waiting busy_timeout for the lock:
-        the TFTP decision thread tries a fetch record this way and queues it when another writer holds the lock."""
+        the TFTP decision thread tries a fetch record this way and queues it when another writer holds the lock.
+        (PostgreSQL: the write transaction tries the write lock instead of waiting for it: store/postgres.py.)"""
+        if getattr(self, "url", None):
+            local = self._local  # type: ignore[attr-defined]
+            local.impatient = True
+            try:
+                yield
+            finally:
+                local.impatient = False
+            return
         conn = self._connect()  # type: ignore[attr-defined]
         patience = conn.execute("PRAGMA busy_timeout").fetchone()[0]
         conn.execute("PRAGMA busy_timeout=0")
@@ -164,7 +173,7 @@ class EventsMixin:
             with self.impatient():
                 self.add_fetch_event(attempt, details, boot_client=boot_client,  # type: ignore[attr-defined]
                                      best_effort=False)
-        except (sqlite3.OperationalError, OSError):
+        except (*BUSY_ERRORS, OSError):
             return False
         return True
 
@@ -177,7 +186,7 @@ class EventsMixin:
     def _dropped(self, kind: str, err: BaseException) -> None:
         if self.note_dropped(kind) == 1:  # one line, not one per packet: the counts are in /metrics
             log.error("could not write a %s event to %s (%s): noise events are dropped and counted",
-                      kind, getattr(self, "path", "?"), err)
+                      kind, getattr(self, "where", "?"), err)
 
     def flush_sampled(self) -> int:
         """Write the summary rows of the sampled noise (best effort); returns how many were written."""
@@ -187,7 +196,7 @@ class EventsMixin:
                 with self._tx() as conn:  # type: ignore[attr-defined]
                     self._event(conn, kind, details=details)  # type: ignore[attr-defined]
                 written += 1
-            except (sqlite3.Error, OSError) as err:
+            except (*DB_ERRORS, OSError) as err:
                 self._dropped(kind, err)
         return written
 
@@ -229,7 +238,7 @@ class EventsMixin:
                 break
             deleted += self._delete_where(which, [], limit=excess)
         if deleted:
-            log.info("pruned %d event rows from %s", deleted, getattr(self, "path", "?"))
+            log.info("pruned %d event rows from %s", deleted, getattr(self, "where", "?"))
         return deleted
 
     def _delete_where(self, where: str, args: list[Any], *, limit: int | None = None) -> int:

@@ -14,7 +14,7 @@ def create_app(config: Config | None = None, store: Store | None = None) -> Flas
     """Build the WSGI app for `config` (loaded from the usual sources when None)."""
     config = config or load_config()
     app = Flask("provisioner", static_folder=None)
-    store = store or Store(config.db_path)
+    store = store or Store.from_config(config)
     access.install(app, config, store)
     app.json.sort_keys = False
 

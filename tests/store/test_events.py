@@ -6,6 +6,7 @@ import pytest
 
 from provisioner.eventwriter import DecisionStore, EventWriter
 from provisioner.store.events import NoiseBudget, is_noise
+from store_backends import write_lock_held
 
 
 @pytest.mark.parametrize("kind, mac, run_id, noise", [
@@ -47,13 +48,9 @@ def test_budget_per_address_then_per_kind_and_the_summaries_add_up():
 def test_a_full_queue_sheds_and_counts_never_blocks(store):
     writer = EventWriter(store, max_age_days=90, max_rows=10_000, maxsize=1)
     try:
-        conn = store._connect()
-        conn.execute("BEGIN IMMEDIATE")  # the writer thread now waits on the lock with the first item
-        try:
+        with write_lock_held(store):  # the writer thread now waits on the lock with the first item
             for n in range(50):
                 writer.add_event("run.progress", run_id="r", details={"n": n})
-        finally:
-            conn.execute("ROLLBACK")
         assert writer.dropped >= 40 and store.event_counters()["dropped"]["run.progress"] == writer.dropped
         assert writer.drain(30)
         written = store.events(run_id="r")
@@ -86,15 +83,11 @@ def test_a_full_queue_never_sheds_the_record_that_binds_an_attempt(store, config
     attempt = attempts.arm(store, config, "52:54:00:00:00:01", "xs84")
     writer = EventWriter(store, max_age_days=90, max_rows=10_000, maxsize=1)
     try:
-        conn = store._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_lock_held(store):
             for n in range(50):
                 writer.add_event("run.progress", run_id="r", details={"n": n})
             writer.add_fetch_event(attempt, {"what": "config"}, boot_client="127.0.0.1")
             writer.add_fetch_event(attempt, {"what": "config"}, boot_client="127.0.0.9")  # a later one: sheddable
-        finally:
-            conn.execute("ROLLBACK")
         assert writer.dropped >= 49
         assert writer.drain(30)
         assert store.get_attempt(attempt.id).boot_client == "127.0.0.1"

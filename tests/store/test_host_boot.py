@@ -1,8 +1,6 @@
 """Store: schema 9 (boot MAC, multipath, boot method, BMC per host; a pool's default boot method), the BMC
 password encrypted at rest, and the lookup by boot MAC."""
 
-import sqlite3
-
 import pytest
 
 from provisioner import registry
@@ -18,20 +16,17 @@ def _bmc(store, mac="aa:bb:cc:dd:ee:01", **kw):
                             username="admin", password=kw.pop("password", PASSWORD), **kw)
 
 
-def test_schema_9_migrates_a_schema_8_database_keeping_hosts_and_pools(tmp_path):
-    path = tmp_path / "old.sqlite"
-    old = Store(path, migrate=False)
+def test_schema_9_migrates_a_schema_8_database_keeping_hosts_and_pools(open_store):
+    old = open_store(migrate=False)
     old.migrate(target=8)
-    old.close()
-    raw = sqlite3.connect(path)
+    raw = old._connect()
     raw.execute("INSERT INTO hosts (mac, name, pool, disk, firmware, ip, notes, created_at, updated_at) "
                 "VALUES ('aa:bb:cc:dd:ee:01', 'h1', 'p1', NULL, 'uefi', NULL, '', 'x', 'x')")
     raw.execute("INSERT INTO pools (name, url, username, password, created_at, updated_at) "
                 "VALUES ('p1', 'https://m', 'root', 'fernet:v1:x', 'x', 'x')")
-    raw.commit()
-    raw.close()
+    old.close()
 
-    store = Store(path)
+    store = open_store()
     assert SCHEMA_VERSION >= 9 and store.schema_version() == SCHEMA_VERSION
     found = store.get_host("aa:bb:cc:dd:ee:01")
     assert found == Host(mac="aa:bb:cc:dd:ee:01", name="h1", pool="p1", firmware="uefi")
@@ -62,11 +57,15 @@ def test_bmc_password_is_encrypted_in_the_database_file_and_never_in_events(stor
     store.add_host(Host.from_fields({"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "pool": "p1"}))
     _bmc(store)
     _bmc(store, password=PASSWORD + "-2")  # replaced: an event says so, without either value
-    store._connect().execute("PRAGMA wal_checkpoint(FULL)")
-    for name in ("db.sqlite", "db.sqlite-wal"):
-        path = store.path.with_name(store.path.name + name.removeprefix("db.sqlite"))
-        if path.exists():
-            assert PASSWORD.encode() not in path.read_bytes()
+    if store.path is not None:  # SQLite: the file and its WAL
+        store._connect().execute("PRAGMA wal_checkpoint(FULL)")
+        for name in ("db.sqlite", "db.sqlite-wal"):
+            path = store.path.with_name(store.path.name + name.removeprefix("db.sqlite"))
+            if path.exists():
+                assert PASSWORD.encode() not in path.read_bytes()
+    for table in store.tables():  # either backend: no row of any table holds it
+        rows = store._connect().execute(f"SELECT * FROM {table}").fetchall()
+        assert PASSWORD not in repr([tuple(r) for r in rows])
     stored = store._connect().execute("SELECT bmc_password FROM hosts").fetchone()[0]
     assert stored.startswith("fernet:v1:")
     text = repr(store.events())

@@ -73,7 +73,7 @@ def test_hash_never_shown_and_cleared_once_served(ready):
 
 def test_a_reopened_store_keeps_the_flow(ready, config):
     found = create(ready)
-    again = Store(config.db_path)
+    again = Store.from_config(config)
     try:
         assert again.active_reinstall(MAC).id == found.id and again.get_reinstall(found.id).network["mode"] == "dhcp"
     finally:

@@ -109,14 +109,6 @@ def _log_level(raw: Any) -> str:
     return text
 
 
-def _database_url(raw: Any) -> str:
-    text = str(raw or "").strip()
-    if text and not text.startswith(("postgresql://", "postgres://")):
-        raise ValueError("must be a postgresql://user:password@host:port/database URL (empty: the SQLite file "
-                         "data_dir/provisioner.db)")
-    return text
-
-
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "provisioner"
 
@@ -124,9 +116,6 @@ def _default_data_dir() -> Path:
 # key -> (parser, default or a zero-argument callable producing it)
 FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "data_dir": (_path, _default_data_dir),
-    # the store's database: empty = SQLite in data_dir/provisioner.db (the default); a postgresql:// URL = that
-    # PostgreSQL database, which several servers may share (provisioner/store/postgres.py, docs/store.md)
-    "database_url": (_database_url, ""),
     "bind_address": (_ip, "0.0.0.0"),
     "tftp_port": (_int_in(0, 65535), 69),
     "http_port": (_int_in(0, 65535), 80),
@@ -153,6 +142,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "attempt_client_binding": (_bool, True),
     # lpxelinux.0 can fetch http:// paths: big files (xen.gz, vmlinuz, install.img) then go over HTTP, not TFTP.
     "pxelinux_http": (_bool, False),
+    # `dhcp-config` and `serve --proxy-dhcp`: iPXE clients (user class "iPXE") get our per-MAC iPXE script URL
+    # instead of pxelinux.0 / grubx64.efi (docs/dhcp.md)
+    "dhcp_ipxe": (_bool, False),
     # how often the coordinator polls XAPI while it waits for a host (down, back up, enabled)
     "upgrade_poll_ms": (_int_in(10, 600_000), 10_000),
     # how long one Async.PBD.plug after an upgrade may take (an iSCSI / FC attach takes minutes; docs/prechecks.md)
@@ -195,7 +187,6 @@ class Config:
     """The resolved configuration. Build it with load_config(); never mutate it."""
 
     data_dir: Path
-    database_url: str
     bind_address: str
     tftp_port: int
     http_port: int
@@ -214,6 +205,7 @@ class Config:
     attempts_per_arming: int
     attempt_client_binding: bool
     pxelinux_http: bool
+    dhcp_ipxe: bool
     upgrade_poll_ms: int
     pbd_plug_timeout_s: int
     host_up_timeout_s: int

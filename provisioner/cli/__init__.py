@@ -10,6 +10,7 @@ from provisioner.cli import bmc  # noqa: F401,E402  (registers `provisioner bmc`
 from provisioner.cli import pools  # noqa: F401,E402  (registers `provisioner pools add` and `pools trust`)
 from provisioner.cli import updates  # noqa: F401,E402  (registers `provisioner updates`)
 from provisioner.cli import access  # noqa: F401,E402  (registers `provisioner tokens`, `audit`, `webhooks`)
+from provisioner.cli import dhcp  # noqa: F401,E402  (registers `provisioner dhcp-config`)
 from provisioner.cli.base import main
 
 __all__ = ["main"]

@@ -109,6 +109,14 @@ def _log_level(raw: Any) -> str:
     return text
 
 
+def _database_url(raw: Any) -> str:
+    text = str(raw or "").strip()
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql://user:password@host:port/database URL (empty: the SQLite file "
+                         "data_dir/provisioner.db)")
+    return text
+
+
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "provisioner"
 
@@ -116,6 +124,9 @@ def _default_data_dir() -> Path:
 # key -> (parser, default or a zero-argument callable producing it)
 FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "data_dir": (_path, _default_data_dir),
+    # the store's database: empty = SQLite in data_dir/provisioner.db (the default); a postgresql:// URL = that
+    # PostgreSQL database, which several servers may share (provisioner/store/postgres.py, docs/store.md)
+    "database_url": (_database_url, ""),
     "bind_address": (_ip, "0.0.0.0"),
     "tftp_port": (_int_in(0, 65535), 69),
     "http_port": (_int_in(0, 65535), 80),
@@ -187,6 +198,7 @@ class Config:
     """The resolved configuration. Build it with load_config(); never mutate it."""
 
     data_dir: Path
+    database_url: str
     bind_address: str
     tftp_port: int
     http_port: int

@@ -62,6 +62,7 @@ LIBRARIES = {  # third-party top-level name -> its one home (a module, or a pack
     "sqlite3": ("provisioner.store",  # standard library, but the only SQL lives in store/
                 # ... and the Redfish front writes the sushy-tools fake driver's own state file (docs/power.md)
                 "provisioner.simulator.bmc_redfish"),
+    "psycopg": "provisioner.store.postgres",  # the PostgreSQL backend (database_url)
     "sushy": "provisioner.power.redfish",
     "pyghmi": ("provisioner.power.ipmi",
                "provisioner.simulator.bmc_ipmi"),  # the simulator's IPMI BMC is pyghmi's own BMC server class

@@ -19,6 +19,7 @@ from provisioner.boot.filenames import mac_of_tftp_name
 from provisioner.boot.loaders import describe_stray, missing_loaders, stray_per_mac_files
 from provisioner.config import Config
 from provisioner.coordinator.service import FlowService
+from provisioner.dhcp.proxy import ProxyDhcp, ProxyDhcpError, find_dnsmasq
 from provisioner.eventwriter import DecisionStore, EventWriter
 from provisioner.web.server import ServerHandle, serve_http
 from provisioner.store import Store
@@ -37,8 +38,12 @@ class StartupError(RuntimeError):
 class Runtime:
     """The running services. start() brings up TFTP and HTTP or raises StartupError with nothing left open."""
 
-    def __init__(self, config: Config, store: Store | None = None, *, flows: FlowService | None = None):
+    def __init__(self, config: Config, store: Store | None = None, *, flows: FlowService | None = None,
+                 proxy_dhcp: bool = False, proxy_args: tuple[str, ...] = ()):
         self.config = config
+        self.proxy_dhcp = proxy_dhcp  # also run dnsmasq as ProxyDHCP for our MACs (dhcp/proxy.py)
+        self.proxy: ProxyDhcp | None = None
+        self.proxy_args = proxy_args  # extra dnsmasq arguments (tests: alternate ports)
         self.store = store or Store.from_config(config)
         self.flows = flows or FlowService(self.store, config)  # timeouts from the config (coordinator/wiring.py)
         self.http: ServerHandle | None = None
@@ -50,6 +55,11 @@ class Runtime:
         stray = stray_per_mac_files(config.tftp_root)  # a real per-MAC file would be served instead of the decision
         if stray:
             raise StartupError(describe_stray(stray, config.tftp_root))
+        if self.proxy_dhcp:
+            try:
+                find_dnsmasq()  # refuse before anything is bound
+            except ProxyDhcpError as exc:
+                raise StartupError(str(exc)) from None
         self.events = EventWriter(store, max_age_days=config.events_max_age_days, max_rows=config.events_max_rows)
         deciding = DecisionStore(store, self.events)  # the TFTP thread never waits on the write lock
         try:
@@ -65,6 +75,8 @@ class Runtime:
             access.set_flows(app, self.flows)  # the web layer starts and follows runs and reinstalls through it
             access.set_events(app, self.events)  # the installer requests let queued bindings land (boot/answers.py)
             self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
+            if self.proxy_dhcp:
+                self.proxy = ProxyDhcp(store, config, extra_args=self.proxy_args).start()
         except Exception as exc:
             self.stop()
             raise StartupError(str(exc)) from exc
@@ -75,6 +87,9 @@ class Runtime:
     def stop(self) -> list[str]:
         """Stop everything; the ids of the upgrade runs interrupted (resumable by the next `serve`)."""
         interrupted = self.flows.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -99,16 +114,21 @@ def refuse_root(config: Config, *, allow_root: bool = False, uid: int | None = N
         raise StartupError(f"refusing to run as root: {ROOT_FIX}")
 
 
-def serve(config: Config, *, announce: Callable[[str], None] = print, allow_root: bool = False) -> None:
+def serve(config: Config, *, announce: Callable[[str], None] = print, allow_root: bool = False,
+          proxy_dhcp: bool = False) -> None:
     """Run until SIGTERM or SIGINT, then stop every service cleanly (refused as root unless allowed)."""
     refuse_root(config, allow_root=allow_root)
     lock = DataDirLock(config.data_dir).acquire()  # held for this process's life: one serve per data dir
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    runtime = Runtime(config).start()
+    runtime = Runtime(config, proxy_dhcp=proxy_dhcp).start()
     try:
         ip, port = runtime.tftp.address
         announce(f"TFTP on udp {ip}:{port}, HTTP on {runtime.http.url}; booting hosts are told {config.base_url}")
+        if runtime.proxy is not None and runtime.proxy.plan is not None:
+            announce(f"ProxyDHCP (dnsmasq pid {runtime.proxy.process.pid}) answers {len(runtime.proxy.plan.hosts)} "
+                     f"registered MAC(s) with next-server {runtime.proxy.plan.next_server}; "
+                     f"config {runtime.proxy.conf_path}")
         missing = missing_loaders(config.tftp_root)
         if missing:
             announce(f"warning: {config.tftp_root} lacks {', '.join(missing)}: PXE firmware asking for them gets "

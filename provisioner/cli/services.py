@@ -113,12 +113,15 @@ def tftp_root_prepare(ctx: Context) -> None:
 @main.command("serve")
 @click.option("--allow-root", is_flag=True,
               help="Run even as root (refused by default: use an unprivileged user with CAP_NET_BIND_SERVICE).")
+@click.option("--proxy-dhcp", is_flag=True,
+              help="Also answer our registered MACs' PXE requests as a ProxyDHCP (dnsmasq in proxy mode; the site's "
+                   "DHCP keeps giving addresses). Needs dnsmasq.")
 @pass_ctx
 @friendly
-def serve_cmd(ctx: Context, allow_root: bool) -> None:
+def serve_cmd(ctx: Context, allow_root: bool, proxy_dhcp: bool) -> None:
     """Run the TFTP and HTTP servers until SIGTERM or Ctrl-C."""
     try:
-        runtime.serve(ctx.config, announce=click.echo, allow_root=allow_root)
+        runtime.serve(ctx.config, announce=click.echo, allow_root=allow_root, proxy_dhcp=proxy_dhcp)
     except runtime.StartupError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
 

@@ -49,11 +49,13 @@ def render(plan: DhcpPlan) -> str:
 
 
 def render_proxy(plan: DhcpPlan, *, subnet_address: str, hosts_file: Path, interface: str | None = None,
-                 leases: Path | None = None) -> str:
+                 leases: Path | None = None, user: str | None = None) -> str:
     """The whole config of our ProxyDHCP dnsmasq: no DNS, no TFTP (serve does TFTP), proxy answers to our MACs only,
     which come from `hosts_file` so a registry change needs only a rewrite and SIGHUP."""
     lines = ["# provisioner serve --proxy-dhcp: generated, rewritten at every start",
              "port=0", "no-resolv", "no-hosts", "log-dhcp", "bind-dynamic"]
+    if user:  # dnsmasq started as root would become `nobody`, which cannot re-read a hosts file in a 0700 data dir
+        lines.append(f"user={_value(user)}")
     if interface:
         lines.append(f"interface={_value(interface)}")
     if leases is not None:

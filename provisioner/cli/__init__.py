@@ -11,6 +11,7 @@ from provisioner.cli import pools  # noqa: F401,E402  (registers `provisioner po
 from provisioner.cli import updates  # noqa: F401,E402  (registers `provisioner updates`)
 from provisioner.cli import access  # noqa: F401,E402  (registers `provisioner tokens`, `audit`, `webhooks`)
 from provisioner.cli import dhcp  # noqa: F401,E402  (registers `provisioner dhcp-config`)
+from provisioner.cli import db  # noqa: F401,E402  (registers `provisioner db migrate`, `db copy`)
 from provisioner.cli.base import main
 
 __all__ = ["main"]

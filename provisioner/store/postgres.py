@@ -125,6 +125,10 @@ class Connection:
         cursor.execute(translate(sql, params is not None), params)  # type: ignore[arg-type]
         return Cursor(self, cursor)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cursor:
+            cursor.executemany(translate(sql, True), rows)
+
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE

@@ -49,9 +49,10 @@ class WebhooksMixin:
 
     def webhook_enqueue(self, select: Callable[[Mapping[str, Any], list[dict[str, Any]]],
                                                list[tuple[int, str, dict[str, Any]]]],
-                        batch: int = 500) -> int:
+                        *, at: str | None = None, batch: int = 500) -> int:
         """Turn events after the cursor into outbox rows: select(event, webhooks) -> [(webhook id, event name,
-        payload)]; `event` carries its run's pool (None without a run). The deliveries queued."""
+        payload)]; `event` carries its run's pool (None without a run). First attempt due `at` (default now). The
+        deliveries queued."""
         queued = 0
         with self._tx() as conn:  # type: ignore[attr-defined]
             cursor = conn.execute("SELECT last_event_id FROM webhook_cursor WHERE id = 1").fetchone()
@@ -62,13 +63,14 @@ class WebhooksMixin:
                                 "LEFT JOIN runs r ON r.id = e.run_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
                                 (cursor[0], batch)).fetchall()
             stamp = now()
+            due = at or stamp
             for row in rows:
                 event = {**dict(row), "details": json.loads(row["details"])}
                 for hook_id, name, payload in select(event, hooks):
                     conn.execute(
                         "INSERT INTO webhook_outbox (webhook_id, event_id, event, payload, attempts, next_at, state,"
                         " created_at) VALUES (?, ?, ?, ?, 0, ?, 'pending', ?) ON CONFLICT DO NOTHING",
-                        (hook_id, row["id"], name, json.dumps(payload, sort_keys=True), stamp, stamp))
+                        (hook_id, row["id"], name, json.dumps(payload, sort_keys=True), due, stamp))
                     queued += 1
             if rows:
                 conn.execute("UPDATE webhook_cursor SET last_event_id = ? WHERE id = 1", (rows[-1]["id"],))

@@ -69,6 +69,12 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/events", "The event log, oldest first, 1000 at most per call", ok=(200, {"events": ["Event"]}),
        errors=(400,), query=(("mac", "string", "only the events of this host"),
                              ("since", "integer", "only the events with a larger id (paging)"))),
+    Op("GET", "/audit", "The audit trail of operator actions, oldest first (docs/audit.md)",
+       ok=(200, {"audit": ["AuditRow"]}), errors=(400,),
+       query=(("since", "integer", "only the rows with a larger id (paging)"),
+              ("limit", "integer", "rows at most (1000)"), ("actor", "string", "only this token name or user"))),
+    Op("GET", "/audit/verify", "Recompute the audit trail's hash chain: the first row edited, inserted or deleted",
+       ok=(200, {"ok": "boolean", "rows": "integer", "head": "string", "broken_id": "integer", "why": "string"})),
     Op("GET", "/pools", "List pools (never their passwords)", ok=(200, {"pools": ["Pool"]})),
     Op("POST", "/pools", "Add or replace a pool's XAPI connection details", "PoolInput", (201, {"pool": "Pool"}),
        (400, 409)),
@@ -240,12 +246,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                       "reason": _OPT_STR, "created_at": _STR, "updated_at": _STR}},
     "Event": {"type": "object", "properties": {
         "id": _INT, "ts": _STR, "mac": _OPT_STR, "run_id": _OPT_STR, "kind": _STR, "details": {"type": "object"}}},
+    "AuditRow": {"type": "object", "properties": {
+        "id": _INT, "ts": _STR, "actor": _STR, "actor_kind": {"type": "string", "enum": ["token", "dashboard", "cli"]},
+        "source": _STR, "action": _STR, "target": _STR, "outcome": _STR, "details": {"type": "object"},
+        "prev_hash": _STR, "hash": _STR}},
 }
 _ERROR_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
                404: "no such record", 409: "conflicts with the current state", 413: "body too large",
                422: "rejected as a whole; `problems` lists every bad row", 500: "a stored secret cannot be read",
                502: "the pool did not answer or XAPI refused", 503: "this server does not drive runs (not `serve`)",
-               429: "too many failed authentications from this address; see Retry-After"}
+               429: "too many failed authentications from this address; see Retry-After",
+               403: "the token's role does not allow this (viewer: reads only; operator: not tokens/webhooks)"}
 
 
 def _schema(ref: Any) -> dict[str, Any]:
@@ -262,7 +273,8 @@ def _operation(op: Op) -> dict[str, Any]:
     responses: dict[str, Any] = {str(status): {"description": "success",
                                                "content": {"application/json": {"schema": body}}}}
     public = op.path == SPEC_PATH
-    for code in sorted(set(op.errors) | (set() if public else {401, 429})):
+    refused = set() if public else {401, 429} | ({403} if op.method != "GET" else set())  # 403: the token's role
+    for code in sorted(set(op.errors) | refused):
         responses[str(code)] = {"description": _ERROR_TEXT.get(code, "error"), "content": {
             "application/json": {"schema": _schema("Error")}}}
     result: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op), "responses": responses}

@@ -72,7 +72,8 @@ class Pump:
 
     def round(self) -> dict[str, int]:
         """Queue new notifications, then try every due delivery once: counts of queued/delivered/failed/given_up."""
-        counts = {"queued": self.store.webhook_enqueue(events.select), "delivered": 0, "failed": 0, "given_up": 0}
+        queued = self.store.webhook_enqueue(events.select, at=_iso(self.clock()))
+        counts = {"queued": queued, "delivered": 0, "failed": 0, "given_up": 0}
         for item in self.store.webhook_due(_iso(self.clock())):
             body = item["payload"].encode()
             try:

@@ -21,6 +21,7 @@ from provisioner.config import Config
 from provisioner.coordinator.service import FlowService
 from provisioner.dhcp.proxy import ProxyDhcp, ProxyDhcpError, find_dnsmasq
 from provisioner.eventwriter import DecisionStore, EventWriter
+from provisioner.webhooks.delivery import Pump
 from provisioner.web.server import ServerHandle, serve_http
 from provisioner.store import Store
 from provisioner.store.lock import DataDirLock
@@ -49,6 +50,7 @@ class Runtime:
         self.http: ServerHandle | None = None
         self.tftp: TftpService | None = None
         self.events: EventWriter | None = None
+        self.webhooks: Pump | None = None  # the webhook outbox pump (webhooks/delivery.py)
 
     def start(self) -> "Runtime":
         config, store = self.config, self.store
@@ -75,6 +77,7 @@ class Runtime:
             access.set_flows(app, self.flows)  # the web layer starts and follows runs and reinstalls through it
             access.set_events(app, self.events)  # the installer requests let queued bindings land (boot/answers.py)
             self.http = serve_http(app, config.bind_address, config.http_port, limits=http_limits(app))
+            self.webhooks = Pump(store).start()
             if self.proxy_dhcp:
                 self.proxy = ProxyDhcp(store, config, extra_args=self.proxy_args).start()
         except Exception as exc:
@@ -87,6 +90,9 @@ class Runtime:
     def stop(self) -> list[str]:
         """Stop everything; the ids of the upgrade runs interrupted (resumable by the next `serve`)."""
         interrupted = self.flows.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
         if self.proxy is not None:
             self.proxy.stop()
             self.proxy = None

@@ -201,3 +201,16 @@ def test_webhook_test_sends_one_signed_notification(receiver):
 def test_notification_mapping_covers_the_issue_events():
     assert set(events.SOURCES.values()) == set(events.EVENTS)
     assert events.notification({"kind": "run.progress", "id": 1, "ts": "", "details": {}}) is None
+
+
+def test_the_pump_thread_delivers_without_being_asked(store, receiver):
+    service.add(store, receiver.url, SECRET)
+    pump = delivery.Pump(store, poll=0.05).start()  # as `serve` runs it (runtime.py), with the real clock
+    try:
+        a_run(store)
+        deadline = time.monotonic() + 30  # a generous bound on a loaded machine, not a timing assertion
+        while not receiver.got and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pump.stop()
+    assert [g["event"] for g in receiver.got] == ["run.started"] and receiver.bad == []

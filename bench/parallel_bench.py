@@ -13,7 +13,8 @@ the run started with the shipped CLI `python -m provisioner --config FILE upgrad
 pool (XAPI over HTTPS on loopback) and its PXE machines live in this bench process: a simulated world cannot be
 reached from another process except over its sockets, which is exactly how both shipped processes reach it. The
 simulator's clock runs --speed times faster than real time; the coordinator in the CLI process polls every
-upgrade_poll_ms (50 ms) of real time. Memory per host: dom0 4 GiB, 4 VMs of 3 GiB = 75% of the 16 GiB left, i.e.
+upgrade_poll_ms = 10 s of simulated time (a real run's default poll, steps.Timeouts.poll: 67 ms at x150).
+Memory per host: dom0 4 GiB, 4 VMs of 3 GiB = 75% of the 16 GiB left, i.e.
 25% headroom. Counted in the simulator: migrations refused for memory (HOST_NOT_ENOUGH_FREE_MEMORY from
 VM.pool_migrate or host.evacuate) and VMs stopped (halted or suspended) during the run.
 """
@@ -83,7 +84,7 @@ def one_run(hosts: int, parallel: str | None, speed: float, install_seconds: flo
         config_file = write_config(tmp / "provisioner.toml", data_dir=tmp / "data", bind_address="127.0.0.1",
                                    tftp_root=ROOT / "tftp_root", public_url=f"http://127.0.0.1:{http_port}",
                                    api_token=TOKEN, http_port=http_port, tftp_port=tftp_port, pxelinux_http=True,
-                                   upgrade_poll_ms=50)
+                                   upgrade_poll_ms=round(10_000 / speed), **({"allow_root": True} if os.geteuid() == 0 else {}))
         config = load_config(config_file)
         store = Store(config.db_path)
         media.import_media(store, config, MEDIA, synthetic_media_tree(tmp / "tree"))

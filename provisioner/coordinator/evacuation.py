@@ -72,25 +72,26 @@ class WaveTargets:
 
     def reserve(self, ctx: Context, rh: RunHost, vm: str, need: int, tried: set[str]) -> str | None:
         """The first target with room for `need` bytes, reserved (XAPI agreed); None when no target has room."""
-        with self.lock:
-            if self.free is None:
-                self._read(ctx)
-            for target in self.order:
-                if target in tried or self.free.get(target, 0) < need:
-                    continue
-                try:
-                    ctx.driver.assert_can_boot_here(vm, target)
-                except XapiError as exc:
-                    tried.add(target)
-                    ctx.event(REFUSED, rh, vm=vm, target=self.names.get(target, target), code=error_code(exc),
-                              check="VM.assert_can_boot_here")
-                    if error_code(exc) in ROOM_CODES:
-                        self.free = None  # someone else took room: read again for the next VM
-                        continue
-                    raise
+        while True:
+            with self.lock:  # the bookkeeping only: XAPI's check below runs outside the lock, in parallel
+                if self.free is None:
+                    self._read(ctx)
+                target = next((t for t in self.order if t not in tried and self.free.get(t, 0) >= need), None)
+                if target is None:
+                    return None
                 self.free[target] -= need
+            try:
+                ctx.driver.assert_can_boot_here(vm, target)
                 return target
-        return None
+            except XapiError as exc:
+                self.release(target, need)
+                tried.add(target)
+                ctx.event(REFUSED, rh, vm=vm, target=self.names.get(target, target), code=error_code(exc),
+                          check="VM.assert_can_boot_here")
+                if error_code(exc) not in ROOM_CODES:
+                    raise
+                with self.lock:
+                    self.free = None  # someone else took room: read again
 
     def release(self, target: str, need: int) -> None:
         """The migration to `target` did not happen: its memory is free again."""

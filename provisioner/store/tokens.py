@@ -6,10 +6,10 @@ token.* event in the same transaction.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from provisioner.store.base import ConflictError, NotFoundError, now
+from provisioner.store.errors import INTEGRITY_ERRORS
 
 
 class TokensMixin:
@@ -22,7 +22,7 @@ class TokensMixin:
                 conn.execute("INSERT INTO api_tokens (name, role, secret_sha256, created_at) VALUES (?, ?, ?, ?)",
                              (name, role, secret_sha256, created))
                 self._event(conn, "token.added", details={"name": name, "role": role})  # type: ignore
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise ConflictError(f"an API token named {name!r} exists: remove it first (tokens remove {name})") \
                 from None
         return {"name": name, "role": role, "created_at": created, "last_used": None}

@@ -27,13 +27,13 @@ class WebhooksMixin:
         with self._tx() as conn:  # type: ignore[attr-defined]
             cur = conn.execute("INSERT INTO webhooks (url, secret, pool, events, created_at) VALUES (?, ?, ?, ?, ?)",
                                (url, secret, pool, json.dumps(sorted(events)), now()))
+            hook_id = cur.lastrowid  # now: on PostgreSQL it is lastval(), which the next INSERT changes
             if not conn.execute("SELECT 1 FROM webhook_cursor WHERE id = 1").fetchone():
                 # deliveries start with what happens from now on, not the whole history
                 last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
                 conn.execute("INSERT INTO webhook_cursor (id, last_event_id) VALUES (1, ?)", (last,))
-            self._event(conn, "webhook.added", details={"id": cur.lastrowid, "url": url,  # type: ignore
-                                                         "pool": pool})
-            return _hook(conn.execute("SELECT * FROM webhooks WHERE id = ?", (cur.lastrowid,)).fetchone())
+            self._event(conn, "webhook.added", details={"id": hook_id, "url": url, "pool": pool})  # type: ignore
+            return _hook(conn.execute("SELECT * FROM webhooks WHERE id = ?", (hook_id,)).fetchone())
 
     def list_webhooks(self) -> list[dict[str, Any]]:
         return [_hook(r) for r in self._connect().execute(  # type: ignore[attr-defined]

@@ -122,3 +122,28 @@ def test_abort_in_the_middle_of_a_wave_stops_every_host_before_its_next_destruct
     assert all(h.enabled for h in lab.driver.hosts())  # each stopped host re-enabled (make_safe)
     reasons = [h.reason for h in lab.store.run_hosts(started.id) if h.role != "master"]
     assert all(r and r.startswith("aborted before") for r in reasons), reasons
+
+
+def test_the_plan_reads_memory_ha_and_tags_from_xapi(lab):
+    """wave_facts.plan_for through the real driver: free memory, HA's failures to tolerate, group tags."""
+    from provisioner.coordinator import wave_facts
+    from provisioner.coordinator.plan import make_plan
+    from provisioner.simulator.builder import GiB
+
+    pool = lab.world.pools[POOL]
+    for h in pool.hosts:  # dom0 4 GiB + one 4 GiB VM, room for four more VMs on each host
+        pool.db.update("host_metrics", pool.db.get("host", h.ref)["metrics"], memory_total=str(24 * GiB))
+    lab.world.update_memory(pool)
+    hosts = make_plan(lab.store, POOL, MEDIA, lab.driver).to_upgrade
+    plain = wave_facts.plan_for(lab.driver, hosts, "auto")
+    assert [len(w.hosts) for w in plain.waves] == [1, 4] and plain.notes == []
+    pool.db.update("pool", pool.ref, ha_enabled=True, ha_host_failures_to_tolerate="1")
+    ha = wave_facts.plan_for(lab.driver, hosts, "auto", disable_ha_wlb=True)
+    assert max(len(w.hosts) for w in ha.waves) < 4, ha.lines()
+    assert any("HA's 1 host failure(s) to tolerate would not be kept" in w.why for w in ha.waves), ha.lines()
+    assert "HA tolerates 1 host failure(s)" in ha.notes[0] and "PREPARE turns HA off" in ha.notes[0]
+    pool.db.update("pool", pool.ref, ha_enabled=False)
+    pool.db.update("host", pool.hosts[1].ref, tags=["rack:1"])
+    pool.db.update("host", pool.hosts[2].ref, tags=["rack:1"])
+    racks = wave_facts.plan_for(lab.driver, hosts, "auto", group_prefix="rack:")
+    assert [w.hosts for w in racks.waves][1:] == [("lab-host1", "lab-host3", "lab-host4"), ("lab-host2",)]

@@ -127,6 +127,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # the store's database: empty = SQLite in data_dir/provisioner.db (the default); a postgresql:// URL = that
     # PostgreSQL database, which several servers may share (provisioner/store/postgres.py, docs/store.md)
     "database_url": (_database_url, ""),
+    # seconds a flow lease lasts without renewal (coordinator/locks.py): the driving server renews it every third
+    # of that; when it dies, another server on the same database takes the flow over after at most this long
+    "lease_ttl_s": (_int_in(3, 3600), 15),
     "bind_address": (_ip, "0.0.0.0"),
     "tftp_port": (_int_in(0, 65535), 69),
     "http_port": (_int_in(0, 65535), 80),
@@ -199,6 +202,7 @@ class Config:
 
     data_dir: Path
     database_url: str
+    lease_ttl_s: int
     bind_address: str
     tftp_port: int
     http_port: int

@@ -147,6 +147,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = print, allow_root
                      "armed host gets a local boot); boot URLs must be plain http:// (docs/boot-urls.md)")
         _resume_runs(runtime, announce)
         _resume_reinstalls(runtime, announce)
+        runtime.flows.watch_leases()  # adopt the flows of a server that died holding their lease (coordinator/locks.py)
         stop.wait()
         announce("stopping")
     finally:

@@ -1,78 +1,145 @@
-"""Flow locks: an exclusive flock per pool (upgrade runs) and per host (lab reinstalls) under <db dir>/locks/.
+"""Flow leases: one driver per pool (upgrade runs) and per host (lab reinstalls), across processes AND servers.
 
-A process holds the lock while one of its threads drives that pool's run or that host's reinstall, so two
-processes sharing one store (`serve` and the CLI) never drive the same flow at once. The kernel releases a flock
-even on kill -9, so a crashed driver never leaves a flow locked.
+A lease row in the store (store/leases.py, migration 14) replaces the lock files of before: several `serve` on
+one PostgreSQL database (issue 22) cannot share a flock, but they share the store. The driving process renews
+its lease every ttl/3 seconds on a thread; if it dies (kill -9, machine gone) the lease expires after at most
+`lease_ttl_s` and another server's watcher (FlowService.adopt_expired) takes it and resumes the flow from the
+store. If renewing fails for longer than the ttl (database unreachable) or another server took the lease, the
+lock's `lost` event is set and the flow stops at its next wait or step boundary: two drivers never act at once.
+A lock released cleanly deletes its row: a flow stopped on purpose is resumed by `upgrade resume` or at the
+next `serve` start, as before (docs/store.md "Leases").
 """
 
 from __future__ import annotations
 
-import fcntl
+import itertools
+import logging
 import os
-from pathlib import Path
+import socket
+import threading
+import time
 
 from provisioner.store import ConflictError, Store
+from provisioner.store.errors import DB_ERRORS
+
+log = logging.getLogger(__name__)
+DEFAULT_TTL_S = 15.0
+_serial = itertools.count(1)
+
+
+def process_owner() -> str:
+    """This process's name in lease rows: host name and pid (read when asked, never at import)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_pid(owner: str) -> int | None:
+    """The pid in an owner string made by FlowLock ("host:pid:n"), or None."""
+    parts = owner.split(":")
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
 
 
 class FlowLock:
-    """An exclusive flock on <db dir>/locks/<name>.lock; ConflictError naming the holder's pid when taken."""
+    """acquire() takes the lease `name` or raises ConflictError (naming the holder); a thread renews it until
+    release(). `lost` is set when the lease could not be kept (see the module docstring)."""
 
-    def __init__(self, store: Store, name: str, busy: str):
-        self.path = Path(store.data_dir) / "locks" / f"{name}.lock"
-        self.busy = busy  # the ConflictError's message; "{pid}" is the holder
-        self._fd: int | None = None
+    def __init__(self, store: Store, name: str, busy: str, *, ttl: float = DEFAULT_TTL_S):
+        self.store, self.name, self.busy, self.ttl = store, name, busy, float(ttl)
+        self.owner = f"{process_owner()}:{next(_serial)}"  # unique per acquisition, even within one process
+        self.lost = threading.Event()
+        self.taken_over: str | None = None  # the previous owner whose expired lease acquire() took
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def acquire(self) -> "FlowLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise ConflictError(self.busy.format(pid=holder)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        lease, holder = self.store.take_lease(self.name, self.owner, self.ttl)
+        if lease is None:
+            pid = owner_pid(holder.owner)
+            raise ConflictError(self.busy.format(holder=holder.owner, pid=pid if pid is not None else holder.owner))
+        self.taken_over = lease.previous_owner
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{self.name}", daemon=True)
+        self._thread.start()
         return self
 
+    def _renew(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.store.renew_lease(self.name, self.owner, self.ttl):
+                    self._lose("taken over by another server")
+                    return
+                last_ok = time.monotonic()
+            except DB_ERRORS as exc:  # the database is unreachable: keep trying until the lease has run out
+                log.warning("lease %s not renewed: %s", self.name, exc)
+                if time.monotonic() - last_ok >= self.ttl:
+                    self._lose(f"not renewed for {self.ttl:.0f} s: {exc}")
+                    return
+
+    def _lose(self, why: str) -> None:
+        self.lost.set()
+        log.error("lease %s lost (%s): the flow stops at its next wait or step boundary", self.name, why)
+        try:
+            self.store.add_event("lease.lost", details={"lease": self.name, "owner": self.owner, "reason": why})
+        except DB_ERRORS:
+            pass
+
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._thread = None
+        if not self.lost.is_set():
+            try:
+                self.store.release_lease(self.name, self.owner)
+            except DB_ERRORS as exc:  # it expires by itself
+                log.warning("lease %s not released (it expires in %.0f s): %s", self.name, self.ttl, exc)
+
+
+class StopOrLost:
+    """Set when the service stops OR the flow's lease is lost: what a flow's clock waits on (service.py)."""
+
+    def __init__(self, service: threading.Event, lost: threading.Event):
+        self.service, self.lost = service, lost
+
+    def is_set(self) -> bool:
+        return self.service.is_set() or self.lost.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not self.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self.service.wait(min(left, 0.5))
+        return True
+
+
+def pool_lease(pool: str) -> str:
+    return f"pool-{pool}"
+
+
+def host_lease(mac: str) -> str:
+    return f"host-{mac.replace(':', '-')}"
 
 
 class PoolLock(FlowLock):
     """Held while a thread or process drives the pool's upgrade run."""
 
-    def __init__(self, store: Store, pool: str):
-        super().__init__(store, f"pool-{pool}", f"pool {pool} is being upgraded by another process (pid {{pid}}); "
-                                                "follow it with `provisioner upgrade status --follow`")
+    def __init__(self, store: Store, pool: str, *, ttl: float = DEFAULT_TTL_S):
+        super().__init__(store, pool_lease(pool), f"pool {pool} is being upgraded by another process (pid {{pid}}, "
+                                                  "lease owner {holder}); follow it with "
+                                                  "`provisioner upgrade status --follow`", ttl=ttl)
 
 
 class HostLock(FlowLock):
     """Held while a thread or process drives the host's lab reinstall."""
 
-    def __init__(self, store: Store, mac: str):
-        super().__init__(store, f"host-{mac.replace(':', '-')}",
-                         f"host {mac} is being reinstalled by another process (pid {{pid}}); "
-                         "follow it with `GET /api/v1/hosts/<mac>/reinstall` or the events")
+    def __init__(self, store: Store, mac: str, *, ttl: float = DEFAULT_TTL_S):
+        super().__init__(store, host_lease(mac),
+                         f"host {mac} is being reinstalled by another process (pid {{pid}}, lease owner {{holder}}); "
+                         "follow it with `GET /api/v1/hosts/<mac>/reinstall` or the events", ttl=ttl)
 
 
-def lock_holder(store: Store, pool: str) -> int | None:
-    """The pid of the process driving `pool` (holding its lock file), or None: read from /proc/locks, so asking
-    never takes the lock (taking it, even for an instant, could make a real `upgrade start` fail)."""
-    path = PoolLock(store, pool).path
-    try:
-        st = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            lines = locks.read().splitlines()
-    except OSError:
-        return None
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 3403 00:2a:1234 0 EOF"; waiters have "->" after the id
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == ident:
-            return int(parts[4])
-    return None
+def lock_holder(store: Store, pool: str) -> str | None:
+    """The owner ("host:pid:n") of the live lease on `pool`'s run, or None when no process drives it."""
+    lease = store.lease_holder(pool_lease(pool))
+    return lease.owner if lease else None

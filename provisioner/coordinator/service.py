@@ -6,8 +6,9 @@ host (reinstalls) at a time, several in parallel; progress lines become `run.pro
 events, so the web and the CLI can follow a flow another thread or process is driving; stop() interrupts every
 flow at its next wait or step boundary (the step is committed, so the flow is resumable); a flow thread that
 crashes records `run.crashed` / `reinstall.crashed` and leaves the flow resumable too; at `serve` start-up
-resume_all() and resume_reinstalls() drive again every flow left unfinished. A lock file per pool and per host
-(locks.py) keeps two processes sharing one store from driving the same flow at once.
+resume_all() and resume_reinstalls() drive again every flow left unfinished. A lease per pool and per host
+(locks.py, in the store) keeps two processes or servers sharing one store from driving the same flow at once;
+adopt_expired() takes over the flows whose driver died holding its lease (another server, kill -9).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from provisioner.config import Config
 from provisioner.coordinator import pools, reinstall, runner, wiring
 from provisioner.coordinator import report as run_report
 from provisioner.coordinator.context import ReinstallTimeouts
-from provisioner.coordinator.locks import FlowLock, HostLock, PoolLock
+from provisioner.coordinator import takeover
+from provisioner.coordinator.locks import FlowLock, HostLock, PoolLock, StopOrLost
 from provisioner.coordinator.steps import RealClock, Timeouts
 from provisioner.store import ConflictError, NotFoundError, Run, Store
 from provisioner.store.reinstalls import Reinstall
@@ -84,7 +86,7 @@ class FlowService:
         Keywords in RUN_OPTIONS (e.g. disable_ha_wlb, migrate_back) go to start_run, the others (say, on_commit)
         to the Runner."""
         options = {k: kw.pop(k) for k in list(kw) if k in RUN_OPTIONS}
-        with _Claim(self, f"pool:{pool}", PoolLock(self.store, pool), f"pool {pool} is already being upgraded "
+        with _Claim(self, f"pool:{pool}", self._pool_lock(pool), f"pool {pool} is already being upgraded "
                     "here") as lock:
             driver = self.connect(self.store, pool)
             try:
@@ -97,9 +99,12 @@ class FlowService:
 
     def resume(self, pool: str, **runner_kw: Any) -> Run:
         """Drive the pool's run in progress again from its last committed step (NotFoundError when none)."""
-        with _Claim(self, f"pool:{pool}", PoolLock(self.store, pool), f"pool {pool} is already being upgraded "
+        with _Claim(self, f"pool:{pool}", self._pool_lock(pool), f"pool {pool} is already being upgraded "
                     "here") as lock:
             run = runner.active_run(self.store, pool)
+            if lock.taken_over:
+                self.store.add_event("run.taken_over", run_id=run.id, details={
+                    "pool": pool, "previous_owner": lock.taken_over, "owner": lock.owner})
             driver = self.connect(self.store, pool)
             self._launch(f"pool:{pool}", RUN, run.id, lambda: self._drive_run(run.id, driver, lock, runner_kw))
             return run
@@ -116,6 +121,14 @@ class FlowService:
                 self.store.add_event("run.resume_skipped", run_id=run.id, details={"error": str(exc)[:300]})
                 log.warning("run %s not resumed: %s", run.id, exc)
         return resumed
+
+    def adopt_expired(self) -> list[str]:
+        """Take over the flows whose driver died holding their lease and resume them (coordinator/takeover.py)."""
+        return takeover.adopt_expired(self)
+
+    def watch_leases(self, interval: float | None = None) -> threading.Thread:
+        """adopt_expired() every `interval` seconds (default lease_ttl_s / 3) until stop() (coordinator/takeover.py)."""
+        return takeover.watch(self, interval if interval is not None else self._ttl() / 3)
 
     def abort(self, pool: str) -> Run:
         """Ask the pool's run to stop before its next destructive step; the thread driving it ends it ABORTED."""
@@ -158,7 +171,8 @@ class FlowService:
         if found.step in states.REINSTALL_TERMINAL or reinstall_id in self._alive(REINSTALL):
             return found
         key = f"host:{found.mac}"
-        with _Claim(self, key, HostLock(self.store, found.mac), f"host {found.mac} is already being reinstalled "
+        with _Claim(self, key, HostLock(self.store, found.mac, ttl=self._ttl()), f"host {found.mac} is already being "
+                    "reinstalled "
                     "here") as lock:
             self._launch(key, REINSTALL, reinstall_id,
                          lambda: self._drive_reinstall(found, lock, say, power_on, on_commit))
@@ -231,13 +245,22 @@ class FlowService:
             self._workers[key] = _Worker(kind, flow_id, thread)
         thread.start()
 
-    def _on_commit(self, user: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    def _on_commit(self, user: Callable[[Any], None] | None,
+                   lost: threading.Event | None = None) -> Callable[[Any], None]:
         def on_commit(record: Any) -> None:
             if user is not None:
                 user(record)
             if self._stop.is_set():  # the step is committed: a resume runs it (steps read the world first)
                 raise Interrupted("service stopping")
+            if lost is not None and lost.is_set():  # another server took the flow: it acts, not this one
+                raise Interrupted("lease lost")
         return on_commit
+
+    def _ttl(self) -> float:
+        return float(getattr(self.config, "lease_ttl_s", 15))
+
+    def _pool_lock(self, pool: str) -> PoolLock:
+        return PoolLock(self.store, pool, ttl=self._ttl())
 
     def _drive_run(self, run_id: str, driver: Any, lock: FlowLock, runner_kw: dict[str, Any]) -> None:
         runner_kw = dict(runner_kw)
@@ -248,8 +271,9 @@ class FlowService:
             if user_say is not None:
                 user_say(line)
 
-        on_commit = self._on_commit(runner_kw.pop("on_commit", None))
-        kw = {"clock": _StoppableClock(self.clock, self._stop), "timeouts": self.timeouts, **runner_kw,
+        on_commit = self._on_commit(runner_kw.pop("on_commit", None), lock.lost)
+        kw = {"clock": _StoppableClock(self.clock, StopOrLost(self._stop, lock.lost)), "timeouts": self.timeouts,
+              **runner_kw,
               "say": say, "on_commit": on_commit}
         try:
             if self._stop.is_set():
@@ -257,7 +281,8 @@ class FlowService:
             final = runner.Runner(self.store, self.config, run_id, driver, **kw).run()
             log.info("run %s ended %s", run_id, final.state)
         except Interrupted:
-            self.store.add_event("run.interrupted", run_id=run_id, details={"reason": "service stopping; resumable"})
+            why = "lease lost: another server drives it" if lock.lost.is_set() else "service stopping; resumable"
+            self.store.add_event("run.interrupted", run_id=run_id, details={"reason": why})
         except Exception as exc:  # a bug or a lost store must not kill the server: record it, keep the run resumable
             log.exception("run %s crashed", run_id)
             self.store.add_event("run.crashed", run_id=run_id,
@@ -281,9 +306,10 @@ class FlowService:
                 raise Interrupted("service stopping")
             flow = reinstall.Flow(self.store, self.config, found.id,
                                   connect=lambda name: self.connect(self.store, name), connect_host=self.connect_host,
-                                  clock=_StoppableClock(self.clock, self._stop), timeouts=self.reinstall_timeouts,
+                                  clock=_StoppableClock(self.clock, StopOrLost(self._stop, lock.lost)),
+                                  timeouts=self.reinstall_timeouts,
                                   say=self._reinstall_say(found, say), power_on=power_on,
-                                  on_commit=self._on_commit(on_commit))
+                                  on_commit=self._on_commit(on_commit, lock.lost))
             final = flow.run()
             log.info("reinstall %s ended %s", found.id, final.step)
         except Interrupted:

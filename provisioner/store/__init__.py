@@ -1,10 +1,11 @@
 """The only database module (a package): schema, migrations, hosts, media, attempts and the event log.
 
-SQLite in WAL mode, one connection per thread, every read-modify-write inside BEGIN IMMEDIATE, and every
-state change writes an `events` row in the same transaction. Split into mixins by responsibility: base
+SQLite in WAL mode (default) or PostgreSQL (database_url; store/postgres.py), one connection per thread, every
+read-modify-write inside a transaction holding the database's write lock, and every state change writes an `events`
+row in the same transaction. Split into mixins by responsibility: base
 (connections, migrations, file checks), events (the bounded event log), hosts, media, attempts, runs (pools,
 runs, host steps), updates (update repositories: bundles and mirrors), audit (the hash-chained audit trail),
-tokens (named API tokens), webhooks (webhooks and their delivery outbox); lock (one serve per data dir). All SQL
+tokens (named API tokens), webhooks (webhooks and their delivery outbox), leases (which server drives a flow), copy (`db copy`); lock (one serve per data dir). All SQL
 stays inside this package.
 """
 
@@ -15,6 +16,7 @@ from provisioner.store.audit import AuditMixin
 from provisioner.store.base import ConflictError, NotFoundError, StoreBase, StoreError, now
 from provisioner.store.events import EventsMixin
 from provisioner.store.hosts import HostsMixin
+from provisioner.store.leases import Lease, LeasesMixin
 from provisioner.store.media import MediaMixin
 from provisioner.store.packs import PacksMixin
 from provisioner.store.runs import PoolRecord, Run, RunHost, RunsMixin
@@ -25,11 +27,12 @@ from provisioner.store.webhooks import WebhooksMixin
 
 
 class Store(HostsMixin, MediaMixin, PacksMixin, AttemptsMixin, RunsMixin, UpdatesMixin, AuditMixin, TokensMixin,
+            LeasesMixin,
             WebhooksMixin, EventsMixin, StoreBase):
     """A handle on one database file; safe to share between threads (each thread gets its own connection)."""
 
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "AttemptChange", "ConflictError", "NotFoundError", "PoolRecord", "Run", "RunHost",
+    "MIGRATIONS", "SCHEMA_VERSION", "AttemptChange", "ConflictError", "Lease", "NotFoundError", "PoolRecord", "Run", "RunHost",
     "Store", "StoreError", "UpdateRepo", "now",
 ]

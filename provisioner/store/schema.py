@@ -239,5 +239,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
             id INTEGER PRIMARY KEY,
             last_event_id INTEGER NOT NULL)""",
     ),
+    (  # 14: flow leases (issue 22; store/leases.py, coordinator/locks.py, docs/store.md "Leases"): one row per pool
+        #     run / host reinstall being driven, owned by one server process until expires_at (seconds since the
+        #     epoch on the DATABASE's clock, so servers' clocks need not agree); the owner renews it while it
+        #     drives, another server takes it once it has expired and resumes the flow from the store
+        """CREATE TABLE leases (
+            name VARCHAR(128) PRIMARY KEY,
+            owner VARCHAR(255) NOT NULL,
+            expires_at REAL NOT NULL,
+            acquired_at VARCHAR(32) NOT NULL,
+            renewed_at VARCHAR(32) NOT NULL)""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,7 +11,7 @@ from labs import MEDIA, WAIT
 from provisioner import states
 from provisioner.coordinator import runner
 from provisioner.coordinator.report import run_report
-from provisioner.coordinator.locks import PoolLock, lock_holder
+from provisioner.coordinator.locks import PoolLock, lock_holder, owner_pid, pool_lease
 from provisioner.store import ConflictError, NotFoundError
 
 
@@ -133,13 +133,45 @@ def test_start_refused_when_plan_fails_to_start_leaves_pool_free(two_pools):
 def test_lock_holder_names_the_driving_process_without_taking_the_lock(store):
     import os
 
-    assert lock_holder(store, "p") is None  # no lock file yet
+    assert lock_holder(store, "p") is None  # no lease yet
     held = PoolLock(store, "p").acquire()
     try:
-        assert lock_holder(store, "p") == os.getpid()
+        assert owner_pid(lock_holder(store, "p")) == os.getpid()
         assert lock_holder(store, "other") is None
-        with pytest.raises(ConflictError, match="another process"):  # asking did not take or break the lock
+        with pytest.raises(ConflictError, match=f"another process \\(pid {os.getpid()}"):  # asking took nothing
             PoolLock(store, "p").acquire()
     finally:
         held.release()
-    assert lock_holder(store, "p") is None
+    assert lock_holder(store, "p") is None and store.expired_leases() == []  # released: the row is gone
+
+
+def test_a_server_adopts_a_run_whose_driver_died_holding_its_lease(two_pools):
+    """kill -9 of the driving server leaves its lease to expire; another server's adopt_expired() takes it and
+    resumes the run from the store: every host installed and rebooted exactly once. A live lease is never taken."""
+    svc = two_pools.service()
+    member_installing = threading.Event()
+    macs = two_pools.macs("red")
+
+    def on_commit(rh):
+        if rh.mac == macs[1] and rh.step == states.STEP_WAIT_DOWN:
+            member_installing.set()
+    run = svc.start("red", MEDIA, on_commit=on_commit)
+    assert member_installing.wait(WAIT)
+    assert svc.stop() == [run.id]  # the thread stops; then the row a killed process would have left behind:
+    store = two_pools.store
+    store.take_lease(pool_lease("red"), "other-server:4242:1", 3600)
+    fresh = two_pools.service()
+    assert fresh.adopt_expired() == []  # alive (not expired): not taken
+    with pytest.raises(ConflictError, match="pid 4242"):
+        fresh.resume("red")
+    store.take_lease(pool_lease("red"), "other-server:4242:1", -1)  # it stopped renewing: expired
+    assert [lease.owner for lease in store.expired_leases()] == ["other-server:4242:1"]
+    assert fresh.adopt_expired() == [pool_lease("red")]
+    assert fresh.wait(run.id, WAIT).state == states.RUN_DONE
+    taken = store.events(run_id=run.id, kind="run.taken_over")
+    assert taken and taken[0]["details"]["previous_owner"] == "other-server:4242:1"
+    assert store.events(kind="lease.taken")[-1]["details"]["previous_owner"] == "other-server:4242:1"
+    assert set(two_pools.installs("red").values()) == {1}
+    assert set(two_pools.reboots("red").values()) == {1}
+    assert fresh.adopt_expired() == [] and lock_holder(store, "red") is None
+    fresh.stop()

@@ -9,8 +9,11 @@ BIN := $(VENV)/bin
 # systemd: `systemd-analyze verify` of deploy/provisioner.service (make install-service, tests/test_deploy.py)
 # libpq5: the C client library psycopg (store/postgres.py) loads; postgresql: initdb/pg_ctl for the real server the
 # store tests and bench/config_latency.py --backend postgresql start in a temporary directory
+# kea-dhcp4-server, isc-dhcp-server, dnsmasq-base: the DHCP servers whose own checkers (kea-dhcp4 -t, dhcpd -t,
+# dnsmasq --test) check `provisioner dhcp-config` (tests/dhcp); dnsmasq also runs `serve --proxy-dhcp`. Installed
+# with a policy-rc.d that exits 101, so their packages do not start a DHCP service on this machine.
 DEBIAN_PACKAGES := pxelinux syslinux-common grub-efi-amd64-bin tftp-hpa tftpd-hpa curl nginx-light chromium gpgv gnupg \
-	libpq5 postgresql systemd
+	libpq5 postgresql systemd kea-dhcp4-server isc-dhcp-server dnsmasq-base
 
 .PHONY: demo test deps-debian venv bench clean service-unit install-service
 
@@ -27,7 +30,10 @@ deps-debian:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  rcd=; if [ ! -e /usr/sbin/policy-rc.d ]; then rcd=1; printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $$SUDO chmod 755 /usr/sbin/policy-rc.d; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	  status=$$?; if [ -n "$$rcd" ]; then $$SUDO rm -f /usr/sbin/policy-rc.d; fi; exit $$status; \
 	fi
 
 demo: venv

@@ -61,12 +61,19 @@ def render_proxy(plan: DhcpPlan, *, subnet_address: str, hosts_file: Path, inter
     if leases is not None:
         lines.append(f"dhcp-leasefile={leases}")
     lines += [f"dhcp-range={subnet_address},proxy", f"dhcp-hostsfile={hosts_file}", "dhcp-ignore=tag:!known",
-              *_tags(plan)]
+              *(f"dhcp-match=set:{UEFI_TAG},option:client-arch,{arch}" for arch in ARCH_UEFI_X64),
+              f"dhcp-userclass=set:{IPXE_TAG},{IPXE_USER_CLASS}"]
+    # iPXE takes the boot file of a ProxyDHCP answer as it is (LTSP's proxy setup does the same): the script URL
+    # when iPXE chaining is chosen, else the loader for its architecture.
     if plan.ipxe_url:
         lines.append(f"dhcp-boot=tag:{IPXE_TAG},{_value(plan.ipxe_url)},,{plan.next_server}")
-    # A single service and no pxe-prompt: the ROM boots it at once, no menu (dnsmasq(8) --pxe-prompt).
-    not_ipxe = f"tag:!{IPXE_TAG}," if plan.ipxe_url else ""
-    lines += [f'pxe-service={not_ipxe}x86PC,"provisioner BIOS",{_value(plan.bios_loader)},{plan.next_server}',
-              f'pxe-service={not_ipxe}X86-64_EFI,"provisioner UEFI",{_value(plan.uefi_loader)},{plan.next_server}',
-              f'pxe-service={not_ipxe}BC_EFI,"provisioner UEFI",{_value(plan.uefi_loader)},{plan.next_server}']
+    else:
+        lines += [f"dhcp-boot=tag:{IPXE_TAG},tag:{UEFI_TAG},{_value(plan.uefi_loader)},,{plan.next_server}",
+                  f"dhcp-boot=tag:{IPXE_TAG},tag:!{UEFI_TAG},{_value(plan.bios_loader)},,{plan.next_server}"]
+    # PXE ROMs get a PXE menu of one entry per architecture and no pxe-prompt: they boot it at once
+    # (dnsmasq(8) --pxe-prompt); a name with a '.' gets no ".0" added (--pxe-service).
+    lines += [f'pxe-service=tag:!{IPXE_TAG},x86PC,"provisioner BIOS",{_value(plan.bios_loader)},{plan.next_server}',
+              f'pxe-service=tag:!{IPXE_TAG},X86-64_EFI,"provisioner UEFI",{_value(plan.uefi_loader)},'
+              f'{plan.next_server}',
+              f'pxe-service=tag:!{IPXE_TAG},BC_EFI,"provisioner UEFI",{_value(plan.uefi_loader)},{plan.next_server}']
     return "\n".join(lines) + "\n"

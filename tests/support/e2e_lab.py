@@ -199,11 +199,11 @@ def netns_down() -> None:
 class Process:
     """A child run inside the namespace, its output collected into a log file (and kept in memory)."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None):
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None, netns: str | None = None):
         self.log_path = log
         self.lines: list[str] = []
         self._log = open(log, "w", buffering=1)
-        self.proc = subprocess.Popen(["ip", "netns", "exec", NETNS, *argv], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns or NETNS, *argv], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                      start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -278,7 +278,8 @@ def vm_pids_file(workdir: Path) -> Path:
     return workdir / "qemu.pids"
 
 
-def start_vm(name: str, mac: str, firmware: str, workdir: Path, disk: Path | None = None) -> Boot:
+def start_vm(name: str, mac: str, firmware: str, workdir: Path, disk: Path | None = None,
+             netns: str | None = None) -> Boot:
     """QEMU with an e1000 on the tap: SeaBIOS + iPXE ROM (bios) or OVMF + iPXE EFI ROM (uefi); the network boots
     first (`-boot n`), then `disk` (a raw image, e.g. e2e_disks.uefi_disk) when given."""
     argv = ["qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot", "-boot", "n",
@@ -296,7 +297,8 @@ def start_vm(name: str, mac: str, firmware: str, workdir: Path, disk: Path | Non
                  "-device", f"e1000,netdev=n0,mac={mac},romfile={EFI_ROM}{nic_boot}"]
     else:
         argv += ["-device", f"e1000,netdev=n0,mac={mac}{nic_boot}"]
-    boot = Boot(name=name, mac=mac, firmware=firmware, process=Process(argv, workdir / f"{name}.console.log"))
+    boot = Boot(name=name, mac=mac, firmware=firmware,
+                process=Process(argv, workdir / f"{name}.console.log", netns=netns))
     with open(vm_pids_file(workdir), "a") as pids:
         pids.write(f"{boot.process.proc.pid}\n")
     return boot

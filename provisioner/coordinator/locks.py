@@ -4,7 +4,8 @@ A lease row in the store (store/leases.py, migration 14) replaces the lock files
 one PostgreSQL database (issue 22) cannot share a flock, but they share the store. The driving process renews
 its lease every ttl/3 seconds on a thread; if it dies (kill -9, machine gone) the lease expires after at most
 `lease_ttl_s` and another server's watcher (FlowService.adopt_expired) takes it and resumes the flow from the
-store. If renewing fails for longer than the ttl (database unreachable) or another server took the lease, the
+store; a process of the same machine takes it at once when the kernel says its owner's pid is gone (a restarted
+`serve` after kill -9). If renewing fails for longer than the ttl (database unreachable) or another server took the lease, the
 lock's `lost` event is set and the flow stops at its next wait or step boundary: two drivers never act at once.
 A lock released cleanly deletes its row: a flow stopped on purpose is resumed by `upgrade resume` or at the
 next `serve` start, as before (docs/store.md "Leases").
@@ -38,6 +39,23 @@ def owner_pid(owner: str) -> int | None:
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
 
 
+def _dead_here(owner: str) -> bool:
+    """True when `owner` names a process of THIS machine that no longer exists (the kernel says so): its lease
+    can be taken at once, as the kernel released a flock of a dead process before leases (e.g. serve restarted
+    after kill -9)."""
+    host, _, rest = owner.partition(":")
+    pid = owner_pid(owner)
+    if host != socket.gethostname() or pid is None or not rest:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class FlowLock:
     """acquire() takes the lease `name` or raises ConflictError (naming the holder); a thread renews it until
     release(). `lost` is set when the lease could not be kept (see the module docstring)."""
@@ -52,6 +70,8 @@ class FlowLock:
 
     def acquire(self) -> "FlowLock":
         lease, holder = self.store.take_lease(self.name, self.owner, self.ttl)
+        if lease is None and _dead_here(holder.owner):  # a crashed process of this machine: no need to wait
+            lease, holder = self.store.take_lease(self.name, self.owner, self.ttl, dead_owner=holder.owner)
         if lease is None:
             pid = owner_pid(holder.owner)
             raise ConflictError(self.busy.format(holder=holder.owner, pid=pid if pid is not None else holder.owner))

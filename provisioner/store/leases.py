@@ -43,8 +43,10 @@ class LeasesMixin:
             return (conn or self._connect()).clock()  # type: ignore[attr-defined]
         return time.time()
 
-    def take_lease(self, name: str, owner: str, ttl: float) -> tuple[Lease | None, Lease | None]:
-        """(the lease now ours, None) when free, expired or already ours; (None, the live holder's) otherwise."""
+    def take_lease(self, name: str, owner: str, ttl: float, *,
+                   dead_owner: str | None = None) -> tuple[Lease | None, Lease | None]:
+        """(the lease now ours, None) when free, expired, already ours or held by `dead_owner` (a holder the caller
+        KNOWS is dead: a process of this machine that no longer exists); (None, the live holder's) otherwise."""
         with self._tx() as conn:  # type: ignore[attr-defined]
             clock = self.db_clock(conn)
             row = conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
@@ -53,7 +55,7 @@ class LeasesMixin:
                 conn.execute("INSERT INTO leases (name, owner, expires_at, acquired_at, renewed_at) "
                              "VALUES (?, ?, ?, ?, ?)", (name, owner, clock + ttl, stamp, stamp))
                 previous = None
-            elif row["owner"] == owner or float(row["expires_at"]) <= clock:
+            elif row["owner"] in (owner, dead_owner) or float(row["expires_at"]) <= clock:
                 previous = None if row["owner"] == owner else row["owner"]
                 conn.execute("UPDATE leases SET owner = ?, expires_at = ?, acquired_at = ?, renewed_at = ? "
                              "WHERE name = ?", (owner, clock + ttl,

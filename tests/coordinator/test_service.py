@@ -175,3 +175,26 @@ def test_a_server_adopts_a_run_whose_driver_died_holding_its_lease(two_pools):
     assert set(two_pools.reboots("red").values()) == {1}
     assert fresh.adopt_expired() == [] and lock_holder(store, "red") is None
     fresh.stop()
+
+
+def test_a_lease_of_a_dead_process_of_this_machine_is_taken_at_once(store):
+    """serve restarted after kill -9 on the same machine does not wait out the lease: the kernel says the owner's
+    pid is gone (as it released a dead process's flock). A live process's lease, or another machine's, is kept."""
+    import socket
+    import subprocess
+
+    import os
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # exited and reaped: its pid is gone (a zombie would still answer kill(pid, 0))
+    pid = child.pid
+    dead = f"{socket.gethostname()}:{pid}:1"
+    store.take_lease(pool_lease("p"), dead, 3600)
+    lock = PoolLock(store, "p").acquire()
+    try:
+        assert lock.taken_over == dead and owner_pid(lock_holder(store, "p")) == os.getpid()
+    finally:
+        lock.release()
+    store.take_lease(pool_lease("q"), f"another-machine:{pid}:1", 3600)
+    with pytest.raises(ConflictError, match="lease owner another-machine"):
+        PoolLock(store, "q").acquire()

@@ -3,7 +3,8 @@
 Every command is audited unless it is listed in NOT_AUDITED (reads, and the commands that run a server or the
 demo): a command added later is audited by default. Who: the OS user (and the sudo user behind it); from where:
 "cli@<host name>"; what: the command path, its arguments (secret-looking options redacted) and the outcome (the
-exit status, the error message). `--help` and usage errors are not actions and leave no row.
+exit status, the error message; the row is written when the command ends, with when it started). `--help` and usage
+errors are not actions and leave no row.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import click
 
 from provisioner import audit
+from provisioner.store import now
 
 NOT_AUDITED = frozenset({
     "answerfile", "bmc check", "demo", "hosts attempts", "hosts list", "hosts show", "media list", "media packs",
@@ -78,6 +80,7 @@ class AuditedGroup(click.Group):
         path, rest = command_path(self, ctx, args)
         if not path or path in NOT_AUDITED or any(a in ("--help", "-h") for a in rest):
             return super().invoke(ctx)
+        ctx.meta["audit.started_at"] = now()  # the row is written when the command ends (a run may take hours)
         try:
             result = super().invoke(ctx)
         except click.UsageError:
@@ -104,7 +107,8 @@ class AuditedGroup(click.Group):
         target = next((a for a in args if not a.startswith("-")), "")
         try:
             audit.record(ctx.obj.store, actor=os_user(), actor_kind="cli", source=f"cli@{socket.gethostname()}",
-                         action=path, target=target, outcome=outcome, details={"args": args, **details})
+                         action=path, target=target, outcome=outcome,
+                         details={"args": args, "started_at": ctx.meta.get("audit.started_at"), **details})
         except Exception as exc:  # no config, no database: the command's own error says why; say the row is missing
             click.echo(f"warning: this command was not written to the audit trail: {exc}", err=True)
             sys.stderr.flush()

@@ -57,6 +57,7 @@ def test_each_operator_command_leaves_one_row_and_reads_none(run, tmp_path):
         assert (row["action"], row["outcome"], row["actor_kind"]) == (action, outcome, "cli"), argv
         assert row["actor"].startswith(getpass.getuser()) and row["source"].startswith("cli@")
         assert row["details"]["args"] == list(argv[len(action.split()):])
+        assert row["details"]["started_at"] <= row["ts"]
     assert "already registered" in audit_rows(run)[2]["details"]["error"]  # the failure says why
 
 

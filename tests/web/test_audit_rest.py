@@ -179,3 +179,21 @@ def test_dashboard_actions_are_audited_with_the_token_name(client, store):
 def test_only_writes_under_api_and_ui_are_audited():
     assert audited("POST", "/api/v1/hosts") and audited("DELETE", "/api/v1/hosts/x") and audited("POST", "/ui/login")
     assert not audited("GET", "/api/v1/hosts") and not audited("POST", "/boot/x") and not audited("HEAD", "/ui/")
+
+
+def test_a_viewer_session_is_refused_every_dashboard_form_and_each_refusal_is_audited(app, client, store):
+    record, secret = tokens.add(store, "vic", tokens.VIEWER)
+    ui_login(client, secret)
+    csrf = csrf_of(client.get("/ui/hosts").text)
+    forms = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/ui/") and "POST" in rule.methods and rule.endpoint not in ("ui.login", "ui.logout"):
+            forms.append(re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: ARG.get(m.group(1), "x"), rule.rule))
+    assert len(forms) >= 5
+    for path in forms:
+        before = store.last_audit_id()
+        response = client.post(path, data={"csrf_token": csrf, "mac": "aa:bb:cc:dd:ee:01", "name": "h", "pool": "p"})
+        assert response.status_code == 403, path
+        (row,) = store.audit_rows(since_id=before)
+        assert (row["actor"], row["outcome"], row["details"]["path"]) == ("vic", "refused", path)
+    assert store.list_hosts() == []

@@ -339,5 +339,9 @@ def record_levels(ctx: Context, hash_: str) -> list[str]:
             why.append(f"guidances pending: {', '.join(level.pending)}")
         if why:
             left.append({"name": info.name, "why": "; ".join(why)})
-    journal.write(ctx.store, ctx.run_id, POOL, hash=target, hosts=found, left_behind=left)
+    # the run's repository stays the enabled one: the pool's /repository/enabled then serves the level its hosts are
+    # at (what a reinstalled host converges to, reinstall_converge.py); the set it replaced is named in the report
+    enabled = journal.last(ctx.store, ctx.run_id, ENABLED)
+    journal.write(ctx.store, ctx.run_id, POOL, hash=target, hosts=found, left_behind=left,
+                  replaced_repositories=enabled["before"] if enabled else [])
     return [f"{x['name']} left behind: {x['why']}" for x in left] if hash_ else []

@@ -109,6 +109,19 @@ def resolve_media_file(media: Media, relpath: str) -> Path | None:
 # --- reading and checking a tree ---
 
 
+def tree_problems(media: Media) -> list[str]:
+    """What is missing or broken in an imported tree now (empty: complete): the checks of the import, again,
+    and every boot file recorded at import time (for `provisioner doctor`)."""
+    tree = Path(media.path)
+    if not tree.is_dir():
+        return [f"the tree {tree} is gone"]
+    try:
+        _read_tree(media.name, tree)
+    except MediaError as exc:
+        return [str(exc)]
+    return [f"{rel} is missing" for rel in media.boot_files if not _inside_file(tree, tree / rel)]
+
+
 def _read_tree(name: str, tree: Path) -> Media:
     """Build the Media record for a tree after the checks the installer makes on a main repository."""
     info = _parse_treeinfo(tree)

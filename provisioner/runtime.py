@@ -13,7 +13,7 @@ import signal
 import threading
 from typing import Callable
 
-from provisioner import create_app, states
+from provisioner import create_app, doctor, states
 from provisioner.boot.service import tftp_media_file, tftp_payload
 from provisioner.boot.filenames import mac_of_tftp_name
 from provisioner.boot.loaders import describe_stray, missing_loaders, stray_per_mac_files
@@ -145,6 +145,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = print, allow_root
         if config.base_url.startswith("https://"):
             announce(f"warning: public_url is https ({config.base_url}): installer boot configs are refused (every "
                      "armed host gets a local boot); boot URLs must be plain http:// (docs/boot-urls.md)")
+        _doctor_at_start(runtime, announce)
         _resume_runs(runtime, announce)
         _resume_reinstalls(runtime, announce)
         runtime.flows.watch_leases()  # adopt the flows of a server that died holding their lease (coordinator/locks.py)
@@ -159,6 +160,32 @@ def serve(config: Config, *, announce: Callable[[str], None] = print, allow_root
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         lock.release()
+
+
+def _doctor_at_start(runtime: Runtime, announce: Callable[[str], None]) -> threading.Thread:
+    """`provisioner doctor` once serve listens (with the ports it really bound), in the background so a pool that
+    does not answer never delays serving; each warn and fail is logged and announced with its fix, never fatal."""
+    config = runtime.config.replace(tftp_port=runtime.tftp.address[1], http_port=runtime.http.port)
+
+    def check() -> None:
+        try:
+            findings = doctor.run_checks(config, runtime.store)
+        except Exception:  # a check's own bug must not take serve down: say so and go on serving
+            log.exception("doctor: the start-up checks failed to run")
+            return
+        bad = [f for f in findings if f.status in (doctor.WARN, doctor.FAIL)]
+        for f in bad:
+            log.warning("doctor %s %s: %s; fix: %s", f.status, f.code, f.message, f.fix)
+        if bad:
+            failed = sorted({f.code for f in bad if f.status == doctor.FAIL})
+            announce(f"doctor: {len(failed)} check(s) fail ({', '.join(failed) or 'none'}), "
+                     f"{sum(f.status == doctor.WARN for f in bad)} warn; the log and `provisioner doctor` say why")
+        runtime.store.add_event("server.doctor", details={
+            "worst": doctor.worst(findings), "problems": [f.code for f in findings if f.status == doctor.FAIL]})
+
+    thread = threading.Thread(target=check, name="doctor", daemon=True)
+    thread.start()
+    return thread
 
 
 def _resume_runs(runtime: Runtime, announce: Callable[[str], None]) -> list[str]:

@@ -7,6 +7,7 @@ reproduced with setpriv (util-linux): the same user switch and the same single a
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,7 +53,8 @@ def test_verify_catches_a_unit_whose_entry_point_is_missing():
 
 def _free_privileged_port_pair() -> tuple[int, int]:
     """A TFTP (udp) and an HTTP (tcp) port below 1024 free on loopback: binding them needs the capability."""
-    for port in range(900, 1000):
+    start = random.randrange(600, 1000, 2)  # not always the same pair: other tests may hold one for a moment
+    for port in [*range(start, 1022, 2), *range(600, start, 2)]:
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
                 u.bind(("127.0.0.1", port))

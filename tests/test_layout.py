@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                     "xapi_prechecks", "xapi_members", "xapi_updates", "media", "packs", "updates", "registry", "dhcp",
                     "eventwriter", "audit", "tokens", "webhooks"}),
     ("coordinator", {"coordinator"}),
+    ("doctor", {"doctor"}),  # provisioner doctor: reads the store, boot, dhcp, pools (coordinator)
     ("web", {"web"}),
     ("top", {"cli", "runtime", "demo", "", "__main__"}),
 ]

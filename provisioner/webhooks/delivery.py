@@ -27,7 +27,7 @@ from provisioner.webhooks import events, service, signing
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = (5, 15, 60, 300, 900, 1800)  # after the 1st, 2nd, ... failed attempt; then the last one
-MAX_ATTEMPTS = 12  # about five hours of retries with the default backoff
+MAX_ATTEMPTS = 12  # about 3.4 hours of retries with the default backoff (5+15+60+300+900 s, then 30 min)
 TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 2.0
 

@@ -2,8 +2,9 @@
 
   run.started        <- run.precheck (a run was created and starts its prechecks)
   host.step_failed   <- step.failed (one host's step failed; the run may go on)
-  run.needs_operator <- run.blocked (reason "consent" when a consent-level precheck waits for the operator's
-                        --consent, else "blocked"), host.still_installing (past the installing threshold)
+  run.needs_operator <- run.blocked (why "consent" when a consent-level precheck waits for the operator's
+                        --consent CODE, named in the reason, else "blocked"), host.still_installing (past the
+                        installing threshold)
   run.finished       <- run.done, run.done_with_failures, run.aborted
 A webhook with a pool gets only events of that pool's runs; without one, every pool's.
 """
@@ -31,8 +32,9 @@ def notification(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
                                "mac": event.get("mac"), "details": details}
     if name == NEEDS_OPERATOR:
         reason = str(details.get("reason") or "")
+        # a consent-level precheck the operator has not agreed to names its fix `--consent CODE` (docs/prechecks.md)
         payload["why"] = ("still_installing" if event["kind"] == "host.still_installing"
-                          else "consent" if "consent" in reason.lower() else "blocked")
+                          else "consent" if "--consent" in reason else "blocked")
     if name == RUN_FINISHED:
         payload["state"] = event["kind"].partition(".")[2]
     return name, payload

@@ -41,3 +41,25 @@ def test_a_run_with_a_failed_member_notifies_started_step_failed_and_finished(la
     assert {g["body"]["why"] for g in receiver.got if g["event"] == "run.needs_operator"} <= {"still_installing"}
     assert receiver.got[-1]["body"]["state"] == states.RUN_DONE_WITH_FAILURES
     assert len({g["delivery"] for g in receiver.got}) == len(receiver.got)  # each once
+
+
+def test_a_run_waiting_for_consent_tells_the_operator_why(lab):
+    from provisioner.simulator import devices
+
+    receiver = Receiver()
+    try:
+        service.add(lab.store, receiver.url, SECRET)
+        pool = lab.world.pools[POOL]
+        db, host = pool.db, pool.hosts[1].ref
+        vm = next(r for r in db.find("VM", resident_on=host) if not db.get("VM", r)["is_control_domain"])
+        devices.pin_vm(pool, vm, devices.PCI)  # a consent-level precheck: PINNED_VM
+        started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, stop_on_failure=False)
+        final = runner.Runner(lab.store, lab.config, started.id, lab.driver, clock=lab.world.clock,
+                              timeouts=FAST).run()
+        assert final.state == states.RUN_BLOCKED
+        delivery.Pump(lab.store).round()
+    finally:
+        receiver.stop()
+    assert receiver.bad == [] and [g["event"] for g in receiver.got] == ["run.started", "run.needs_operator"]
+    body = receiver.got[1]["body"]
+    assert body["why"] == "consent" and "PINNED_VM" in body["details"]["reason"]

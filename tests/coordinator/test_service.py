@@ -198,3 +198,21 @@ def test_a_lease_of_a_dead_process_of_this_machine_is_taken_at_once(store):
     store.take_lease(pool_lease("q"), f"another-machine:{pid}:1", 3600)
     with pytest.raises(ConflictError, match="lease owner another-machine"):
         PoolLock(store, "q").acquire()
+
+
+def test_a_driver_whose_lease_was_taken_learns_it_and_leaves_the_row_alone(store):
+    """Another server took the lease (this one stalled past its expiry): the next renewal fails, `lost` is set (the
+    flow stops at its next wait or commit: StopOrLost), a lease.lost event says so, and release() keeps the new
+    owner's row."""
+    from provisioner.coordinator.locks import StopOrLost
+
+    lock = PoolLock(store, "p", ttl=3).acquire()  # renews every second
+    try:
+        with store._tx() as conn:  # what take_lease of another server does once the lease has expired
+            conn.execute("UPDATE leases SET owner = 'other-server:1:1' WHERE name = ?", (pool_lease("p"),))
+        assert lock.lost.wait(WAIT)
+        assert StopOrLost(threading.Event(), lock.lost).is_set()
+        assert store.events(kind="lease.lost")[-1]["details"]["owner"] == lock.owner
+    finally:
+        lock.release()
+    assert store.lease_holder(pool_lease("p")).owner == "other-server:1:1"

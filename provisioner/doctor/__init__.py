@@ -20,7 +20,7 @@ def run_checks(config: Config, store: Store | None = None, *, probes: bool = Tru
     results = [files.store_ready(config)]
     own = store is None
     if own and results[0].status != FAIL:
-        store = Store(config.db_path)
+        store = Store.from_config(config)
     try:
         if store is not None:
             results += network.dhcp_consistent(config, store)

@@ -104,7 +104,8 @@ def disk_space(config: Config) -> Finding:
 
 
 def store_ready(config: Config) -> Finding:
-    """The data dir takes a new file, and the SQLite database is at this program's schema version."""
+    """The data dir takes a new file, and the database (SQLite, or database_url's) opens at this program's schema
+    version; checked before anything opens the store, since opening it migrates."""
     where = Path(config.data_dir)
     try:
         where.mkdir(parents=True, exist_ok=True)
@@ -114,24 +115,28 @@ def store_ready(config: Config) -> Finding:
         return fail("store.writable", f"the data dir {where} cannot take a new file ({exc.strerror or exc})",
                     f"give the service user write access to {where} (chown provisioner: it; the unit's "
                     "StateDirectory does this for /var/lib/provisioner) or set data_dir to a writable directory")
-    if getattr(config, "database_url", ""):
-        return ok("store.writable", f"data dir {where} writable; the database is {config.database_url.split('@')[-1]}")
-    if not config.db_path.exists():
+    if not config.database_url and not config.db_path.exists():
         return ok("store.writable", f"data dir {where} writable; the database is created at the first command")
-    db = Store(config.db_path, migrate=False)
+    name = config.database_url.rsplit("@", 1)[-1] if config.database_url else str(config.db_path)
+    try:
+        db = Store.from_config(config, migrate=False)
+    except Exception as exc:  # StoreError, or the driver's own connection error
+        return fail("store.writable", f"the database {name} cannot be opened ({exc})",
+                    "check database_url (server up, credentials, network)" if config.database_url else
+                    f"restore {config.db_path} from a backup (provisioner settings restore), or move it away")
     try:
         version = db.schema_version()
     except Exception as exc:  # sqlite3.DatabaseError: not a database (only store/ imports sqlite3)
-        return fail("store.writable", f"{config.db_path} cannot be read as SQLite ({exc})",
-                    f"restore {config.db_path} from a backup (provisioner settings restore), or move it away")
+        return fail("store.writable", f"{name} cannot be read as our database ({exc})",
+                    f"restore {name} from a backup (provisioner settings restore), or move it away")
     finally:
         db.close()
     if version > SCHEMA_VERSION:
-        return fail("store.schema", f"{config.db_path} is at schema version {version}, newer than this program's "
+        return fail("store.schema", f"{name} is at schema version {version}, newer than this program's "
                     f"{SCHEMA_VERSION}", "upgrade the provisioner package (pip install -U, or `make venv` in the "
                     "newer checkout) before serving this database")
     if version < SCHEMA_VERSION:
-        return warn("store.schema", f"{config.db_path} is at schema version {version}, this program's is "
+        return warn("store.schema", f"{name} is at schema version {version}, this program's is "
                     f"{SCHEMA_VERSION}", "the next command or serve migrates it; run one as the service user "
                     "(e.g. provisioner hosts list)")
-    return ok("store.writable", f"data dir {where} writable; {config.db_path} at schema version {version}")
+    return ok("store.writable", f"data dir {where} writable; {name} at schema version {version}")

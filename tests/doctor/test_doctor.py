@@ -232,6 +232,15 @@ def test_database_newer_than_the_program(tmp_path):
     _the(doctor.run_checks(config, probes=False), "store.schema", doctor.FAIL, "upgrade the provisioner package")
 
 
+def test_database_file_is_not_ours(tmp_path):
+    config = _config(tmp_path)
+    config.data_dir.mkdir()
+    config.db_path.write_bytes(b"this is not an SQLite database, just a stray file" * 100)
+    findings = doctor.run_checks(config, probes=False)
+    _the(findings, "store.writable", doctor.FAIL, "restore", "backup")
+    assert "media.none" not in {f.code for f in findings}  # nothing opened the store it could not check
+
+
 def test_data_dir_not_writable(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     config = _config(tmp_path, data_dir=tmp_path / "file" / "data")

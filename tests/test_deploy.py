@@ -123,9 +123,10 @@ def test_serve_runs_as_an_unprivileged_user_with_only_net_bind_service(unprivile
                             text=True)
     try:
         first = proc.stdout.readline()
-        if proc.poll() is not None:
-            first += proc.stderr.read()
-        assert f"TFTP on udp 127.0.0.1:{tftp_port}, HTTP on http://127.0.0.1:{http_port}" in first, first
+        if f"TFTP on udp 127.0.0.1:{tftp_port}, HTTP on http://127.0.0.1:{http_port}" not in first:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"serve did not start: {first!r} {out!r} {err!r}")
         assert _caps(proc.pid) == {"uid": NOBODY, "CapEff": CAP_NET_BIND_SERVICE, "CapPrm": CAP_NET_BIND_SERVICE}
         body = (top / "root" / "hello.bin").read_bytes()
         assert fetch("127.0.0.1", tftp_port, "hello.bin") == body

@@ -127,6 +127,26 @@ def dhcp_lab(tmp_path_factory):
         _net_down()
 
 
+# A PXE client's DHCPDISCOVER (RFC 2131 fixed part, magic cookie, options 53 DISCOVER, 93 arch 0, 60 "PXEClient",
+# 97 client UUID), sent from the site namespace as broadcast, so both DHCP servers see it as from a booting host.
+DISCOVER = r"""
+import socket, struct, sys
+mac = bytes.fromhex(sys.argv[1].replace(":", ""))
+packet = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 0x1234abcd, 0, 0x8000, bytes(4), bytes(4), bytes(4),
+                     bytes(4), mac + bytes(10), bytes(64), bytes(128))
+packet += bytes([99, 130, 83, 99, 53, 1, 1, 93, 2, 0, 0, 60, 9]) + b"PXEClient" + bytes([97, 17, 0]) + bytes(16) + b"\xff"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"e2eveth1")
+s.bind(("0.0.0.0", 68))
+s.sendto(packet, ("255.255.255.255", 67))
+"""
+
+
+def _discover(mac: str) -> None:
+    subprocess.run(["ip", "netns", "exec", SITE_NS, sys.executable, "-c", DISCOVER, mac], check=True, timeout=30)
+
+
 def _install(lab: DhcpLab, name: str, mac: str) -> tuple[str, list[dict], float]:
     """Boot `mac` (BIOS) until QEMU ends; (console, the server's events since power-on, seconds)."""
     since = lab.events()[-1]["id"]
@@ -168,7 +188,7 @@ def test_dnsmasq_configured_only_from_the_generated_snippet(dhcp_lab):
     finally:
         lab.stop(server)
         lab.stop(dnsmasq)
-    assert f"DHCPACK(" in dnsmasq.text() and SNIPPET_MAC in dnsmasq.text()
+    assert "DHCPACK(" in dnsmasq.text() and SNIPPET_MAC in dnsmasq.text()
 
 
 def test_proxy_dhcp_answers_the_boot_file_next_to_a_separate_dhcp_server(dhcp_lab):
@@ -187,14 +207,22 @@ def test_proxy_dhcp_answers_the_boot_file_next_to_a_separate_dhcp_server(dhcp_la
         console, events, seconds = _install(lab, "proxy-install", PROXY_MAC)
         _assert_installed(console, events, PROXY_MAC)
         print(f"\n[e2e] ProxyDHCP next to a separate DHCP server: installed in {seconds:.1f} s")
+        # A PXE client we do not know: the proxy stays silent to it (dhcp-ignore=tag:!known), the site answers it.
+        _discover(STRANGER_MAC)
+        deadline = time.time() + 20
+        while STRANGER_MAC not in proxy_log.read_text() or STRANGER_MAC not in site.text():
+            assert time.time() < deadline, f"the DISCOVER did not arrive:\n{proxy_log.read_text()[-1500:]}"
+            time.sleep(0.2)
         proxy_text = proxy_log.read_text()
     finally:
         lab.stop(server)
         lab.stop(site)
     # The address came from the site's server, which offered no boot file; the boot file came from our proxy.
-    assert f"DHCPACK(e2eveth1)" in site.text() and PROXY_MAC in site.text(), site.text()[-2000:]
+    assert "DHCPACK(e2eveth1)" in site.text() and PROXY_MAC in site.text(), site.text()[-2000:]
     assert "proxy" in proxy_text.lower() and PROXY_MAC in proxy_text, proxy_text[-2000:]
     assert "pxelinux.0" in proxy_text, proxy_text[-2000:]
+    stranger = [line for line in proxy_text.splitlines() if STRANGER_MAC in line]
+    assert stranger and all("ignored" in line for line in stranger), stranger
     print("[e2e] ProxyDHCP log for the host:\n" + "\n".join(
         line for line in proxy_text.splitlines() if PROXY_MAC in line or "filename" in line or "next server" in line))
     print("[e2e] its iPXE:\n" + "\n".join(line for line in console.splitlines()

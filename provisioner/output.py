@@ -187,6 +187,9 @@ def level_lines(levels: dict | None) -> list[str]:
         (h["name"], h["product_version"], h["build_number"], h["last_update_hash"][:12] or "base",
          ", ".join(h["pending"]) or "-") for h in levels["hosts"]))]
     lines += [f"LEFT BEHIND: {x['name']}: {x['why']}" for x in levels["left_behind"]]
+    if levels.get("replaced_repositories"):
+        lines.append("the run's update repository is now the pool's enabled one; it replaced repositories "
+                     f"{', '.join(levels['replaced_repositories'])} (`xe pool-param-set repositories=...` to go back)")
     return lines
 
 

@@ -63,3 +63,18 @@ def test_run_report_shows_vms_prepare_tools_and_warnings():
     old = {k: run[k] for k in ("id", "pool", "media", "state", "reason")}
     old["hosts"] = [{k: v for k, v in h.items() if k not in ("vms", "warnings")} for h in run["hosts"]]
     assert "VMs:" not in output.run_report(old)  # a report from before these keys still prints
+
+
+def test_level_lines_show_each_host_who_is_left_behind_and_the_repositories_replaced():
+    from provisioner import output
+    levels = {"hash": "ab" * 32, "left_behind": [{"name": "h2", "why": "update level base, not abababababab"}],
+              "replaced_repositories": ["uuid-cdn-base", "uuid-cdn-updates"],
+              "hosts": [{"name": "h1", "product_version": "8.4.0", "build_number": "72", "last_update_hash": "ab" * 32,
+                         "pending": []},
+                        {"name": "h2", "product_version": "8.4.0", "build_number": "72", "last_update_hash": "",
+                         "pending": ["reboot_host"]}]}
+    text = "\n".join(output.level_lines(levels))
+    assert "abababababab" in text and "base" in text and "reboot_host" in text
+    assert "LEFT BEHIND: h2: update level base" in text
+    assert "replaced repositories uuid-cdn-base, uuid-cdn-updates" in text
+    assert output.level_lines(None) == []

@@ -13,6 +13,7 @@ for a guidance is recognised by the host's boot_time, journaled before host.rebo
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from provisioner import states
@@ -45,9 +46,24 @@ def run_source(ctx: Context) -> Source | None:
 
 # --- the pool's side: once per run ---
 
+_POOL_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+BUSY = ("APPLY_UPDATES_IN_PROGRESS", "SYNC_UPDATES_IN_PROGRESS", "SYNC_BUNDLE_IN_PROGRESS",
+        "CONFIGURE_REPOSITORIES_IN_PROGRESS")
+"""Pool operations XAPI runs one at a time (xapi_pool_helpers.ml blocking_operations): hosts of one wave wait."""
+
+
 def pool_hash(ctx: Context, src: Source, rh: RunHost | None) -> str:
     """The run's repository introduced, enabled alone and synced on the pool: the hash host.apply_updates takes.
-    Reads the world first: a repository already there, already enabled, already synced in this run is kept."""
+    Reads the world first: a repository already there, already enabled, already synced in this run is kept. One
+    thread of a run at a time (the hosts of a --parallel wave converge on threads)."""
+    with _LOCKS_LOCK:
+        lock = _POOL_LOCKS.setdefault(ctx.run_id, threading.Lock())
+    with lock:
+        return _pool_hash(ctx, src, rh)
+
+
+def _pool_hash(ctx: Context, src: Source, rh: RunHost | None) -> str:
     repo = _repository(ctx, src, rh)
     synced = journal.last(ctx.store, ctx.run_id, SYNCED)
     if synced and synced["uuid"] == repo.uuid and repo.hash and repo.hash == synced["hash"] \
@@ -123,7 +139,8 @@ def bring_to_level(ctx: Context, rh: RunHost, hash_: str, waits: Waits) -> Updat
     if level.last_update_hash != hash_:
         journal.write(ctx.store, ctx.run_id, APPLY, mac=rh.mac, hash=hash_)
         ctx.say(f"{rh.name}: converge: applying updates (hash {hash_[:12]})")
-        for warning in xapi_call(ctx, rh, "host.apply_updates", ctx.driver.apply_updates, info.ref, hash_) or []:
+        for warning in _when_free(ctx, rh, "host.apply_updates", ctx.driver.apply_updates, info.ref, hash_,
+                                  timeout=waits.restart) or []:
             journal.warn(ctx.store, ctx.run_id, f"host.apply_updates: {' '.join(map(str, warning))}", mac=rh.mac)
         level = ctx.driver.update_level(info.ref)
     level = carry_out_guidances(ctx, rh, level, waits)
@@ -139,6 +156,18 @@ def bring_to_level(ctx: Context, rh: RunHost, hash_: str, waits: Waits) -> Updat
                   build_number=level.build_number, pending=list(level.pending))
     ctx.event("converge.done", rh, hash=hash_, pending=list(level.pending))
     return level
+
+
+def _when_free(ctx: Context, rh: RunHost, method: str, fn, *args, timeout: float):
+    """xapi_call, retried while XAPI runs another pool operation of the same kind (BUSY) for up to `timeout`."""
+    start = ctx.clock.now()
+    while True:
+        try:
+            return xapi_call(ctx, rh, method, fn, *args)
+        except XapiError as exc:
+            if not (exc.details and exc.details[0] in BUSY) or ctx.clock.now() - start > timeout:
+                raise
+            ctx.clock.sleep(ctx.timeouts.poll)
 
 
 def carry_out_guidances(ctx: Context, rh: RunHost, level: UpdateLevel, waits: Waits) -> UpdateLevel:
@@ -310,5 +339,9 @@ def record_levels(ctx: Context, hash_: str) -> list[str]:
             why.append(f"guidances pending: {', '.join(level.pending)}")
         if why:
             left.append({"name": info.name, "why": "; ".join(why)})
-    journal.write(ctx.store, ctx.run_id, POOL, hash=target, hosts=found, left_behind=left)
+    # the run's repository stays the enabled one: the pool's /repository/enabled then serves the level its hosts are
+    # at (what a reinstalled host converges to, reinstall_converge.py); the set it replaced is named in the report
+    enabled = journal.last(ctx.store, ctx.run_id, ENABLED)
+    journal.write(ctx.store, ctx.run_id, POOL, hash=target, hosts=found, left_behind=left,
+                  replaced_repositories=enabled["before"] if enabled else [])
     return [f"{x['name']} left behind: {x['why']}" for x in left] if hash_ else []

@@ -230,8 +230,13 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     plan.vms.sort(key=lambda v: (order.get(v.host, 0), v.name))
     plan.changes += [f"VM {v.name}: auto_poweron off during the run, back on in FINALIZE"
                      for v in plan.vms if v.auto_poweron]
-    if media is not None and not plan.to_upgrade:
-        plan.check("NOTHING_TO_DO", f"every host is already at {media.product_version}", "nothing to do")
+    behind = [h["host"] for h in (plan.updates or {}).get("hosts", []) if h["to_apply"]]
+    if media is not None and not plan.to_upgrade and not behind:
+        plan.check("NOTHING_TO_DO", f"every host is already at {media.product_version}"
+                   + (" and at the update level" if plan.updates else ""), "nothing to do")
+    elif media is not None and not plan.to_upgrade:  # FINALIZE converges them (converge.py)
+        plan.changes.append(f"every host is at {media.product_version}: FINALIZE brings {', '.join(behind)} to the "
+                            "update level (each disabled, evacuated, updated, enabled, its VMs migrated back)")
     return plan
 
 

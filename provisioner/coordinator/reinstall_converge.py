@@ -76,6 +76,7 @@ class Converger:
         if not want.last_update_hash:
             self._event(LEVEL, hash="")
             return ""
+        self._answering()
         drv = self.host()
         try:
             me = self._me(drv)
@@ -97,6 +98,20 @@ class Converger:
         self._event(LEVEL, hash=want.last_update_hash)
         self.say(f"{self.r.host_name}: at the pool's update level ({want.last_update_hash[:12]})")
         return want.last_update_hash
+
+    def _answering(self) -> None:
+        """Wait until the new host answers; after a crash during its guidance reboot (the call accepted: it is
+        journaled, its event may be lost), until it is back from it."""
+        journaled = self._mine(REBOOT)
+        if not journaled:
+            self._wait_back(lambda info: True, "the new host answers")
+            return
+        before = journaled[-1]["boot_time"]
+        sent = self._sent(before)
+        self._wait_back(lambda info: info.boot_time != before or not sent, "the new host answers")
+
+    def _sent(self, before: str) -> bool:
+        return any(e.get("method") == "host.reboot" and e.get("before") == before for e in self._mine("xapi.call"))
 
     def _me(self, drv: PoolDriver) -> HostInfo:
         found = drv.hosts()
@@ -145,20 +160,25 @@ class Converger:
             self._toolstack(drv, me, level)
 
     def _reboot(self, drv: PoolDriver, me: HostInfo) -> None:
+        """host.reboot once per journaled boot_time (REBOOT); a host back from it is rebooted again only if its level
+        read now still asks for it. A reboot already under way (host.current_operations `shutdown`,
+        OTHER_OPERATION_IN_PROGRESS) is not sent again."""
         journaled = self._mine(REBOOT)
         if journaled and journaled[-1]["boot_time"] != me.boot_time:
-            before = me.boot_time  # came back from the journaled one and asks again: a new reboot
-            journaled = []
+            if not set(drv.update_level(me.ref).pending) & REBOOT_GUIDANCES:
+                return  # back from the journaled one
+            journaled = []  # back, and asking again: a new one
         if not journaled:
-            before = me.boot_time
-            self._event(REBOOT, boot_time=before)
-        else:
-            before = journaled[-1]["boot_time"]
-        sent = any(e.get("method") == "host.reboot" and e.get("before") == before for e in self._mine("xapi.call"))
-        if not sent:
+            self._event(REBOOT, boot_time=me.boot_time)
+        before = journaled[-1]["boot_time"] if journaled else me.boot_time
+        if not self._sent(before) and me.boot_time == before and "shutdown" not in drv.host_operations(me.ref):
             self.say(f"{self.r.host_name}: rebooting the new host (guidance reboot_host)")
-            drv.disable(me.ref)
-            drv.reboot(me.ref)
+            try:
+                drv.disable(me.ref)
+                drv.reboot(me.ref)
+            except XapiError as exc:
+                if not (exc.details and exc.details[0] == "OTHER_OPERATION_IN_PROGRESS"):
+                    raise
             self._event("xapi.call", method="host.reboot", ok=True, before=before)
         self._wait_back(lambda info: info.boot_time != before and info.enabled, "reboot for guidance")
 

@@ -99,6 +99,11 @@ def _blocker(facts: Facts) -> str:
 
 def text(cls: str, facts: Facts, seen: dict[str, Any]) -> str:
     name, stop = facts.name, _master_stop(facts)
+    if cls == AT_TARGET and facts.step == states.STEP_CONVERGE:  # docs/converge.md
+        return (f"the host is at the target version but not at the run's update level: carry out its pending "
+                f"guidances (xe host-param-get uuid={facts.uuid} param-name=pending-guidances), apply the updates "
+                f"(xe host-apply-updates uuid={facts.uuid} hash=...), then enable it "
+                f"(xe host-enable uuid={facts.uuid}), plug its storage and start its VMs listed in this report")
     if cls == AT_TARGET:
         return (f"the host is at the target version: enable it (xe host-enable uuid={facts.uuid}), plug its storage "
                 "and start its VMs listed in this report")

@@ -79,7 +79,8 @@ def run_view(report: Mapping[str, Any], running_ids: Iterable[str]) -> dict[str,
             "stop_on_failure": report["stop_on_failure"], "created_at": report["created_at"],
             "updated_at": report["updated_at"], "active": active, "driven_here": report["id"] in set(running_ids),
             "percent": percent, "done_hosts": sum(h["done"] for h in hosts),
-            "failed_hosts": sum(h["failed"] for h in hosts), "hosts": hosts, "waves": bool(report.get("waves"))}
+            "failed_hosts": sum(h["failed"] for h in hosts), "hosts": hosts, "waves": bool(report.get("waves")),
+            "levels": report.get("levels")}  # FINALIZE's versions, builds, update levels, hosts left behind
 
 
 def pool_names(store: Store) -> list[str]:

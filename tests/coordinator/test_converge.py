@@ -287,3 +287,86 @@ def test_cli_plan_lists_the_updates_per_host_and_refuses_an_unknown_name(ulab):
     assert data["updates"]["name"] == UPDATES and len(data["updates"]["hosts"]) == 3
     unknown = cli("upgrade", "plan", POOL, "--media", MEDIA, "--updates", "nope")
     assert unknown.exit_code == 1 and "UPDATES_UNKNOWN" in unknown.output
+
+
+def test_finalize_converges_a_host_skipped_at_check_with_its_vms_back(ulab):
+    """The master already at the target version is skipped at CHECK; FINALIZE disables and evacuates it, brings it
+    to the run's level (its RebootHost guidance too: a master reboot), enables it and migrates its VMs back."""
+    from provisioner.simulator import states as sim_states
+    lab = ulab
+    pool = lab.world.pools[POOL]
+    skipped = pool.hosts[0]
+    sv = sim_states.software_version({"product_version": TARGET_VERSION, "build_number": TARGET_BUILD},
+                                     skipped.name)[0]
+    pool.db.update("host", skipped.ref, software_version=sv)
+    vms_on_it = {v.uuid for v in lab.driver.vms() if v.resident_on == skipped.ref}
+    assert vms_on_it
+    run = start(lab)
+    assert [rh.name for rh in lab.store.run_hosts(run.id)] == [pool.hosts[1].name, pool.hosts[2].name]
+    final = drive(lab, run.id)
+    assert final.state == states.RUN_DONE, why(lab, final)
+    found = levels(lab)
+    assert len({h for h, _ in found.values()}) == 1 and all(p == () for _, p in found.values()), found
+    assert lab.reboots(0) == 1  # no upgrade: the one reboot its RebootHost guidance asked for
+    # its own VMs migrated back (members' VMs the upgrades moved onto it may be there too)
+    assert vms_on_it <= {v.uuid for v in lab.driver.vms() if v.resident_on == skipped.ref}
+    assert all(h.enabled for h in lab.driver.hosts())
+    assert run_report(lab.store, run.id)["levels"]["left_behind"] == []
+
+
+def test_reinstall_killed_after_the_new_hosts_guidance_reboot_resumes_without_another(tmp_path, key):
+    """kill -9 right after the new standalone host accepted its guidance reboot: the flow run again (resume at
+    CONVERGE) waits for that reboot instead of sending another, then joins."""
+    bundle = bundles.build_bundle(tmp_path / "pool.xsbundle", key=key)
+    lab = make_update_lab(tmp_path, key, version="8.4.0", pool_updates=bundle.path)
+
+    class CrashAfterReboot(XenApiDriver):
+        def reboot(self, host_ref: str) -> None:
+            super().reboot(host_ref)
+            raise Crash("after the new host's host.reboot")
+    try:
+        mac = lab.mac(1)
+        want = pool_at_level(lab, bundle)
+        shut_down(lab, mac)
+        found = reinstall.start(lab.store, mac, POOL, MEDIA, confirm=lab.store.get_host(mac).name, forget=True,
+                                root_password_hash=cryptpw.hash_password(PASSWORD),
+                                connect=lambda name: pools.connect(lab.store, name, timeout=5),
+                                host_url=lab.sim.url(mac))
+
+        def flow(**kw):
+            return reinstall.Flow(lab.store, lab.config, found.id, clock=lab.world.clock, timeouts=FLOW_FAST,
+                                  connect=lambda name: pools.connect(lab.store, name, timeout=5),
+                                  power_on=lambda: lab.world.power_on(mac), **kw)
+        with pytest.raises(Crash):
+            flow(connect_host=lambda url, user, pw, trust: CrashAfterReboot(url, user, pw, timeout=30,
+                                                                            trust=trust)).run()
+        assert lab.store.get_reinstall(found.id).step == states.RI_CONVERGE
+        reboots = [c for c in lab.world.call_log if c[1] == "host.reboot"]
+        assert len(reboots) == 1
+        done = flow().run()
+        assert done.step == states.RI_DONE, done.reason
+        assert [c for c in lab.world.call_log if c[1] == "host.reboot"] == reboots  # not sent again
+        new = host_info(lab, mac)
+        assert lab.driver.update_level(new.ref).last_update_hash == want and len(lab.driver.hosts()) == 3
+    finally:
+        stop_lab(lab)
+
+
+def test_a_pool_already_at_the_target_is_converged_by_a_run_with_updates(tmp_path, key):
+    """Every host at 8.4 (nothing to upgrade) but not at the update level: --updates is not NOTHING_TO_DO; the run
+    has no host steps and FINALIZE brings every host to the level, VMs back."""
+    lab = make_update_lab(tmp_path, key, version="8.4.0")
+    try:
+        assert not make_plan(lab.store, POOL, MEDIA, lab.driver).ok  # NOTHING_TO_DO without --updates
+        plan = make_plan(lab.store, POOL, MEDIA, lab.driver, updates=UPDATES)
+        assert plan.ok, plan.problems
+        assert any("FINALIZE brings" in c for c in plan.changes) and not plan.to_upgrade
+        vms_before = running_vms(lab)
+        final = drive(lab, start(lab).id)
+        assert final.state == states.RUN_DONE, why(lab, final)
+        found = levels(lab)
+        assert len({h for h, _ in found.values()}) == 1 and "" not in {h for h, _ in found.values()}, found
+        assert all(p == () for _, p in found.values()) and running_vms(lab) == vms_before
+        assert [lab.reboots(i) for i in range(3)] == [1, 1, 1]  # the RebootHost guidance only
+    finally:
+        stop_lab(lab)

@@ -78,7 +78,8 @@ def test_ha_wlb_autostart_off_during_the_run_and_back_after_rpu_cleared(lab):
     order = [e["kind"] for e in events if e["kind"] in (journal.RPU_CLEARED, journal.UNDO, "run.done")]
     assert order[0] == journal.RPU_CLEARED and order[-1] == "run.done" and order.count(journal.UNDO) == 3
     report = run_report(lab.store, run.id)
-    assert report["options"] == {"disable_ha_wlb": True, "migrate_back": False, "power_cycle": False, "consent": ()}
+    assert report["options"] == {"disable_ha_wlb": True, "migrate_back": False, "power_cycle": False, "consent": (),
+                                 "updates": None}
     assert [(p["what"], p["state"]) for p in report["prepare"]] == [
         ("ha", "undone"), ("wlb", "undone"), ("auto_poweron", "undone")]
     assert report["rpu_cleared_after"] is not None and report["warnings"] == []

@@ -26,10 +26,12 @@ def test_read_pages_past_the_event_query_limit(store):
 
 def test_options_default_to_the_safe_choice(store):
     assert journal.options(store, "old-run") == {"disable_ha_wlb": False, "migrate_back": False, "power_cycle": False,
-                                                 "consent": ()}
+                                                 "consent": (), "updates": None}
     journal.write(store, "new-run", journal.OPTIONS, disable_ha_wlb=True, migrate_back=False)  # before power_cycle
     assert journal.options(store, "new-run") == {"disable_ha_wlb": True, "migrate_back": False, "power_cycle": False,
-                                                 "consent": ()}
+                                                 "consent": (), "updates": None}
+    journal.write(store, "updated", journal.OPTIONS, disable_ha_wlb=False, updates="xs84u")  # --updates NAME
+    assert journal.options(store, "updated")["updates"] == "xs84u"
     journal.write(store, "cycled", journal.OPTIONS, disable_ha_wlb=False, migrate_back=False, power_cycle=True)
     assert journal.options(store, "cycled")["power_cycle"] is True
 

@@ -266,6 +266,16 @@ def test_classify_table(role, step, events, now, reason, cls):
     assert remedy.cls == cls, remedy.text
 
 
+def test_a_host_failed_at_converge_is_at_target_and_told_to_finish_its_updates():
+    """CONVERGE (--updates) failed: upgraded, not at the run's update level; never a reinstall or restore."""
+    for role in ("master", "member"):
+        remedy = remedies.classify(_facts(role, states.STEP_CONVERGE, _events(True, True, True, "0", True),
+                                          Seen(True, True, "8.4.0", "1", False, True), None))
+        assert remedy.cls == remedies.AT_TARGET, remedy.text
+        assert "xe host-apply-updates" in remedy.text and "pending-guidances" in remedy.text
+        assert "reinstall" not in remedy.text and "Restore" not in remedy.text
+
+
 @pytest.mark.parametrize("error,words", [
     (["HOST_NOT_ENOUGH_FREE_MEMORY", str(6 * 2 ** 30), str(2 * 2 ** 30)], "short by 4.0 GiB"),
     (["HOST_NOT_ENOUGH_FREE_MEMORY", "OpaqueRef:vm", str(3 * 2 ** 30), str(2 ** 30)],

@@ -188,3 +188,18 @@ def test_restore_settings_409_during_a_run_then_restores_once(two_pools):
     again = api("POST", "/pools/blue/upgrade/restore-settings").json()["restore"]
     assert again == {"pool": "blue", "restored": [], "already_back": [], "not_restored": []}
     assert api("POST", "/pools/nope/upgrade/restore-settings").status_code == 404
+
+
+def test_updates_option_is_checked_before_any_run(two_pools):
+    """`updates` (POST upgrade, ?updates= on the plan): a repository name; a wrong type is 400 naming the field, an
+    unknown name is refused by the plan's UPDATES_UNKNOWN / 404, and no run is created."""
+    api = Api(two_pools)
+    before = two_pools.store.list_runs()
+    bad = api("POST", "/pools/red/upgrade", json={"media": MEDIA, "updates": 42})
+    assert bad.status_code == 400 and "updates" in bad.text
+    unknown = api("POST", "/pools/red/upgrade", json={"media": MEDIA, "updates": "nope"})
+    assert unknown.status_code == 404 and "no update repository named 'nope'" in unknown.json()["error"]
+    plan = api("GET", "/pools/red/plan", params={"media": MEDIA, "updates": "nope"}).json()["plan"]
+    assert not plan["ok"] and [c["code"] for c in plan["checks"] if c["code"].startswith("UPDATES_")] == [
+        "UPDATES_UNKNOWN"] and plan["updates"] is None
+    assert two_pools.store.list_runs() == before

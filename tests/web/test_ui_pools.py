@@ -162,3 +162,24 @@ def test_a_failed_host_shows_its_remedy_class_and_evidence(ui, store, tmp_path):
     assert "nothing was changed on h1" in page and "XAPI host.disable: failed: HOST_OFFLINE" in page
     host = client.get("/ui/status.json").get_json()["pools"][0]["run"]["hosts"][0]
     assert (host["remedy_class"], host["evidence"][0]["kind"]) == ("nothing_changed", "xapi.call")
+
+
+def test_pool_page_shows_the_hosts_levels_and_who_was_left_behind(ui, store, tmp_path):
+    """FINALIZE's record (converge.record_levels, journal converge.pool) on the pool page: version, build, update
+    level, pending guidances of each host, and the hosts left behind."""
+    from provisioner.coordinator import converge
+    client, _ = ui
+    add_host(store)
+    add_media(store, tmp_path)
+    store.add_pool("p1", "https://10.0.0.10", "root", POOL_PASSWORD)
+    run = run_of(store)
+    assert 'id="levels"' not in client.get("/ui/pools/p1").text  # nothing before FINALIZE
+    journal.write(store, run.id, converge.POOL, hash="ab" * 32, hosts=[
+        {"name": "h1", "mac": None, "product_version": "8.4.0", "build_number": "demo-84", "last_update_hash": "ab" * 32,
+         "pending": [], "at_level": True, "live": True},
+        {"name": "h2<b>", "mac": None, "product_version": "8.2.1", "build_number": "58", "last_update_hash": "",
+         "pending": ["reboot_host"], "at_level": False, "live": True}],
+        left_behind=[{"name": "h2<b>", "why": "at 8.2.1 build 58, not 8.4.0"}])
+    page = client.get("/ui/pools/p1").text
+    assert 'id="levels"' in page and "<code>abababababab</code>" in page and "reboot_host" in page
+    assert "Left behind: h2&lt;b&gt;: at 8.2.1 build 58, not 8.4.0" in page

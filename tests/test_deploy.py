@@ -6,6 +6,7 @@ reproduced with setpriv (util-linux): the same user switch and the same single a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -186,3 +187,31 @@ def test_serve_runs_as_root_when_told(tmp_path, how):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_doctor_as_the_service_user_sees_what_it_cannot_read(unprivileged_setup):
+    """Run as the service user (as docs/deploy.md says to), doctor names a tftp_root or loader that user cannot read,
+    which root's view would miss."""
+    from provisioner.boot import loaders
+    from provisioner.config import load_config
+
+    top, env, _, _ = unprivileged_setup
+    loaders.prepare_tftp_root(load_config(file=None, environ={}, overrides={"tftp_root": top / "root",
+                                                                          "data_dir": top / "data"}))
+    argv = _setpriv(env)[:-1] + ["doctor", "--json"]  # same user and interpreter as serve, no capability
+
+    def loaders_finding() -> dict:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and proc.stdout.startswith("["), proc.stdout + proc.stderr  # probes fail too
+        return next(f for f in json.loads(proc.stdout) if f["code"] == "loaders.missing")
+
+    os.chmod(top / "root", 0o700)
+    found = loaders_finding()
+    assert found["status"] == "fail" and f"cannot be read by this user (uid {NOBODY})" in found["message"]
+    assert "chmod o+rx" in found["fix"]
+    os.chmod(top / "root", 0o755)
+    os.chmod(top / "root" / "mboot.c32", 0o600)
+    found = loaders_finding()
+    assert found["status"] == "fail" and found["message"].startswith("mboot.c32 in ") and "chmod a+r" in found["fix"]
+    os.chmod(top / "root" / "mboot.c32", 0o644)
+    assert loaders_finding()["status"] == "ok"

@@ -3,6 +3,7 @@ trees complete, room in the data dir, the store writable and migrated (docs/depl
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -23,6 +24,16 @@ DISK_WARN_BYTES = 4 << 30
 
 
 def loaders_present(config: Config) -> Finding:
+    root = Path(config.tftp_root)
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        return fail("loaders.missing", f"tftp_root {root} cannot be read by this user (uid {os.geteuid()}): "
+                    "serve finds no loader there", f"run doctor as the service user, and make {root} and its "
+                    "parents readable by it (e.g. chmod o+rx; a checkout under /root is not), or move tftp_root")
+    unreadable = [p.name for p in sorted(root.glob("*")) if p.is_file() and not os.access(p, os.R_OK)]
+    if unreadable:
+        return fail("loaders.missing", f"{', '.join(unreadable)} in {root} cannot be read by this user (uid "
+                    f"{os.geteuid()})", f"chmod a+r them (tftp-root prepare writes 0644), or chown them to the "
+                    "service user")
     missing = loaders.missing_loaders(config.tftp_root)
     if missing:
         return fail("loaders.missing", f"{config.tftp_root} lacks {', '.join(missing)}: PXE firmware asking for "

@@ -28,6 +28,7 @@ SITE_IP = "10.77.0.2"
 SNIPPET_MAC = "52:54:00:e2:d0:01"
 PROXY_MAC = "52:54:00:e2:d0:02"
 STRANGER_MAC = "52:54:00:e2:d0:03"
+UEFI_MAC = "52:54:00:e2:d0:04"
 BOOT_TIMEOUT = 300  # software emulation; a boot takes ~35-60 s
 
 
@@ -171,6 +172,8 @@ def test_dnsmasq_configured_only_from_the_generated_snippet(dhcp_lab):
     lab = dhcp_lab
     lab.cli("hosts", "add", SNIPPET_MAC, "--name", "e2e-snippet", "--pool", "e2e", "--disk", "/dev/sda")
     lab.cli("hosts", "arm", SNIPPET_MAC, "--media", "xs84")
+    lab.cli("hosts", "add", UEFI_MAC, "--name", "e2e-snippet-uefi", "--pool", "e2e", "--disk", "/dev/sda",
+            "--firmware", "uefi")
     conf = lab.workdir / "site-dnsmasq.conf"
     lab.cli("dhcp-config", "--format", "dnsmasq", "--output", str(conf))
     snippet = conf.read_text()
@@ -185,6 +188,21 @@ def test_dnsmasq_configured_only_from_the_generated_snippet(dhcp_lab):
         console, events, seconds = _install(lab, "snippet-install", SNIPPET_MAC)
         _assert_installed(console, events, SNIPPET_MAC)
         print(f"\n[e2e] dnsmasq from the generated snippet: installed in {seconds:.1f} s")
+        # UEFI (OVMF's iPXE EFI ROM sends client-arch 7): the snippet's option-93 rule gives it our GRUB, which asks
+        # for its per-MAC config; that is the DHCP part, so the boot stops there.
+        since = lab.events()[-1]["id"]
+        boot = e2e_lab.start_vm("snippet-uefi", UEFI_MAC, "uefi", lab.workdir, netns=NS)
+        wanted = {"grubx64.efi", f"grub/grub.cfg-01-{UEFI_MAC.replace(':', '-')}"}
+        try:
+            deadline = time.time() + BOOT_TIMEOUT
+            while not wanted <= {e["details"].get("file", "").lstrip("/")
+                                 for e in lab.events(since_id=since, kind="tftp.sent")}:
+                assert time.time() < deadline and boot.process.proc.poll() is None, boot.process.text()[-3000:]
+                time.sleep(0.5)
+            print(f"[e2e] UEFI host: grubx64.efi and its per-MAC GRUB config {time.time() - boot.started:.1f} s "
+                  "after power-on")
+        finally:
+            boot.process.stop()
     finally:
         lab.stop(server)
         lab.stop(dnsmasq)

@@ -104,7 +104,10 @@ class ProxyDhcp:
         except subprocess.TimeoutExpired:
             rc = None
         if rc is not None:
-            raise ProxyDhcpError(f"dnsmasq (ProxyDHCP) exited with status {rc} at start: {self._tail()}")
+            tail = self._tail()
+            hint = (" (run serve with CAP_NET_ADMIN as well as CAP_NET_BIND_SERVICE: dnsmasq's DHCP needs it; "
+                    "docs/dhcp.md)" if "NET_ADMIN" in tail else "")
+            raise ProxyDhcpError(f"dnsmasq (ProxyDHCP) exited with status {rc} at start: {tail}{hint}")
         log.info("ProxyDHCP: dnsmasq pid %s answers %d MAC(s) with next-server %s", self.process.pid,
                  len(plan.hosts), plan.next_server)
         self._thread = threading.Thread(target=self._supervise, name="proxy-dhcp", daemon=True)

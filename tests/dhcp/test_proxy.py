@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,32 @@ def test_runtime_runs_and_stops_the_proxy_with_serve(store, cfg, tmp_path):
     finally:
         rt.stop()
     assert child.poll() is not None and rt.proxy is None
+
+
+def test_proxy_without_net_admin_fails_at_start_naming_the_capability(store, tmp_path):
+    """dnsmasq's DHCP needs CAP_NET_ADMIN: run as `nobody` with only CAP_NET_BIND_SERVICE (what the systemd unit
+    gives serve), it exits at once, and the error says which capability to add."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="h7-proxy-"))  # pytest's base temp is 0700: nobody could not read there
+    try:
+        shared.chmod(0o755)
+        # serve and its dnsmasq are one user in real life; here the test (root) writes what dnsmasq (nobody) reads
+        (shared / "data" / "proxy-dhcp").mkdir(parents=True)
+        for made in (shared / "data", shared / "data" / "proxy-dhcp"):
+            made.chmod(0o777)
+        cfg = load_config(file=None, environ={}, overrides={
+            "data_dir": shared / "data", "bind_address": "127.0.0.1", "public_url": "http://127.0.0.1"})
+        wrapper = shared / "dnsmasq-as-nobody"
+        wrapper.write_text("#!/bin/sh\nexec setpriv --reuid=nobody --regid=nogroup --clear-groups "
+                           "--inh-caps=+net_bind_service --ambient-caps=+net_bind_service dnsmasq \"$@\"\n")
+        wrapper.chmod(0o755)
+        proxy = ProxyDhcp(store, cfg, executable=str(wrapper), interface="lo", extra_args=PORTS)
+        with pytest.raises(ProxyDhcpError, match="NET_ADMIN.*run serve with CAP_NET_ADMIN"):
+            proxy.start()
+        proxy.stop()
+    finally:
+        shutil.rmtree(shared)

@@ -18,6 +18,7 @@ from typing import Any
 from provisioner import states
 from provisioner.coordinator import report
 from provisioner.coordinator.evacuation import WaveTargets
+from provisioner.coordinator.shared_reads import SharedHosts
 from provisioner.store import Run, RunHost
 
 Runner = Any
@@ -47,15 +48,24 @@ def _stop_reason(runner: Runner, run: Run, hosts: list[RunHost], max_failures: i
     return None
 
 
-def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets,
+def _real_seconds(clock: Any, seconds: float) -> float:
+    """Seconds of `clock` in real seconds (the simulator's clock runs faster; a service wraps it as `inner`)."""
+    for found in (clock, getattr(clock, "inner", None)):
+        if found is not None and hasattr(found, "real"):
+            return found.real(seconds)
+    return seconds
+
+
+def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets, shared: SharedHosts,
                   until: str | None = None) -> dict[str, RunHost | None]:
     """Each host from its committed step to DONE / FAILED, or to `until` (None: stopped by an abort), on its own
-    thread with its own XAPI session; returns when every thread has."""
+    thread with its own XAPI session (its hosts() read shared with the wave: shared_reads.py); returns when every
+    thread has."""
     results: dict[str, RunHost | None] = {}
     errors: list[BaseException] = []
 
     def walk(rh: RunHost) -> None:
-        ctx = dataclasses.replace(runner.ctx, driver=runner.ctx.driver.fork(), wave=targets)
+        ctx = dataclasses.replace(runner.ctx, driver=shared.wrap(runner.ctx.driver.fork()), wave=targets)
         try:
             results[rh.mac] = runner._host(rh, ctx, until)
         except BaseException as exc:  # a crash of one thread (a test's kill, the service stopping) ends the wave
@@ -93,12 +103,13 @@ def run_waves(runner: Runner, members: list[RunHost], recorded: dict[str, Any]) 
                          steps={h.name: h.step for h in hosts})
         runner.say(f"wave {number}: {', '.join(h.name for h in hosts)} ({wave['why']})")
         targets = WaveTargets(number, wave_of)
+        shared = SharedHosts(_real_seconds(runner.ctx.clock, runner.ctx.timeouts.poll) / 2)
         # every host CHECK and DISABLE first, all at once; none goes on before all are there: nothing of the wave
         # is down while another host's CHECK asks every member to answer, and none is evacuated onto another
-        checked = _walk_threads(runner, hosts, targets, until=states.STEP_EVACUATE)
+        checked = _walk_threads(runner, hosts, targets, shared, until=states.STEP_EVACUATE)
         stopped = any(r is None for r in checked.values())
         ready = [r for r in checked.values() if r is not None and r.step not in states.HOST_TERMINAL]
-        results = _walk_threads(runner, ready, targets) if ready else {}  # an abort stops each before ARM
+        results = _walk_threads(runner, ready, targets, shared) if ready else {}  # an abort stops each before ARM
         stopped = stopped or any(r is None for r in results.values())
         final = [runner.store.get_run_host(runner.run_id, h.mac) for h in hosts]
         runner.ctx.event(WAVE_DONE, None, wave=number, done=[h.name for h in final if h.step == states.STEP_DONE],

@@ -36,6 +36,12 @@ class Context:
             self._store = Store.from_config(self.config)
         return self._store
 
+    def close(self) -> None:
+        """Close the store's connections (PostgreSQL ones are server sessions) when the command is done."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -68,6 +74,7 @@ def emit(data, as_json: bool, text: str) -> None:
 def main(ctx: click.Context, config_path: str | None) -> None:
     """PXE provisioning server for XenServer rolling pool upgrades."""
     ctx.obj = Context(config_path)
+    ctx.call_on_close(ctx.obj.close)  # after the command and its audit row
     try:
         setup_logging(ctx.obj.config)
     except ConfigError:

@@ -67,8 +67,17 @@ class Row(tuple):
         return list(self._index)
 
 
+_INDEXES: dict[tuple[bytes, ...], dict[str, int]] = {}  # column names -> index, shared by every result of that shape
+
+
 def _row_factory(cursor: Any) -> Any:
-    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    # From the libpq result's field names, not cursor.description (which builds a Column object per column on
+    # every access: measured as a quarter of a per-MAC boot decision's time).
+    res = cursor.pgresult
+    names = tuple(res.fname(i) or b"" for i in range(res.nfields)) if res is not None else ()
+    index = _INDEXES.get(names)
+    if index is None:
+        index = _INDEXES.setdefault(names, {name.decode(): i for i, name in enumerate(names)})
     return lambda values: Row(values, index)
 
 
@@ -96,11 +105,15 @@ class Cursor:
     def __init__(self, conn: "Connection", cursor: psycopg.Cursor):
         self._conn, self._cursor = conn, cursor
 
+    def _has_rows(self) -> bool:
+        res = self._cursor.pgresult
+        return res is not None and res.nfields > 0
+
     def fetchone(self) -> Any:
-        return self._cursor.fetchone() if self._cursor.description else None
+        return self._cursor.fetchone() if self._has_rows() else None
 
     def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall() if self._cursor.description else []
+        return self._cursor.fetchall() if self._has_rows() else []
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())

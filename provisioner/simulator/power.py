@@ -192,6 +192,8 @@ class HostPower:
             return
         db = h.pool.db
         with db.lock:
+            if h.state != st.XAPI_STARTING:  # a reboot/shutdown accepted during startup got there first
+                return
             if not h.pbds_stay_unplugged:
                 for pbd in db.find("PBD", host=h.ref):
                     db.update("PBD", pbd, currently_attached=True)

@@ -21,6 +21,14 @@ MAX_ITEMS = 50  # entries kept of one list or mapping
 ACTOR_KINDS = ("token", "dashboard", "cli")
 
 
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@", re.I)
+
+
+def redact_url_passwords(text: str) -> str:
+    """scheme://user:PASSWORD@host... with the password replaced (a database_url on a command line, a mirror URL)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+
+
 def redact(value: Any, key: str = "", depth: int = 0) -> Any:
     """`value` with every secret-looking field replaced and long values cut (a summary, never the secret)."""
     if key and SECRET_KEY.search(key) and value not in (None, "", False):
@@ -33,7 +41,7 @@ def redact(value: Any, key: str = "", depth: int = 0) -> Any:
         return [redact(v, key, depth + 1) for v in list(value)[:MAX_ITEMS]]
     if isinstance(value, (bool, int, float)) or value is None:
         return value
-    text = str(value)
+    text = redact_url_passwords(str(value))
     return text if len(text) <= MAX_VALUE else text[:MAX_VALUE] + f"... ({len(text)} chars)"
 
 

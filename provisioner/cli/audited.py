@@ -58,7 +58,7 @@ def redact_args(args: list[str]) -> list[str]:
                 out.append(arg)
                 hide_next = True
             continue
-        out.append(arg[:200])
+        out.append(audit.redact_url_passwords(arg)[:200])
     return out
 
 

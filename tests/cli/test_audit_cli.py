@@ -9,6 +9,7 @@ import sqlite3
 
 import click
 
+from provisioner import audit
 from provisioner.cli import main
 from provisioner.cli.audited import NOT_AUDITED, command_path, redact_args
 
@@ -70,6 +71,14 @@ def test_help_and_usage_errors_leave_no_row(run):
 def test_secret_options_are_redacted():
     assert redact_args(["p1", "--password", "s3cret", "--token=abc", "--secret-file", "/f", "--name", "x"]) == [
         "p1", "--password", "<redacted>", "--token=<redacted>", "--secret-file", "/f", "--name", "x"]
+
+
+def test_a_password_inside_a_url_is_redacted():
+    """`db copy --to postgresql://user:PASSWORD@host/db` must not put the database password in the audit trail."""
+    assert redact_args(["--from", "sqlite:/d/x.db", "--to", "postgresql://prov:s3cret@db:5432/p", "http://h/x"]) == [
+        "--from", "sqlite:/d/x.db", "--to", "postgresql://prov:<redacted>@db:5432/p", "http://h/x"]
+    assert audit.redact({"url": "https://u:pw@mirror/x/", "n": "postgresql://a@b/c"}) == {
+        "url": "https://u:<redacted>@mirror/x/", "n": "postgresql://a@b/c"}
     ctx = click.Context(main)
     assert command_path(main, ctx, ["hosts", "add", "aa", "--name", "x"]) == ("hosts add", ["aa", "--name", "x"])
 

@@ -95,12 +95,13 @@ class FlowLock:
                     return
 
     def _lose(self, why: str) -> None:
-        self.lost.set()
         log.error("lease %s lost (%s): the flow stops at its next wait or step boundary", self.name, why)
-        try:
+        try:  # the event first: whoever sees `lost` finds it recorded
             self.store.add_event("lease.lost", details={"lease": self.name, "owner": self.owner, "reason": why})
         except DB_ERRORS:
             pass
+        finally:
+            self.lost.set()
 
     def release(self) -> None:
         self._stop.set()

@@ -18,14 +18,17 @@ GIB = 1 << 30
 
 
 def _spool_files() -> int:
-    """Open files of this process in the temporary directory: where waitress spools bodies past 512 KB."""
+    """Open files of this process in the temporary directory: where waitress spools bodies past 512 KB. The store's
+    own files are not counted (its data dir is under the temporary directory too, and the audit trail opens a
+    connection per serving thread: docs/audit.md)."""
     where = os.path.realpath(tempfile.gettempdir())
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith(where + "/")
+            name = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
-            pass
+            continue
+        count += name.startswith(where + "/") and not name.endswith((".db", ".db-wal", ".db-shm", ".sqlite"))
     return count
 
 

@@ -124,6 +124,22 @@ def json_body() -> dict:
     return body
 
 
+def typed_body(fields: dict[str, type], required: tuple[str, ...] = ()) -> dict:
+    """json_body() with only `fields` (name -> accepted type; None always accepted) and `required` non-empty: a
+    ValidationError (400) naming the field otherwise."""
+    body = json_body()
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(fields)})")
+    for key, kind in fields.items():
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise ValidationError(f"must be a {kind.__name__}", key)
+    for key in required:
+        if not body.get(key):
+            raise ValidationError("is required", key)
+    return body
+
+
 def _check_json(value: Any, field: str, depth: int) -> None:
     """Refuse what JSON allows but nothing here can store: lone surrogates ("\\ud800": SQLite and UTF-8
     cannot encode them) and absurd nesting; the error names the top-level field it is under."""

@@ -14,7 +14,7 @@ from provisioner.config import secret_from_env
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import reinstall as coord_reinstall
 from provisioner.coordinator.reinstall_plan import ReinstallRefused
-from provisioner.model import ValidationError, normalize_mac
+from provisioner.model import normalize_mac
 from provisioner.store import NotFoundError
 from provisioner.web import api
 from provisioner.web.access import get_flows, get_store, json_error
@@ -31,17 +31,7 @@ def _refused(exc: ReinstallRefused):
 
 
 def _body() -> dict:
-    body = api.json_body()
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(FIELDS)})")
-    for key, kind in FIELDS.items():
-        if body.get(key) is not None and not isinstance(body[key], kind):
-            raise ValidationError(f"must be a {kind.__name__}", key)
-    for key in ("pool", "media"):
-        if not body.get(key):
-            raise ValidationError("is required", key)
-    return body
+    return api.typed_body(FIELDS, ("pool", "media"))
 
 
 @bp.post("/hosts/<mac>/reinstall")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from flask import Blueprint, Flask, jsonify
 
 from provisioner import updates
-from provisioner.model import ValidationError
 from provisioner.web import api
 from provisioner.web.access import get_config, get_store, json_error
 
@@ -28,17 +27,7 @@ for _error in REFUSED:
 
 
 def _body() -> dict:
-    body = api.json_body()
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(FIELDS)})")
-    for key, kind in FIELDS.items():
-        if body.get(key) is not None and not isinstance(body[key], kind):
-            raise ValidationError(f"must be a {kind.__name__}", key)
-    for key in ("name", "source"):
-        if not body.get(key):
-            raise ValidationError("is required", key)
-    return body
+    return api.typed_body(FIELDS, ("name", "source"))
 
 
 @bp.get("/updates")

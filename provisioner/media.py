@@ -14,8 +14,6 @@ import logging
 import os
 import posixpath
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pycdlib
@@ -24,6 +22,7 @@ from provisioner.config import Config
 from provisioner.paths import real_path_under
 from provisioner.model import Media
 from provisioner.store import ConflictError, Store
+from provisioner.staging import removed_on_error, staged_tree
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +64,11 @@ def import_media(store: Store, config: Config, name: str, path: str | Path) -> M
         raise MediaError(f"{target} already exists (left over from an earlier import?); remove it or pick another name")
     # Extract next to the target and rename at the end: a failed or interrupted import never leaves a
     # half-written tree under the media name (a crash leaves only a dot-named temp directory).
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=media_root.resolve()))
-    try:
+    with staged_tree(media_root.resolve(), name, target) as work:
         _extract_iso(source, work)
         media = dataclasses.replace(_read_tree(name, work), path=str(target))
-        os.chmod(work, 0o755)  # mkdtemp makes it 0700; the tree is served to every booting host
-        os.rename(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    try:
+    with removed_on_error(target):
         media = store.add_media(media)
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)  # we created it a moment ago; nobody else refers to it
-        raise
     log.info("media %s: extracted %s into %s (%s %s)", name, source, target, media.product_name,
              media.product_version)
     return media

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,6 +24,7 @@ from provisioner.media import MediaError, extract_iso
 from provisioner.model import Media, Pack, ValidationError, normalize_mac, version_tuple
 from provisioner.paths import real_path_under
 from provisioner.store import ConflictError, Store
+from provisioner.staging import removed_on_error, staged_tree
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,7 @@ def import_pack(store: Store, config: Config, media_name: str, path: str | Path,
     target = root / name
     if target.exists() or target.is_symlink():
         raise PackError(f"{target} already exists (left over from an earlier import?); remove it or pick another name")
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    try:
+    with staged_tree(root, name, target) as work:
         if source.is_dir():
             shutil.rmtree(work)
             shutil.copytree(source, work, symlinks=True)  # symlinks kept as links: resolve_media_file confines them
@@ -223,18 +222,10 @@ def import_pack(store: Store, config: Config, media_name: str, path: str | Path,
         problem = requirement_problem(info["details"]["requires"], media)
         if problem:
             raise PackError(f"{source} cannot go with media {media.name!r}: {problem}")
-        os.chmod(work, 0o755)
-        os.rename(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     pack = Pack(media=media.name, name=name, kind=info["kind"], path=str(target), label=info["label"],
                 version=info["version"], hosts=macs, pools=pool_names, details=info["details"])
-    try:
+    with removed_on_error(target):
         pack = store.add_pack(pack)
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
-        raise
     log.info("media %s: pack %s (%s %s, %s) imported into %s", media.name, name, pack.label, pack.version, pack.kind,
              target)
     return pack

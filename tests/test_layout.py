@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "provisioner"
 # A unit is a top-level module (provisioner.config) or package (provisioner.boot); the root package
 # (provisioner/__init__.py: the lazy create_app) and __main__ sit on top.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("leaves", {"config", "model", "states", "logs", "metrics", "paths", "output", "progress", "cryptpw",
+    ("leaves", {"config", "model", "states", "logs", "metrics", "paths", "staging", "output", "progress", "cryptpw",
                 "credentials", "pollselect", "auditchain"}),
     ("store", {"store"}),
     ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_tls", "xapi_checks",

@@ -14,13 +14,13 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from provisioner.boot import urls
 from provisioner.config import Config
 from provisioner.store import ConflictError, Store, UpdateRepo
 from provisioner.updates import checks, repo
+from provisioner.staging import removed_on_error, staged_tree
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def import_bundle(store: Store, config: Config, name: str, source: Path, *, prod
     if target.exists() or target.is_symlink():
         raise BundleError(f"{target} already exists (left over from an earlier import?); remove it or pick another "
                           "name")
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root.resolve()))
-    try:
+    with staged_tree(root.resolve(), name, target) as work:
         sha256 = _copy(source, work / BUNDLE_FILE)
         unpack(work / BUNDLE_FILE, work / REPO_DIR, config.updates_max_bytes, label=str(source))
         try:
@@ -66,19 +65,11 @@ def import_bundle(store: Store, config: Config, name: str, source: Path, *, prod
         signed, signer = checks.check_signature(config, _read(work / REPO_DIR / repo.SIGNATURE),
                                                 (work / REPO_DIR / repo.REPOMD).read_bytes(),
                                                 allow_unsigned=allow_unsigned, what=str(source))
-        os.chmod(work, 0o755)  # mkdtemp makes it 0700; the tree and the file are served over HTTP
         record = UpdateRepo(name=name, kind="bundle", source=str(source), path=str(target), bundle_file=BUNDLE_FILE,
                             sha256=sha256, size=size, product_version=found.product_version, signed=signed,
                             unsigned=not signed, details={**found.as_details(), "signer": signer})
-        os.rename(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    try:
+    with removed_on_error(target):
         added = store.add_update_repo(record)
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)  # renamed a moment ago; nothing refers to it yet
-        raise
     log.info("updates %s: imported %s (%s, %d updates, level %s, %s)", name, source, found.product_version,
              len(found.updates), found.update_level or "-", "signed" if signed else "UNSIGNED (--allow-unsigned)")
     return added

@@ -73,29 +73,26 @@ def _disk(text: str) -> str:
 
 
 def _sources(root) -> tuple[str, ...]:
-    sources = []
     _mandatory(root, "source")
-    for node in _elements(root, "source"):
-        kind = _attribute(node, "type", mandatory=True)
-        if kind not in ("local", "url", "nfs"):
-            raise AnswerfileRejected("Invalid type for <source> media specified.")
-        address = _text(node)
-        if kind != "url" or address.startswith("nfs://"):
-            raise AnswerfileRejected(f"<source type={kind!r}>: only url sources are simulated")
-        sources.append(address)
-    return tuple(sources)
+    return _url_sources(root, "source", "url sources")
 
 
 def _driver_sources(root) -> tuple[str, ...]:
     """host-installer answerfile.py parseDriverSource (267-288): type mandatory, local/url/nfs; optional."""
+    return _url_sources(root, "driver-source", "url driver sources")
+
+
+def _url_sources(root, tag: str, what: str) -> tuple[str, ...]:
+    """Every <tag>: its type is mandatory and one of local/url/nfs, as the installer's parser says; only url ones
+    are simulated."""
     sources = []
-    for node in _elements(root, "driver-source"):
+    for node in _elements(root, tag):
         kind = _attribute(node, "type", mandatory=True)
         if kind not in ("local", "url", "nfs"):
-            raise AnswerfileRejected("Invalid type for <driver-source> media specified.")
+            raise AnswerfileRejected(f"Invalid type for <{tag}> media specified.")
         address = _text(node)
         if kind != "url" or address.startswith("nfs://"):
-            raise AnswerfileRejected(f"<driver-source type={kind!r}>: only url driver sources are simulated")
+            raise AnswerfileRejected(f"<{tag} type={kind!r}>: only {what} are simulated")
         sources.append(address)
     return tuple(sources)
 

@@ -18,13 +18,12 @@ from typing import Callable, Protocol
 
 import XenAPI
 
-from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall, xapi_tls, xapi_updates
+from provisioner import xapi_checks, xapi_prechecks, xapi_reinstall, xapi_tls, xapi_updates, xapi_vms
 from provisioner.xapi_tls import Trust
-from provisioner.xapi_model import CdInfo, HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
+from provisioner.xapi_model import HostInfo, JoinFacts, LocalDisk, PbdInfo, VmInfo  # what the calls return
 
 DEFAULT_TIMEOUT = 30.0
 TASK_TIMEOUT = 4 * 3600.0  # an evacuation of a big host or a suspend of a big VM takes minutes, not seconds
-NULL_REF = "OpaqueRef:NULL"
 
 # While the master's xapi restarts these mean "not back yet" (docs/xapi.md "Sessions",
 # "Waiting for the master to return"); anything else is an answer.
@@ -127,8 +126,8 @@ class PoolDriver(Protocol):
     def server_certificate(self, host_ref: str) -> str: ...
 
 
-class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_prechecks.PrecheckCalls,
-                   xapi_updates.UpdateCalls):
+class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls,
+                   xapi_prechecks.PrecheckCalls, xapi_updates.UpdateCalls):
     """PoolDriver over the official `xenapi` package; re-logs in once on SESSION_INVALID."""
 
     def __init__(self, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT,
@@ -286,75 +285,11 @@ class XenApiDriver(xapi_reinstall.ReinstallCalls, xapi_checks.CheckCalls, xapi_p
         if status >= 300:
             raise XapiError([f"HTTP_{status}", f"PUT {uri}", body[:200]])
 
-    def vms(self) -> list[VmInfo]:
-        """Every real VM with its CDs, auto_poweron and guest tools state (five get_all_records calls)."""
-        vbds, vdis = self.call("VBD.get_all_records"), self.call("VDI.get_all_records")
-        srs, metrics = self.call("SR.get_all_records"), self.call("VM_guest_metrics.get_all_records")
-        found = []
-        for ref, rec in self.call("VM.get_all_records").items():
-            if rec.get("is_a_template") or rec.get("is_a_snapshot") or rec.get("is_control_domain"):
-                continue
-            cds = []
-            for vbd_ref in rec.get("VBDs", []):
-                vbd = vbds.get(vbd_ref, {})
-                if vbd.get("type") != "CD" or vbd.get("empty") or vbd.get("VDI", NULL_REF) == NULL_REF:
-                    continue
-                vdi = vdis.get(vbd["VDI"], {})
-                sr = srs.get(vdi.get("SR", NULL_REF), {})
-                cds.append(CdInfo(vbd_ref, vbd.get("uuid", ""), vdi.get("name_label", vbd["VDI"]),
-                                  bool(sr.get("is_tools_sr"))))
-            gm = metrics.get(rec.get("guest_metrics", NULL_REF))
-            pv = (gm or {}).get("PV_drivers_version", {})
-            version = ".".join(str(pv.get(k, "0")) for k in ("major", "minor", "micro")) if pv.get("major") else None
-            found.append(VmInfo(ref, rec["uuid"], rec["name_label"], rec["power_state"],
-                                rec.get("resident_on", NULL_REF), tuple(rec.get("allowed_operations", [])),
-                                rec.get("other_config", {}).get("auto_poweron") == "true", tuple(cds), version,
-                                bool(gm and gm.get("PV_drivers_detected")),
-                                bool(gm and gm.get("PV_drivers_up_to_date"))))
-        return sorted(found, key=lambda v: (v.name, v.uuid))
-
-    def pbds(self) -> list[PbdInfo]:
-        srs = self.call("SR.get_all_records")
-        return [PbdInfo(ref, rec["host"], srs.get(rec["SR"], {}).get("name_label", rec["SR"]),
-                        bool(rec.get("currently_attached"))) for ref, rec in self.call("PBD.get_all_records").items()]
-
-    def eject_cd(self, vbd_ref: str) -> None:
-        self.task("VBD.eject", vbd_ref)
-
-    def suspend_vm(self, vm_ref: str) -> None:
-        self.task("VM.suspend", vm_ref)
-
-    def clean_shutdown_vm(self, vm_ref: str) -> None:
-        self.task("VM.clean_shutdown", vm_ref)
-
-    def hard_shutdown_vm(self, vm_ref: str) -> None:
-        self.task("VM.hard_shutdown", vm_ref)
-
-    def resume_vm_on(self, vm_ref: str, host_ref: str) -> None:
-        self.task("VM.resume_on", vm_ref, host_ref, False, False)
-
-    def start_vm_on(self, vm_ref: str, host_ref: str, paused: bool = False) -> None:
-        self.task("VM.start_on", vm_ref, host_ref, bool(paused), False)
-
-    def migrate_vm(self, vm_ref: str, host_ref: str) -> None:
-        self.task("VM.pool_migrate", vm_ref, host_ref, {"live": "true"})
-
-    def assert_can_boot_here(self, vm_ref: str, host_ref: str) -> None:
-        """XAPI's own check that the VM could run there now (memory with the reservations of migrations in flight,
-        enabled, SRs): XapiError HOST_NOT_ENOUGH_FREE_MEMORY / HOST_DISABLED / VM_REQUIRES_SR ... (docs/waves.md)."""
-        self.call("VM.assert_can_boot_here", vm_ref, host_ref)
-
     def fork(self) -> "XenApiDriver":
         """The same pool and credentials with a session of its own: one per thread of a wave (the XenAPI session
         object is not meant to be shared between threads)."""
         return XenApiDriver(self.url, self._username, self._password, timeout=self.timeout,
                             task_timeout=self.task_timeout, trust=self.trust)
-
-    def set_auto_poweron(self, vm_ref: str, on: bool) -> None:
-        """other_config:auto_poweron, as XenCenter's AutoStartEnabled fix and its unwind set it (docs/xapi.md
-        "XenCenter's prechecks and their unwind")."""
-        self.call("VM.remove_from_other_config", vm_ref, "auto_poweron")
-        self.call("VM.add_to_other_config", vm_ref, "auto_poweron", "true" if on else "false")
 
     def disable_ha(self) -> None:
         self.task("pool.disable_ha")

@@ -67,7 +67,7 @@ def _free_privileged_port_pair() -> tuple[int, int]:
 
 
 @pytest.fixture
-def unprivileged_setup():
+def unprivileged_setup(code_for_nobody):
     """A data dir and tftp_root the unprivileged user owns/reads, outside root's 0700 pytest temp dir."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged user")
@@ -83,8 +83,42 @@ def unprivileged_setup():
            "PROVISIONER_CONFIG": "", "PROVISIONER_DATA_DIR": str(top / "data"),
            "PROVISIONER_TFTP_ROOT": str(top / "root"), "PROVISIONER_BIND_ADDRESS": "127.0.0.1",
            "PROVISIONER_TFTP_PORT": str(tftp_port), "PROVISIONER_HTTP_PORT": str(http_port),
-           "PYTHONUNBUFFERED": "1", "HOME": str(top)}
+           "PYTHONUNBUFFERED": "1", "HOME": str(top), "PYTHONPATH": os.pathsep.join(code_for_nobody)}
     yield top, env, tftp_port, http_port
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _readable_by_nobody(path: Path) -> bool:
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "test", "-r",
+                           str(path)]).returncode == 0
+
+
+_SKIP_FOR_NOBODY = ("playwright", "pip", "setuptools", "hypothesis", "_pytest", "pytest", "__pycache__")
+
+
+@pytest.fixture(scope="module")
+def code_for_nobody():
+    """What the unprivileged user imports: this checkout and the venv's packages when it can read them; else a
+    world-readable copy of both (CI clones into a 0700 `mktemp -d`, and /root is 0700). A real deployment puts its
+    checkout and venv where the service user can read them (docs/deploy.md); the copy stands for that."""
+    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    if _readable_by_nobody(REPO / "provisioner" / "__init__.py") and _readable_by_nobody(Path(site) / "flask"):
+        yield [str(REPO), site]
+        return
+    top = Path(tempfile.mkdtemp(prefix="provisioner-code-"))
+    os.chmod(top, 0o755)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("provisioner", "answerfiles", "tftp_root"):
+        shutil.copytree(REPO / part, top / "code" / part, ignore=ignore)
+    for entry in Path(site).iterdir():
+        if entry.is_dir() and not entry.name.startswith(_SKIP_FOR_NOBODY):
+            shutil.copytree(entry, top / "site" / entry.name, ignore=ignore)
+        elif entry.is_file() and entry.suffix in (".py", ".pth") and not entry.name.startswith("__editable__"):
+            (top / "site").mkdir(exist_ok=True)
+            shutil.copy2(entry, top / "site" / entry.name)
+    subprocess.run(["chmod", "-R", "a+rX", str(top)], check=True)
+    assert _readable_by_nobody(top / "code" / "provisioner" / "__init__.py")
+    yield [str(top / "code"), str(top / "site")]
     shutil.rmtree(top, ignore_errors=True)
 
 
@@ -92,15 +126,14 @@ def _python_for_nobody(env: dict[str, str]) -> str:
     """An interpreter the unprivileged user can execute. This machine's venv links into /root/.pyenv (/root is
     0700), so serve's own re-executions of sys.executable (its TFTP worker processes) are refused there; a real
     deployment builds its venv from a Python the service user can run (docs/deploy.md). Here the system Python of
-    the same minor version runs the same code and the same installed packages (PYTHONPATH)."""
+    the same minor version runs the same code and the same installed packages (PYTHONPATH, set by the
+    unprivileged_setup fixture from code_for_nobody)."""
     probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "test", "-x",
                             os.path.realpath(sys.executable)])
     if probe.returncode == 0:
         return sys.executable
     system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin")
     assert system, f"no /usr/bin python{sys.version_info.major}.{sys.version_info.minor} for the unprivileged user"
-    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), site])
     return system
 
 

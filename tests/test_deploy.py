@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.tftp.client import fetch
+
+from port_locks import privileged_port_pair
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534  # an unprivileged uid/gid every Debian system has
@@ -52,20 +52,6 @@ def test_verify_catches_a_unit_whose_entry_point_is_missing():
     assert proc.returncode != 0 and "/opt/provisioner/.venv/bin/provisioner is not executable" in proc.stderr
 
 
-def _free_privileged_port_pair() -> tuple[int, int]:
-    """A TFTP (udp) and an HTTP (tcp) port below 1024 free on loopback: binding them needs the capability."""
-    start = random.randrange(600, 1000, 2)  # not always the same pair: other tests may hold one for a moment
-    for port in [*range(start, 1022, 2), *range(600, start, 2)]:
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-                u.bind(("127.0.0.1", port))
-                t.bind(("127.0.0.1", port + 1))
-            return port, port + 1
-        except OSError:
-            continue
-    pytest.skip("no free privileged port pair on loopback")
-
-
 @pytest.fixture
 def unprivileged_setup(code_for_nobody):
     """A data dir and tftp_root the unprivileged user owns/reads, outside root's 0700 pytest temp dir."""
@@ -78,13 +64,13 @@ def unprivileged_setup(code_for_nobody):
     os.chmod(top / "root" / "hello.bin", 0o644)
     (top / "data").mkdir()
     os.chown(top / "data", NOBODY, NOBODY)
-    tftp_port, http_port = _free_privileged_port_pair()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")},
-           "PROVISIONER_CONFIG": "", "PROVISIONER_DATA_DIR": str(top / "data"),
-           "PROVISIONER_TFTP_ROOT": str(top / "root"), "PROVISIONER_BIND_ADDRESS": "127.0.0.1",
-           "PROVISIONER_TFTP_PORT": str(tftp_port), "PROVISIONER_HTTP_PORT": str(http_port),
-           "PYTHONUNBUFFERED": "1", "HOME": str(top), "PYTHONPATH": os.pathsep.join(code_for_nobody)}
-    yield top, env, tftp_port, http_port
+    with privileged_port_pair() as (tftp_port, http_port):  # held while serve runs: no other worker takes it
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")},
+               "PROVISIONER_CONFIG": "", "PROVISIONER_DATA_DIR": str(top / "data"),
+               "PROVISIONER_TFTP_ROOT": str(top / "root"), "PROVISIONER_BIND_ADDRESS": "127.0.0.1",
+               "PROVISIONER_TFTP_PORT": str(tftp_port), "PROVISIONER_HTTP_PORT": str(http_port),
+               "PYTHONUNBUFFERED": "1", "HOME": str(top), "PYTHONPATH": os.pathsep.join(code_for_nobody)}
+        yield top, env, tftp_port, http_port
     shutil.rmtree(top, ignore_errors=True)
 
 

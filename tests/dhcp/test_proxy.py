@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -16,7 +17,15 @@ from provisioner import registry, runtime
 from provisioner.config import load_config
 from provisioner.dhcp.proxy import ProxyDhcp, ProxyDhcpError, find_dnsmasq
 
-PORTS = ("--dhcp-alternate-port=16767,16768",)
+
+@pytest.fixture
+def ports() -> tuple[str, ...]:
+    """dnsmasq's DHCP on a server port the kernel just handed out as free (and the next one for its replies), not a
+    fixed pair that two tests running at once (pytest-xdist workers, another pytest run) would both take."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    return (f"--dhcp-alternate-port={port},{port + 1}",)
 
 
 @pytest.fixture
@@ -33,10 +42,10 @@ def _until(predicate, what: str, timeout: float = 20.0):
         time.sleep(0.1)
 
 
-def test_proxy_starts_reloads_on_registry_change_and_restarts(store, cfg):
+def test_proxy_starts_reloads_on_registry_change_and_restarts(store, cfg, ports):
     registry.add_host(store, {"mac": "52:54:00:00:00:01", "name": "a", "pool": "p"})
     events: list[tuple[str, dict]] = []
-    proxy = ProxyDhcp(store, cfg, interface="lo", poll_seconds=0.2, extra_args=PORTS,
+    proxy = ProxyDhcp(store, cfg, interface="lo", poll_seconds=0.2, extra_args=ports,
                       on_event=lambda kind, details: events.append((kind, details)))
     proxy.start()
     try:
@@ -63,8 +72,8 @@ def test_proxy_starts_reloads_on_registry_change_and_restarts(store, cfg):
     assert proxy.process is None
 
 
-def test_proxy_start_refuses_a_config_dnsmasq_rejects(store, cfg):
-    proxy = ProxyDhcp(store, cfg, interface="lo", extra_args=(*PORTS, "--dhcp-range=not-an-address"))
+def test_proxy_start_refuses_a_config_dnsmasq_rejects(store, cfg, ports):
+    proxy = ProxyDhcp(store, cfg, interface="lo", extra_args=(*ports, "--dhcp-range=not-an-address"))
     with pytest.raises(ProxyDhcpError, match="dnsmasq refused the generated"):
         proxy.start()
     assert proxy.process is None
@@ -80,9 +89,9 @@ def test_missing_dnsmasq_is_refused_with_the_fix(store, cfg, monkeypatch):
     assert rt.tftp is None and rt.http is None
 
 
-def test_runtime_runs_and_stops_the_proxy_with_serve(store, cfg, tmp_path):
+def test_runtime_runs_and_stops_the_proxy_with_serve(store, cfg, tmp_path, ports):
     registry.add_host(store, {"mac": "52:54:00:00:00:03", "name": "c", "pool": "p"})
-    rt = runtime.Runtime(cfg, store, proxy_dhcp=True, proxy_args=PORTS)
+    rt = runtime.Runtime(cfg, store, proxy_dhcp=True, proxy_args=ports)
     rt.start()
     try:
         assert rt.proxy is not None and rt.proxy.process.poll() is None
@@ -92,7 +101,7 @@ def test_runtime_runs_and_stops_the_proxy_with_serve(store, cfg, tmp_path):
     assert child.poll() is not None and rt.proxy is None
 
 
-def test_proxy_without_net_admin_fails_at_start_naming_the_capability(store, tmp_path):
+def test_proxy_without_net_admin_fails_at_start_naming_the_capability(store, tmp_path, ports):
     """dnsmasq's DHCP needs CAP_NET_ADMIN: run as `nobody` with only CAP_NET_BIND_SERVICE (what the systemd unit
     gives serve), it exits at once, and the error says which capability to add."""
     if os.geteuid() != 0:
@@ -113,7 +122,7 @@ def test_proxy_without_net_admin_fails_at_start_naming_the_capability(store, tmp
         wrapper.write_text("#!/bin/sh\nexec setpriv --reuid=nobody --regid=nogroup --clear-groups "
                            "--inh-caps=+net_bind_service --ambient-caps=+net_bind_service dnsmasq \"$@\"\n")
         wrapper.chmod(0o755)
-        proxy = ProxyDhcp(store, cfg, executable=str(wrapper), interface="lo", extra_args=PORTS)
+        proxy = ProxyDhcp(store, cfg, executable=str(wrapper), interface="lo", extra_args=ports)
         with pytest.raises(ProxyDhcpError, match="NET_ADMIN.*run serve with CAP_NET_ADMIN"):
             proxy.start()
         proxy.stop()

@@ -317,3 +317,26 @@ def test_serve_logs_the_failures_at_start(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "doctor fail loaders.missing" in err and "provisioner tftp-root prepare" in err
+
+
+def test_cli_doctor_on_postgresql_reads_that_database_and_leaves_no_sqlite_file(tmp_path, pg_url):
+    """With database_url set, doctor checks the PostgreSQL database serve uses (Store.from_config): its schema
+    version, the media imported there; no stray data_dir/provisioner.db is created (issue 22)."""
+    config = _config(tmp_path, database_url=pg_url)
+    loaders.prepare_tftp_root(config)
+    store = Store.from_config(config)
+    try:
+        media.import_media(store, config, "xs84", make_media_tree(tmp_path / "xs84"))
+    finally:
+        store.close()
+    env = {"PROVISIONER_CONFIG": "", **{f"PROVISIONER_{k.upper()}": str(v) for k, v in {
+        "data_dir": config.data_dir, "tftp_root": config.tftp_root, "bind_address": "127.0.0.1",
+        "tftp_port": config.tftp_port, "http_port": config.http_port, "public_url": config.public_url,
+        "database_url": pg_url}.items()}}
+    r = CliRunner().invoke(main, ["doctor", "--json"], env=env)
+    findings = {f["code"]: f for f in json.loads(r.output)}
+    assert findings["store.writable"]["status"] == "ok", findings["store.writable"]
+    assert f"at schema version {SCHEMA_VERSION}" in findings["store.writable"]["message"]
+    assert pg_url.rsplit("@", 1)[-1] in findings["store.writable"]["message"]  # names the database, not a file
+    assert findings["media.incomplete"]["status"] == "ok" and "media.none" not in findings  # read from PostgreSQL
+    assert not config.db_path.exists() and not list(config.data_dir.glob("*.db*"))

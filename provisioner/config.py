@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import urllib.parse
 from dataclasses import dataclass
@@ -117,6 +118,14 @@ def _database_url(raw: Any) -> str:
     return text
 
 
+def _site(raw: Any) -> str:
+    text = str(raw or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", text):
+        raise ValueError(f"expected a site name (letters, digits, '.', '_' and '-', starting with a letter or digit, "
+                         f"at most 63 characters), got {raw!r}")
+    return text
+
+
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "provisioner"
 
@@ -130,6 +139,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # seconds a flow lease lasts without renewal (coordinator/locks.py): the driving server renews it every third
     # of that; when it dies, another server on the same database takes the flow over after at most this long
     "lease_ttl_s": (_int_in(3, 3600), 15),
+    # the site this server boots (docs/sites.md): it registers itself under this name in the store, boots the hosts
+    # of this site, and hosts registered through it without a site get this one
+    "site": (_site, "default"),
     "bind_address": (_ip, "0.0.0.0"),
     "tftp_port": (_int_in(0, 65535), 69),
     "http_port": (_int_in(0, 65535), 80),
@@ -203,6 +215,7 @@ class Config:
     data_dir: Path
     database_url: str
     lease_ttl_s: int
+    site: str
     bind_address: str
     tftp_port: int
     http_port: int

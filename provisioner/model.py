@@ -15,7 +15,7 @@ BOOT_METHODS = ("network-first", "redfish", "ipmi", "host-plugin")
 BMC_KINDS = ("redfish", "ipmi")
 BMC_FIELDS = ("bmc_kind", "bmc_address", "bmc_username", "bmc_system_id")
 HOST_FIELDS = ("mac", "name", "pool", "disk", "firmware", "ip", "notes", "boot_mac", "multipath", "boot_method",
-               *BMC_FIELDS)
+               *BMC_FIELDS, "site")
 """What a caller may give for a host. The BMC password is never one of them: it travels apart (registry.py),
 is stored encrypted and a Host only says whether one is set (bmc_password_set)."""
 
@@ -142,6 +142,7 @@ class Host:
     bmc_username: str | None = None
     bmc_system_id: str | None = None  # Redfish system id; None: found by the host's MAC
     bmc_password_set: bool = False  # read only: the store says whether an encrypted password is kept
+    site: str | None = None  # the site whose boot server boots it (docs/sites.md); None: any server, as before sites
 
     @property
     def netboot_mac(self) -> str:
@@ -173,6 +174,7 @@ class Host:
             firmware=firmware.lower(),
             ip=ip,
             notes=_clean_text(fields.get("notes"), "notes", required=False, max_len=2000) or "",
+            site=_clean_text(fields.get("site"), "site", required=False, pattern=NAME),
             **_boot_fields(fields),
         )
 

@@ -19,8 +19,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def hosts_table(hosts: Sequence[Host]) -> str:
     if not hosts:
         return "no hosts registered"
-    return table(("mac", "pool", "name", "firmware", "ip", "disk", "boot", "bmc"),
-                 ((h.mac, h.pool, h.name, h.firmware, h.ip, h.disk, boot_summary(h), bmc_summary(h)) for h in hosts))
+    return table(("mac", "pool", "name", "site", "firmware", "ip", "disk", "boot", "bmc"),
+                 ((h.mac, h.pool, h.name, h.site or "-", h.firmware, h.ip, h.disk, boot_summary(h), bmc_summary(h))
+                  for h in hosts))
 
 
 def boot_summary(host: Host) -> str:

@@ -8,6 +8,7 @@ bmc_password() for the BMC client; never put one in a message or an event.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any, Mapping
@@ -80,10 +81,21 @@ def read_password_file(path: str | Path, field: str = "password_file") -> str:
     return first
 
 
-def add_host(store: Store, fields: Mapping[str, Any]) -> Host:
+def site_warning(store: Store, site: str | None) -> str | None:
+    """A warning when no server ever registered `site` (None: fine). Accepted anyway: a site's server may be set up
+    after its hosts are registered (docs/sites.md "A host's site")."""
+    if site is None or site in store.site_names():
+        return None
+    return (f"no boot server has registered site {site!r} yet: its hosts cannot network-boot until a "
+            f"`provisioner serve` with site = \"{site}\" runs on this database (or change the host's site)")
+
+
+def add_host(store: Store, fields: Mapping[str, Any], *, site: str | None = None) -> Host:
     """Validate and register one host; ValidationError or ConflictError name the problem. `bmc_password` (write
-    only) may come with the fields."""
+    only) may come with the fields. `site`: the site of a host given none (the registering server's)."""
     fields = dict(fields)
+    if fields.get("site") in (None, "") and site is not None:
+        fields["site"] = site
     password = _password(fields.pop(PASSWORD_FIELD, None))
     host = Host.from_fields(fields)
     return store.add_host(host, bmc_password=_encrypted(store, host, password))
@@ -236,11 +248,15 @@ def parse_csv(text: str, passwords: dict[str, str] | None = None, *, password_fi
     return rows, problems
 
 
-def import_csv(store: Store, text: str, *, source: str = "csv", password_files: bool = False) -> list[Host]:
+def import_csv(store: Store, text: str, *, source: str = "csv", password_files: bool = False,
+               site: str | None = None) -> list[Host]:
     """All-or-nothing import: every bad row (syntax, validation, duplicates, registry clashes) is reported.
-    `password_files`: read bmc_password_file cells (the CLI only; see parse_csv)."""
+    `password_files`: read bmc_password_file cells (the CLI only; see parse_csv). `site`: the site of rows with an
+    empty (or no) site column (the importing server's)."""
     passwords: dict[str, str] = {}
     rows, problems = parse_csv(text, passwords, password_files=password_files)
+    if site is not None:
+        rows = [(line, host if host.site else dataclasses.replace(host, site=site)) for line, host in rows]
     clashes = store.conflicts(host for _, host in rows)
     problems += [(line, clashes[host.mac]) for line, host in rows if host.mac in clashes]
     if problems:

@@ -31,16 +31,24 @@ def _boot_options(func):
 @click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True)
 @click.option("--ip", help="Management IP address (optional).")
 @click.option("--notes", default="", help="Free text.")
+@click.option("--site", help="The site whose boot server boots it (default: this server's `site`; docs/sites.md).")
 @_boot_options
 @click.option("--json", "as_json", is_flag=True, help="Print the new record as JSON.")
 @pass_ctx
 @friendly
 def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
     """Register a host by its management MAC (and --boot-mac when it network-boots from another NIC)."""
-    host = registry.add_host(ctx.store, {k: v for k, v in fields.items() if v is not None})
+    host = registry.add_host(ctx.store, {k: v for k, v in fields.items() if v is not None}, site=ctx.config.site)
     emit(host.as_dict(), as_json, f"added {host.mac} {host.pool}/{host.name}")
     if disk_warning(host.disk):
         click.echo(f"warning: {disk_warning(host.disk)}", err=True)
+    _site_warning(ctx, host)
+
+
+def _site_warning(ctx: Context, host) -> None:
+    warning = registry.site_warning(ctx.store, host.site)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @hosts.command("import")
@@ -49,10 +57,15 @@ def hosts_add(ctx: Context, as_json: bool, **fields) -> None:
 @friendly
 def hosts_import(ctx: Context, csv_file) -> None:
     """Import hosts from a CSV file with a header row (all or nothing). Columns: mac,name,pool and any of
-    disk,firmware,ip,notes,boot_mac,multipath,boot_method,bmc_kind,bmc_address,bmc_username,bmc_system_id,
+    disk,firmware,ip,notes,boot_mac,multipath,boot_method,bmc_kind,bmc_address,bmc_username,bmc_system_id,site,
     bmc_password_file (a file whose first line is the BMC password; never a password in the CSV)."""
-    imported = registry.import_csv(ctx.store, csv_file.read(), source=f"csv {csv_file.name}", password_files=True)
+    imported = registry.import_csv(ctx.store, csv_file.read(), source=f"csv {csv_file.name}", password_files=True,
+                                   site=ctx.config.site)
     click.echo(f"imported {len(imported)} host(s)")
+    for site in sorted({h.site for h in imported if h.site}):
+        warning = registry.site_warning(ctx.store, site)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
 
 
 @hosts.command("list")
@@ -86,6 +99,7 @@ def hosts_show(ctx: Context, mac: str, as_json: bool) -> None:
 @click.option("--firmware", type=click.Choice(["bios", "uefi"]))
 @click.option("--ip", help="Management IP address ('' to clear).")
 @click.option("--notes")
+@click.option("--site", help="The site whose boot server boots it (docs/sites.md).")
 @_boot_options
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
@@ -95,9 +109,14 @@ def hosts_update(ctx: Context, mac: str, as_json: bool, **fields) -> None:
     changes = {k: (v if v != "" else None) for k, v in fields.items() if v is not None}
     if not changes:
         raise click.UsageError("nothing to change: give at least one of --name --pool --disk --firmware --ip --notes "
-                               "--boot-mac --multipath/--no-multipath")
+                               "--site --boot-mac --multipath/--no-multipath")
     host = registry.update_host(ctx.store, mac, changes)
     emit(host.as_dict(), as_json, f"updated {host.mac} {host.pool}/{host.name}")
+    if "site" in changes:
+        _site_warning(ctx, host)
+
+
+hosts.add_command(hosts_update, "edit")  # `hosts edit --site NAME` (issue 22's spelling) is `hosts update`
 
 
 @hosts.command("bmc")

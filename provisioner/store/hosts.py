@@ -17,7 +17,7 @@ KEEP = object()
 """update_host's bmc_password default: leave the stored (encrypted) password as it is."""
 
 _COLUMNS = ("mac", "name", "pool", "disk", "firmware", "ip", "notes", "boot_mac", "multipath", "boot_method",
-            "bmc_kind", "bmc_address", "bmc_username", "bmc_system_id")
+            "bmc_kind", "bmc_address", "bmc_username", "bmc_system_id", "site")
 
 
 def _host_from_row(row: sqlite3.Row) -> Host:
@@ -25,7 +25,8 @@ def _host_from_row(row: sqlite3.Row) -> Host:
                 firmware=row["firmware"], ip=row["ip"], notes=row["notes"], boot_mac=row["boot_mac"],
                 multipath=bool(row["multipath"]), boot_method=row["boot_method"], bmc_kind=row["bmc_kind"],
                 bmc_address=row["bmc_address"], bmc_username=row["bmc_username"],
-                bmc_system_id=row["bmc_system_id"], bmc_password_set=row["bmc_password"] is not None)
+                bmc_system_id=row["bmc_system_id"], bmc_password_set=row["bmc_password"] is not None,
+                site=row["site"])
 
 
 def _values(host: Host) -> list[Any]:

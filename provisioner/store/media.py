@@ -44,5 +44,6 @@ class MediaMixin:
             if row is None:
                 raise NotFoundError(f"no media named {name!r}")
             conn.execute("DELETE FROM media WHERE name = ?", (name,))
+            self._forget_media_sites(conn, name)  # store/sites.py
             self._event(conn, "media.removed", details={"name": name})
         return _media_from_row(row)

@@ -250,5 +250,36 @@ MIGRATIONS: list[tuple[str, ...]] = [
             acquired_at VARCHAR(32) NOT NULL,
             renewed_at VARCHAR(32) NOT NULL)""",
     ),
+    (  # 15: sites (issue 22; store/sites.py, provisioner/sites.py, docs/sites.md). servers: one row per `serve`
+        #     process identity (its base_url, what hosts and other servers reach it at), the site it serves, its
+        #     TFTP address and last_seen (seconds on the DATABASE's clock, renewed by a heartbeat: a row seen
+        #     recently = up). hosts.site: the site whose server boots the host (NULL: any server, with its own URLs,
+        #     as before sites). media_sites: which server (and so site) has which media tree, where, and its state
+        #     (syncing / ready / failed). media_files: a tree's manifest (every regular file, size, sha256), what a
+        #     server syncing the tree from another checks each fetched file against.
+        """CREATE TABLE servers (
+            server VARCHAR(255) PRIMARY KEY,
+            site VARCHAR(63) NOT NULL,
+            public_url TEXT NOT NULL,
+            tftp_address VARCHAR(64) NOT NULL,
+            started_at VARCHAR(32) NOT NULL,
+            last_seen REAL NOT NULL)""",
+        "ALTER TABLE hosts ADD COLUMN site VARCHAR(63)",
+        """CREATE TABLE media_sites (
+            media VARCHAR(64) NOT NULL,
+            server VARCHAR(255) NOT NULL,
+            site VARCHAR(63) NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            path TEXT NOT NULL,
+            error TEXT,
+            updated_at VARCHAR(32) NOT NULL,
+            PRIMARY KEY (media, server))""",
+        """CREATE TABLE media_files (
+            media VARCHAR(64) NOT NULL,
+            relpath TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 VARCHAR(64) NOT NULL,
+            PRIMARY KEY (media, relpath))""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -167,8 +167,10 @@ def list_hosts():
 
 @bp.post("/hosts")
 def add_host():
-    host = registry.add_host(get_store(), json_body())
-    return jsonify(host=host.as_dict()), 201, {"Location": f"/api/v1/hosts/{host.mac}"}
+    host = registry.add_host(get_store(), json_body(), site=get_config().site)
+    warning = registry.site_warning(get_store(), host.site)
+    return (jsonify(host=host.as_dict(), **({"warnings": [warning]} if warning else {})), 201,
+            {"Location": f"/api/v1/hosts/{host.mac}"})
 
 
 @bp.get("/hosts/<mac>")
@@ -178,7 +180,9 @@ def show_host(mac: str):
 
 @bp.patch("/hosts/<mac>")
 def update_host(mac: str):
-    return jsonify(host=registry.update_host(get_store(), mac, json_body()).as_dict())
+    host = registry.update_host(get_store(), mac, json_body())
+    warning = registry.site_warning(get_store(), host.site)
+    return jsonify(host=host.as_dict(), **({"warnings": [warning]} if warning else {}))
 
 
 @bp.delete("/hosts/<mac>")
@@ -229,7 +233,7 @@ def import_hosts():
         text = request.get_data(cache=False).decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationError("the CSV body must be UTF-8 text") from None
-    hosts = registry.import_csv(get_store(), text, source="api")
+    hosts = registry.import_csv(get_store(), text, source="api", site=get_config().site)
     return jsonify(imported=len(hosts), hosts=[h.as_dict() for h in hosts]), 201
 
 

@@ -35,13 +35,13 @@ class Op(NamedTuple):
 OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/hosts", "List registered hosts", ok=(200, {"hosts": ["Host"]}),
        query=(("pool", "string", "only the hosts of this pool"),)),
-    Op("POST", "/hosts", "Register a host", "HostInput", (201, {"host": "Host"}), (400, 409)),
+    Op("POST", "/hosts", "Register a host", "HostInput", (201, {"host": "Host", "warnings": ["string"]}), (400, 409)),
     Op("POST", "/hosts/import", "Import hosts from CSV, all or nothing (header: mac,name,pool and any of disk,"
-       "firmware,ip,notes,boot_mac,multipath,boot_method,bmc_kind,bmc_address,bmc_username,bmc_system_id; "
+       "firmware,ip,notes,boot_mac,multipath,boot_method,bmc_kind,bmc_address,bmc_username,bmc_system_id,site; "
        "bmc_password_file only in the CLI's import: give BMC passwords here with PATCH bmc_password)",
        CSV, (201, {"imported": "integer", "hosts": ["Host"]}), (400, 413, 409, 422)),
     Op("GET", "/hosts/{mac}", "Show one host", ok=(200, {"host": "Host"}), errors=(400, 404)),
-    Op("PATCH", "/hosts/{mac}", "Change some fields of a host", "HostPatch", (200, {"host": "Host"}),
+    Op("PATCH", "/hosts/{mac}", "Change some fields of a host", "HostPatch", (200, {"host": "Host", "warnings": ["string"]}),
        (400, 404, 409)),
     Op("DELETE", "/hosts/{mac}", "Remove a host (its live attempt is disarmed)", ok=(200, {"removed": "Host"}),
        errors=(400, 404)),
@@ -140,6 +140,9 @@ _HOST_FIELDS = {
     "bmc_address": {**_OPT_STR, "description": "Redfish: the service root URL (https://bmc:443); IPMI: host[:port]"},
     "bmc_username": _OPT_STR,
     "bmc_system_id": {**_OPT_STR, "description": "Redfish system id; null: found by the host's MAC"},
+    "site": {**_OPT_STR, "description": "the site whose boot server boots it (docs/sites.md); absent on POST: the "
+             "registering server's site; null: any server (as before sites). A site no server registered yet is "
+             "accepted with a `warnings` entry in the answer"},
 }
 _BMC_PASSWORD = {"bmc_password": {"type": "string", "writeOnly": True, "description": "stored encrypted, never "
                                   "returned; absent, null or empty: keep the stored one"}}

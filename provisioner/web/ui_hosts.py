@@ -10,7 +10,7 @@ from provisioner.model import (BMC_KINDS, BOOT_METHODS, FIRMWARES, HOST_FIELDS, 
                                normalize_mac)
 from provisioner.store import ConflictError, NotFoundError
 from provisioner.web import ui_view
-from provisioner.web.access import get_store, json_error
+from provisioner.web.access import get_config, get_store, json_error
 from provisioner.web.ui_base import bp, page
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -18,7 +18,8 @@ MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
 def _form_values() -> dict[str, str]:
     """The host fields of the form (never the BMC password: _form_password)."""
-    return {f: request.form.get(f, "") for f in HOST_FIELDS}
+    # a form without a site field (an older page) leaves the host's site as it is
+    return {f: request.form.get(f, "") for f in HOST_FIELDS if f != "site" or f in request.form}
 
 
 def _form_password() -> dict[str, str]:
@@ -58,13 +59,15 @@ def host_new():
     values = _form_values()
     try:
         host = registry.add_host(get_store(), {**{k: (v if v.strip() else None) for k, v in values.items()},
-                                               **_form_password()})
+                                               **_form_password()}, site=get_config().site)
     except (ValidationError, ConflictError) as exc:
         return _form_page(400 if isinstance(exc, ValidationError) else 409, mode="add", values=values,
                           errors=_errors_of(exc))
     flash(f"Host {host.name} ({host.mac}) registered in pool {host.pool}.", "info")
     if disk_warning(host.disk):
         flash(disk_warning(host.disk), "warning")
+    if registry.site_warning(get_store(), host.site):
+        flash(registry.site_warning(get_store(), host.site), "warning")
     return redirect(url_for("ui.host", mac=host.mac), 303)
 
 
@@ -112,7 +115,7 @@ def hosts_import():
     except UnicodeDecodeError:
         return _hosts_page(400, import_error="the file is not UTF-8 text: save the CSV as UTF-8 and upload it again")
     try:
-        added = registry.import_csv(get_store(), text, source="dashboard")
+        added = registry.import_csv(get_store(), text, source="dashboard", site=get_config().site)
     except registry.ImportRejected as exc:
         return _hosts_page(422, problems=exc.as_list())
     flash(f"Imported {len(added)} host(s).", "info")

@@ -15,7 +15,7 @@ def test_hosts_lifecycle(run, tmp_path):
     assert listing == [{"mac": "aa:bb:cc:dd:ee:01", "name": "h1", "pool": "p1", "disk": "/dev/disk/by-id/x",
                         "firmware": "uefi", "ip": "10.0.0.7", "notes": "", "boot_mac": None, "multipath": False,
                         "boot_method": None, "bmc_kind": None, "bmc_address": None, "bmc_username": None,
-                        "bmc_system_id": None, "bmc_password_set": False}]
+                        "bmc_system_id": None, "bmc_password_set": False, "site": "default"}]
     assert "aa:bb:cc:dd:ee:01  p1" in run("hosts", "list").output
     assert json.loads(run("hosts", "list", "--pool", "zz", "--json").output) == []
     shown = json.loads(run("hosts", "show", "aabb.ccdd.ee01", "--json").output)

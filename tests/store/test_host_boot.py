@@ -46,7 +46,7 @@ def test_round_trip_of_every_new_field(store):
         "mac": "aa:bb:cc:dd:ee:01", "name": "h1", "pool": "p1", "disk": None, "firmware": "bios", "ip": None,
         "notes": "", "boot_mac": "aa:bb:cc:dd:ee:99", "multipath": True, "boot_method": "redfish",
         "bmc_kind": "redfish", "bmc_address": "https://bmc1:443", "bmc_username": "admin",
-        "bmc_system_id": "System.Embedded.1", "bmc_password_set": True}
+        "bmc_system_id": "System.Embedded.1", "bmc_password_set": True, "site": None}
     assert registry.bmc_password(store, "aa:bb:cc:dd:ee:01") == PASSWORD
     # an unrelated change keeps the password
     assert registry.update_host(store, "aa:bb:cc:dd:ee:01", {"notes": "rack 4"}).bmc_password_set

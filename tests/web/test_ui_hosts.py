@@ -23,7 +23,7 @@ def test_add_host_through_the_form(ui, store):
         "csrf_token": csrf, "mac": "AA-BB-CC-DD-EE-01", "name": "h1", "pool": "p1", "firmware": "uefi",
         "disk": "/dev/disk/by-id/scsi-1", "ip": "10.0.0.7", "notes": "rack 4"})
     assert response.status_code == 303 and response.headers["Location"] == f"/ui/hosts/{MAC}"
-    assert store.get_host(MAC) == Host(MAC, "h1", "p1", "/dev/disk/by-id/scsi-1", "uefi", "10.0.0.7", "rack 4")
+    assert store.get_host(MAC) == Host(MAC, "h1", "p1", "/dev/disk/by-id/scsi-1", "uefi", "10.0.0.7", "rack 4", site="default")
     page = client.get(response.headers["Location"]).text
     assert "Host h1 (aa:bb:cc:dd:ee:01) registered in pool p1." in page and "host.added" in page
 

@@ -56,7 +56,10 @@ BUSY = ("APPLY_UPDATES_IN_PROGRESS", "SYNC_UPDATES_IN_PROGRESS", "SYNC_BUNDLE_IN
 def pool_hash(ctx: Context, src: Source, rh: RunHost | None) -> str:
     """The run's repository introduced, enabled alone and synced on the pool: the hash host.apply_updates takes.
     Reads the world first: a repository already there, already enabled, already synced in this run is kept. One
-    thread of a run at a time (the hosts of a --parallel wave converge on threads)."""
+    thread of a run at a time (the hosts of a --parallel wave converge on threads): the lock is per process because
+    only the process holding the pool's lease drives the run (coordinator/locks.py; a pool has one active run), so
+    no other server can be here for this pool; one that takes the lease over after a kill reads SYNCED and the
+    pool's repositories first (docs/store.md "Leases")."""
     with _LOCKS_LOCK:
         lock = _POOL_LOCKS.setdefault(ctx.run_id, threading.Lock())
     with lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import hashlib
 import logging
 import os
 import posixpath
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pycdlib
 
+from provisioner import sites
 from provisioner.config import Config
 from provisioner.paths import real_path_under
 from provisioner.model import Media
@@ -50,7 +52,8 @@ def import_media(store: Store, config: Config, name: str, path: str | Path) -> M
         raise ConflictError(f"media {name!r} already exists")
     source = Path(path).expanduser()
     if source.is_dir():
-        media = store.add_media(_read_tree(name, source.resolve()))
+        found = _read_tree(name, source.resolve())
+        media = _record(store, config, store.add_media(found), manifest(source.resolve()))
         log.info("media %s: using tree %s in place (%s %s)", name, media.path, media.product_name,
                  media.product_version)
         return media
@@ -67,8 +70,10 @@ def import_media(store: Store, config: Config, name: str, path: str | Path) -> M
     with staged_tree(media_root.resolve(), name, target) as work:
         _extract_iso(source, work)
         media = dataclasses.replace(_read_tree(name, work), path=str(target))
+    files = manifest(target)
     with removed_on_error(target):
         media = store.add_media(media)
+    _record(store, config, media, files)
     log.info("media %s: extracted %s into %s (%s %s)", name, source, target, media.product_name,
              media.product_version)
     return media
@@ -97,6 +102,34 @@ def resolve_media_file(media: Media, relpath: str) -> Path | None:
 
 
 # --- reading and checking a tree ---
+
+
+def manifest(tree: Path) -> list[tuple[str, int, str]]:
+    """(relpath, size, sha256) of every regular file in `tree`, sorted; a symlink counts when it stays in the tree
+    (what resolve_media_file would serve), one leading out of it does not."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = (Path(dirpath) / name).relative_to(tree).as_posix()
+            real = real_path_under(str(tree), rel)
+            if real is None or not os.path.isfile(real):
+                continue
+            digest, size = hashlib.sha256(), 0
+            with open(real, "rb") as handle:
+                while chunk := handle.read(_COPY_BLOCK):
+                    digest.update(chunk)
+                    size += len(chunk)
+            found.append((rel, size, digest.hexdigest()))
+    return found
+
+
+def _record(store: Store, config: Config, media: Media, files: list[tuple[str, int, str]]) -> Media:
+    """An imported tree's manifest and this server's ready copy of it (what other sites sync from: mediasync.py;
+    if this fails after the media row is written, the next serve start records both: mediasync.reconcile)."""
+    store.set_media_manifest(media.name, files)
+    store.set_media_copy(media.name, sites.server_id(config), config.site, "ready", media.path)
+    return media
 
 
 def tree_problems(media: Media) -> list[str]:

@@ -52,9 +52,14 @@ def host_detail(host: Host, events: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def media_table(media: Sequence[Media]) -> str:
+def media_table(media: Sequence[Media], sites: dict[str, str] | None = None) -> str:
+    """`sites`: media name -> its availability per site (media_sites), shown when any server registered."""
     if not media:
         return "no media (add an extracted XenServer ISO tree with `provisioner media add NAME PATH`)"
+    if sites:
+        return table(("name", "product", "version", "build", "platform", "sites", "path"),
+                     ((m.name, m.product_name, m.product_version, m.build, m.platform_version,
+                       sites.get(m.name) or "-", m.path) for m in media))
     return table(("name", "product", "version", "build", "platform", "boot files", "path"),
                  ((m.name, m.product_name, m.product_version, m.build, m.platform_version,
                    ",".join(m.boot_files), m.path) for m in media))

@@ -13,7 +13,7 @@ import signal
 import threading
 from typing import Callable
 
-from provisioner import create_app, doctor, states
+from provisioner import create_app, doctor, mediasync, sites, states
 from provisioner.boot.service import tftp_media_file, tftp_payload
 from provisioner.boot.filenames import mac_of_tftp_name
 from provisioner.boot.loaders import describe_stray, missing_loaders, stray_per_mac_files
@@ -51,6 +51,7 @@ class Runtime:
         self.tftp: TftpService | None = None
         self.events: EventWriter | None = None
         self.webhooks: Pump | None = None  # the webhook outbox pump (webhooks/delivery.py)
+        self.site_keeper: SiteKeeper | None = None  # this server's row, heartbeat and media copies (sites.py)
 
     def start(self) -> "Runtime":
         config, store = self.config, self.store
@@ -68,7 +69,7 @@ class Runtime:
             self.tftp = TftpService(
                 config,
                 resolve=lambda name, ip: tftp_payload(deciding, config, name, ip),
-                media_file=lambda name: tftp_media_file(store, name),
+                media_file=lambda name: tftp_media_file(store, name, config),
                 on_event=self.events.tftp_event,
                 mac_of=mac_of_tftp_name,
             )
@@ -84,12 +85,16 @@ class Runtime:
             self.stop()
             raise StartupError(str(exc)) from exc
         store.add_event("server.started", details={"tftp": list(self.tftp.address), "http": self.http.url,
-                                                   "public_url": config.base_url})
+                                                   "public_url": config.base_url, "site": config.site})
+        self.site_keeper = SiteKeeper(store, config).start()
         return self
 
     def stop(self) -> list[str]:
         """Stop everything; the ids of the upgrade runs interrupted (resumable by the next `serve`)."""
         interrupted = self.flows.stop()
+        if self.site_keeper is not None:
+            self.site_keeper.stop()
+            self.site_keeper = None
         if self.webhooks is not None:
             self.webhooks.stop()
             self.webhooks = None
@@ -106,6 +111,47 @@ class Runtime:
             self.events.close()
             self.events = None
         return interrupted
+
+
+class SiteKeeper:
+    """This server in the store (docs/sites.md): registered at start, last_seen renewed every sites.HEARTBEAT_S on
+    one thread, and on another the media trees it lacks fetched from a server that has them (mediasync.py: at start,
+    failed copies retried; then each heartbeat), so a long copy never holds up the heartbeat."""
+
+    def __init__(self, store: Store, config: Config, interval: float = sites.HEARTBEAT_S):
+        self.store, self.config, self.interval = store, config, interval
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "SiteKeeper":
+        sites.register(self.store, self.config)
+        for name, work in (("site-heartbeat", self._beat), ("media-sync", self._sync)):
+            thread = threading.Thread(target=self._loop, args=(work,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _beat(self, first: bool) -> None:
+        if not first:
+            sites.heartbeat(self.store, self.config)
+
+    def _sync(self, first: bool) -> None:
+        mediasync.reconcile(self.store, self.config, retry_failed=first)
+
+    def _loop(self, work: Callable[[bool], None]) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                work(first)
+            except Exception:  # a database hiccup must not end the heartbeat; the next round tries again
+                log.exception("site keeper: %s failed", threading.current_thread().name)
+            first = False
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
 
 ROOT_FIX = ("run it as an unprivileged user that holds only CAP_NET_BIND_SERVICE (the systemd unit "

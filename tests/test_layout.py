@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "credentials", "pollselect", "auditchain"}),
     ("store", {"store"}),
     ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_tls", "xapi_checks",
-                    "xapi_prechecks", "xapi_members", "xapi_updates", "xapi_vms", "media", "packs", "updates", "registry", "dhcp",
+                    "xapi_prechecks", "xapi_members", "xapi_updates", "xapi_vms", "media", "packs", "updates", "registry", "dhcp", "sites",
+                    "mediasync",
                     "eventwriter", "audit", "tokens", "webhooks"}),
     ("coordinator", {"coordinator"}),
     ("doctor", {"doctor"}),  # provisioner doctor: reads the store, boot, dhcp, pools (coordinator)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from provisioner import packs
+from provisioner import packs, sites
 from provisioner.boot import answerfile, answerfile_fresh, attempts, urls
 from provisioner.boot.service import Reply
 from provisioner.config import Config
@@ -105,6 +105,7 @@ def answer_file(store: Store, config: Config, token: str, client: str | None, qu
     try:
         if host is None or media is None:
             raise answerfile.AnswerfileError("the host or the media of this attempt is no longer registered")
+        config = sites.boot_config(store, config, host)  # the host's site's URLs (docs/sites.md)
         # the media's supplemental packs and driver disks that apply to this host (docs/packs.md)
         extra, drivers = urls.pack_sources(config.base_url, packs.packs_for(store, media.name, host))
         if reinstall is None:
@@ -161,6 +162,7 @@ def _script(store: Store, config: Config, token: str, stage: str, client: str | 
         attempt = attempts.record_fetch(store, token, "complete-script", client)
         if attempt is None:
             return _text(NOOP_SCRIPT.format(why="unknown token"))
+        config = sites.boot_config(store, config, store.get_host(attempt.mac))  # the host's site's report URL
         return _text(COMPLETE_SCRIPT.format(mac=attempt.mac, attempt=attempt.id,
                                             report_url=urls.report(config.base_url, token)))
     store.add_event("boot.bad_script_stage", details={"stage": stage[:64], "client": client})

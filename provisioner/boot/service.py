@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisioner import sites
 from provisioner.boot import attempts, configs, filenames
 from provisioner.config import Config
 from provisioner.media import resolve_media_file
@@ -97,10 +98,13 @@ def self_check_target(filename: Any) -> str | None:
     return rest if head.lower() == SELF_CHECK_DIR and rest else None
 
 
-def tftp_media_file(store: Store, name: str) -> Path | None:
-    """The file TFTP `name` xenserver/<media>/<relpath> stands for inside that media tree (None: not one)."""
+def tftp_media_file(store: Store, name: str, config: Config | None = None) -> Path | None:
+    """The file TFTP `name` xenserver/<media>/<relpath> stands for inside that media tree (None: not one); with
+    `config`, inside this server's own copy of the tree (sites.local_media)."""
     found = filenames.parse_tftp_media_path(name)
     media = store.get_media(found[0]) if found else None
+    if config is not None:
+        media = sites.local_media(store, config, media)
     return resolve_media_file(media, found[1]) if media and found else None
 
 
@@ -156,6 +160,8 @@ def _payload(store: Store, config: Config, decision: BootDecision, loader: str, 
     attempt = decision.attempt
     what = "ipxe" if loader == configs.IPXE else "config"
     if decision.installer:
+        # the URLs of the host's site's server, whichever server this request reached (sites.py, docs/sites.md)
+        config = sites.boot_config(store, config, decision.host)
         media = store.get_media(attempt.media)
         try:
             body = configs.config_for(decision, loader, config, media, platform=platform,

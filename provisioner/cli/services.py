@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from provisioner import demo, output, packs, runtime
+from provisioner import demo, output, packs, runtime, sites
 from provisioner.boot import answerfile, loaders
 from provisioner import media as media_mod
 from provisioner.cli.base import Context, emit, friendly, main, pass_ctx
@@ -47,8 +47,10 @@ def media_add(ctx: Context, name: str, path: str, as_json: bool) -> None:
 def media_list(ctx: Context, as_json: bool) -> None:
     """List imported media."""
     found = ctx.store.list_media()
-    emit([{**m.as_dict(), "generation": media_mod.media_generation(m)} for m in found], as_json,
-         output.media_table(found))
+    per_site = {m.name: sites.media_availability(ctx.store, m.name) for m in found}  # docs/sites.md
+    emit([{**m.as_dict(), "generation": media_mod.media_generation(m), "sites": per_site[m.name]} for m in found],
+         as_json, output.media_table(found, {name: sites.availability_text(s) for name, s in per_site.items()}
+                                     if any(per_site.values()) and ctx.store.site_names() else None))
 
 
 @media.command("add-pack")

@@ -37,6 +37,8 @@ def run(plan, driver, media: Media | None, hosts: list[HostInfo], registered: di
     host's firmware (prechecks_firmware.py)."""
     if media is None or not plan.to_upgrade:
         return
+    if store is not None:
+        prechecks_media.at_sites(plan, store, media, registered)
     try:
         facts = driver.precheck_facts()
     except (XapiUnreachable, XapiError) as exc:

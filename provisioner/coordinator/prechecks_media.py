@@ -10,6 +10,7 @@ range is not offered for upgrade. That range, with the media's platform_version 
 
 from __future__ import annotations
 
+from provisioner import sites
 from provisioner.coordinator.checks import CONSENT, ERROR
 from provisioner.model import Media, version_tuple
 
@@ -35,3 +36,24 @@ def run(plan, media: Media, hosts: dict, infos: dict) -> None:
                        f"media is the same version, build {media.build}: the run would re-install the media's build "
                        "over it (updates applied since are replaced)", "use media of the host's build, or "
                        "re-apply it on purpose with --consent SAME_VERSION_OTHER_BUILD", info.name, CONSENT)
+
+
+def at_sites(plan, store, media: Media, registered: dict) -> None:
+    """MEDIA_NOT_AT_SITE: a host of a site whose boot server has no ready copy of the media (docs/sites.md). Its
+    installer fetches the media from that server, so the run would fail there mid-install. Media recorded before
+    sites (no copy rows at all) is not judged."""
+    found = sites.media_availability(store, media.name)
+    if not found:
+        return
+    for planned in plan.to_upgrade:
+        host = registered.get(planned.mac)
+        if host is None or host.site is None or found.get(host.site, {}).get("state") == "ready":
+            continue
+        state = found.get(host.site, {}).get("state")
+        have = ", ".join(sorted(s for s, info in found.items() if info["state"] == "ready")) or "none"
+        plan.check("MEDIA_NOT_AT_SITE", f"site {host.site!r}'s boot server has "
+                   f"{'no copy' if state is None else 'a ' + state + ' copy'} of media {media.name} (ready at: "
+                   f"{have}); its installer would fetch the media there",
+                   f"start `provisioner serve` with site = \"{host.site}\" on this database (it fetches the media "
+                   "from a site that has it) or wait until `provisioner media list` shows it ready there; a failed "
+                   "copy is retried when that serve restarts", host.name, ERROR)

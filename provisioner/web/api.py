@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, g, jsonify, request
 
-from provisioner import registry, tokens
+from provisioner import registry, sites, tokens
 from provisioner.boot import attempts
 from provisioner import credentials
 from provisioner.model import ValidationError, normalize_mac
@@ -239,7 +239,9 @@ def import_hosts():
 
 @bp.get("/media")
 def list_media():
-    return jsonify(media=[m.as_dict() for m in get_store().list_media()])
+    store = get_store()
+    return jsonify(media=[{**m.as_dict(), "sites": sites.media_availability(store, m.name)}
+                          for m in store.list_media()])
 
 
 @bp.get("/events")

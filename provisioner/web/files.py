@@ -38,6 +38,7 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.http import http_date, is_resource_modified, parse_date
 from werkzeug.wsgi import wrap_file
 
+from provisioner import sites
 from provisioner.boot import urls
 from provisioner.paths import real_path_under
 from provisioner.web.access import get_config, get_on_fetch, get_store, json_error
@@ -241,7 +242,7 @@ def serve_file(root: Path | str, relpath: str, *, kind: str, name: str = "") -> 
 @bp.route(f"{urls.MEDIA_PREFIX}/<name>/", defaults={"relpath": ""}, methods=_METHODS)
 @bp.route(f"{urls.MEDIA_PREFIX}/<name>/<path:relpath>", methods=_METHODS)
 def media_file(name: str, relpath: str) -> Response:
-    media = get_store().get_media(name)
+    media = sites.local_media(get_store(), get_config(), get_store().get_media(name))  # this server's copy
     if media is None:
         return _not_found()
     return serve_file(media.path, relpath, kind="media", name=name)

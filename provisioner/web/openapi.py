@@ -168,7 +168,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                     "answer file and scripts are served to it or the host's ip only"}}},
     "Media": {"type": "object", "properties": {
         "name": _STR, "path": _STR, "product_name": _STR, "product_version": _STR, "platform_version": _STR,
-        "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR}},
+        "build": _OPT_STR, "boot_files": {"type": "array", "items": _STR}, "added_at": _STR,
+        "sites": {"type": "object", "description": "per site: {state: ready|syncing|failed, servers: [{server, "
+                  "state, path, error}]}: which site's boot server has the tree (docs/sites.md)"}}},
     "UpdatesInput": {"type": "object", "required": ["name", "source"], "properties": {
         "name": _STR, "source": {"type": "string", "description": "an .xsbundle's path on the server, or a mirror's "
                                  "http(s) URL"},

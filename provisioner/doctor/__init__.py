@@ -45,7 +45,7 @@ def run_checks(config: Config, store: Store | None = None, *, probes: bool = Tru
         checks += [("tftp.reachable", network.tftp_reachable, (config,)),
                    ("http.reachable", network.http_reachable, (config,))]
     if store is not None:
-        checks.append(("media.incomplete", files.media_complete, (store,)))
+        checks.append(("media.incomplete", files.media_complete, (store, config)))
     checks.append(("disk.space", files.disk_space, (config,)))
     if probes and store is not None:
         checks += [("tls.pools", pools.tls_trust, (store,)), ("clock", pools.clock, (store,))]

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from provisioner import media as media_mod
+from provisioner import sites
 from provisioner.boot import loaders
 from provisioner.config import Config
 from provisioner.doctor.findings import Finding, fail, ok, skip, warn
@@ -82,8 +83,10 @@ def no_stray_files(config: Config) -> Finding:
     return ok("loaders.stray", "no per-MAC-looking file in tftp_root")
 
 
-def media_complete(store: Store) -> list[Finding]:
-    found = store.list_media()
+def media_complete(store: Store, config: Config | None = None) -> list[Finding]:
+    """Each media tree complete; with `config`, this server's own copy of it (a tree synced from another site's
+    server lives in this data_dir: sites.local_media, docs/sites.md)."""
+    found = [sites.local_media(store, config, m) if config else m for m in store.list_media()]
     if not found:
         return [warn("media.none", "no installation media imported: armed hosts have nothing to boot",
                      "import an extracted XenServer ISO: provisioner media add NAME /path/to/tree-or.iso")]

@@ -9,6 +9,7 @@ other's dashboard and /metrics; a plan refuses a host whose site has no ready co
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import urllib.request
@@ -171,3 +172,21 @@ def test_what_server_b_records_shows_on_server_as_dashboard_and_metrics(two_site
     log_in(client)
     host_page = client.get(f"/ui/hosts/{HOST_A}").text
     assert "boot.other_site" in host_page and configs["b"].base_url in host_page
+
+
+def test_media_list_shows_each_sites_copy(two_sites, tmp_path):
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+
+    configs, stores, _ = two_sites
+    _until("b's copy is ready", lambda: (stores["a"].media_copy(MEDIA, configs["b"].base_url) or None) and
+           stores["a"].media_copy(MEDIA, configs["b"].base_url).state == "ready")
+    env = {"PROVISIONER_DATA_DIR": str(tmp_path / "cli"), "PROVISIONER_CONFIG": "",
+           "PROVISIONER_DATABASE_URL": configs["a"].database_url}
+    listed = CliRunner().invoke(main, ["media", "list", "--json"], env=env, catch_exceptions=False)
+    found = json.loads(listed.output)[0]["sites"]
+    assert {site: info["state"] for site, info in found.items()} == {"a": "ready", "b": "ready"}
+    assert [s["server"] for s in found["b"]["servers"]] == [configs["b"].base_url]
+    table = CliRunner().invoke(main, ["media", "list"], env=env, catch_exceptions=False).output
+    assert "SITES" in table.splitlines()[0] and "a ready, b ready" in table

@@ -69,3 +69,21 @@ def test_update_arm_disarm_attempts(run, tmp_path):
     assert "disarmed attempt(s)" in run("hosts", "disarm", "aabbccddee01").output
     assert "nothing was armed" in run("hosts", "disarm", "aabbccddee01").output
     assert "disarmed" in run("hosts", "attempts", "aabbccddee01").output
+
+
+def test_a_hosts_site_from_the_command_line(run, tmp_path):
+    """--site on add and edit (`hosts edit` is `hosts update`), the CSV column, the list; an unregistered site is
+    accepted with a warning (docs/sites.md); no --site: this server's site (config `site`, default "default")."""
+    r = run("hosts", "add", "aabbccddee01", "--name", "h1", "--pool", "p", "--site", "dc2")
+    assert r.exit_code == 0 and "warning: no boot server has registered site 'dc2' yet" in r.output
+    assert run("hosts", "add", "aabbccddee02", "--name", "h2", "--pool", "p").exit_code == 0
+    r = run("hosts", "edit", "aabbccddee02", "--site", "dc3", "--json")
+    assert r.exit_code == 0 and "site 'dc3'" in r.output
+    (tmp_path / "h.csv").write_text("mac,name,pool,site\naabbccddee03,h3,p,\naabbccddee04,h4,p,dc2\n")
+    assert run("hosts", "import", str(tmp_path / "h.csv")).exit_code == 0
+    listing = json.loads(run("hosts", "list", "--json").output)
+    assert [(h["name"], h["site"]) for h in listing] == [("h1", "dc2"), ("h2", "dc3"), ("h3", "default"),
+                                                         ("h4", "dc2")]
+    table = run("hosts", "list").output
+    assert table.splitlines()[0].split()[:4] == ["MAC", "POOL", "NAME", "SITE"] and " dc3 " in table
+    assert run("hosts", "update", "aabbccddee02", "--site", "bad site").exit_code != 0

@@ -158,7 +158,8 @@ def one_run(pg: PgServer, kill: bool, speed: float, install_seconds: float) -> d
             b = Serve(conf["b"], tmp / "b").start()
             a = Serve(conf["a"], tmp / "a").start()
             started = time.time()
-            run_id = _post(f"http://127.0.0.1:{ports['a'][0]}/api/v1/pools/{POOL}/upgrade", {"media": MEDIA})["run"]["id"]
+            started_on_a = _post(f"http://127.0.0.1:{ports['a'][0]}/api/v1/pools/{POOL}/upgrade", {"media": MEDIA})
+            run_id = started_on_a["run"]["id"]
             killed_at = victim = None
             while True:
                 run = store.get_run(run_id)

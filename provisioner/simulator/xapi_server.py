@@ -24,6 +24,10 @@ from .world import World
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to finish the TLS handshake
+LISTEN_BACKLOG = 128
+"""Connections a host's XAPI port queues before accepting them: xapi listens with 128, stunnel in front of it on 443
+with SOMAXCONN (docs/xapi.md "Connections"). Past it the kernel drops the client's SYN and the client waits
+for its retransmission (1 s, then 3 s)."""
 NO_ASYNC = {"session", "task", "event"}  # Async.* exists for every call except these and field accessors (2.1)
 RW_FIELDS = {"name_label", "name_description", "other_config"}
 
@@ -221,6 +225,7 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG  # socketserver's default is 5 (docs/xapi.md "Connections")
 
     def __init__(self, addr, world: World, host: SimHost, tls: ssl.SSLContext | None = None):
         self.world, self.sim_host, self.tls = world, host, tls

@@ -4,6 +4,8 @@ docs/simulator.md)."""
 from __future__ import annotations
 
 import http.client
+import select
+import socket
 import threading
 import time
 
@@ -12,6 +14,7 @@ import sim_tls
 import XenAPI
 
 from provisioner.simulator import states as st
+from provisioner.simulator import xapi_server
 from provisioner.simulator.builder import add_vm, build_pool, new_world, serve_world, start_simulator
 from provisioner.simulator.clock import Clock
 
@@ -612,3 +615,25 @@ def test_injected_still_booting_logins(sim):
             login(sim.master_url())
         assert err.value.details == ["HOST_STILL_BOOTING"]
     assert login(sim.master_url()).xenapi.pool.get_all()
+
+
+def test_listen_backlog_as_xapi():
+    """A burst of clients connecting before the host accepts any: all 40 are queued by the kernel (xapi listens
+    with 128, stunnel with SOMAXCONN: docs/xapi.md "Connections"). socketserver's default of 5 dropped the SYNs of
+    the rest, and each client waited for its 1 s retransmission (seen as 1 s stalls in a wave's evacuation)."""
+    server = xapi_server._Server(("127.0.0.1", 0), None, None)  # listening, never accepting
+    clients = [socket.socket() for _ in range(40)]
+    try:
+        for c in clients:
+            c.setblocking(False)
+            c.connect_ex(server.server_address)
+        connected: set[socket.socket] = set()
+        end = time.monotonic() + 10  # a bound, not a measure: a queued connection completes at once
+        while len(connected) < len(clients) and time.monotonic() < end:
+            _, ready, _ = select.select([], [c for c in clients if c not in connected], [], 0.2)
+            connected.update(c for c in ready if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+        assert len(connected) == len(clients)
+    finally:
+        for c in clients:
+            c.close()
+        server.server_close()

@@ -172,12 +172,16 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
         raise AssertionError("unreachable")
 
     def hosts(self) -> list[HostInfo]:
+        """Every host of the pool, master first: five XAPI calls whatever the pool's size (docs/xapi.md
+        "Connections": each call is a connection of its own). The metrics are read before the hosts, so a host
+        missing from them joined in between: its own record is read then."""
         master = self.call("pool.get_master", self.call("pool.get_all")[0])
         pifs = self.call("PIF.get_all_records")
         macs = {p["host"]: p["MAC"].lower() for p in pifs.values() if p.get("management")}
+        all_metrics = self.call("host_metrics.get_all_records")
         found = []
         for ref, rec in self.call("host.get_all_records").items():
-            metrics = self.call("host_metrics.get_record", rec["metrics"])
+            metrics = all_metrics.get(rec["metrics"]) or self.call("host_metrics.get_record", rec["metrics"])
             version = rec.get("software_version", {})
             found.append(HostInfo(
                 ref=ref, uuid=rec["uuid"], name=rec["name_label"], address=rec["address"], mac=macs.get(ref),

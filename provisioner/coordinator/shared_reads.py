@@ -1,10 +1,10 @@
 """One read of the pool's hosts shared by the threads of a wave (docs/waves.md "Running a wave").
 
-Every waiting step polls `driver.hosts()` (four XAPI calls) every poll interval; N hosts of a wave polling on their
-own multiply that load on the master by N for the same answer. SharedHosts hands each thread a driver whose
-hosts() returns the wave's last read while it is younger than half a poll interval, and reads again otherwise.
-Any other call (host.disable, VM.pool_migrate, host.reboot, ...) goes straight through and drops the shared read,
-so a thread never sees the pool as it was before a change made through this wave's drivers.
+Every waiting step polls `driver.hosts()` (five XAPI calls: docs/xapi.md "Connections") every poll interval; N hosts
+of a wave polling on their own multiply that load on the master by N for the same answer. SharedHosts hands each
+thread a driver whose hosts() returns the wave's last read while it is younger than half a poll interval, and reads
+again otherwise. Any other call (host.disable, VM.pool_migrate, host.reboot, ...) goes straight through and drops
+the shared read, so a thread never sees the pool as it was before a change made through this wave's drivers.
 """
 
 from __future__ import annotations

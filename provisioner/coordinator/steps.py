@@ -61,9 +61,11 @@ def evacuate(ctx: Context, rh: RunHost) -> str:
         for line in vms.stop_for_upgrade(ctx, rh, info.ref):
             ctx.say(f"{rh.name}: {line}")
         return states.STEP_ARM
-    for line in pinned.stop_pinned(ctx, rh, info.ref) + vms.eject_tools_cds(ctx, rh, info.ref):
+    said = pinned.stop_pinned(ctx, rh, info.ref)
+    found = ctx.driver.vms()  # one read for both below: ejecting a CD moves no VM
+    for line in said + vms.eject_tools_cds(ctx, rh, info.ref, found):
         ctx.say(f"{rh.name}: {line}")  # pinned VMs (consent) shut down, tools ISOs ejected: pinned.py, vms.py
-    vms.note_resident(ctx, rh, info.ref)
+    vms.note_resident(ctx, rh, info.ref, found)
     if ctx.wave is not None and rh.role != "master":  # a --parallel wave: per-VM migrations to chosen targets
         for line in evacuate_wave(ctx, rh, info.ref, ctx.wave):
             ctx.say(f"{rh.name}: {line}")

@@ -140,12 +140,13 @@ def _stop(ctx: Context, rh: RunHost, vm: VmInfo, entry: dict) -> str:
         raise StepFailed(f"could not {entry['action']} VM {vm.name}: {exc}") from None
 
 
-def eject_tools_cds(ctx: Context, rh: RunHost, host_ref: str) -> list[str]:
+def eject_tools_cds(ctx: Context, rh: RunHost, host_ref: str, vms: list[VmInfo] | None = None) -> list[str]:
     """Pool: before host.evacuate, eject the tools ISO from the CD drive of every VM on the host (XenCenter's
     AssertCanEvacuateCheck raises ToolsCD and its fix ejects it: an upgrade replaces the tools ISO, and a VM holding
-    the old one may not migrate to or resume on an upgraded host). Journaled first (VM_EJECT), never reinserted."""
+    the old one may not migrate to or resume on an upgraded host). Journaled first (VM_EJECT), never reinserted.
+    `vms`: the pool's VMs as just read (read here when not given)."""
     said = []
-    for vm in resident(ctx.driver.vms(), host_ref):
+    for vm in resident(ctx.driver.vms() if vms is None else vms, host_ref):
         for cd in (c for c in vm.cds if c.tools):
             journal.write(ctx.store, ctx.run_id, journal.VM_EJECT, mac=rh.mac, uuid=vm.uuid, name=vm.name,
                           vbd=cd.vbd_uuid, iso=cd.iso)

@@ -39,8 +39,12 @@ deps-debian:
 demo: venv
 	$(BIN)/provisioner demo
 
+# The suite waits more than it computes (simulated clocks, subprocesses, sockets): TEST_WORKERS pytest-xdist
+# processes, each with its own session fixtures (PostgreSQL server, browser, simulators); TEST_WORKERS=0 runs it in
+# this one process. worksteal: an idle worker takes queued tests from a busy one (a few tests take minutes).
+TEST_WORKERS ?= 4
 test: venv deps-debian
-	$(BIN)/python -m pytest -q -m "not e2e"  # the QEMU boots run in `make e2e`
+	$(BIN)/python -m pytest -q -m "not e2e" -n $(TEST_WORKERS) --dist worksteal  # the QEMU boots run in `make e2e`
 
 bench: venv deps-debian
 	$(BIN)/python bench/tftp_bench.py

@@ -8,8 +8,9 @@ Not a test: run it by hand and paste the lines into the README.
 
 Each run: a real PostgreSQL (Debian's initdb + pg_ctl in a temporary directory: tests/support/pg_server.py), a fresh
 database, two shipped servers A and B (`python -m provisioner --config FILE serve`, each its own data_dir and ports,
-the same database_url and the same credentials key file) and a simulated 4-host pool in this bench process (XAPI over
-HTTPS on loopback, PXE machines). The machines network-boot from B (their DHCP next-server and HTTP base are B's), so
+the same database_url, the same credentials key file and, where the config knows sites, the same site) and a
+simulated 4-host pool in this bench process (XAPI over HTTPS on loopback, PXE machines). The media is imported with
+A's config (A's copy); B fetches its own copy from A at start (docs/sites.md) and the run starts once it has it. The machines network-boot from B (their DHCP next-server and HTTP base are B's), so
 the installers keep their server when A dies; the run is started through A's REST API (POST /api/v1/pools/NAME/
 upgrade with the api_token), so A's serve process drives it (coordinator/service.py: a run started through REST is
 driven by the serve that received it; `upgrade start` would drive it in the CLI's own process instead). Once a
@@ -110,6 +111,18 @@ def _member_installing(store: Store, run_id: str) -> str | None:
     return None
 
 
+def _wait_for_media_copy(store: Store, server: str) -> None:
+    """Where the store knows sites (docs/sites.md): wait until B has its own ready copy of the media, synced from A
+    at B's start, so the installers B serves need nothing of A's."""
+    if not hasattr(store, "media_copy"):
+        return
+    deadline = time.time() + 120
+    while (copy := store.media_copy(MEDIA, server)) is None or copy.state != "ready":
+        if time.time() > deadline:
+            raise RuntimeError(f"server B ({server}) has no ready copy of {MEDIA} after 120 s: {copy}")
+        time.sleep(0.2)
+
+
 def _xapi_changes(world, names: dict[str, str]) -> dict[str, Counter]:
     """Per host name: how many times each changing XAPI call named it (the host ref is the first argument after the
     session; Async.<method> counted as <method>); VM.pool_migrate calls counted together under "(VMs)" (the live
@@ -155,8 +168,9 @@ def one_run(pg: PgServer, kill: bool, speed: float, install_seconds: float) -> d
             key_b = credentials.key_path(tmp / "b" / "data")  # every server on one database: the same key file
             key_b.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(credentials.key_path(config_a.data_dir), key_b)
-            b = Serve(conf["b"], tmp / "b").start()
             a = Serve(conf["a"], tmp / "a").start()
+            b = Serve(conf["b"], tmp / "b").start()
+            _wait_for_media_copy(store, load_config(conf["b"]).base_url)
             started = time.time()
             started_on_a = _post(f"http://127.0.0.1:{ports['a'][0]}/api/v1/pools/{POOL}/upgrade", {"media": MEDIA})
             run_id = started_on_a["run"]["id"]

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from helpers import API_TOKEN
 from hostile_http import tftp_get
+from pack_trees import make_pack_tree
 from ui_helpers import log_in
 
-from provisioner import create_app, media, mediasync, registry, sites
+from provisioner import create_app, media, mediasync, packs, registry, sites
 from provisioner.boot import attempts
 from provisioner.coordinator import prechecks_media
 from provisioner.coordinator.plan import Plan, PlannedHost
@@ -140,7 +141,7 @@ def test_a_tree_that_does_not_match_the_manifest_is_a_failed_copy_and_leaves_not
         store_c.close()
 
 
-def test_a_plan_refuses_a_host_whose_site_has_no_ready_copy(two_sites):
+def test_a_plan_refuses_a_host_whose_site_has_no_ready_copy(two_sites, tmp_path):
     configs, stores, _ = two_sites
     store = stores["a"]
     _until("b's copy is ready", lambda: (store.media_copy(MEDIA, configs["b"].base_url) or None) and
@@ -156,6 +157,14 @@ def test_a_plan_refuses_a_host_whose_site_has_no_ready_copy(two_sites):
     assert [c.host for c in refused] == ["in-c"] and not plan.ok
     assert "site 'c'" in refused[0].message and "ready at: a, b" in refused[0].message
     assert 'site = "c"' in refused[0].fix
+    assert not [c for c in plan.checks if c.code == "PACKS_NOT_SYNCED"]  # no pack: nothing to say
+
+    packs.import_pack(store, configs["a"], MEDIA, make_pack_tree(tmp_path / "acme"))
+    again = Plan(pool="p", media=MEDIA, target="8.4.0", hosts=plan.hosts)
+    prechecks_media.at_sites(again, store, store.get_media(MEDIA), hosts)
+    warned = [c for c in again.checks if c.code == "PACKS_NOT_SYNCED"]
+    assert [(c.host, c.level) for c in warned] == [("in-b", "warning"), ("in-c", "warning")]  # not the site-less one
+    assert "acme" in warned[0].message and "site 'b'" in warned[0].message
 
 
 def test_what_server_b_records_shows_on_server_as_dashboard_and_metrics(two_sites):

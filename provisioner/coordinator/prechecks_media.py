@@ -10,8 +10,8 @@ range is not offered for upgrade. That range, with the media's platform_version 
 
 from __future__ import annotations
 
-from provisioner import sites
-from provisioner.coordinator.checks import CONSENT, ERROR
+from provisioner import packs, sites
+from provisioner.coordinator.checks import CONSENT, ERROR, WARNING
 from provisioner.model import Media, version_tuple
 
 XENSERVER_MIN_PLATFORM = (2, 1, 0)  # host-installer product.py XENSERVER_7_0_0
@@ -42,6 +42,7 @@ def at_sites(plan, store, media: Media, registered: dict) -> None:
     """MEDIA_NOT_AT_SITE: a host of a site whose boot server has no ready copy of the media (docs/sites.md). Its
     installer fetches the media from that server, so the run would fail there mid-install. Media recorded before
     sites (no copy rows at all) is not judged."""
+    _packs_at_sites(plan, store, media, registered)
     found = sites.media_availability(store, media.name)
     if not found:
         return
@@ -57,3 +58,19 @@ def at_sites(plan, store, media: Media, registered: dict) -> None:
                    f"start `provisioner serve` with site = \"{host.site}\" on this database (it fetches the media "
                    "from a site that has it) or wait until `provisioner media list` shows it ready there; a failed "
                    "copy is retried when that serve restarts", host.name, ERROR)
+
+
+def _packs_at_sites(plan, store, media: Media, registered: dict) -> None:
+    """PACKS_NOT_SYNCED (warning): with more than one site, a host's packs are fetched from its site's server, which
+    serves them from the path they were imported to; packs are not synced between servers (docs/sites.md)."""
+    if len(store.site_names()) < 2:
+        return
+    for planned in plan.to_upgrade:
+        host = registered.get(planned.mac)
+        found = packs.packs_for(store, media.name, host) if host is not None and host.site else []
+        if found:
+            plan.check("PACKS_NOT_SYNCED", f"its answer file names pack(s) {', '.join(p.name for p in found)} of media "
+                       f"{media.name}, fetched from site {host.site!r}'s server, and packs are not synced between "
+                       "servers: that server serves them only if their directory exists there",
+                       f"make {', '.join(sorted({p.path for p in found}))} present on site {host.site!r}'s server "
+                       "(or import the packs through it), then plan again", host.name, WARNING)

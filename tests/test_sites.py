@@ -181,6 +181,7 @@ def test_what_server_b_records_shows_on_server_as_dashboard_and_metrics(two_site
     log_in(client)
     host_page = client.get(f"/ui/hosts/{HOST_A}").text
     assert "boot.other_site" in host_page and configs["b"].base_url in host_page
+    assert "<dt>Site</dt><dd>a</dd>" in host_page
 
 
 def test_media_list_shows_each_sites_copy(two_sites, tmp_path):

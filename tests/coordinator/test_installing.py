@@ -71,13 +71,18 @@ def test_installing_past_every_timeout_waits_until_the_operator_marks_it_failed(
     assert seen["steps"][name] == states.STEP_WAIT_UP and seen["steps"][f"{POOL}-host2"] == states.STEP_PENDING
     assert seen["touched_host2"] == []
     events = lab.store.events(run_id=run_id, kind=installing.STILL_INSTALLING)
-    assert [e["details"]["minutes"] for e in events if e["mac"] == lab.mac(index)] == [10, 20, 30, 40]
+    # one note per 10 min of installing, each at the first poll at or past its mark (how far past is how long a
+    # loaded machine starved the runner's thread: Clock is wall time x speed, not a property of the runner)
+    minutes = [e["details"]["minutes"] for e in events if e["mac"] == lab.mac(index)]
+    assert len(minutes) == 4 and minutes == sorted(minutes), minutes
+    assert all(m >= 10 * k for k, m in enumerate(minutes, 1)), minutes
     (decision,) = journal.read(lab.store, run_id, journal.MARKED_FAILED)
     assert decision["host"] == name and decision["step"] == states.STEP_WAIT_UP
     hosts = {h["name"]: h for h in run_report(lab.store, run_id)["hosts"]}
     assert hosts[name]["step"] == states.STEP_FAILED
-    # marked at the 40-minute note; the simulated clock may pass one more minute before the step reads the mark
-    assert re.match(rf"wait_up: {installing.MARKED_FAILED_REASON} after 4[01] min", hosts[name]["reason"])
+    # marked at the 4th note; the step reads the mark at its next poll
+    marked = re.match(rf"wait_up: {installing.MARKED_FAILED_REASON} after (\d+) min", hosts[name]["reason"])
+    assert marked and int(marked.group(1)) >= minutes[-1], hosts[name]["reason"]
     # Down after its installer started: the run stops, no other host is started.
     assert final.state == states.RUN_ABORTED and name in final.reason
     assert hosts[f"{POOL}-host2"]["step"] == states.STEP_PENDING and touched(lab, 2, seen["since"]) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 
 import pytest
 from helpers import FAST, crash_once
@@ -138,7 +139,11 @@ def test_member_that_never_returns_times_out_and_the_run_stops(lab):
                           timeouts=Timeouts(down=900, up=3600, enable=1800, poll=5)).run()
     assert final.state == states.RUN_ABORTED
     hosts = run_report(lab.store, started.id)["hosts"]
-    assert hosts[1]["step"] == states.STEP_FAILED and "not done after 60 min" in hosts[1]["reason"]
+    assert hosts[1]["step"] == states.STEP_FAILED
+    # failed at the first poll past the 60-min timer, never before it; how far past (simulated minutes that pass
+    # while a loaded machine starves the runner's thread: Clock is wall time x speed) is no property of the runner
+    after = re.search(r"not done after (\d+) min", hosts[1]["reason"])
+    assert after and int(after.group(1)) >= 60, hosts[1]["reason"]
     assert hosts[2]["step"] == states.STEP_PENDING and lab.reboots(1) == 1 and lab.reboots(2) == 0
 
 

@@ -60,13 +60,20 @@ def site_server(store: Any, site: str) -> Server | None:
     return next((s for s in servers if is_up(s)), servers[0] if servers else None)
 
 
+def site_config(store: Any, config: Config, host: Host | None) -> Config:
+    """`config` with public_url and tftp_port of `host`'s site's server, recording nothing: what the coordinator's
+    pre-reboot self-check and the host-plugin media URL use (the host will fetch from there, not from the driving
+    server). This server's own config for a host of its site, without a site, or of a site no server registered."""
+    server = _other_site_server(store, config, host)
+    return config if server is None else _with_server(config, server)
+
+
 def boot_config(store: Any, config: Config, host: Host | None) -> Config:
-    """`config` as the boot renderers should see it for `host`: public_url and tftp_port of the host's site's
-    server. This server's own config for a host of its site, without a site, or of a site no server registered
-    (then an event says its URLs are ours)."""
+    """`config` as the boot renderers should see it for `host`: site_config(), plus an event when the host is of
+    another site (boot.other_site) or of a site no server registered (boot.site_unknown: its URLs are ours)."""
     if host is None or host.site is None or host.site == config.site:
         return config
-    server = site_server(store, host.site)
+    server = _other_site_server(store, config, host)
     if server is None:
         store.add_event("boot.site_unknown", mac=host.mac, details={
             "site": host.site, "server": server_id(config), "served_site": config.site,
@@ -77,6 +84,16 @@ def boot_config(store: Any, config: Config, host: Host | None) -> Config:
         "up": is_up(server)})
     log.info("host %s of site %s asked server %s (site %s): served with %s's URLs", host.mac, host.site,
              server_id(config), config.site, server.public_url, extra={"mac": host.mac})
+    return _with_server(config, server)
+
+
+def _other_site_server(store: Any, config: Config, host: Host | None) -> Server | None:
+    if host is None or host.site is None or host.site == config.site:
+        return None
+    return site_server(store, host.site)
+
+
+def _with_server(config: Config, server: Server) -> Config:
     port = server.tftp_address.rpartition(":")[2]
     return dataclasses.replace(config, public_url=server.public_url,
                                tftp_port=int(port) if port.isdigit() else config.tftp_port)

@@ -200,3 +200,28 @@ def test_media_list_shows_each_sites_copy(two_sites, tmp_path):
     assert [s["server"] for s in found["b"]["servers"]] == [configs["b"].base_url]
     table = CliRunner().invoke(main, ["media", "list"], env=env, catch_exceptions=False).output
     assert "SITES" in table.splitlines()[0] and "a ready, b ready" in table
+
+
+def test_the_pre_reboot_self_check_asks_the_server_of_the_hosts_site(two_sites):
+    """The coordinator on a checks, before rebooting a host of site b, b's TFTP and HTTP (where the host will fetch
+    its installer), not its own: with b stopped the check fails naming b although a answers."""
+    from provisioner.coordinator import selfcheck
+
+    configs, stores, runtimes = two_sites
+    store_a, config_a, url_b = stores["a"], configs["a"], configs["b"].base_url
+    host = registry.add_host(store_a, {"mac": HOST_B, "name": "hb", "pool": "p", "site": "b", "disk": DISK},
+                             site="a")
+    _until("b has the media", lambda: (store_a.media_copy(MEDIA, url_b) or None) and
+           store_a.media_copy(MEDIA, url_b).state == "ready")
+    attempt = attempts.arm(store_a, config_a, HOST_B, MEDIA)
+    checked = sites.site_config(store_a, config_a, host)
+    assert checked.base_url == url_b and checked.tftp_port == runtimes["b"].tftp.address[1]
+    assert not store_a.events(kind="boot.other_site")  # the coordinator's look-up is not a boot: nothing recorded
+    assert config_a.boot_self_check
+    selfcheck.check_boot_server(checked, host, store_a.get_media(MEDIA), attempt)  # b answers with this attempt
+    runtimes.pop("b").stop()
+    with pytest.raises(selfcheck.SelfCheckFailed) as failed:
+        selfcheck.check_boot_server(sites.site_config(store_a, config_a, host), host, store_a.get_media(MEDIA),
+                                    attempt)
+    assert f":{checked.tftp_port}" in str(failed.value) and "did not answer" in str(failed.value)
+    selfcheck.check_boot_server(config_a, host, store_a.get_media(MEDIA), attempt)  # a itself still answers

@@ -14,7 +14,7 @@ twice"), so a REBOOT resumed after a crash runs `main` again unless the host is 
 
 from __future__ import annotations
 
-from provisioner import registry
+from provisioner import registry, sites
 from provisioner.boot import downloads, urls
 from provisioner.config import Config
 from provisioner.coordinator.context import Context, StepFailed, find, xapi_call
@@ -77,7 +77,7 @@ def test(driver: PoolDriver, host_ref: str, url: str) -> str | None:
 
 def prepare(ctx: Context, rh: RunHost, host_ref: str) -> None:
     """Record, then run `main`: StepFailed (nothing rebooted) when the host could not prepare itself."""
-    url = media_url(ctx.config, ctx.media.name)
+    url = media_url(sites.site_config(ctx.store, ctx.config, ctx.store.get_host(rh.mac)), ctx.media.name)
     info = find(ctx, rh.uuid)
     ctx.event(MAIN_EVENT, rh, url=url, address=info.address if info is not None else None)
     try:

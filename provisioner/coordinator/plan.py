@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from provisioner import packs, registry
+from provisioner import packs, registry, sites
 from provisioner.config import Config
 from provisioner.coordinator import carry, converge_plan, hostplugin, prechecks, prechecks_vms, wiring
 from provisioner.coordinator.checks import CONSENT, ERROR, WARNING, Check
@@ -246,7 +246,9 @@ def _boot_problem(store: Store, config: Config | None, host: Host, method: str, 
     password: PowerError messages name the BMC and the problem only (power/base.py). host-plugin: testUrl of the
     media URL from the host's dom0 (hostplugin.py)."""
     if method == hostplugin.METHOD:
-        return hostplugin.test(driver, ref, hostplugin.media_url(config, media)) if config is not None else None
+        if config is None:
+            return None
+        return hostplugin.test(driver, ref, hostplugin.media_url(sites.site_config(store, config, host), media))
     if method not in wiring.BMC_METHODS or config is None:
         return None
     if host.bmc_kind != method:

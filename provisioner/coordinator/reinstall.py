@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from provisioner import states
+from provisioner import sites, states
 from provisioner.boot import attempts
 from provisioner.config import Config
 from provisioner.coordinator import pools, reinstall_converge, selfcheck, wiring
@@ -216,7 +216,9 @@ class Flow:
         attempt = self.store.get_attempt(r.attempt_id)
         if attempt.state == states.ARMED:
             try:  # the operator powers it on when we do not: then a failed check is a warning for them
-                selfcheck.check_boot_server(self.config, self.store.get_host(r.mac), self.media, attempt)
+                host = self.store.get_host(r.mac)
+                selfcheck.check_boot_server(sites.site_config(self.store, self.config, host), host, self.media,
+                                            attempt)
             except selfcheck.SelfCheckFailed as exc:
                 if self.power_on is not None:
                     raise BootServerNotReady(f"the boot server would not give it the installer: {exc}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from provisioner import states
+from provisioner import sites, states
 from provisioner.boot import attempts
 from provisioner.coordinator import (bmcboot, converge, hostplugin, installing, journal, members, pinned, selfcheck,
                                      vms)
@@ -143,18 +143,19 @@ def check_boot_server(ctx: Context, rh: RunHost) -> None:
     """Before anything reboots the host: our own TFTP and HTTP give it its installer (selfcheck.py), else the step
     fails with nothing sent, a "nothing changed" failure the run undoes (remedies.NOTHING_CHANGED). A host-plugin
     host fetches only the media, over HTTP, and has no attempt (hostplugin.py)."""
+    host = ctx.store.get_host(rh.mac)
+    config = sites.site_config(ctx.store, ctx.config, host)  # the host's site's server: where it will fetch from
     if hostplugin.uses(ctx.store, rh.mac):
         try:
-            selfcheck.check_media(ctx.config, ctx.media)
+            selfcheck.check_media(config, ctx.media)
         except selfcheck.SelfCheckFailed as exc:
             raise StepFailed(f"not rebooted: the host could not fetch the installer: {exc}") from None
         return
-    host = ctx.store.get_host(rh.mac)
     attempt = ctx.store.get_attempt(rh.attempt_id) if rh.attempt_id else None
     if host is None or attempt is None:
         raise StepFailed("not rebooted: the host or its installer attempt is no longer recorded; re-run the upgrade")
     try:
-        selfcheck.check_boot_server(ctx.config, host, ctx.media, attempt)
+        selfcheck.check_boot_server(config, host, ctx.media, attempt)
     except selfcheck.SelfCheckFailed as exc:
         raise StepFailed(f"not rebooted: the boot server would not give it the installer: {exc}") from None
 

@@ -68,11 +68,18 @@ def lab_hosts():
 
 
 @pytest.fixture
-def lab(tmp_path, lab_hosts):
+def lab_speed():
+    """How much faster than real time the `lab` world's clock runs; a module whose simulated windows must stay wide
+    in real time (a loaded machine starves threads while simulated time runs on) overrides this fixture."""
+    return 600.0
+
+
+@pytest.fixture
+def lab(tmp_path, lab_hosts, lab_speed):
     """One simulated pool, the boot service and PXE machines on loopback (labs.make_lab), stopped afterwards."""
     from labs import make_lab, stop_lab
 
-    made = make_lab(tmp_path, hosts=lab_hosts)
+    made = make_lab(tmp_path, hosts=lab_hosts, speed=lab_speed)
     yield made
     stop_lab(made)
 

@@ -163,17 +163,17 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
                 return target(*args)
             except XenAPI.Failure as exc:
                 if exc.details and exc.details[0] == "SESSION_INVALID" and attempt == 1:
-                    self._forget()  # the master restarted: sessions are gone (docs/xapi.md "Sessions")
+                    self._session = None  # the master restarted: sessions are gone (docs/xapi.md "Sessions")
                     continue
                 raise XapiError(exc.details) from None
             except (OSError, socket.timeout, xmlrpc.client.ProtocolError) as exc:
-                self._forget()
+                self._session = None
                 raise _unreachable(exc, f"{self.url}: {method}") from None
         raise AssertionError("unreachable")
 
     def hosts(self) -> list[HostInfo]:
         """Every host of the pool, master first: five XAPI calls whatever the pool's size (docs/xapi.md
-        "Connections": reads share a kept connection per thread). The metrics are read before the hosts, so a host
+        "Connections": each call is a connection of its own). The metrics are read before the hosts, so a host
         missing from them joined in between: its own record is read then."""
         master = self.call("pool.get_master", self.call("pool.get_all")[0])
         pifs = self.call("PIF.get_all_records")
@@ -312,7 +312,7 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
         timed-out, HOST_STILL_BOOTING and SESSION_INVALID mean "not back yet"; HOST_IS_SLAVE [address] is reported
         and NOT followed: during an upgrade it names the master being upgraded (docs/xapi.md
         "Waiting for the master to return")."""
-        self._forget()  # sessions die with the master's xapi (docs/xapi.md "Sessions"): never reuse the old one
+        self._session = None  # sessions die with the master's xapi (docs/xapi.md "Sessions"): never reuse the old one
         try:
             self.call("pool.get_all")
         except CertificateRefused:
@@ -322,10 +322,10 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
         except XapiError as exc:
             code = exc.details[0] if exc.details else ""
             if code in MASTER_RESTART_ERRORS:
-                self._forget()
+                self._session = None
                 return f"starting ({code})"
             if code == "HOST_IS_SLAVE":
-                self._forget()
+                self._session = None
                 where = exc.details[1] if len(exc.details) > 1 else "?"
                 return (f"{self.url} answers HOST_IS_SLAVE (master at {where}): redirect not followed, "
                         "it names the host being upgraded")
@@ -349,20 +349,13 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
                                     f"(last: {why})")
             clock.sleep(interval)
 
-    def _forget(self) -> None:
-        """Drop the session without logging out; its kept connections close (xapi_tls.py, docs/xapi.md
-        "Connections")."""
-        session, self._session = self._session, None
-        if session is not None:
-            session("close")()  # ServerProxy's way to reach its transport's close()
-
     def close(self) -> None:
         if self._session is not None:
             try:
                 self._session.xenapi.session.logout()
             except (XenAPI.Failure, OSError, xmlrpc.client.ProtocolError):
                 pass  # logging out of a host that went away is not an error
-            self._forget()
+            self._session = None
 
     # --- XenCenter's host plugin (coordinator/hostplugin.py, docs/host-plugin.md) ---
 

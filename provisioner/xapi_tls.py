@@ -8,9 +8,6 @@ trusts one. A pool is trusted in one of two ways, stored with it:
   before the first byte of a request (so before a password is sent).
 With neither (a pool stored before trust existed), https is verified against the system CA store as before, and a
 self-signed certificate fails with a message naming the fix. Verification is never silently off.
-
-Reads keep their connection alive for the next read of the same thread; every other call has a connection of its
-own and is never sent twice (docs/xapi.md "Connections").
 """
 
 from __future__ import annotations
@@ -22,9 +19,7 @@ import re
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
-import weakref
 import xmlrpc.client
 from dataclasses import dataclass
 
@@ -147,14 +142,13 @@ def check_ca_pem(text: str) -> str:
 
 
 class _Tracked:
-    """A connection that remembers its socket and its last response, so the transport can close both when it is
-    done with the connection: http.client hands the socket to the response, and when a host goes down mid-answer
-    neither xmlrpc's Transport.close() nor the garbage collector closes it in time (a ResourceWarning; an fd left
-    open)."""
+    """A connection that remembers its socket and its last response, so the transport can close both after every
+    request (xapi closes the connection after each answer, HTTP/1.0): http.client hands the socket to the
+    response, and when a host goes down mid-answer neither xmlrpc's Transport.close() nor the garbage collector
+    closes it in time (a ResourceWarning; an fd left open)."""
 
     _opened = None
     _response = None
-    last_used = 0.0  # when its last answer was read (a kept connection, _Transport)
 
     def connect(self):
         super().connect()
@@ -163,10 +157,6 @@ class _Tracked:
     def getresponse(self):
         self._response = super().getresponse()
         return self._response
-
-    def reusable(self) -> bool:
-        """The answer was read to its end and the server keeps the connection (no `Connection: close`)."""
-        return self.sock is not None and self._response is not None and self._response.isclosed()
 
     def release(self):
         for thing in (self._response, self._opened):
@@ -193,148 +183,41 @@ class _HttpsConnection(_Tracked, http.client.HTTPSConnection):
             raise FingerprintMismatch(f"{self.host}:{self.port}", self.pin, got)
 
 
-KEEP_IDLE = 15.0
-"""Seconds a kept connection may stay idle before it is closed rather than reused: far below what a server keeps
-(xapi none once a connection served a request, stunnel 12 h by default; docs/xapi.md "Connections"), above the
-default 10 s poll so a run's polls share one connection."""
-
-_METHOD = re.compile(rb"<methodName>([^<]{1,200})</methodName>")
-# the kept connection turned out closed by the server (before any byte of the answer): a read may go once more
-_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-           ssl.SSLEOFError, ssl.SSLZeroReturnError)
-
-
-def is_read(method: str) -> bool:
-    """The rule for calls that only read (docs/xapi.md "Connections"): a synchronous `<class>.get_*` (get_record,
-    get_all_records, get_by_uuid, host.get_servertime, task.get_status, ...). Nothing else is: login, logout,
-    Async.*, event.from, task.destroy and every call that changes state."""
-    cls, _, call = method.partition(".")
-    return bool(cls) and cls != "Async" and "." not in call and call.startswith("get_")
-
-
-def method_of(request_body: bytes) -> str:
-    found = _METHOD.search(request_body[:400])
-    return found.group(1).decode("ascii", "replace") if found else ""
-
-
 class _Transport(xmlrpc.client.Transport):
-    """Reads (is_read) go over a connection kept per thread (HTTP/1.1 keep-alive, as xapi serves it); a kept
-    connection found closed is replaced and the read sent once more. Every other call gets a new connection of its
-    own, closed with its answer, and is never sent twice, whatever happens to it (a destructive step is not
-    repeated). Every new connection is checked as `trust` says (the pin right after its handshake), and has a
-    timeout (the SDK has none: a hung master would block a step forever, docs/xapi.md "The XenAPI Python
-    package"). close() closes the kept connections; they are also closed past KEEP_IDLE idle seconds."""
+    """One new connection per request, closed with its response whatever happens; every connection has a timeout
+    (the SDK has none: a hung master would block a step forever, docs/xapi.md "The XenAPI Python package")."""
 
-    def __init__(self, timeout: float, trust: Trust | None = None, *, keep_idle: float = KEEP_IDLE,
-                 clock=time.monotonic):
+    def __init__(self, timeout: float, trust: Trust | None = None):
         super().__init__()
-        self.timeout, self.trust, self.keep_idle, self.clock = timeout, trust, keep_idle, clock
+        self.timeout, self.trust = timeout, trust
         self.context = trust.context() if trust is not None else None
-        self._lock = threading.Lock()
-        self._idle: dict[int, tuple[str, _Tracked]] = {}  # thread -> (host, its kept connection while unused)
-        self._closed = False
-        self._finalizer = weakref.finalize(self, _close_all, self._idle, self._lock)
+        self._mine = threading.local()  # the request's connection, per thread: a driver may be shared
 
     def make_connection(self, host):
-        raise AssertionError("_Transport opens its connections itself")  # no connection in self._connection
-
-    def _new(self, host) -> _Tracked:
         chost, self._extra_headers, _ = self.get_host_info(host)
         if self.trust is None:
-            return _HttpConnection(chost, timeout=self.timeout)
-        conn = _HttpsConnection(chost, timeout=self.timeout, context=self.context)
-        conn.pin = self.trust.fingerprint
+            conn = _HttpConnection(chost, timeout=self.timeout)
+        else:
+            conn = _HttpsConnection(chost, timeout=self.timeout, context=self.context)
+            conn.pin = self.trust.fingerprint
+        self._mine.conn = conn  # not self._connection: no connection is kept between requests
         return conn
 
-    def request(self, host, handler, request_body, verbose=False):
-        self.verbose = verbose  # parse_response reads it
-        if self._closed or not is_read(method_of(request_body)):
-            return self._send(self._new(host), host, handler, request_body, keep=False)  # once, on its own connection
-        kept = self._take(host)
-        if kept is not None:
-            try:
-                return self._send(kept, host, handler, request_body, keep=True)
-            except _CLOSED:
-                pass  # the server closed it while it was idle: a read is safe to send again, once
-        return self._send(self._new(host), host, handler, request_body, keep=True)
-
-    def _send(self, conn: _Tracked, host: str, handler, request_body, *, keep: bool):
-        """One request on `conn` and its answer; `conn` is kept for this thread's next read when `keep` and the
-        server keeps it, else closed, whatever happens."""
+    def single_request(self, host, handler, request_body, verbose=False):
+        self._mine.conn = None
         try:
-            conn.putrequest("POST", handler)  # Accept-Encoding: identity (xapi never compresses)
-            for name, value in (*self._headers, *self._extra_headers, ("Content-Type", "text/xml"),
-                                ("User-Agent", self.user_agent), ("Content-Length", str(len(request_body))),
-                                ("Connection", "keep-alive" if keep else "close")):  # RFC 9112 9.6: say it
-                conn.putheader(name, value)
-            conn.endheaders(request_body)
-            response = conn.getresponse()
-            if response.status != 200:
-                response.read()
-                raise xmlrpc.client.ProtocolError(host + handler, response.status, response.reason,
-                                                  dict(response.getheaders()))
-            answer = self.parse_response(response)
-        except BaseException:
-            conn.release()
-            raise
-        if keep and conn.reusable():
-            self._put(host, conn)
-        else:
-            conn.release()
-        return answer
-
-    def _take(self, host):
-        """This thread's kept connection to `host`, if it has one not idle too long; closes idle ones."""
-        now, stale = self.clock(), []
-        with self._lock:
-            mine = self._idle.pop(threading.get_ident(), None)
-            for key, (_, conn) in list(self._idle.items()):  # threads that ended leave theirs: close them in time
-                if now - conn.last_used > self.keep_idle:
-                    stale.append(self._idle.pop(key)[1])
-        if mine is not None and (mine[0] != host or now - mine[1].last_used > self.keep_idle):
-            stale.append(mine[1])
-            mine = None
-        for conn in stale:
-            conn.release()
-        return mine[1] if mine is not None else None
-
-    def _put(self, host: str, conn: _Tracked) -> None:
-        conn.last_used = self.clock()
-        with self._lock:
-            if not self._closed:
-                old = self._idle.get(threading.get_ident())
-                self._idle[threading.get_ident()] = (host, conn)
-                conn = old[1] if old else None
-        if conn is not None:
-            conn.release()
-
-    def close(self):
-        """Close the kept connections; later reads each get a connection of their own (closed with its answer)."""
-        with self._lock:
-            self._closed = True
-        _close_all(self._idle, self._lock)
-
-    def kept(self) -> int:
-        """How many idle kept connections it holds (for tests and the docs' claims)."""
-        with self._lock:
-            return len(self._idle)
+            return super().single_request(host, handler, request_body, verbose)
+        finally:
+            conn, self._mine.conn = self._mine.conn, None
+            if conn is not None:
+                conn.release()
 
 
-def _close_all(idle: dict, lock: threading.Lock) -> None:
-    with lock:
-        conns = [conn for _, conn in idle.values()]
-        idle.clear()
-    for conn in conns:
-        conn.release()
-
-
-def transport(url: str, timeout: float, trust: Trust | None, *, keep_idle: float = KEEP_IDLE,
-              clock=time.monotonic) -> xmlrpc.client.Transport:
-    """The XML-RPC transport for `url`: plain HTTP, or HTTPS checked as `trust` says; reads share a kept
-    connection per thread, idle at most `keep_idle` seconds of `clock`."""
+def transport(url: str, timeout: float, trust: Trust | None) -> xmlrpc.client.Transport:
+    """The XML-RPC transport for `url`: plain HTTP, or HTTPS checked as `trust` says."""
     if urllib.parse.urlsplit(url).scheme == "https":
-        return _Transport(timeout, trust or Trust(), keep_idle=keep_idle, clock=clock)
-    return _Transport(timeout, keep_idle=keep_idle, clock=clock)
+        return _Transport(timeout, trust or Trust())
+    return _Transport(timeout)
 
 
 def put_file(url: str, path: str, trust: Trust | None, timeout: float) -> tuple[int, str]:

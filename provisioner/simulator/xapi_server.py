@@ -200,11 +200,7 @@ class _Handler(SimpleXMLRPCRequestHandler):
 
     def parse_request(self):
         self.server.track(self.connection, busy=True)  # a request line came: its answer is not cut by going_down
-        self.protocol_version = "HTTP/1.1"
-        ok = super().parse_request()
-        if ok and self.request_version == "HTTP/1.0":  # answered in its own version (http_svr.ml:84-90)
-            self.protocol_version = "HTTP/1.0"
-        return ok
+        return super().parse_request()
 
     def do_POST(self):
         """XML-RPC as api_server.ml `callback`: the answer with its Content-Length and `Connection: keep-alive`
@@ -385,10 +381,13 @@ class Endpoint:
         return server.accepted if server else 0
 
     def open_connections(self) -> int:
-        return s.open_connections() if (s := self._server) else 0
+        server = self._server
+        return server.open_connections() if server else 0
 
-    def cut_idle(self) -> int:  # stunnel's idle timeout (docs/xapi.md "Connections")
-        return s.cut_idle() if (s := self._server) else 0
+    def cut_idle(self) -> int:
+        """Close the idle kept connections (stunnel's idle timeout; docs/xapi.md "Connections")."""
+        server = self._server
+        return server.cut_idle() if server else 0
 
     def set_up(self, up: bool) -> None:
         with self._lock:

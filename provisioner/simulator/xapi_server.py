@@ -7,7 +7,6 @@ import logging
 import socket
 import socketserver
 import ssl
-import sys
 import threading
 import urllib.parse
 import uuid as uuidlib
@@ -180,50 +179,13 @@ def _start_task(world: World, c: Call, fn, args) -> str:
 
 
 class _Handler(SimpleXMLRPCRequestHandler):
-    """HTTP/1.1 with keep-alive as xapi serves it (docs/xapi.md "Connections"): a connection serves request after
-    request until the client asks to close (HTTP/1.0 without keep-alive, or `Connection: close`), an answer is an
-    error page, or the host goes down (its idle connections die with it, _Server.going_down)."""
-
     rpc_paths = ()  # XenAPI posts to "/"; accept any path like xapi
-    protocol_version = "HTTP/1.1"
-    encode_threshold = None  # xapi never compresses an answer, whatever Accept-Encoding says (docs/xapi.md)
-
-    def handle(self):
-        self.close_connection = True
-        try:
-            while self.server.track(self.connection, busy=False):  # False once the host went down
-                self.handle_one_request()
-                if self.close_connection:
-                    break
-        finally:
-            self.server.untrack(self.connection)
-
-    def parse_request(self):
-        self.server.track(self.connection, busy=True)  # a request line came: its answer is not cut by going_down
-        return super().parse_request()
 
     def do_POST(self):
-        """XML-RPC as api_server.ml `callback`: the answer with its Content-Length and `Connection: keep-alive`
-        (or `close` when the request asked for it); a request xapi cannot handle gets an error page and the
-        connection closes (http_svr.ml `handle_one`)."""
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
-            answer = self.server._marshaled_dispatch(body)
-            status, ctype = 200, "text/xml"
+            super().do_POST()
         except DropConnection:
             self.close_connection = True
-            return
-        except Exception as exc:  # malformed XML-RPC and the like: HTTP 500, as xapi
-            log.debug("%s: bad request: %s", self.server.sim_host.name, exc)
-            status, ctype, answer = 500, "text/html", b"<html><body><h1>HTTP 500 internal server error</h1>"
-            self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(answer)))
-        self.send_header("Connection", "close" if self.close_connection else "keep-alive")
-        self.end_headers()
-        self.wfile.write(answer)
 
     def do_GET(self):
         self._plain_http("GET")
@@ -259,14 +221,6 @@ class _Handler(SimpleXMLRPCRequestHandler):
         log.debug("%s " + fmt, self.address_string(), *args)
 
 
-def _cut(conn: socket.socket) -> None:
-    """The connection dies (its handler's wait for the next request ends, the client sees it closed)."""
-    try:
-        socket.socket.shutdown(conn, socket.SHUT_RDWR)  # the TCP socket under TLS: no close_notify
-    except OSError:
-        pass
-
-
 class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
     daemon_threads = True
     block_on_close = False
@@ -275,57 +229,7 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
 
     def __init__(self, addr, world: World, host: SimHost, tls: ssl.SSLContext | None = None):
         self.world, self.sim_host, self.tls = world, host, tls
-        self._conns: dict[socket.socket, bool] = {}  # open connections -> busy answering a request
-        self._conns_lock = threading.Lock()
-        self._down = False
-        self.accepted = 0  # connections accepted (tests count them: docs/xapi.md "Connections")
         super().__init__(addr, _Handler, logRequests=False, allow_none=False)
-
-    def process_request(self, request, client_address):
-        self.accepted += 1  # only the serving thread accepts: no lock needed
-        super().process_request(request, client_address)
-
-    def open_connections(self) -> int:
-        with self._conns_lock:
-            return len(self._conns)
-
-    def cut_idle(self) -> int:
-        """Close the idle kept connections, as stunnel does past its TIMEOUTidle: how many were cut."""
-        with self._conns_lock:
-            idle = [conn for conn, busy in self._conns.items() if not busy]
-        for conn in idle:
-            _cut(conn)
-        return len(idle)
-
-    def track(self, conn: socket.socket, busy: bool) -> bool:
-        """Note whether `conn` is answering a request (busy) or waiting for the next one; False once the host
-        went down (the handler then ends and the connection closes)."""
-        with self._conns_lock:
-            if self._down:
-                return False
-            self._conns[conn] = busy
-            return True
-
-    def untrack(self, conn: socket.socket) -> None:
-        with self._conns_lock:
-            self._conns.pop(conn, None)
-
-    def going_down(self) -> None:
-        """The host stops serving: its connections die as a real host's do. Idle kept connections are cut now
-        (the client sees them closed); one answering a request finishes that answer, then closes (a reboot's own
-        answer gets out first, as xapi's does; a call that cannot finish drops the connection, dispatch())."""
-        with self._conns_lock:
-            self._down = True
-            idle = [conn for conn, busy in self._conns.items() if not busy]
-        for conn in idle:
-            _cut(conn)
-
-    def handle_error(self, request, client_address):
-        """A client gone, or a connection cut by going_down, is not an error of the simulator."""
-        if isinstance(sys.exc_info()[1], OSError):
-            log.debug("%s: connection from %s ended: %s", self.sim_host.name, client_address, sys.exc_info()[1])
-        else:
-            super().handle_error(request, client_address)
 
     def finish_request(self, request, client_address):
         """HTTPS as xapi serves it (docs/xapi.md "TLS"): the handshake runs in the request's own thread, so a client
@@ -374,21 +278,6 @@ class Endpoint:
         """The certificate the host serves now (its fingerprint is what a client pins)."""
         return certs.cert_of(self.host)
 
-    @property
-    def accepted(self) -> int:
-        """Connections accepted since xapi last started (0 while down)."""
-        server = self._server
-        return server.accepted if server else 0
-
-    def open_connections(self) -> int:
-        server = self._server
-        return server.open_connections() if server else 0
-
-    def cut_idle(self) -> int:
-        """Close the idle kept connections (stunnel's idle timeout; docs/xapi.md "Connections")."""
-        server = self._server
-        return server.cut_idle() if server else 0
-
     def set_up(self, up: bool) -> None:
         with self._lock:
             if up and self._server is None:
@@ -398,7 +287,6 @@ class Endpoint:
                 threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
                                  name=f"sim-xapi-{self.host.name}").start()
             elif not up and self._server is not None:
-                self._server.going_down()
                 self._server.shutdown()
                 self._server.server_close()
                 self._server = None

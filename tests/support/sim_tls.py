@@ -33,11 +33,10 @@ def context(url: str) -> ssl.SSLContext | None:
     return ctx
 
 
-class _Closing:
-    """One connection per call, closed with its answer: the simulator keeps connections alive as xapi does
-    (docs/xapi.md "Connections"), and a test's session that is never closed must leave no socket behind."""
-
-    timeout: float | None = None
+class _Transport(xmlrpc.client.SafeTransport):
+    def __init__(self, ctx: ssl.SSLContext, timeout: float | None):
+        super().__init__(context=ctx)
+        self.timeout = timeout
 
     def make_connection(self, host):
         conn = super().make_connection(host)
@@ -45,34 +44,10 @@ class _Closing:
             conn.timeout = self.timeout
         return conn
 
-    def single_request(self, host, handler, request_body, verbose=False):
-        try:
-            return super().single_request(host, handler, request_body, verbose)
-        finally:
-            self.close()
-
-
-class _Plain(_Closing, xmlrpc.client.Transport):
-    pass
-
-
-class _Transport(_Closing, xmlrpc.client.SafeTransport):
-    def __init__(self, ctx: ssl.SSLContext, timeout: float | None):
-        super().__init__(context=ctx)
-        self.timeout = timeout
-
-
-def _closing(url: str, timeout: float | None):
-    ctx = context(url)
-    if ctx is not None:
-        return _Transport(ctx, timeout)
-    plain = _Plain()
-    plain.timeout = timeout
-    return plain
-
 
 def transport(url: str, timeout: float | None = None):
-    return _closing(url, timeout)
+    ctx = context(url)
+    return _Transport(ctx, timeout) if ctx else None
 
 
 def session(url: str, timeout: float | None = None) -> XenAPI.Session:
@@ -82,4 +57,4 @@ def session(url: str, timeout: float | None = None) -> XenAPI.Session:
 
 def proxy(url: str) -> xmlrpc.client.ServerProxy:
     """A raw XML-RPC proxy on a simulated host, its certificate trusted."""
-    return xmlrpc.client.ServerProxy(url, transport=_closing(url, None))
+    return xmlrpc.client.ServerProxy(url, context=context(url))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from provisioner import media, output, registry, states
+from provisioner import media, netports, output, registry, states
 from provisioner.coordinator import pools as coord_pools
 from provisioner.coordinator import wiring
 from provisioner.coordinator.plan import make_plan
@@ -80,9 +80,7 @@ def synthetic_media_tree(root: Path, version: str = TARGET_VERSION, build: str =
 
 
 def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return netports.free_port(kind)  # below the ephemeral range: no client socket takes it before serve binds
 
 
 def demo_config(workdir: Path) -> Config:

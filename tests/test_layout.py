@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "provisioner"
 # (provisioner/__init__.py: the lazy create_app) and __main__ sit on top.
 LAYERS: list[tuple[str, set[str]]] = [
     ("leaves", {"config", "model", "states", "logs", "metrics", "paths", "staging", "output", "progress", "cryptpw",
-                "credentials", "pollselect", "auditchain"}),
+                "credentials", "pollselect", "auditchain", "netports"}),
     ("store", {"store"}),
     ("subsystems", {"boot", "tftp", "power", "xapi", "xapi_model", "xapi_reinstall", "xapi_tls", "xapi_checks",
                     "xapi_prechecks", "xapi_members", "xapi_updates", "xapi_vms", "media", "packs", "updates", "registry", "dhcp", "sites",
@@ -43,6 +43,8 @@ SIMULATOR_MAY_IMPORT = {
                            "so agreeing with it is agreeing with the spec, not with our answer-file code",
     "provisioner.pollselect": "select.select over poll(2) under pyghmi's BMC server loop: it waits for sockets "
                               "and checks nothing",
+    "provisioner.netports": "the Redfish emulator's listening port, drawn below the ephemeral range: it picks a "
+                            "number and checks nothing",
 }
 SIMULATOR_USERS = {"demo", "cli"}
 """The only units that may start the simulator (`provisioner demo`, `provisioner simulator`); runtime never does."""

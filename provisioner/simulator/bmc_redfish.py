@@ -27,7 +27,6 @@ import http.server
 import json
 import os
 import pickle
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -42,13 +41,13 @@ from typing import Any
 
 import bcrypt
 
+from provisioner import netports
+
 _NETWORK_TARGETS = {"Pxe": "network", "UefiHttp": "network", "Cd": "cd"}
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return netports.free_port()  # below the ephemeral range: no client socket takes it before the emulator binds
 
 
 @dataclass

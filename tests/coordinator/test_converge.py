@@ -161,9 +161,10 @@ def test_kill_at_converge_after_the_guidance_reboot_never_reboots_again(ulab):
     assert final.state == states.RUN_DONE, why(lab, final)
     boots = [lab.world.pools[POOL].hosts[i].boot_count for i in range(3)]
     assert boots[1] == boots[0] == boots[2], boots  # host 1 did not boot once more than the others
-    skipped = [e for e in lab.store.events(run_id=run.id, mac=lab.mac(1), kind="step.skipped")
-               if e["details"].get("step") == states.STEP_CONVERGE]
-    assert skipped  # it recognised the reboot already sent (journaled boot_time + accepted call)
+    assert lab.reboots(1) == 2  # the resume sent no second guidance reboot
+    # Not asserted: a step.skipped event. The resume records one when it recognises the reboot already sent
+    # (journaled boot_time + accepted call); when the host is already back with its guidance cleared as it looks
+    # (a loaded machine runs the simulated clock on between the crash and the resume) nothing is left to skip.
     assert len({h for h, _ in levels(lab).values()}) == 1
 
 

@@ -189,9 +189,10 @@ def test_rpu_flag_that_never_clears_times_out(lab):
     ctx.say = lines.append
     with pytest.raises(steps.StepFailed, match="not cleared after 1 min"):
         finalize.wait_rpu_cleared(ctx)
-    # one progress line (its elapsed minutes read the simulated clock, which a loaded machine moves on a little)
+    # one progress line, before the 1 min bound (its elapsed minutes read the simulated clock, which a loaded
+    # machine moves on: 0.5 min was seen under 4 xdist workers)
     assert len(lines) == 1 and re.fullmatch(r"finalize: waiting for XAPI to clear rolling_upgrade_in_progress: "
-                                            r"rolling_upgrade_in_progress still set \[0\.[01] min\]", lines[0]), lines
+                                            r"rolling_upgrade_in_progress still set \[0\.\d min\]", lines[0]), lines
 
 
 @pytest.mark.parametrize("crash_on", ["HA turned off", "finalize: XAPI cleared", "back on"])

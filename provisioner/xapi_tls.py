@@ -203,6 +203,13 @@ class _Transport(xmlrpc.client.Transport):
         self._mine.conn = conn  # not self._connection: no connection is kept between requests
         return conn
 
+    def request(self, host, handler, request_body, verbose=False):
+        """One attempt. xmlrpc.client.Transport.request sends the call a second time when the connection closes or
+        resets before the answer (meant for a kept connection gone cold); ours are never kept, so such a reset means
+        the host went down with the call possibly carried out, and a destructive call must not be sent twice
+        (docs/xapi.md "The XenAPI Python package"). The error reaches the caller, which reads the world again."""
+        return self.single_request(host, handler, request_body, verbose)
+
     def single_request(self, host, handler, request_body, verbose=False):
         self._mine.conn = None
         try:

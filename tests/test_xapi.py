@@ -76,7 +76,10 @@ def test_relogin_tolerates_refused_connections_while_the_master_reboots(sim, dri
         sim.world.clock.sleep(1)
     seen = []
     waited = driver.relogin_master(timeout=3600, clock=sim.world.clock, interval=5, progress=seen.append)
-    assert waited > 0 and seen and "not answering" in seen[0] and "refused" in seen[0].lower()
+    # refused, or reset: a login accepted while the host goes down is cut, and a call is never sent twice
+    # (xapi_tls._Transport.request; docs/xapi.md "The XenAPI Python package")
+    assert waited > 0 and seen and "not answering" in seen[0]
+    assert "refused" in seen[0].lower() or "reset" in seen[0].lower()
     assert m.boot_count == 1 and len(driver.hosts()) == 3
 
 

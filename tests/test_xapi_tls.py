@@ -111,3 +111,46 @@ def test_a_swapped_certificate_is_refused_on_the_next_connection(sim):
     with pytest.raises(CertificateRefused):  # a refused certificate is not "the master is not back yet"
         d.probe_master()
     assert driver(sim.master_url(), fingerprint=swapped).hosts()  # trusting the new one works
+
+
+def test_a_call_whose_connection_dies_before_the_answer_is_not_sent_again():
+    """xmlrpc.client.Transport.request sends a call once more when the connection closes or resets before the answer;
+    ours makes one attempt (a host that went down may have carried the call out: never twice)."""
+    import socket
+    import threading
+    import xmlrpc.client
+
+    from provisioner.xapi_tls import transport
+
+    seen = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(10)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"</methodCall>" not in data:  # the whole call arrived: then close without answering
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                seen.append(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    proxy = xmlrpc.client.ServerProxy(url, transport=transport(url, 5.0, None), allow_none=True)
+    try:
+        with pytest.raises((ConnectionError, OSError)):
+            proxy.host.reboot("OpaqueRef:h1")
+    finally:
+        listener.close()
+        thread.join(5)
+    assert len(seen) == 1 and b"host.reboot" in seen[0]

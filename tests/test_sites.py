@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from helpers import API_TOKEN
 from hostile_http import tftp_get
 from pack_trees import make_pack_tree
+from sim_helpers import until
 from ui_helpers import log_in
 
 from provisioner import create_app, media, mediasync, packs, registry, sites
@@ -35,14 +35,7 @@ DISK = "/dev/disk/by-id/scsi-sites"
 
 
 def _until(what: str, check, seconds: float = 60.0):
-    """Wait (not a timing assertion: a generous bound on a loaded machine) until check() is true; its value."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds} s: {what}")
+    return until(what, check, seconds, interval=0.2)
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 
 from helpers import serve_process
 from hostile_http import tftp_get
+from sim_helpers import until
 
 from provisioner import media, registry
 from provisioner.boot import attempts
@@ -31,14 +31,7 @@ def _port(kind: int) -> int:
 
 
 def _until(what: str, check, seconds: float = 90.0):
-    """Wait (a generous bound for a loaded machine, not a timing assertion) until check() is true; its value."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"not within {seconds} s: {what}")
+    return until(what, check, seconds, interval=0.3)
 
 
 def _answers(url: str) -> bool:

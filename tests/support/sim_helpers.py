@@ -24,6 +24,18 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def until(what: str, check, seconds: float = 60.0, interval: float = 0.2):
+    """Poll check() (real time) until it returns something true, and return that; AssertionError naming `what` after
+    `seconds` (a generous bound for a loaded machine, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
 class RecordingClock:
     """A simulated clock that only records how long it was asked to sleep."""
 

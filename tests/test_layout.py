@@ -43,8 +43,8 @@ SIMULATOR_MAY_IMPORT = {
                            "so agreeing with it is agreeing with the spec, not with our answer-file code",
     "provisioner.pollselect": "select.select over poll(2) under pyghmi's BMC server loop: it waits for sockets "
                               "and checks nothing",
-    "provisioner.netports": "the Redfish emulator's listening port, drawn below the ephemeral range: it picks a "
-                            "number and checks nothing",
+    "provisioner.netports": "the listening ports of the Redfish emulator and of each host's XAPI, drawn below the "
+                            "ephemeral range: it picks a number and checks nothing",
 }
 SIMULATOR_USERS = {"demo", "cli"}
 """The only units that may start the simulator (`provisioner demo`, `provisioner simulator`); runtime never does."""

@@ -13,6 +13,8 @@ import uuid as uuidlib
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
+from provisioner import netports
+
 from . import certs
 from . import event_calls, host_calls, host_plugin, join, update_calls, update_http, vm_calls  # noqa: F401 - registers
 from .db import FIELDS, xapi_datetime
@@ -282,7 +284,10 @@ class Endpoint:
         with self._lock:
             if up and self._server is None:
                 tls = certs.cert_of(self.host).server_context() if self.tls else None
-                self._server = _Server((self.bind, self.host.port), self.world, self.host, tls)
+                # the port is chosen once, below the ephemeral range: a client socket (another test process's)
+                # cannot take it while the host reboots, and it is bound again after each reboot, as xapi's 443
+                port = self.host.port or netports.free_port(host=self.bind)
+                self._server = _Server((self.bind, port), self.world, self.host, tls)
                 self.host.port = self._server.server_address[1]  # the same port again after a reboot
                 threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
                                  name=f"sim-xapi-{self.host.name}").start()

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from simpool import register_pool  # noqa: E402
 from shipped import Serve, free_port, write_config  # noqa: E402
 
-from provisioner import media, registry, states  # noqa: E402
-from provisioner.coordinator import pools  # noqa: E402
+from provisioner import media, states  # noqa: E402
 from provisioner.demo import synthetic_media_tree  # noqa: E402
 from provisioner.simulator import vm_ops  # noqa: E402
 from provisioner.simulator.builder import build_pool, new_world, serve_world  # noqa: E402
@@ -97,12 +97,7 @@ def one_run(hosts: int, parallel: str | None, speed: float, install_seconds: flo
         world.boot_handler = handler
         sim = serve_world(world)
         try:
-            pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD, fingerprint=sim.master_fingerprint())
-            driver = pools.connect(store, POOL, timeout=5)
-            pools.discover(store, POOL, driver)
-            driver.close()
-            for h in store.list_hosts(pool=POOL):
-                registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-{h.name}"})
+            register_pool(store, sim, POOL, PASSWORD)
             with Serve(config_file, tmp):
                 cmd = [sys.executable, "-m", "provisioner", "--config", str(config_file), "upgrade", "start", POOL,
                        "--media", MEDIA] + (["--parallel", parallel] if parallel else [])

@@ -50,11 +50,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from pg_server import PgServer  # noqa: E402
+from simpool import register_pool  # noqa: E402
 from shipped import Serve, free_port, write_config  # noqa: E402
 
-from provisioner import credentials, media, registry, states  # noqa: E402
+from provisioner import credentials, media, states  # noqa: E402
 from provisioner.config import Config, load_config  # noqa: E402
-from provisioner.coordinator import pools  # noqa: E402
 from provisioner.coordinator.locks import owner_pid, pool_lease  # noqa: E402
 from provisioner.demo import synthetic_media_tree  # noqa: E402
 from provisioner.simulator import vm_ops  # noqa: E402
@@ -159,12 +159,7 @@ def one_run(pg: PgServer, kill: bool, speed: float, install_seconds: float) -> d
         sim = serve_world(world)
         a = b = None
         try:
-            pools.add_pool(store, POOL, sim.master_url(), "root", PASSWORD, fingerprint=sim.master_fingerprint())
-            driver = pools.connect(store, POOL, timeout=5)
-            pools.discover(store, POOL, driver)
-            driver.close()
-            for h in store.list_hosts(pool=POOL):
-                registry.update_host(store, h.mac, {"disk": f"/dev/disk/by-id/scsi-{h.name}"})
+            register_pool(store, sim, POOL, PASSWORD)
             key_b = credentials.key_path(tmp / "b" / "data")  # every server on one database: the same key file
             key_b.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(credentials.key_path(config_a.data_dir), key_b)

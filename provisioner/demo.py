@@ -79,17 +79,13 @@ def synthetic_media_tree(root: Path, version: str = TARGET_VERSION, build: str =
     return root
 
 
-def _free_port(kind: int) -> int:
-    return netports.free_port(kind)  # below the ephemeral range: no client socket takes it before serve binds
-
-
 def demo_config(workdir: Path) -> Config:
     """Loopback ports chosen up front, so the URLs in the boot configs are the ones really served."""
-    http_port = _free_port(socket.SOCK_STREAM)
+    http_port = netports.free_port(socket.SOCK_STREAM)
     (workdir / "tftp_root").mkdir(parents=True, exist_ok=True)
     return load_config(file=None, environ={}, overrides={
         "data_dir": workdir / "data", "bind_address": "127.0.0.1", "http_port": http_port,
-        "tftp_port": _free_port(socket.SOCK_DGRAM), "tftp_root": workdir / "tftp_root",
+        "tftp_port": netports.free_port(socket.SOCK_DGRAM), "tftp_root": workdir / "tftp_root",
         "public_url": f"http://127.0.0.1:{http_port}", "pxelinux_http": True,
     })
 
@@ -122,7 +118,7 @@ def _uefi_order(machine) -> str:
 
 
 def _free_udp_port() -> int:
-    return _free_port(socket.SOCK_DGRAM)
+    return netports.free_port(socket.SOCK_DGRAM)
 
 
 def start_bmcs(world, store: Store, methods: dict[str, str], state_dir: Path,

@@ -46,10 +46,6 @@ from provisioner import netports
 _NETWORK_TARGETS = {"Pxe": "network", "UefiHttp": "network", "Cd": "cd"}
 
 
-def _free_port() -> int:
-    return netports.free_port()  # below the ephemeral range: no client socket takes it before the emulator binds
-
-
 @dataclass
 class _System:
     target: Any
@@ -93,7 +89,7 @@ class RedfishFront:
     def start(self, timeout: float = 30.0) -> "RedfishFront":
         self._notifier = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         threading.Thread(target=self._notifier.serve_forever, name="sim-redfish-notify", daemon=True).start()
-        self.port = _free_port()
+        self.port = netports.free_port()  # below the ephemeral range: no client socket takes it first
         digest = bcrypt.hashpw(self._password.encode(), bcrypt.gensalt(rounds=4)).decode()
         (self.state_dir / "htpasswd").write_text(f"{self._username}:{digest}\n")
         systems = [{"uuid": s.uuid, "name": s.name, "external_notifier": True,

@@ -1,10 +1,14 @@
-"""One read of the pool's hosts shared by the threads of a wave (docs/waves.md "Running a wave").
+"""Reads of the pool shared by the threads of a wave (docs/waves.md "Running a wave").
 
-Every waiting step polls `driver.hosts()` (five XAPI calls: docs/xapi.md "Connections") every poll interval; N hosts
-of a wave polling on their own multiply that load on the master by N for the same answer. SharedHosts hands each
-thread a driver whose hosts() returns the wave's last read while it is younger than half a poll interval, and reads
-again otherwise. Any other call (host.disable, VM.pool_migrate, host.reboot, ...) goes straight through and drops
-the shared read, so a thread never sees the pool as it was before a change made through this wave's drivers.
+Every waiting step polls `driver.hosts()` (five XAPI calls: docs/xapi.md "Connections") every poll interval, and
+every host of a wave reads `driver.vms()` (five calls, the biggest records of the pool) as it starts its evacuation;
+N hosts doing so on their own multiply that load on the master by N for the same answer. SharedReads hands each
+thread a driver whose hosts() and vms() join the read another thread of the wave has under way, or take its answer,
+while that read started less than `max_age` seconds ago; otherwise the thread reads itself, and the others join it.
+
+Any other call (host.disable, VM.pool_migrate, host.reboot, ...) goes straight through and, once it returned, makes
+every read started before it unusable (a generation count): a thread never sees the pool as it was before a change
+made through this wave's drivers, not even from a read that was already under way when the change was made.
 """
 
 from __future__ import annotations
@@ -13,47 +17,73 @@ import threading
 import time
 from typing import Any
 
-READS = frozenset({"hosts"})
+READS = frozenset({"hosts", "vms"})
 """The driver reads that are shared; every other driver method changes something or is read fresh."""
-FRESH = frozenset({"precheck_facts", "pool_info", "vms", "pbds", "fork", "close", "relogin_master",
+FRESH = frozenset({"precheck_facts", "pool_info", "pbds", "fork", "close", "relogin_master",
                    "evacuation_blockers", "memory_needs", "url", "trust", "timeout"})
-"""Methods and attributes that neither use nor drop the shared read."""
+"""Methods and attributes that neither use nor drop the shared reads."""
 
 
-class SharedHosts:
-    """The wave's shared hosts() read: its value, when it was taken (time.monotonic()), and its lock."""
+class _Read:
+    """One read under way or done: when it started, in which generation, and its answer once done."""
+
+    def __init__(self, started: float, generation: int):
+        self.started, self.generation = started, generation
+        self.done = threading.Event()
+        self.value: Any = None
+        self.failed = False
+
+
+class SharedReads:
+    """The wave's shared reads (one per driver method in READS), their lock and the generation of changes."""
 
     def __init__(self, max_age: float):
         self.max_age = max_age
         self.lock = threading.Lock()
-        self.value: Any = None
-        self.taken = float("-inf")
+        self.generation = 0
+        self.reads: dict[str, _Read] = {}
 
-    def read(self, driver: Any) -> Any:
+    def read(self, driver: Any, method: str) -> Any:
         with self.lock:
-            if time.monotonic() - self.taken <= self.max_age:
-                return self.value
-        value = driver.hosts()  # outside the lock: a slow master must not hold the other threads' own calls
-        with self.lock:
-            self.value, self.taken = value, time.monotonic()
-        return value
+            found = self.reads.get(method)
+            usable = (found is not None and not found.failed and found.generation == self.generation
+                      and time.monotonic() - found.started <= self.max_age)
+            if not usable:
+                found = self.reads[method] = _Read(time.monotonic(), self.generation)
+        if usable:
+            found.done.wait()  # outside the lock: a slow master must not hold the other threads' own calls
+            if not found.failed:
+                return found.value
+            return getattr(driver, method)()  # the read it joined failed: its own call, its own error
+        try:
+            found.value = getattr(driver, method)()
+            return found.value
+        except BaseException:
+            found.failed = True
+            raise
+        finally:
+            found.done.set()
 
     def drop(self) -> None:
+        """A change was made: no read started before now may serve anyone."""
         with self.lock:
-            self.taken = float("-inf")
+            self.generation += 1
 
     def wrap(self, driver: Any) -> "SharingDriver":
         return SharingDriver(driver, self)
 
 
 class SharingDriver:
-    """A driver whose hosts() is the wave's shared read; anything else is the wrapped driver's."""
+    """A driver whose hosts() and vms() are the wave's shared reads; anything else is the wrapped driver's."""
 
-    def __init__(self, driver: Any, shared: SharedHosts):
+    def __init__(self, driver: Any, shared: SharedReads):
         self._driver, self._shared = driver, shared
 
     def hosts(self) -> Any:
-        return self._shared.read(self._driver)
+        return self._shared.read(self._driver, "hosts")
+
+    def vms(self) -> Any:
+        return self._shared.read(self._driver, "vms")
 
     def fork(self) -> "SharingDriver":
         return SharingDriver(self._driver.fork(), self._shared)

@@ -18,7 +18,7 @@ from typing import Any
 from provisioner import states
 from provisioner.coordinator import report
 from provisioner.coordinator.evacuation import WaveTargets
-from provisioner.coordinator.shared_reads import SharedHosts
+from provisioner.coordinator.shared_reads import SharedReads
 from provisioner.store import Run, RunHost
 
 Runner = Any
@@ -56,11 +56,11 @@ def _real_seconds(clock: Any, seconds: float) -> float:
     return seconds
 
 
-def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets, shared: SharedHosts,
+def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets, shared: SharedReads,
                   until: str | None = None) -> dict[str, RunHost | None]:
     """Each host from its committed step to DONE / FAILED, or to `until` (None: stopped by an abort), on its own
-    thread with its own XAPI session (its hosts() read shared with the wave: shared_reads.py); returns when every
-    thread has."""
+    thread with its own XAPI session (its hosts() and vms() reads shared with the wave: shared_reads.py); returns
+    when every thread has."""
     results: dict[str, RunHost | None] = {}
     errors: list[BaseException] = []
 
@@ -103,7 +103,7 @@ def run_waves(runner: Runner, members: list[RunHost], recorded: dict[str, Any]) 
                          steps={h.name: h.step for h in hosts})
         runner.say(f"wave {number}: {', '.join(h.name for h in hosts)} ({wave['why']})")
         targets = WaveTargets(number, wave_of)
-        shared = SharedHosts(_real_seconds(runner.ctx.clock, runner.ctx.timeouts.poll) / 2)
+        shared = SharedReads(_real_seconds(runner.ctx.clock, runner.ctx.timeouts.poll))
         # every host CHECK and DISABLE first, all at once; none goes on before all are there: nothing of the wave
         # is down while another host's CHECK asks every member to answer, and none is evacuated onto another
         checked = _walk_threads(runner, hosts, targets, shared, until=states.STEP_EVACUATE)

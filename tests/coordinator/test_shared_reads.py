@@ -1,17 +1,20 @@
-"""A wave's threads share one hosts() read (coordinator/shared_reads.py), through the real driver and simulator:
-one read serves every thread while young, any change drops it."""
+"""A wave's threads share their hosts() and vms() reads (coordinator/shared_reads.py), through the real driver and
+simulator: one read serves every thread while young, threads asking while it is under way join it, and a change
+makes every read started before it unusable, even one still under way."""
 
 from __future__ import annotations
 
-from provisioner.coordinator.shared_reads import SharedHosts
+import threading
+
+from provisioner.coordinator.shared_reads import SharedReads
 
 
-def reads(lab) -> int:
-    return sum(1 for _, method, _ in lab.world.call_log if method == "host.get_all_records")
+def reads(lab, method: str = "host.get_all_records") -> int:
+    return sum(1 for _, called, _ in lab.world.call_log if called == method)
 
 
 def test_one_read_serves_the_wave_and_a_change_drops_it(lab):
-    shared = SharedHosts(max_age=3600)
+    shared = SharedReads(max_age=3600)
     one, two = shared.wrap(lab.driver.fork()), shared.wrap(lab.driver.fork())
     try:
         before = reads(lab)
@@ -26,7 +29,90 @@ def test_one_read_serves_the_wave_and_a_change_drops_it(lab):
         one.precheck_facts()  # reads that are never shared leave the shared one alone
         now = reads(lab)
         assert one.hosts() == after and reads(lab) == now
-        assert SharedHosts(max_age=0).wrap(lab.driver).hosts() and reads(lab) == now + 1
+        assert SharedReads(max_age=0).wrap(lab.driver).hosts() and reads(lab) == now + 1
+        vm_reads = reads(lab, "VM.get_all_records")
+        assert one.vms() == two.vms() and reads(lab, "VM.get_all_records") == vm_reads + 1
     finally:
         one.close()
         two.close()
+
+
+class Gated:
+    """The real driver, the answer of its hosts() held at a gate (so a test decides when a read under way ends)."""
+
+    def __init__(self, driver):
+        self.driver, self.entered, self.gate = driver, threading.Event(), threading.Event()
+
+    def hosts(self):
+        found = self.driver.hosts()  # the pool as it is now ...
+        self.entered.set()
+        assert self.gate.wait(30)
+        return found  # ... handed over later
+
+    def __getattr__(self, name):
+        return getattr(self.driver, name)
+
+
+def test_threads_asking_while_a_read_is_under_way_join_it(lab):
+    shared = SharedReads(max_age=3600)
+    slow = Gated(lab.driver.fork())
+    drivers = [shared.wrap(slow)] + [shared.wrap(lab.driver.fork()) for _ in range(3)]
+    before, answers = reads(lab), {}
+    try:
+        first = threading.Thread(target=lambda: answers.update({0: drivers[0].hosts()}))
+        first.start()
+        assert slow.entered.wait(30)
+        others = [threading.Thread(target=lambda i=i: answers.update({i: drivers[i].hosts()})) for i in (1, 2, 3)]
+        for t in others:
+            t.start()
+        slow.gate.set()
+        for t in [first, *others]:
+            t.join(30)
+        assert len(answers) == 4 and all(a == answers[0] for a in answers.values())
+        assert reads(lab) == before + 1  # four threads, one read
+    finally:
+        for d in drivers:
+            d.close()
+
+
+def test_a_read_under_way_during_a_change_serves_nobody_after_it(lab):
+    """The race a cache keyed on when a read ended would lose: a read starts, another thread disables a host and
+    returns, the read ends; a thread asking after the change must read again, not get the pool before it."""
+    shared = SharedReads(max_age=3600)
+    slow = Gated(lab.driver.fork())
+    reader, changer = shared.wrap(slow), shared.wrap(lab.driver.fork())
+    answers = []
+    try:
+        member = next(h for h in lab.driver.hosts() if not h.is_master and h.enabled)
+        t = threading.Thread(target=lambda: answers.append(reader.hosts()))
+        t.start()
+        assert slow.entered.wait(30)
+        changer.disable(member.ref)
+        slow.gate.set()
+        t.join(30)
+        assert answers and next(h for h in answers[0] if h.ref == member.ref).enabled  # read before the change
+        after = changer.hosts()
+        assert not next(h for h in after if h.ref == member.ref).enabled
+    finally:
+        reader.close()
+        changer.close()
+
+
+def test_a_failed_read_is_not_handed_on(lab):
+    shared = SharedReads(max_age=3600)
+
+    class Failing:
+        def hosts(self):
+            raise ConnectionResetError("the master closed the connection")
+
+    try:
+        shared.wrap(Failing()).hosts()
+    except ConnectionResetError:
+        pass
+    else:
+        raise AssertionError("the failing read did not fail")
+    one = shared.wrap(lab.driver.fork())
+    try:
+        assert one.hosts()  # its own read, not the failure
+    finally:
+        one.close()

@@ -170,17 +170,73 @@ class _HttpConnection(_Tracked, http.client.HTTPConnection):
     pass
 
 
+class _Resumption:
+    """The TLS sessions this process may resume: for each (host:port, trust) the client context its connections
+    use and the last session a trusted connection there got. A new connection offers that session; a server that
+    still has it resumes it (stunnel's session cache and tickets, as xapi configures it: docs/xapi.md "TLS") with
+    no key exchange and no certificate signature, one that does not (restarted, reinstalled, another machine)
+    makes a full handshake. The certificate check after the handshake is the same either way: a resumed session
+    carries the certificate it was made with."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.contexts: dict[Trust, ssl.SSLContext] = {}
+        self.sessions: dict[tuple[str, Trust], ssl.SSLSession] = {}
+
+    def context(self, trust: Trust) -> ssl.SSLContext:
+        """One context per trust (a session is resumable only with the context that made it)."""
+        with self.lock:
+            found = self.contexts.get(trust)
+        if found is None:
+            made = trust.context()  # outside the lock: loading the system CA store takes a while
+            with self.lock:
+                found = self.contexts.setdefault(trust, made)
+        return found
+
+    def get(self, key: tuple[str, Trust]) -> ssl.SSLSession | None:
+        with self.lock:
+            return self.sessions.get(key)
+
+    def keep(self, key: tuple[str, Trust], sock: ssl.SSLSocket) -> None:
+        session = sock.session
+        if session is not None:
+            with self.lock:
+                self.sessions[key] = session
+
+
+RESUMPTION = _Resumption()
+
+
 class _HttpsConnection(_Tracked, http.client.HTTPSConnection):
     pin: str | None = None
+    resume: tuple[str, Trust] | None = None  # where RESUMPTION keeps this peer's session; None: never resumed
+    trusted = False  # the peer passed the certificate check (only then is its session kept)
 
     def connect(self):
-        super().connect()
-        if self.pin is None:
-            return
-        got = fingerprint_of(self.sock.getpeercert(binary_form=True) or b"")
-        if got != self.pin:  # checked before the first request byte: nothing is sent to this peer
-            self.release()
-            raise FingerprintMismatch(f"{self.host}:{self.port}", self.pin, got)
+        """http.client's HTTPSConnection.connect, offering the peer's last session, then the pin check."""
+        http.client.HTTPConnection.connect(self)  # the TCP connection (TCP_NODELAY set by http.client)
+        self._opened = self.sock
+        session = RESUMPTION.get(self.resume) if self.resume is not None else None
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host, session=session)
+        self._opened = self.sock
+        if self.pin is not None:
+            got = fingerprint_of(self.sock.getpeercert(binary_form=True) or b"")
+            if got != self.pin:  # checked before the first request byte: nothing is sent to this peer
+                self.release()
+                raise FingerprintMismatch(f"{self.host}:{self.port}", self.pin, got)
+        self.trusted = True
+
+    def getresponse(self):
+        """The answer; then the session is kept (a TLS 1.3 ticket arrives after the handshake, with the first data;
+        later the socket is closed with the response, and its session with it)."""
+        sock = self.sock
+        response = super().getresponse()
+        if self.trusted and self.resume is not None and isinstance(sock, ssl.SSLSocket):
+            try:
+                RESUMPTION.keep(self.resume, sock)
+            except (OSError, ValueError):
+                pass
+        return response
 
 
 class _Transport(xmlrpc.client.Transport):
@@ -190,7 +246,7 @@ class _Transport(xmlrpc.client.Transport):
     def __init__(self, timeout: float, trust: Trust | None = None):
         super().__init__()
         self.timeout, self.trust = timeout, trust
-        self.context = trust.context() if trust is not None else None
+        self.context = RESUMPTION.context(trust) if trust is not None else None
         self._mine = threading.local()  # the request's connection, per thread: a driver may be shared
 
     def make_connection(self, host):
@@ -199,7 +255,7 @@ class _Transport(xmlrpc.client.Transport):
             conn = _HttpConnection(chost, timeout=self.timeout)
         else:
             conn = _HttpsConnection(chost, timeout=self.timeout, context=self.context)
-            conn.pin = self.trust.fingerprint
+            conn.pin, conn.resume = self.trust.fingerprint, (chost, self.trust)
         self._mine.conn = conn  # not self._connection: no connection is kept between requests
         return conn
 

@@ -154,3 +154,46 @@ def test_a_call_whose_connection_dies_before_the_answer_is_not_sent_again():
         listener.close()
         thread.join(5)
     assert len(seen) == 1 and b"host.reboot" in seen[0]
+
+
+def test_the_simulator_serves_xapis_tls_policy(sim):
+    """xapi's stunnel configuration (docs/xapi.md "TLS"): TLS 1.2 only, its two ECDHE-RSA AES-GCM ciphers."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(sim.master_url())
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    with client.wrap_socket(socket.create_connection((parts.hostname, parts.port), timeout=5)) as tls:
+        assert tls.version() == "TLSv1.2" and tls.cipher()[0] == "ECDHE-RSA-AES256-GCM-SHA384"
+    only13 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    only13.check_hostname, only13.verify_mode = False, ssl.CERT_NONE
+    only13.minimum_version = ssl.TLSVersion.TLSv1_3
+    with pytest.raises(ssl.SSLError):
+        only13.wrap_socket(socket.create_connection((parts.hostname, parts.port), timeout=5)).close()
+
+
+def test_sessions_are_resumed_and_carry_the_pinned_certificate(sim):
+    """A connection offers the peer's last TLS session (xapi_tls.RESUMPTION): the server resumes it (no key
+    exchange), and the certificate the resumed connection reports, which the pin is checked against, is the
+    one the session was made with."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from provisioner.xapi_tls import RESUMPTION
+
+    pin = sim.master_fingerprint()
+    trust = Trust(fingerprint=pin)
+    d = driver(sim.master_url(), fingerprint=pin)
+    assert d.hosts() and d.hosts()
+    parts = urlsplit(sim.master_url())
+    session = RESUMPTION.get((parts.netloc, trust))
+    assert session is not None
+    raw = socket.create_connection((parts.hostname, parts.port), timeout=5)
+    with RESUMPTION.context(trust).wrap_socket(raw, server_hostname=parts.hostname, session=session) as tls:
+        assert tls.session_reused
+        from provisioner.xapi_tls import fingerprint_of
+        assert fingerprint_of(tls.getpeercert(binary_form=True)) == pin
+    with pytest.raises(CertificateRefused):  # another pin on the same address: its own context, nothing resumed
+        driver(sim.master_url(), fingerprint=FP).hosts()

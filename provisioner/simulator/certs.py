@@ -32,6 +32,8 @@ from .hosts import SimHost
 
 KEY_BITS = 2048  # selfcert.ml `host`: let length = 2048
 VALID_DAYS = 3650  # selfcert.ml `host`: let expire_days = 3650
+XAPI_CIPHERS = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256"  # Tls_policy.Openssl.default_ciphers
+XAPI_CURVE = "secp384r1"  # Tls_policy.Openssl.default_curve
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,15 @@ class HostCert:
     name: str
 
     def server_context(self) -> ssl.SSLContext:
-        """A server-side TLS context presenting this certificate (ssl only loads chains from files)."""
+        """A server-side TLS context presenting this certificate (ssl only loads chains from files), with the TLS
+        policy xapi writes into its stunnel's configuration (docs/xapi.md "TLS"): TLS 1.2 only, xapi's two
+        ciphers in the server's order, the secp384r1 curve; sessions resumable (stunnel's default session cache
+        and tickets: xapi's configuration sets neither off)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # sslVersion = TLSv1.2
+        ctx.set_ciphers(XAPI_CIPHERS)
+        ctx.set_ecdh_curve(XAPI_CURVE)
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE  # options = CIPHER_SERVER_PREFERENCE
         with tempfile.TemporaryDirectory(prefix="sim-cert-") as tmp:
             path = Path(tmp) / "xapi-ssl.pem"  # key then certificate, as gencert writes the file
             path.write_bytes(self.key_pem + b"\n" + self.cert_pem)

@@ -240,6 +240,7 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
             return super().finish_request(request, client_address)
         request.settimeout(HANDSHAKE_TIMEOUT)
         try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # stunnel `socket = a:TCP_NODELAY=1`
             wrapped = self.tls.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:  # e.g. the client did not trust the certificate: alert, close
             log.debug("%s: TLS handshake from %s failed: %s", self.sim_host.name, client_address, exc)

@@ -28,6 +28,14 @@ MARKED_FAILED_REASON = "marked failed by the operator"
 """How the reason of a host the operator marked failed starts (after its step); remedies.py reads it."""
 
 
+QUIET_POLLS = 5
+"""At WAIT_UP, while the host's own installer runs (its attempt STARTED: our start script was seen), the host cannot
+be back in XAPI: the wait reads XAPI only every QUIET_POLLS + 1 polls (once a minute at the default 10 s poll) instead
+of every poll, to notice a host back without its report (lost on the network); its report is read from the store at
+every poll, and from then on XAPI is read at every poll again. Every read is calls to the pool master, for every
+host of a wave (docs/waves.md "Running a wave")."""
+
+
 class MarkedFailed(StepFailed):
     """The operator marked the host failed while the run waited on it (journal.MARKED_FAILED)."""
 
@@ -58,11 +66,17 @@ def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[
     """Call probe() -> (done, what it saw) every timeouts.poll until done. StepFailed after `timeout`, but only
     while the host's installer is not running; a running installer keeps the wait going (and gives the host
     timeouts.down more to reboot once it reports). Once its installer has reported, the host has timeouts.host_up
-    (the host-up timeout) to be back. The operator's mark-failed ends the wait at any time."""
+    (the host-up timeout) to be back. The operator's mark-failed ends the wait at any time. While the installer runs,
+    probe() is called only every QUIET_POLLS + 1 polls at WAIT_UP."""
     start, shown, notes, reported = ctx.clock.now(), None, 0, None
     deadline = start + timeout
+    running, quiet, seen = False, 0, None
     while True:
-        done, seen = probe()
+        if running and rh.attempt_id is not None and rh.step == states.STEP_WAIT_UP and quiet < QUIET_POLLS:
+            quiet, done = quiet + 1, False
+        else:
+            quiet = 0
+            done, seen = probe()
         if rh.attempt_id is None:  # host-plugin: its media downloads are what can be seen of it (hostplugin.py)
             hostplugin.say_downloads(ctx, rh)
         if done:
@@ -74,7 +88,8 @@ def wait(ctx: Context, rh: RunHost, what: str, timeout: float, probe: Callable[[
         if seen != shown:
             ctx.say(f"{rh.name}: {what}: {seen} [{minutes:.1f} min]")
             shown = seen
-        if installer_running(ctx, rh):
+        running = installer_running(ctx, rh)
+        if running:
             deadline = max(deadline, now + ctx.timeouts.down)
             if now - start >= (notes + 1) * ctx.timeouts.installing_note:
                 notes += 1

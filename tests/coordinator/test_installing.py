@@ -143,3 +143,28 @@ def test_mark_failed_is_refused_unless_the_run_waits_on_that_host(lab):
     found = runner.request_mark_failed(lab.store, POOL, lab.mac(1).upper())  # a MAC, any spelling
     assert found.name == f"{POOL}-host1"
     assert journal.read(lab.store, started.id, journal.MARKED_FAILED)[0]["step"] == states.STEP_WAIT_DOWN
+
+
+def test_while_its_installer_runs_the_wait_reads_xapi_once_every_few_polls(lab, monkeypatch):
+    """At WAIT_UP a host whose installer runs cannot be back in XAPI: the pool is read every QUIET_POLLS + 1 polls
+    (its report, in the store, at every poll)."""
+    polls, marks = [], {}
+    counted = installing.installer_running
+
+    def counting(ctx, rh):
+        polls.append(len(lab.world.call_log))
+        return counted(ctx, rh)
+    monkeypatch.setattr(installing, "installer_running", counting)
+    lab.handler.inject(lab.mac(1), never_returns=True)
+
+    def decide(lab, run_id, name):
+        marks["end"] = len(lab.world.call_log)
+        mark(lab, run_id, name)
+    run_id, final, notes, seen = drive(lab, decide, f"{POOL}-host1")
+    assert final.state == states.RUN_ABORTED and len(notes) == NOTES_PAST_EVERY_TIMER
+    start = next(i for i, at in enumerate(polls) if at >= seen["since"])
+    window = [at for at in polls[start:] if at <= marks["end"]]  # host1's polls from its CHECK to the mark
+    reads = sum(1 for _, method, _ in lab.world.call_log[window[0]:window[-1]] if method == "host.get_all_records")
+    assert len(window) > 6 * (installing.QUIET_POLLS + 1), len(window)
+    assert reads <= len(window) / (installing.QUIET_POLLS + 1) + 6, (reads, len(window))
+    assert reads >= len(window) / (installing.QUIET_POLLS + 1) - 6, (reads, len(window))

@@ -188,7 +188,8 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
                 enabled=bool(rec["enabled"]), live=bool(metrics.get("live")),
                 product_version=version.get("product_version", ""), build_number=version.get("build_number", ""),
                 is_master=ref == master, boot_time=str(rec.get("other_config", {}).get("boot_time", "")),
-                power_on_mode=str(rec.get("power_on_mode") or "")))
+                power_on_mode=str(rec.get("power_on_mode") or ""),
+                memory_free=int(metrics.get("memory_free") or 0)))
         return sorted(found, key=lambda h: (not h.is_master, h.name))
 
     def disable(self, host_ref: str) -> None:

@@ -25,6 +25,7 @@ class HostInfo:
     is_master: bool
     boot_time: str
     power_on_mode: str = ""  # "" (host.power_on refused), "wake-on-lan", "IPMI", or a custom plugin
+    memory_free: int = 0  # host_metrics.memory_free, bytes: what XAPI's memory check counts free (docs/waves.md)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class VmInfo:
     # PV_drivers_up_to_date: what XenCenter reads (VM.cs GetVirtualizationStatus); deprecated since Dundee and set
     # to PV_drivers_detected by xapi (datamodel.ml:7625-7638, xapi_xenops.ml:2426), never a version comparison
     tools_up_to_date: bool = False
+    memory: int = 0  # memory_target + memory_overhead, bytes: what a migration needs on its target (docs/waves.md)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ class VmCalls:
                                 rec.get("resident_on", NULL_REF), tuple(rec.get("allowed_operations", [])),
                                 rec.get("other_config", {}).get("auto_poweron") == "true", tuple(cds), version,
                                 bool(gm and gm.get("PV_drivers_detected")),
-                                bool(gm and gm.get("PV_drivers_up_to_date"))))
+                                bool(gm and gm.get("PV_drivers_up_to_date")),
+                                int(rec.get("memory_target") or 0) + int(rec.get("memory_overhead") or 0)))
         return sorted(found, key=lambda v: (v.name, v.uuid))
 
     def pbds(self) -> list[PbdInfo]:

@@ -42,13 +42,14 @@ class WaveTargets:
         self.free: dict[str, int] | None = None  # host ref -> bytes left for this wave's VMs
         self.order: list[str] = []  # host refs, in the order to try them
         self.names: dict[str, str] = {}
-        self.vms: list = []  # the running VMs (xapi_prechecks.VmFacts) as read for the wave
+        self.vms: list = []  # the running VMs (xapi_model.VmInfo) as read for the wave
 
     def _read(self, ctx: Context) -> None:
         """Targets: live, enabled, outside the wave; at the target version (or of an earlier wave) first, then the
         latest waves first; free memory as XAPI reports it."""
         upgraded, later = [], []
-        for h in ctx.driver.hosts():
+        hosts = ctx.driver.hosts()
+        for h in hosts:
             number = self.wave_of.get(h.mac or "", -1)
             if number == self.wave or not (h.live and h.enabled):
                 continue
@@ -58,9 +59,9 @@ class WaveTargets:
             else:
                 later.append((-number, h.name, h.ref))
         self.order = [ref for *_, ref in sorted(upgraded)] + [ref for *_, ref in sorted(later)]
-        facts = ctx.driver.precheck_facts()
-        self.free = {ref: facts.hosts[ref].memory_free for ref in self.order if ref in facts.hosts}
-        self.vms = [v for v in facts.vms if v.power_state in RUNNING]
+        free = {h.ref: h.memory_free for h in hosts}
+        self.free = {ref: free[ref] for ref in self.order}
+        self.vms = [v for v in ctx.driver.vms() if v.power_state in RUNNING]  # the wave's shared reads
 
     def vms_on(self, ctx: Context, host_ref: str) -> list:
         """The VMs running on a host of the wave, biggest first, as read for the wave (its hosts are disabled, so

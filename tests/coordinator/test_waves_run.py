@@ -147,3 +147,35 @@ def test_the_plan_reads_memory_ha_and_tags_from_xapi(lab):
     pool.db.update("host", pool.hosts[2].ref, tags=["rack:1"])
     racks = wave_facts.plan_for(lab.driver, hosts, "auto", group_prefix="rack:")
     assert [w.hosts for w in racks.waves][1:] == [("lab-host1", "lab-host3", "lab-host4"), ("lab-host2",)]
+
+
+def test_room_taken_after_the_wave_read_it_is_refused_by_xapi_and_the_next_target_used(lab, monkeypatch):
+    """Another client fills the upgraded master (the first target) right after the wave read the free memory:
+    XAPI's VM.assert_can_boot_here refuses it, the wave reads the pool again and the VMs go to the next target;
+    nothing is stopped, nothing fails."""
+    from provisioner.coordinator import evacuation
+    from provisioner.simulator.builder import add_vm
+
+    started = runner.start_run(lab.store, POOL, MEDIA, lab.driver, parallel=2)
+    pool = lab.world.pools[POOL]
+    read, hogged = evacuation.WaveTargets._read, []
+
+    def read_then_fill_the_master(self, ctx):
+        read(self, ctx)
+        if hogged:
+            return
+        master = next(h for h in lab.driver.hosts() if h.is_master)
+        hog = add_vm(pool, "hog", master.ref, pool.db.find("SR", shared=True)[0], master.memory_free - 2 ** 20,
+                     running=False)
+        lab.driver.start_vm_on(hog, master.ref)  # another XAPI client, between the read and the migrations
+        hogged.append(master.name)
+    monkeypatch.setattr(evacuation.WaveTargets, "_read", read_then_fill_the_master)
+    final = drive(lab, started.id)
+    assert final.state == states.RUN_DONE, final.reason
+    refused = [e["details"] for e in events(lab, started.id, evacuation.REFUSED)]
+    assert refused and all(r["target"] == "lab-host0" and r["code"] == "HOST_NOT_ENOUGH_FREE_MEMORY"
+                           for r in refused), refused
+    moves = [e["details"] for e in events(lab, started.id, "xapi.call") if e["details"]["method"] == "VM.pool_migrate"]
+    assert moves and all(m["ok"] and m["to"] != "lab-host0" for m in moves)
+    running = [r for r in pool.db.tables["VM"].values() if not r["is_control_domain"] and r["power_state"] == "Running"]
+    assert len(running) == 5 + 1  # the lab's VMs and the hog: nothing stopped

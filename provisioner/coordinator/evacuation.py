@@ -44,11 +44,12 @@ class WaveTargets:
         self.names: dict[str, str] = {}
         self.vms: list = []  # the running VMs (xapi_model.VmInfo) as read for the wave
 
-    def _read(self, ctx: Context) -> None:
+    def _read(self, ctx: Context, hosts: list | None = None, vms: list | None = None) -> None:
         """Targets: live, enabled, outside the wave; at the target version (or of an earlier wave) first, then the
-        latest waves first; free memory as XAPI reports it."""
+        latest waves first; free memory as XAPI reports it. `hosts` / `vms`: reads the caller made just before
+        (else they are read now)."""
         upgraded, later = [], []
-        hosts = ctx.driver.hosts()
+        hosts = ctx.driver.hosts() if hosts is None else hosts
         for h in hosts:
             number = self.wave_of.get(h.mac or "", -1)
             if number == self.wave or not (h.live and h.enabled):
@@ -61,14 +62,15 @@ class WaveTargets:
         self.order = [ref for *_, ref in sorted(upgraded)] + [ref for *_, ref in sorted(later)]
         free = {h.ref: h.memory_free for h in hosts}
         self.free = {ref: free[ref] for ref in self.order}
-        self.vms = [v for v in ctx.driver.vms() if v.power_state in RUNNING]  # the wave's shared reads
+        self.vms = [v for v in (ctx.driver.vms() if vms is None else vms) if v.power_state in RUNNING]
 
-    def vms_on(self, ctx: Context, host_ref: str) -> list:
+    def vms_on(self, ctx: Context, host_ref: str, hosts: list | None = None, vms: list | None = None) -> list:
         """The VMs running on a host of the wave, biggest first, as read for the wave (its hosts are disabled, so
-        none arrives; the ones this wave moved are not counted twice: a re-read is fresh)."""
+        none arrives; the ones this wave moved are not counted twice: a re-read is fresh). `hosts` / `vms`: the
+        caller's reads of a moment ago, used if the wave has not read yet (the other threads wait for that read)."""
         with self.lock:
             if self.free is None:
-                self._read(ctx)
+                self._read(ctx, hosts, vms)
             return sorted((v for v in self.vms if v.resident_on == host_ref), key=lambda v: (-v.memory, v.name))
 
     def reserve(self, ctx: Context, rh: RunHost, vm: str, need: int, tried: set[str]) -> str | None:
@@ -106,11 +108,13 @@ BATCH = 10
 batches of evacuation_batch_size, 10 by default (xapi_host.ml:749-764, xapi_globs.ml:1025)."""
 
 
-def evacuate(ctx: Context, rh: RunHost, host_ref: str, targets: WaveTargets) -> list[str]:
+def evacuate(ctx: Context, rh: RunHost, host_ref: str, targets: WaveTargets, hosts: list | None = None,
+             vms: list | None = None) -> list[str]:
     """Move every running VM off the host to the wave's targets (journaled by the caller first: VM_RESIDENT), up to
-    BATCH at once; idempotent: a VM that left already is not touched. StepFailed names a VM that fits nowhere."""
+    BATCH at once; idempotent: a VM that left already is not touched. StepFailed names a VM that fits nowhere.
+    `hosts` / `vms`: the caller's reads of the pool, made just before (no VM moved since)."""
     try:
-        queue = targets.vms_on(ctx, host_ref)
+        queue = targets.vms_on(ctx, host_ref, hosts, vms)
     except (XapiError, XapiUnreachable) as exc:
         raise StepFailed(f"the pool master does not answer: {exc}") from None
     lock, said, errors = threading.Lock(), [], []

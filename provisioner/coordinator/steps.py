@@ -67,7 +67,7 @@ def evacuate(ctx: Context, rh: RunHost) -> str:
         ctx.say(f"{rh.name}: {line}")  # pinned VMs (consent) shut down, tools ISOs ejected: pinned.py, vms.py
     vms.note_resident(ctx, rh, info.ref, found)
     if ctx.wave is not None and rh.role != "master":  # a --parallel wave: per-VM migrations to chosen targets
-        for line in evacuate_wave(ctx, rh, info.ref, ctx.wave):
+        for line in evacuate_wave(ctx, rh, info.ref, ctx.wave, hosts, found):  # the reads above: no VM moved since
             ctx.say(f"{rh.name}: {line}")
         return states.STEP_ARM
     # host.evacuate on an empty host is a no-op, so calling it again after a crash is harmless.

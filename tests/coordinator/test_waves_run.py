@@ -160,8 +160,8 @@ def test_room_taken_after_the_wave_read_it_is_refused_by_xapi_and_the_next_targe
     pool = lab.world.pools[POOL]
     read, hogged = evacuation.WaveTargets._read, []
 
-    def read_then_fill_the_master(self, ctx):
-        read(self, ctx)
+    def read_then_fill_the_master(self, ctx, *reads):
+        read(self, ctx, *reads)
         if hogged:
             return
         master = next(h for h in lab.driver.hosts() if h.is_master)

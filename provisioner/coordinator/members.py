@@ -73,8 +73,9 @@ def wait_all(ctx: Context, rh: RunHost) -> None:
     """Wait until every member answers a forwarded call (at most timeouts.members), with an event and a progress
     line each time the set of silent members changes; StepFailed after the bound, before anything is done."""
     start, shown = ctx.clock.now(), None
+    share = getattr(ctx.driver, "shared", None)  # a wave's threads check together (shared_reads.py)
     while True:
-        silent = silent_members(ctx, rh)
+        silent = share("members", lambda: silent_members(ctx, rh)) if share else silent_members(ctx, rh)
         minutes = round((ctx.clock.now() - start) / 60, 1)
         if not silent:
             if shown is not None:

@@ -1,21 +1,23 @@
 """Reads of the pool shared by the threads of a wave (docs/waves.md "Running a wave").
 
-Every waiting step polls `driver.hosts()` (five XAPI calls: docs/xapi.md "Connections") every poll interval, and
-every host of a wave reads `driver.vms()` (five calls, the biggest records of the pool) as it starts its evacuation;
-N hosts doing so on their own multiply that load on the master by N for the same answer. SharedReads hands each
-thread a driver whose hosts() and vms() join the read another thread of the wave has under way, or take its answer,
-while that read started less than `max_age` seconds ago; otherwise the thread reads itself, and the others join it.
+Every waiting step polls `driver.hosts()` (five XAPI calls: docs/xapi.md "Connections") every poll interval, every
+host of a wave reads `driver.vms()` (five calls, the biggest records of the pool) as it starts its evacuation, and
+every host's CHECK asks each member to answer (members.py: one call per member); N hosts doing so on their own
+multiply that load on the master by N for the same answer. SharedReads hands each thread a driver whose hosts(),
+vms() and shared(key, read) join the read another thread of the wave has under way, or take its answer, while that
+read started less than `max_age` seconds ago; otherwise the thread reads itself, and the others join it.
 
-Any other call (host.disable, VM.pool_migrate, host.reboot, ...) goes straight through and, once it returned, makes
-every read started before it unusable (a generation count): a thread never sees the pool as it was before a change
-made through this wave's drivers, not even from a read that was already under way when the change was made.
+Any other call (host.disable, VM.pool_migrate, host.reboot, ...; a raw `call` unless it is a `get_*` getter) goes
+straight through and, once it returned, makes every read started before it unusable (a generation count): a thread
+never sees the pool as it was before a change made through this wave's drivers, not even from a read that was
+already under way when the change was made.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 READS = frozenset({"hosts", "vms"})
 """The driver reads that are shared; every other driver method changes something or is read fresh."""
@@ -44,19 +46,23 @@ class SharedReads:
         self.reads: dict[str, _Read] = {}
 
     def read(self, driver: Any, method: str) -> Any:
+        return self.run(method, getattr(driver, method))
+
+    def run(self, key: str, read: Callable[[], Any]) -> Any:
+        """read()'s answer, shared under `key` by the threads of the wave as described above."""
         with self.lock:
-            found = self.reads.get(method)
+            found = self.reads.get(key)
             usable = (found is not None and not found.failed and found.generation == self.generation
                       and time.monotonic() - found.started <= self.max_age)
             if not usable:
-                found = self.reads[method] = _Read(time.monotonic(), self.generation)
+                found = self.reads[key] = _Read(time.monotonic(), self.generation)
         if usable:
             found.done.wait()  # outside the lock: a slow master must not hold the other threads' own calls
             if not found.failed:
                 return found.value
-            return getattr(driver, method)()  # the read it joined failed: its own call, its own error
+            return read()  # the read it joined failed: its own call, its own error
         try:
-            found.value = getattr(driver, method)()
+            found.value = read()
             return found.value
         except BaseException:
             found.failed = True
@@ -87,6 +93,21 @@ class SharingDriver:
 
     def fork(self) -> "SharingDriver":
         return SharingDriver(self._driver.fork(), self._shared)
+
+    def shared(self, key: str, read: Callable[[], Any]) -> Any:
+        """A read made of several calls (members.py: does every member answer?), shared by the wave's threads."""
+        return self._shared.run(key, read)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """A raw call: a getter (`<class>.get_*`: XAPI's generated field getters, get_record, get_all_records,
+        get_by_uuid, and messages such as host.get_servertime, all read-only) neither uses nor drops the shared
+        reads; any other method is a change and drops them."""
+        if method.rsplit(".", 1)[-1].startswith("get_"):
+            return self._driver.call(method, *args)
+        try:
+            return self._driver.call(method, *args)
+        finally:
+            self._shared.drop()
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._driver, name)

@@ -116,3 +116,53 @@ def test_a_failed_read_is_not_handed_on(lab):
         assert one.hosts()  # its own read, not the failure
     finally:
         one.close()
+
+
+def test_a_getter_sent_raw_keeps_the_shared_reads_and_any_other_call_drops_them(lab):
+    """members.py asks each member host.get_servertime through driver.call: a getter changes nothing."""
+    shared = SharedReads(max_age=3600)
+    one = shared.wrap(lab.driver.fork())
+    try:
+        member = next(h for h in one.hosts() if not h.is_master)
+        before = reads(lab)
+        assert one.call("host.get_servertime", member.ref)
+        one.hosts()
+        assert reads(lab) == before  # still the shared read
+        one.call("host.disable", member.ref)  # not a getter: a change
+        assert not next(h for h in one.hosts() if h.ref == member.ref).enabled
+        assert reads(lab) == before + 1
+        one.call("host.enable", member.ref)
+    finally:
+        one.close()
+
+
+def test_the_members_check_of_a_wave_is_made_once_for_the_threads_that_ask_together(lab):
+    """What members.wait_all does through shared(): the threads of a wave asking while one thread's check is under
+    way take its answer (one host.get_servertime per member, not one per member per thread)."""
+    shared = SharedReads(max_age=3600)
+    entered, gate, answers = threading.Event(), threading.Event(), []
+    drivers = [shared.wrap(lab.driver.fork()) for _ in range(3)]
+    calls = []
+
+    def check(driver):
+        def slow():
+            calls.append(1)
+            entered.set()
+            assert gate.wait(30)
+            return {}
+        answers.append(driver.shared("members", slow))
+    try:
+        first = threading.Thread(target=check, args=(drivers[0],))
+        first.start()
+        assert entered.wait(30)
+        others = [threading.Thread(target=check, args=(d,)) for d in drivers[1:]]
+        for t in others:
+            t.start()
+        gate.set()
+        for t in [first, *others]:
+            t.join(30)
+        assert answers == [{}, {}, {}] and len(calls) == 1
+        assert getattr(lab.driver, "shared", None) is None  # one host at a time: members.wait_all checks alone
+    finally:
+        for d in drivers:
+            d.close()

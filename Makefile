@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # gpgv: verifies update bundles' repomd.xml.asc (provisioner/updates/signature.py); gnupg: the tests' signing key
 # systemd: `systemd-analyze verify` of deploy/provisioner.service (make install-service, tests/test_deploy.py)
 # libpq5: the C client library psycopg (store/postgres.py) loads; postgresql: initdb/pg_ctl for the real server the
-# store tests and bench/config_latency.py --backend postgresql start in a temporary directory
+# store tests and bench/config_latency_pg.py start in a temporary directory
 # kea-dhcp4-server, isc-dhcp-server, dnsmasq-base: the DHCP servers whose own checkers (kea-dhcp4 -t, dhcpd -t,
 # dnsmasq --test) check `provisioner dhcp-config` (tests/dhcp); dnsmasq also runs `serve --proxy-dhcp`. Installed
 # with a policy-rc.d that exits 101, so their packages do not start a DHCP service on this machine.

@@ -22,7 +22,13 @@ from typing import Any, Callable
 READS = frozenset({"hosts", "vms"})
 """The driver reads that are shared; every other driver method changes something or is read fresh."""
 FRESH = frozenset({"precheck_facts", "pool_info", "pbds", "fork", "close", "relogin_master",
-                   "evacuation_blockers", "memory_needs", "url", "trust", "timeout"})
+                   "evacuation_blockers", "memory_needs", "url", "trust", "timeout",
+                   # XAPI's checks and reads that change nothing (docs/xapi.md): host.assert_can_evacuate,
+                   # VM.assert_can_boot_here, the tasks, pinning devices, facts and update levels read
+                   "assert_can_evacuate", "assert_can_boot_here", "running_tasks", "pinning_devices",
+                   "management_network", "local_disks", "join_facts", "safe_to_upgrade", "dom0_memory_after_upgrade",
+                   "server_key_bits", "repositories", "pool_repositories", "update_level", "host_operations",
+                   "server_certificate"})
 """Methods and attributes that neither use nor drop the shared reads."""
 
 

@@ -13,8 +13,6 @@ from provisioner.config import Config
 from provisioner.model import Host
 
 from .base import BootControl, PowerError
-from .ipmi import IpmiBootControl
-from .redfish import RedfishBootControl
 
 
 def control_for(host: Host, password: str | None, config: Config) -> BootControl:
@@ -25,10 +23,12 @@ def control_for(host: Host, password: str | None, config: Config) -> BootControl
         raise PowerError(f"{host.bmc_kind} {host.bmc_address}", "no username or password registered "
                          "(provisioner hosts bmc MAC ... --username U --password-file F)")
     if host.bmc_kind == "redfish":
+        from .redfish import RedfishBootControl  # sushy only for a Redfish BMC: other commands start faster
         return RedfishBootControl(host.bmc_address, host.bmc_username, password, system_id=host.bmc_system_id,
                                   mac=None if host.bmc_system_id else host.netboot_mac,
                                   verify=config.bmc_verify_tls)
     if host.bmc_kind == "ipmi":
+        from .ipmi import IpmiBootControl  # pyghmi likewise
         return IpmiBootControl(host.bmc_address, host.bmc_username, password)
     raise PowerError(f"{host.bmc_kind} {host.bmc_address}", f"unknown BMC kind {host.bmc_kind!r}")
 

@@ -181,7 +181,11 @@ class Db:
         """Events after generation `since`; several changes to one object collapse into one (2.8)."""
         events = []
         with self.lock:
-            for cls, table in self.tables.items():
+            tables = self.tables.items()
+            if classes is not None and not classes:  # objects only ("task/<ref>"): look them up, not every table
+                tables = [(cls, {ref: table[ref]}) for cls, table in self.tables.items() for ref in
+                          [s.partition("/")[2] for s in refs if s.partition("/")[0] == cls.lower()] if ref in table]
+            for cls, table in tables:
                 for ref, rec in table.items():
                     gen = self.modified[ref]
                     if gen <= since or not _wanted(cls, ref, classes, refs):

@@ -14,11 +14,13 @@ def event_from(c: Call, classes, token, timeout):
     (sim seconds here), then returns an empty batch with a new token."""
     subs, refs = set(), set()
     for s in classes:
-        s = str(s).lower()
-        cls = s.split("/", 1)[0]
-        if s != "*" and cls not in CLASSES:
-            raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", s)
-        (refs.add(s) if "/" in s else subs.add(cls))
+        # xapi_event.ml:65-78 Subscription.of_string: "*", a class, or "class/ref" (an object); the class is
+        # lower-cased, the ref kept as given (object_matches compares it as is)
+        cls, slash, ref = str(s).partition("/")
+        cls = cls.lower()
+        if str(s) != "*" and cls not in CLASSES:
+            raise XapiError("EVENT_SUBSCRIPTION_PARSE_FAILURE", str(s))
+        (refs.add(f"{cls}/{ref}") if slash else subs.add(cls))
     wanted = None if "*" in subs else subs
     try:
         since = int(str(token).split(",")[0]) if token else 0

@@ -461,6 +461,26 @@ def test_event_from_token_and_blocking(sim, x):
     assert failure(ev_from, ["host"], "junk", 1.0) == ["EVENT_FROM_TOKEN_PARSE_FAILURE", "junk"]
 
 
+def test_event_from_one_object(sim, x):
+    """xapi_event.ml:65-78: "task/<ref>" subscribes to that one object (class lower-cased, ref kept as given):
+    token "" returns it as an add, the next call blocks until that object changes and reports only it."""
+    ev_from = getattr(x.event, "from")
+    h = refs(sim)[1]
+    task = x.Async.host.disable(h)
+    assert task.startswith("OpaqueRef:")
+    first = ev_from([f"Task/{task}"], "", 1.0)
+    assert [(e["class"], e["operation"], e["ref"]) for e in first["events"]] == [("task", "add", task)]
+    token, status = first["token"], first["events"][0]["snapshot"]["status"]
+    while status == "pending":
+        got = ev_from([f"task/{task}"], token, 600.0)
+        assert {e["ref"] for e in got["events"]} <= {task}
+        token = got["token"]
+        status = next((e["snapshot"]["status"] for e in got["events"]), status)
+    assert status == "success" and x.host.get_enabled(h) is False
+    assert ev_from([f"task/{task.lower()}"], "", 1.0)["events"] == []  # another ref: nothing
+    x.host.enable(h)
+
+
 def test_network_hang(sim):
     master = pool0(sim).master
     sim.world.hang(master.mac)

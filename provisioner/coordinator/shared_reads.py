@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 READS = frozenset({"hosts", "vms"})
 """The driver reads that are shared; every other driver method changes something or is read fresh."""
-FRESH = frozenset({"precheck_facts", "pool_info", "pbds", "fork", "close", "relogin_master",
+FRESH = frozenset({"precheck_facts", "pool_info", "pbds", "relogin_master",
                    "evacuation_blockers", "memory_needs", "url", "trust", "timeout",
                    # XAPI's checks and reads that change nothing (docs/xapi.md): host.assert_can_evacuate,
                    # VM.assert_can_boot_here, the tasks, pinning devices, facts and update levels read
@@ -42,11 +42,42 @@ class _Read:
         self.failed = False
 
 
-class SharedReads:
-    """The wave's shared reads (one per driver method in READS), their lock and the generation of changes."""
+class Sessions:
+    """Forks of the run's driver kept logged in for the threads of its waves (each host's thread, each migration
+    worker: docs/waves.md "Running a wave"): a thread takes an idle one or a new fork, and gives it back when done,
+    instead of a login and a logout per thread (a TLS connection and a call each, for every host and every VM of
+    every wave). A session the master forgot (its restart) is logged in again by the driver's own call."""
 
-    def __init__(self, max_age: float):
-        self.max_age = max_age
+    def __init__(self, driver: Any):
+        self.driver, self.idle, self.lock, self.closed = driver, [], threading.Lock(), False
+
+    def take(self) -> Any:
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+        return self.driver.fork()
+
+    def give_back(self, driver: Any) -> None:
+        with self.lock:
+            if not self.closed:
+                self.idle.append(driver)
+                return
+        driver.close()
+
+    def close(self) -> None:
+        """Log every idle session out; one given back later is logged out then."""
+        with self.lock:
+            self.closed, idle, self.idle = True, self.idle, []
+        for driver in idle:
+            driver.close()
+
+
+class SharedReads:
+    """The wave's shared reads (one per driver method in READS), their lock and the generation of changes; the
+    run's Sessions its threads' drivers come from (None: a fork of their own each)."""
+
+    def __init__(self, max_age: float, sessions: Sessions | None = None):
+        self.max_age, self.sessions = max_age, sessions
         self.lock = threading.Lock()
         self.generation = 0
         self.reads: dict[str, _Read] = {}
@@ -84,12 +115,18 @@ class SharedReads:
     def wrap(self, driver: Any) -> "SharingDriver":
         return SharingDriver(driver, self)
 
+    def session(self, driver: Any) -> "SharingDriver":
+        """A driver of its own for a thread of the wave: a session from the run's Sessions, or a fork of `driver`."""
+        if self.sessions is None:
+            return SharingDriver(driver.fork(), self)
+        return SharingDriver(self.sessions.take(), self, pooled=True)
+
 
 class SharingDriver:
     """A driver whose hosts() and vms() are the wave's shared reads; anything else is the wrapped driver's."""
 
-    def __init__(self, driver: Any, shared: SharedReads):
-        self._driver, self._shared = driver, shared
+    def __init__(self, driver: Any, shared: SharedReads, pooled: bool = False):
+        self._driver, self._shared, self._pooled = driver, shared, pooled
 
     def hosts(self) -> Any:
         return self._shared.read(self._driver, "hosts")
@@ -98,7 +135,14 @@ class SharingDriver:
         return self._shared.read(self._driver, "vms")
 
     def fork(self) -> "SharingDriver":
-        return SharingDriver(self._driver.fork(), self._shared)
+        return self._shared.session(self._driver)
+
+    def close(self) -> None:
+        """Its session goes back to the run's Sessions when it came from there, else it is logged out."""
+        if self._pooled:
+            self._shared.sessions.give_back(self._driver)
+        else:
+            self._driver.close()
 
     def shared(self, key: str, read: Callable[[], Any]) -> Any:
         """A read made of several calls (members.py: does every member answer?), shared by the wave's threads."""

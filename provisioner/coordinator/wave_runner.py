@@ -18,7 +18,7 @@ from typing import Any
 from provisioner import states
 from provisioner.coordinator import report
 from provisioner.coordinator.evacuation import WaveTargets
-from provisioner.coordinator.shared_reads import SharedReads
+from provisioner.coordinator.shared_reads import Sessions, SharedReads
 from provisioner.store import Run, RunHost
 
 Runner = Any
@@ -65,7 +65,7 @@ def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets, sh
     errors: list[BaseException] = []
 
     def walk(rh: RunHost) -> None:
-        ctx = dataclasses.replace(runner.ctx, driver=shared.wrap(runner.ctx.driver.fork()), wave=targets)
+        ctx = dataclasses.replace(runner.ctx, driver=shared.session(runner.ctx.driver), wave=targets)
         try:
             results[rh.mac] = runner._host(rh, ctx, until)
         except BaseException as exc:  # a crash of one thread (a test's kill, the service stopping) ends the wave
@@ -83,7 +83,16 @@ def _walk_threads(runner: Runner, hosts: list[RunHost], targets: WaveTargets, sh
 
 
 def run_waves(runner: Runner, members: list[RunHost], recorded: dict[str, Any]) -> Run | None:
-    """Walk the members wave by wave; the run's final state when it stops early, None when every wave ran."""
+    """Walk the members wave by wave; the run's final state when it stops early, None when every wave ran. The
+    threads' XAPI sessions are kept for the run (shared_reads.Sessions) and logged out at its end."""
+    sessions = Sessions(runner.ctx.driver)
+    try:
+        return _run_waves(runner, members, recorded, sessions)
+    finally:
+        sessions.close()
+
+
+def _run_waves(runner: Runner, members: list[RunHost], recorded: dict[str, Any], sessions: Sessions) -> Run | None:
     by_mac = {m.mac: m for m in members}
     max_failures = recorded.get("max_failures")
     wave_of = {mac: w["number"] for w in recorded["waves"] for mac in w["macs"]}
@@ -103,7 +112,7 @@ def run_waves(runner: Runner, members: list[RunHost], recorded: dict[str, Any]) 
                          steps={h.name: h.step for h in hosts})
         runner.say(f"wave {number}: {', '.join(h.name for h in hosts)} ({wave['why']})")
         targets = WaveTargets(number, wave_of)
-        shared = SharedReads(_real_seconds(runner.ctx.clock, runner.ctx.timeouts.poll))
+        shared = SharedReads(_real_seconds(runner.ctx.clock, runner.ctx.timeouts.poll), sessions)
         # every host CHECK and DISABLE first, all at once; none goes on before all are there: nothing of the wave
         # is down while another host's CHECK asks every member to answer, and none is evacuated onto another
         checked = _walk_threads(runner, hosts, targets, shared, until=states.STEP_EVACUATE)

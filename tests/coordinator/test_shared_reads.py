@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from provisioner.coordinator.shared_reads import SharedReads
+from provisioner.coordinator.shared_reads import Sessions, SharedReads
 
 
 def reads(lab, method: str = "host.get_all_records") -> int:
@@ -167,3 +167,27 @@ def test_the_members_check_of_a_wave_is_made_once_for_the_threads_that_ask_toget
     finally:
         for d in drivers:
             d.close()
+
+
+def test_the_threads_sessions_are_kept_for_the_run_and_logged_out_at_its_end(lab):
+    """Sessions (wave_runner.run_waves): a thread's driver and a migration worker's fork take an idle session or
+    log a new one in, and give it back when closed; the run's end logs them out."""
+    def count(method):
+        return reads(lab, method)
+    sessions = Sessions(lab.driver)
+    logins, logouts = count("session.login_with_password"), count("session.logout")
+    for wave in range(3):  # three waves of one host, each with a migration worker
+        shared = SharedReads(max_age=3600, sessions=sessions)
+        host = shared.session(lab.driver)
+        worker = host.fork()
+        assert worker.vms() and host.hosts()
+        worker.close()
+        host.close()
+    assert count("session.login_with_password") == logins + 2  # two sessions, made in the first wave
+    assert count("session.logout") == logouts
+    sessions.close()
+    assert count("session.logout") == logouts + 2
+    late = SharedReads(max_age=3600, sessions=sessions).session(lab.driver)
+    late.hosts()
+    late.close()  # given back after the end: logged out at once
+    assert count("session.logout") == logouts + 3

@@ -269,8 +269,9 @@ class XenApiDriver(xapi_vms.VmCalls, xapi_reinstall.ReinstallCalls, xapi_checks.
                 self.call("task.cancel", ref)
                 raise XapiUnreachable(f"{self.url}: {method} still running after {limit / 60:.0f} min "
                                       "(asked to cancel)")
-            wait = max(0.0, min(left, self.timeout / 3))  # shorter than the socket's timeout
-            batch = self.call("event.from", [f"task/{ref}"], token, float(wait) if token else 0.0)
+            # token "" answers at once; later waits stay shorter than the socket's timeout
+            wait = max(0.0, min(left, self.timeout / 3)) if token else 0.0
+            batch = self.call("event.from", [f"task/{ref}"], token, float(wait))
             for event in batch.get("events", []):
                 if event.get("ref") == ref:
                     if event.get("operation") == "del":

@@ -136,7 +136,7 @@ def serve_cmd(ctx: Context, allow_root: bool, proxy_dhcp: bool) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's data here (default: a temp dir).")
 def demo_cmd(hosts: int, speed: float, workdir: str | None) -> None:
     """Upgrade a simulated pool (XAPI simulator + PXE machines) through the real boot service on loopback."""
-    from provisioner import demo  # the simulator is loaded by this command only (the others start 0.3 s faster)
+    from provisioner import demo  # the simulator loads for this command only (a faster start for the others)
     try:
         results = demo.run_demo(workdir, hosts=hosts, speed=speed, say=click.echo)
     except demo.DemoFailure as exc:

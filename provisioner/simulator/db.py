@@ -181,18 +181,18 @@ class Db:
         """Events after generation `since`; several changes to one object collapse into one (2.8)."""
         events = []
         with self.lock:
-            tables = self.tables.items()
             if classes is not None and not classes:  # objects only ("task/<ref>"): look them up, not every table
-                tables = [(cls, {ref: table[ref]}) for cls, table in self.tables.items() for ref in
-                          [s.partition("/")[2] for s in refs if s.partition("/")[0] == cls.lower()] if ref in table]
-            for cls, table in tables:
-                for ref, rec in table.items():
-                    gen = self.modified[ref]
-                    if gen <= since or not _wanted(cls, ref, classes, refs):
-                        continue
-                    op = "add" if self.created[ref] > since else "mod"
-                    events.append({"id": str(gen), "timestamp": "", "class": cls.lower(), "operation": op,
-                                   "ref": ref, "snapshot": view(cls, ref) if view else copy.deepcopy(rec)})
+                named = ((CLASSES[c], r) for c, _, r in (s.partition("/") for s in refs))
+                rows = [(cls, ref, self.tables[cls][ref]) for cls, ref in named if ref in self.tables[cls]]
+            else:
+                rows = [(cls, ref, rec) for cls, table in self.tables.items() for ref, rec in table.items()]
+            for cls, ref, rec in rows:
+                gen = self.modified[ref]
+                if gen <= since or not _wanted(cls, ref, classes, refs):
+                    continue
+                op = "add" if self.created[ref] > since else "mod"
+                events.append({"id": str(gen), "timestamp": "", "class": cls.lower(), "operation": op,
+                               "ref": ref, "snapshot": view(cls, ref) if view else copy.deepcopy(rec)})
             for gen, cls, ref in self.deleted:
                 if gen > since and _wanted(cls, ref, classes, refs):
                     events.append({"id": str(gen), "timestamp": "", "class": cls.lower(), "operation": "del",

@@ -11,7 +11,8 @@ from what comes back; none decides by itself (docs/architecture.md).
   TFTP names of media files together with their inverse.
 - configs: render the per-MAC boot config a loader gets for a decision (pxelinux, GRUB, iPXE; 8.x and 9 media).
 - answerfile / answerfile_fresh: the upgrade answer file and the lab reinstall's fresh-install file, two modules
-  on purpose (only the second one wipes a disk), each re-parsed and checked before it is served.
+  on purpose (only the second one wipes a disk), each re-parsed and checked before it is served
+  (answerfile_fresh_check: the fresh-install file's checks).
 - render: Jinja2 (the only module importing it) over templates/, strict and loud.
 - urls: every URL a booting host is given, built in one place.
 - loaders: fill tftp_root with the static boot loaders; the scan for stray per-MAC files that would shadow

@@ -10,14 +10,13 @@ import pytest
 from answerfile_helpers import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer_view, make_config
 
 from provisioner.boot.answerfile import AnswerfileError, UnsafeAnswerfile, parse_upgrade, render_upgrade
-from provisioner.boot.answerfile_fresh import (
+from provisioner.boot.answerfile_fresh import render_for_reinstall, render_fresh
+from provisioner.boot.answerfile_fresh_check import (
     ALLOWED_ELEMENTS,
     FORBIDDEN_ELEMENTS,
     UnsafeFreshAnswerfile,
     is_fresh_install,
     parse_fresh,
-    render_for_reinstall,
-    render_fresh,
 )
 
 HASH = ("$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")

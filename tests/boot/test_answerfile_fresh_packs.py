@@ -7,7 +7,8 @@ import pytest
 
 from answerfile_helpers import BASE, DISK, GOLDEN, HOST, MEDIA, TOKEN, installer_view, make_config
 from provisioner.boot.answerfile import AnswerfileError
-from provisioner.boot.answerfile_fresh import UnsafeFreshAnswerfile, parse_fresh, render_fresh
+from provisioner.boot.answerfile_fresh import render_fresh
+from provisioner.boot.answerfile_fresh_check import UnsafeFreshAnswerfile, parse_fresh
 
 HASH = ("$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")
 PACK = f"{BASE}/media/xs-8.4.0/packs/tools/"

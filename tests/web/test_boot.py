@@ -154,7 +154,7 @@ def _fresh_armed(store):
 
 
 def test_fresh_answer_file_is_served_once_to_the_reinstall_attempt_only(client, store, armed):
-    from provisioner.boot.answerfile_fresh import parse_fresh
+    from provisioner.boot.answerfile_fresh_check import parse_fresh
 
     attempts.disarm(store, MAC)  # the upgrade arming of the fixture; the reinstall arms its own attempt
     found, attempt = _fresh_armed(store)

@@ -113,7 +113,8 @@ def make_plan(store: Store, pool: str, media_name: str, driver: PoolDriver, *, d
     """Run every precheck against the pool and the registry; never changes anything.
 
     config: with it, the BMC of every redfish / ipmi host to upgrade is checked (reachable, credentials valid,
-    one-time network boot offered: power.hosts.check, read only); the Runner's PRECHECK always passes it.
+    one-time network boot offered: power.hosts.check, read only); the Runner's PRECHECK always passes it, and
+    create_run too (a Runner started on its plan decides on it).
     disable_ha_wlb: HA / WLB that are on are turned off for the run (and back on) instead of blocking it.
     migrate_back: the plan says the migrated VMs go back to their host after its upgrade.
     power_cycle: members are shut down and powered on through the pool (each needs a power_on_mode).

@@ -17,7 +17,7 @@ from provisioner import states
 from provisioner.config import Config
 from provisioner.coordinator import finalize, installing, journal, remedies, report, steps, wiring
 from provisioner.coordinator import wave_facts, wave_runner, waves
-from provisioner.coordinator.plan import make_plan
+from provisioner.coordinator.plan import Plan, make_plan
 from provisioner.coordinator.prechecks_vms import PINNED_VM
 from provisioner.model import normalize_mac
 from provisioner.power.confirm import ConfirmTimes
@@ -27,12 +27,20 @@ from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
 _STEP_ERRORS = (steps.StepFailed, XapiError, XapiUnreachable, NotFoundError, ConflictError, ValueError)
 
 
-def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
-              disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
-              consent: tuple[str, ...] = (), stop_pinned_vms: bool = False, parallel: str | int | None = None,
-              max_failures: str | int | None = None, group_tag_prefix: str | None = None,
-              host_up_timeout: float | None = None, updates: str | None = None) -> Run:
+def start_run(store: Store, pool: str, media: str, driver: PoolDriver, **kw: Any) -> Run:
+    """Create the run (PRECHECK) with the hosts to upgrade in order (create_run, whose keywords it takes)."""
+    return create_run(store, pool, media, driver, **kw)[0]
+
+
+def create_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_on_failure: bool = False,
+               disable_ha_wlb: bool = False, migrate_back: bool = False, power_cycle: bool = False,
+               consent: tuple[str, ...] = (), stop_pinned_vms: bool = False, parallel: str | int | None = None,
+               max_failures: str | int | None = None, group_tag_prefix: str | None = None,
+               host_up_timeout: float | None = None, updates: str | None = None,
+               config: Config | None = None) -> tuple[Run, Plan]:
     """Create the run (PRECHECK) with the hosts to upgrade in order; ConflictError if the pool has an active run.
+    Also returns the plan it was made from: with `config` given, every precheck the Runner's PRECHECK runs, so a
+    Runner started on it right away takes it (Runner `precheck`) instead of asking XAPI the same again.
 
     disable_ha_wlb: HA / WLB that are on are turned off by PREPARE and back on by FINALIZE (default: the precheck
     refuses). migrate_back: RESTORE migrates each host's VMs back after its upgrade (XenCenter's RPU does not).
@@ -53,7 +61,7 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
     if host_up_timeout is not None and not 60 <= float(host_up_timeout) <= 86_400:
         raise ValueError("host_up_timeout must be between 60 and 86400 seconds")
     plan = make_plan(store, pool, media, driver, disable_ha_wlb=disable_ha_wlb, migrate_back=migrate_back,
-                     power_cycle=power_cycle, consent=consent, updates=updates)
+                     power_cycle=power_cycle, consent=consent, updates=updates, config=config)
     if updates and plan.updates is None:
         raise NotFoundError(f"no update repository named {updates!r}: `provisioner updates list` shows those known")
     wave_plan = limit = None
@@ -71,7 +79,7 @@ def start_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_o
                   updates=updates or None)
     if wave_plan is not None:
         wave_facts.record(store, run_id, wave_plan, {h.name: h.mac for h in plan.to_upgrade}, limit)
-    return run
+    return run, plan
 
 
 def active_run(store: Store, pool: str) -> Run:
@@ -119,7 +127,11 @@ class Runner:
 
     def __init__(self, store: Store, config: Config, run_id: str, driver: PoolDriver, *, clock: Any = None,
                  timeouts: steps.Timeouts | None = None, say: Callable[[str], None] = lambda line: None,
-                 on_commit: Callable[[RunHost], None] | None = None, bmc_times: ConfirmTimes | None = None):
+                 on_commit: Callable[[RunHost], None] | None = None, bmc_times: ConfirmTimes | None = None,
+                 precheck: Plan | None = None):
+        """precheck: the plan create_run made with the configuration a moment ago for this run, in this process
+        (FlowService.start): PRECHECK decides on it instead of running every precheck again. A resume (a new
+        Runner after a crash, a restart or a takeover) has none, so its PRECHECK reads the pool afresh."""
         run = store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}")
@@ -127,6 +139,7 @@ class Runner:
         if media is None:
             raise NotFoundError(f"no media named {run.media!r}")
         self.store, self.run_id, self.say = store, run_id, say
+        self._precheck = precheck
         self.stopped_why: str | None = None  # why _host() stopped the run, when it was not a plain abort
         self.on_commit = on_commit or (lambda rh: None)
         self.options = journal.options(store, run_id)
@@ -163,8 +176,10 @@ class Runner:
         if run.state == states.RUN_PRECHECK:
             if run.abort_requested:
                 return self._set(states.RUN_ABORTED, "abort requested before any change")
-            plan = make_plan(self.store, run.pool, run.media, self.ctx.driver, config=self.ctx.config,
-                             **self.options)
+            plan, self._precheck = self._precheck, None  # taken once: a second PRECHECK reads the pool again
+            if plan is None:
+                plan = make_plan(self.store, run.pool, run.media, self.ctx.driver, config=self.ctx.config,
+                                 **self.options)
             if not plan.ok:
                 return self._set(states.RUN_BLOCKED, "; ".join(plan.problems))
             run = self._set(states.RUN_PREPARE)

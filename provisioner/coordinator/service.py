@@ -33,8 +33,8 @@ from provisioner.store.reinstalls import Reinstall
 log = logging.getLogger(__name__)
 JOIN_SECONDS = 60.0  # stop(): an XAPI call in flight ends within its own timeout (xapi.DEFAULT_TIMEOUT)
 # the run options start_run takes (stop_on_failure, disable_ha_wlb, ...); other keywords of start() go to Runner
-RUN_OPTIONS = frozenset(name for name, p in inspect.signature(runner.start_run).parameters.items()
-                        if p.kind == p.KEYWORD_ONLY)
+RUN_OPTIONS = frozenset(name for name, p in inspect.signature(runner.create_run).parameters.items()
+                        if p.kind == p.KEYWORD_ONLY and name != "config")  # config: the service's own
 RUN, REINSTALL = "run", "reinstall"  # the kinds of flow
 
 
@@ -83,18 +83,21 @@ class FlowService:
     def start(self, pool: str, media: str, *, stop_on_failure: bool = False, **kw: Any) -> Run:
         """Plan and create a run (ConflictError if the pool has one), then drive it on a thread; returns at once.
 
-        Keywords in RUN_OPTIONS (e.g. disable_ha_wlb, migrate_back) go to start_run, the others (say, on_commit)
+        Keywords in RUN_OPTIONS (e.g. disable_ha_wlb, migrate_back) go to create_run, the others (say, on_commit)
         to the Runner."""
         options = {k: kw.pop(k) for k in list(kw) if k in RUN_OPTIONS}
         with _Claim(self, f"pool:{pool}", self._pool_lock(pool), f"pool {pool} is already being upgraded "
                     "here") as lock:
             driver = self.connect(self.store, pool)
             try:
-                run = runner.start_run(self.store, pool, media, driver, stop_on_failure=stop_on_failure, **options)
+                run, plan = runner.create_run(self.store, pool, media, driver, stop_on_failure=stop_on_failure,
+                                              config=self.config, **options)
             except BaseException:
                 _close(driver)
                 raise
-            self._launch(f"pool:{pool}", RUN, run.id, lambda: self._drive_run(run.id, driver, lock, kw))
+            # the run's PRECHECK decides on the plan just made (the same driver, options and configuration)
+            self._launch(f"pool:{pool}", RUN, run.id,
+                         lambda: self._drive_run(run.id, driver, lock, {**kw, "precheck": plan}))
             return run
 
     def resume(self, pool: str, **runner_kw: Any) -> Run:

@@ -9,7 +9,7 @@ import pytest
 
 from labs import MEDIA, WAIT
 from provisioner import states
-from provisioner.coordinator import runner
+from provisioner.coordinator import pools, runner
 from provisioner.coordinator.report import run_report
 from provisioner.coordinator.locks import PoolLock, lock_holder, owner_pid, pool_lease
 from provisioner.store import ConflictError, NotFoundError
@@ -216,3 +216,32 @@ def test_a_driver_whose_lease_was_taken_learns_it_and_leaves_the_row_alone(store
     finally:
         lock.release()
     assert store.lease_holder(pool_lease("p")).owner == "other-server:1:1"
+
+
+
+def _asked_evacuation(lab, pool: str) -> int:
+    """host.get_vms_which_prevent_evacuation calls about the pool's hosts (the precheck's question per host)."""
+    refs = {h.ref for h in lab.world.pools[pool].hosts}
+    return len([c for c in lab.world.call_log
+                if c[1] == "host.get_vms_which_prevent_evacuation" and refs & set(map(str, c[2]))])
+
+
+def test_a_started_run_decides_its_precheck_on_the_plan_it_was_made_from(two_pools):
+    """FlowService.start plans the run with every precheck (the BMC checks too) and hands the plan to the run's
+    PRECHECK: each host's evacuation is asked about once, not once by the start and again by the run."""
+    svc = two_pools.service()
+    run = svc.start("red", MEDIA)
+    assert svc.wait(run.id, WAIT).state == states.RUN_DONE
+    assert _asked_evacuation(two_pools, "red") == 3  # three hosts, one question each (six before)
+    svc.stop()
+
+
+def test_a_resumed_run_runs_its_prechecks_again(two_pools):
+    """A run resumed at PRECHECK (its driver died right after creating it) has no plan handed over: it asks XAPI."""
+    made = runner.start_run(two_pools.store, "red", MEDIA, pools.connect(two_pools.store, "red"))
+    assert _asked_evacuation(two_pools, "red") == 3  # the start's plan
+    svc = two_pools.service()
+    assert svc.resume("red").id == made.id
+    assert svc.wait(made.id, WAIT).state == states.RUN_DONE
+    assert _asked_evacuation(two_pools, "red") == 6  # and the resumed PRECHECK's own
+    svc.stop()

@@ -107,6 +107,8 @@ def take_over(store: Store, run_id: str, pool: str, driver: PoolDriver) -> list[
     """PREPARE of a new run: journal every setting earlier runs left off as this run's own intent (the ORIGINAL
     values: HA's heartbeat SRs and failures to tolerate from the old intent, not from the pool, where HA is off),
     then settle it on the old runs. Commit then act: a crash in between finds the intent and only settles."""
+    if not left_off(store, pool, exclude_run=run_id):  # nothing left off (the usual case): no need to read the pool
+        return []
     items = left_off(store, pool, pool_info=driver.pool_info(), vms=driver.vms(), exclude_run=run_id)
     known = {(e["what"], e.get("uuid")) for e in journal.read(store, run_id, journal.PREPARE_INTENT)}
     said = []

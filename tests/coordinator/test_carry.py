@@ -208,3 +208,12 @@ def test_take_over_killed_between_its_journal_entries_neither_doubles_nor_loses(
     assert sorted(i["what"] for i in intents) == ["auto_poweron", "auto_poweron", "ha", "wlb"]
     assert carry.left_off(lab.store, POOL) == []
     assert drive(lab, second.id).state == states.RUN_DONE and settings(lab) == before
+
+
+def test_take_over_reads_nothing_from_xapi_when_no_run_left_anything_off(lab):
+    """The usual PREPARE: no earlier run left a setting off, so the pool's VMs are not read for it; once one did,
+    the pool is read to see whether someone put it back meanwhile."""
+    run = runner.start_run(lab.store, POOL, MEDIA, lab.driver)
+    before = len(lab.world.call_log)
+    assert carry.take_over(lab.store, run.id, POOL, lab.driver) == []
+    assert lab.world.call_log[before:] == []

@@ -69,6 +69,7 @@ class Plan:
     checks: list[Check] = field(default_factory=list)
     consent: frozenset[str] = frozenset()
     updates: dict[str, Any] | None = None  # --updates NAME: the repository and the updates per host (converge_plan.py)
+    facts: Any = None  # the PoolFacts the prechecks read (xapi_prechecks.py), for the waves planned with this plan
 
     @property
     def ok(self) -> bool:

@@ -40,7 +40,7 @@ def run(plan, driver, media: Media | None, hosts: list[HostInfo], registered: di
     if store is not None:
         prechecks_media.at_sites(plan, store, media, registered)
     try:
-        facts = driver.precheck_facts()
+        facts = plan.facts = driver.precheck_facts()
     except (XapiUnreachable, XapiError) as exc:
         plan.check("PRECHECKS_UNREAD", f"cannot read what the prechecks need: {exc}",
                    "make the master answer XAPI, then plan again")

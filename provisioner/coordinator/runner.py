@@ -68,7 +68,7 @@ def create_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_
     if parallel:
         limit = waves.parse_max_failures(max_failures, sum(1 for h in plan.to_upgrade if h.role != "master"))
         wave_plan = wave_facts.plan_for(driver, plan.to_upgrade, parallel, group_prefix=group_tag_prefix or None,
-                                        disable_ha_wlb=disable_ha_wlb)
+                                        disable_ha_wlb=disable_ha_wlb, facts=plan.facts)
     run_id = f"{pool}-{secrets.token_hex(4)}"
     run = store.create_run(run_id, pool, media, stop_on_failure=stop_on_failure,
                            hosts=[h.as_dict() for h in plan.to_upgrade])

@@ -8,12 +8,15 @@ start_run (journal.WAVES) so that a resumed run keeps them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.coordinator import journal
 from provisioner.coordinator.waves import AUTO, HostCap, WavePlan, parse_max_failures, parse_parallel, plan_waves
 from provisioner.store import Store
 from provisioner.xapi import PoolDriver, XapiError, XapiUnreachable
+
+if TYPE_CHECKING:
+    from provisioner.xapi_prechecks import PoolFacts
 
 RUNNING = ("Running", "Paused")
 
@@ -34,9 +37,10 @@ def _growth(driver: PoolDriver, facts, ref: str) -> int:
 
 
 def plan_for(driver: PoolDriver, hosts: list[Any], parallel: str, *, group_prefix: str | None = None,
-             disable_ha_wlb: bool = False) -> WavePlan:
-    """The waves of `hosts` (the plan's to_upgrade: PlannedHost with ref, name, role; master first)."""
-    facts = driver.precheck_facts()
+             disable_ha_wlb: bool = False, facts: PoolFacts | None = None) -> WavePlan:
+    """The waves of `hosts` (the plan's to_upgrade: PlannedHost with ref, name, role; master first). `facts`: the
+    pool as the plan's prechecks read it a moment ago (Plan.facts), else read now."""
+    facts = facts if facts is not None else driver.precheck_facts()
     pool = driver.pool_info()
     tolerate = int(pool.get("ha_host_failures_to_tolerate") or 0) if pool.get("ha_enabled") else 0
     notes = []
@@ -65,7 +69,8 @@ def plan_of(plan: Any, driver: PoolDriver, parallel: str | None, max_failures: s
     if not parallel:
         return None
     limit = parse_max_failures(max_failures, sum(1 for h in plan.to_upgrade if h.role != "master"))
-    found = plan_for(driver, plan.to_upgrade, parallel, group_prefix=group_prefix, disable_ha_wlb=disable_ha_wlb)
+    found = plan_for(driver, plan.to_upgrade, parallel, group_prefix=group_prefix, disable_ha_wlb=disable_ha_wlb,
+                     facts=plan.facts)
     if limit is not None:
         found.notes.append(f"--max-failures: no new wave once {limit} member(s) failed")
     return found

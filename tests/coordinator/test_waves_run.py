@@ -179,3 +179,19 @@ def test_room_taken_after_the_wave_read_it_is_refused_by_xapi_and_the_next_targe
     assert moves and all(m["ok"] and m["to"] != "lab-host0" for m in moves)
     running = [r for r in pool.db.tables["VM"].values() if not r["is_control_domain"] and r["power_state"] == "Running"]
     assert len(running) == 5 + 1  # the lab's VMs and the hog: nothing stopped
+
+
+def test_the_waves_are_planned_on_the_pool_facts_the_prechecks_just_read(lab):
+    """create_run with --parallel: the waves come from the PoolFacts the plan's prechecks read (Plan.facts), not
+    from a second read of every host, VM, PIF and SR; `upgrade plan --parallel` alike (plan_of)."""
+    from provisioner.coordinator import wave_facts
+    from provisioner.coordinator.plan import make_plan
+
+    reads, real = [], lab.driver.precheck_facts
+    lab.driver.precheck_facts = lambda: reads.append(1) or real()  # the real read, counted
+    plan = make_plan(lab.store, POOL, MEDIA, lab.driver)
+    assert len(reads) == 1 and plan.facts is not None
+    assert wave_facts.plan_of(plan, lab.driver, "auto", None, None) is not None and len(reads) == 1
+    run, made = runner.create_run(lab.store, POOL, MEDIA, lab.driver, parallel="auto")
+    assert len(reads) == 2 and made.facts is not None  # create_run's own plan: one read for prechecks and waves
+    assert wave_facts.recorded(lab.store, run.id)

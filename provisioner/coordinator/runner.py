@@ -54,7 +54,8 @@ def create_run(store: Store, pool: str, media: str, driver: PoolDriver, *, stop_
     parallel: "auto" or N: members in waves (docs/waves.md; wave_facts.py plans them now and journals them);
     max_failures: K or "P%": no new wave once that many members failed (given alone: waves of 1);
     group_tag_prefix: host tags with this prefix are groups (rack, power feed) never two in one wave.
-    Run it with Runner(...).run(); the prechecks themselves run there, so a crash before they finish is resumable.
+    Run it with Runner(...).run(), which decides PRECHECK on this plan when handed it (Runner `precheck`) or runs
+    the prechecks again (a resume), so a crash before PRECHECK ends is resumable.
     """
     parallel = waves.parse_parallel(parallel) or ("1" if max_failures not in (None, "") else None)
     consent = tuple(sorted({c.upper() for c in consent} | ({PINNED_VM} if stop_pinned_vms else set())))

@@ -76,14 +76,20 @@ def left_off(store: Store, pool: str, *, pool_info: dict | None = None, vms: lis
                 values = {n: v for n, v in e.items() if n not in ("what", "uuid", "name", "mac", "carried_from")}
                 found[k] = LeftOff(run.id, e["what"], e.get("uuid"), e.get("name"), values)
             found[k].runs.append(run.id)
+    items = sorted(found.values(), key=lambda i: (_ORDER.get(i.what, 9), i.name or ""))
+    _judge(items, pool_info, vms)
+    return items
+
+
+def _judge(items: list[LeftOff], pool_info: dict | None, vms: list[VmInfo] | None) -> None:
+    """Each item's state as the pool's record (HA, WLB) and VMs (auto_poweron) show it now, where given."""
     by_uuid = {v.uuid: v for v in vms} if vms is not None else None
-    for item in found.values():
+    for item in items:
         if item.what == AUTO_POWERON and by_uuid is not None:
             vm = by_uuid.get(item.uuid)
             item.state = GONE if vm is None else BACK if vm.auto_poweron else OFF
         elif item.what != AUTO_POWERON and pool_info is not None:
             item.state = BACK if pool_info[f"{item.what}_enabled"] else OFF
-    return sorted(found.values(), key=lambda i: (_ORDER.get(i.what, 9), i.name or ""))
 
 
 def settle(store: Store, item: LeftOff, how: str, by: str) -> None:
@@ -107,9 +113,10 @@ def take_over(store: Store, run_id: str, pool: str, driver: PoolDriver) -> list[
     """PREPARE of a new run: journal every setting earlier runs left off as this run's own intent (the ORIGINAL
     values: HA's heartbeat SRs and failures to tolerate from the old intent, not from the pool, where HA is off),
     then settle it on the old runs. Commit then act: a crash in between finds the intent and only settles."""
-    if not left_off(store, pool, exclude_run=run_id):  # nothing left off (the usual case): no need to read the pool
+    items = left_off(store, pool, exclude_run=run_id)
+    if not items:  # nothing left off (the usual case): no need to read the pool
         return []
-    items = left_off(store, pool, pool_info=driver.pool_info(), vms=driver.vms(), exclude_run=run_id)
+    _judge(items, driver.pool_info(), driver.vms())
     known = {(e["what"], e.get("uuid")) for e in journal.read(store, run_id, journal.PREPARE_INTENT)}
     said = []
     for item in items:

@@ -9,7 +9,7 @@ and back on (HA and WLB when the operator allows it, each VM's auto_poweron), ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from provisioner import packs, registry, sites
 from provisioner.config import Config
@@ -21,6 +21,9 @@ from provisioner.power import hosts as power_hosts
 from provisioner.power.base import PowerError
 from provisioner.store import Store
 from provisioner.xapi import HostInfo, PoolDriver, XapiError, XapiUnreachable
+
+if TYPE_CHECKING:
+    from provisioner.xapi_prechecks import PoolFacts
 
 # On a pool of one every running VM gets one of these from get_vms_which_prevent_evacuation (XenCenter's NoHosts,
 # CA-63531): the plan suspends or shuts those VMs down instead, so they are not problems there.
@@ -69,7 +72,7 @@ class Plan:
     checks: list[Check] = field(default_factory=list)
     consent: frozenset[str] = frozenset()
     updates: dict[str, Any] | None = None  # --updates NAME: the repository and the updates per host (converge_plan.py)
-    facts: Any = None  # the PoolFacts the prechecks read (xapi_prechecks.py), for the waves planned with this plan
+    facts: PoolFacts | None = None  # what the prechecks read (prechecks.run), for the waves planned with this plan
 
     @property
     def ok(self) -> bool:

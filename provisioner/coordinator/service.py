@@ -32,7 +32,7 @@ from provisioner.store.reinstalls import Reinstall
 
 log = logging.getLogger(__name__)
 JOIN_SECONDS = 60.0  # stop(): an XAPI call in flight ends within its own timeout (xapi.DEFAULT_TIMEOUT)
-# the run options start_run takes (stop_on_failure, disable_ha_wlb, ...); other keywords of start() go to Runner
+# the run options create_run takes (stop_on_failure, disable_ha_wlb, ...); other keywords of start() go to Runner
 RUN_OPTIONS = frozenset(name for name, p in inspect.signature(runner.create_run).parameters.items()
                         if p.kind == p.KEYWORD_ONLY and name != "config")  # config: the service's own
 RUN, REINSTALL = "run", "reinstall"  # the kinds of flow

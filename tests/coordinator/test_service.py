@@ -218,7 +218,6 @@ def test_a_driver_whose_lease_was_taken_learns_it_and_leaves_the_row_alone(store
     assert store.lease_holder(pool_lease("p")).owner == "other-server:1:1"
 
 
-
 def _asked_evacuation(lab, pool: str) -> int:
     """host.get_vms_which_prevent_evacuation calls about the pool's hosts (the precheck's question per host)."""
     refs = {h.ref for h in lab.world.pools[pool].hosts}

@@ -13,7 +13,7 @@ import pytest
 from helpers import FAST
 from labs import MEDIA, PASSWORD, POOL, host_info, macs, shut_down, upgrade
 
-from provisioner import cryptpw, registry, states
+from provisioner import cryptpw, netports, registry, states
 from provisioner.boot import attempts, filenames, service
 from provisioner.coordinator import pools, reinstall, runner, selfcheck
 from provisioner.coordinator.context import ReinstallTimeouts
@@ -23,16 +23,10 @@ from provisioner.tftp.client import fetch
 FLOW_FAST = ReinstallTimeouts(install=4 * 3600, xapi=1800, joined=1800, poll=5)
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _no_server(config):
     """A CLI's configuration when no `provisioner serve` runs: nothing answers its TFTP port or public_url."""
-    http_port = _free_port(socket.SOCK_STREAM)
-    return config.replace(tftp_port=_free_port(socket.SOCK_DGRAM), public_url=f"http://127.0.0.1:{http_port}")
+    http_port = netports.free_port(socket.SOCK_STREAM)
+    return config.replace(tftp_port=netports.free_port(socket.SOCK_DGRAM), public_url=f"http://127.0.0.1:{http_port}")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import make_media_tree, serve_process
-from provisioner import doctor, media
+from provisioner import doctor, media, netports
 from provisioner.boot import loaders
 from provisioner.cli import main
 from provisioner.config import load_config
@@ -37,16 +37,10 @@ from provisioner.store import Store
 from provisioner.store.schema import SCHEMA_VERSION
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(tmp_path: Path, **overrides):
-    http_port = overrides.pop("http_port", None) or _free_port(socket.SOCK_STREAM)
+    http_port = overrides.pop("http_port", None) or netports.free_port(socket.SOCK_STREAM)
     values = {"data_dir": tmp_path / "data", "tftp_root": tmp_path / "root", "bind_address": "127.0.0.1",
-              "tftp_port": _free_port(socket.SOCK_DGRAM), "http_port": http_port,
+              "tftp_port": netports.free_port(socket.SOCK_DGRAM), "http_port": http_port,
               "public_url": f"http://127.0.0.1:{http_port}", **overrides}
     return load_config(file=None, environ={}, overrides=values)
 
@@ -128,7 +122,7 @@ def test_public_url_port_is_not_the_http_port(site):
 
 def test_nothing_answers_tftp_on_next_server(site):
     config, store, _ = site
-    findings = doctor.run_checks(config.replace(tftp_port=_free_port(socket.SOCK_DGRAM)), store)
+    findings = doctor.run_checks(config.replace(tftp_port=netports.free_port(socket.SOCK_DGRAM)), store)
     _the(findings, "tftp.reachable", doctor.FAIL, "start serve", "firewall")
     _the(findings, "http.reachable", doctor.OK)
 
@@ -152,8 +146,8 @@ def test_public_url_answered_by_another_server(site, tmp_path):
 
 def test_nothing_answers_at_public_url(site):
     config, store, _ = site
-    findings = doctor.run_checks(config.replace(public_url=f"http://127.0.0.1:{_free_port(socket.SOCK_STREAM)}"),
-                                 store)
+    nobody = netports.free_port(socket.SOCK_STREAM)
+    findings = doctor.run_checks(config.replace(public_url=f"http://127.0.0.1:{nobody}"), store)
     _the(findings, "http.reachable", doctor.FAIL, "start serve")
 
 

@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 
+from provisioner import netports
 from provisioner.power.confirm import SystemClock
 from provisioner.simulator.bmc_ipmi import IpmiFront
 from provisioner.simulator.bmc_redfish import RedfishFront
@@ -106,19 +107,14 @@ class Machine:
         return [entry for entry in self.log if entry[0] == "power_on" and entry[1] != "on"]
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def ipmi_bmc():
     """ipmi_bmc(machine) -> the address ("127.0.0.1:port") of a pyghmi BMC server in front of it."""
     fronts = []
 
     def start(machine, like_virtualbmc: bool = False) -> str:
-        front = IpmiFront(machine, USER, PASSWORD, free_udp_port(), like_virtualbmc=like_virtualbmc).start()
+        port = netports.free_port(socket.SOCK_DGRAM)
+        front = IpmiFront(machine, USER, PASSWORD, port, like_virtualbmc=like_virtualbmc).start()
         fronts.append(front)
         return front.address
 
@@ -160,7 +156,7 @@ def creds() -> tuple[str, str]:
 
 @pytest.fixture
 def closed_udp_address() -> str:
-    return f"127.0.0.1:{free_udp_port()}"
+    return f"127.0.0.1:{netports.free_port(socket.SOCK_DGRAM)}"
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,8 @@ import bcrypt
 import e2e_lab
 from e2e_disks import LOCAL_DISK, bios_disk, uefi_disk  # noqa: F401 (LOCAL_DISK: the tests' marker)
 
+from provisioner import netports
+
 URI = "qemu:///system"
 BMC_GW = "10.79.0.1"
 VETH_NS = "e2ebmc0"
@@ -255,17 +257,10 @@ class Emulator:
                 self.proc.wait()
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_sushy(workdir: Path, uuids: list[str], username: str, password: str) -> tuple[Emulator, str]:
     """sushy-emulator's libvirt driver on 127.0.0.1, basic auth from an htpasswd file (bcrypt, the only kind it
     reads), limited to our domains (SUSHY_EMULATOR_ALLOWED_INSTANCES)."""
-    port = free_port()
+    port = netports.free_port()
     digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     (workdir / "htpasswd").write_text(f"{username}:{digest}\n")
     config = {"SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1", "SUSHY_EMULATOR_LISTEN_PORT": port,
@@ -296,10 +291,10 @@ def start_vbmc(workdir: Path, domain: str, username: str, password: str) -> tupl
     (vdir / "bmcs").mkdir(parents=True, exist_ok=True)  # vbmcd only logs ENOENT and never answers without it
     conf = vdir / "virtualbmc.conf"
     conf.write_text(f"[default]\nconfig_dir = {vdir / 'bmcs'}\npid_file = {vdir / 'master.pid'}\n"
-                    f"server_port = {free_port()}\n[log]\nlogfile = {vdir / 'vbmc.log'}\ndebug = true\n")
+                    f"server_port = {netports.free_port()}\n[log]\nlogfile = {vdir / 'vbmc.log'}\ndebug = true\n")
     env = {**os.environ, "VIRTUALBMC_CONFIG": str(conf)}
     daemon = Emulator([str(VENV / "bin" / "vbmcd"), "--foreground"], vdir / "vbmcd.out", env=env)
-    port = free_port()
+    port = netports.free_port()
     vbmc = str(VENV / "bin" / "vbmc")
     deadline = time.time() + 30
     while True:

@@ -11,13 +11,14 @@ real boot service, and simulated PXE machines, all on loopback.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
 from helpers import FAST, register_hosts
 from sim_tls import trust
-from provisioner import media
+from provisioner import media, netports
 from provisioner.coordinator import pools, runner
 from provisioner.coordinator.service import FlowService
 from provisioner.demo import demo_config, synthetic_media_tree
@@ -223,13 +224,6 @@ class BmcLab(Lab):
         super().stop()
 
 
-def free_udp_port() -> int:
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redfish", "ipmi"),
                  boot_order: str = "bios-disk-first") -> BmcLab:
     """Like make_lab, but every machine boots by `boot_order` (a simulator bootorder.SPECS name: BIOS disk-first by
@@ -259,7 +253,8 @@ def make_bmc_lab(tmp_path, hosts: int = 3, *, speed: float = 120.0, kinds=("redf
     if "ipmi" in kinds:
         lab.addresses["ipmi"] = {}
         for mac in all_macs:
-            front = IpmiFront(world.bmc(mac), BMC_USER, BMC_PASSWORD, free_udp_port()).start()
+            port = netports.free_port(socket.SOCK_DGRAM)
+            front = IpmiFront(world.bmc(mac), BMC_USER, BMC_PASSWORD, port).start()
             lab.fronts.append(front)
             lab.addresses["ipmi"][mac] = (front.address, None)
     if "redfish" in kinds:

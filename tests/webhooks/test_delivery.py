@@ -5,12 +5,12 @@ The pump runs on a simulated clock (its backoff), the HTTP is real."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 from webhook_receiver import SECRET, Receiver
 
+from provisioner import netports
 from provisioner.store import Store
 from provisioner.webhooks import delivery, events, service, signing
 
@@ -21,12 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -77,7 +71,7 @@ def test_a_pool_webhook_gets_only_its_pool_and_chosen_events(store, receiver):
 
 def test_a_receiver_that_is_down_gets_them_after_it_comes_back_and_a_restart_resends_nothing(config):
     store = Store(config.db_path)
-    port = free_port()
+    port = netports.free_port()
     service.add(store, f"http://127.0.0.1:{port}/hook", SECRET)
     clock = Clock()
     pump = delivery.Pump(store, clock=clock, backoff=(5, 30))

@@ -16,6 +16,7 @@ twice. Where the lock file cannot be opened (another user's, a read-only /tmp), 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import random
 import socket
@@ -28,9 +29,9 @@ LOCK_FILE = Path(tempfile.gettempdir()) / "provisioner-ports.lock"  # machine-wi
 _RANDOM = random.SystemRandom()  # not the seedable module state: two processes seeded alike would pick alike
 _given: set[tuple[int, int]] = set()  # (kind, port) handed out by this process: a record lock does not stop its owner
 _guard = threading.Lock()
-_lock_fd: int | None = None  # one descriptor for the process: closing any descriptor of the file drops all its locks
 
 
+@functools.cache  # read once: free_port is called for every server a test starts
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -38,14 +39,12 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+@functools.cache  # one descriptor for the process: closing any descriptor of the file drops all its locks
 def _lock_file() -> int | None:
-    global _lock_fd
-    if _lock_fd is None:
-        try:
-            _lock_fd = os.open(LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
-        except OSError:
-            _lock_fd = -1
-    return _lock_fd if _lock_fd >= 0 else None
+    try:
+        return os.open(LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError:
+        return None
 
 
 def _reserve(kind: int, port: int) -> bool:
